@@ -1,0 +1,1 @@
+"""The thin click CLI over :mod:`snapws.ops`."""

@@ -1,0 +1,86 @@
+"""Shared state of one ``snapws`` invocation (``ctx.obj``) and small helpers
+the commands share."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from snapws.config import Config
+from snapws.errors import BadPathError
+from snapws.ids import SnapshotId
+from snapws.ops.revs import resolve_rev
+from snapws.ops.session import open_session
+from snapws.ops.workspace import Session
+
+
+@dataclass(slots=True)
+class App:
+    config: Config
+    cwd: Path
+    store: Path | None
+    quiet: bool
+    interactive: bool
+
+    @contextmanager
+    def session(self, exclusive: bool = False, mount: bool = True) -> Iterator[Session]:
+        with open_session(self.cwd, self.config, self.store, exclusive, mount) as s:
+            yield s
+
+    def who(self) -> str:
+        return self.config.author_or_default()
+
+    def resolve(self, session: Session, rev: str) -> SnapshotId:
+        return resolve_rev(session.store, session.state.head, rev)
+
+    def rel_paths(self, session: Session, paths: tuple[str, ...]) -> tuple[bytes, ...]:
+        """Command-line paths (relative to the current directory) as paths
+        relative to the workspace root. Raises BadPathError outside it."""
+        root = os.path.realpath(session.path)
+        out = []
+        for p in paths:
+            absp = os.path.normpath(os.path.join(self.cwd, p))
+            # the cwd may be a detached old mount of the same path: compare by name
+            real_parent = os.path.realpath(os.path.dirname(absp)) if absp != root else root
+            cand = absp if absp == root else os.path.join(real_parent, os.path.basename(absp))
+            if cand != root and not cand.startswith(root + os.sep):
+                raise BadPathError(
+                    f"{p} is outside the workspace {session.path}",
+                    hint="paths are relative to the current directory",
+                )
+            rel = os.path.relpath(cand, root)
+            out.append(os.fsencode(rel))
+        return tuple(out)
+
+    def info(self, text: str) -> None:
+        """A message for people (stderr), silenced by --quiet."""
+        if not self.quiet:
+            click.echo(text, err=True)
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+class PathsAfterDashDash(click.Command):
+    """A command whose arguments after ``--`` are paths (kept in
+    ``ctx.meta["snapws.paths"]``), as in ``snapws diff REV -- PATH``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            i = args.index("--")
+            ctx.meta["snapws.paths"] = tuple(args[i + 1 :])
+            args = args[:i]
+        else:
+            ctx.meta["snapws.paths"] = ()
+        return super().parse_args(ctx, args)
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False))

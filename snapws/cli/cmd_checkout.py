@@ -1,0 +1,87 @@
+"""``snapws checkout`` and ``snapws reset``."""
+
+from __future__ import annotations
+
+import click
+
+from snapws.cli.app import App, emit_json, pass_app
+from snapws.ops.checkout import checkout, reset
+from snapws.ops.revs import branch_named
+
+
+@click.command("checkout")
+@click.argument("rev", required=False)
+@click.option(
+    "-b",
+    "new_branch",
+    metavar="NAME",
+    help="Create branch NAME at REV (default HEAD) and switch to it.",
+)
+@click.option("--discard", is_flag=True, help="Throw away uncommitted changes.")
+@click.option("--detach", is_flag=True, help="Detach HEAD even if REV is a branch.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def checkout_cmd(
+    app: App, rev: str | None, new_branch: str | None, discard: bool, detach: bool, as_json: bool
+) -> None:
+    """Remount the workspace on REV (a branch, tag, id, HEAD~N...).
+
+    A branch name attaches HEAD to it; anything else gives a detached HEAD,
+    as in git. Uncommitted changes make it refuse (exit 5) unless --discard.
+    """
+    if rev is None and new_branch is None:
+        raise click.UsageError("give a revision, or -b NAME")
+    with app.session(exclusive=True) as s:
+        target = app.resolve(s, rev or "HEAD")
+        branch = None if detach or new_branch else branch_named(s.store, rev or "")
+        result = checkout(s, target, branch, new_branch, discard, app.who(), rev or "HEAD")
+    if as_json:
+        emit_json(
+            {
+                "head": result.head.hex,
+                "branch": result.branch,
+                "previous": result.previous.hex,
+                "discarded": len(result.discarded),
+            }
+        )
+        return
+    if result.discarded:
+        app.info(f"discarded {len(result.discarded)} uncommitted change(s)")
+    if new_branch:
+        click.echo(f"Switched to a new branch '{new_branch}' at {result.head.short()}")
+    elif result.branch:
+        click.echo(f"Switched to branch '{result.branch}' ({result.head.short()})")
+    else:
+        click.echo(f"HEAD is now at {result.head.short()} (detached)")
+    app.info("note: a shell inside the workspace sees the new tree after `cd .`")
+
+
+@click.command("reset")
+@click.argument("rev")
+@click.option("--hard", is_flag=True, help="Also discard uncommitted changes (rollback).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def reset_cmd(app: App, rev: str, hard: bool, as_json: bool) -> None:
+    """Move the current branch (or detached HEAD) to REV.
+
+    Without --hard, uncommitted changes are kept on top of REV (git's
+    `reset --keep`); it refuses if one of them touches a path that differs
+    between HEAD and REV. --hard makes the working tree exactly REV.
+    """
+    with app.session(exclusive=True) as s:
+        target = app.resolve(s, rev)
+        result = reset(s, target, hard, app.who(), rev)
+    if as_json:
+        emit_json(
+            {
+                "head": result.head.hex,
+                "branch": result.branch,
+                "previous": result.previous.hex,
+                "discarded": len(result.discarded),
+            }
+        )
+        return
+    click.echo(f"HEAD is now at {result.head.short()}")
+
+
+COMMANDS = [checkout_cmd, reset_cmd]

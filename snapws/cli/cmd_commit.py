@@ -1,0 +1,40 @@
+"""``snapws commit``."""
+
+from __future__ import annotations
+
+import click
+
+from snapws.cli.app import App, emit_json, pass_app
+from snapws.cli.render import changes_json, summary
+from snapws.ops.commit import commit
+
+
+@click.command("commit")
+@click.option("-m", "--message", required=True, help="The snapshot's message.")
+@click.option("--allow-empty", is_flag=True, help="Make a snapshot even if nothing changed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def commit_cmd(app: App, message: str, allow_empty: bool, as_json: bool) -> None:
+    """Freeze the working tree's changes into a new snapshot."""
+    with app.session(exclusive=True) as s:
+        result = commit(s, message, app.who(), allow_empty)
+    if as_json:
+        emit_json(
+            {
+                "snapshot": result.snapshot.hex if result.snapshot else None,
+                "layer": result.layer.hex if result.layer else None,
+                "branch": result.branch,
+                "changes": changes_json(result.changes),
+            }
+        )
+        return
+    if result.snapshot is None:
+        click.echo("nothing to commit, working tree clean")
+        return
+    where = result.branch or "detached HEAD"
+    first = message.splitlines()[0] if message else ""
+    click.echo(f"[{where} {result.snapshot.short()}] {first}")
+    click.echo(f" {summary(result.changes)}")
+
+
+COMMANDS = [commit_cmd]

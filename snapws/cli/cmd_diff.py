@@ -1,0 +1,176 @@
+"""``snapws status`` and ``snapws diff``."""
+
+from __future__ import annotations
+
+import stat as statmod
+
+import click
+
+from snapws.cli.app import App, PathsAfterDashDash, emit_json, pass_app
+from snapws.cli.render import change_line, change_path, changes_json
+from snapws.errors import ExitCode
+from snapws.model import Change, ChangeType, Entry, Kind
+from snapws.ops.diff import DiffResult, diff, status
+from snapws.textdiff import StatRow, format_stat, line_stat, unified_diff
+
+
+@click.command("status")
+@click.option("--porcelain", is_flag=True, help="Only the change lines, for scripts.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--exit-code", is_flag=True, help="Exit with 1 if there are changes.")
+@pass_app
+def status_cmd(app: App, porcelain: bool, as_json: bool, exit_code: bool) -> None:
+    """What changed since HEAD: A added, M modified, D deleted, T type changed.
+
+    Costs the number of changes, not the size of the tree. Copy-ups that
+    changed nothing (touch, open for write) are not changes; metadata-only
+    changes show what changed, e.g. `M  run.sh  (mode)`.
+    """
+    with app.session(exclusive=False) as s:
+        changes = status(s)
+        branch, head = s.state.branch, s.state.head
+    if as_json:
+        emit_json(
+            {
+                "branch": branch,
+                "head": head.hex,
+                "clean": not changes,
+                "changes": changes_json(changes),
+            }
+        )
+    elif porcelain:
+        for c in changes:
+            click.echo(change_line(c, detail=False))
+    else:
+        click.echo(f"On branch {branch}" if branch else f"HEAD detached at {head.short()}")
+        if not changes:
+            click.echo("nothing to commit, working tree clean")
+        for c in changes:
+            click.echo(f"  {change_line(c)}")
+    if exit_code and changes:
+        raise SystemExit(int(ExitCode.DIFFERENCES))
+
+
+def _mode_str(e: Entry) -> str:
+    fmt = {
+        Kind.FILE: statmod.S_IFREG,
+        Kind.DIR: statmod.S_IFDIR,
+        Kind.SYMLINK: statmod.S_IFLNK,
+        Kind.FIFO: statmod.S_IFIFO,
+        Kind.CHARDEV: statmod.S_IFCHR,
+        Kind.BLOCKDEV: statmod.S_IFBLK,
+        Kind.SOCKET: statmod.S_IFSOCK,
+    }.get(e.kind, 0)
+    return f"{fmt | e.mode:06o}"
+
+
+def _content(result: DiffResult, c: Change, side: str) -> bytes | None:
+    e = c.old if side == "old" else c.new
+    if e is None or e.kind not in (Kind.FILE, Kind.SYMLINK):
+        return None
+    if e.kind is Kind.SYMLINK:
+        return e.target
+    return result.read_old(c.path) if side == "old" else result.read_new(c.path)
+
+
+def _patch(result: DiffResult, c: Change) -> list[str]:
+    p = change_path(c).rstrip("/")
+    out = [f"diff --git a/{p} b/{p}"]
+    if c.type is ChangeType.ADDED and c.new:
+        out.append(f"new file mode {_mode_str(c.new)}")
+    elif c.type is ChangeType.DELETED and c.old:
+        out.append(f"deleted file mode {_mode_str(c.old)}")
+    elif c.old and c.new and (c.old.mode != c.new.mode or c.old.kind is not c.new.kind):
+        out += [f"old mode {_mode_str(c.old)}", f"new mode {_mode_str(c.new)}"]
+    for what in ("owner", "xattrs"):
+        if what in c.what and c.old and c.new:
+            if what == "owner":
+                out.append(f"# owner {c.old.uid}:{c.old.gid} -> {c.new.uid}:{c.new.gid}")
+            else:
+                out.append("# extended attributes changed")
+    old = _content(result, c, "old")
+    new = _content(result, c, "new")
+    if (old is not None or new is not None) and old != new:
+        out += unified_diff(old, new, f"a/{p}", f"b/{p}")
+    return out
+
+
+@click.command("diff", cls=PathsAfterDashDash)
+@click.argument("revs", nargs=-1)
+@click.option("--stat", "show_stat", is_flag=True, help="A diffstat (lines added/removed).")
+@click.option("--name-status", is_flag=True, help="One line per path: status and name.")
+@click.option("--name-only", is_flag=True, help="Only the changed paths.")
+@click.option("-p", "--patch", is_flag=True, help="A unified diff of text files.")
+@click.option("--json", "as_json", is_flag=True, help="Print the changes as JSON.")
+@click.option("--exit-code", is_flag=True, help="Exit with 1 if there are differences.")
+@pass_app
+def diff_cmd(
+    app: App,
+    revs: tuple[str, ...],
+    show_stat: bool,
+    name_status: bool,
+    name_only: bool,
+    patch: bool,
+    as_json: bool,
+    exit_code: bool,
+) -> None:
+    """Show changes: working tree vs HEAD, vs REV, or REV1 vs REV2.
+
+    \b
+    snapws diff                  working tree against HEAD
+    snapws diff REV              working tree against REV
+    snapws diff REV1 REV2        REV1 against REV2 (any two snapshots)
+    snapws diff ... -- PATH...   only these paths
+    """
+    paths_raw: tuple[str, ...] = click.get_current_context().meta.get("snapws.paths", ())
+    argv_revs = list(revs)
+    if len(argv_revs) > 2:
+        raise click.UsageError("at most two revisions (use -- before paths)")
+    with app.session(exclusive=False) as s:
+        old = app.resolve(s, argv_revs[0]) if argv_revs else None
+        new = app.resolve(s, argv_revs[1]) if len(argv_revs) == 2 else None
+        paths = app.rel_paths(s, paths_raw)
+        result = diff(s, old, new, paths)
+        changes = result.changes
+        if as_json:
+            emit_json(
+                {"old": result.old_label, "new": result.new_label, "changes": changes_json(changes)}
+            )
+        elif show_stat:
+            rows = []
+            for c in changes:
+                e_old, e_new = c.old, c.new
+                if (e_old and e_old.kind is Kind.DIR) or (e_new and e_new.kind is Kind.DIR):
+                    continue
+                content_changed = c.type is not ChangeType.MODIFIED or any(
+                    w in ("content", "target") for w in c.what
+                )
+                st = (
+                    line_stat(_content(result, c, "old"), _content(result, c, "new"))
+                    if content_changed
+                    else None
+                )
+                rows.append(
+                    StatRow(
+                        change_path(c), st, e_old.size if e_old else 0, e_new.size if e_new else 0
+                    )
+                )
+            for line in format_stat(rows):
+                click.echo(line)
+        elif patch:
+            for c in changes:
+                if (c.old and c.old.kind is Kind.DIR) and (c.new and c.new.kind is Kind.DIR):
+                    continue
+                for line in _patch(result, c):
+                    click.echo(line)
+        elif name_only:
+            for c in changes:
+                click.echo(change_path(c))
+        else:
+            for c in changes:
+                click.echo(change_line(c, detail=not name_status))
+    if exit_code and changes:
+        raise SystemExit(int(ExitCode.DIFFERENCES))
+
+
+COMMANDS = [status_cmd, diff_cmd]

@@ -1,0 +1,62 @@
+"""``snapws init``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from snapws.cli.app import App, emit_json, pass_app
+from snapws.ops.init import init
+from snapws.ops.workspace import resolve_store
+
+
+@click.command("init")
+@click.argument("directory", required=False, type=click.Path(path_type=Path), default=".")
+@click.option("-b", "--branch", help="Name of the first branch (default: main).")
+@click.option("-m", "--message", default="initial snapshot", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def init_cmd(app: App, directory: Path, branch: str | None, message: str, as_json: bool) -> None:
+    """Make DIRECTORY (default: .) a workspace; its content becomes the base layer.
+
+    The store is --store, SNAPWS_STORE, `store =` in snapws.toml, or .snapws
+    beside DIRECTORY. The store must be on the same filesystem.
+    """
+    path = Path(os.path.abspath(app.cwd / directory))
+    store_root = resolve_store(path, app.config, app.store)
+    bar = None
+    progress = None
+    if app.interactive and not app.quiet and not as_json:
+        bar = click.progressbar(length=0, label="hashing", file=click.get_text_stream("stderr"))
+
+        def progress(n: int) -> None:
+            assert bar is not None
+            bar.length = max(bar.length or 0, n)
+            bar.update(n - bar.pos)
+
+    try:
+        store, state = init(path, store_root, app.config, branch, message, progress)
+    finally:
+        if bar is not None:
+            bar.render_finish()
+    if as_json:
+        emit_json(
+            {
+                "workspace": state.path,
+                "store": str(store.root),
+                "branch": state.branch,
+                "head": state.head.hex,
+            }
+        )
+        return
+    click.echo(
+        f"Initialized workspace {state.path} (branch {state.branch}, "
+        f"snapshot {state.head.short()}, store {store.root})"
+    )
+    if str(app.cwd) == state.path or str(app.cwd).startswith(state.path + os.sep):
+        app.info("note: your shell is below the new mount; run `cd .` to see the workspace")
+
+
+COMMANDS = [init_cmd]

@@ -1,0 +1,81 @@
+"""``snapws mount``, ``snapws umount``, ``snapws workspaces``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from snapws.cli.app import App, emit_json, pass_app
+from snapws.ops.mounting import mount, umount, workspaces
+from snapws.ops.recovery import recover
+from snapws.ops.workspace import find_workspace
+from snapws.store.store import Store
+
+
+def _find(app: App, directory: Path | None) -> tuple[Store, object]:
+    start = (app.cwd / directory) if directory else app.cwd
+    return find_workspace(start, app.config, app.store)
+
+
+@click.command("mount")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@pass_app
+def mount_cmd(app: App, directory: Path | None) -> None:
+    """Mount the workspace DIRECTORY (after a reboot or `snapws umount`)."""
+    store, _ = find_workspace(
+        (app.cwd / directory) if directory else app.cwd, app.config, app.store
+    )
+    with store.lock(True, app.config.lock_timeout):
+        recover(store)
+        state = store.read_workspace(_.id)
+        did = mount(store, state)
+    app.info(f"mounted {state.path}" if did else f"{state.path} is already mounted")
+
+
+@click.command("umount")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@click.option("--lazy", is_flag=True, help="Freeze and detach even if processes use it.")
+@pass_app
+def umount_cmd(app: App, directory: Path | None, lazy: bool) -> None:
+    """Unmount a workspace. Uncommitted changes stay in the store."""
+    store, found = find_workspace(
+        (app.cwd / directory) if directory else app.cwd, app.config, app.store
+    )
+    with store.lock(True, app.config.lock_timeout):
+        recover(store)
+        state = store.read_workspace(found.id)
+        did = umount(store, state, lazy)
+    app.info(f"unmounted {state.path}" if did else f"{state.path} was not mounted")
+
+
+@click.command("workspaces")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@pass_app
+def workspaces_cmd(app: App, as_json: bool) -> None:
+    """The store's workspaces, their HEADs and where they are mounted."""
+    if app.store is not None or app.config.store is not None:
+        store = Store.open(app.store or app.config.store)  # type: ignore[arg-type]
+    else:
+        store, _ = find_workspace(app.cwd, app.config, None)
+    infos = workspaces(store)
+    if as_json:
+        emit_json(
+            [
+                {
+                    "id": i.state.id.hex,
+                    "path": i.state.path,
+                    "branch": i.state.branch,
+                    "head": i.state.head.hex,
+                    "mount": i.mount,
+                }
+                for i in infos
+            ]
+        )
+        return
+    for i in infos:
+        where = i.state.branch or f"detached {i.state.head.short()}"
+        click.echo(f"{i.state.path}  {where}  {i.state.head.short()}  [{i.mount}]")
+
+
+COMMANDS = [mount_cmd, umount_cmd, workspaces_cmd]

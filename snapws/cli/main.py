@@ -1,0 +1,128 @@
+"""The ``snapws`` command: global options, error rendering, command registry.
+
+Commands live one family per module (``cmd_*.py``): they parse options, make
+one library call and render the result. They never hold logic of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from snapws import __version__
+from snapws.cli.app import App
+from snapws.config import load_config
+from snapws.errors import ExitCode, SnapwsError
+
+
+class SnapwsGroup(click.Group):
+    """Turns SnapwsError into ``snapws: error: ...`` + hint + its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SnapwsError as e:
+            click.echo(f"snapws: error: {e.message}", err=True)
+            if e.hint:
+                click.echo(f"hint: {e.hint}", err=True)
+            ctx.exit(int(e.exit_code))
+        except KeyboardInterrupt:
+            click.echo("snapws: interrupted", err=True)
+            ctx.exit(int(ExitCode.INTERRUPTED))
+
+
+@click.group(cls=SnapwsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="snapws")
+@click.option(
+    "-C",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run as if started in DIR (as git -C).",
+)
+@click.option(
+    "--store",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SNAPWS_STORE",
+    help="The store directory (default: found from the workspace; for init, .snapws beside it).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors and requested data.")
+@click.pass_context
+def cli(ctx: click.Context, directory: Path | None, store: Path | None, quiet: bool) -> None:
+    """snapws: git-like snapshots of a directory, at filesystem speed.
+
+    A workspace is an overlay mount: read-only content-hashed layers below, an
+    upperdir collecting your changes above. `snapws commit` freezes the changes
+    into a layer; `snapws checkout` remounts any snapshot in milliseconds.
+    Exit codes: docs/exit-codes.md.
+    """
+    try:
+        config = load_config()
+    except SnapwsError as e:
+        click.echo(f"snapws: error: {e.message}", err=True)
+        if e.hint:
+            click.echo(f"hint: {e.hint}", err=True)
+        ctx.exit(int(e.exit_code))
+    if directory is not None:
+        try:
+            os.chdir(directory)
+        except OSError as e:
+            raise click.UsageError(f"cannot change to {directory}: {e.strerror}") from e
+    ctx.obj = App(
+        config=config,
+        cwd=_cwd(),
+        store=store.absolute() if store else None,
+        quiet=quiet,
+        interactive=sys.stderr.isatty(),
+    )
+
+
+def _cwd() -> Path:
+    """The current directory; if it is unreachable (a shell left inside a
+    workspace mount that a commit detached), the shell's $PWD names it."""
+    try:
+        return Path(os.getcwd())
+    except FileNotFoundError:
+        pwd = os.environ.get("PWD")
+        if pwd and os.path.isabs(pwd):
+            return Path(pwd)
+        raise click.UsageError(
+            "the current directory is gone (a detached workspace mount?); run `cd .`"
+        ) from None
+
+
+def _register() -> None:
+    from snapws.cli import (
+        cmd_branch,
+        cmd_checkout,
+        cmd_commit,
+        cmd_diff,
+        cmd_init,
+        cmd_log,
+        cmd_mount,
+        cmd_restore,
+    )
+
+    for mod in (
+        cmd_init,
+        cmd_commit,
+        cmd_diff,
+        cmd_log,
+        cmd_checkout,
+        cmd_branch,
+        cmd_restore,
+        cmd_mount,
+    ):
+        for command in mod.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="snapws")

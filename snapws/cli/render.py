@@ -1,0 +1,105 @@
+"""Text forms of library results (the JSON forms are the objects' to_json)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from snapws.model import (
+    Change,
+    ChangeType,
+    Kind,
+    ReflogEntry,
+    SnapshotRecord,
+    display_path,
+    path_to_text,
+)
+from snapws.ops.history import LogEntry
+
+
+def change_path(c: Change) -> str:
+    entry = c.new or c.old
+    suffix = "/" if entry is not None and entry.kind is Kind.DIR else ""
+    return display_path(c.path) + suffix
+
+
+def change_line(c: Change, detail: bool = True) -> str:
+    line = f"{c.type.value}  {change_path(c)}"
+    if detail and c.type is ChangeType.MODIFIED and c.what != ("content",):
+        line += f"  ({', '.join(c.what)})"
+    if detail and c.type is ChangeType.TYPE_CHANGED and c.old and c.new:
+        line += f"  ({c.old.kind.name.lower()} -> {c.new.kind.name.lower()})"
+    return line
+
+
+def summary(changes: list[Change]) -> str:
+    n = Counter(c.type for c in changes)
+    parts = [f"{len(changes)} change{'s' if len(changes) != 1 else ''}"]
+    names = {
+        ChangeType.ADDED: "added",
+        ChangeType.MODIFIED: "modified",
+        ChangeType.DELETED: "deleted",
+        ChangeType.TYPE_CHANGED: "type changed",
+    }
+    details = [f"{n[t]} {names[t]}" for t in names if n[t]]
+    if details:
+        parts.append("(" + ", ".join(details) + ")")
+    return " ".join(parts)
+
+
+def format_time(time_ns: int, tz_offset_min: int) -> str:
+    secs = time_ns // 1_000_000_000
+    t = time.gmtime(secs + tz_offset_min * 60)
+    sign = "+" if tz_offset_min >= 0 else "-"
+    off = abs(tz_offset_min)
+    return time.strftime("%a %b %d %H:%M:%S %Y", t) + f" {sign}{off // 60:02d}{off % 60:02d}"
+
+
+def iso_time(time_ns: int, tz_offset_min: int) -> str:
+    secs = time_ns // 1_000_000_000
+    t = time.gmtime(secs + tz_offset_min * 60)
+    sign = "+" if tz_offset_min >= 0 else "-"
+    off = abs(tz_offset_min)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f"{sign}{off // 60:02d}:{off % 60:02d}"
+
+
+def decorations(refs: tuple[str, ...], head: bool, branch: str | None) -> str:
+    names = list(refs)
+    if head:
+        if branch is not None and branch in names:
+            names.remove(branch)
+            names.insert(0, f"HEAD -> {branch}")
+        else:
+            names.insert(0, "HEAD")
+    return f" ({', '.join(names)})" if names else ""
+
+
+def record_json(sid: str, rec: SnapshotRecord) -> dict[str, Any]:
+    return {
+        "id": sid,
+        "parents": [p.hex for p in rec.parents],
+        "layer": rec.layer.hex,
+        "message": rec.message,
+        "author": rec.author,
+        "time": iso_time(rec.time_ns, rec.tz_offset_min),
+        "time_ns": rec.time_ns,
+    }
+
+
+def log_entry_json(e: LogEntry) -> dict[str, Any]:
+    obj = record_json(e.id.hex, e.record)
+    obj["refs"] = list(e.refs)
+    return obj
+
+
+def reflog_json(e: ReflogEntry) -> dict[str, Any]:
+    return e.to_json()
+
+
+def changes_json(changes: list[Change]) -> list[dict[str, Any]]:
+    return [c.to_json() for c in changes]
+
+
+def text_path(p: bytes) -> str:
+    return path_to_text(p)

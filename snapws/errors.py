@@ -1,0 +1,147 @@
+"""Errors a user can act on: each class carries its exit code and a hint.
+
+This module imports nothing from the package (layering rule, checked by a test).
+The exit-code table is documented in docs/exit-codes.md; keep both in sync
+(a test compares them).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of the ``snapws`` command."""
+
+    OK = 0
+    DIFFERENCES = 1  # diff/status --exit-code found changes (as git)
+    USAGE = 2  # bad command line (click's own code)
+    NOT_A_WORKSPACE = 3
+    BAD_REVISION = 4
+    UNCOMMITTED_CHANGES = 5
+    BUSY = 6
+    LOCKED = 7
+    BAD_NAME = 8
+    UNSUPPORTED = 9
+    MOUNT_FAILED = 10
+    STORE_CORRUPT = 11
+    BAD_PATH = 12
+    CONFIG = 13
+    INTERNAL = 70
+    INTERRUPTED = 130
+
+
+class SnapwsError(Exception):
+    """Base of every error snapws raises on purpose.
+
+    ``message`` says what went wrong; ``hint`` says what to do next.
+    """
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+    default_hint: str = ""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = self.default_hint if hint is None else hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotAWorkspaceError(SnapwsError):
+    exit_code = ExitCode.NOT_A_WORKSPACE
+    default_hint = (
+        "run the command inside a workspace, pass -C DIR, or create one with `snapws init DIR`"
+    )
+
+
+class StoreNotFoundError(SnapwsError):
+    exit_code = ExitCode.NOT_A_WORKSPACE
+    default_hint = "pass --store PATH or set SNAPWS_STORE to the store's directory"
+
+
+class RevisionNotFoundError(SnapwsError):
+    exit_code = ExitCode.BAD_REVISION
+    default_hint = "`snapws log --all` lists snapshots; `snapws branch` and `snapws tag` list names"
+
+
+class AmbiguousRevisionError(SnapwsError):
+    exit_code = ExitCode.BAD_REVISION
+    default_hint = "type more characters of the id"
+
+
+class UncommittedChangesError(SnapwsError):
+    exit_code = ExitCode.UNCOMMITTED_CHANGES
+    default_hint = "commit them (`snapws commit -m MSG`) or pass --discard to throw them away"
+
+    def __init__(self, message: str, paths: list[str], hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.paths = paths
+
+
+class WorkspaceBusyError(SnapwsError):
+    exit_code = ExitCode.BUSY
+    default_hint = "close the files (or stop the processes) and run the command again"
+
+    def __init__(
+        self, message: str, holders: list[tuple[int, str, str]], hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint)
+        self.holders = holders
+
+
+class StoreLockedError(SnapwsError):
+    exit_code = ExitCode.LOCKED
+    default_hint = (
+        "another snapws command is using the store; wait for it to finish (or raise --lock-timeout)"
+    )
+
+
+class BadNameError(SnapwsError):
+    exit_code = ExitCode.BAD_NAME
+    default_hint = "names follow git's rules: no spaces, '..', '~', '^', ':', '?', '*', '[' or '\\'"
+
+
+class NameExistsError(SnapwsError):
+    exit_code = ExitCode.BAD_NAME
+    default_hint = "choose another name, or delete the old one first (-d)"
+
+
+class UnsupportedError(SnapwsError):
+    exit_code = ExitCode.UNSUPPORTED
+
+
+class MountError(SnapwsError):
+    exit_code = ExitCode.MOUNT_FAILED
+    default_hint = "see `dmesg | tail` for the kernel's reason"
+
+
+class StoreCorruptError(SnapwsError):
+    exit_code = ExitCode.STORE_CORRUPT
+    default_hint = "restore the store from a backup, or report a bug with the file named above"
+
+
+class BadPathError(SnapwsError):
+    exit_code = ExitCode.BAD_PATH
+
+
+class ConfigError(SnapwsError):
+    exit_code = ExitCode.CONFIG
+    default_hint = "see snapws.toml.example for the options and their types"
+
+
+class InvalidOperationError(SnapwsError):
+    """A request that contradicts the current state (delete the current branch...)."""
+
+    exit_code = ExitCode.BAD_NAME
+
+
+class LayerRejectedError(SnapwsError):
+    """The upperdir holds something snapws cannot record faithfully."""
+
+    exit_code = ExitCode.UNSUPPORTED
+    default_hint = (
+        "mount workspaces only with snapws (redirect_dir=off,metacopy=off); "
+        "`snapws umount` then `snapws mount` fixes a hand-made mount"
+    )

@@ -1,0 +1,1 @@
+"""Layers: reading trees into manifest entries, hashing, and comparing chains."""

@@ -1,0 +1,91 @@
+"""Changes between two merged views, at the cost of what the layers between
+them touched, not of the size of the tree."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Sequence
+
+from snapws.layers.entries import OPAQUE_XATTR, child, is_under, is_whiteout
+from snapws.layers.view import ChainView
+from snapws.model import ROOT, Change, Kind, classify
+
+
+def touched_paths(layer_dirs: Iterable[bytes]) -> tuple[set[bytes], set[bytes]]:
+    """Walk layer trees (overlay form). Returns (every path present in any of
+    them, the paths below which older content may vanish: whiteouts and opaque
+    directories)."""
+    paths: set[bytes] = set()
+    expand: set[bytes] = set()
+    for layer in layer_dirs:
+        paths.add(ROOT)
+        stack = [(ROOT, layer)]
+        while stack:
+            rel, abspath = stack.pop()
+            with os.scandir(abspath) as it:
+                for de in it:
+                    p = child(rel, de.name)
+                    paths.add(p)
+                    st = de.stat(follow_symlinks=False)
+                    if is_whiteout(st):
+                        expand.add(p)
+                    elif stat.S_ISDIR(st.st_mode):
+                        if _opaque(de.path):
+                            expand.add(p)
+                        stack.append((p, de.path))
+                    else:
+                        expand.add(p)  # may replace an older directory
+    return paths, expand
+
+
+def _opaque(path: bytes) -> bool:
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def _selected(path: bytes, under: Sequence[bytes]) -> bool:
+    if not under:
+        return True
+    return any(is_under(path, u) or is_under(u, path) for u in under)
+
+
+def diff_views(
+    old: ChainView,
+    new: ChainView,
+    layer_dirs: Sequence[bytes],
+    under: Sequence[bytes] = (),
+) -> list[Change]:
+    """Changes from ``old`` to ``new``, given every layer tree that is in one
+    chain but not the other (``layer_dirs``). ``under`` restricts the result
+    to paths at or below the given ones. Sorted by path; directories appear as
+    entries of their own. Raises OSError on unreadable layers."""
+    paths, expand = touched_paths(layer_dirs)
+    candidates = {p for p in paths if _selected(p, under)}
+    for top in expand:
+        if not _selected(top, under):
+            continue
+        for view in (old, new):
+            loc = view.locate(top)
+            if loc is not None and loc.node.kind is Kind.DIR:
+                candidates.update(
+                    w.node.path for w in view.walk(top) if _selected(w.node.path, under)
+                )
+    changes = []
+    for p in sorted(candidates):
+        if under and not any(is_under(p, u) for u in under):
+            continue  # an ancestor of a selected path: only needed for the walk
+        lo = old.locate(p)
+        ln = new.locate(p)
+        if lo is None and ln is None:
+            continue
+        if lo is not None and ln is not None and lo.node.abspath == ln.node.abspath:
+            continue  # the very same file of a shared layer
+        eo = old.entry_of(lo) if lo is not None else None
+        en = new.entry_of(ln) if ln is not None else None
+        c = classify(p, eo, en)
+        if c is not None:
+            changes.append(c)
+    return changes

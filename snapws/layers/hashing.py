@@ -1,0 +1,66 @@
+"""XXH3-128 content hashing of files, in parallel where it pays."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import xxhash
+
+from snapws.ids import ContentHash
+
+CHUNK = 1 << 20
+DEFAULT_THREADS = 8
+
+
+def hash_file(path: bytes | str) -> ContentHash:
+    """XXH3-128 of the bytes of the regular file at ``path`` (not followed if a
+    symlink: callers pass regular files). Raises OSError."""
+    h = xxhash.xxh3_128()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        while True:
+            buf = os.read(fd, CHUNK)
+            if not buf:
+                break
+            h.update(buf)
+    finally:
+        os.close(fd)
+    return ContentHash(h.hexdigest())
+
+
+def hash_files(
+    paths: Sequence[bytes],
+    threads: int = DEFAULT_THREADS,
+    progress: Callable[[int], None] | None = None,
+) -> list[ContentHash]:
+    """Hash many files; results in input order. Threads help on a cold cache
+    (the design brief measured 7.0 s -> 2.4 s with 8 threads on 100,000 files).
+    ``progress`` is called with the number of files finished so far."""
+    if len(paths) < 64 or threads <= 1:
+        out = []
+        for n, p in enumerate(paths, 1):
+            out.append(hash_file(p))
+            if progress is not None and n % 1000 == 0:
+                progress(n)
+        if progress is not None:
+            progress(len(paths))
+        return out
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        results: list[ContentHash] = []
+        for n, digest in enumerate(pool.map(hash_file, paths, chunksize=64), 1):
+            results.append(digest)
+            if progress is not None and n % 1000 == 0:
+                progress(n)
+    if progress is not None:
+        progress(len(paths))
+    return results
+
+
+def hash_bytes(chunks: Iterable[bytes]) -> ContentHash:
+    """XXH3-128 of a stream of byte chunks."""
+    h = xxhash.xxh3_128()
+    for c in chunks:
+        h.update(c)
+    return ContentHash(h.hexdigest())

@@ -1,0 +1,161 @@
+"""Scanning a layer tree into manifest entries, and planning a commit of an
+upperdir (which copy-ups changed nothing and can be dropped)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from snapws.errors import LayerRejectedError
+from snapws.ids import ContentHash
+from snapws.layers.entries import Node, child, node_entry, read_node
+from snapws.layers.hashing import hash_files
+from snapws.layers.view import ChainView, HashCache
+from snapws.model import ROOT, Change, Entry, Kind, display_path
+
+
+def read_tree(root: bytes) -> list[Node]:
+    """Every node of the tree at ``root`` (root included as ``b"."``), parents
+    before children. Raises OSError."""
+    nodes = [read_node(ROOT, root)]
+    stack = [(ROOT, root)]
+    while stack:
+        rel, abspath = stack.pop()
+        with os.scandir(abspath) as it:
+            ents = sorted(it, key=lambda d: d.name)
+        dirs = []
+        for de in ents:
+            p = child(rel, de.name)
+            node = read_node(p, de.path, de.stat(follow_symlinks=False))
+            nodes.append(node)
+            if node.kind is Kind.DIR:
+                dirs.append((p, de.path))
+        stack.extend(reversed(dirs))
+    return nodes
+
+
+def entries_of(
+    nodes: list[Node],
+    threads: int = 8,
+    progress: Callable[[int], None] | None = None,
+    known: HashCache | None = None,
+) -> list[Entry]:
+    """Manifest entries for ``nodes``: files hashed (in parallel; hashes in
+    ``known`` are reused), hardlink groups recorded (the smallest path of a
+    group is its leader; whiteouts, which the kernel hardlinks to one inode,
+    never count as links). Raises OSError."""
+    files = [n for n in nodes if n.kind is Kind.FILE]
+    digests: dict[bytes, ContentHash] = {}
+    todo = []
+    for n in files:
+        h = known.peek(n.abspath) if known is not None else None
+        if h is None:
+            todo.append(n)
+        else:
+            digests[n.path] = h
+    digests.update(
+        zip(
+            (n.path for n in todo),
+            hash_files([n.abspath for n in todo], threads, progress),
+            strict=True,
+        )
+    )
+    leaders: dict[tuple[int, int], bytes] = {}
+    for n in sorted(files, key=lambda n: n.path):
+        if n.st.st_nlink > 1:
+            leaders.setdefault((n.st.st_dev, n.st.st_ino), n.path)
+    out = []
+    for n in nodes:
+        e = node_entry(n, digests.get(n.path))
+        if n.kind is Kind.FILE and n.st.st_nlink > 1:
+            lead = leaders[(n.st.st_dev, n.st.st_ino)]
+            if lead != n.path:
+                e = replace(e, link=lead)
+        out.append(e)
+    return out
+
+
+@dataclass(slots=True)
+class CommitPlan:
+    """What committing an upperdir means, computed without changing anything.
+
+    ``prune`` lists upper paths (deepest first) that are copy-ups equal to what
+    lies below and can be removed; ``changes`` is what a user would see;
+    ``keep`` are the nodes that stay and make the new layer."""
+
+    changes: list[Change] = field(default_factory=list)
+    prune: list[bytes] = field(default_factory=list)
+    keep: list[Node] = field(default_factory=list)
+    forbidden: list[tuple[bytes, str]] = field(default_factory=list)
+
+
+def plan_upper(upper: bytes, lower: ChainView) -> CommitPlan:
+    """Compare the upperdir ``upper`` with the merged ``lower`` view.
+
+    Raises LayerRejectedError if U carries redirect or metacopy attributes."""
+    from snapws.layers.diff import diff_views  # local: diff imports view too
+
+    nodes = read_tree(upper)
+    plan = CommitPlan()
+    for n in nodes:
+        for name in n.forbidden:
+            plan.forbidden.append((n.path, name))
+    if plan.forbidden:
+        path, name = plan.forbidden[0]
+        raise LayerRejectedError(
+            f"the upperdir has {name} on {display_path(path)}: it was mounted with "
+            "redirect_dir or metacopy on, so it is not a complete diff"
+        )
+    merged = ChainView([upper, *lower.layers], lower.hashes)
+    plan.changes = diff_views(lower, merged, [upper])
+    changed = {c.path for c in plan.changes}
+    # a node must stay if it changed, or is a directory holding a kept node,
+    # or is an opaque directory / whiteout (they change what lies below)
+    keep_paths: set[bytes] = {ROOT}
+    for n in nodes:
+        if n.path in changed or n.kind is Kind.WHITEOUT or n.opaque:
+            keep_paths.add(n.path)
+    for p in list(keep_paths):
+        while p != ROOT:
+            i = p.rfind(b"/")
+            p = ROOT if i < 0 else p[:i]
+            if p in keep_paths:
+                break
+            keep_paths.add(p)
+    for n in nodes:
+        if n.path in keep_paths:
+            plan.keep.append(n)
+    plan.prune = sorted(
+        (n.path for n in nodes if n.path not in keep_paths),
+        key=lambda p: (-p.count(b"/"), p),
+    )
+    return plan
+
+
+def prune_upper(upper: bytes, paths: list[bytes]) -> None:
+    """Remove the given copy-ups from a frozen, unmounted upperdir (deepest
+    first; directories must be empty by then). Raises OSError."""
+    for p in paths:
+        abspath = upper + b"/" + p
+        st = os.lstat(abspath)
+        if stat.S_ISDIR(st.st_mode):
+            os.rmdir(abspath)
+        else:
+            os.unlink(abspath)
+
+
+def strip_overlay_xattrs(nodes: list[Node]) -> None:
+    """Remove overlay bookkeeping (origin, impure, ...) from kept nodes; only
+    ``opaque`` stays, since it is part of the layer's meaning."""
+    for n in nodes:
+        if n.kind is Kind.WHITEOUT:
+            continue
+        try:
+            names = os.listxattr(n.abspath, follow_symlinks=False)
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith("trusted.overlay.") and name != "trusted.overlay.opaque":
+                os.removexattr(n.abspath, name, follow_symlinks=False)

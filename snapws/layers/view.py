@@ -1,0 +1,175 @@
+"""The merged view of a chain of layer trees, read without mounting.
+
+Implements overlayfs lookup rules in user space: the topmost layer that has a
+path wins; a whiteout deletes it; an opaque directory, or a non-directory at an
+ancestor, hides everything below it in older layers. Used for status (lower
+side), diffs between snapshots, and restore, and costs a few ``lstat`` per
+layer per path, never a walk of the whole tree unless asked.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from snapws.ids import ContentHash
+from snapws.layers.entries import Node, child, is_whiteout, join, node_entry, read_node
+from snapws.layers.hashing import hash_file
+from snapws.model import ROOT, Entry, Kind
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """Where a path of the merged view lives: layer index (0 = topmost) and node."""
+
+    layer: int
+    node: Node
+
+
+def _lstat(path: bytes) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return None
+
+
+class HashCache:
+    """Content hashes of layer files, keyed by absolute path in a layer.
+
+    Layer trees never change once published, so a hash stays valid for the
+    life of the process (the upperdir is only hashed while frozen)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[bytes, ContentHash] = {}
+
+    def peek(self, abspath: bytes) -> ContentHash | None:
+        """The cached hash, or None if the file was not hashed yet."""
+        return self._cache.get(abspath)
+
+    def get(self, abspath: bytes) -> ContentHash:
+        h = self._cache.get(abspath)
+        if h is None:
+            h = hash_file(abspath)
+            self._cache[abspath] = h
+        return h
+
+
+class ChainView:
+    """Read-only merged view of layer tree directories, ``layers[0]`` topmost."""
+
+    def __init__(self, layers: Sequence[bytes | str], hashes: HashCache | None = None) -> None:
+        self.layers = [os.fsencode(p) for p in layers]
+        self.hashes = hashes if hashes is not None else HashCache()
+
+    def locate(self, path: bytes) -> Located | None:
+        """The node that ``path`` shows in the merged view, or None if absent."""
+        if path == ROOT:
+            if not self.layers:
+                return None
+            top = self.layers[0]
+            return Located(0, read_node(ROOT, top))
+        parts = path.split(b"/")
+        for i, layer in enumerate(self.layers):
+            found, stop = self._probe(layer, parts)
+            if found is not None:
+                if is_whiteout(found):
+                    return None
+                return Located(i, read_node(path, join(layer, path), found))
+            if stop:
+                return None
+        return None
+
+    @staticmethod
+    def _probe(layer: bytes, parts: list[bytes]) -> tuple[os.stat_result | None, bool]:
+        """Look ``parts`` up in one layer. Returns (stat of the path or None,
+        hidden) where hidden means older layers cannot show this path (an
+        ancestor here is opaque, deleted, or not a directory)."""
+        cur = layer
+        last = len(parts) - 1
+        hidden = False
+        for n, name in enumerate(parts):
+            cur = cur + b"/" + name
+            st = _lstat(cur)
+            if st is None:
+                return None, hidden
+            if n == last:
+                return st, hidden
+            if is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
+                return None, True
+            if _is_opaque(cur):
+                hidden = True
+        return None, hidden
+
+    def entry(self, path: bytes) -> Entry | None:
+        """The manifest-style entry of ``path`` (files hashed, cached)."""
+        loc = self.locate(path)
+        if loc is None:
+            return None
+        return self.entry_of(loc)
+
+    def entry_of(self, loc: Located) -> Entry:
+        node = loc.node
+        digest = self.hashes.get(node.abspath) if node.kind is Kind.FILE else None
+        return node_entry(node, digest)
+
+    def listdir(self, path: bytes) -> dict[bytes, Located]:
+        """Children of directory ``path`` in the merged view, sorted by name
+        (empty if ``path`` is not a directory)."""
+        loc = self.locate(path)
+        if loc is None or loc.node.kind is not Kind.DIR:
+            return {}
+        parts = path.split(b"/")
+        seen: dict[bytes, Located | None] = {}
+        for i in range(loc.layer, len(self.layers)):
+            layer = self.layers[i]
+            hidden = False
+            st: os.stat_result | None
+            if path == ROOT:
+                st = os.lstat(layer)
+            elif i == loc.layer:
+                st = loc.node.st
+                _, hidden = self._probe(layer, parts)
+            else:
+                st, hidden = self._probe(layer, parts)
+            if st is None:
+                if hidden:
+                    break
+                continue
+            if is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
+                break
+            d = join(layer, path)
+            for name in os.listdir(d):
+                if name in seen:
+                    continue
+                cst = os.lstat(d + b"/" + name)
+                if is_whiteout(cst):
+                    seen[name] = None
+                else:
+                    seen[name] = Located(i, read_node(child(path, name), d + b"/" + name, cst))
+            if hidden or (path != ROOT and _is_opaque(d)):
+                break
+        return {k: v for k, v in sorted(seen.items()) if v is not None}
+
+    def walk(self, path: bytes = ROOT) -> Iterator[Located]:
+        """Every node at or below ``path``, parents before children."""
+        loc = self.locate(path)
+        if loc is None:
+            return
+        stack = [loc]
+        while stack:
+            cur = stack.pop()
+            yield cur
+            if cur.node.kind is Kind.DIR:
+                kids = list(self.listdir(cur.node.path).values())
+                stack.extend(reversed(kids))
+
+
+def _is_opaque(abspath: bytes) -> bool:
+    try:
+        return os.getxattr(abspath, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False

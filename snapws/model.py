@@ -1,0 +1,380 @@
+"""Domain types: manifest entries, changes and snapshot records.
+
+Paths are ``bytes`` relative to the workspace root (``b"."`` is the root
+itself), because file names need not be UTF-8. Imports only :mod:`snapws.ids`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from snapws.ids import ContentHash, Digest, LayerId, SnapshotId, WorkspaceId
+
+ROOT = b"."
+
+
+class Kind(StrEnum):
+    """What a manifest entry is. ``WHITEOUT`` records a deletion."""
+
+    FILE = "f"
+    DIR = "d"
+    SYMLINK = "l"
+    FIFO = "p"
+    CHARDEV = "c"
+    BLOCKDEV = "b"
+    SOCKET = "s"
+    WHITEOUT = "w"
+
+
+def path_to_text(path: bytes) -> str:
+    """Lossless text form of a path (undecodable bytes become lone surrogates)."""
+    return os.fsdecode(path)
+
+
+def text_to_path(text: str) -> bytes:
+    """Inverse of :func:`path_to_text`."""
+    return os.fsencode(text)
+
+
+def display_path(path: bytes) -> str:
+    """A path as shown to people: git-style C quoting when it has odd bytes."""
+    try:
+        text = path.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and text.isprintable() and '"' not in text and "\\" not in text:
+        return text
+    out = []
+    for b in path:
+        ch = chr(b)
+        if ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif 0x20 <= b < 0x7F:
+            out.append(ch)
+        else:
+            out.append(f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One path of a layer, as recorded in its manifest.
+
+    ``mode`` holds the permission bits including setuid/setgid/sticky (no type
+    bits). ``hash`` and ``size`` are set for regular files, ``target`` for
+    symlinks, ``rdev`` (major, minor) for device nodes. ``link`` names the
+    first path of the same layer that this regular file is a hardlink of.
+    ``opaque`` marks a directory that hides everything below it in older layers.
+    """
+
+    path: bytes
+    kind: Kind
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
+    mtime_ns: int = 0
+    size: int = 0
+    hash: ContentHash | None = None
+    target: bytes | None = None
+    rdev: tuple[int, int] | None = None
+    xattrs: Mapping[str, bytes] = field(default_factory=dict)
+    opaque: bool = False
+    link: bytes | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Canonical JSON object (only fields that are set)."""
+        obj: dict[str, Any] = {"p": path_to_text(self.path), "k": self.kind.value}
+        if self.kind is Kind.WHITEOUT:
+            return obj
+        obj.update(m=self.mode, u=self.uid, g=self.gid, t=self.mtime_ns)
+        if self.kind is Kind.FILE:
+            obj["s"] = self.size
+            obj["h"] = self.hash.hex if self.hash else None
+        if self.target is not None:
+            obj["l"] = path_to_text(self.target)
+        if self.rdev is not None:
+            obj["r"] = list(self.rdev)
+        if self.xattrs:
+            obj["x"] = {k: self.xattrs[k].hex() for k in sorted(self.xattrs)}
+        if self.opaque:
+            obj["o"] = True
+        if self.link is not None:
+            obj["hl"] = path_to_text(self.link)
+        return obj
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Entry:
+        """Parse :meth:`to_json` output; raises KeyError/ValueError on bad input."""
+        kind = Kind(obj["k"])
+        path = text_to_path(obj["p"])
+        if kind is Kind.WHITEOUT:
+            return cls(path=path, kind=kind)
+        h = obj.get("h")
+        target = obj.get("l")
+        rdev = obj.get("r")
+        link = obj.get("hl")
+        return cls(
+            path=path,
+            kind=kind,
+            mode=int(obj["m"]),
+            uid=int(obj["u"]),
+            gid=int(obj["g"]),
+            mtime_ns=int(obj["t"]),
+            size=int(obj.get("s", 0)),
+            hash=ContentHash(h) if h else None,
+            target=text_to_path(target) if target is not None else None,
+            rdev=(int(rdev[0]), int(rdev[1])) if rdev is not None else None,
+            xattrs={k: bytes.fromhex(v) for k, v in obj.get("x", {}).items()},
+            opaque=bool(obj.get("o", False)),
+            link=text_to_path(link) if link is not None else None,
+        )
+
+    def same_state(self, other: Entry) -> bool:
+        """True if a user would call the two the same file: mtime and hardlink
+        grouping are ignored (as git does), everything else counts."""
+        return self.meta_differences(other) == () and self.content_equal(other)
+
+    def content_equal(self, other: Entry) -> bool:
+        """Same kind and same bytes (file content, symlink target or device)."""
+        if self.kind is not other.kind:
+            return False
+        if self.kind is Kind.FILE:
+            return self.size == other.size and self.hash == other.hash
+        if self.kind is Kind.SYMLINK:
+            return self.target == other.target
+        if self.kind in (Kind.CHARDEV, Kind.BLOCKDEV):
+            return self.rdev == other.rdev
+        return True
+
+    def meta_differences(self, other: Entry) -> tuple[str, ...]:
+        """Names of the metadata that differ: ``mode``, ``owner``, ``xattrs``."""
+        out = []
+        if self.mode != other.mode:
+            out.append("mode")
+        if (self.uid, self.gid) != (other.uid, other.gid):
+            out.append("owner")
+        if dict(self.xattrs) != dict(other.xattrs):
+            out.append("xattrs")
+        return tuple(out)
+
+    def with_path(self, path: bytes) -> Entry:
+        return replace(self, path=path)
+
+
+def encode_manifest(entries: Iterable[Entry]) -> bytes:
+    """Canonical manifest bytes: entries sorted by path, one JSON object a line."""
+    lines = [
+        json.dumps(e.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        for e in sorted(entries, key=lambda e: e.path)
+    ]
+    return ("\n".join(lines) + "\n").encode("ascii") if lines else b""
+
+
+def decode_manifest(data: bytes) -> list[Entry]:
+    """Parse manifest bytes; raises ValueError on malformed input."""
+    out = []
+    for n, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(Entry.from_json(json.loads(line)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"manifest line {n}: {e}") from e
+    return out
+
+
+def manifest_id(data: bytes) -> LayerId:
+    """A layer's id: the XXH3-128 of its canonical manifest bytes."""
+    return LayerId(Digest.of(data).hex)
+
+
+class ChangeType(StrEnum):
+    ADDED = "A"
+    MODIFIED = "M"
+    DELETED = "D"
+    TYPE_CHANGED = "T"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One path that differs between two trees.
+
+    ``what`` lists what changed for MODIFIED: ``content``, ``mode``, ``owner``,
+    ``xattrs``, ``target`` (symlinks), ``rdev`` (devices).
+    """
+
+    path: bytes
+    type: ChangeType
+    old: Entry | None
+    new: Entry | None
+    what: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": path_to_text(self.path),
+            "status": self.type.value,
+            "what": list(self.what),
+            "old": _brief(self.old),
+            "new": _brief(self.new),
+        }
+
+
+def _brief(e: Entry | None) -> dict[str, Any] | None:
+    if e is None:
+        return None
+    obj: dict[str, Any] = {"kind": e.kind.name.lower(), "mode": f"{e.mode:04o}"}
+    obj.update(uid=e.uid, gid=e.gid)
+    if e.kind is Kind.FILE:
+        obj.update(size=e.size, hash=e.hash.hex if e.hash else None)
+    if e.target is not None:
+        obj["target"] = path_to_text(e.target)
+    return obj
+
+
+def classify(path: bytes, old: Entry | None, new: Entry | None) -> Change | None:
+    """The change from ``old`` to ``new`` at ``path`` (None: no change).
+
+    ``None`` means absent; whiteouts must be resolved to ``None`` by the caller.
+    """
+    if old is None and new is None:
+        return None
+    if old is None:
+        return Change(path, ChangeType.ADDED, None, new)
+    if new is None:
+        return Change(path, ChangeType.DELETED, old, None)
+    if old.kind is not new.kind:
+        return Change(path, ChangeType.TYPE_CHANGED, old, new, ("type",))
+    what = []
+    if not old.content_equal(new):
+        what.append(
+            {Kind.SYMLINK: "target", Kind.CHARDEV: "rdev", Kind.BLOCKDEV: "rdev"}.get(
+                old.kind, "content"
+            )
+        )
+    what.extend(old.meta_differences(new))
+    if not what:
+        return None
+    return Change(path, ChangeType.MODIFIED, old, new, tuple(what))
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    """An immutable snapshot. Its id hashes every field here; the layer chain
+    used to mount it is stored beside it and may be rewritten (flattened)."""
+
+    parents: tuple[SnapshotId, ...]
+    layer: LayerId
+    message: str
+    author: str
+    time_ns: int
+    tz_offset_min: int = 0
+
+    def canonical(self) -> bytes:
+        obj = {
+            "parents": [p.hex for p in self.parents],
+            "layer": self.layer.hex,
+            "message": self.message,
+            "author": self.author,
+            "time_ns": self.time_ns,
+            "tz_offset_min": self.tz_offset_min,
+            "version": 1,
+        }
+        return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+    @property
+    def id(self) -> SnapshotId:
+        return SnapshotId(Digest.of(self.canonical()).hex)
+
+    @classmethod
+    def from_canonical(cls, data: bytes) -> SnapshotRecord:
+        obj = json.loads(data)
+        return cls(
+            parents=tuple(SnapshotId(p) for p in obj["parents"]),
+            layer=LayerId(obj["layer"]),
+            message=obj["message"],
+            author=obj["author"],
+            time_ns=int(obj["time_ns"]),
+            tz_offset_min=int(obj.get("tz_offset_min", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceState:
+    """A workspace as the store records it.
+
+    ``branch`` is the checked-out branch (None: detached HEAD at ``head``);
+    ``upper`` and ``work`` name directories inside the workspace's folder of
+    the store; ``path`` is where it is (or should be) mounted.
+    """
+
+    id: WorkspaceId
+    path: str
+    head: SnapshotId
+    branch: str | None
+    upper: str
+    work: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id.hex,
+            "path": self.path,
+            "head": self.head.hex,
+            "branch": self.branch,
+            "upper": self.upper,
+            "work": self.work,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> WorkspaceState:
+        return cls(
+            id=WorkspaceId(obj["id"]),
+            path=obj["path"],
+            head=SnapshotId(obj["head"]),
+            branch=obj.get("branch"),
+            upper=obj["upper"],
+            work=obj["work"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReflogEntry:
+    """One move of a ref: old and new snapshot (None: did not exist)."""
+
+    ref: str
+    old: SnapshotId | None
+    new: SnapshotId | None
+    time_ns: int
+    who: str
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "old": self.old.hex if self.old else None,
+            "new": self.new.hex if self.new else None,
+            "time_ns": self.time_ns,
+            "who": self.who,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> ReflogEntry:
+        return cls(
+            ref=obj["ref"],
+            old=SnapshotId(obj["old"]) if obj.get("old") else None,
+            new=SnapshotId(obj["new"]) if obj.get("new") else None,
+            time_ns=int(obj["time_ns"]),
+            who=obj.get("who", ""),
+            message=obj.get("message", ""),
+        )

@@ -1,0 +1,1 @@
+"""Overlay mounts: plans (pure data), the mounter (the only syscalls) and busy-file scans."""

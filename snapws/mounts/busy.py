@@ -1,0 +1,185 @@
+"""Which processes use files under a directory: a read-only scan of /proc.
+
+Used to explain an EBUSY from :func:`snapws.mounts.mounter.remount_readonly`
+or :func:`~snapws.mounts.mounter.unmount`. Nothing here mounts anything.
+
+Paths are compared as the kernel prints them in /proc (as seen from the
+caller's root): a file opened through another mount of the same overlay (a
+bind mount elsewhere) is not found under ``root``. Processes that vanish
+during the scan, or whose /proc entries cannot be read (EACCES), are skipped
+silently; the calling process is included like any other. Only
+``/proc/PID/fd`` is read, not the descriptor tables of threads created
+without CLONE_FILES (rare).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from snapws.errors import WorkspaceBusyError
+
+__all__ = ["Holder", "busy_error", "find_cwd_users", "find_writers"]
+
+_DELETED = " (deleted)"
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """A process that uses ``path``.
+
+    ``how`` is ``"write"`` (a descriptor open O_WRONLY or O_RDWR),
+    ``"mmap-write"`` (a shared writable mapping), ``"deleted-open"`` (a
+    descriptor on a deleted file, any access mode, even O_PATH: it too makes a
+    read-only remount fail with EBUSY), ``"cwd"`` (its working directory) or ``"root"``
+    (its root directory, chroot).
+    """
+
+    pid: int
+    command: str
+    path: Path
+    how: str
+
+
+def _pids() -> list[int]:
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    return sorted(int(name) for name in names if name.isdigit())
+
+
+def _command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as fh:
+            return os.fsdecode(fh.read().rstrip(b"\n"))
+    except OSError:
+        return "?"
+
+
+def _under(path: str, root: str) -> bool:
+    if root == "/":
+        return path.startswith("/")
+    return path == root or path.startswith(root + "/")
+
+
+def _real_root(root: Path) -> str:
+    return os.path.realpath(root)
+
+
+def _strip_deleted(target: str) -> tuple[str, bool]:
+    if target.endswith(_DELETED):
+        return target[: -len(_DELETED)], True
+    return target, False
+
+
+def _fd_flags(pid: int, fd: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"flags:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _scan_fds(pid: int, root: str, found: set[tuple[int, str, str]]) -> None:
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return
+    for fd in fds:
+        try:
+            target = os.readlink(f"{fd_dir}/{fd}")
+        except OSError:
+            continue
+        path, deleted = _strip_deleted(target)
+        if not _under(path, root):
+            continue
+        flags = _fd_flags(pid, fd)
+        if flags is None:
+            continue
+        if flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
+            found.add((pid, path, "write"))
+        if deleted:
+            found.add((pid, path, "deleted-open"))
+
+
+def _scan_maps(pid: int, root: str, found: set[tuple[int, str, str]]) -> None:
+    try:
+        with open(f"/proc/{pid}/maps", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return
+    for raw in data.splitlines():
+        fields = raw.split(maxsplit=5)
+        if len(fields) < 6:
+            continue
+        perms = fields[1]
+        if len(perms) < 4 or perms[1:2] != b"w" or perms[3:4] != b"s":
+            continue
+        # /proc/PID/maps escapes only the newline, as \012
+        path, _ = _strip_deleted(os.fsdecode(fields[5].replace(b"\\012", b"\n")))
+        if _under(path, root):
+            found.add((pid, path, "mmap-write"))
+
+
+def _holders(found: set[tuple[int, str, str]]) -> list[Holder]:
+    commands: dict[int, str] = {}
+    result = []
+    for pid, path, how in sorted(found):
+        if pid not in commands:
+            commands[pid] = _command(pid)
+        result.append(Holder(pid=pid, command=commands[pid], path=Path(path), how=how))
+    return result
+
+
+def find_writers(root: Path) -> list[Holder]:
+    """Processes that keep ``root`` (or anything below it) from becoming read-only.
+
+    Reports descriptors open for writing (``write``), shared writable mappings
+    (``mmap-write``) and descriptors on deleted files (``deleted-open``).
+    One entry per (pid, path, how), sorted by pid, then path. Never raises for
+    vanished or unreadable processes.
+    """
+    real = _real_root(root)
+    found: set[tuple[int, str, str]] = set()
+    for pid in _pids():
+        _scan_fds(pid, real, found)
+        _scan_maps(pid, real, found)
+    return _holders(found)
+
+
+def find_cwd_users(root: Path) -> list[Holder]:
+    """Processes whose working directory (``cwd``) or root (``root``) is ``root`` or below.
+
+    Sorted by pid. Never raises for vanished or unreadable processes.
+    """
+    real = _real_root(root)
+    found: set[tuple[int, str, str]] = set()
+    for pid in _pids():
+        for how in ("cwd", "root"):
+            try:
+                target = os.readlink(f"/proc/{pid}/{how}")
+            except OSError:
+                continue
+            path, _ = _strip_deleted(target)
+            if _under(path, real):
+                found.add((pid, path, how))
+    return _holders(found)
+
+
+def busy_error(root: Path, doing: str) -> WorkspaceBusyError:
+    """A :class:`WorkspaceBusyError` for ``doing`` (e.g. "commit") naming the writers.
+
+    ``holders`` are ``(pid, command, path)`` triples from :func:`find_writers`.
+    """
+    holders = find_writers(root)
+    lines = [f"  pid {h.pid} ({h.command}): {h.how} {h.path}" for h in holders]
+    message = f"cannot {doing}: files under {os.fspath(root)!r} are in use"
+    if lines:
+        message += "\n" + "\n".join(lines)
+    return WorkspaceBusyError(message, [(h.pid, h.command, os.fspath(h.path)) for h in holders])

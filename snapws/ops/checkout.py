@@ -1,0 +1,197 @@
+"""``snapws checkout`` and ``snapws reset``: remount the workspace on another
+snapshot's chain. Both are one "switch": freeze, journal, detach, then an
+idempotent finish (move refs, new upperdir or the kept one, write the state,
+mount, drop the discarded upperdir)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from snapws.errors import NameExistsError, UncommittedChangesError
+from snapws.ids import SnapshotId, WorkspaceId
+from snapws.layers.diff import diff_views
+from snapws.layers.scan import plan_upper
+from snapws.model import Change, WorkspaceState, display_path
+from snapws.mounts import mounter
+from snapws.ops.commit import freeze
+from snapws.ops.crash import crashpoint
+from snapws.ops.workspace import (
+    Session,
+    chain_ids,
+    ensure_mounted,
+    make_upper,
+    new_dir_names,
+    sweep_workspace_dir,
+    top_root,
+)
+from snapws.refnames import validate_ref_name
+from snapws.store.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchResult:
+    head: SnapshotId
+    branch: str | None
+    previous: SnapshotId
+    discarded: list[Change]
+
+
+def uncommitted(session: Session) -> list[Change]:
+    """The working tree's changes against HEAD."""
+    return plan_upper(os.fsencode(session.upper), session.chain_view(session.state.head)).changes
+
+
+def _refuse(changes: list[Change], action: str) -> UncommittedChangesError:
+    shown = [display_path(c.path) for c in changes]
+    listing = "\n".join(f"  {c.type.value} {p}" for c, p in zip(changes[:20], shown, strict=False))
+    more = f"\n  ... and {len(changes) - 20} more" if len(changes) > 20 else ""
+    return UncommittedChangesError(
+        f"cannot {action}: the workspace has {len(changes)} uncommitted change(s):\n{listing}{more}",
+        shown,
+    )
+
+
+def checkout(
+    session: Session,
+    target: SnapshotId,
+    branch: str | None,
+    create_branch: str | None = None,
+    discard: bool = False,
+    who: str = "",
+    label: str = "",
+) -> SwitchResult:
+    """Switch the workspace to ``target`` (on ``branch``, or detached if None).
+
+    ``create_branch`` makes a new branch at ``target`` first. Refuses with
+    UncommittedChangesError when U holds changes, unless ``discard``."""
+    store = session.store
+    if create_branch is not None:
+        validate_ref_name("branch", create_branch)
+        if store.read_ref("heads", create_branch) is not None:
+            raise NameExistsError(f"a branch named {create_branch!r} already exists")
+        branch = create_branch
+    changes = uncommitted(session)
+    if changes and not discard:
+        raise _refuse(changes, "check out")
+    state = session.state
+    new_upper, new_work = new_dir_names()
+    new_state = replace(state, head=target, branch=branch, upper=new_upper, work=new_work)
+    j = {
+        "op": "switch",
+        "ws": state.id.hex,
+        "old_upper": state.upper,
+        "keep_upper": False,
+        "new_state": new_state.to_json(),
+        "create_ref": [create_branch, target.hex] if create_branch else None,
+        "move_ref": None,
+        "old_head": state.head.hex,
+        "who": who,
+        "message": f"checkout: moving from {_name(state)} to {label or target.short()}",
+    }
+    _switch(session, j)
+    return SwitchResult(target, branch, state.head, changes)
+
+
+def reset(
+    session: Session, target: SnapshotId, hard: bool, who: str = "", label: str = ""
+) -> SwitchResult:
+    """Move the current branch (or detached HEAD) to ``target``.
+
+    ``hard``: the working tree becomes exactly ``target`` (uncommitted changes
+    are discarded). Otherwise uncommitted changes are kept on top of
+    ``target`` (git's ``reset --keep``), and the reset is refused if one of
+    them touches a path that differs between HEAD and ``target``."""
+    store = session.store
+    state = session.state
+    changes = uncommitted(session)
+    if not hard and changes:
+        a, b = chain_ids(store, state.head), chain_ids(store, target)
+        common = 0
+        while common < min(len(a), len(b)) and a[common] == b[common]:
+            common += 1
+        dirs = [os.fsencode(store.layer_tree(x)) for x in (*a[common:], *b[common:])]
+        between = diff_views(session.chain_view(state.head), session.chain_view(target), dirs)
+        moved = {c.path for c in between}
+        clash = [c for c in changes if c.path in moved]
+        if clash:
+            raise UncommittedChangesError(
+                "cannot reset: uncommitted changes touch paths that differ between "
+                f"HEAD and {label or target.short()}: "
+                + ", ".join(display_path(c.path) for c in clash[:10]),
+                [display_path(c.path) for c in clash],
+                hint="commit them first, or use `snapws reset --hard` to discard them",
+            )
+    if hard:
+        new_upper, new_work = new_dir_names()
+    else:
+        new_upper, new_work = state.upper, new_dir_names()[1]
+    new_state = replace(state, head=target, upper=new_upper, work=new_work)
+    j = {
+        "op": "switch",
+        "ws": state.id.hex,
+        "old_upper": state.upper,
+        "keep_upper": not hard,
+        "new_state": new_state.to_json(),
+        "create_ref": None,
+        "move_ref": [state.branch, target.hex] if state.branch else None,
+        "old_head": state.head.hex,
+        "who": who,
+        "message": f"reset: moving to {label or target.short()}",
+    }
+    _switch(session, j)
+    return SwitchResult(target, state.branch, state.head, changes if hard else [])
+
+
+def _name(state: WorkspaceState) -> str:
+    return state.branch or state.head.short()
+
+
+def _switch(session: Session, j: dict[str, Any]) -> None:
+    store = session.store
+    target = session.path
+    freeze(target, "switch snapshots")
+    try:
+        store.write_journal(j)
+    except BaseException:
+        mounter.remount_readwrite(target)
+        raise
+    crashpoint("checkout:journaled")
+    mounter.detach(target)
+    crashpoint("checkout:detached")
+    finish_switch(store, j)
+    session.reload()
+
+
+def finish_switch(store: Store, j: dict[str, Any]) -> None:
+    """Complete a journaled checkout/reset (idempotent, run by recovery too)."""
+    wid = WorkspaceId(j["ws"])
+    state = store.read_workspace(wid)
+    new_state = WorkspaceState.from_json(j["new_state"])
+    target = Path(state.path)
+    info = mounter.mount_at(target)
+    if info is not None and state != new_state:
+        mounter.detach(target)
+    who, msg = j["who"], j["message"]
+    if j["create_ref"]:
+        name, sid = j["create_ref"]
+        if store.read_ref("heads", name) is None:
+            store.write_ref("heads", name, SnapshotId(sid), who, "branch: created at " + sid[:12])
+    if j["move_ref"]:
+        name, sid = j["move_ref"]
+        if store.read_ref("heads", name) != SnapshotId(sid):
+            store.write_ref("heads", name, SnapshotId(sid), who, msg)
+    crashpoint("checkout:ref-moved")
+    if state != new_state:
+        make_upper(store, new_state, top_root(store, new_state.head))
+        store.write_workspace(new_state)
+        store.append_reflog(
+            f"workspaces/{wid.hex}/HEAD", SnapshotId(j["old_head"]), new_state.head, who, msg
+        )
+    crashpoint("checkout:state-written")
+    ensure_mounted(store, new_state)
+    crashpoint("checkout:mounted")
+    store.clear_journal()
+    sweep_workspace_dir(store, new_state)

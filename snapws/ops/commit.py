@@ -1,0 +1,205 @@
+"""``snapws commit``: freeze the upperdir into a layer, remount with the grown
+chain and an empty upperdir.
+
+Steps (each named for crash tests, see :mod:`snapws.ops.crash`):
+
+1. freeze: remount the workspace read-only (fails if a file is open for
+   writing: nothing changes then); plan the layer from U (O(changes));
+2. journal: write the planned record and staging dir, then detach the mount;
+3. finish (idempotent, also run by recovery): prune no-op copy-ups, publish
+   the layer (rename U into the store), write the snapshot, move the branch,
+   create a new upperdir, write the workspace state, mount, clear the journal.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from snapws.errors import WorkspaceBusyError
+from snapws.ids import LayerId, SnapshotId
+from snapws.layers.scan import entries_of, plan_upper, prune_upper, strip_overlay_xattrs
+from snapws.model import Change, Kind, SnapshotRecord, decode_manifest, encode_manifest, manifest_id
+from snapws.mounts import busy, mounter
+from snapws.ops.crash import crashpoint
+from snapws.ops.workspace import (
+    Session,
+    ensure_mounted,
+    make_upper,
+    new_dir_names,
+    sweep_workspace_dir,
+    top_root,
+)
+from snapws.store.store import EMPTY_LAYER, Store
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    snapshot: SnapshotId | None  # None: nothing to commit
+    layer: LayerId | None
+    changes: list[Change]
+    branch: str | None
+
+
+def busy_error(target: Path, action: str) -> WorkspaceBusyError:
+    holders = busy.find_writers(target)
+    names = ", ".join(f"{h.command} (pid {h.pid}) has {h.path} open for writing" for h in holders)
+    detail = names or "a process has a file open for writing"
+    return WorkspaceBusyError(
+        f"cannot {action}: {detail}",
+        [(h.pid, h.command, str(h.path)) for h in holders],
+    )
+
+
+def freeze(target: Path, action: str) -> None:
+    """Remount read-only; raises WorkspaceBusyError naming the writers."""
+    writers = busy.find_writers(target)
+    if writers:
+        raise busy_error(target, action)
+    try:
+        mounter.remount_readonly(target)
+    except mounter.MountBusyError:
+        raise busy_error(target, action) from None
+
+
+def commit(session: Session, message: str, author: str, allow_empty: bool = False) -> CommitResult:
+    """Record the working tree as a new snapshot on top of HEAD.
+
+    Precondition: the caller holds the store lock exclusively and the workspace
+    is mounted. Nothing changed (and not ``allow_empty``): returns a result with
+    ``snapshot=None`` and changes nothing. Raises WorkspaceBusyError if a file
+    is open for writing, LayerRejectedError, MountError."""
+    store, state = session.store, session.state
+    target = session.path
+    freeze(target, "commit")
+    crashpoint("commit:frozen")
+    try:
+        mounter.syncfs(session.upper)
+        plan = plan_upper(os.fsencode(session.upper), session.chain_view(state.head))
+        if not plan.changes and not allow_empty:
+            mounter.remount_readwrite(target)
+            return CommitResult(None, None, [], state.branch)
+        if plan.changes:
+            entries = entries_of(plan.keep, session.config.hash_threads, known=session.hashes)
+            manifest = encode_manifest(entries)
+        else:
+            manifest = b""
+        lid = manifest_id(manifest)
+        parent_chain = store.chain(state.head)
+        chain = parent_chain if lid == EMPTY_LAYER else [*parent_chain, lid]
+        now = time.time_ns()
+        record = SnapshotRecord(
+            parents=(state.head,),
+            layer=lid,
+            message=message,
+            author=author,
+            time_ns=now,
+            tz_offset_min=_tz_offset_min(),
+        )
+        staging = store.new_staging("commit")
+        store.write_pending_manifest(staging, manifest)
+        new_upper, new_work = new_dir_names()
+        journal = {
+            "op": "commit",
+            "ws": state.id.hex,
+            "upper": state.upper,
+            "new_upper": new_upper,
+            "new_work": new_work,
+            "staging": staging.name,
+            "layer": lid.hex,
+            "prune": [os.fsdecode(p) for p in plan.prune],
+            "record": record.canonical().decode(),
+            "chain": [x.hex for x in chain],
+            "branch": state.branch,
+            "old_head": state.head.hex,
+        }
+        store.write_journal(journal)
+    except BaseException:
+        if mounter.mount_at(target) is not None:
+            mounter.remount_readwrite(target)
+        raise
+    crashpoint("commit:journaled")
+    mounter.detach(target)
+    crashpoint("commit:detached")
+    sid = finish_commit(store, journal)
+    session.reload()
+    return CommitResult(sid, lid, plan.changes, state.branch)
+
+
+def finish_commit(store: Store, j: dict[str, Any]) -> SnapshotId:
+    """Complete a journaled commit (idempotent; run again after a crash)."""
+    from snapws.ids import WorkspaceId
+
+    wid = WorkspaceId(j["ws"])
+    state = store.read_workspace(wid)
+    wsdir = store.workspace_dir(wid)
+    target = Path(state.path)
+    if state.upper == j["upper"] and mounter.mount_at(target) is not None:
+        # crashed between journal and detach: the frozen mount is still there
+        mounter.detach(target)
+    lid = LayerId(j["layer"])
+    staging = store.root / "staging" / j["staging"]
+    upper = wsdir / j["upper"]
+    record = SnapshotRecord.from_canonical(j["record"].encode())
+    if not store.has_layer(lid):
+        pending = staging / "manifest.pending"
+        manifest = (pending if pending.exists() else staging / "manifest").read_bytes()
+        if upper.exists() and state.upper == j["upper"]:
+            _prepare_layer_tree(upper, [os.fsencode(p) for p in j["prune"]], manifest)
+            crashpoint("commit:pruned")
+            os.rename(upper, staging / "tree")
+        if not (staging / "tree").exists():
+            (staging / "tree").mkdir()  # an --allow-empty commit
+        store.publish_pending(staging)
+    elif upper.exists() and state.upper == j["upper"]:
+        store.discard(upper)  # identical layer already stored
+    crashpoint("commit:layer-published")
+    sid = store.write_snapshot(record, [LayerId(x) for x in j["chain"]])
+    crashpoint("commit:snapshot-written")
+    who = record.author
+    summary = "commit: " + record.message.splitlines()[0] if record.message else "commit"
+    if state.upper == j["upper"]:
+        branch = j["branch"]
+        if branch is not None and store.read_ref("heads", branch) != sid:
+            store.write_ref("heads", branch, sid, who, summary)
+        crashpoint("commit:ref-moved")
+        new_state = replace(state, head=sid, upper=j["new_upper"], work=j["new_work"])
+        make_upper(store, new_state, top_root(store, sid))
+        store.write_workspace(new_state)
+        store.append_reflog(
+            f"workspaces/{wid.hex}/HEAD", SnapshotId(j["old_head"]), sid, who, summary
+        )
+        state = new_state
+    crashpoint("commit:state-written")
+    ensure_mounted(store, state)
+    crashpoint("commit:mounted")
+    store.clear_journal()
+    if staging.exists():
+        store.discard(staging)
+    sweep_workspace_dir(store, state)
+    return sid
+
+
+def _prepare_layer_tree(upper: Path, prune: list[bytes], manifest: bytes) -> None:
+    """Make the frozen upperdir equal to its manifest: drop no-op copy-ups,
+    strip overlay bookkeeping, restore directory mtimes changed by pruning."""
+    from snapws.layers.entries import read_node
+
+    root = os.fsencode(upper)
+    existing = [p for p in prune if os.path.lexists(root + b"/" + p)]
+    prune_upper(root, existing)
+    entries = decode_manifest(manifest)
+    nodes = [read_node(e.path, root if e.path == b"." else root + b"/" + e.path) for e in entries]
+    strip_overlay_xattrs(nodes)
+    for e in entries:
+        if e.kind is Kind.DIR:
+            p = root if e.path == b"." else root + b"/" + e.path
+            os.utime(p, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+
+
+def _tz_offset_min() -> int:
+    lt = time.localtime()
+    return int(lt.tm_gmtoff // 60)

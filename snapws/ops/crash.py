@@ -1,0 +1,38 @@
+"""Test-only crash injection: ``SNAPWS_CRASH_AT=<step>`` makes the process
+SIGKILL itself when it reaches that named step, to prove crash safety."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "SNAPWS_CRASH_AT"
+
+#: Every named step, for tests and docs (operation:step).
+STEPS = (
+    "init:journaled",
+    "init:moved",
+    "init:layer-published",
+    "init:snapshot-written",
+    "init:state-written",
+    "commit:frozen",
+    "commit:journaled",
+    "commit:detached",
+    "commit:pruned",
+    "commit:layer-published",
+    "commit:snapshot-written",
+    "commit:ref-moved",
+    "commit:state-written",
+    "commit:mounted",
+    "checkout:journaled",
+    "checkout:detached",
+    "checkout:ref-moved",
+    "checkout:state-written",
+    "checkout:mounted",
+)
+
+
+def crashpoint(step: str) -> None:
+    """SIGKILL this process if ``SNAPWS_CRASH_AT`` names ``step``."""
+    if os.environ.get(ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,83 @@
+"""``snapws status`` and ``snapws diff``: changes between the working tree and
+a snapshot, or between two snapshots, at the cost of the layers in between."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from snapws.ids import SnapshotId
+from snapws.layers.diff import diff_views
+from snapws.layers.view import ChainView
+from snapws.model import Change, Kind
+from snapws.ops.workspace import Session, chain_ids
+
+
+@dataclass(slots=True)
+class DiffResult:
+    """Changes plus the two sides, so that callers can read file contents."""
+
+    changes: list[Change]
+    old: ChainView
+    new: ChainView
+    old_label: str
+    new_label: str
+
+    def read_old(self, path: bytes) -> bytes | None:
+        return _read(self.old, path)
+
+    def read_new(self, path: bytes) -> bytes | None:
+        return _read(self.new, path)
+
+
+def _read(view: ChainView, path: bytes) -> bytes | None:
+    loc = view.locate(path)
+    if loc is None or loc.node.kind is not Kind.FILE:
+        return None
+    with open(loc.node.abspath, "rb") as f:
+        return f.read()
+
+
+def status(session: Session) -> list[Change]:
+    """Uncommitted changes: HEAD against the working tree (a scan of U)."""
+    return diff(session, None, None).changes
+
+
+def diff(
+    session: Session,
+    old: SnapshotId | None,
+    new: SnapshotId | None,
+    paths: tuple[bytes, ...] = (),
+) -> DiffResult:
+    """Changes from ``old`` (default HEAD) to ``new`` (default: the working
+    tree), restricted to ``paths`` if given. Costs the layers that differ
+    between the two chains, not the size of the tree."""
+    store = session.store
+    head = session.state.head
+    old_sid = old if old is not None else head
+    old_chain = chain_ids(store, old_sid)
+    old_view = session.chain_view(old_sid)
+    extra: list[bytes] = []
+    if new is None:
+        new_chain = chain_ids(store, head)
+        new_view = session.working_view()
+        extra.append(os.fsencode(session.upper))
+        new_label = "working tree"
+    else:
+        new_chain = chain_ids(store, new)
+        new_view = session.chain_view(new)
+        new_label = new.short()
+    common = 0
+    while common < min(len(old_chain), len(new_chain)) and old_chain[common] == new_chain[common]:
+        common += 1
+    dirs = [os.fsencode(store.layer_tree(x)) for x in (*old_chain[common:], *new_chain[common:])]
+    changes = diff_views(old_view, new_view, [*dirs, *extra], paths)
+    return DiffResult(changes, old_view, new_view, old_sid.short(), new_label)
+
+
+def diff_from_nothing(session: Session, sid: SnapshotId) -> list[Change]:
+    """Everything in a root snapshot, as additions (``show`` of a first snapshot)."""
+    store = session.store
+    dirs = [os.fsencode(store.layer_tree(x)) for x in chain_ids(store, sid)]
+    changes = diff_views(ChainView([], session.hashes), session.chain_view(sid), dirs)
+    return [c for c in changes if c.path != b"."]

@@ -1,0 +1,202 @@
+"""``snapws init DIR``: DIR's content becomes the base layer, DIR the mount.
+
+Steps: validate (nothing changes on bad input), journal, move DIR's entries
+into a staging tree (renames: same filesystem), hash it into a manifest,
+publish the layer, write the root snapshot, the branch and the workspace
+state, mount. Until the layer is published a crash rolls back (the entries
+go back into DIR); after it, recovery rolls forward.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from snapws.config import Config
+from snapws.errors import BadPathError, NameExistsError, UnsupportedError
+from snapws.ids import LayerId, WorkspaceId
+from snapws.layers.scan import entries_of, read_tree
+from snapws.model import SnapshotRecord, WorkspaceState, encode_manifest, manifest_id
+from snapws.mounts import mounter
+from snapws.ops.crash import crashpoint
+from snapws.ops.workspace import copy_dir_meta, ensure_mounted, make_upper, new_dir_names
+from snapws.refnames import validate_ref_name
+from snapws.store.probe import check_store_filesystem
+from snapws.store.store import Store
+
+
+def check_root() -> None:
+    if os.geteuid() != 0:
+        raise UnsupportedError(
+            "snapws needs root to mount overlay workspaces (kernel backend)",
+            hint="run it with sudo; rootless backends are planned (see docs/guide.md)",
+        )
+
+
+def validate_init(path: Path, store_root: Path) -> None:
+    """Refuse bad targets before anything changes. Raises BadPathError,
+    UnsupportedError."""
+    if path.exists() and not path.is_dir():
+        raise BadPathError(f"{path} is not a directory", hint="give a directory (or a new path)")
+    if path == Path("/"):
+        raise BadPathError("refusing to make / a workspace")
+    real = Path(os.path.realpath(path))
+    sreal = Path(os.path.realpath(store_root))
+    if sreal == real or real in sreal.parents:
+        raise BadPathError(
+            f"the store {store_root} would be inside the workspace {path}",
+            hint="put the store outside the directory (--store PATH)",
+        )
+    if sreal in real.parents:
+        raise BadPathError(
+            f"the workspace {path} would be inside the store {store_root}",
+            hint="choose a directory outside the store",
+        )
+    info = mounter.mount_at(real)
+    if info is not None:
+        if info.fstype == "overlay":
+            raise BadPathError(
+                f"{path} is already a mounted workspace (or another overlay)",
+                hint="use it as it is, or `snapws umount` it first",
+            )
+        raise BadPathError(
+            f"{path} is a mount point ({info.fstype}); its content cannot move into the store",
+            hint="use a directory inside it instead",
+        )
+
+
+def init(
+    path: Path,
+    store_root: Path,
+    config: Config,
+    branch: str | None = None,
+    message: str = "initial snapshot",
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Store, WorkspaceState]:
+    """Make ``path`` a workspace whose base layer is its current content.
+
+    Precondition: run as root. Raises BadPathError, UnsupportedError,
+    NameExistsError, BadNameError, MountError."""
+    check_root()
+    path = Path(os.path.abspath(path))
+    branch = validate_ref_name("branch", branch or config.default_branch)
+    validate_init(path, store_root)
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        store_root.mkdir(parents=True, exist_ok=True)
+        check_store_filesystem(store_root)
+        if os.stat(store_root).st_dev != os.stat(path).st_dev:
+            raise UnsupportedError(
+                f"the store {store_root} and the workspace {path} are on different filesystems",
+                hint="keep them on one filesystem, so that a commit is a rename "
+                "(--store PATH or SNAPWS_STORE)",
+            )
+        store = Store.create(store_root)
+    except BaseException:
+        if created:
+            path.rmdir()
+        raise
+    with store.lock(True, config.lock_timeout):
+        from snapws.ops.recovery import recover
+
+        recover(store)
+        for ws in store.workspaces():
+            if os.path.realpath(ws.path) == str(os.path.realpath(path)):
+                raise BadPathError(
+                    f"{path} is already a workspace of the store {store.root}",
+                    hint="`snapws mount` mounts it again",
+                )
+        if store.read_ref("heads", branch) is not None:
+            raise NameExistsError(
+                f"branch {branch!r} already exists in the store {store.root}",
+                hint="pass --branch NAME for this workspace's first branch",
+            )
+        wid = WorkspaceId(secrets.token_hex(16))
+        staging = store.new_staging("init")
+        upper, work = new_dir_names()
+        j = {
+            "op": "init",
+            "ws": wid.hex,
+            "path": str(path),
+            "staging": staging.name,
+            "branch": branch,
+            "message": message,
+            "author": config.author_or_default(),
+            "time_ns": time.time_ns(),
+            "tz": int(time.localtime().tm_gmtoff // 60),
+            "upper": upper,
+            "work": work,
+            "layer": None,
+        }
+        store.write_journal(j)
+        crashpoint("init:journaled")
+        tree = staging / "tree"
+        tree.mkdir()
+        copy_dir_meta(path, tree)
+        for name in os.listdir(os.fsencode(path)):
+            os.rename(os.fsencode(path) + b"/" + name, os.fsencode(tree) + b"/" + name)
+        copy_dir_meta(path, tree)  # renames changed the mtimes
+        crashpoint("init:moved")
+        nodes = read_tree(os.fsencode(tree))
+        manifest = encode_manifest(entries_of(nodes, config.hash_threads, progress))
+        store.write_pending_manifest(staging, manifest)
+        j["layer"] = manifest_id(manifest).hex
+        store.write_journal(j)
+        state = finish_init(store, j)
+    return store, state
+
+
+def finish_init(store: Store, j: dict[str, Any]) -> WorkspaceState:
+    """Roll a journaled init forward once its layer is published."""
+    lid = LayerId(j["layer"])
+    staging = store.root / "staging" / j["staging"]
+    if not store.has_layer(lid):
+        store.publish_pending(staging)
+    if staging.exists():
+        store.discard(staging)  # the same layer was already stored
+    crashpoint("init:layer-published")
+    record = SnapshotRecord(
+        parents=(),
+        layer=lid,
+        message=j["message"],
+        author=j["author"],
+        time_ns=j["time_ns"],
+        tz_offset_min=j["tz"],
+    )
+    sid = store.write_snapshot(record, [lid])
+    crashpoint("init:snapshot-written")
+    if store.read_ref("heads", j["branch"]) is None:
+        store.write_ref("heads", j["branch"], sid, j["author"], "init")
+    state = WorkspaceState(
+        id=WorkspaceId(j["ws"]),
+        path=j["path"],
+        head=sid,
+        branch=j["branch"],
+        upper=j["upper"],
+        work=j["work"],
+    )
+    make_upper(store, state, store.layer_tree(lid))
+    store.write_workspace(state)
+    store.append_reflog(f"workspaces/{state.id.hex}/HEAD", None, sid, j["author"], "init")
+    crashpoint("init:state-written")
+    ensure_mounted(store, state)
+    store.clear_journal()
+    return state
+
+
+def rollback_init(store: Store, j: dict[str, Any]) -> None:
+    """Undo a journaled init whose layer was not published: entries go back."""
+    staging = store.root / "staging" / j["staging"]
+    tree = staging / "tree"
+    path = os.fsencode(j["path"])
+    if tree.is_dir():
+        for name in os.listdir(os.fsencode(tree)):
+            os.rename(os.fsencode(tree) + b"/" + name, path + b"/" + name)
+    if staging.exists():
+        store.discard(staging)
+    store.clear_journal()

@@ -1,0 +1,53 @@
+"""Finishing or rolling back an operation interrupted by a crash.
+
+Every mutating operation writes ``journal.json`` before its first
+irreversible step; the next snapws command (under the exclusive lock) reads
+it here and completes the operation, or undoes it where nothing was
+published yet."""
+
+from __future__ import annotations
+
+from snapws.errors import StoreCorruptError
+from snapws.store.store import Store
+
+
+def recover(store: Store) -> str | None:
+    """Complete or roll back the journaled operation, if any. Returns a short
+    description of what was done (None: nothing to do).
+
+    Precondition: the caller holds the store lock exclusively."""
+    j = store.read_journal()
+    if j is None:
+        _sweep(store)
+        return None
+    op = j.get("op")
+    if op == "init":
+        from snapws.ops.init import finish_init, rollback_init
+
+        if j.get("layer") is None:
+            rollback_init(store, j)
+            done = "rolled back an interrupted init"
+        else:
+            finish_init(store, j)
+            done = "finished an interrupted init"
+    elif op == "commit":
+        from snapws.ops.commit import finish_commit
+
+        finish_commit(store, j)
+        done = "finished an interrupted commit"
+    elif op == "switch":
+        from snapws.ops.checkout import finish_switch
+
+        finish_switch(store, j)
+        done = "finished an interrupted checkout/reset"
+    else:
+        raise StoreCorruptError(f"the store's journal names an unknown operation {op!r}")
+    _sweep(store)
+    return done
+
+
+def _sweep(store: Store) -> None:
+    """Remove leftovers no journal refers to: staging and trash."""
+    store.empty_trash()
+    for p in store.iter_staging():
+        store.discard(p)

@@ -1,0 +1,40 @@
+"""Opening a workspace for an operation: find it, lock the store, recover an
+interrupted operation, make sure it is mounted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from snapws.config import Config
+from snapws.layers.view import HashCache
+from snapws.ops.recovery import recover
+from snapws.ops.workspace import Session, ensure_mounted, find_workspace
+
+
+@contextmanager
+def open_session(
+    start: Path,
+    config: Config,
+    store_path: Path | None = None,
+    exclusive: bool = True,
+    mount: bool = True,
+) -> Iterator[Session]:
+    """Yield the workspace containing ``start`` with the store locked.
+
+    Exclusive sessions first finish any interrupted operation and (if
+    ``mount``) make sure the workspace is mounted. Shared sessions only read;
+    if a journal is pending they take the exclusive lock briefly to recover.
+    Raises NotAWorkspaceError, StoreLockedError, MountError."""
+    store, _state = find_workspace(start, config, store_path)
+    if not exclusive and store.read_journal() is not None:
+        with store.lock(True, config.lock_timeout):
+            recover(store)
+    with store.lock(exclusive, config.lock_timeout):
+        if exclusive:
+            recover(store)
+        state = store.read_workspace(_state.id)
+        if exclusive and mount:
+            ensure_mounted(store, state)
+        yield Session(store, state, config, HashCache())

@@ -1,0 +1,261 @@
+"""Finding a workspace and its store, planning its mount, keeping it mounted."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from snapws.config import Config
+from snapws.errors import NotAWorkspaceError, SnapwsError, StoreNotFoundError
+from snapws.ids import LayerId, SnapshotId, WorkspaceId
+from snapws.layers.view import ChainView, HashCache
+from snapws.model import WorkspaceState
+from snapws.mounts import mounter
+from snapws.mounts.plan import MountPlan
+from snapws.store.store import EMPTY_LAYER, MARKER, Store
+
+STORE_DIRNAME = ".snapws"
+
+
+def default_store_for(workspace: Path) -> Path:
+    """The default store of a workspace: ``.snapws`` beside it (same filesystem)."""
+    return workspace.parent / STORE_DIRNAME
+
+
+@dataclass(slots=True)
+class Session:
+    """An opened workspace: its store, its recorded state and the settings."""
+
+    store: Store
+    state: WorkspaceState
+    config: Config
+    hashes: HashCache
+
+    @property
+    def path(self) -> Path:
+        return Path(self.state.path)
+
+    @property
+    def wsdir(self) -> Path:
+        return self.store.workspace_dir(self.state.id)
+
+    @property
+    def upper(self) -> Path:
+        return self.wsdir / self.state.upper
+
+    def head_ref(self) -> str:
+        return f"workspaces/{self.state.id.hex}/HEAD"
+
+    def chain_view(self, sid: SnapshotId) -> ChainView:
+        return ChainView([os.fsencode(p) for p in layer_trees(self.store, sid)], self.hashes)
+
+    def working_view(self) -> ChainView:
+        """The working tree as U over HEAD's chain, read without the mount."""
+        return ChainView(
+            [
+                os.fsencode(self.upper),
+                *[os.fsencode(p) for p in layer_trees(self.store, self.state.head)],
+            ],
+            self.hashes,
+        )
+
+    def reload(self) -> None:
+        self.state = self.store.read_workspace(self.state.id)
+
+
+def layer_trees(store: Store, sid: SnapshotId) -> list[Path]:
+    """Layer tree directories of ``sid``'s chain, topmost first."""
+    chain = [lid for lid in store.chain(sid) if lid != EMPTY_LAYER]
+    return [store.layer_tree(lid) for lid in reversed(chain)]
+
+
+def plan_mount(store: Store, state: WorkspaceState, readonly: bool = False) -> MountPlan:
+    """The mount that shows ``state``: HEAD's chain below its upperdir."""
+    lowers = layer_trees(store, state.head) or [store.layer_tree(EMPTY_LAYER)]
+    wsdir = store.workspace_dir(state.id)
+    return MountPlan(
+        target=Path(state.path),
+        lowers=tuple(lowers),
+        upper=wsdir / state.upper,
+        work=wsdir / state.work,
+        readonly=readonly,
+    )
+
+
+def new_dir_names() -> tuple[str, str]:
+    token = secrets.token_hex(4)
+    return f"upper-{token}", f"work-{token}"
+
+
+def make_upper(store: Store, state: WorkspaceState, root_from: Path) -> None:
+    """Create ``state``'s empty upper and work dirs (idempotent). The upper's
+    root takes mode, owner and xattrs of ``root_from`` (the merged root), since
+    overlay shows the upper root as the workspace root."""
+    wsdir = store.workspace_dir(state.id)
+    upper = wsdir / state.upper
+    work = wsdir / state.work
+    wsdir.mkdir(parents=True, exist_ok=True)
+    if not upper.exists():
+        tmp = wsdir / f".{state.upper}.tmp"
+        if tmp.exists():
+            os.rmdir(tmp)
+        tmp.mkdir()
+        copy_dir_meta(root_from, tmp)
+        os.rename(tmp, upper)
+    work.mkdir(exist_ok=True)
+
+
+def copy_dir_meta(src: Path, dst: Path) -> None:
+    """Mode, owner, user xattrs and mtime of directory ``src`` onto ``dst``."""
+    from snapws.layers.entries import list_xattrs, user_xattrs
+
+    st = os.lstat(src)
+    os.chown(dst, st.st_uid, st.st_gid)
+    os.chmod(dst, st.st_mode & 0o7777)
+    for name, value in user_xattrs(list_xattrs(os.fsencode(src))).items():
+        os.setxattr(dst, name, value, follow_symlinks=False)
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def top_root(store: Store, sid: SnapshotId) -> Path:
+    """The directory whose metadata is the root of ``sid``'s tree."""
+    trees = layer_trees(store, sid)
+    return trees[0] if trees else store.layer_tree(EMPTY_LAYER)
+
+
+def mounted_state(state: WorkspaceState, store: Store) -> str:
+    """``mounted``, ``frozen`` (read-only, left by an interrupted command),
+    ``stale`` (mounted with another upperdir), ``foreign`` (something else is
+    mounted there) or ``unmounted``."""
+    info = mounter.mount_at(Path(state.path))
+    if info is None:
+        return "unmounted"
+    if info.fstype != "overlay":
+        return "foreign"
+    upper = info.super_options.get("upperdir")
+    expect = str(store.workspace_dir(state.id) / state.upper)
+    if upper is not None and os.path.realpath(upper) != os.path.realpath(expect):
+        return "stale"
+    return "frozen" if mounter.is_readonly(info) else "mounted"
+
+
+def ensure_mounted(store: Store, state: WorkspaceState) -> bool:
+    """Make the workspace mounted read-write as ``state`` says. Returns True if
+    it had to do anything. Raises MountError."""
+    status = mounted_state(state, store)
+    if status == "mounted":
+        return False
+    if status == "frozen":
+        mounter.remount_readwrite(Path(state.path))
+        return True
+    if status in ("stale", "foreign"):
+        mounter.detach(Path(state.path))
+    make_upper(store, state, top_root(store, state.head))
+    mounter.mount_overlay(plan_mount(store, state))
+    return True
+
+
+def fresh_work(store: Store, state: WorkspaceState) -> WorkspaceState:
+    """``state`` with a new, empty work dir (each mount gets its own)."""
+    token = secrets.token_hex(4)
+    new = replace(state, work=f"work-{token}")
+    (store.workspace_dir(state.id) / new.work).mkdir()
+    return new
+
+
+def sweep_workspace_dir(store: Store, state: WorkspaceState) -> None:
+    """Discard old upper/work dirs that ``state`` no longer names."""
+    wsdir = store.workspace_dir(state.id)
+    for p in wsdir.iterdir():
+        if p.name in (state.upper, state.work, "state.json") or p.name.startswith(".state"):
+            continue
+        if p.name.startswith(("upper-", "work-", ".upper-")):
+            with suppress(OSError):
+                store.discard(p)
+
+
+# ---- finding the workspace --------------------------------------------------
+
+
+def _store_from_mount(path: Path) -> tuple[Path, WorkspaceId] | None:
+    info = mounter.mount_at(path)
+    if info is None or info.fstype != "overlay":
+        return None
+    upper = info.super_options.get("upperdir")
+    if not upper:
+        return None
+    up = Path(upper)
+    try:
+        wid = WorkspaceId(up.parent.name)
+    except ValueError:
+        return None
+    root = up.parent.parent.parent
+    if (root / MARKER).is_file():
+        return root, wid
+    return None
+
+
+def find_workspace(
+    start: Path, config: Config, store_path: Path | None = None
+) -> tuple[Store, WorkspaceState]:
+    """The workspace that contains ``start`` (itself or an ancestor).
+
+    Looks at mounts first (the mount names its store), then at the given store,
+    the configured one, and the default store beside each ancestor.
+    Raises NotAWorkspaceError."""
+    real = Path(os.path.realpath(start))
+    ancestors = [real, *real.parents]
+    explicit = store_path or config.store
+    for anc in ancestors:
+        found = _store_from_mount(anc)
+        if found is not None:
+            root, wid = found
+            if explicit is None or Path(os.path.realpath(explicit)) == Path(os.path.realpath(root)):
+                store = Store.open(root)
+                return store, store.read_workspace(wid)
+    stores: list[Path] = []
+    if explicit is not None:
+        stores.append(explicit)
+    else:
+        stores.extend(default_store_for(a) for a in ancestors if a != a.parent)
+    for sp in stores:
+        try:
+            store = Store.open(sp)
+        except StoreNotFoundError:
+            if sp == explicit:
+                raise
+            continue
+        by_path = {os.path.realpath(s.path): s for s in store.workspaces()}
+        for anc in ancestors:
+            st = by_path.get(str(anc))
+            if st is not None:
+                return store, st
+    raise NotAWorkspaceError(f"{start} is not inside a snapws workspace")
+
+
+def resolve_store(path_hint: Path, config: Config, store_path: Path | None) -> Path:
+    """The store to use for a new workspace at ``path_hint``."""
+    if store_path is not None:
+        return store_path.absolute()
+    if config.store is not None:
+        return config.store
+    return default_store_for(path_hint)
+
+
+@contextmanager
+def wrap_os_errors(what: str) -> Iterator[None]:
+    """Turn stray OSErrors into SnapwsError with context."""
+    try:
+        yield
+    except SnapwsError:
+        raise
+    except OSError as e:
+        raise SnapwsError(f"{what}: {e}", hint="check permissions and free space") from e
+
+
+def chain_ids(store: Store, sid: SnapshotId) -> list[LayerId]:
+    return [lid for lid in store.chain(sid) if lid != EMPTY_LAYER]

@@ -1,0 +1,1 @@
+"""The store: layers, snapshot records, refs, reflogs, workspaces, journal, lock."""

@@ -1,0 +1,389 @@
+"""The on-disk store (format described in docs/format.md).
+
+    <store>/snapws-store.json   format marker
+    <store>/lock                flock(2) target
+    <store>/journal.json        the interrupted operation, if any
+    <store>/layers/<id>/        manifest + tree/ (overlay form), immutable
+    <store>/snapshots/<id>.json snapshot records, immutable
+    <store>/chains/<id>.json    layer chain to mount a snapshot (bottom first)
+    <store>/refs/heads|tags/    one file per branch / tag
+    <store>/logs/               reflogs (JSON lines)
+    <store>/workspaces/<id>/    state.json, upper-N/, work-N/
+    <store>/staging/            layers and trees under construction
+    <store>/trash/              things being deleted
+
+Every record is published with write-temp, fsync, rename, fsync-dir. This
+module is the only one that writes store records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from snapws.errors import NameExistsError, StoreCorruptError, StoreNotFoundError
+from snapws.ids import LayerId, SnapshotId, WorkspaceId
+from snapws.model import ReflogEntry, SnapshotRecord, WorkspaceState, manifest_id
+from snapws.store.atomic import append_durable, fsync_dir, rename_durable, write_atomic
+from snapws.store.lock import StoreLock
+
+FORMAT = 1
+MARKER = "snapws-store.json"
+EMPTY_MANIFEST = b""
+EMPTY_LAYER = manifest_id(EMPTY_MANIFEST)
+REF_KINDS = ("heads", "tags")
+
+
+class Store:
+    """An opened store. Methods raise StoreCorruptError for unreadable records
+    and OSError for I/O failures not otherwise described."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    # ---- opening -------------------------------------------------------
+    @classmethod
+    def open(cls, root: Path) -> Store:
+        """Open an existing store; raises StoreNotFoundError."""
+        root = root.absolute()
+        if not (root / MARKER).is_file():
+            raise StoreNotFoundError(f"no snapws store at {root}")
+        try:
+            fmt = json.loads((root / MARKER).read_bytes()).get("format")
+        except (OSError, ValueError) as e:
+            raise StoreCorruptError(f"unreadable store marker {root / MARKER}: {e}") from e
+        if fmt != FORMAT:
+            raise StoreCorruptError(
+                f"store {root} has format {fmt}, this snapws reads format {FORMAT}",
+                hint="upgrade snapws",
+            )
+        return cls(root)
+
+    @classmethod
+    def create(cls, root: Path) -> Store:
+        """Create a store (or open an existing one)."""
+        root = root.absolute()
+        if (root / MARKER).is_file():
+            return cls.open(root)
+        root.mkdir(parents=True, exist_ok=True)
+        for sub in (
+            "layers",
+            "snapshots",
+            "chains",
+            "refs/heads",
+            "refs/tags",
+            "logs",
+            "workspaces",
+            "staging",
+            "trash",
+        ):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        store = cls(root)
+        store._ensure_empty_layer()
+        write_atomic(root / MARKER, json.dumps({"format": FORMAT}).encode() + b"\n")
+        fsync_dir(root.parent)
+        return store
+
+    def lock(self, exclusive: bool, timeout: float) -> StoreLock:
+        return StoreLock(self.root / "lock", exclusive, timeout)
+
+    # ---- layers --------------------------------------------------------
+    def layer_dir(self, lid: LayerId) -> Path:
+        return self.root / "layers" / lid.hex
+
+    def layer_tree(self, lid: LayerId) -> Path:
+        return self.layer_dir(lid) / "tree"
+
+    def has_layer(self, lid: LayerId) -> bool:
+        return (self.layer_dir(lid) / "manifest").is_file()
+
+    def read_manifest(self, lid: LayerId) -> bytes:
+        try:
+            return (self.layer_dir(lid) / "manifest").read_bytes()
+        except OSError as e:
+            raise StoreCorruptError(f"layer {lid.short()} is missing its manifest: {e}") from e
+
+    def new_staging(self, prefix: str = "tx") -> Path:
+        """A fresh directory under staging/ (same filesystem as layers/)."""
+        path = self.root / "staging" / f"{prefix}-{secrets.token_hex(8)}"
+        path.mkdir()
+        return path
+
+    def publish_layer(self, staging: Path, manifest: bytes) -> LayerId:
+        """Publish ``staging/tree`` as the layer whose manifest is ``manifest``.
+
+        Writes the manifest into ``staging``, fsyncs it, and renames the
+        directory into layers/. If the layer already exists (same content),
+        ``staging`` is left for the caller to discard. Returns the layer id."""
+        lid = manifest_id(manifest)
+        if self.has_layer(lid):
+            return lid
+        write_atomic(staging / "manifest", manifest, mode=0o444)
+        rename_durable(staging, self.layer_dir(lid))
+        return lid
+
+    def write_pending_manifest(self, staging: Path, manifest: bytes) -> None:
+        """Record the manifest a staging dir will be published with (durable)."""
+        write_atomic(staging / "manifest.pending", manifest)
+
+    def publish_pending(self, staging: Path) -> LayerId:
+        """Publish a staging dir prepared with :meth:`write_pending_manifest`
+        and holding ``tree/``. Idempotent across crashes. Returns the layer id."""
+        pending = staging / "manifest.pending"
+        final = staging / "manifest"
+        if pending.exists():
+            os.chmod(pending, 0o444)
+            rename_durable(pending, final)
+        manifest = final.read_bytes()
+        lid = manifest_id(manifest)
+        if not self.has_layer(lid):
+            rename_durable(staging, self.layer_dir(lid))
+        return lid
+
+    def _ensure_empty_layer(self) -> None:
+        if self.has_layer(EMPTY_LAYER):
+            return
+        staging = self.new_staging("empty")
+        (staging / "tree").mkdir()
+        self.publish_layer(staging, EMPTY_MANIFEST)
+
+    def layer_ids(self) -> list[LayerId]:
+        out = []
+        for p in (self.root / "layers").iterdir():
+            try:
+                out.append(LayerId(p.name))
+            except ValueError:
+                continue
+        return sorted(out)
+
+    # ---- snapshots -----------------------------------------------------
+    def write_snapshot(self, rec: SnapshotRecord, chain: list[LayerId]) -> SnapshotId:
+        """Publish a snapshot record and its chain (idempotent)."""
+        sid = rec.id
+        write_atomic(
+            self.root / "chains" / f"{sid.hex}.json",
+            json.dumps([lid.hex for lid in chain]).encode(),
+        )
+        path = self.root / "snapshots" / f"{sid.hex}.json"
+        if not path.exists():
+            write_atomic(path, rec.canonical(), mode=0o444)
+        return sid
+
+    def has_snapshot(self, sid: SnapshotId) -> bool:
+        return (self.root / "snapshots" / f"{sid.hex}.json").is_file()
+
+    def read_snapshot(self, sid: SnapshotId) -> SnapshotRecord:
+        path = self.root / "snapshots" / f"{sid.hex}.json"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as e:
+            raise StoreCorruptError(f"snapshot {sid.short()} is missing ({path})") from e
+        try:
+            rec = SnapshotRecord.from_canonical(data)
+        except (ValueError, KeyError) as e:
+            raise StoreCorruptError(f"snapshot record {path} is unreadable: {e}") from e
+        if rec.id != sid:
+            raise StoreCorruptError(f"snapshot record {path} does not hash to its name")
+        return rec
+
+    def chain(self, sid: SnapshotId) -> list[LayerId]:
+        """The layers to mount for ``sid``, bottom first."""
+        path = self.root / "chains" / f"{sid.hex}.json"
+        try:
+            return [LayerId(x) for x in json.loads(path.read_bytes())]
+        except (OSError, ValueError) as e:
+            raise StoreCorruptError(f"chain of snapshot {sid.short()} is unreadable: {e}") from e
+
+    def snapshot_ids(self) -> list[SnapshotId]:
+        out = []
+        for p in (self.root / "snapshots").iterdir():
+            if p.suffix == ".json":
+                try:
+                    out.append(SnapshotId(p.stem))
+                except ValueError:
+                    continue
+        return sorted(out)
+
+    def ids_with_prefix(self, prefix: str) -> list[SnapshotId]:
+        return [s for s in self.snapshot_ids() if s.hex.startswith(prefix)]
+
+    # ---- refs ----------------------------------------------------------
+    def _ref_path(self, kind: str, name: str) -> Path:
+        assert kind in REF_KINDS
+        return self.root / "refs" / kind / name
+
+    def read_ref(self, kind: str, name: str) -> SnapshotId | None:
+        path = self._ref_path(kind, name)
+        try:
+            text = path.read_text().strip()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        try:
+            return SnapshotId.parse(text)
+        except ValueError as e:
+            raise StoreCorruptError(f"ref file {path} is unreadable") from e
+
+    def list_refs(self, kind: str) -> dict[str, SnapshotId]:
+        base = self.root / "refs" / kind
+        out = {}
+        for dirpath, _dirs, files in os.walk(base):
+            for f in files:
+                if f.startswith("."):
+                    continue
+                name = str((Path(dirpath) / f).relative_to(base))
+                sid = self.read_ref(kind, name)
+                if sid is not None:
+                    out[name] = sid
+        return dict(sorted(out.items()))
+
+    def write_ref(self, kind: str, name: str, sid: SnapshotId, who: str, message: str) -> None:
+        """Point a branch/tag at ``sid`` and log the move in its reflog."""
+        path = self._ref_path(kind, name)
+        old = self.read_ref(kind, name)
+        try:
+            write_atomic(path, sid.hex.encode() + b"\n")
+        except (IsADirectoryError, NotADirectoryError, FileExistsError) as e:
+            raise NameExistsError(
+                f"cannot create {kind[:-1] if kind == 'heads' else 'tag'} {name!r}: "
+                "it clashes with an existing name that is a prefix of it or has it as a prefix"
+            ) from e
+        if old != sid:
+            self.append_reflog(f"refs/{kind}/{name}", old, sid, who, message)
+
+    def delete_ref(self, kind: str, name: str, who: str, message: str) -> SnapshotId | None:
+        path = self._ref_path(kind, name)
+        old = self.read_ref(kind, name)
+        if old is None:
+            return None
+        path.unlink()
+        fsync_dir(path.parent)
+        base = self.root / "refs" / kind
+        parent = path.parent
+        while parent != base:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+        self.append_reflog(f"refs/{kind}/{name}", old, None, who, message)
+        return old
+
+    # ---- reflog --------------------------------------------------------
+    def _log_path(self, ref: str) -> Path:
+        return self.root / "logs" / ref
+
+    def append_reflog(
+        self, ref: str, old: SnapshotId | None, new: SnapshotId | None, who: str, message: str
+    ) -> None:
+        entry = ReflogEntry(ref, old, new, time.time_ns(), who, message)
+        line = json.dumps(entry.to_json(), sort_keys=True).encode()
+        append_durable(self._log_path(ref), line)
+
+    def read_reflog(self, ref: str) -> list[ReflogEntry]:
+        """Entries oldest first; a torn last line (crash) is skipped."""
+        try:
+            data = self._log_path(ref).read_bytes()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in data.splitlines():
+            try:
+                out.append(ReflogEntry.from_json(json.loads(line)))
+            except (ValueError, KeyError):
+                continue
+        return out
+
+    # ---- workspaces ----------------------------------------------------
+    def workspace_dir(self, wid: WorkspaceId) -> Path:
+        return self.root / "workspaces" / wid.hex
+
+    def read_workspace(self, wid: WorkspaceId) -> WorkspaceState:
+        path = self.workspace_dir(wid) / "state.json"
+        try:
+            return WorkspaceState.from_json(json.loads(path.read_bytes()))
+        except (OSError, ValueError, KeyError) as e:
+            raise StoreCorruptError(f"workspace record {path} is unreadable: {e}") from e
+
+    def write_workspace(self, state: WorkspaceState) -> None:
+        path = self.workspace_dir(state.id) / "state.json"
+        write_atomic(path, json.dumps(state.to_json(), sort_keys=True, indent=1).encode())
+
+    def workspaces(self) -> list[WorkspaceState]:
+        out = []
+        for p in sorted((self.root / "workspaces").iterdir()):
+            if (p / "state.json").is_file():
+                try:
+                    out.append(self.read_workspace(WorkspaceId(p.name)))
+                except ValueError:
+                    continue
+        return out
+
+    def remove_workspace_record(self, wid: WorkspaceId) -> None:
+        d = self.workspace_dir(wid)
+        if d.exists():
+            self.discard(d)
+
+    # ---- journal -------------------------------------------------------
+    def write_journal(self, obj: dict[str, Any]) -> None:
+        write_atomic(self.root / "journal.json", json.dumps(obj, sort_keys=True).encode())
+
+    def read_journal(self) -> dict[str, Any] | None:
+        try:
+            data = (self.root / "journal.json").read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            obj = json.loads(data)
+        except ValueError as e:
+            raise StoreCorruptError(f"journal {self.root / 'journal.json'} is unreadable") from e
+        assert isinstance(obj, dict)
+        return obj
+
+    def clear_journal(self) -> None:
+        try:
+            (self.root / "journal.json").unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(self.root)
+
+    # ---- deletion ------------------------------------------------------
+    def discard(self, path: Path) -> None:
+        """Move ``path`` (inside the store) to trash/ atomically, then delete it.
+        A crash mid-delete leaves only trash, which :meth:`empty_trash` clears."""
+        dest = self.root / "trash" / f"{path.name}-{secrets.token_hex(6)}"
+        rename_durable(path, dest)
+        _rmtree(dest)
+
+    def empty_trash(self) -> None:
+        for p in (self.root / "trash").iterdir():
+            _rmtree(p)
+
+    def iter_staging(self) -> Iterator[Path]:
+        yield from (self.root / "staging").iterdir()
+
+
+def _rmtree(path: Path) -> None:
+    """Remove a tree even where mode bits forbid it (rootless leftovers)."""
+
+    def onerror(func: Any, p: str, exc: Any) -> None:
+        try:
+            parent = os.path.dirname(p)
+            os.chmod(parent, 0o700)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o700)
+                shutil.rmtree(p, onerror=onerror)
+            else:
+                os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, onerror=onerror)
+    else:
+        path.unlink(missing_ok=True)

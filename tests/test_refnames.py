@@ -1,0 +1,116 @@
+"""Branch and tag name validation (git's check-ref-format rules plus snapws's own)."""
+
+from __future__ import annotations
+
+import pytest
+
+from snapws.errors import BadNameError, ExitCode
+from snapws.refnames import MAX_NAME_BYTES, validate_ref_name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "main",
+        "feature/login",
+        "a/b/c",
+        "v1.0",
+        "v1.0.2-rc1",
+        "release_2024",
+        "foo@bar",
+        "@foo",
+        "x.lockx",
+        "a.lock.b",
+        "foo./bar",  # only the whole name may not end with '.'
+        "héllo/wörld",
+        "abc",  # 3 hex digits: too short to be an id prefix
+        "ABCD",  # uppercase: ids are lowercase
+        "deadbeefz",
+        "0123456789abcdef0123456789abcdef0",  # 33 hex digits: longer than any id
+        "HEADS",
+        "head",
+        "a-",
+        "{x}",
+        "a@b{",
+        "x" * MAX_NAME_BYTES,
+    ],
+)
+def test_valid_names_are_returned(name: str) -> None:
+    assert validate_ref_name("branch", name) == name
+    assert validate_ref_name("tag", name) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("", "it is empty"),
+        (".hidden", "the component '.hidden' starts with '.'"),
+        ("a/.b", "the component '.b' starts with '.'"),
+        ("..", "the component '..' starts with '.'"),
+        ("a..b", "it contains '..'"),
+        ("a/..b", "the component '..b' starts with '.'"),
+        ("a\x00b", "it contains the control character '\\x00'"),
+        ("a\x1fb", "it contains the control character '\\x1f'"),
+        ("a\tb", "it contains the control character '\\t'"),
+        ("a\nb", "it contains the control character '\\n'"),
+        ("a\x7fb", "it contains the control character '\\x7f'"),
+        ("a b", "it contains a space"),
+        ("a~b", "it contains '~'"),
+        ("a^b", "it contains '^'"),
+        ("a:b", "it contains ':'"),
+        ("a?b", "it contains '?'"),
+        ("a*b", "it contains '*'"),
+        ("a[b", "it contains '['"),
+        ("a\\b", "it contains '\\\\'"),
+        ("a/", "it ends with '/'"),
+        ("/a", "it starts with '/'"),
+        ("a//b", "it contains '//'"),
+        ("a.lock", "the component 'a.lock' ends with '.lock'"),
+        ("x/a.lock/y", "the component 'a.lock' ends with '.lock'"),
+        (".lock", "the component '.lock' starts with '.'"),
+        ("a.", "it ends with '.'"),
+        ("a/b.", "it ends with '.'"),
+        ("a@{b", "it contains '@{'"),
+        ("@{", "it contains '@{'"),
+        ("@", "'@' alone means HEAD"),
+        ("HEAD", "'HEAD' is reserved"),
+        ("-b", "it starts with '-'"),
+        ("-", "it starts with '-'"),
+        ("abcd", "would be confused with a snapshot id"),
+        ("deadbeef", "would be confused with a snapshot id"),
+        ("0123", "would be confused with a snapshot id"),
+        ("0123456789abcdef0123456789abcdef", "would be confused with a snapshot id"),
+        ("x" * (MAX_NAME_BYTES + 1), f"201 bytes long in UTF-8; the limit is {MAX_NAME_BYTES}"),
+        ("é" * 101, "202 bytes long in UTF-8"),  # 101 characters, 202 bytes
+        ("a\udcffb", "not valid UTF-8"),  # lone surrogate, as os.fsdecode makes
+    ],
+)
+def test_invalid_names_give_the_specific_reason(name: str, reason: str) -> None:
+    with pytest.raises(BadNameError) as info:
+        validate_ref_name("branch", name)
+    message = str(info.value)
+    assert message.startswith(f"invalid branch name {name!r}: ")
+    assert reason in message
+    assert info.value.exit_code == ExitCode.BAD_NAME
+
+
+def test_kind_is_named_in_the_message() -> None:
+    with pytest.raises(BadNameError, match=r"^invalid tag name 'a b': it contains a space$"):
+        validate_ref_name("tag", "a b")
+
+
+def test_first_offending_character_is_reported() -> None:
+    with pytest.raises(BadNameError, match=r"contains '\?'$"):
+        validate_ref_name("branch", "a?b*c")
+
+
+def test_byte_limit_counts_utf8_bytes_not_characters() -> None:
+    ok = "é" * (MAX_NAME_BYTES // 2)
+    assert validate_ref_name("branch", ok) == ok
+    with pytest.raises(BadNameError):
+        validate_ref_name("branch", ok + "x")
+
+
+def test_unknown_kind_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="kind"):
+        validate_ref_name("remote", "main")
