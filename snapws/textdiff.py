@@ -15,24 +15,27 @@ Matching lines
     line counts is at most :data:`DIRECT_MATCH_CELLS` (about 2,000 x 2,000
     lines; SequenceMatcher is quadratic on adversarial input and took ~20 s on
     20,000 lines). Larger middles are first cut at "anchor" lines that occur
-    exactly once on each side (the patience-diff idea: the longest run of such
-    lines in the same order on both sides), and each piece is handled the same
+    exactly once on each side (the patience-diff idea: the longest subsequence
+    of such lines in the same order on both sides), each piece handled the same
     way, up to :data:`MAX_ANCHOR_DEPTH` rounds. A piece that is still too large
     and has no anchor (low-entropy data such as the same few lines repeated) is
     reported as wholly replaced: all its old lines removed, all its new lines
-    added. So files of many MB with scattered edits diff in well under a
-    second, and the counts stay exact wherever the input is ordinary text.
+    added. So files of many MB diff in about a second at most, and ordinary
+    edits get the same counts as git.
 
 Differences from git
     git uses Myers' algorithm plus its "indent heuristic" to choose where an
     ambiguous block of added/removed lines is placed. Here, a pure block of
     added (or removed) lines is slid as far down as the surrounding identical
-    lines allow, which is what git does in the common cases (a new function
-    after an existing one, etc.). For complicated edits the hunks may still be
-    cut differently from git's, and :func:`line_stat` may count a few more
-    lines than ``git diff --numstat`` (never fewer changed lines than are
-    needed; ``added - removed`` is always exact). Labels and ``--stat`` paths
-    are printed verbatim: quoting unusual paths is the caller's job.
+    lines allow, which is git's placement without that heuristic and usually
+    with it (a new function after an existing one, a duplicated line). The
+    heuristic sometimes moves such a block up instead, e.g. an indented line
+    pasted twice right after a less indented one; and for complicated edits
+    the hunks may be cut differently, and :func:`line_stat` may count a few more
+    lines than ``git diff --numstat`` (``added - removed`` is always exact).
+    Hunk headers use git's default function-name rule only (no
+    ``.gitattributes`` diff drivers). Labels and ``--stat`` paths are printed
+    verbatim: quoting unusual paths is the caller's job.
 """
 
 from __future__ import annotations
@@ -151,15 +154,15 @@ def _match_piece(
                 if n:
                     out.append((alo + i, blo + j, n))
         elif depth < MAX_ANCHOR_DEPTH:
-            i_prev, j_prev = alo, blo
-            for i, j in _unique_anchors(a, alo, ahi, b, blo, bhi):
-                _match_piece(a, i_prev, i, b, j_prev, j, depth + 1, out)
-                out.append((i, j, 1))
-                i_prev, j_prev = i + 1, j + 1
-            # With no anchor this is the whole piece again, one level deeper, so
-            # the recursion ends at MAX_ANCHOR_DEPTH: the piece counts as replaced.
-            _match_piece(a, i_prev, ahi, b, j_prev, bhi, depth + 1, out)
-        # else: give up, everything left in this piece is a change.
+            anchors = _unique_anchors(a, alo, ahi, b, blo, bhi)
+            if anchors:
+                i_prev, j_prev = alo, blo
+                for i, j in anchors:
+                    _match_piece(a, i_prev, i, b, j_prev, j, depth + 1, out)
+                    out.append((i, j, 1))
+                    i_prev, j_prev = i + 1, j + 1
+                _match_piece(a, i_prev, ahi, b, j_prev, bhi, depth + 1, out)
+        # Otherwise give up: everything left in this piece is a change.
 
     if suffix:
         out.append((ahi, bhi, suffix))
@@ -447,7 +450,10 @@ def format_stat(rows: Sequence[StatRow], width: int = 80) -> list[str]:
     in ``width`` columns (long paths are shortened to ``...tail`` like git),
     ``" img.png | Bin 120 -> 4096 bytes"`` for binary files, and the summary
     line of :func:`format_stat_summary`. Rows are printed in the given order.
+    No rows give no lines, as ``git diff --stat`` prints nothing then.
     """
+    if not rows:
+        return []
     max_change = 0
     name_len = 0
     bin_width = 0

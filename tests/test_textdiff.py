@@ -139,6 +139,13 @@ TEXT_CASES: dict[str, tuple[bytes | None, bytes | None]] = {
     "delete_function_between": (PY_NEW, PY_OLD),
     "insert_into_run_of_equal_lines": (b"x\nx\nx\n", b"x\nx\nx\nx\n"),
     "delete_from_run_of_equal_lines": (b"a\nx\nx\nx\nb\n", b"a\nx\nx\nb\n"),
+    # SequenceMatcher puts these added copies above their twins; git (and
+    # snapws, by sliding pure additions down) below.
+    "duplicate_line_slides_down": (
+        b"x = 1;\nx = 1;\n}\nint main()\n",
+        b"int main()\nx = 1;\nx = 1;\n}\n}\nint main()\n",
+    ),
+    "duplicate_lines_slide_down": (b"\nint f()\n", b"int f()\n\nint f()\nint f()\n"),
     "many_hunks": (_lines(200), _edit(_lines(200), *range(5, 200, 20))),
 }
 
@@ -494,6 +501,7 @@ def test_format_stat_matches_git(tmp_path: Path, width: int) -> None:
 @pytest.mark.parametrize(
     ("old", "new"),
     [
+        ({"f": b"a\n"}, {"f": b"a\n"}),  # nothing changed: no output at all
         ({"f": b"a\n"}, {"f": b"b\n"}),  # 1 file, 1 insertion, 1 deletion
         ({"f": b"a\n"}, {"f": b"a\nb\n"}),  # insertions only
         ({"f": b"a\nb\nc\n"}, {"f": b"a\n"}),  # deletions only
@@ -529,7 +537,7 @@ def test_mode_only_change_matches_git(tmp_path: Path) -> None:
 def test_summary_wording() -> None:
     text = LineStat(1, 0, False)
     assert format_stat_summary([]) == " 0 files changed"
-    assert format_stat([]) == [" 0 files changed"]
+    assert format_stat([]) == []
     assert format_stat_summary([StatRow("f", text)]) == " 1 file changed, 1 insertion(+)"
     assert (
         format_stat_summary([StatRow("f", LineStat(0, 2, False)), StatRow("g", None)])

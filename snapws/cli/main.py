@@ -66,14 +66,15 @@ def cli(ctx: click.Context, directory: Path | None, store: Path | None, quiet: b
         if e.hint:
             click.echo(f"hint: {e.hint}", err=True)
         ctx.exit(int(e.exit_code))
+    cwd = _cwd()
     if directory is not None:
-        try:
-            os.chdir(directory)
-        except OSError as e:
-            raise click.UsageError(f"cannot change to {directory}: {e.strerror}") from e
+        # not a chdir: the process must not hold the workspace busy (umount)
+        cwd = Path(os.path.normpath(cwd / directory))
+        if not cwd.is_dir():
+            raise click.UsageError(f"cannot change to {directory}: not a directory")
     ctx.obj = App(
         config=config,
-        cwd=_cwd(),
+        cwd=cwd,
         store=store.absolute() if store else None,
         quiet=quiet,
         interactive=sys.stderr.isatty(),

@@ -1,0 +1,3 @@
+from snapws.cli.main import main
+
+main()
