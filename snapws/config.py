@@ -28,6 +28,7 @@ class Config:
     default_branch: str = "main"
     lock_timeout: float = 60.0
     hash_threads: int = 8
+    max_depth: int = 32
 
     def author_or_default(self) -> str:
         if self.author:
@@ -45,6 +46,7 @@ _TYPES: dict[str, type] = {
     "default_branch": str,
     "lock_timeout": float,
     "hash_threads": int,
+    "max_depth": int,
 }
 
 
@@ -74,6 +76,8 @@ def _apply(cfg: Config, data: Mapping[str, Any], origin: str) -> Config:
             value = Path(os.path.expanduser(str(value)))
             if not value.is_absolute():
                 raise ConfigError(f"{origin}: store must be an absolute path")
+        if key == "max_depth" and not 2 <= value <= 400:
+            raise ConfigError(f"{origin}: max_depth must be between 2 and 400")
         if key in ("lock_timeout", "hash_threads") and value <= 0:
             raise ConfigError(f"{origin}: {key} must be positive")
         changes[key] = value

@@ -30,6 +30,18 @@ class SnapwsGroup(click.Group):
             if e.hint:
                 click.echo(f"hint: {e.hint}", err=True)
             ctx.exit(int(e.exit_code))
+        except PermissionError as e:
+            click.echo(f"snapws: error: {e}", err=True)
+            click.echo("hint: snapws needs root for workspaces it mounts (sudo)", err=True)
+            ctx.exit(int(ExitCode.UNSUPPORTED))
+        except OSError as e:
+            click.echo(f"snapws: error: {e}", err=True)
+            click.echo(
+                "hint: this is unexpected; the store is left valid (the next command "
+                "finishes or rolls back the step). Please report it with the command run",
+                err=True,
+            )
+            ctx.exit(int(ExitCode.INTERNAL))
         except KeyboardInterrupt:
             click.echo("snapws: interrupted", err=True)
             ctx.exit(int(ExitCode.INTERRUPTED))
@@ -101,6 +113,7 @@ def _register() -> None:
         cmd_checkout,
         cmd_commit,
         cmd_diff,
+        cmd_flatten,
         cmd_init,
         cmd_log,
         cmd_mount,
@@ -111,6 +124,7 @@ def _register() -> None:
         cmd_init,
         cmd_commit,
         cmd_diff,
+        cmd_flatten,
         cmd_log,
         cmd_checkout,
         cmd_branch,

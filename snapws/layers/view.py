@@ -50,6 +50,10 @@ class HashCache:
         """The cached hash, or None if the file was not hashed yet."""
         return self._cache.get(abspath)
 
+    def put(self, abspath: bytes, digest: ContentHash) -> None:
+        """Record a known hash (from a trusted manifest)."""
+        self._cache[abspath] = digest
+
     def get(self, abspath: bytes) -> ContentHash:
         h = self._cache.get(abspath)
         if h is None:

@@ -49,7 +49,8 @@ def _refuse(changes: list[Change], action: str) -> UncommittedChangesError:
     listing = "\n".join(f"  {c.type.value} {p}" for c, p in zip(changes[:20], shown, strict=False))
     more = f"\n  ... and {len(changes) - 20} more" if len(changes) > 20 else ""
     return UncommittedChangesError(
-        f"cannot {action}: the workspace has {len(changes)} uncommitted change(s):\n{listing}{more}",
+        f"cannot {action}: the workspace has {len(changes)} uncommitted change(s):\n"
+        f"{listing}{more}",
         shown,
     )
 

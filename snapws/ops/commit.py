@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from snapws.errors import WorkspaceBusyError
 from snapws.ids import LayerId, SnapshotId
 from snapws.layers.scan import entries_of, plan_upper, prune_upper, strip_overlay_xattrs
 from snapws.model import Change, Kind, SnapshotRecord, decode_manifest, encode_manifest, manifest_id
@@ -44,25 +43,15 @@ class CommitResult:
     branch: str | None
 
 
-def busy_error(target: Path, action: str) -> WorkspaceBusyError:
-    holders = busy.find_writers(target)
-    names = ", ".join(f"{h.command} (pid {h.pid}) has {h.path} open for writing" for h in holders)
-    detail = names or "a process has a file open for writing"
-    return WorkspaceBusyError(
-        f"cannot {action}: {detail}",
-        [(h.pid, h.command, str(h.path)) for h in holders],
-    )
-
-
 def freeze(target: Path, action: str) -> None:
     """Remount read-only; raises WorkspaceBusyError naming the writers."""
     writers = busy.find_writers(target)
     if writers:
-        raise busy_error(target, action)
+        raise busy.busy_error(target, action)
     try:
         mounter.remount_readonly(target)
     except mounter.MountBusyError:
-        raise busy_error(target, action) from None
+        raise busy.busy_error(target, action) from None
 
 
 def commit(session: Session, message: str, author: str, allow_empty: bool = False) -> CommitResult:
@@ -115,6 +104,7 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
             "chain": [x.hex for x in chain],
             "branch": state.branch,
             "old_head": state.head.hex,
+            "max_depth": session.config.max_depth,
         }
         store.write_journal(journal)
     except BaseException:
@@ -127,6 +117,11 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
     sid = finish_commit(store, journal)
     session.reload()
     return CommitResult(sid, lid, plan.changes, state.branch)
+
+
+def needs_flatten(store: Store, sid: SnapshotId, max_depth: int) -> bool:
+    """True if ``sid``'s chain is deeper than ``max_depth`` layers."""
+    return len([x for x in store.chain(sid) if x != EMPTY_LAYER]) > max_depth
 
 
 def finish_commit(store: Store, j: dict[str, Any]) -> SnapshotId:
@@ -174,6 +169,11 @@ def finish_commit(store: Store, j: dict[str, Any]) -> SnapshotId:
         )
         state = new_state
     crashpoint("commit:state-written")
+    max_depth = j.get("max_depth")
+    if max_depth and needs_flatten(store, sid, int(max_depth)):
+        from snapws.ops.flatten import flatten
+
+        flatten(store, sid, keep=1)
     ensure_mounted(store, state)
     crashpoint("commit:mounted")
     store.clear_journal()

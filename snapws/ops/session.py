@@ -4,13 +4,14 @@ interrupted operation, make sure it is mounted."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from snapws.config import Config
+from snapws.errors import MountError
 from snapws.layers.view import HashCache
 from snapws.ops.recovery import recover
-from snapws.ops.workspace import Session, ensure_mounted, find_workspace
+from snapws.ops.workspace import Session, ensure_mounted, find_workspace, mounted_state
 
 
 @contextmanager
@@ -25,12 +26,23 @@ def open_session(
 
     Exclusive sessions first finish any interrupted operation and (if
     ``mount``) make sure the workspace is mounted. Shared sessions only read;
-    if a journal is pending they take the exclusive lock briefly to recover.
+    if a journal is pending, or a crash left the mount frozen (read-only),
+    they take the exclusive lock briefly to recover.
     Raises NotAWorkspaceError, StoreLockedError, MountError."""
     store, _state = find_workspace(start, config, store_path)
-    if not exclusive and store.read_journal() is not None:
+    if exclusive:
+        from snapws.ops.init import check_root
+
+        check_root()
+    if not exclusive and (
+        store.read_journal() is not None or mounted_state(_state, store) == "frozen"
+    ):
         with store.lock(True, config.lock_timeout):
             recover(store)
+            state = store.read_workspace(_state.id)
+            if mounted_state(state, store) == "frozen":  # a crash left it read-only
+                with suppress(MountError):  # (not root: it stays read-only)
+                    ensure_mounted(store, state)
     with store.lock(exclusive, config.lock_timeout):
         if exclusive:
             recover(store)

@@ -166,14 +166,19 @@ class Store:
     def write_snapshot(self, rec: SnapshotRecord, chain: list[LayerId]) -> SnapshotId:
         """Publish a snapshot record and its chain (idempotent)."""
         sid = rec.id
+        path = self.root / "snapshots" / f"{sid.hex}.json"
+        if path.exists():
+            return sid  # its chain may have been flattened since: keep that
+        self.write_chain(sid, chain)
+        write_atomic(path, rec.canonical(), mode=0o444)
+        return sid
+
+    def write_chain(self, sid: SnapshotId, chain: list[LayerId]) -> None:
+        """Replace the chain used to mount ``sid`` by an equivalent one."""
         write_atomic(
             self.root / "chains" / f"{sid.hex}.json",
             json.dumps([lid.hex for lid in chain]).encode(),
         )
-        path = self.root / "snapshots" / f"{sid.hex}.json"
-        if not path.exists():
-            write_atomic(path, rec.canonical(), mode=0o444)
-        return sid
 
     def has_snapshot(self, sid: SnapshotId) -> bool:
         return (self.root / "snapshots" / f"{sid.hex}.json").is_file()
