@@ -94,7 +94,8 @@ class WorkspaceBusyError(SnapwsError):
 class StoreLockedError(SnapwsError):
     exit_code = ExitCode.LOCKED
     default_hint = (
-        "another snapws command is using the store; wait for it to finish (or raise --lock-timeout)"
+        "another snapws command is using the store; wait for it to finish "
+        "(or raise lock_timeout in snapws.toml)"
     )
 
 
@@ -110,6 +111,10 @@ class NameExistsError(SnapwsError):
 
 class UnsupportedError(SnapwsError):
     exit_code = ExitCode.UNSUPPORTED
+    default_hint = (
+        "run snapws as root on a kernel with overlayfs, with the store on ext4, xfs, "
+        "btrfs or tmpfs on the workspace's filesystem (--store PATH)"
+    )
 
 
 class MountError(SnapwsError):
@@ -122,8 +127,18 @@ class StoreCorruptError(SnapwsError):
     default_hint = "restore the store from a backup, or report a bug with the file named above"
 
 
+class VerifyFailedError(StoreCorruptError):
+    """``snapws verify`` found damage; its report names every problem."""
+
+    default_hint = (
+        "the report names each damaged file, its layer and the snapshots using it; "
+        "restore the store (or those layers) from a backup"
+    )
+
+
 class BadPathError(SnapwsError):
     exit_code = ExitCode.BAD_PATH
+    default_hint = "paths are relative to the current directory and must lie inside the workspace"
 
 
 class ConfigError(SnapwsError):
@@ -135,6 +150,7 @@ class InvalidOperationError(SnapwsError):
     """A request that contradicts the current state (delete the current branch...)."""
 
     exit_code = ExitCode.BAD_NAME
+    default_hint = "`snapws status` and `snapws branch` show the current state"
 
 
 class LayerRejectedError(SnapwsError):

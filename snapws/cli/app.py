@@ -83,4 +83,4 @@ class PathsAfterDashDash(click.Command):
 
 
 def emit_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False))
+    click.echo(json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=True))

@@ -33,7 +33,12 @@ def checkout_cmd(
         raise click.UsageError("give a revision, or -b NAME")
     with app.session(exclusive=True) as s:
         target = app.resolve(s, rev or "HEAD")
-        branch = None if detach or new_branch else branch_named(s.store, rev or "")
+        if detach or new_branch:
+            branch = None
+        elif rev in ("HEAD", "@"):
+            branch = s.state.branch  # as git: checking out HEAD stays on the branch
+        else:
+            branch = branch_named(s.store, rev or "")
         result = checkout(s, target, branch, new_branch, discard, app.who(), rev or "HEAD")
     if as_json:
         emit_json(

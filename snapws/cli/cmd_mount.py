@@ -13,11 +13,6 @@ from snapws.ops.workspace import find_workspace
 from snapws.store.store import Store
 
 
-def _find(app: App, directory: Path | None) -> tuple[Store, object]:
-    start = (app.cwd / directory) if directory else app.cwd
-    return find_workspace(start, app.config, app.store)
-
-
 @click.command("mount")
 @click.argument("directory", required=False, type=click.Path(path_type=Path))
 @pass_app

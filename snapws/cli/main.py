@@ -118,6 +118,7 @@ def _register() -> None:
         cmd_log,
         cmd_mount,
         cmd_restore,
+        cmd_verify,
     )
 
     for mod in (
@@ -130,6 +131,7 @@ def _register() -> None:
         cmd_branch,
         cmd_restore,
         cmd_mount,
+        cmd_verify,
     ):
         for command in mod.COMMANDS:
             cli.add_command(command)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from snapws.errors import LayerRejectedError
 from snapws.ids import ContentHash
-from snapws.layers.entries import Node, child, node_entry, read_node
+from snapws.layers.entries import Node, child, node_entry, parent_of, read_node
 from snapws.layers.hashing import hash_files
 from snapws.layers.view import ChainView, HashCache
 from snapws.model import ROOT, Change, Entry, Kind, display_path
@@ -112,10 +112,15 @@ def plan_upper(upper: bytes, lower: ChainView) -> CommitPlan:
     plan.changes = diff_views(lower, merged, [upper])
     changed = {c.path for c in plan.changes}
     # a node must stay if it changed, or is a directory holding a kept node,
-    # or is an opaque directory / whiteout (they change what lies below)
+    # or is an opaque directory / whiteout (they change what lies below), or
+    # lies below an opaque directory (removing it would not expose the lower
+    # copy, which the opaque directory hides: it would delete the path)
     keep_paths: set[bytes] = {ROOT}
-    for n in nodes:
-        if n.path in changed or n.kind is Kind.WHITEOUT or n.opaque:
+    hiding: set[bytes] = set()  # opaque directories of U and all below them
+    for n in nodes:  # parents come before children
+        if n.opaque or (n.path != ROOT and parent_of(n.path) in hiding):
+            hiding.add(n.path)
+        if n.path in changed or n.kind is Kind.WHITEOUT or n.path in hiding:
             keep_paths.add(n.path)
     for p in list(keep_paths):
         while p != ROOT:

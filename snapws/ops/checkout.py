@@ -13,7 +13,8 @@ from typing import Any
 from snapws.errors import NameExistsError, UncommittedChangesError
 from snapws.ids import SnapshotId, WorkspaceId
 from snapws.layers.diff import diff_views
-from snapws.layers.scan import plan_upper
+from snapws.layers.entries import join, parent_of
+from snapws.layers.scan import plan_upper, prune_upper
 from snapws.model import Change, WorkspaceState, display_path
 from snapws.mounts import mounter
 from snapws.ops.commit import freeze
@@ -155,6 +156,10 @@ def _switch(session: Session, j: dict[str, Any]) -> None:
     target = session.path
     freeze(target, "switch snapshots")
     try:
+        if j["keep_upper"]:
+            # copy-ups that changed nothing would show HEAD's content over the target's
+            plan = plan_upper(os.fsencode(session.upper), session.chain_view(session.state.head))
+            j["prune"] = [os.fsdecode(p) for p in plan.prune]
         store.write_journal(j)
     except BaseException:
         mounter.remount_readwrite(target)
@@ -186,6 +191,8 @@ def finish_switch(store: Store, j: dict[str, Any]) -> None:
             store.write_ref("heads", name, SnapshotId(sid), who, msg)
     crashpoint("checkout:ref-moved")
     if state != new_state:
+        if j.get("prune"):
+            _prune_kept_upper(store.workspace_dir(wid) / new_state.upper, j["prune"])
         make_upper(store, new_state, top_root(store, new_state.head))
         store.write_workspace(new_state)
         store.append_reflog(
@@ -196,3 +203,16 @@ def finish_switch(store: Store, j: dict[str, Any]) -> None:
     crashpoint("checkout:mounted")
     store.clear_journal()
     sweep_workspace_dir(store, new_state)
+
+
+def _prune_kept_upper(upper: Path, prune: list[str]) -> None:
+    """Drop no-op copy-ups (deepest first) from a detached upperdir that a
+    reset keeps; kept directories keep their mtimes. Idempotent."""
+    root = os.fsencode(upper)
+    paths = [os.fsencode(p) for p in prune if os.path.lexists(root + b"/" + os.fsencode(p))]
+    gone = set(paths)
+    parents = {parent_of(p) for p in paths} - gone
+    times = {p: os.lstat(join(root, p)).st_mtime_ns for p in parents}
+    prune_upper(root, paths)
+    for p, t in times.items():
+        os.utime(join(root, p), ns=(t, t), follow_symlinks=False)

@@ -67,6 +67,17 @@ def validate_init(path: Path, store_root: Path) -> None:
             f"{path} is a mount point ({info.fstype}); its content cannot move into the store",
             hint="use a directory inside it instead",
         )
+    inner = sorted(
+        str(m.mountpoint)
+        for m in mounter.read_mountinfo()
+        if str(m.mountpoint).startswith(str(real).rstrip("/") + "/")
+    )
+    if inner:
+        raise BadPathError(
+            f"{path} has file systems mounted inside it ({', '.join(inner[:5])}); "
+            "their content cannot move into the store",
+            hint="unmount them first, or make a workspace of a directory without mounts",
+        )
 
 
 def init(
@@ -138,13 +149,18 @@ def init(
         tree = staging / "tree"
         tree.mkdir()
         copy_dir_meta(path, tree)
-        for name in os.listdir(os.fsencode(path)):
-            os.rename(os.fsencode(path) + b"/" + name, os.fsencode(tree) + b"/" + name)
-        copy_dir_meta(path, tree)  # renames changed the mtimes
-        crashpoint("init:moved")
-        nodes = read_tree(os.fsencode(tree))
-        manifest = encode_manifest(entries_of(nodes, config.hash_threads, progress))
+        try:
+            for name in os.listdir(os.fsencode(path)):
+                os.rename(os.fsencode(path) + b"/" + name, os.fsencode(tree) + b"/" + name)
+            copy_dir_meta(path, tree)  # renames changed the mtimes
+            crashpoint("init:moved")
+            nodes = read_tree(os.fsencode(tree))
+            manifest = encode_manifest(entries_of(nodes, config.hash_threads, progress))
+        except BaseException:
+            rollback_init(store, j)  # every entry goes back into DIR
+            raise
         store.write_pending_manifest(staging, manifest)
+        mounter.syncfs(store.root)  # the moved entries are durable before roll-forward
         j["layer"] = manifest_id(manifest).hex
         store.write_journal(j)
         state = finish_init(store, j)

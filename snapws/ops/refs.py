@@ -20,8 +20,15 @@ def create_ref(
     """Create branch/tag ``name`` at ``target``. Raises BadNameError,
     NameExistsError (unless ``force``)."""
     validate_ref_name(kind, name)
-    if store.read_ref(KIND[kind], name) is not None and not force:
-        raise NameExistsError(f"a {kind} named {name!r} already exists")
+    if store.read_ref(KIND[kind], name) is not None:
+        if not force:
+            raise NameExistsError(f"a {kind} named {name!r} already exists")
+        users = [ws.path for ws in store.workspaces() if kind == "branch" and ws.branch == name]
+        if users:
+            raise InvalidOperationError(
+                f"cannot move branch {name!r}: it is checked out in {', '.join(users)}",
+                hint="use `snapws reset REV` there to move the current branch",
+            )
     store.write_ref(KIND[kind], name, target, who, f"{kind}: created at {target.short()}")
 
 

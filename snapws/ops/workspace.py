@@ -234,7 +234,24 @@ def find_workspace(
             st = by_path.get(str(anc))
             if st is not None:
                 return store, st
+        if _recover_interrupted_init(store, ancestors, config):
+            return find_workspace(start, config, store_path)
     raise NotAWorkspaceError(f"{start} is not inside a snapws workspace")
+
+
+def _recover_interrupted_init(store: Store, ancestors: list[Path], config: Config) -> bool:
+    """Finish or roll back a crashed ``init`` of one of ``ancestors``: until
+    it records the workspace, only its journal knows it. True if one was."""
+    from snapws.ops.recovery import recover
+
+    j = store.read_journal()
+    if j is None or j.get("op") != "init":
+        return False
+    if Path(os.path.realpath(j["path"])) not in ancestors:
+        return False
+    with store.lock(True, config.lock_timeout):
+        recover(store)
+    return True
 
 
 def resolve_store(path_hint: Path, config: Config, store_path: Path | None) -> Path:

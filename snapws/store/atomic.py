@@ -37,9 +37,14 @@ def append_durable(path: Path, line: bytes) -> None:
     """Append one line (O_APPEND, fsync). A crash may leave a torn last line,
     which readers must skip."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
     try:
-        os.write(fd, line if line.endswith(b"\n") else line + b"\n")
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line  # end a line torn by a crash: it stays unreadable alone
+        os.write(fd, line)
         os.fsync(fd)
     finally:
         os.close(fd)

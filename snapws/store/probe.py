@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from pathlib import Path
@@ -14,7 +13,7 @@ OVERLAYFS_MAGIC = 0x794C7630
 FUSE_MAGIC = 0x65735546
 DT_UNKNOWN = 0
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class _Dirent(ctypes.Structure):

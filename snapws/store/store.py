@@ -191,7 +191,7 @@ class Store:
             raise StoreCorruptError(f"snapshot {sid.short()} is missing ({path})") from e
         try:
             rec = SnapshotRecord.from_canonical(data)
-        except (ValueError, KeyError) as e:
+        except (ValueError, KeyError, TypeError) as e:
             raise StoreCorruptError(f"snapshot record {path} is unreadable: {e}") from e
         if rec.id != sid:
             raise StoreCorruptError(f"snapshot record {path} does not hash to its name")
@@ -202,7 +202,7 @@ class Store:
         path = self.root / "chains" / f"{sid.hex}.json"
         try:
             return [LayerId(x) for x in json.loads(path.read_bytes())]
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, TypeError) as e:
             raise StoreCorruptError(f"chain of snapshot {sid.short()} is unreadable: {e}") from e
 
     def snapshot_ids(self) -> list[SnapshotId]:
@@ -288,14 +288,27 @@ class Store:
     ) -> None:
         entry = ReflogEntry(ref, old, new, time.time_ns(), who, message)
         line = json.dumps(entry.to_json(), sort_keys=True).encode()
-        append_durable(self._log_path(ref), line)
+        path = self._log_path(ref)
+        try:
+            append_durable(path, line)
+        except (IsADirectoryError, NotADirectoryError, FileExistsError):
+            # the log of a deleted ref is in the way ("a/b" deleted, then "a"
+            # created, or the reverse): it goes, as git drops such reflogs
+            if path.is_dir():
+                self.discard(path)  # logs of deleted longer names
+            for p in path.parents:
+                if p == self.root / "logs":
+                    break
+                if p.is_file():
+                    self.discard(p)  # the log of a deleted shorter name
+            append_durable(path, line)
 
     def read_reflog(self, ref: str) -> list[ReflogEntry]:
         """Entries oldest first; a torn last line (crash) is skipped."""
         try:
             data = self._log_path(ref).read_bytes()
-        except FileNotFoundError:
-            return []
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return []  # never logged ("a" when only "a/b" was, or the reverse)
         out = []
         for line in data.splitlines():
             try:
