@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +44,7 @@ def validate_init(path: Path, store_root: Path) -> None:
     if path.exists() and not path.is_dir():
         raise BadPathError(f"{path} is not a directory", hint="give a directory (or a new path)")
     if path == Path("/"):
-        raise BadPathError("refusing to make / a workspace")
+        raise BadPathError("refusing to make / a workspace", hint="choose a directory below /")
     real = Path(os.path.realpath(path))
     sreal = Path(os.path.realpath(store_root))
     if sreal == real or real in sreal.parents:
@@ -97,6 +98,7 @@ def init(
     branch = validate_ref_name("branch", branch or config.default_branch)
     validate_init(path, store_root)
     created = not path.exists()
+    store_created = not store_root.exists()
     path.mkdir(parents=True, exist_ok=True)
     try:
         store_root.mkdir(parents=True, exist_ok=True)
@@ -111,22 +113,29 @@ def init(
     except BaseException:
         if created:
             path.rmdir()
+        if store_created:
+            shutil.rmtree(store_root, ignore_errors=True)
         raise
     with store.lock(True, config.lock_timeout):
         from snapws.ops.recovery import recover
 
         recover(store)
-        for ws in store.workspaces():
-            if os.path.realpath(ws.path) == str(os.path.realpath(path)):
-                raise BadPathError(
-                    f"{path} is already a workspace of the store {store.root}",
-                    hint="`snapws mount` mounts it again",
+        try:
+            for ws in store.workspaces():
+                if os.path.realpath(ws.path) == str(os.path.realpath(path)):
+                    raise BadPathError(
+                        f"{path} is already a workspace of the store {store.root}",
+                        hint="`snapws mount` mounts it again",
+                    )
+            if store.read_ref("heads", branch) is not None:
+                raise NameExistsError(
+                    f"branch {branch!r} already exists in the store {store.root}",
+                    hint="pass --branch NAME for this workspace's first branch",
                 )
-        if store.read_ref("heads", branch) is not None:
-            raise NameExistsError(
-                f"branch {branch!r} already exists in the store {store.root}",
-                hint="pass --branch NAME for this workspace's first branch",
-            )
+        except BaseException:
+            if created:
+                path.rmdir()  # nothing changes on bad input
+            raise
         wid = WorkspaceId(secrets.token_hex(16))
         staging = store.new_staging("init")
         upper, work = new_dir_names()

@@ -19,6 +19,11 @@ def restore(session: Session, source: SnapshotId, paths: list[bytes]) -> list[by
     working tree by its state in ``source``; the rest is untouched. A path
     absent from ``source`` is an error and nothing is changed. Returns the
     paths restored. Raises BadPathError."""
+    if ROOT in paths:
+        raise BadPathError(
+            "cannot restore the whole workspace",
+            hint="`snapws reset --hard REV` or `snapws checkout --discard REV` does that",
+        )
     view = session.chain_view(source)
     missing = [p for p in paths if view.locate(p) is None]
     if missing:
@@ -29,11 +34,6 @@ def restore(session: Session, source: SnapshotId, paths: list[bytes]) -> list[by
         )
     root = os.fsencode(session.path)
     for p in paths:
-        if p == ROOT:
-            raise BadPathError(
-                "restoring the whole workspace is `snapws reset --hard` or "
-                "`snapws checkout --discard`",
-            )
         dst = root + b"/" + p
         _ensure_parents(session, view, p)
         if os.path.lexists(dst):
@@ -66,7 +66,8 @@ def _ensure_parents(session: Session, view: object, path: bytes) -> None:
         loc = view.locate(q)
         if loc is None or loc.node.kind is not Kind.DIR:
             raise BadPathError(
-                f"cannot restore {display_path(path)}: {display_path(q)} is not a directory"
+                f"cannot restore {display_path(path)}: {display_path(q)} is not a directory",
+                hint=f"restore {display_path(q)} itself",
             )
         dst = root + b"/" + q
         if os.path.lexists(dst):
