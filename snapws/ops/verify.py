@@ -577,6 +577,39 @@ def _hash_until(path: bytes, stop: threading.Event, counter: _Counter) -> Conten
     return ContentHash(h.hexdigest())
 
 
+#: A task hashes up to this many files or bytes: one future per small file
+#: costs more in thread hand-offs than hashing it (see hashing.hash_files).
+BATCH_FILES = 256
+BATCH_BYTES = 16 << 20
+
+_Outcome = ContentHash | OSError | None  # None: stopped before the end
+
+
+def _batches(jobs: list[_HashJob]) -> list[list[_HashJob]]:
+    out: list[list[_HashJob]] = []
+    batch: list[_HashJob] = []
+    nbytes = 0
+    for job in jobs:
+        if batch and (len(batch) >= BATCH_FILES or nbytes + job.size > BATCH_BYTES):
+            out.append(batch)
+            batch, nbytes = [], 0
+        batch.append(job)
+        nbytes += job.size
+    if batch:
+        out.append(batch)
+    return out
+
+
+def _hash_batch(batch: list[_HashJob], stop: threading.Event, counter: _Counter) -> list[_Outcome]:
+    out: list[_Outcome] = []
+    for job in batch:
+        try:
+            out.append(_hash_until(job.abspath, stop, counter))
+        except OSError as e:
+            out.append(e)
+    return out
+
+
 def _hash_pass(
     run: _Run, threads: int, deadline: float | None, progress: ProgressFn | None
 ) -> None:
@@ -586,9 +619,9 @@ def _hash_pass(
     report.bytes_to_hash = sum(j.size for j in jobs)
     stop = threading.Event()
     counter = _Counter()
-    window = max(1, threads) * 4
-    pending: dict[Future[ContentHash | None], _HashJob] = {}
-    it = iter(jobs)
+    threads = max(1, threads)
+    pending: dict[Future[list[_Outcome]], list[_HashJob]] = {}
+    it = iter(_batches(jobs))
     done_files = 0
 
     def tell() -> None:
@@ -596,16 +629,16 @@ def _hash_pass(
             progress(Progress("hash", done_files, len(jobs), counter.value, report.bytes_to_hash))
 
     tell()
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         try:
             while True:
                 if deadline is not None and time.monotonic() >= deadline:
                     stop.set()
-                while not stop.is_set() and len(pending) < window:
-                    job = next(it, None)
-                    if job is None:
+                while not stop.is_set() and len(pending) < 2 * threads:
+                    batch = next(it, None)
+                    if batch is None:
                         break
-                    pending[pool.submit(_hash_until, job.abspath, stop, counter)] = job
+                    pending[pool.submit(_hash_batch, batch, stop, counter)] = batch
                 if not pending:
                     break
                 timeout = 0.2
@@ -613,9 +646,11 @@ def _hash_pass(
                     timeout = max(0.0, min(timeout, deadline - time.monotonic()))
                 finished, _ = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    job = pending.pop(fut)
-                    if _settle(run, job, fut):
-                        done_files += 1
+                    batch = pending.pop(fut)
+                    for job, outcome in zip(batch, fut.result(), strict=True):
+                        if outcome is not None:
+                            _settle(run, job, outcome)
+                            done_files += 1
                 tell()
         except BaseException:
             stop.set()
@@ -625,23 +660,18 @@ def _hash_pass(
     report.complete = done_files == len(jobs)
 
 
-def _settle(run: _Run, job: _HashJob, fut: Future[ContentHash | None]) -> bool:
-    """Record the outcome of one hash; False if it was stopped."""
-    try:
-        digest = fut.result()
-    except OSError as e:
+def _settle(run: _Run, job: _HashJob, outcome: ContentHash | OSError) -> None:
+    """Record the outcome of one hash."""
+    if isinstance(outcome, OSError):
         for lid, path, _h in job.expect:
-            run.add("unreadable", f"cannot read: {e.strerror}", lid, path)
-        return True
-    if digest is None:
-        return False
+            run.add("unreadable", f"cannot read: {outcome.strerror}", lid, path)
+        return
     for lid, path, want in job.expect:
-        if digest != want:
+        if outcome != want:
             run.add(
                 "corrupted",
                 "content does not match the manifest's hash "
-                f"({digest.hex[:12]}, the manifest says {want.hex[:12] if want else 'none'})",
+                f"({outcome.hex[:12]}, the manifest says {want.hex[:12] if want else 'none'})",
                 lid,
                 path,
             )
-    return True

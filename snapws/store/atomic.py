@@ -29,7 +29,11 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.rename(tmp, path)
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # e.g. ``path`` is a directory: leave no litter
+        raise
     fsync_dir(path.parent)
 
 

@@ -255,7 +255,7 @@ class Store:
             write_atomic(path, sid.hex.encode() + b"\n")
         except (IsADirectoryError, NotADirectoryError, FileExistsError) as e:
             raise NameExistsError(
-                f"cannot create {kind[:-1] if kind == 'heads' else 'tag'} {name!r}: "
+                f"cannot create {'branch' if kind == 'heads' else 'tag'} {name!r}: "
                 "it clashes with an existing name that is a prefix of it or has it as a prefix"
             ) from e
         if old != sid:
