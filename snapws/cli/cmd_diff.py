@@ -140,8 +140,8 @@ def diff_cmd(
             rows = []
             for c in changes:
                 e_old, e_new = c.old, c.new
-                if (e_old and e_old.kind is Kind.DIR) or (e_new and e_new.kind is Kind.DIR):
-                    continue
+                if all(e is None or e.kind is Kind.DIR for e in (e_old, e_new)):
+                    continue  # a directory (a file that replaced one still counts)
                 content_changed = c.type is not ChangeType.MODIFIED or any(
                     w in ("content", "target") for w in c.what
                 )

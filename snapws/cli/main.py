@@ -45,6 +45,15 @@ class SnapwsGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("snapws: interrupted", err=True)
             ctx.exit(int(ExitCode.INTERRUPTED))
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:  # a bug: say so, with the exit code for internal errors
+            import traceback
+
+            traceback.print_exc()
+            click.echo(f"snapws: internal error: {type(e).__name__}: {e}", err=True)
+            click.echo("hint: please report this bug with the command and output above", err=True)
+            ctx.exit(int(ExitCode.INTERNAL))
 
 
 @click.group(cls=SnapwsGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,68 @@
+"""Documentation that must match the code: the exit-code table, error hints."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from snapws import errors
+from snapws.errors import ExitCode, SnapwsError
+
+EXIT_CODES_MD = Path(__file__).resolve().parent.parent / "docs" / "exit-codes.md"
+ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*`([A-Z_]+)`\s*\|")
+
+
+def documented_codes(text: str) -> list[tuple[str, int]]:
+    """(name, number) of every row like ``| 3 | `NOT_A_WORKSPACE` | ... |``."""
+    out = []
+    for line in text.splitlines():
+        m = ROW.match(line.strip())
+        if m:
+            out.append((m.group(2), int(m.group(1))))
+    return out
+
+
+def test_row_parser() -> None:
+    text = "| Code | Name |\n|---|---|\n| 3 | `NOT_A_WORKSPACE` | not inside | run init |\n"
+    assert documented_codes(text) == [("NOT_A_WORKSPACE", 3)]
+
+
+def test_exit_code_table_matches_the_enum() -> None:
+    assert EXIT_CODES_MD.is_file(), f"{EXIT_CODES_MD} is missing"
+    rows = documented_codes(EXIT_CODES_MD.read_text())
+    names = [name for name, _ in rows]
+    assert len(names) == len(set(names)), f"listed twice: {names}"
+    assert dict(rows) == {code.name: code.value for code in ExitCode}
+
+
+def error_classes() -> list[type[SnapwsError]]:
+    return [
+        cls
+        for _, cls in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(cls, SnapwsError) and cls.__module__ == errors.__name__
+    ]
+
+
+def is_base(cls: type[SnapwsError]) -> bool:
+    """A class other error classes of snapws.errors derive from."""
+    return any(other is not cls and issubclass(other, cls) for other in error_classes())
+
+
+def test_error_classes_found() -> None:
+    names = {cls.__name__ for cls in error_classes()}
+    assert {"SnapwsError", "ConfigError", "StoreLockedError", "MountError"} <= names
+
+
+@pytest.mark.parametrize("cls", error_classes(), ids=lambda c: c.__name__)
+def test_every_error_says_what_to_do(cls: type[SnapwsError]) -> None:
+    assert cls.default_hint.strip() or is_base(cls), f"{cls.__name__} has no default_hint"
+
+
+@pytest.mark.parametrize("cls", error_classes(), ids=lambda c: c.__name__)
+def test_every_error_has_a_specific_exit_code(cls: type[SnapwsError]) -> None:
+    assert isinstance(cls.exit_code, ExitCode)
+    if cls is not SnapwsError:
+        assert cls.exit_code not in (ExitCode.OK, ExitCode.INTERNAL, ExitCode.DIFFERENCES)
