@@ -9,16 +9,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from snapws.config import Config
 from snapws.errors import BadPathError
 from snapws.ids import SnapshotId
-from snapws.ops.revs import resolve_rev
-from snapws.ops.session import open_session
-from snapws.ops.workspace import Session
+
+if TYPE_CHECKING:
+    from snapws.ops.workspace import Session
 
 
 @dataclass(slots=True)
@@ -31,6 +31,8 @@ class App:
 
     @contextmanager
     def session(self, exclusive: bool = False, mount: bool = True) -> Iterator[Session]:
+        from snapws.ops.session import open_session
+
         with open_session(self.cwd, self.config, self.store, exclusive, mount) as s:
             yield s
 
@@ -38,6 +40,8 @@ class App:
         return self.config.author_or_default()
 
     def resolve(self, session: Session, rev: str) -> SnapshotId:
+        from snapws.ops.revs import resolve_rev
+
         return resolve_rev(session.store, session.state.head, rev)
 
     def rel_paths(self, session: Session, paths: tuple[str, ...]) -> tuple[bytes, ...]:

@@ -6,6 +6,7 @@ one library call and render the result. They never hold logic of their own.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -20,7 +21,22 @@ from snapws.errors import ExitCode, SnapwsError
 
 
 class SnapwsGroup(click.Group):
-    """Turns SnapwsError into ``snapws: error: ...`` + hint + its exit code."""
+    """Loads commands lazily (:data:`COMMAND_MODULES`) and turns SnapwsError
+    into ``snapws: error: ...`` + hint + its exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        modname = COMMAND_MODULES.get(cmd_name)
+        if modname is None:
+            return None
+        module = importlib.import_module(f"snapws.cli.{modname}")
+        for command in module.COMMANDS:
+            if command.name == cmd_name:
+                assert isinstance(command, click.Command)
+                return command
+        raise LookupError(f"{modname} does not define the command {cmd_name!r}")
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -116,37 +132,28 @@ def _cwd() -> Path:
         ) from None
 
 
-def _register() -> None:
-    from snapws.cli import (
-        cmd_branch,
-        cmd_checkout,
-        cmd_commit,
-        cmd_diff,
-        cmd_flatten,
-        cmd_init,
-        cmd_log,
-        cmd_mount,
-        cmd_restore,
-        cmd_verify,
-    )
-
-    for mod in (
-        cmd_init,
-        cmd_commit,
-        cmd_diff,
-        cmd_flatten,
-        cmd_log,
-        cmd_checkout,
-        cmd_branch,
-        cmd_restore,
-        cmd_mount,
-        cmd_verify,
-    ):
-        for command in mod.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
+#: command name -> module in snapws.cli that defines it. Modules are imported
+#: only when their command runs, so each invocation loads what it needs.
+COMMAND_MODULES = {
+    "init": "cmd_init",
+    "status": "cmd_diff",
+    "diff": "cmd_diff",
+    "commit": "cmd_commit",
+    "log": "cmd_log",
+    "show": "cmd_log",
+    "reflog": "cmd_log",
+    "checkout": "cmd_checkout",
+    "reset": "cmd_checkout",
+    "branch": "cmd_branch",
+    "tag": "cmd_branch",
+    "restore": "cmd_restore",
+    "flatten": "cmd_flatten",
+    "verify": "cmd_verify",
+    "du": "cmd_verify",
+    "mount": "cmd_mount",
+    "umount": "cmd_mount",
+    "workspaces": "cmd_mount",
+}
 
 
 def main() -> None:

@@ -68,9 +68,23 @@ class ChainView:
     def __init__(self, layers: Sequence[bytes | str], hashes: HashCache | None = None) -> None:
         self.layers = [os.fsencode(p) for p in layers]
         self.hashes = hashes if hashes is not None else HashCache()
+        # Lookups of ancestors repeat for every path below them: remember
+        # (layer, directory) -> (stat or None, opaque) and whole results.
+        # A view is used for one operation, so its layers do not change under it.
+        self._dirs: dict[tuple[int, bytes], tuple[os.stat_result | None, bool]] = {}
+        self._located: dict[bytes, Located | None] = {}
 
     def locate(self, path: bytes) -> Located | None:
         """The node that ``path`` shows in the merged view, or None if absent."""
+        try:
+            return self._located[path]
+        except KeyError:
+            pass
+        loc = self._locate(path)
+        self._located[path] = loc
+        return loc
+
+    def _locate(self, path: bytes) -> Located | None:
         if path == ROOT:
             if not self.layers:
                 return None
@@ -78,7 +92,7 @@ class ChainView:
             return Located(0, read_node(ROOT, top))
         parts = path.split(b"/")
         for i, layer in enumerate(self.layers):
-            found, stop = self._probe(layer, parts)
+            found, stop = self._probe(i, parts)
             if found is not None:
                 if is_whiteout(found):
                     return None
@@ -87,26 +101,31 @@ class ChainView:
                 return None
         return None
 
-    @staticmethod
-    def _probe(layer: bytes, parts: list[bytes]) -> tuple[os.stat_result | None, bool]:
-        """Look ``parts`` up in one layer. Returns (stat of the path or None,
+    def _dir_info(self, i: int, rel: bytes) -> tuple[os.stat_result | None, bool]:
+        key = (i, rel)
+        info = self._dirs.get(key)
+        if info is None:
+            abspath = self.layers[i] + b"/" + rel
+            st = _lstat(abspath)
+            opaque = st is not None and stat.S_ISDIR(st.st_mode) and _is_opaque(abspath)
+            info = (st, opaque)
+            self._dirs[key] = info
+        return info
+
+    def _probe(self, i: int, parts: list[bytes]) -> tuple[os.stat_result | None, bool]:
+        """Look ``parts`` up in layer ``i``. Returns (stat of the path or None,
         hidden) where hidden means older layers cannot show this path (an
         ancestor here is opaque, deleted, or not a directory)."""
-        cur = layer
-        last = len(parts) - 1
         hidden = False
-        for n, name in enumerate(parts):
-            cur = cur + b"/" + name
-            st = _lstat(cur)
+        for n in range(len(parts) - 1):
+            st, opaque = self._dir_info(i, b"/".join(parts[: n + 1]))
             if st is None:
                 return None, hidden
-            if n == last:
-                return st, hidden
             if is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
                 return None, True
-            if _is_opaque(cur):
+            if opaque:
                 hidden = True
-        return None, hidden
+        return _lstat(self.layers[i] + b"/" + b"/".join(parts)), hidden
 
     def entry(self, path: bytes) -> Entry | None:
         """The manifest-style entry of ``path`` (files hashed, cached)."""
@@ -136,9 +155,9 @@ class ChainView:
                 st = os.lstat(layer)
             elif i == loc.layer:
                 st = loc.node.st
-                _, hidden = self._probe(layer, parts)
+                _, hidden = self._probe(i, parts)
             else:
-                st, hidden = self._probe(layer, parts)
+                st, hidden = self._probe(i, parts)
             if st is None:
                 if hidden:
                     break
