@@ -9,7 +9,7 @@ import click
 from snapws.cli.app import App, PathsAfterDashDash, emit_json, pass_app
 from snapws.cli.render import change_line, change_path, changes_json
 from snapws.errors import ExitCode
-from snapws.model import Change, ChangeType, Entry, Kind
+from snapws.model import Change, ChangeType, Entry, Kind, display_path
 from snapws.ops.diff import DiffResult, diff, status
 from snapws.textdiff import StatRow, format_stat, line_stat, unified_diff
 
@@ -152,15 +152,18 @@ def diff_cmd(
                 )
                 rows.append(
                     StatRow(
-                        change_path(c), st, e_old.size if e_old else 0, e_new.size if e_new else 0
+                        display_path(c.path),
+                        st,
+                        e_old.size if e_old else 0,
+                        e_new.size if e_new else 0,
                     )
                 )
             for line in format_stat(rows):
                 click.echo(line)
         elif patch:
             for c in changes:
-                if (c.old and c.old.kind is Kind.DIR) and (c.new and c.new.kind is Kind.DIR):
-                    continue
+                if all(e is None or e.kind is Kind.DIR for e in (c.old, c.new)):
+                    continue  # git shows files, not directories
                 for line in _patch(result, c):
                     click.echo(line)
         elif name_only:

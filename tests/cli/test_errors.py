@@ -1,0 +1,338 @@
+"""Every error a user can act on prints ``snapws: error: ...`` then a
+``hint: ...`` line on stderr, and exits with its documented code
+(docs/exit-codes.md, :class:`snapws.errors.ExitCode`)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Workspace, WorkspaceFactory, run_cli
+
+from snapws.errors import ExitCode
+
+Shared = tuple[Workspace, list[str]]
+
+
+def assert_error(r: subprocess.CompletedProcess[str], code: int, fragment: str) -> None:
+    """The documented shape of a failure."""
+    where = f"exit {r.returncode}\nstdout: {r.stdout!r}\nstderr: {r.stderr!r}"
+    assert r.returncode == code, where
+    lines = r.stderr.splitlines()
+    assert lines, where
+    assert lines[0].startswith("snapws: error: "), where
+    assert fragment in r.stderr, where
+    hints = [line for line in lines if line.startswith("hint: ")]
+    assert len(hints) == 1, where
+    assert lines[-1] == hints[0], where
+    assert len(hints[0]) > len("hint: ") + 10, where
+    assert "Traceback" not in r.stderr, where
+    assert r.stdout == "", where
+
+
+@pytest.fixture(scope="module")
+def shared(make_module_workspace: WorkspaceFactory) -> Shared:
+    """A workspace with two snapshots (c0, c1) and a tag; tests must leave it
+    as they found it."""
+    ws = make_module_workspace(spec={"a": "a0", "dir": {"f": "f"}})
+    ids = [ws.head()]
+    (ws.path / "a").write_text("a1")
+    ids.append(ws.commit("c1"))
+    ws.run("tag", "v1")
+    return ws, ids
+
+
+@pytest.fixture
+def plain_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "plain"
+    d.mkdir()
+    (d / "file").write_text("x")
+    return d
+
+
+def test_exit_code_table() -> None:
+    """The numbers scripts rely on."""
+    assert {c.name: c.value for c in ExitCode} == {
+        "OK": 0,
+        "DIFFERENCES": 1,
+        "USAGE": 2,
+        "NOT_A_WORKSPACE": 3,
+        "BAD_REVISION": 4,
+        "UNCOMMITTED_CHANGES": 5,
+        "BUSY": 6,
+        "LOCKED": 7,
+        "BAD_NAME": 8,
+        "UNSUPPORTED": 9,
+        "MOUNT_FAILED": 10,
+        "STORE_CORRUPT": 11,
+        "BAD_PATH": 12,
+        "CONFIG": 13,
+        "INTERNAL": 70,
+        "INTERRUPTED": 130,
+    }
+
+
+# ---- 3: not a workspace -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status",),
+        ("log",),
+        ("commit", "-m", "x"),
+        ("diff",),
+        ("branch",),
+        ("checkout", "main"),
+        ("restore", "file"),
+        ("show",),
+    ],
+)
+def test_outside_a_workspace(plain_dir: Path, args: tuple[str, ...]) -> None:
+    r = run_cli("-C", plain_dir, *args, cwd=plain_dir, check=False)
+    assert_error(r, 3, "is not inside a snapws workspace")
+    assert "snapws init" in r.stderr
+    assert (plain_dir / "file").read_text() == "x"
+
+
+def test_store_not_found(plain_dir: Path) -> None:
+    r = run_cli("--store", plain_dir / "nostore", "status", cwd=plain_dir, check=False)
+    assert_error(r, 3, "no snapws store at")
+    assert "--store" in r.stderr
+    r = run_cli(
+        "status", cwd=plain_dir, check=False, env={"SNAPWS_STORE": str(plain_dir / "nostore")}
+    )
+    assert_error(r, 3, "no snapws store at")
+
+
+# ---- errors on the shared workspace -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (("show", "nosuch"), 4, "unknown revision 'nosuch'"),
+        (("checkout", "feedface99"), 4, "unknown revision 'feedface99'"),
+        (("diff", "HEAD~2"), 4, "has only 1 ancestor"),
+        (("log", "HEAD^^"), 4, "HEAD^^"),
+        (("show", "main@{1}"), 4, "not supported"),
+        (("diff", "a..b"), 4, "ranges"),
+        (("reset", "--hard", "v2"), 4, "unknown revision 'v2'"),
+        (("restore", "--source", "x~", "a"), 4, "unknown revision"),
+        (("branch", "a..b"), 8, "invalid branch name 'a..b'"),
+        (("branch", "--", "-x"), 8, "invalid branch name '-x'"),
+        (("tag", "x.lock"), 8, "invalid tag name 'x.lock'"),
+        (("tag", "v1"), 8, "a tag named 'v1' already exists"),
+        (("branch", "-d", "main"), 8, "cannot delete branch 'main'"),
+        (("checkout", "-b", "main"), 8, "already exists"),
+        (("branch", "-d", "nosuch"), 4, "no branch named 'nosuch'"),
+        (("tag", "-d", "nosuch"), 4, "no tag named 'nosuch'"),
+        (("restore", "nope"), 12, "not in snapshot"),
+        (("restore", "--source", "HEAD~1", "dir/nope"), 12, "dir/nope"),
+        (("restore", "."), 12, "cannot restore the whole workspace"),
+        (("restore", "a", "."), 12, "cannot restore the whole workspace"),
+        (("restore", "../outside"), 12, "is outside the workspace"),
+        (("diff", "--", "/etc"), 12, "is outside the workspace"),
+    ],
+)
+def test_errors(shared: Shared, args: tuple[str, ...], code: int, fragment: str) -> None:
+    ws, ids = shared
+    r = ws.run(*args, check=False)
+    assert_error(r, code, fragment)
+    # nothing changed
+    assert ws.json("status") == {"branch": "main", "head": ids[1], "clean": True, "changes": []}
+
+
+def test_uncommitted_changes(shared: Shared) -> None:
+    ws, ids = shared
+    (ws.path / "scratch").write_text("s")
+    try:
+        r = ws.run("checkout", "HEAD~1", check=False)
+        assert_error(r, 5, "uncommitted change(s):\n  A scratch")
+        (ws.path / "a").write_text("dirty")
+        r = ws.run("reset", "HEAD~1", check=False)
+        assert_error(r, 5, "uncommitted changes touch paths that differ between HEAD and HEAD~1")
+        assert ws.head() == ids[1]
+    finally:
+        (ws.path / "scratch").unlink()
+        (ws.path / "a").write_text("a1")
+    assert ws.porcelain() == []
+
+
+def test_busy(shared: Shared) -> None:
+    ws, ids = shared
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nf = open(sys.argv[1], 'w')\nprint('ready', flush=True)\nsys.stdin.read()",
+            str(ws.path / "held"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ws.outside,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "ready\n"
+        r = ws.run("commit", "-m", "busy", check=False)
+        assert_error(r, 6, "cannot commit")
+        assert f"pid {holder.pid}" in r.stderr
+        assert "held" in r.stderr
+        r = ws.run("checkout", "--discard", "HEAD~1", check=False)
+        assert_error(r, 6, f"pid {holder.pid}")
+        assert ws.log_ids() == [ids[1], ids[0]]
+    finally:
+        holder.communicate(timeout=30)
+    # the workspace is writable again and nothing was lost
+    assert ws.porcelain() == ["A  held"]
+    (ws.path / "held").unlink()
+    assert ws.porcelain() == []
+
+
+def test_umount_busy(shared: Shared) -> None:
+    ws, _ = shared
+    inside = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nprint('ready', flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ws.path,
+    )
+    try:
+        assert inside.stdout is not None
+        assert inside.stdout.readline() == "ready\n"
+        r = ws.run("umount", check=False)
+        assert_error(r, 10, "")
+    finally:
+        inside.communicate(timeout=30)
+    assert (ws.path / "a").read_text() == "a1"
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "snapws.toml"
+
+
+def test_locked(shared: Shared, config_file: Path) -> None:
+    ws, _ = shared
+    config_file.write_text("lock_timeout = 0.3\n")
+    env = {"SNAPWS_CONFIG": str(config_file)}
+    fd = os.open(ws.store / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        r = ws.run("status", check=False, env=env)
+        assert_error(r, 7, "the store is locked by another snapws command")
+        r = ws.run("commit", "--allow-empty", "-m", "x", check=False, env=env)
+        assert_error(r, 7, "gave up after 0.3 s")
+    finally:
+        os.close(fd)
+    assert ws.run("status", env=env).returncode == 0
+    assert len(ws.log_ids()) == 2
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["lock_timeout = 'soon'\n", "no_such_key = 1\n", "this is not toml\n", None],
+)
+def test_config_errors(shared: Shared, config_file: Path, content: str | None) -> None:
+    ws, _ = shared
+    if content is not None:
+        config_file.write_text(content)
+    r = ws.run("status", check=False, env={"SNAPWS_CONFIG": str(config_file)})
+    assert_error(r, 13, str(config_file))
+
+
+def test_store_corrupt(shared: Shared) -> None:
+    ws, _ = shared
+    bad = ws.store / "refs" / "heads" / "broken"
+    bad.write_text("not an id\n")
+    try:
+        r = ws.run("branch", check=False)
+        assert_error(r, 11, "broken")
+        r = ws.run("log", "broken", check=False)
+        assert_error(r, 11, "broken")
+    finally:
+        bad.unlink()
+    assert ws.run("branch").returncode == 0
+
+
+def test_unexpected_os_error(shared: Shared) -> None:
+    """An OS error nobody expected still prints the two lines (exit 70)."""
+    ws, ids = shared
+    fake = "f" * 4 + secrets.token_hex(14)
+    weird = ws.store / "snapshots" / f"{fake}.json"
+    weird.mkdir()
+    try:
+        r = ws.run("show", fake[:8], check=False)
+        assert_error(r, 70, fake)
+    finally:
+        weird.rmdir()
+    assert ws.head() == ids[1]
+
+
+# ---- init errors ------------------------------------------------------------------
+
+
+def test_init_errors(make_workspace: WorkspaceFactory, tmp_path: Path) -> None:
+    ws = make_workspace("ws")
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (("--store", tmp_path / "s2", "init", tmp_path / "afile"), 12, "is not a directory"),
+        (("--store", ws.store, "init", ws.path), 12, "already a mounted workspace"),
+        (("--store", tmp_path / "n" / "st", "init", tmp_path / "n"), 12, "would be inside"),
+        (("--store", ws.store, "init", tmp_path / "other"), 8, "branch 'main' already exists"),
+        (("--store", tmp_path / "s3", "init", "-b", "a b", tmp_path / "x"), 8, "invalid branch"),
+        (("--store", tmp_path / "s4", "init", "/"), 12, "refusing to make / a workspace"),
+    ]
+    for args, code, fragment in cases:
+        r = run_cli(*args, cwd=ws.outside, check=False)
+        assert_error(r, code, fragment)
+    assert not (tmp_path / "other").exists()
+    assert not (tmp_path / "x").exists()
+
+
+def test_init_store_on_another_filesystem(mount_guard: Path) -> None:
+    shm = Path("/dev/shm")
+    assert os.stat(shm).st_dev != os.stat(mount_guard).st_dev
+    store = shm / f"snapws-test-{secrets.token_hex(6)}"
+    (mount_guard / "ws").mkdir()
+    (mount_guard / "ws" / "f").write_text("f")
+    try:
+        r = run_cli("--store", store, "init", mount_guard / "ws", cwd=mount_guard, check=False)
+        assert_error(r, 9, "are on different filesystems")
+        assert "same filesystem" in r.stderr or "one filesystem" in r.stderr
+        assert (mount_guard / "ws" / "f").read_text() == "f"
+        assert not store.exists()  # a failed init leaves nothing behind
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+
+
+# ---- 2: usage (click's own format) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("frobnicate",), ("checkout",), ("diff", "HEAD", "HEAD", "HEAD"), ("log", "-n", "x")],
+)
+def test_usage_errors(shared: Shared, args: tuple[str, ...]) -> None:
+    ws, _ = shared
+    r = ws.run(*args, check=False)
+    assert r.returncode == 2
+    assert "Error:" in r.stderr
+    assert "--help" in r.stderr
+    assert r.stdout == ""
+
+
+def test_missing_directory_is_usage_error(plain_dir: Path) -> None:
+    r = run_cli("-C", plain_dir / "missing", "status", cwd=plain_dir, check=False)
+    assert r.returncode == 2
+    assert "missing" in r.stderr

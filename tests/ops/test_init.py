@@ -1,0 +1,197 @@
+"""``snapws init``: a directory's content becomes the base layer of a mount."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import WorkspaceFactory, run_cli
+from helpers import File, Symlink, gen, mounts_under, state_diff, tree_state
+
+BASE = {
+    "a.txt": "hello\n",
+    "exec.sh": File("#!/bin/sh\necho hi\n", mode=0o755),
+    "d": {"f": "x", "e": {}},
+    "link": Symlink("a.txt"),
+}
+
+
+def overlay_at(path: Path) -> bool:
+    return (str(path), "overlay") in mounts_under(path)
+
+
+def test_existing_content_becomes_base(mount_guard: Path) -> None:
+    tmp_path = mount_guard
+    ws = tmp_path / "ws"
+    gen(ws, BASE)
+    before = tree_state(ws)
+    r = run_cli("--store", tmp_path / "store", "init", ws, cwd=tmp_path)
+    assert r.returncode == 0
+    assert overlay_at(ws)
+    assert r.stdout.startswith(f"Initialized workspace {ws} (branch main, snapshot ")
+    assert r.stdout.endswith(f", store {tmp_path / 'store'})\n")
+    # everything is kept exactly (tree_state ignores directory mtimes)
+    assert state_diff(before, tree_state(ws)) == []
+    assert (ws / "a.txt").read_text() == "hello\n"
+    log = json.loads(run_cli("-C", ws, "log", "--json", cwd=tmp_path).stdout)
+    assert len(log) == 1
+    assert log[0]["parents"] == []
+    assert log[0]["message"] == "initial snapshot"
+    assert log[0]["refs"] == ["main"]
+    status = run_cli("-C", ws, "status", cwd=tmp_path)
+    assert status.stdout == "On branch main\nnothing to commit, working tree clean\n"
+    assert run_cli("-C", ws, "status", "--porcelain", cwd=tmp_path).stdout == ""
+
+
+def test_init_content_listed_by_show(make_workspace: WorkspaceFactory) -> None:
+    ws = make_workspace(spec=BASE)
+    names = ws.run("show", "--name-only").stdout.splitlines()
+    assert names == ["a.txt", "d/", "d/e/", "d/f", "exec.sh", "link"]
+
+
+def test_init_new_directory(make_workspace: WorkspaceFactory) -> None:
+    ws = make_workspace("new/deep/ws")
+    assert ws.path.is_dir()
+    assert overlay_at(ws.path)
+    assert list(ws.path.iterdir()) == []
+    assert len(ws.log_ids()) == 1
+    assert ws.porcelain() == []
+    (ws.path / "first").write_text("1")
+    assert ws.porcelain() == ["A  first"]
+
+
+def test_init_empty_existing_directory(make_workspace: WorkspaceFactory, tmp_path: Path) -> None:
+    (tmp_path / "ws").mkdir()
+    ws = make_workspace()
+    assert list(ws.path.iterdir()) == []
+    assert ws.run("status").stdout.endswith("nothing to commit, working tree clean\n")
+
+
+def test_init_json(mount_guard: Path) -> None:
+    tmp_path = mount_guard
+    r = run_cli("--store", tmp_path / "st", "init", "--json", tmp_path / "w", cwd=tmp_path)
+    out = json.loads(r.stdout)
+    assert out["workspace"] == str(tmp_path / "w")
+    assert out["store"] == str(tmp_path / "st")
+    assert out["branch"] == "main"
+    assert len(out["head"]) == 32
+    log = json.loads(run_cli("-C", tmp_path / "w", "log", "--json", cwd=tmp_path).stdout)
+    assert [e["id"] for e in log] == [out["head"]]
+
+
+def test_default_store_is_beside_the_directory(mount_guard: Path) -> None:
+    tmp_path = mount_guard
+    gen(tmp_path / "ws", {"f": "1"})
+    r = run_cli("init", "ws", cwd=tmp_path)
+    assert r.stdout.endswith(f", store {tmp_path / '.snapws'})\n")
+    assert (tmp_path / ".snapws" / "snapws-store.json").is_file()
+    assert overlay_at(tmp_path / "ws")
+    # found from the mount, without --store
+    r = run_cli("-C", tmp_path / "ws", "status", "--porcelain", cwd=tmp_path)
+    assert r.stdout == ""
+
+
+def test_dir_is_a_file(mount_guard: Path) -> None:
+    tmp_path = mount_guard
+    (tmp_path / "plain").write_text("x")
+    plain = tmp_path / "plain"
+    r = run_cli("--store", tmp_path / "store", "init", plain, cwd=tmp_path, check=False)
+    assert r.returncode == 12
+    assert "snapws: error:" in r.stderr
+    assert "is not a directory" in r.stderr
+    assert "hint:" in r.stderr
+    assert (tmp_path / "plain").read_text() == "x"
+    assert not (tmp_path / "store").exists()
+
+
+def test_already_a_workspace(make_workspace: WorkspaceFactory) -> None:
+    ws = make_workspace(spec={"f": "1"})
+    r = run_cli("--store", ws.store, "init", ws.path, cwd=ws.outside, check=False)
+    assert r.returncode == 12
+    assert "already a mounted workspace" in r.stderr
+    assert "hint:" in r.stderr
+    assert len(ws.log_ids()) == 1
+    assert (ws.path / "f").read_text() == "1"
+
+
+def test_already_a_workspace_even_unmounted(make_workspace: WorkspaceFactory) -> None:
+    ws = make_workspace(spec={"f": "1"})
+    ws.run("umount")
+    assert not overlay_at(ws.path)
+    r = run_cli("--store", ws.store, "init", ws.path, cwd=ws.outside, check=False)
+    assert r.returncode == 12
+    assert "already a workspace" in r.stderr
+    assert "snapws mount" in r.stderr
+    # unmounted, the workspace is found through its store
+    assert ws.run("status", check=False).returncode == 3
+    ws.run("--store", ws.store, "mount")
+    assert overlay_at(ws.path)
+    assert (ws.path / "f").read_text() == "1"
+
+
+def test_store_inside_workspace(mount_guard: Path) -> None:
+    tmp_path = mount_guard
+    gen(tmp_path / "ws", {"f": "1"})
+    r = run_cli(
+        "--store", tmp_path / "ws" / ".store", "init", tmp_path / "ws", cwd=tmp_path, check=False
+    )
+    assert r.returncode == 12
+    assert "would be inside the workspace" in r.stderr
+    assert "hint: put the store outside" in r.stderr
+    assert not overlay_at(tmp_path / "ws")
+    assert (tmp_path / "ws" / "f").read_text() == "1"
+
+
+def test_workspace_inside_store(make_workspace: WorkspaceFactory) -> None:
+    ws = make_workspace()
+    r = run_cli("--store", ws.store, "init", ws.store / "sub", cwd=ws.outside, check=False)
+    assert r.returncode == 12
+    assert "inside the store" in r.stderr
+
+
+def test_branch_option(make_workspace: WorkspaceFactory) -> None:
+    ws = make_workspace(branch="dev")
+    assert ws.run("status").stdout.startswith("On branch dev\n")
+    branches = ws.run("branch").stdout.splitlines()
+    assert len(branches) == 1
+    assert branches[0].startswith("* dev ")
+    assert ws.json("log")[0]["refs"] == ["dev"]
+
+
+def test_invalid_branch_option(mount_guard: Path) -> None:
+    tmp_path = mount_guard
+    gen(tmp_path / "ws", {"f": "1"})
+    r = run_cli(
+        "--store",
+        tmp_path / "s",
+        "init",
+        "--branch",
+        "a..b",
+        tmp_path / "ws",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert r.returncode == 8
+    assert "invalid branch name 'a..b'" in r.stderr
+    assert not overlay_at(tmp_path / "ws")
+    assert (tmp_path / "ws" / "f").read_text() == "1"
+
+
+def test_second_workspace_same_store(make_workspace: WorkspaceFactory, tmp_path: Path) -> None:
+    first = make_workspace("one", spec={"f": "1"})
+    gen(tmp_path / "two", {"g": "2"})
+    r = run_cli("--store", first.store, "init", tmp_path / "two", cwd=first.outside, check=False)
+    assert r.returncode == 8
+    assert "branch 'main' already exists" in r.stderr
+    assert "hint: pass --branch NAME" in r.stderr
+    assert not overlay_at(tmp_path / "two")
+    assert (tmp_path / "two" / "g").read_text() == "2"
+    second = make_workspace("two", branch="other", store=first.store)
+    assert (second.path / "g").read_text() == "2"
+    assert second.run("status").stdout.startswith("On branch other\n")
+    listed = first.run("workspaces").stdout.splitlines()
+    assert len(listed) == 2
+    assert any(line.startswith(f"{first.path}  main ") for line in listed)
+    assert any(line.startswith(f"{second.path}  other ") for line in listed)
+    names = {line[2:].split()[0] for line in first.run("branch").stdout.splitlines()}
+    assert names == {"main", "other"}
