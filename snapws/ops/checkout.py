@@ -12,7 +12,7 @@ from typing import Any
 
 from snapws.errors import NameExistsError, UncommittedChangesError
 from snapws.ids import SnapshotId, WorkspaceId
-from snapws.layers.diff import diff_views
+from snapws.layers.diff import diff_views, touched_paths
 from snapws.layers.entries import join, parent_of
 from snapws.layers.scan import plan_upper, prune_upper
 from snapws.model import Change, WorkspaceState, display_path
@@ -117,13 +117,26 @@ def reset(
         dirs = [os.fsencode(store.layer_tree(x)) for x in (*a[common:], *b[common:])]
         between = diff_views(session.chain_view(state.head), session.chain_view(target), dirs)
         moved = {c.path for c in between}
-        clash = [c for c in changes if c.path in moved]
+        moved_dirs = {a for q in moved for a in _ancestors(q)}
+        # a clash: the same path, or one below the other (an uncommitted
+        # deletion or replacement of d hides what REV changes below d)
+        clash = [
+            c.path
+            for c in changes
+            if c.path in moved
+            or c.path in moved_dirs
+            or any(a in moved for a in _ancestors(c.path))
+        ]
+        # U's whiteouts and opaque directories hide what REV adds below them
+        _, hiding = touched_paths([os.fsencode(session.upper)])
+        clash += [q for q in moved if any(a in hiding for a in (q, *_ancestors(q)))]
+        clash = sorted(set(clash))
         if clash:
             raise UncommittedChangesError(
                 "cannot reset: uncommitted changes touch paths that differ between "
                 f"HEAD and {label or target.short()}: "
-                + ", ".join(display_path(c.path) for c in clash[:10]),
-                [display_path(c.path) for c in clash],
+                + ", ".join(display_path(p) for p in clash[:10]),
+                [display_path(p) for p in clash],
                 hint="commit them first, or use `snapws reset --hard` to discard them",
             )
     if hard:
@@ -145,6 +158,14 @@ def reset(
     }
     _switch(session, j)
     return SwitchResult(target, state.branch, state.head, changes if hard else [])
+
+
+def _ancestors(path: bytes) -> list[bytes]:
+    out = []
+    while b"/" in path:
+        path = path.rsplit(b"/", 1)[0]
+        out.append(path)
+    return out
 
 
 def _name(state: WorkspaceState) -> str:

@@ -268,3 +268,22 @@ def test_reset_unknown_revision(hist: History) -> None:
     assert r.returncode == 4
     assert "unknown revision 'nope'" in r.stderr
     assert ws.head() == ids[2]
+
+
+def test_reset_refuses_a_replaced_directory_that_the_target_changes(
+    make_workspace: WorkspaceFactory,
+) -> None:
+    import shutil
+
+    ws = make_workspace(spec={"d": {"x": "1\n"}})
+    (ws.path / "d" / "new").write_text("added later\n")
+    ws.commit("adds d/new")
+    ws.run("checkout", "-b", "old", "HEAD~1")
+    shutil.rmtree(ws.path / "d")  # uncommitted: d replaced by an empty directory
+    (ws.path / "d").mkdir()
+    head = ws.head()
+    r = ws.run("reset", "main", check=False)
+    assert r.returncode == 5, r.stderr
+    assert "d" in r.stderr
+    assert ws.head() == head
+    assert os.listdir(ws.path / "d") == []
