@@ -153,6 +153,7 @@ COMMAND_MODULES = {
     "mount": "cmd_mount",
     "umount": "cmd_mount",
     "workspaces": "cmd_mount",
+    "doctor": "cmd_doctor",
 }
 
 

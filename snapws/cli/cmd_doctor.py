@@ -1,0 +1,47 @@
+"""``snapws doctor``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from snapws.cli.app import App, emit_json, pass_app
+from snapws.errors import ExitCode, NotAWorkspaceError, StoreNotFoundError
+from snapws.ops.doctor import diagnose
+
+MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
+
+
+@click.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_app
+def doctor_cmd(app: App, as_json: bool) -> None:
+    """Check this machine and the store: overlayfs, mount API, privileges,
+    user namespaces, fuse-overlayfs, and the store's filesystem (d_type,
+    xattrs, not overlay). Says which backend snapws will use and how to fix
+    each problem. Exits 9 (UNSUPPORTED) when no backend can run."""
+    store: Path | None = app.store or app.config.store
+    if store is None:
+        from snapws.ops.workspace import default_store_for, find_workspace
+
+        try:
+            found, _ = find_workspace(app.cwd, app.config, None)
+            store = found.root
+        except (NotAWorkspaceError, StoreNotFoundError):
+            store = default_store_for(app.cwd)
+    report = diagnose(store)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        for c in report.checks:
+            click.echo(f"[{MARK[c.status]}] {c.name}: {c.found}")
+            if c.fix and c.status != "ok":
+                click.echo(f"       fix: {c.fix}")
+        click.echo("")
+        click.echo(f"backend: {report.backend or 'none'} ({report.reason})")
+    if not report.ok:
+        raise SystemExit(int(ExitCode.UNSUPPORTED))
+
+
+COMMANDS = [doctor_cmd]
