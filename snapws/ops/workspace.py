@@ -10,7 +10,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from snapws.config import Config
-from snapws.errors import NotAWorkspaceError, SnapwsError, StoreNotFoundError
+from snapws.errors import (
+    BadPathError,
+    MountError,
+    NotAWorkspaceError,
+    SnapwsError,
+    StoreNotFoundError,
+)
 from snapws.ids import LayerId, SnapshotId, WorkspaceId
 from snapws.layers.view import ChainView, HashCache
 from snapws.model import WorkspaceState
@@ -152,8 +158,27 @@ def ensure_mounted(store: Store, state: WorkspaceState) -> bool:
     if status == "frozen":
         mounter.remount_readwrite(Path(state.path))
         return True
-    if status in ("stale", "foreign"):
-        mounter.detach(Path(state.path))
+    path = Path(state.path)
+    if status == "stale":
+        info = mounter.mount_at(path)
+        upper = info.super_options.get("upperdir", "") if info is not None else ""
+        mine = os.path.realpath(store.workspace_dir(state.id))
+        if not (upper or "").startswith(mine + os.sep):
+            status = "foreign"
+        else:
+            mounter.detach(path)  # an older mount of this workspace
+    if status == "foreign":
+        raise MountError(
+            f"something else is mounted on the workspace {path}",
+            hint=f"unmount it (umount {path}), then run `snapws mount`",
+        )
+    if path.is_dir() and os.listdir(path):
+        raise BadPathError(
+            f"the unmounted workspace directory {path} is not empty: mounting would hide "
+            f"{len(os.listdir(path))} entries written there while it was unmounted",
+            hint="move them elsewhere (then copy them back into the mounted workspace), "
+            "then run `snapws mount`",
+        )
     make_upper(store, state, top_root(store, state.head))
     mounter.mount_overlay(plan_mount(store, state))
     return True

@@ -1,0 +1,62 @@
+"""snapws mount / umount / workspaces, and what mounting refuses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from conftest import Workspace, mounts_under
+
+
+def _mounted(ws: Workspace) -> list[str]:
+    return [t for p, t in mounts_under(ws.path) if p == str(ws.path)]
+
+
+def test_umount_keeps_uncommitted_changes_and_mount_brings_them_back(
+    workspace: Workspace,
+) -> None:
+    (workspace.path / "wip.txt").write_text("work in progress\n")
+    workspace.run("umount")
+    assert _mounted(workspace) == []
+    assert list(workspace.path.iterdir()) == []  # the bare mount point
+    listing = json.loads(workspace.run("--store", workspace.store, "workspaces", "--json").stdout)
+    assert [w["mount"] for w in listing] == ["unmounted"]
+    workspace.run("--store", workspace.store, "mount")
+    assert _mounted(workspace) == ["overlay"]
+    assert (workspace.path / "wip.txt").read_text() == "work in progress\n"
+    assert workspace.porcelain() == ["A  wip.txt"]
+
+
+def test_mount_refuses_to_hide_files_written_while_unmounted(workspace: Workspace) -> None:
+    workspace.run("umount")
+    (workspace.path / "stray.txt").write_text("written while unmounted\n")
+    r = workspace.run("--store", workspace.store, "mount", check=False)
+    assert r.returncode == 12, r.stderr
+    assert "not empty" in r.stderr and "hint:" in r.stderr
+    assert _mounted(workspace) == []
+    assert (workspace.path / "stray.txt").exists()
+
+
+def test_mount_refuses_a_foreign_mount_on_the_workspace(workspace: Workspace) -> None:
+    workspace.run("umount")
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(workspace.path)], check=True)
+    try:
+        r = workspace.run("--store", workspace.store, "mount", check=False)
+        assert r.returncode == 10, r.stderr
+        assert "something else is mounted" in r.stderr
+        assert _mounted(workspace) == ["tmpfs"]
+    finally:
+        subprocess.run(["umount", str(workspace.path)], check=True)
+
+
+def test_umount_busy_then_lazy(workspace: Workspace) -> None:
+    proc = subprocess.Popen(["sleep", "30"], cwd=workspace.path)
+    try:
+        r = workspace.run("umount", check=False)
+        assert r.returncode == 10, r.stderr
+        assert "hint:" in r.stderr
+        workspace.run("umount", "--lazy")
+        assert _mounted(workspace) == []
+    finally:
+        proc.kill()
+        proc.wait()
