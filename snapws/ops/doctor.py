@@ -203,7 +203,7 @@ def diagnose(store: Path | None) -> Report:
         Check(
             "mount API",
             "ok" if new_api else "warn",
-            "fsopen with lowerdir+ (up to 500 layers)"
+            "new mount API, one lowerdir+ per layer (up to 500 layers)"
             if new_api
             else "legacy mount(2) option string (about 78 layers by path, more by fd)",
             "" if new_api else "a kernel >= 6.8 mounts deep chains directly",
