@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -29,6 +30,17 @@ class Config:
     lock_timeout: float = 60.0
     hash_threads: int = 8
     max_depth: int = 32
+    dedup: bool = True  # share identical files between layers (hardlinks)
+    # retention policy `snapws prune` applies when given no --keep-* option
+    # (0: rule not used, -1: unlimited); gc's grace period in seconds
+    prune_keep_last: int = 0
+    prune_keep_hourly: int = 0
+    prune_keep_daily: int = 0
+    prune_keep_weekly: int = 0
+    prune_keep_monthly: int = 0
+    prune_keep_yearly: int = 0
+    prune_keep_within: str = ""
+    gc_grace: float = 3600.0
 
     def author_or_default(self) -> str:
         if self.author:
@@ -47,7 +59,17 @@ _TYPES: dict[str, type] = {
     "lock_timeout": float,
     "hash_threads": int,
     "max_depth": int,
+    "dedup": bool,
+    "prune_keep_last": int,
+    "prune_keep_hourly": int,
+    "prune_keep_daily": int,
+    "prune_keep_weekly": int,
+    "prune_keep_monthly": int,
+    "prune_keep_yearly": int,
+    "prune_keep_within": str,
+    "gc_grace": float,
 }
+_WITHIN_RE = re.compile(r"^([0-9]+[ymdh])+$")
 
 
 def config_files(env: Mapping[str, str]) -> list[Path]:
@@ -68,7 +90,7 @@ def _apply(cfg: Config, data: Mapping[str, Any], origin: str) -> Config:
         want = _TYPES[key]
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, want) or isinstance(value, bool):
+        if not isinstance(value, want) or (isinstance(value, bool) and want is not bool):
             raise ConfigError(
                 f"{origin}: {key} must be a {want.__name__}, not {type(value).__name__}"
             )
@@ -80,6 +102,12 @@ def _apply(cfg: Config, data: Mapping[str, Any], origin: str) -> Config:
             raise ConfigError(f"{origin}: max_depth must be between 2 and 400")
         if key in ("lock_timeout", "hash_threads") and value <= 0:
             raise ConfigError(f"{origin}: {key} must be positive")
+        if key.startswith("prune_keep_") and key != "prune_keep_within" and value < -1:
+            raise ConfigError(f"{origin}: {key} must be a count (-1: unlimited, 0: unused)")
+        if key == "prune_keep_within" and value and not _WITHIN_RE.match(value):
+            raise ConfigError(f"{origin}: prune_keep_within must be a duration such as 2y5m7d3h")
+        if key == "gc_grace" and value < 0:
+            raise ConfigError(f"{origin}: gc_grace must be 0 or more seconds")
         changes[key] = value
     return replace(cfg, **changes)
 

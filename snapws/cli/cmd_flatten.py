@@ -22,7 +22,9 @@ from snapws.ops.flatten import flatten_in_workspace
 def flatten_cmd(app: App, rev: str, keep: int, as_json: bool) -> None:
     """Merge the older layers of REV's chain into one (ids and history stay).
 
-    Commits do this on their own past `max_depth` (snapws.toml)."""
+    A full flatten, bottom layer included. Commits keep chains short on
+    their own (compaction, and a full flatten past `max_depth`; see
+    snapws.toml)."""
     with app.session(exclusive=True) as s:
         sid = app.resolve(s, rev)
         result = flatten_in_workspace(s, sid, keep)

@@ -66,6 +66,8 @@ def log_cmd(
         click.echo(f"snapshot {e.id.hex}{decorations(e.refs, e.id == head, branch)}")
         if len(e.record.parents) > 1:
             click.echo("Merge: " + " ".join(p.short() for p in e.record.parents))
+        if e.forgotten:
+            click.echo("Parent: " + " ".join(f"{p.short()} (forgotten)" for p in e.forgotten))
         click.echo(f"Author: {e.record.author}")
         click.echo(f"Date:   {format_time(e.record.time_ns, e.record.tz_offset_min)}")
         click.echo("")
@@ -84,6 +86,8 @@ def show_cmd(app: App, rev: str, name_only: bool, as_json: bool) -> None:
         sid = app.resolve(s, rev)
         rec = s.store.read_snapshot(sid)
         parent = rec.parents[0] if rec.parents else None
+        if parent is not None and s.store.is_forgotten(parent):
+            parent = None  # its parent was pruned: show the whole tree as added
         if parent is None:
             from snapws.ops.diff import diff_from_nothing
 

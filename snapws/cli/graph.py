@@ -38,7 +38,7 @@ def graph_lines(entries: list[LogEntry], render: dict[SnapshotId, str]) -> list[
             col = len(lanes) - 1
         row = " ".join("*" if i == col else "|" for i in range(len(lanes)))
         out.append(f"{row} {render[e.id]}")
-        parents = list(e.record.parents)
+        parents = [p for p in e.record.parents if p not in e.forgotten]
         if not parents:
             lanes.pop(col)
             if col < len(lanes):

@@ -150,6 +150,8 @@ COMMAND_MODULES = {
     "flatten": "cmd_flatten",
     "verify": "cmd_verify",
     "du": "cmd_verify",
+    "prune": "cmd_prune",
+    "gc": "cmd_prune",
     "mount": "cmd_mount",
     "umount": "cmd_mount",
     "workspaces": "cmd_mount",

@@ -90,6 +90,7 @@ def record_json(sid: str, rec: SnapshotRecord) -> dict[str, Any]:
 def log_entry_json(e: LogEntry) -> dict[str, Any]:
     obj = record_json(e.id.hex, e.record)
     obj["refs"] = list(e.refs)
+    obj["forgotten_parents"] = [p.hex for p in e.forgotten]
     return obj
 
 

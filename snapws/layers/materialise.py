@@ -64,7 +64,7 @@ def materialise(nodes: Iterable[Node], dest_root: bytes, strip: bytes = b"") -> 
     a node's path, less the prefix ``strip``, is relative to ``dest_root``).
     Hardlinked files among ``nodes`` stay hardlinked. Returns the count.
     Raises OSError; whiteouts are ignored."""
-    links: dict[tuple[int, int], bytes] = {}
+    links: dict[tuple[int, int, bytes], bytes] = {}
     dirs: list[tuple[Node, bytes]] = []
     count = 0
     for node in nodes:
@@ -83,7 +83,9 @@ def materialise(nodes: Iterable[Node], dest_root: bytes, strip: bytes = b"") -> 
             count += 1
             continue
         if kind is Kind.FILE:
-            key = (st.st_dev, st.st_ino)
+            # one inode in two layers is no hardlink (dedup shares inodes
+            # between layers): only names in one tree are
+            key = (st.st_dev, st.st_ino, _tree_of(node))
             if st.st_nlink > 1 and key in links:
                 os.link(links[key], dst)
                 count += 1
@@ -102,3 +104,10 @@ def materialise(nodes: Iterable[Node], dest_root: bytes, strip: bytes = b"") -> 
     for node, dst in reversed(dirs):
         apply_meta(node, dst)
     return count
+
+
+def _tree_of(node: Node) -> bytes:
+    """The tree (layer) ``node`` was read from: its abspath less its path."""
+    if node.path in (b"", b"."):
+        return node.abspath
+    return node.abspath[: -len(node.path)].rstrip(b"/")

@@ -32,6 +32,7 @@ from snapws.ops.workspace import (
     sweep_workspace_dir,
     top_root,
 )
+from snapws.store.dedup import dedup_tree
 from snapws.store.store import EMPTY_LAYER, Store
 
 
@@ -105,6 +106,7 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
             "branch": state.branch,
             "old_head": state.head.hex,
             "max_depth": session.config.max_depth,
+            "dedup": session.config.dedup,
         }
         store.write_journal(journal)
     except BaseException:
@@ -145,6 +147,8 @@ def finish_commit(store: Store, j: dict[str, Any]) -> SnapshotId:
         if upper.exists() and state.upper == j["upper"]:
             _prepare_layer_tree(upper, [os.fsencode(p) for p in j["prune"]], manifest)
             crashpoint("commit:pruned")
+            if j.get("dedup"):
+                dedup_tree(store, upper, lid, manifest)
             os.rename(upper, staging / "tree")
         if not (staging / "tree").exists():
             (staging / "tree").mkdir()  # an --allow-empty commit
@@ -170,10 +174,10 @@ def finish_commit(store: Store, j: dict[str, Any]) -> SnapshotId:
         state = new_state
     crashpoint("commit:state-written")
     max_depth = j.get("max_depth")
-    if max_depth and needs_flatten(store, sid, int(max_depth)):
-        from snapws.ops.flatten import flatten
+    if max_depth:
+        from snapws.ops.flatten import compact
 
-        flatten(store, sid, keep=1)
+        compact(store, sid, int(max_depth))
     ensure_mounted(store, state)
     crashpoint("commit:mounted")
     store.clear_journal()

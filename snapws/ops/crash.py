@@ -29,6 +29,11 @@ STEPS = (
     "checkout:ref-moved",
     "checkout:state-written",
     "checkout:mounted",
+    "flatten:staged",
+    "flatten:published",
+    "flatten:chain-rewritten",
+    "flatten:frozen",
+    "flatten:detached",
 )
 
 

@@ -15,6 +15,7 @@ class LogEntry:
     id: SnapshotId
     record: SnapshotRecord
     refs: tuple[str, ...]  # branch and tag names pointing here ("tag: v1")
+    forgotten: tuple[SnapshotId, ...] = ()  # parents deleted by `snapws prune`
 
 
 def ref_names(store: Store) -> dict[SnapshotId, list[str]]:
@@ -28,7 +29,8 @@ def ref_names(store: Store) -> dict[SnapshotId, list[str]]:
 
 def log(store: Store, starts: list[SnapshotId], limit: int | None = None) -> list[LogEntry]:
     """Snapshots reachable from ``starts``, newest first (by time, then id),
-    each once; at most ``limit`` of them."""
+    each once; at most ``limit`` of them. History stops at parents that
+    ``snapws prune`` forgot (listed in each entry's ``forgotten``)."""
     names = ref_names(store)
     seen: set[SnapshotId] = set()
     heap: list[tuple[int, str, SnapshotId]] = []
@@ -48,9 +50,11 @@ def log(store: Store, starts: list[SnapshotId], limit: int | None = None) -> lis
     while heap and (limit is None or len(out) < limit):
         _, _, sid = heapq.heappop(heap)
         rec = cache[sid]
-        out.append(LogEntry(sid, rec, tuple(names.get(sid, ()))))
+        gone = tuple(p for p in rec.parents if not store.has_snapshot(p) and store.is_forgotten(p))
+        out.append(LogEntry(sid, rec, tuple(names.get(sid, ())), gone))
         for p in rec.parents:
-            push(p)
+            if p not in gone:
+                push(p)
     return out
 
 

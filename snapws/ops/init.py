@@ -26,6 +26,7 @@ from snapws.mounts import mounter
 from snapws.ops.crash import crashpoint
 from snapws.ops.workspace import copy_dir_meta, ensure_mounted, make_upper, new_dir_names
 from snapws.refnames import validate_ref_name
+from snapws.store.dedup import dedup_staging
 from snapws.store.probe import check_store_filesystem
 from snapws.store.store import Store
 
@@ -152,6 +153,7 @@ def init(
             "upper": upper,
             "work": work,
             "layer": None,
+            "dedup": config.dedup,
         }
         store.write_journal(j)
         crashpoint("init:journaled")
@@ -181,6 +183,8 @@ def finish_init(store: Store, j: dict[str, Any]) -> WorkspaceState:
     lid = LayerId(j["layer"])
     staging = store.root / "staging" / j["staging"]
     if not store.has_layer(lid):
+        if j.get("dedup"):
+            dedup_staging(store, staging, lid)
         store.publish_pending(staging)
     if staging.exists():
         store.discard(staging)  # the same layer was already stored

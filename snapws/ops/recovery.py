@@ -40,6 +40,16 @@ def recover(store: Store) -> str | None:
 
         finish_switch(store, j)
         done = "finished an interrupted checkout/reset"
+    elif op == "prune":
+        from snapws.ops.prune import finish_forget
+
+        finish_forget(store, j)
+        done = "finished an interrupted prune"
+    elif op == "gc":
+        from snapws.ops.gc import finish_gc
+
+        finish_gc(store, j)
+        done = "finished an interrupted gc"
     else:
         raise StoreCorruptError(f"the store's journal names an unknown operation {op!r}")
     _sweep(store)

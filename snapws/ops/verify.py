@@ -293,7 +293,7 @@ def _check_snapshots(
             run.add("bad-snapshot", e.message, snapshot=sid)
             continue
         for parent in rec.parents:
-            if not store.has_snapshot(parent):
+            if not store.has_snapshot(parent) and not store.is_forgotten(parent):
                 run.add(
                     "missing-parent",
                     f"snapshot {sid.short()} names parent {parent.short()}, which is missing",

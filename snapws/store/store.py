@@ -11,6 +11,7 @@
     <store>/workspaces/<id>/    state.json, upper-N/, work-N/
     <store>/staging/            layers and trees under construction
     <store>/trash/              things being deleted
+    <store>/forgotten/<id>      tombstones of snapshots deleted by prune
 
 Every record is published with write-temp, fsync, rename, fsync-dir. This
 module is the only one that writes store records.
@@ -218,6 +219,45 @@ class Store:
     def ids_with_prefix(self, prefix: str) -> list[SnapshotId]:
         return [s for s in self.snapshot_ids() if s.hex.startswith(prefix)]
 
+    # ---- forgetting (snapws prune) ---------------------------------------
+    def delete_snapshot(self, sid: SnapshotId) -> bool:
+        """Forget ``sid``: write its tombstone ``forgotten/<id>``, then move
+        its record (the commit point: from then on the snapshot is gone)
+        and its chain into trash/ and delete them. Layers stay (gc's job).
+        Idempotent: finishes a half-done deletion. Returns True if the
+        record was still there."""
+        tomb = self.root / "forgotten" / sid.hex
+        if not tomb.parent.is_dir():
+            tomb.parent.mkdir(exist_ok=True)
+            fsync_dir(self.root)
+        if not tomb.exists():
+            write_atomic(tomb, json.dumps({"forgotten_ns": time.time_ns()}).encode())
+        record = self.root / "snapshots" / f"{sid.hex}.json"
+        chain = self.root / "chains" / f"{sid.hex}.json"
+        had = record.exists()
+        for path in (record, chain):
+            if path.exists():
+                self.discard(path)
+        return had
+
+    def is_forgotten(self, sid: SnapshotId) -> bool:
+        """True if ``sid`` was deleted by :meth:`delete_snapshot`."""
+        return (self.root / "forgotten" / sid.hex).is_file() and not self.has_snapshot(sid)
+
+    def forgotten_with_prefix(self, prefix: str) -> list[SnapshotId]:
+        try:
+            names = os.listdir(self.root / "forgotten")
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            if name.startswith(prefix):
+                try:
+                    out.append(SnapshotId(name))
+                except ValueError:
+                    continue
+        return sorted(out)
+
     # ---- refs ----------------------------------------------------------
     def _ref_path(self, kind: str, name: str) -> Path:
         assert kind in REF_KINDS
@@ -381,6 +421,25 @@ class Store:
     def empty_trash(self) -> None:
         for p in (self.root / "trash").iterdir():
             _rmtree(p)
+
+    def trash(self, path: Path) -> Path:
+        """Move ``path`` (inside the store) into trash/ atomically; returns
+        its new name there. :meth:`purge` or :meth:`empty_trash` deletes it."""
+        dest = self.root / "trash" / f"{path.name}-{secrets.token_hex(6)}"
+        rename_durable(path, dest)
+        return dest
+
+    def purge(self, trashed: Path) -> None:
+        """Delete one entry of trash/ (see :meth:`trash`)."""
+        _rmtree(trashed)
+
+    def delete_layer(self, lid: LayerId) -> bool:
+        """Delete a layer: rename it into trash/ (atomic), then remove it.
+        The caller makes sure nothing uses it. False if it was not there."""
+        if not self.layer_dir(lid).exists():
+            return False
+        self.purge(self.trash(self.layer_dir(lid)))
+        return True
 
     def iter_staging(self) -> Iterator[Path]:
         yield from (self.root / "staging").iterdir()

@@ -38,8 +38,9 @@ def steps(op: str) -> list[str]:
 
 
 def test_every_step_is_exercised() -> None:
-    # a step of a new operation needs its own crash test here
-    assert {s.split(":")[0] for s in STEPS} == {"init", "commit", "checkout"}
+    # a step of a new operation needs its own crash test here (flatten's
+    # are in test_crash_flatten.py)
+    assert {s.split(":")[0] for s in STEPS} == {"init", "commit", "checkout", "flatten"}
 
 
 def crash(ws: Workspace, *args: str, step: str) -> None:

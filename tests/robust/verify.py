@@ -3,7 +3,8 @@
 :func:`store_problems` lists every violation it finds, :func:`assert_store_ok`
 fails a test with the list. What a valid, quiescent store is:
 
-- every snapshot record hashes to its name, has a chain, and its parents exist;
+- every snapshot record hashes to its name, has a chain, and its parents exist
+  (or were forgotten by ``snapws prune``: a tombstone ``forgotten/<id>``);
 - every chain names layers that exist (with a manifest that verifies);
 - every branch, tag and workspace HEAD points at an existing snapshot;
 - every layer's manifest hashes to the layer's name, and its tree (overlay
@@ -135,7 +136,7 @@ def _check_snapshots(root: Path, layers: set[LayerId], problems: list[str]) -> s
         records[sid] = rec
     for sid, rec in records.items():
         for parent in rec.parents:
-            if parent not in records:
+            if parent not in records and not (root / "forgotten" / parent.hex).is_file():
                 problems.append(f"snapshot {sid.short()}: parent {parent.short()} is missing")
         chain_path = root / "chains" / f"{sid.hex}.json"
         try:
