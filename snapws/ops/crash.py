@@ -34,6 +34,12 @@ STEPS = (
     "flatten:chain-rewritten",
     "flatten:frozen",
     "flatten:detached",
+    "prune:journaled",
+    "prune:forgot-first",
+    "prune:forgotten",
+    "gc:journaled",
+    "gc:layer-trashed",
+    "gc:removed",
 )
 
 

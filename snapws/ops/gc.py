@@ -324,6 +324,10 @@ def collect(store: Store, plan: GcPlan, progress: Callable[[int, int], None] | N
             progress(i + 1, len(trashed))
     crashpoint("gc:removed")
     store.clear_journal()
+    from snapws.store.dedup import prune_index
+
+    if plan.layers:
+        prune_index(store)  # entries pointing into deleted layers
     return plan.bytes_freed
 
 

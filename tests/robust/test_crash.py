@@ -39,8 +39,15 @@ def steps(op: str) -> list[str]:
 
 def test_every_step_is_exercised() -> None:
     # a step of a new operation needs its own crash test here (flatten's
-    # are in test_crash_flatten.py)
-    assert {s.split(":")[0] for s in STEPS} == {"init", "commit", "checkout", "flatten"}
+    # are in test_crash_flatten.py, prune's and gc's in test_crash_gc.py)
+    assert {s.split(":")[0] for s in STEPS} == {
+        "init",
+        "commit",
+        "checkout",
+        "flatten",
+        "prune",
+        "gc",
+    }
 
 
 def crash(ws: Workspace, *args: str, step: str) -> None:
