@@ -69,7 +69,7 @@ _TYPES: dict[str, type] = {
     "prune_keep_within": str,
     "gc_grace": float,
 }
-_WITHIN_RE = re.compile(r"^([0-9]+[ymdh])+$")
+_WITHIN_RE = re.compile(r"^(?!.*([ymdh]).*\1)([0-9]+[ymdh])+$")  # each unit at most once
 
 
 def config_files(env: Mapping[str, str]) -> list[Path]:
@@ -105,7 +105,10 @@ def _apply(cfg: Config, data: Mapping[str, Any], origin: str) -> Config:
         if key.startswith("prune_keep_") and key != "prune_keep_within" and value < -1:
             raise ConfigError(f"{origin}: {key} must be a count (-1: unlimited, 0: unused)")
         if key == "prune_keep_within" and value and not _WITHIN_RE.match(value):
-            raise ConfigError(f"{origin}: prune_keep_within must be a duration such as 2y5m7d3h")
+            raise ConfigError(
+                f"{origin}: prune_keep_within must be a duration such as 2y5m7d3h "
+                "(each unit at most once)"
+            )
         if key == "gc_grace" and value < 0:
             raise ConfigError(f"{origin}: gc_grace must be 0 or more seconds")
         changes[key] = value
