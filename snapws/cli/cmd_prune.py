@@ -249,7 +249,8 @@ def gc_cmd(app: App, dry_run: bool, grace: float | None, as_json: bool) -> None:
 
     A layer stays while a snapshot's chain, a mounted workspace or an
     interrupted operation uses it, or while it is younger than the grace
-    period; old leftovers in staging/ and trash/ go too. Bytes freed count
+    period. Leftovers of interrupted commands in staging/ and trash/ are
+    removed by the recovery every locked command runs first. Bytes freed count
     real disk usage: an inode counts only when all its links go."""
     grace = app.config.gc_grace if grace is None else grace
     with _locked_store(app, exclusive=not dry_run) as store:
