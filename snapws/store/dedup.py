@@ -6,19 +6,23 @@ Metadata counts (mode, owner, mtime, xattrs), not only content: the names of
 one inode share all of them, and manifests must stay true, so a layer's id
 never changes through deduplication.
 
-The index, ``<store>/dedup/``, maps a key (XXH3-128 of a file's manifest
+The index, ``<store>/dedup/index.sqlite`` (SQLite, table ``entries(key
+TEXT PRIMARY KEY, data BLOB NOT NULL)``), maps a key (XXH3-128 of a file's manifest
 line without path and hardlink fields: content hash, size, mode, uid, gid,
 mtime, xattrs) to one file of a published layer::
 
-    dedup/<2 hex>/<30 hex>   {"key": ..., "layer": ..., "path": ..., "meta": {...}}
+    dedup/index.sqlite       key -> {"key": ..., "layer": ..., "path": ..., "meta": {...}, "v": 1}
     dedup/tmp/               links being moved into a tree (swept at each run)
 
 It is a cache, never trusted: an entry is used only if it parses, names its
 own key, records the same metadata, its layer is published, and ``lstat``
 and the xattrs of the file it names still match. Entries pointing at deleted
 layers are dropped or replaced when met; :func:`prune_index` drops them all.
-Entries are written atomically (temporary name, rename) but not fsynced: a
-lost or torn entry costs a missed link, nothing else.
+One run is one transaction, committed at its end without fsync
+(``synchronous=OFF``): a crash loses the run's entries, which costs missed
+links, nothing else. Any SQLite error makes the run do without the index (it
+still repairs a tree a crashed run left torn); a database found damaged is
+renamed ``index.sqlite.corrupt`` and the next run starts a new one.
 
 Safety rules:
 
@@ -40,7 +44,8 @@ Safety rules:
 
 Test-only crash injection: ``SNAPWS_DEDUP_CRASH_AT=link:N`` (``rename:N``)
 SIGKILLs the process after the N-th link into ``dedup/tmp/`` (the N-th
-rename into the tree) of this process.
+rename into the tree) of this process; ``commit:1`` just before the index
+transaction is committed.
 """
 
 from __future__ import annotations
@@ -49,7 +54,9 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import signal
+import sqlite3
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -62,8 +69,10 @@ from snapws.model import ROOT, Entry, Kind, decode_manifest, path_to_text, text_
 from snapws.store.store import Store
 
 INDEX_DIR = "dedup"
+INDEX_DB = "index.sqlite"
+CORRUPT_DB = "index.sqlite.corrupt"  # a damaged index, moved aside
 TMP_DIR = "tmp"
-FORMAT = 1
+FORMAT = 1  # of an entry ("v"), and the database's user_version
 #: Links kept free below the filesystem's limit (flatten links every file of
 #: the layers it merges once more).
 LINK_HEADROOM = 1000
@@ -122,14 +131,20 @@ def dedup_tree(
     try:
         run = _Run(store, root, layer, link_limit)
     except OSError:
-        return stats  # no usable index (full or read-only store): store as is
-    for leader, members in groups.items():
-        lead = by_path.get(leader)
-        if lead is None or lead.link is not None:
-            continue  # not a well-formed group: leave it alone
-        stats.groups += 1
-        run.group(lead, members, stats)
-    run.restore_dir_mtimes(by_path, groups)
+        return stats  # no usable dedup/ (full or read-only store): store as is
+    try:
+        for leader, members in groups.items():
+            lead = by_path.get(leader)
+            if lead is None or lead.link is not None:
+                continue  # not a well-formed group: leave it alone
+            stats.groups += 1
+            run.group(lead, members, stats)
+        run.restore_dir_mtimes(by_path, groups)
+    except BaseException:
+        run.index.close(commit=False)
+        raise
+    if not run.index.close(commit=True):
+        stats.indexed = 0  # the transaction was lost
     return stats
 
 
@@ -149,17 +164,24 @@ def prune_index(store: Store) -> int:
     if not base.is_dir():
         return 0
     _sweep_tmp(base)
-    dropped = 0
-    for shard in sorted(base.iterdir()):
-        if shard.name == TMP_DIR or not shard.is_dir():
-            continue
-        for p in sorted(shard.iterdir()):
-            key = shard.name + p.name
-            rec = _read_entry(p, key)
-            if rec is None or _check_candidate(store, rec, None) is None:
-                p.unlink(missing_ok=True)
-                dropped += 1
-    return dropped
+    _remove_old_layout(base)
+    if not (base / INDEX_DB).exists():
+        return 0
+    index = _Index.open(base)
+    if index.db is None:
+        return 0
+    published: dict[LayerId, bool] = {}
+    doomed: list[str] = []
+    try:
+        for key, data in index.db.execute("SELECT key, data FROM entries"):
+            rec = _parse_entry(data, key) if isinstance(key, str) else None
+            if rec is None or _check_candidate(store, rec, None, published) is None:
+                doomed.append(key)
+        index.db.executemany("DELETE FROM entries WHERE key = ?", ((k,) for k in doomed))
+    except sqlite3.Error as e:
+        index.fail(e)
+        return 0
+    return len(doomed) if index.close(commit=True) else 0
 
 
 # ---- one run ------------------------------------------------------------------------
@@ -189,24 +211,25 @@ class _Run:
         self.tmp_count = 0
         (self.base / TMP_DIR).mkdir(parents=True, exist_ok=True)
         _sweep_tmp(self.base)
-        self.base_b = os.fsencode(self.base)
-        self.tmp_prefix = self.base_b + f"/{TMP_DIR}/{os.getpid()}-".encode()
-        self.shards: set[str] = set()  # shard directories known to exist
+        _remove_old_layout(self.base)
+        self.tmp_prefix = os.fsencode(self.base / TMP_DIR) + f"/{os.getpid()}-".encode()
         self.published: dict[LayerId, bool] = {}
+        self.index = _Index.open(self.base)  # last: nothing after it may raise
 
     def abspath(self, rel: bytes) -> bytes:
         return self.root if rel == ROOT else self.root + b"/" + rel
 
     def group(self, lead: Entry, members: list[bytes], stats: DedupStats) -> None:
         material = _material(lead)
-        key = Digest.of(_canonical(material)).hex
+        canonical = _canonical(material)
+        key = Digest.of(canonical).hex
         sts = [os.lstat(self.abspath(p)) for p in members]
         if key in self.used_keys:
             # a second group of this layer with the same key keeps its own inode
             self.claimed.add(self.unify(members, sts, avoid=None))
             return
         self.used_keys.add(key)
-        rec = _read_entry(self._entry_path(key), key)
+        rec = self.index.get(key)
         cand = None
         if rec is not None and rec.meta == material and rec.layer != self.layer:
             cand = _check_candidate(self.store, rec, lead, self.published)
@@ -229,7 +252,7 @@ class _Run:
                     # (or gets back) an inode of its own
                     sts = [os.lstat(self.abspath(p)) for p in members]
                     self.claimed.add(self.unify(members, sts, avoid=cst.st_ino))
-                    self._drop(key)
+                    self.index.drop(key)
                     return
                 stats.linked += 1
                 stats.saved_bytes += freed
@@ -239,10 +262,10 @@ class _Run:
         self.claimed.add(ino)
         nlink = sts[0].st_nlink if sts[0].st_ino == ino else 0
         if nlink == len(members):  # no name outside this tree (0: just relinked)
-            if self._write_entry(key, members[0], material):
+            if self.index.put(key, self.layer, members[0], canonical):
                 stats.indexed += 1
         elif rec is not None:
-            self._drop(key)
+            self.index.drop(key)
 
     def unify(self, members: list[bytes], sts: list[os.stat_result], avoid: int | None) -> int:
         """Make all ``members`` (``sts``: their lstat) one inode (a crash, or
@@ -292,39 +315,134 @@ class _Run:
         for path in sorted(self.touched):
             _fsync_dir(path)
 
-    # -- the index --------------------------------------------------------------------
 
-    def _entry_path(self, key: str) -> bytes:
-        return self.base_b + f"/{key[:2]}/{key[2:]}".encode()
+class _Index:
+    """The index database during one run: one transaction, begun by
+    :meth:`open` and ended by :meth:`close`. Writes are kept in memory and
+    made at the end, in key order (much faster than one by one). Once the
+    database is unusable (``db`` is None: it could not be opened, or an
+    SQLite error happened) lookups miss and writes are skipped; what the
+    transaction held is rolled back."""
 
-    def _write_entry(self, key: str, rel: bytes, material: dict[str, Any]) -> bool:
-        obj = {
-            "v": FORMAT,
-            "key": key,
-            "layer": self.layer.hex,
-            "path": path_to_text(rel),
-            "meta": material,
-        }
-        data = _canonical(obj) + b"\n"
-        final = self._entry_path(key)
-        tmp = self.base_b + f"/{key[:2]}/.{key[2:]}.tmp".encode()
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.db: sqlite3.Connection | None = None
+        self.empty = False  # no entries: lookups need not ask
+        self.pending: dict[str, bytes | None] = {}  # key -> data, or None: delete
+
+    @classmethod
+    def open(cls, base: Path) -> _Index:
+        """Open ``base/index.sqlite`` (created if missing) and begin the
+        transaction. Never raises."""
+        index = cls(base)
         try:
-            if key[:2] not in self.shards:
-                os.makedirs(self.base_b + b"/" + key[:2].encode(), exist_ok=True)
-                self.shards.add(key[:2])
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            index.db = db = sqlite3.connect(base / INDEX_DB, isolation_level=None)
+            db.execute("PRAGMA synchronous = OFF")  # a cache: a crash loses entries
+            db.execute("BEGIN IMMEDIATE")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                db.execute(
+                    "CREATE TABLE entries (key TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID"
+                )
+                db.execute(f"PRAGMA user_version = {FORMAT}")
+            elif version != FORMAT:
+                index.fail(None, damaged=True)  # not our database
+                return index
             try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-            os.rename(tmp, final)
-        except OSError:
-            return False  # a cache: a missing entry costs a missed link
+                probe = db.execute("SELECT key, data FROM entries LIMIT 1").fetchone()
+            except sqlite3.OperationalError as e:
+                # no such table or column: not our schema
+                index.fail(e, damaged=getattr(e, "sqlite_errorcode", 0) == sqlite3.SQLITE_ERROR)
+                return index
+            index.empty = probe is None
+        except sqlite3.Error as e:
+            index.fail(e)
+        return index
+
+    def get(self, key: str) -> _Record | None:
+        if key in self.pending:
+            data = self.pending[key]
+        elif self.db is None or self.empty:
+            return None
+        else:
+            try:
+                row = self.db.execute("SELECT data FROM entries WHERE key = ?", (key,)).fetchone()
+            except sqlite3.Error as e:
+                self.fail(e)
+                return None
+            data = None if row is None else row[0]
+        return None if data is None else _parse_entry(data, key)
+
+    def put(self, key: str, layer: LayerId, rel: bytes, meta: bytes) -> bool:
+        """Record that ``rel`` of ``layer`` has the metadata ``meta`` (its
+        canonical JSON, hashing to ``key``)."""
+        if self.db is None:
+            return False
+        # the canonical JSON of {"key", "layer", "meta", "path", "v"}, built
+        # from the canonical JSON of "meta"
+        self.pending[key] = b"".join(
+            (
+                b'{"key":"',
+                key.encode(),
+                b'","layer":"',
+                layer.hex.encode(),
+                b'","meta":',
+                meta,
+                b',"path":',
+                json.dumps(path_to_text(rel), ensure_ascii=True).encode(),
+                b',"v":%d}' % FORMAT,
+            )
+        )
         return True
 
-    def _drop(self, key: str) -> None:
+    def drop(self, key: str) -> None:
+        if self.db is not None:
+            self.pending[key] = None
+
+    def close(self, commit: bool) -> bool:
+        """End the transaction: make the pending writes and commit
+        (``commit``), or roll back. Returns whether it was committed."""
+        db, self.db = self.db, None
+        if db is None:
+            return False
+        try:
+            if commit:
+                pending = sorted(self.pending.items())
+                db.executemany(
+                    "DELETE FROM entries WHERE key = ?", ((k,) for k, v in pending if v is None)
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO entries (key, data) VALUES (?, ?)",
+                    ((k, v) for k, v in pending if v is not None),
+                )
+                _crash_hook("commit", 1)
+                db.execute("COMMIT")
+            else:
+                db.execute("ROLLBACK")
+            db.close()
+        except sqlite3.Error as e:
+            self.db = db
+            self.fail(e)
+            return False
+        finally:
+            self.pending.clear()
+        return commit
+
+    def fail(self, error: sqlite3.Error | None, damaged: bool = False) -> None:
+        """Give the index up for this run (rolling back). A damaged database
+        is renamed ``index.sqlite.corrupt``, its journals deleted: the next
+        run starts a new one."""
+        db, self.db = self.db, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()  # rolls back what is pending
+        if not (damaged or (error is not None and _is_damage(error))):
+            return  # cannot open, disk full, locked...: the database may be fine
+        for suffix in ("-journal", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.unlink(self.base / (INDEX_DB + suffix))
         with contextlib.suppress(OSError):
-            os.unlink(self._entry_path(key))
+            os.replace(self.base / INDEX_DB, self.base / CORRUPT_DB)
 
 
 # ---- helpers ------------------------------------------------------------------------
@@ -343,11 +461,13 @@ def _canonical(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def _read_entry(path: bytes | Path, key: str) -> _Record | None:
-    """The entry at ``path`` if it is well formed and names ``key``."""
+def _parse_entry(data: object, key: str) -> _Record | None:
+    """The entry ``data`` (an index row's bytes) if it is well formed and
+    names ``key``."""
+    if not isinstance(data, bytes):
+        return None
     try:
-        with open(path, "rb") as f:
-            obj = json.loads(f.read())
+        obj = json.loads(data)
         meta = obj["meta"]
         if (
             obj.get("v") != FORMAT
@@ -360,8 +480,16 @@ def _read_entry(path: bytes | Path, key: str) -> _Record | None:
         if not rel or rel == ROOT or rel.startswith(b"/") or b".." in rel.split(b"/"):
             return None
         return _Record(key, LayerId(obj["layer"]), rel, meta)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _is_damage(error: sqlite3.Error) -> bool:
+    """Whether ``error`` says the database file is damaged (or no database)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    return type(error) is sqlite3.DatabaseError
 
 
 def _check_candidate(
@@ -426,6 +554,18 @@ def _sweep_tmp(base: Path) -> None:
     for name in names:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp / name)
+
+
+def _remove_old_layout(base: Path) -> None:
+    """Remove the shard directories (``dedup/<2 hex>/``) of the one file per
+    entry index used before the database (never released)."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        if len(name) == 2 and all(c in "0123456789abcdef" for c in name):
+            shutil.rmtree(base / name, ignore_errors=True)
 
 
 def _link_max(path: bytes) -> int:

@@ -191,6 +191,31 @@ def test_moving_a_committed_directory_stores_no_new_data(
     verifies(ws)
 
 
+def test_a_damaged_index_is_replaced(make_workspace: WorkspaceFactory, source: Path) -> None:
+    """A damaged index costs the sharing of one commit: the commit works, the
+    index is moved aside and started again."""
+    ws = make_workspace(spec={"readme": "r\n"})
+    cp_a(source, ws.path / "big.bin")
+    ws.commit("first")
+    index = ws.store / "dedup" / "index.sqlite"
+    assert sorted(os.listdir(ws.store / "dedup")) == ["index.sqlite", "tmp"]
+    index.write_bytes(os.urandom(8192))
+    for n, name in enumerate(("two", "three", "four")):
+        (ws.path / name).mkdir()
+        cp_a(source, ws.path / name / "big.bin")
+        ws.commit(name)
+        if n == 0:
+            assert (ws.store / "dedup" / "index.sqlite.corrupt").is_file()
+            assert not index.exists()
+    first, two, three, four = (
+        inodes(layer_files(ws, p))
+        for p in ("big.bin", "two/big.bin", "three/big.bin", "four/big.bin")
+    )
+    assert len(first | two | three) == 3  # "three" was indexed in a new index
+    assert four == three
+    verifies(ws)
+
+
 # ----------------------------------------------------------------------- writes and shared inodes
 
 
@@ -275,7 +300,7 @@ def test_flatten_after_dedup_keeps_the_store_valid(
 # --------------------------------------------------------------------------- crashes
 
 
-@pytest.mark.parametrize("at", ["link:1", "rename:1", "link:2", "rename:2"])
+@pytest.mark.parametrize("at", ["link:1", "rename:1", "link:2", "rename:2", "commit:1"])
 def test_sigkill_mid_dedup_of_a_commit(
     make_workspace: WorkspaceFactory, source: Path, at: str
 ) -> None:
@@ -307,7 +332,7 @@ def test_sigkill_mid_dedup_of_a_commit(
     verifies(ws)
 
 
-@pytest.mark.parametrize("at", ["link:1", "rename:1"])
+@pytest.mark.parametrize("at", ["link:1", "rename:1", "commit:1"])
 def test_sigkill_mid_dedup_of_an_init(
     make_workspace: WorkspaceFactory, source: Path, tmp_path: Path, at: str
 ) -> None:

@@ -3,14 +3,18 @@ built without mounts (layers staged and published as commit and init do)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import File, Spec, gen
@@ -74,9 +78,32 @@ def f(content: bytes = DATA, **kw: object) -> File:
     return File(content, **kw)  # type: ignore[arg-type]
 
 
-def index_files(store: Store) -> list[Path]:
-    base = store.root / "dedup"
-    return sorted(p for p in base.glob("??/*") if not p.name.startswith("."))
+def db_path(store: Store) -> Path:
+    return store.root / "dedup" / "index.sqlite"
+
+
+@contextlib.contextmanager
+def database(store: Store) -> Iterator[sqlite3.Connection]:
+    """The index database, committed and closed on leaving."""
+    db = sqlite3.connect(db_path(store))
+    try:
+        with db:
+            yield db
+    finally:
+        db.close()
+
+
+def index_rows(store: Store) -> dict[str, Any]:
+    """key -> data of every index entry."""
+    if not db_path(store).exists():
+        return {}
+    with database(store) as db:
+        return dict(db.execute("SELECT key, data FROM entries"))
+
+
+def set_row(store: Store, key: str, data: object) -> None:
+    with database(store) as db:
+        db.execute("INSERT OR REPLACE INTO entries (key, data) VALUES (?, ?)", (key, data))
 
 
 def entry_of(store: Store, lid: LayerId, path: str) -> Entry:
@@ -100,8 +127,24 @@ def test_identical_file_in_two_layers_is_one_inode(store: Store) -> None:
     assert ino(store, c, "third.bin") == ino(store, a, "big.bin")
     assert sc.linked == 1
     key = dedup_key(entry_of(store, a, "big.bin"))
-    rec = json.loads((store.root / "dedup" / key[:2] / key[2:]).read_bytes())
+    rec = json.loads(index_rows(store)[key])
     assert (rec["layer"], rec["path"]) == (a.hex, "big.bin")
+
+
+def test_index_rows_hold_canonical_json(store: Store) -> None:
+    """One row per indexed file, in the database (no file per entry), its
+    data the canonical JSON of the entry."""
+    a, _ = layer(store, {"x": f(), "d": {"y": f(b"y\n")}, "\u00e9t\u00e9": f(b"e\n")})
+    rows = index_rows(store)
+    assert len(rows) == 3
+    for key, data in rows.items():
+        assert isinstance(data, bytes)
+        obj = json.loads(data)
+        assert obj["key"] == key and obj["layer"] == a.hex and obj["v"] == 1
+        assert data == dedup._canonical(obj)
+        assert dedup._parse_entry(data, key) is not None
+    assert sorted(json.loads(d)["path"] for d in rows.values()) == ["d/y", "x", "\u00e9t\u00e9"]
+    assert sorted(os.listdir(store.root / "dedup")) == ["index.sqlite", "tmp"]
 
 
 @pytest.mark.parametrize(
@@ -133,7 +176,7 @@ def test_empty_files_are_left_alone(store: Store) -> None:
     b, _ = layer(store, {"e": f(b""), "b": "b\n"})
     assert ino(store, a, "e") != ino(store, b, "e")
     assert sa.groups == 0
-    assert len(index_files(store)) == 1  # the file "b" only
+    assert len(index_rows(store)) == 1  # the file "b" only
 
 
 def test_two_files_of_one_layer_never_become_one_inode(store: Store) -> None:
@@ -190,7 +233,7 @@ def test_a_file_linked_from_outside_the_tree_is_not_indexed(store: Store, tmp_pa
     os.utime(staged.tree, ns=(T, T))
     stats = staged.dedup()
     staged.publish()
-    assert stats.indexed == 0 and index_files(store) == []
+    assert stats.indexed == 0 and index_rows(store) == {}
 
 
 # --------------------------------------------------------------------------- the index is a cache
@@ -216,31 +259,48 @@ def test_an_entry_of_an_unpublished_layer_is_ignored(store: Store) -> None:
 
 @pytest.mark.parametrize(
     "damage",
-    ["empty", "garbage", "truncated", "other-key", "wrong-path", "wrong-meta", "escape"],
+    [
+        "empty",
+        "garbage",
+        "truncated",
+        "text",
+        "null",
+        "other-key",
+        "wrong-path",
+        "wrong-meta",
+        "escape",
+    ],
 )
 def test_a_damaged_entry_never_breaks_a_commit(store: Store, damage: str) -> None:
     a, _ = layer(store, {"x": f(), "y": f(b"different\n")})
     key = dedup_key(entry_of(store, a, "x"))
-    path = store.root / "dedup" / key[:2] / key[2:]
-    good = path.read_bytes()
+    good = index_rows(store)[key]
     obj = json.loads(good)
+    bad: object
     if damage == "empty":
-        path.write_bytes(b"")
+        bad = b""
     elif damage == "garbage":
-        path.write_bytes(os.urandom(200))
+        bad = os.urandom(200)
     elif damage == "truncated":
-        path.write_bytes(good[: len(good) // 2])
+        bad = good[: len(good) // 2]
+    elif damage == "text":
+        bad = good.decode()  # a TEXT value, not the BLOB written
+    elif damage == "null":
+        with database(store) as db:  # a table made without NOT NULL
+            db.execute("DROP TABLE entries")
+            db.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, data BLOB) WITHOUT ROWID")
+        bad = None
     elif damage == "other-key":
-        other = dedup_key(entry_of(store, a, "y"))
-        path.write_bytes((store.root / "dedup" / other[:2] / other[2:]).read_bytes())
+        bad = index_rows(store)[dedup_key(entry_of(store, a, "y"))]
     elif damage == "wrong-path":
-        path.write_bytes(good.replace(b'"path":"x"', b'"path":"y"'))
+        bad = good.replace(b'"path":"x"', b'"path":"y"')
     elif damage == "wrong-meta":
         obj["meta"]["t"] += 1
-        path.write_text(json.dumps(obj))
+        bad = json.dumps(obj).encode()
     else:
         obj["path"] = "../../../../etc/passwd"
-        path.write_text(json.dumps(obj))
+        bad = json.dumps(obj).encode()
+    set_row(store, key, bad)
     b, stats = layer(store, {"x": f(), "new": "n\n"})
     if damage == "wrong-path":
         # names the right layer but a file with other content and mtime: refused
@@ -253,20 +313,167 @@ def test_a_damaged_entry_never_breaks_a_commit(store: Store, damage: str) -> Non
     assert ino(store, c, "z") == ino(store, b, "x")
 
 
-@pytest.mark.parametrize("where", ["index", "shard", "tmp"])
-def test_an_unusable_index_never_breaks_a_commit(store: Store, where: str) -> None:
+@pytest.mark.parametrize("where", ["dedup", "tmp"])
+def test_an_unusable_index_directory_never_breaks_a_commit(store: Store, where: str) -> None:
     a, _ = layer(store, {"x": f()})
-    key = dedup_key(entry_of(store, a, "x"))
-    victim = {
-        "index": store.root / "dedup",
-        "shard": store.root / "dedup" / key[:2],
-        "tmp": store.root / "dedup" / "tmp",
-    }[where]
+    victim = {"dedup": store.root / "dedup", "tmp": store.root / "dedup" / "tmp"}[where]
     shutil.rmtree(victim)
     victim.write_bytes(b"not a directory")
     b, stats = layer(store, {"x": f(), "b": "b\n"})
-    assert stats.linked == 0
+    assert stats.linked == 0 and stats.indexed == 0
     assert ino(store, a, "x") != ino(store, b, "x")
+
+
+def test_a_database_that_cannot_be_opened_never_breaks_a_commit(store: Store) -> None:
+    """index.sqlite is a directory: each run does without the index, and
+    leaves the directory alone (it is no damaged database)."""
+    a, _ = layer(store, {"x": f()})
+    db_path(store).unlink()
+    (db_path(store) / "sub").mkdir(parents=True)
+    b, stats = layer(store, {"x": f(), "b": "b\n"})
+    assert (stats.linked, stats.indexed) == (0, 0)
+    assert ino(store, a, "x") != ino(store, b, "x")
+    assert (db_path(store) / "sub").is_dir()
+    assert prune_index(store) == 0
+    _, stats = layer(store, {"x": f(), "c": "c\n"})
+    assert (stats.linked, stats.indexed) == (0, 0)
+    # once it is gone, a new index starts
+    shutil.rmtree(db_path(store))
+    d, stats = layer(store, {"x": f(), "d": "d\n"})
+    assert stats.indexed == 2
+    e, stats = layer(store, {"x": f(), "e": "e\n"})
+    assert stats.linked == 1 and ino(store, e, "x") == ino(store, d, "x")
+
+
+def damage_pages(path: Path) -> None:
+    """Overwrite every page of an SQLite file but the first (the header and
+    the schema): the table is garbage, found only when read."""
+    size = path.stat().st_size
+    assert size >= 3 * 4096
+    with open(path, "r+b") as fh:
+        fh.seek(4096)
+        fh.write(b"\xa5" * (size - 4096))
+
+
+@pytest.mark.parametrize(
+    "damage", ["garbage-file", "garbage-pages", "foreign", "other-format", "other-schema"]
+)
+def test_a_damaged_database_is_moved_aside_and_recreated(store: Store, damage: str) -> None:
+    """A run that finds the database damaged (when opening it, or at the
+    first lookup) does without it, and moves it aside: the next run starts a
+    new index, the one after shares again."""
+    spec = {f"f{i:03}": f(f"{i}\n".encode() * 50) for i in range(300)}
+    a, _ = layer(store, {**spec, "x": f()})
+    path = db_path(store)
+    if damage == "garbage-file":
+        path.write_bytes(os.urandom(8192))
+    elif damage == "garbage-pages":
+        damage_pages(path)
+    elif damage == "foreign":
+        path.unlink()
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("CREATE TABLE entries (k, v)")
+    elif damage == "other-format":
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("PRAGMA user_version = 99")
+    else:
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("ALTER TABLE entries RENAME COLUMN data TO payload")
+    b, stats = layer(store, {"x": f(), "b": "b\n"})
+    assert (stats.linked, stats.indexed) == (0, 0)
+    assert ino(store, a, "x") != ino(store, b, "x")
+    assert (store.root / "dedup" / "index.sqlite.corrupt").is_file()
+    assert not path.exists()
+    c, stats = layer(store, {"x": f(), "c": "c\n"})
+    assert (stats.linked, stats.indexed) == (0, 2)
+    d, stats = layer(store, {"x": f(), "d": "d\n"})
+    assert stats.linked == 1 and ino(store, d, "x") == ino(store, c, "x")
+    with database(store) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_prune_index_on_a_damaged_database(store: Store) -> None:
+    spec = {f"f{i:03}": f(f"{i}\n".encode() * 50) for i in range(300)}
+    layer(store, spec)
+    damage_pages(db_path(store))
+    assert prune_index(store) == 0
+    assert (store.root / "dedup" / "index.sqlite.corrupt").is_file()
+    _, stats = layer(store, {"x": f()})
+    assert stats.indexed == 1
+
+
+class FailingConnection(sqlite3.Connection):
+    """Fails a statement like a full disk (the commit) or a damaged page (a
+    lookup)."""
+
+    fail_at = ""
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT" and self.fail_at == "commit":
+            raise sqlite3.OperationalError("database or disk is full")
+        if sql.startswith("SELECT data") and self.fail_at == "lookup":
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        return super().execute(sql, *args)
+
+
+def failing_connections(monkeypatch: pytest.MonkeyPatch, at: str) -> None:
+    real = sqlite3.connect
+
+    def connect(*args: Any, **kw: Any) -> sqlite3.Connection:
+        return real(*args, factory=FailingConnection, **kw)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    monkeypatch.setattr(FailingConnection, "fail_at", at)
+
+
+def test_an_error_at_commit_loses_the_run_entries_only(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = layer(store, {"x": f()})
+    failing_connections(monkeypatch, "commit")
+    b, stats = layer(store, {"x": f(), "y": f(b"y\n")})
+    assert stats.linked == 1 and stats.indexed == 0  # the links are made all the same
+    assert ino(store, b, "x") == ino(store, a, "x")
+    monkeypatch.undo()
+    assert len(index_rows(store)) == 1  # rolled back, not damaged: kept
+    assert not (store.root / "dedup" / "index.sqlite.corrupt").exists()
+    _, stats = layer(store, {"y": f(b"y\n"), "z": "z\n"})
+    assert (stats.linked, stats.indexed) == (0, 2)  # b's "y" was never indexed
+
+
+def test_damage_found_mid_run(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lookup that finds the database damaged: the run goes on without it
+    (no lookup, nothing indexed), the database is moved aside."""
+    a, _ = layer(store, {"x": f(), "y": f(b"y\n")})
+    failing_connections(monkeypatch, "lookup")
+    b, stats = layer(store, {"x": f(), "y": f(b"y\n"), "z": "z\n"})
+    assert (stats.groups, stats.linked, stats.indexed) == (3, 0, 0)
+    assert ino(store, b, "x") != ino(store, a, "x")
+    monkeypatch.undo()
+    assert (store.root / "dedup" / "index.sqlite.corrupt").is_file()
+    assert not db_path(store).exists()
+    c, stats = layer(store, {"x": f(), "c": "c\n"})
+    assert stats.indexed == 2
+    d, _ = layer(store, {"x": f()})
+    assert ino(store, d, "x") == ino(store, c, "x")
+
+
+def test_old_layout_shards_are_removed(store: Store) -> None:
+    """The one-file-per-entry layout (never released) is deleted, not read."""
+    a, _ = layer(store, {"x": f()})
+    key = dedup_key(entry_of(store, a, "x"))
+    good = index_rows(store)[key]
+    db_path(store).unlink()
+    shard = store.root / "dedup" / key[:2]
+    shard.mkdir()
+    (shard / key[2:]).write_bytes(good + b"\n")
+    _, stats = layer(store, {"x": f(), "b": "b\n"})
+    assert (stats.linked, stats.indexed) == (0, 2)
+    assert not shard.exists()
+    shard.mkdir()
+    (shard / key[2:]).write_bytes(good + b"\n")
+    prune_index(store)
+    assert not shard.exists()
 
 
 def test_a_candidate_changed_on_disk_is_refused(store: Store) -> None:
@@ -285,12 +492,11 @@ def test_prune_index_drops_stale_entries(store: Store) -> None:
     a, _ = layer(store, {"x": f(), "y": f(b"y\n")})
     b, _ = layer(store, {"z": f(b"z\n")})
     (store.root / "dedup" / "tmp" / "left-over").write_bytes(b"")
-    (store.root / "dedup" / "ab").mkdir(exist_ok=True)
-    (store.root / "dedup" / "ab" / ".cd.tmp").write_bytes(b"torn")
-    assert len(index_files(store)) == 3
+    set_row(store, "ab" * 16, b"torn")
+    assert len(index_rows(store)) == 4
     shutil.rmtree(store.layer_dir(a))
-    assert prune_index(store) == 3  # two of layer a, one torn temporary file
-    assert len(index_files(store)) == 1
+    assert prune_index(store) == 3  # two of layer a, one torn
+    assert list(index_rows(store)) == [dedup_key(entry_of(store, b, "z"))]
     assert os.listdir(store.root / "dedup" / "tmp") == []
     assert prune_index(store) == 0
     c, _ = layer(store, {"again": f(b"z\n")})
@@ -332,7 +538,7 @@ CRASHER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("at", ["link:1", "rename:1", "link:2", "rename:2", "rename:3"])
+@pytest.mark.parametrize("at", ["link:1", "rename:1", "link:2", "rename:2", "rename:3", "commit:1"])
 def test_sigkill_mid_run_then_run_again(store: Store, tmp_path: Path, at: str) -> None:
     a, _ = layer(store, {"x": f(), "y": f(b"yyy\n" * 99)})
     staged = Staged(store, {"d": {"x": f(), "y": f(b"yyy\n" * 99)}, "k": "k\n"})
@@ -352,13 +558,36 @@ def test_sigkill_mid_run_then_run_again(store: Store, tmp_path: Path, at: str) -
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     # the interrupted state may be torn (a group split, a directory mtime
-    # changed, a link left in dedup/tmp): running again repairs it
+    # changed, a link left in dedup/tmp, the index transaction not
+    # committed): running again repairs it
     stats = staged.dedup()
     b = staged.publish()
     assert os.listdir(store.root / "dedup" / "tmp") == []
     assert ino(store, b, "d/x") == ino(store, a, "x")
     assert ino(store, b, "d/y") == ino(store, b, "y2") == ino(store, a, "y")
     assert stats.linked + stats.already == 2
+    assert stats.indexed == 1  # "k"
+    assert not (store.root / "dedup" / "index.sqlite.corrupt").exists()
+    with database(store) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert len(index_rows(store)) == 3
+
+
+def test_sigkill_before_commit_loses_the_run_entries(store: Store, tmp_path: Path) -> None:
+    a, _ = layer(store, {"x": f()})
+    staged = Staged(store, {"x": f(), "new": f(b"new\n")})
+    manifest_file = tmp_path / "manifest"
+    manifest_file.write_bytes(staged.manifest)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASHER, store.root, staged.tree, staged.lid.hex, manifest_file],
+        env={**os.environ, dedup.CRASH_ENV: "commit:1"},
+        capture_output=True,
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert ino(store, a, "x") == os.lstat(staged.tree / "x").st_ino  # the link was made
+    assert list(index_rows(store)) == [dedup_key(entry_of(store, a, "x"))]
+    staged.publish()
 
 
 # --------------------------------------------------------------------------- readers
