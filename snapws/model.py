@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -167,9 +167,6 @@ class Entry:
         if dict(self.xattrs) != dict(other.xattrs):
             out.append("xattrs")
         return tuple(out)
-
-    def with_path(self, path: bytes) -> Entry:
-        return replace(self, path=path)
 
 
 def encode_manifest(entries: Iterable[Entry]) -> bytes:

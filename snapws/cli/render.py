@@ -10,10 +10,8 @@ from snapws.model import (
     Change,
     ChangeType,
     Kind,
-    ReflogEntry,
     SnapshotRecord,
     display_path,
-    path_to_text,
 )
 from snapws.ops.history import LogEntry
 
@@ -94,13 +92,5 @@ def log_entry_json(e: LogEntry) -> dict[str, Any]:
     return obj
 
 
-def reflog_json(e: ReflogEntry) -> dict[str, Any]:
-    return e.to_json()
-
-
 def changes_json(changes: list[Change]) -> list[dict[str, Any]]:
     return [c.to_json() for c in changes]
-
-
-def text_path(p: bytes) -> str:
-    return path_to_text(p)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import xxhash
@@ -66,11 +66,3 @@ def hash_files(
 
 def _hash_batch(paths: Sequence[bytes]) -> list[ContentHash]:
     return [hash_file(p) for p in paths]
-
-
-def hash_bytes(chunks: Iterable[bytes]) -> ContentHash:
-    """XXH3-128 of a stream of byte chunks."""
-    h = xxhash.xxh3_128()
-    for c in chunks:
-        h.update(c)
-    return ContentHash(h.hexdigest())

@@ -121,11 +121,6 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
     return CommitResult(sid, lid, plan.changes, state.branch)
 
 
-def needs_flatten(store: Store, sid: SnapshotId, max_depth: int) -> bool:
-    """True if ``sid``'s chain is deeper than ``max_depth`` layers."""
-    return len([x for x in store.chain(sid) if x != EMPTY_LAYER]) > max_depth
-
-
 def finish_commit(store: Store, j: dict[str, Any]) -> SnapshotId:
     """Complete a journaled commit (idempotent; run again after a crash)."""
     from snapws.ids import WorkspaceId

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 from snapws.config import Config
@@ -14,7 +13,6 @@ from snapws.errors import (
     BadPathError,
     MountError,
     NotAWorkspaceError,
-    SnapwsError,
     StoreNotFoundError,
 )
 from snapws.ids import LayerId, SnapshotId, WorkspaceId
@@ -184,14 +182,6 @@ def ensure_mounted(store: Store, state: WorkspaceState) -> bool:
     return True
 
 
-def fresh_work(store: Store, state: WorkspaceState) -> WorkspaceState:
-    """``state`` with a new, empty work dir (each mount gets its own)."""
-    token = secrets.token_hex(4)
-    new = replace(state, work=f"work-{token}")
-    (store.workspace_dir(state.id) / new.work).mkdir()
-    return new
-
-
 def sweep_workspace_dir(store: Store, state: WorkspaceState) -> None:
     """Discard old upper/work dirs that ``state`` no longer names."""
     wsdir = store.workspace_dir(state.id)
@@ -286,17 +276,6 @@ def resolve_store(path_hint: Path, config: Config, store_path: Path | None) -> P
     if config.store is not None:
         return config.store
     return default_store_for(path_hint)
-
-
-@contextmanager
-def wrap_os_errors(what: str) -> Iterator[None]:
-    """Turn stray OSErrors into SnapwsError with context."""
-    try:
-        yield
-    except SnapwsError:
-        raise
-    except OSError as e:
-        raise SnapwsError(f"{what}: {e}", hint="check permissions and free space") from e
 
 
 def chain_ids(store: Store, sid: SnapshotId) -> list[LayerId]:
