@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from snapws.cli.app import App, emit_json, pass_app
+from snapws.cli.progress import ProgressBar
 from snapws.ops.flatten import flatten_in_workspace
 
 
@@ -25,9 +26,13 @@ def flatten_cmd(app: App, rev: str, keep: int, as_json: bool) -> None:
     A full flatten, bottom layer included. Commits keep chains short on
     their own (compaction, and a full flatten past `max_depth`; see
     snapws.toml)."""
+    bar = ProgressBar(app.interactive and not app.quiet and not as_json, "merging entries")
     with app.session(exclusive=True) as s:
         sid = app.resolve(s, rev)
-        result = flatten_in_workspace(s, sid, keep)
+        try:
+            result = flatten_in_workspace(s, sid, keep, bar)
+        finally:
+            bar.close()
     if as_json:
         emit_json(
             {

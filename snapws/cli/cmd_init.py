@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from snapws.cli.app import App, emit_json, pass_app
+from snapws.cli.progress import ProgressBar
 from snapws.ops.init import init
 from snapws.ops.workspace import resolve_store
 
@@ -26,21 +27,11 @@ def init_cmd(app: App, directory: Path, branch: str | None, message: str, as_jso
     """
     path = Path(os.path.abspath(app.cwd / directory))
     store_root = resolve_store(path, app.config, app.store)
-    bar = None
-    progress = None
-    if app.interactive and not app.quiet and not as_json:
-        bar = click.progressbar(length=0, label="hashing", file=click.get_text_stream("stderr"))
-
-        def progress(n: int) -> None:
-            assert bar is not None
-            bar.length = max(bar.length or 0, n)
-            bar.update(n - bar.pos)
-
+    bar = ProgressBar(app.interactive and not app.quiet and not as_json, "hashing")
     try:
-        store, state = init(path, store_root, app.config, branch, message, progress)
+        store, state = init(path, store_root, app.config, branch, message, bar)
     finally:
-        if bar is not None:
-            bar.render_finish()
+        bar.close()
     if as_json:
         emit_json(
             {

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,6 +11,7 @@ import click
 
 from snapws.cli.app import App, emit_json, pass_app
 from snapws.cli.cmd_verify import human_size, plural
+from snapws.cli.progress import ProgressBar
 from snapws.ops.gc import collect, format_grace, parse_grace, plan_gc
 from snapws.ops.prune import (
     UNLIMITED,
@@ -46,30 +46,6 @@ def _locked_store(app: App, exclusive: bool) -> Iterator[Store]:
         app.info("note: an interrupted operation is pending; the next snapws command finishes it")
     with store.lock(False, app.config.lock_timeout):
         yield store
-
-
-class _Bar:
-    """A progress bar on stderr, drawn only on a terminal and without -q."""
-
-    def __init__(self, app: App, label: str) -> None:
-        self.enabled = app.interactive and not app.quiet
-        self.label = label
-        self.bar: Any = None
-        self.shown = 0
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if self.bar is None:
-            self.bar = click.progressbar(length=max(total, 1), label=self.label, file=sys.stderr)
-            self.bar.__enter__()
-        self.bar.update(done - self.shown)
-        self.shown = done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
 
 
 # ---- prune ---------------------------------------------------------------------------
@@ -195,7 +171,7 @@ def prune_cmd(
         plan = plan_prune(store, policy)
         removed = 0
         if not dry_run and plan.remove:
-            bar = _Bar(app, "forgetting snapshots")
+            bar = ProgressBar(app.interactive and not app.quiet, "forgetting snapshots")
             try:
                 removed = forget(store, [d.snapshot.id for d in plan.remove], bar)
             finally:
@@ -256,7 +232,7 @@ def gc_cmd(app: App, dry_run: bool, grace: float | None, as_json: bool) -> None:
     with _locked_store(app, exclusive=not dry_run) as store:
         plan = plan_gc(store, grace)
         if not dry_run:
-            bar = _Bar(app, "deleting layers")
+            bar = ProgressBar(app.interactive and not app.quiet, "deleting layers")
             try:
                 collect(store, plan, bar)
             finally:

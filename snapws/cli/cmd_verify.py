@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import click
 
 from snapws.cli.app import App, emit_json, pass_app
+from snapws.cli.progress import ProgressBar
 from snapws.errors import NotAWorkspaceError, VerifyFailedError
 from snapws.ids import LayerId, SnapshotId
 from snapws.model import display_path
@@ -71,41 +71,26 @@ def _parse_subset(_ctx: click.Context, _param: click.Parameter, value: str | Non
         raise click.BadParameter(str(e)) from None
 
 
-class _ProgressBar:
-    """click progress bars on stderr: layers while scanning, bytes while hashing."""
+class _VerifyProgress:
+    """Feeds verify's phases to a progress bar: layers while scanning,
+    bytes while hashing."""
 
     def __init__(self) -> None:
-        self.bar: Any = None
+        self.bar = ProgressBar(True, "scanning layers")
         self.phase = ""
-        self.shown = 0
-        self.text = ""
 
     def __call__(self, p: Progress) -> None:
         if p.phase != self.phase:
-            self.close()
+            self.bar.restart("scanning layers" if p.phase == "scan" else "hashing")
             self.phase = p.phase
-            self.shown = 0
-            length = p.total if p.phase == "scan" else p.bytes_total
-            label = "scanning layers" if p.phase == "scan" else "hashing"
-            self.bar = click.progressbar(
-                length=max(length, 1),
-                label=label,
-                file=sys.stderr,
-                item_show_func=lambda _item: self.text,
-            )
-            self.bar.__enter__()
-        done = p.done if p.phase == "scan" else p.bytes_done
         if p.phase == "hash":
-            self.text = f"{p.done}/{p.total} files, {human_size(p.bytes_done)}"
+            text = f"{p.done}/{p.total} files, {human_size(p.bytes_done)}"
+            self.bar(p.bytes_done, p.bytes_total, text)
         else:
-            self.text = f"{p.done}/{p.total} layers"
-        self.bar.update(done - self.shown)
-        self.shown = done
+            self.bar(p.done, p.total, f"{p.done}/{p.total} layers")
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
+        self.bar.close()
 
 
 def _affected(users: tuple[SnapshotId, ...], names: dict[SnapshotId, list[str]]) -> str:
@@ -190,7 +175,7 @@ def verify_cmd(
     changed file with its layer and the snapshots using it. Exit code 11 when
     anything is wrong (docs/exit-codes.md).
     """
-    bar = _ProgressBar() if app.interactive and not app.quiet else None
+    bar = _VerifyProgress() if app.interactive and not app.quiet else None
     with _locked_store(app, revs) as (store, sids):
         try:
             report = verify(
