@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,38 +159,43 @@ def _store_checks(report: Report, store: Path | None) -> bool:
         )
     )
     ok = ok and not on_overlay
-    try:
-        d_type = probe.has_d_type(where)
-    except OSError as e:
-        d_type = False
-        report.checks.append(Check("store d_type", "fail", str(e), "make the store writable"))
-    else:
-        report.checks.append(
-            Check(
-                "store d_type",
-                "ok" if d_type else "fail",
-                "reported" if d_type else "not reported by readdir",
-                "" if d_type else "use another filesystem (xfs needs ftype=1)",
-            )
+    ok = (
+        _probe_check(
+            report,
+            "store d_type",
+            lambda: probe.has_d_type(where),
+            ("reported", "not reported by readdir"),
+            "use another filesystem (xfs needs ftype=1)",
         )
-    ok = ok and d_type
+        and ok
+    )
     if os.geteuid() == 0:
-        try:
-            xattrs = probe.has_trusted_xattrs(where)
-        except OSError as e:
-            xattrs = False
-            report.checks.append(Check("store xattrs", "fail", str(e), "make the store writable"))
-        else:
-            report.checks.append(
-                Check(
-                    "store xattrs",
-                    "ok" if xattrs else "fail",
-                    "trusted.* supported" if xattrs else "trusted.* not supported",
-                    "" if xattrs else "use ext4, xfs, btrfs or tmpfs",
-                )
+        ok = (
+            _probe_check(
+                report,
+                "store xattrs",
+                lambda: probe.has_trusted_xattrs(where),
+                ("trusted.* supported", "trusted.* not supported"),
+                "use ext4, xfs, btrfs or tmpfs",
             )
-        ok = ok and xattrs
+            and ok
+        )
     return ok
+
+
+def _probe_check(
+    report: Report, name: str, test: Callable[[], bool], found: tuple[str, str], fix: str
+) -> bool:
+    """Run one filesystem probe into a check; an OSError is a failed check."""
+    try:
+        good = test()
+    except OSError as e:
+        report.checks.append(Check(name, "fail", str(e), "make the store writable"))
+        return False
+    report.checks.append(
+        Check(name, "ok" if good else "fail", found[0] if good else found[1], "" if good else fix)
+    )
+    return good
 
 
 def diagnose(store: Path | None) -> Report:
