@@ -301,3 +301,24 @@ def ws(tmp_path: Path) -> Iterator[Workspace]:
         yield it
     finally:
         it.teardown()
+
+
+def crash(ws: Workspace, *args: str, step: str) -> None:
+    """Run ``snapws ARGS`` with a crash injected at ``step``: it must die by SIGKILL."""
+    proc = ws.run(*args, env={"SNAPWS_CRASH_AT": step}, check=False)
+    assert proc.returncode == -signal.SIGKILL, (
+        f"snapws {' '.join(args)} with SNAPWS_CRASH_AT={step} exited {proc.returncode}, "
+        f"not by SIGKILL\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    )
+
+
+def recover(ws: Workspace) -> list[str]:
+    """The next command after a crash: ``snapws status``, which must recover;
+    the store must then verify and the workspace be mounted read-write.
+    Returns the status lines."""
+    from .verify import assert_store_ok
+
+    lines = ws.status()
+    assert_store_ok(ws.store_path)
+    assert is_mounted_rw(ws.path), f"not mounted read-write after recovery: {mount_flags(ws.path)}"
+    return lines

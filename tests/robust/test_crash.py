@@ -6,14 +6,13 @@ the state before or after the command, with no change lost."""
 from __future__ import annotations
 
 import os
-import signal
 from dataclasses import dataclass
 
 import pytest
 
 from snapws.ops.crash import STEPS
 
-from .conftest import Workspace, is_mounted_rw, mount_flags, tree_of
+from .conftest import Workspace, crash, is_mounted_rw, mount_flags, recover, tree_of
 from .verify import assert_store_ok
 
 pytestmark = pytest.mark.root
@@ -48,23 +47,6 @@ def test_every_step_is_exercised() -> None:
         "prune",
         "gc",
     }
-
-
-def crash(ws: Workspace, *args: str, step: str) -> None:
-    """Run ``snapws ARGS`` with a crash injected at ``step``: it must die by SIGKILL."""
-    proc = ws.run(*args, env={"SNAPWS_CRASH_AT": step}, check=False)
-    assert proc.returncode == -signal.SIGKILL, (
-        f"snapws {' '.join(args)} with SNAPWS_CRASH_AT={step} exited {proc.returncode}, "
-        f"not by SIGKILL\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    )
-
-
-def recover(ws: Workspace) -> list[str]:
-    """The next command after the crash: ``snapws status``, which must recover."""
-    lines = ws.status()
-    assert_store_ok(ws.store_path)
-    assert is_mounted_rw(ws.path), f"not mounted read-write after recovery: {mount_flags(ws.path)}"
-    return lines
 
 
 def make_uncommitted_changes(ws: Workspace) -> None:

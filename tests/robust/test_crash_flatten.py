@@ -7,15 +7,13 @@ working (commit, flatten again)."""
 
 from __future__ import annotations
 
-import signal
-
 import pytest
 
 from snapws.ids import SnapshotId
 from snapws.ops.crash import STEPS
 from snapws.ops.workspace import chain_ids
 
-from .conftest import Workspace, is_mounted_rw, mount_flags
+from .conftest import Workspace, crash, recover
 from .verify import assert_store_ok
 
 pytestmark = pytest.mark.root
@@ -41,21 +39,6 @@ def test_every_flatten_step_is_tested() -> None:
         "flatten:frozen",
         "flatten:detached",
     }
-
-
-def crash(ws: Workspace, *args: str, step: str) -> None:
-    proc = ws.run(*args, env={"SNAPWS_CRASH_AT": step}, check=False)
-    assert proc.returncode == -signal.SIGKILL, (
-        f"snapws {' '.join(args)} with SNAPWS_CRASH_AT={step} exited {proc.returncode}, "
-        f"not by SIGKILL\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    )
-
-
-def recover(ws: Workspace) -> list[str]:
-    lines = ws.status()
-    assert_store_ok(ws.store_path)
-    assert is_mounted_rw(ws.path), f"not mounted read-write after recovery: {mount_flags(ws.path)}"
-    return lines
 
 
 def make_history(ws: Workspace, commits: int) -> list[str]:

@@ -7,7 +7,6 @@ still checks out to the tree it was committed with."""
 from __future__ import annotations
 
 import json
-import signal
 from dataclasses import dataclass
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from snapws.ops.gc import CRASH_STEPS as GC_STEPS
 from snapws.ops.prune import CRASH_STEPS as PRUNE_STEPS
 
-from .conftest import Workspace, is_mounted_rw, mount_flags
+from .conftest import Workspace, crash, recover
 from .verify import assert_store_ok
 
 pytestmark = pytest.mark.root
@@ -28,22 +27,6 @@ def test_every_step_is_exercised() -> None:
     assert PRUNE_STEPS and all(s.startswith("prune:") for s in PRUNE_STEPS)
     assert GC_STEPS and all(s.startswith("gc:") for s in GC_STEPS)
     assert PRUNE_STEPS[0] == "prune:journaled" and GC_STEPS[0] == "gc:journaled"
-
-
-def crash(ws: Workspace, *args: str, step: str) -> None:
-    """Run ``snapws ARGS`` with a crash injected at ``step``: it must die by SIGKILL."""
-    proc = ws.run(*args, env={"SNAPWS_CRASH_AT": step}, check=False)
-    assert proc.returncode == -signal.SIGKILL, (
-        f"snapws {' '.join(args)} with SNAPWS_CRASH_AT={step} exited {proc.returncode}, "
-        f"not by SIGKILL\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    )
-
-
-def recover(ws: Workspace) -> None:
-    """The next command after the crash: ``snapws status``, which must recover."""
-    assert ws.status() == []
-    assert_store_ok(ws.store_path)
-    assert is_mounted_rw(ws.path), f"not mounted read-write after recovery: {mount_flags(ws.path)}"
 
 
 @dataclass
@@ -107,7 +90,7 @@ def test_crash_during_prune(ws: Workspace, step: str) -> None:
     layers = layer_ids(ws)
 
     crash(ws, "prune", "--keep-last", "1", step=step)
-    recover(ws)
+    assert recover(ws) == []
 
     # journaled from the first step on: the prune is finished, exactly as planned
     assert snapshot_ids(ws) == keep
@@ -128,7 +111,7 @@ def test_crash_during_gc(ws: Workspace, step: str) -> None:
     in_use = set(plan["kept"])  # type: ignore[arg-type]
 
     crash(ws, "gc", "--grace", "0", step=step)
-    recover(ws)
+    assert recover(ws) == []
 
     left = layer_ids(ws)
     assert in_use <= left, f"gc deleted layers in use: {sorted(in_use - left)}"
