@@ -3,8 +3,9 @@
 Every commit adds a layer, and every layer costs lookups in the directories
 it holds. Merging consecutive layers of a chain into one equivalent layer
 (:mod:`snapws.layers.merge`: hardlinks, manifests reused) and rewriting the
-chain of every snapshot that contains them (ids, history and content do not
-change) keeps chains short.
+chains of the snapshots that contain them and that commits build on (ids,
+history and content do not change; see :func:`rewrite_chains`) keeps chains
+short.
 
 Compaction policy (after each commit; :func:`compact`)
 -------------------------------------------------------
@@ -49,7 +50,7 @@ and an average depth of ``max_depth / 2``.
 Chains of at most MIN_DEPTH (5) layers are left alone: lookups through a
 few layers cost little more than through one (a warm ``find`` of 100,000
 files through the compacted chains: 1.12x one layer), while a merge has
-fixed costs (a new layer directory and manifest, every chain file read), and
+fixed costs (a new layer directory and manifest, chain files rewritten), and
 short histories keep sharing their layers with their older snapshots.
 
 The run always ends at the parent's top layer, so the parent (and every
@@ -174,7 +175,7 @@ def compact(store: Store, sid: SnapshotId, max_depth: int) -> list[FlattenResult
         if run is None:
             break
         start, end = run
-        lid, rewritten = merge_run(store, chain, start, end)
+        lid, rewritten = merge_run(store, chain, start, end, tip=sid)
         results.append(
             FlattenResult(lid, end - start, len(chain), len(chain) - (end - start) + 1, rewritten)
         )
@@ -197,10 +198,13 @@ def merge_run(
     start: int,
     end: int,
     progress: Callable[[int], None] | None = None,
+    tip: SnapshotId | None = None,
 ) -> tuple[LayerId, int]:
     """Publish one layer equal to ``chain[start:end]`` (bottom first) and put
-    it in place of those layers in every chain that starts with
-    ``chain[:end]``. Returns (the layer, how many chains changed).
+    it in place of those layers in the chains that start with
+    ``chain[:end]`` (see :func:`rewrite_chains`; ``tip``, the snapshot whose
+    chain this is, counts as a tip). Returns (the layer, how many chains
+    changed).
     Raises OSError, StoreCorruptError."""
     if not 0 <= start < end - 1 < len(chain):
         raise ValueError(f"bad run [{start}, {end}) of a chain of {len(chain)}")
@@ -222,6 +226,7 @@ def merge_run(
         "start": start,
         "layer": manifest_id(manifest).hex,
         "staging": staging.name,
+        "tip": tip.hex if tip is not None else None,
     }
     write_atomic(_plan_path(store, staging.name), json.dumps(plan).encode())
     return _finish(store, plan)
@@ -246,7 +251,8 @@ def _finish(store: Store, plan: dict[str, Any]) -> tuple[LayerId, int]:
         store.discard(staging)  # the same layer existed already
     crashpoint("flatten:published")
     prefix = [LayerId(x) for x in plan["prefix"]]
-    rewritten = rewrite_chains(store, prefix, lid, int(plan["start"]))
+    tips = [SnapshotId(plan["tip"])] if plan.get("tip") else []
+    rewritten = rewrite_chains(store, prefix, lid, int(plan["start"]), tips)
     path = _plan_path(store, plan["staging"])
     path.unlink(missing_ok=True)
     fsync_dir(path.parent)
@@ -275,21 +281,44 @@ def resume_pending(store: Store) -> int:
     return done
 
 
-def rewrite_chains(store: Store, prefix: list[LayerId], layer: LayerId, start: int = 0) -> int:
-    """Replace ``prefix[start:]`` by ``[layer]`` in every chain that starts
-    with ``prefix``. Returns how many chains changed."""
+def rewrite_chains(
+    store: Store,
+    prefix: list[LayerId],
+    layer: LayerId,
+    start: int = 0,
+    extra_tips: Sequence[SnapshotId] = (),
+) -> int:
+    """Replace ``prefix[start:]`` by ``[layer]`` in the chains that start with
+    ``prefix`` among the snapshots a commit or checkout can build on: every
+    branch, tag and workspace HEAD, and their ancestors while their chains
+    start with ``prefix`` (older ones have shorter chains). Other snapshots
+    keep their equivalent, longer chains. Costs those snapshots, not the
+    history. Returns how many chains changed."""
     n = len(prefix)
+    tips = {*store.list_refs("heads").values(), *store.list_refs("tags").values()}
+    tips.update(ws.head for ws in store.workspaces())
+    tips.update(extra_tips)
+    seen: set[SnapshotId] = set()
+    todo = sorted(tips)
     changed = 0
-    for sid in store.snapshot_ids():
+    while todo:
+        sid = todo.pop()
+        if sid in seen:
+            continue
+        seen.add(sid)
         try:
             chain = [lid for lid in store.chain(sid) if lid != EMPTY_LAYER]
+            parents = store.read_snapshot(sid).parents
         except StoreCorruptError:
-            continue  # being deleted (prune): nothing to shorten
-        if len(chain) >= n and chain[:n] == prefix:
+            continue  # forgotten or being deleted (prune): nothing to shorten
+        if chain[:n] == prefix:
             store.write_chain(sid, [*chain[:start], layer, *chain[n:]])
             changed += 1
             if changed == 1:
                 crashpoint("flatten:chain-rewritten")
+        elif chain[: start + 1] != [*prefix[:start], layer]:
+            continue  # neither the old run nor the merged layer: stop here
+        todo.extend(parents)
     return changed
 
 
@@ -312,7 +341,7 @@ def flatten(
     upto = len(chain) - max(keep, 0)
     if upto < 2:
         return FlattenResult(None, 0, len(chain), len(chain), 0)
-    lid, rewritten = merge_run(store, chain, 0, upto, progress)
+    lid, rewritten = merge_run(store, chain, 0, upto, progress, tip=sid)
     return FlattenResult(lid, upto, len(chain), 1 + len(chain) - upto, rewritten)
 
 
