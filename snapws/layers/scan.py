@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from snapws.errors import LayerRejectedError
 from snapws.ids import ContentHash
-from snapws.layers.entries import Node, child, node_entry, parent_of, read_node
+from snapws.layers.entries import Node, child, join, node_entry, parent_of, read_node
 from snapws.layers.hashing import hash_files
 from snapws.layers.view import ChainView, HashCache
 from snapws.model import ROOT, Change, Entry, Kind, display_path
@@ -141,7 +141,14 @@ def plan_upper(upper: bytes, lower: ChainView) -> CommitPlan:
 
 def prune_upper(upper: bytes, paths: list[bytes]) -> None:
     """Remove the given copy-ups from a frozen, unmounted upperdir (deepest
-    first; directories must be empty by then). Raises OSError."""
+    first; directories must be empty by then). Paths already gone are
+    skipped (a run after a crash); the directories that stay keep their
+    mtimes. Raises OSError."""
+    paths = [p for p in paths if os.path.lexists(upper + b"/" + p)]
+    gone = set(paths)
+    times = {}
+    for d in {parent_of(p) for p in paths} - gone:
+        times[d] = os.lstat(join(upper, d)).st_mtime_ns
     for p in paths:
         abspath = upper + b"/" + p
         st = os.lstat(abspath)
@@ -149,6 +156,8 @@ def prune_upper(upper: bytes, paths: list[bytes]) -> None:
             os.rmdir(abspath)
         else:
             os.unlink(abspath)
+    for d, t in times.items():
+        os.utime(join(upper, d), ns=(t, t), follow_symlinks=False)
 
 
 def strip_overlay_xattrs(nodes: list[Node]) -> None:

@@ -13,7 +13,6 @@ from typing import Any
 from snapws.errors import NameExistsError, UncommittedChangesError
 from snapws.ids import SnapshotId, WorkspaceId
 from snapws.layers.diff import diff_views, touched_paths
-from snapws.layers.entries import join, parent_of
 from snapws.layers.scan import plan_upper, prune_upper
 from snapws.model import Change, WorkspaceState, display_path
 from snapws.mounts import mounter
@@ -229,11 +228,4 @@ def finish_switch(store: Store, j: dict[str, Any]) -> None:
 def _prune_kept_upper(upper: Path, prune: list[str]) -> None:
     """Drop no-op copy-ups (deepest first) from a detached upperdir that a
     reset keeps; kept directories keep their mtimes. Idempotent."""
-    root = os.fsencode(upper)
-    paths = [os.fsencode(p) for p in prune if os.path.lexists(root + b"/" + os.fsencode(p))]
-    gone = set(paths)
-    parents = {parent_of(p) for p in paths} - gone
-    times = {p: os.lstat(join(root, p)).st_mtime_ns for p in parents}
-    prune_upper(root, paths)
-    for p, t in times.items():
-        os.utime(join(root, p), ns=(t, t), follow_symlinks=False)
+    prune_upper(os.fsencode(upper), [os.fsencode(p) for p in prune])

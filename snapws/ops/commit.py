@@ -188,8 +188,7 @@ def _prepare_layer_tree(upper: Path, prune: list[bytes], manifest: bytes) -> Non
     from snapws.layers.entries import read_node
 
     root = os.fsencode(upper)
-    existing = [p for p in prune if os.path.lexists(root + b"/" + p)]
-    prune_upper(root, existing)
+    prune_upper(root, prune)
     entries = decode_manifest(manifest)
     nodes = [read_node(e.path, root if e.path == b"." else root + b"/" + e.path) for e in entries]
     strip_overlay_xattrs(nodes)

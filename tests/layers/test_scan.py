@@ -304,3 +304,21 @@ def test_strip_overlay_xattrs_keeps_opaque(tmp_path: Path) -> None:
     strip_overlay_xattrs(read_tree(fs(root)))
     assert os.listxattr(root / "d") == ["trusted.overlay.opaque"]
     assert os.listxattr(root / "d" / "f") == ["user.keep"]
+
+
+def test_prune_upper_skips_gone_paths_and_keeps_parent_mtimes(tmp_path: Path) -> None:
+    from snapws.layers.scan import prune_upper
+
+    upper = tmp_path / "upper"
+    (upper / "d" / "e").mkdir(parents=True)
+    (upper / "d" / "keep").write_text("k")
+    (upper / "d" / "noop").write_text("n")
+    (upper / "d" / "e" / "noop2").write_text("n")
+    os.utime(upper / "d", ns=(1_000_000_000, 1_000_000_000))
+    root = os.fsencode(upper)
+    # deepest first, as plans list them; "d/gone" vanished in an earlier run
+    prune_upper(root, [b"d/e/noop2", b"d/gone", b"d/e", b"d/noop"])
+    assert sorted(os.listdir(upper / "d")) == ["keep"]
+    assert os.stat(upper / "d").st_mtime_ns == 1_000_000_000
+    prune_upper(root, [b"d/e/noop2", b"d/e", b"d/noop"])  # again: nothing left to do
+    assert sorted(os.listdir(upper / "d")) == ["keep"]
