@@ -21,7 +21,7 @@ from snapws.config import Config
 from snapws.errors import BadPathError, NameExistsError, UnsupportedError
 from snapws.ids import LayerId, WorkspaceId
 from snapws.layers.scan import entries_of, read_tree
-from snapws.model import SnapshotRecord, WorkspaceState, encode_manifest, manifest_id
+from snapws.model import Entry, SnapshotRecord, WorkspaceState, encode_manifest, manifest_id
 from snapws.mounts import mounter
 from snapws.ops.crash import crashpoint
 from snapws.ops.workspace import copy_dir_meta, ensure_mounted, make_upper, new_dir_names
@@ -166,7 +166,8 @@ def init(
             copy_dir_meta(path, tree)  # renames changed the mtimes
             crashpoint("init:moved")
             nodes = read_tree(os.fsencode(tree))
-            manifest = encode_manifest(entries_of(nodes, config.hash_threads, progress))
+            entries = entries_of(nodes, config.hash_threads, progress)
+            manifest = encode_manifest(entries)
         except BaseException:
             rollback_init(store, j)  # every entry goes back into DIR
             raise
@@ -174,17 +175,19 @@ def init(
         mounter.syncfs(store.root)  # the moved entries are durable before roll-forward
         j["layer"] = manifest_id(manifest).hex
         store.write_journal(j)
-        state = finish_init(store, j)
+        state = finish_init(store, j, entries)
     return store, state
 
 
-def finish_init(store: Store, j: dict[str, Any]) -> WorkspaceState:
+def finish_init(
+    store: Store, j: dict[str, Any], entries: list[Entry] | None = None
+) -> WorkspaceState:
     """Roll a journaled init forward once its layer is published."""
     lid = LayerId(j["layer"])
     staging = store.root / "staging" / j["staging"]
     if not store.has_layer(lid):
         if j.get("dedup"):
-            dedup_staging(store, staging, lid)
+            dedup_staging(store, staging, lid, entries)
         store.publish_pending(staging)
     if staging.exists():
         store.discard(staging)  # the same layer was already stored

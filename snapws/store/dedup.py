@@ -104,22 +104,23 @@ def dedup_tree(
     store: Store,
     tree: Path,
     layer: LayerId,
-    manifest: bytes,
+    manifest: bytes | list[Entry],
     link_limit: int | None = None,
 ) -> DedupStats:
     """Replace files of ``tree`` by hardlinks of identical files (content and
     metadata) of published layers, and index the others.
 
     Preconditions: the caller holds the store lock exclusively; ``tree`` is
-    the tree of the layer ``layer`` (described by ``manifest``), on the
-    store's filesystem, not published yet, and certain to be published (no
-    mount uses it as an upperdir any more, and no rollback can hand it back
+    the tree of the layer ``layer`` (described by ``manifest``: its bytes,
+    or its decoded entries), on the store's filesystem, not published yet,
+    and certain to be published (no mount uses it as an upperdir any more,
+    and no rollback can hand it back
     to a workspace). The manifest does not change. ``link_limit``: the most
     links an inode may reach (default: the filesystem's limit less
     ``LINK_HEADROOM``). Idempotent; safe to run again after a crash. Raises
     OSError only if the tree cannot be read or repaired."""
     stats = DedupStats()
-    entries = decode_manifest(manifest)
+    entries = decode_manifest(manifest) if isinstance(manifest, bytes) else manifest
     by_path = {e.path: e for e in entries}
     groups: dict[bytes, list[bytes]] = {}
     for e in sorted(entries, key=lambda e: e.path):
@@ -148,9 +149,14 @@ def dedup_tree(
     return stats
 
 
-def dedup_staging(store: Store, staging: Path, layer: LayerId) -> DedupStats:
-    """:func:`dedup_tree` on ``staging/tree``, with the manifest the staging
+def dedup_staging(
+    store: Store, staging: Path, layer: LayerId, entries: list[Entry] | None = None
+) -> DedupStats:
+    """:func:`dedup_tree` on ``staging/tree``, with its manifest's
+    ``entries`` if the caller has them decoded, else the manifest the staging
     directory holds (``manifest.pending``, or ``manifest`` once renamed)."""
+    if entries is not None:
+        return dedup_tree(store, staging / "tree", layer, entries)
     pending = staging / "manifest.pending"
     manifest = (pending if pending.exists() else staging / "manifest").read_bytes()
     return dedup_tree(store, staging / "tree", layer, manifest)
