@@ -16,6 +16,8 @@ from snapws.ops.commit import commit
 @pass_app
 def commit_cmd(app: App, message: str, allow_empty: bool, as_json: bool) -> None:
     """Freeze the working tree's changes into a new snapshot."""
+    if not message.strip():
+        raise click.UsageError("empty snapshot message: say what changed with -m MSG")
     with app.session(exclusive=True) as s:
         result = commit(s, message, app.who(), allow_empty)
     if as_json:

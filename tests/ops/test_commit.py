@@ -174,3 +174,12 @@ def test_commit_on_top_of_many_layers(workspace: Workspace) -> None:
         "f4",
     ]
     assert ws.run("diff", "HEAD~2", "HEAD~1").stdout.splitlines() == ["M  counter", "A  f3"]
+
+
+def test_commit_refuses_an_empty_message(workspace: Workspace) -> None:
+    (workspace.path / "f").write_text("x\n")
+    r = workspace.run("commit", "-m", "  ", check=False)
+    assert r.returncode == 2
+    assert "empty snapshot message" in r.stderr
+    assert workspace.porcelain() == ["A  f"]
+    assert len(workspace.log_ids()) == 1
