@@ -6,6 +6,7 @@ mount, drop the discarded upperdir)."""
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,7 @@ def checkout(
         "move_ref": None,
         "old_head": state.head.hex,
         "who": who,
+        "time_ns": time.time_ns(),
         "message": f"checkout: moving from {_name(state)} to {label or target.short()}",
     }
     _switch(session, j)
@@ -153,6 +155,7 @@ def reset(
         "move_ref": [state.branch, target.hex] if state.branch else None,
         "old_head": state.head.hex,
         "who": who,
+        "time_ns": time.time_ns(),
         "message": f"reset: moving to {label or target.short()}",
     }
     _switch(session, j)
@@ -214,10 +217,16 @@ def finish_switch(store: Store, j: dict[str, Any]) -> None:
         if j.get("prune"):
             _prune_kept_upper(store.workspace_dir(wid) / new_state.upper, j["prune"])
         make_upper(store, new_state, top_root(store, new_state.head))
-        store.write_workspace(new_state)
-        store.append_reflog(
-            f"workspaces/{wid.hex}/HEAD", SnapshotId(j["old_head"]), new_state.head, who, msg
+        store.append_reflog_once(
+            f"workspaces/{wid.hex}/HEAD",
+            SnapshotId(j["old_head"]),
+            new_state.head,
+            who,
+            msg,
+            int(j.get("time_ns") or time.time_ns()),
         )
+        crashpoint("checkout:logged")
+        store.write_workspace(new_state)
     crashpoint("checkout:state-written")
     ensure_mounted(store, new_state)
     crashpoint("checkout:mounted")

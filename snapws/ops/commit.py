@@ -162,10 +162,16 @@ def finish_commit(store: Store, j: dict[str, Any]) -> SnapshotId:
         crashpoint("commit:ref-moved")
         new_state = replace(state, head=sid, upper=j["new_upper"], work=j["new_work"])
         make_upper(store, new_state, top_root(store, sid))
-        store.write_workspace(new_state)
-        store.append_reflog(
-            f"workspaces/{wid.hex}/HEAD", SnapshotId(j["old_head"]), sid, who, summary
+        store.append_reflog_once(
+            f"workspaces/{wid.hex}/HEAD",
+            SnapshotId(j["old_head"]),
+            sid,
+            who,
+            summary,
+            record.time_ns,
         )
+        crashpoint("commit:logged")
+        store.write_workspace(new_state)
         state = new_state
     crashpoint("commit:state-written")
     max_depth = j.get("max_depth")

@@ -213,8 +213,10 @@ def finish_init(
         work=j["work"],
     )
     make_upper(store, state, store.layer_tree(lid))
+    store.append_reflog_once(
+        f"workspaces/{state.id.hex}/HEAD", None, sid, j["author"], "init", j["time_ns"]
+    )
     store.write_workspace(state)
-    store.append_reflog(f"workspaces/{state.id.hex}/HEAD", None, sid, j["author"], "init")
     crashpoint("init:state-written")
     ensure_mounted(store, state)
     store.clear_journal()

@@ -323,10 +323,55 @@ class Store:
     def _log_path(self, ref: str) -> Path:
         return self.root / "logs" / ref
 
-    def append_reflog(
-        self, ref: str, old: SnapshotId | None, new: SnapshotId | None, who: str, message: str
+    def append_reflog_once(
+        self,
+        ref: str,
+        old: SnapshotId | None,
+        new: SnapshotId | None,
+        who: str,
+        message: str,
+        time_ns: int,
     ) -> None:
-        entry = ReflogEntry(ref, old, new, time.time_ns(), who, message)
+        """:meth:`append_reflog` with a time fixed by the caller's journal,
+        unless the log's last entry is this very move (the step run again
+        after a crash). Reads only the log's tail."""
+        last = self.last_reflog(ref)
+        if last is not None and (last.old, last.new, last.message, last.time_ns) == (
+            old,
+            new,
+            message,
+            time_ns,
+        ):
+            return
+        self.append_reflog(ref, old, new, who, message, time_ns)
+
+    def last_reflog(self, ref: str) -> ReflogEntry | None:
+        """The newest entry of ``ref``'s log (None: empty or torn)."""
+        try:
+            with open(self._log_path(ref), "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 8192))
+                tail = f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
+        try:
+            return ReflogEntry.from_json(json.loads(lines[-1]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def append_reflog(
+        self,
+        ref: str,
+        old: SnapshotId | None,
+        new: SnapshotId | None,
+        who: str,
+        message: str,
+        time_ns: int | None = None,
+    ) -> None:
+        entry = ReflogEntry(
+            ref, old, new, time.time_ns() if time_ns is None else time_ns, who, message
+        )
         line = json.dumps(entry.to_json(), sort_keys=True).encode()
         path = self._log_path(ref)
         try:
