@@ -312,7 +312,8 @@ class WorkspaceState:
 
     ``branch`` is the checked-out branch (None: detached HEAD at ``head``);
     ``upper`` and ``work`` name directories inside the workspace's folder of
-    the store; ``path`` is where it is (or should be) mounted.
+    the store; ``path`` is where it is (or should be) mounted; ``backend``
+    names the backend that shows it (kernel, rootless, fuse or plain).
     """
 
     id: WorkspaceId
@@ -321,6 +322,7 @@ class WorkspaceState:
     branch: str | None
     upper: str
     work: str
+    backend: str = "kernel"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -330,6 +332,7 @@ class WorkspaceState:
             "branch": self.branch,
             "upper": self.upper,
             "work": self.work,
+            "backend": self.backend,
         }
 
     @classmethod
@@ -341,6 +344,7 @@ class WorkspaceState:
             branch=obj.get("branch"),
             upper=obj["upper"],
             work=obj["work"],
+            backend=obj.get("backend", "kernel"),
         )
 
 
