@@ -27,6 +27,9 @@ class ExitCode(IntEnum):
     STORE_CORRUPT = 11
     BAD_PATH = 12
     CONFIG = 13
+    AUTH = 14  # a registry refused or lacked credentials
+    REMOTE = 15  # a remote is unreachable, failed, or answered nonsense
+    BAD_IMAGE = 16  # an OCI image, layout or layer tar is malformed or hostile
     INTERNAL = 70
     INTERRUPTED = 130
 
@@ -160,4 +163,53 @@ class LayerRejectedError(SnapwsError):
     default_hint = (
         "mount workspaces only with snapws (redirect_dir=off,metacopy=off); "
         "`snapws umount` then `snapws mount` fixes a hand-made mount"
+    )
+
+
+class RemoteError(SnapwsError):
+    """A remote (registry or directory) is unreachable, failed after retries,
+    or answered something snapws cannot use."""
+
+    exit_code = ExitCode.REMOTE
+    default_hint = (
+        "check the remote's URL (`snapws remote list`) and that the registry is up; "
+        "run the command again: what was already sent is not sent twice"
+    )
+
+
+class RemoteNotFoundError(SnapwsError):
+    """No remote of that name, or no such tag/repository on the remote."""
+
+    exit_code = ExitCode.BAD_REVISION
+    default_hint = "`snapws remote list --json` lists remotes and the tags fetched from them"
+
+
+class BadRemoteUrlError(SnapwsError):
+    exit_code = ExitCode.USAGE
+    default_hint = (
+        "use HOST[:PORT]/REPOSITORY (or docker://HOST[:PORT]/REPOSITORY) for a registry, "
+        "dir:/PATH or oci:/PATH for an OCI layout directory"
+    )
+
+
+class AuthError(SnapwsError):
+    """A registry wants credentials we do not have, or refused ours."""
+
+    exit_code = ExitCode.AUTH
+    default_hint = (
+        "snapws reads credentials from SNAPWS_REGISTRY_USERNAME and SNAPWS_REGISTRY_PASSWORD "
+        "(or SNAPWS_REGISTRY_TOKEN), $XDG_CONFIG_HOME/snapws/credentials.toml, "
+        "$REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json and "
+        "~/.docker/config.json (`podman login` / `docker login` write the last ones)"
+    )
+
+
+class BadImageError(SnapwsError):
+    """An OCI image, image layout, docker archive or layer tar that snapws
+    refuses to import: malformed, damaged, or built to escape the store."""
+
+    exit_code = ExitCode.BAD_IMAGE
+    default_hint = (
+        "nothing was imported; get the image again from its source "
+        "(`skopeo inspect` shows what it holds)"
     )

@@ -42,6 +42,8 @@ STEPS = (
     "gc:journaled",
     "gc:layer-trashed",
     "gc:removed",
+    "push:blob-sent",
+    "push:manifest-sent",
 )
 
 

@@ -289,7 +289,8 @@ def apply_policy(
 
 
 def protected_snapshots(store: Store) -> dict[SnapshotId, list[str]]:
-    """Snapshots prune never removes, with why: branch heads, tags, every
+    """Snapshots prune never removes, with why: branch heads, tags,
+    remote-tracking refs (what a fetch or push saw on a remote), every
     workspace's HEAD (the snapshot it has mounted) and snapshots named by
     an interrupted operation."""
     out: dict[SnapshotId, list[str]] = {}
@@ -297,6 +298,8 @@ def protected_snapshots(store: Store) -> dict[SnapshotId, list[str]]:
         out.setdefault(sid, []).append(f"branch {name}")
     for name, sid in store.list_refs("tags").items():
         out.setdefault(sid, []).append(f"tag {name}")
+    for name, sid in store.list_refs("remotes").items():
+        out.setdefault(sid, []).append(f"remote-tracking ref {name}")
     for ws in store.workspaces():
         out.setdefault(ws.head, []).append(f"HEAD of {ws.path}")
     for text in sorted(journal_ids(store)):

@@ -22,7 +22,11 @@ class StoreRevisions:
         return self.head_id
 
     def ref(self, name: str) -> SnapshotId | None:
-        return self.store.read_ref("heads", name) or self.store.read_ref("tags", name)
+        return (
+            self.store.read_ref("heads", name)
+            or self.store.read_ref("tags", name)
+            or self.store.read_ref("remotes", name)  # origin/main, as git
+        )
 
     def ids_with_prefix(self, prefix: str) -> list[SnapshotId]:
         return self.store.ids_with_prefix(prefix)

@@ -74,6 +74,9 @@ def test_exit_code_table() -> None:
         "STORE_CORRUPT": 11,
         "BAD_PATH": 12,
         "CONFIG": 13,
+        "AUTH": 14,
+        "REMOTE": 15,
+        "BAD_IMAGE": 16,
         "INTERNAL": 70,
         "INTERRUPTED": 130,
     }

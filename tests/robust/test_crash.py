@@ -38,7 +38,8 @@ def steps(op: str) -> list[str]:
 
 def test_every_step_is_exercised() -> None:
     # a step of a new operation needs its own crash test here (flatten's
-    # are in test_crash_flatten.py, prune's and gc's in test_crash_gc.py)
+    # are in test_crash_flatten.py, prune's and gc's in test_crash_gc.py,
+    # push's in tests/remote/test_push_pull.py)
     assert {s.split(":")[0] for s in STEPS} == {
         "init",
         "commit",
@@ -46,6 +47,7 @@ def test_every_step_is_exercised() -> None:
         "flatten",
         "prune",
         "gc",
+        "push",
     }
 
 

@@ -1,0 +1,366 @@
+"""``snapws remote``, ``push``, ``fetch`` and ``pull``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import click
+
+from snapws.cli.app import App, emit_json, pass_app
+from snapws.cli.progress import ProgressBar
+from snapws.errors import NotAWorkspaceError
+from snapws.ops.workspace import Session
+from snapws.store.store import Store
+
+if TYPE_CHECKING:
+    from snapws.ops.remotes import TransferSettings
+
+CREDENTIALS_HELP = (
+    "Credentials are never taken from the command line: snapws reads "
+    "SNAPWS_REGISTRY_USERNAME + SNAPWS_REGISTRY_PASSWORD (or SNAPWS_REGISTRY_TOKEN), "
+    "$XDG_CONFIG_HOME/snapws/credentials.toml, then docker/podman's auth.json "
+    "($REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json)."
+)
+
+
+# ---- shared helpers ----------------------------------------------------------------
+
+
+@contextmanager
+def _store(app: App, exclusive: bool) -> Iterator[tuple[Store, Session | None]]:
+    """The store of the current workspace (locked), or the one --store /
+    SNAPWS_STORE names when the command runs outside a workspace."""
+    from snapws.ops.workspace import find_workspace
+
+    try:
+        find_workspace(app.cwd, app.config, app.store)
+    except NotAWorkspaceError:
+        root = app.store or app.config.store
+        if root is None:
+            raise
+        store = Store.open(root)
+        with store.lock(exclusive, app.config.lock_timeout):
+            yield store, None
+        return
+    with app.session(exclusive=exclusive, mount=False) as s:
+        yield s.store, s
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class ByteBar:
+    """A progress bar in bytes with the transfer rate (ETA is the bar's)."""
+
+    def __init__(self, app: App, label: str) -> None:
+        self.bar = ProgressBar(app.interactive and not app.quiet, label)
+        self.start = time.monotonic()
+        self.phase = label
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        if phase != self.phase:
+            self.bar.restart(phase)
+            self.phase = phase
+            self.start = time.monotonic()
+        if phase == "checking":  # counts blobs, not bytes
+            self.bar(done, total, f"{done}/{total} blobs")
+            return
+        elapsed = max(time.monotonic() - self.start, 1e-3)
+        text = f"{_human(done)}" + (f"/{_human(total)}" if total else "")
+        self.bar(done, total, f"{text} {_human(done / elapsed)}/s")
+
+    def simple(self, phase: str) -> ByteBarPhase:
+        return ByteBarPhase(self, phase)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class ByteBarPhase:
+    """``(done, total)`` callbacks feeding a :class:`ByteBar` phase."""
+
+    def __init__(self, bar: ByteBar, phase: str) -> None:
+        self.owner = bar
+        self.phase = phase
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        self.owner(self.phase, done, total)
+
+
+def _parse_size(text: str) -> int:
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = t[-1] if t and t[-1] in "kmg" else ""
+    number = t[: len(t) - len(unit)]
+    if not number.isdigit() or int(number) <= 0:
+        raise click.BadParameter(f"{text!r} is not a size such as 8M, 512K or 1048576")
+    return int(number) * units[unit]
+
+
+def _split_remote_arg(
+    store: Store, first: str | None, second: str | None
+) -> tuple[str, str | None]:
+    """``[REMOTE] [X]``: a lone argument is the remote if one has that name,
+    else X (with the default remote)."""
+    from snapws.ops.remotes import DEFAULT_REMOTE, read_remotes
+
+    if first is not None and second is None and first not in read_remotes(store):
+        return DEFAULT_REMOTE, first
+    return first or DEFAULT_REMOTE, second
+
+
+def _settings(chunk_size: str | None) -> TransferSettings:
+    from snapws.ops.remotes import TransferSettings
+
+    if chunk_size is None:
+        return TransferSettings()
+    return TransferSettings(chunk_size=_parse_size(chunk_size))
+
+
+# ---- remote -------------------------------------------------------------------------
+
+
+@click.group("remote", invoke_without_command=True)
+@click.pass_context
+def remote_cmd(ctx: click.Context) -> None:
+    """Manage remotes: registry repositories and OCI layout directories.
+
+    URL forms: HOST[:PORT]/REPOSITORY (or docker://HOST[:PORT]/REPOSITORY)
+    for a registry (https; --insecure for plain HTTP), dir:/PATH or
+    oci:/PATH for an OCI image layout directory.
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(remote_list_cmd)
+
+
+remote_cmd.help = (remote_cmd.help or "") + "\n\n" + CREDENTIALS_HELP
+
+
+@remote_cmd.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--insecure", is_flag=True, help="Speak plain HTTP (a registry on 127.0.0.1).")
+@click.option("--json", "as_json", is_flag=True, help="Print the remote as JSON.")
+@pass_app
+def remote_add_cmd(app: App, name: str, url: str, insecure: bool, as_json: bool) -> None:
+    """Add remote NAME at URL."""
+    from snapws.ops.remotes import add_remote
+
+    with _store(app, exclusive=True) as (store, _s):
+        entry = add_remote(store, name, url, insecure, app.cwd)
+    if as_json:
+        emit_json({"name": entry.name, **entry.to_json()})
+        return
+    app.info(f"remote {entry.name} -> {entry.url}{' (plain HTTP)' if insecure else ''}")
+
+
+@remote_cmd.command("remove")
+@click.argument("name")
+@pass_app
+def remote_remove_cmd(app: App, name: str) -> None:
+    """Remove remote NAME and its remote-tracking refs."""
+    from snapws.ops.remotes import remove_remote
+
+    with _store(app, exclusive=True) as (store, _s):
+        entry = remove_remote(store, name, app.who())
+    app.info(f"removed remote {entry.name} ({entry.url})")
+
+
+@remote_cmd.command("list")
+@click.option("--json", "as_json", is_flag=True, help="List as JSON.")
+@pass_app
+def remote_list_cmd(app: App, as_json: bool = False) -> None:
+    """List remotes."""
+    from snapws.ops.remotes import read_remotes, tracking_refs
+
+    with _store(app, exclusive=False) as (store, _s):
+        remotes = read_remotes(store)
+        tracked = {name: tracking_refs(store, name) for name in remotes}
+    if as_json:
+        emit_json(
+            [
+                {
+                    "name": r.name,
+                    "url": r.url,
+                    "kind": r.spec().kind,
+                    "insecure": r.insecure,
+                    "tracking": tracked[r.name],
+                }
+                for r in remotes.values()
+            ]
+        )
+        return
+    for r in remotes.values():
+        click.echo(f"{r.name}\t{r.url}{'  (plain HTTP)' if r.insecure else ''}")
+
+
+# ---- push ---------------------------------------------------------------------------
+
+
+@click.command("push")
+@click.argument("remote", required=False)
+@click.argument("rev", required=False)
+@click.option("--tag", help="The remote tag (default: the branch's name, else snap-<id>).")
+@click.option(
+    "--compression",
+    type=click.Choice(["gzip", "zstd"]),
+    default="gzip",
+    show_default=True,
+    help="How new layer blobs are compressed.",
+)
+@click.option("--chunk-size", metavar="SIZE", help="Upload chunk size (default 8M).")
+@click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
+@pass_app
+def push_cmd(
+    app: App,
+    remote: str | None,
+    rev: str | None,
+    tag: str | None,
+    compression: str,
+    chunk_size: str | None,
+    as_json: bool,
+) -> None:
+    """Send REV (default HEAD) to REMOTE (default origin) as an OCI image.
+
+    Only the blobs the remote lacks are sent (each is checked first); the
+    tag is written last, so an interrupted push never leaves a tag naming
+    missing blobs, and running it again sends only what is still missing.
+    The tag defaults to the branch's name ('/' becomes '-'), or
+    snap-<id> for a detached snapshot; it replaces what the tag named.
+    """
+    from snapws.ops.push import plan_push, record_pushed, send_image, tag_for
+    from snapws.ops.remotes import get_remote
+    from snapws.ops.revs import branch_named, resolve_rev
+
+    settings = _settings(chunk_size)
+    bar = ByteBar(app, "building image")
+    try:
+        with _store(app, exclusive=False) as (store, session):
+            remote_name, rev = _split_remote_arg(store, remote, rev)
+            entry = get_remote(store, remote_name)
+            head = session.state.head if session is not None else None
+            if rev is None and session is None:
+                raise click.UsageError("outside a workspace, name the revision to push")
+            sid = resolve_rev(store, head, rev or "HEAD")
+            if rev is None or rev in ("HEAD", "@"):
+                branch = session.state.branch if session is not None else None
+                local_tag = None
+            else:
+                branch = branch_named(store, rev)
+                local_tag = rev if store.read_ref("tags", rev) is not None else None
+            plan = plan_push(
+                store,
+                entry,
+                sid,
+                tag or tag_for(branch, local_tag, sid),
+                compression,
+                bar.simple("building image"),
+            )
+        result = send_image(store, plan, settings, bar)
+    finally:
+        bar.close()
+    with store.lock(True, app.config.lock_timeout):
+        record_pushed(store, result, app.who())
+    if as_json:
+        emit_json(result.to_json())
+        return
+    s = result.stats
+    click.echo(
+        f"pushed {result.snapshot.short()} to {result.url}:{result.tag} "
+        f"({s.blobs_sent} blob(s) sent, {_human(s.bytes_sent)}; "
+        f"{s.blobs_skipped + s.blobs_mounted} already there)"
+    )
+
+
+# ---- fetch / pull -------------------------------------------------------------------
+
+
+@click.command("fetch")
+@click.argument("remote", required=False)
+@click.argument("tag", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
+@pass_app
+def fetch_cmd(app: App, remote: str | None, tag: str | None, as_json: bool) -> None:
+    """Import TAG (default: every tag) of REMOTE (default origin) into the store.
+
+    Layers the store already has are not downloaded. Each tag is recorded
+    as the remote-tracking ref REMOTE/TAG (`snapws log origin/main`,
+    `snapws checkout -b NAME origin/main`). The workspace is not changed.
+    """
+    from snapws.ops.pull import fetch
+    from snapws.ops.remotes import get_remote
+
+    bar = ByteBar(app, "fetching")
+    try:
+        with _store(app, exclusive=True) as (store, _s):
+            remote_name, tag = _split_remote_arg(store, remote, tag)
+            entry = get_remote(store, remote_name)
+            result = fetch(store, entry, [tag] if tag else None, app.who(), progress=bar)
+    finally:
+        bar.close()
+    if as_json:
+        emit_json(result.to_json())
+        return
+    for f in result.fetched:
+        old = f.previous.short() if f.previous else "(new)"
+        moved = "" if f.previous == f.snapshot else f" (was {old})"
+        click.echo(f"{result.remote}/{f.tag} -> {f.snapshot.short()}{moved}")
+    if not result.fetched:
+        click.echo(f"{result.url} has no tags")
+    s = result.stats
+    app.info(f"received {s.blobs_received} blob(s), {_human(s.bytes_received)}")
+
+
+@click.command("pull")
+@click.argument("remote", required=False)
+@click.argument("tag", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
+@pass_app
+def pull_cmd(app: App, remote: str | None, tag: str | None, as_json: bool) -> None:
+    """Fetch TAG (default: the current branch's name) and check it out.
+
+    The branch named like the tag moves to it when that is a fast-forward
+    (or is created if it does not exist here), and the workspace checks it
+    out. Refuses with uncommitted changes (exit 5) or when the branch has
+    diverged from the remote's (exit 8).
+    """
+    from snapws.ops.pull import pull
+    from snapws.ops.remotes import get_remote
+
+    bar = ByteBar(app, "fetching")
+    try:
+        with app.session(exclusive=True) as s:
+            remote_name, tag = _split_remote_arg(s.store, remote, tag)
+            entry = get_remote(s.store, remote_name)
+            result = pull(s, entry, tag, app.who(), progress=bar)
+    finally:
+        bar.close()
+    if as_json:
+        emit_json(result.to_json())
+        return
+    fetched = result.fetch.fetched[0]
+    where = f"{result.fetch.remote}/{fetched.tag}"
+    if result.action == "up-to-date":
+        click.echo(f"Already up to date ({result.branch} at {result.snapshot.short()})")
+    elif result.action == "ahead":
+        click.echo(f"{result.branch} already contains {where}; nothing to do")
+    elif result.action == "created":
+        click.echo(
+            f"Switched to a new branch '{result.branch}' at {where} ({result.snapshot.short()})"
+        )
+    else:
+        old = result.previous.short() if result.previous else "?"
+        click.echo(f"Fast-forward {result.branch} {old}..{result.snapshot.short()} ({where})")
+    st = result.fetch.stats
+    app.info(f"received {st.blobs_received} blob(s), {_human(st.bytes_received)}")
+
+
+COMMANDS = [remote_cmd, push_cmd, fetch_cmd, pull_cmd]

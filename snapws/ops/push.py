@@ -1,0 +1,180 @@
+"""``snapws push``: send a snapshot to a remote as an OCI image.
+
+Compute, then act: :func:`plan_push` builds the image (layer blobs are
+cached in the store, so a layer is compressed once) under the store lock;
+:func:`send_image` then talks to the remote without holding the lock:
+
+1. HEAD every blob; the ones the remote has are skipped;
+2. upload the missing ones (layers, then the config), each verified by the
+   registry against its digest;
+3. PUT the manifest under the tag, last.
+
+So a push killed at any point never leaves a tag naming missing blobs, and
+the next push sends only what is still missing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from snapws.errors import BadNameError
+from snapws.ids import SnapshotId
+from snapws.oci.image import Blob, Image, build_image
+from snapws.ops.crash import crashpoint
+from snapws.ops.remotes import RemoteEntry, TransferSettings, open_remote
+from snapws.remote.base import OCI_MANIFEST, Remote, TransferStats, is_tag
+from snapws.store.store import Store
+
+#: Named steps for crash tests (SNAPWS_CRASH_AT).
+CRASH_STEPS = ("push:blob-sent", "push:manifest-sent")
+
+#: progress callback: (phase, bytes done, bytes total or None)
+PushProgress = Callable[[str, int, int | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PushPlan:
+    """What a push sends: ``image`` of ``snapshot`` to ``remote`` as ``tag``."""
+
+    remote: RemoteEntry
+    snapshot: SnapshotId
+    tag: str
+    image: Image
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    remote: str
+    url: str
+    tag: str
+    snapshot: SnapshotId
+    manifest_digest: str
+    blobs: int  # blobs in the image (layers + config)
+    image_bytes: int  # their total size
+    stats: TransferStats
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "remote": self.remote,
+            "url": self.url,
+            "tag": self.tag,
+            "snapshot": self.snapshot.hex,
+            "manifest": self.manifest_digest,
+            "blobs": self.blobs,
+            "image_bytes": self.image_bytes,
+            **self.stats.to_json(),
+        }
+
+
+def tag_for(branch: str | None, local_tag: str | None, sid: SnapshotId) -> str:
+    """The remote tag a push uses when given none: the branch's name (``/``
+    becomes ``-``), else the local tag's, else ``snap-<id>``. Raises
+    BadNameError when the name cannot be an OCI tag."""
+    name = branch or local_tag
+    if name is None:
+        return f"snap-{sid.hex}"
+    tag = name.replace("/", "-")
+    if not is_tag(tag):
+        raise BadNameError(
+            f"{name!r} cannot be a registry tag",
+            hint="give one with --tag TAG (letters, digits, '_', '.', '-'; at most 128)",
+        )
+    return tag
+
+
+def check_tag(tag: str) -> str:
+    """``tag`` if it is a valid OCI tag; raises BadNameError otherwise."""
+    if not is_tag(tag):
+        raise BadNameError(
+            f"invalid tag {tag!r}",
+            hint="tags are letters, digits, '_', '.' and '-' (at most 128), "
+            "not starting with '.' or '-'",
+        )
+    return tag
+
+
+def plan_push(
+    store: Store,
+    remote: RemoteEntry,
+    sid: SnapshotId,
+    tag: str,
+    compression: str = "gzip",
+    progress: Callable[[int, int | None], None] | None = None,
+) -> PushPlan:
+    """Build (or take from the cache) the image of ``sid``. The caller holds
+    the store lock. Raises what build_image raises."""
+    check_tag(tag)
+    image = build_image(store, sid, compression=compression, progress=progress)
+    return PushPlan(remote, sid, tag, image)
+
+
+def send_image(
+    store: Store,
+    plan: PushPlan,
+    settings: TransferSettings | None = None,
+    progress: PushProgress | None = None,
+    remote: Remote | None = None,
+) -> PushResult:
+    """Send ``plan``'s blobs the remote lacks, then its manifest (last).
+    Needs no store lock (image blobs are immutable). A ``remote`` given is
+    used (and left open); otherwise one is opened for ``plan.remote``.
+    Raises RemoteError, AuthError; a failure leaves the tag as it was."""
+    owned = remote is None
+    remote = remote or open_remote(store, plan.remote, push=True, settings=settings)
+    image = plan.image
+    blobs: list[Blob] = [*image.layers, image.config]
+    try:
+        missing = []
+        for i, blob in enumerate(blobs):
+            if progress is not None:
+                progress("checking", i, len(blobs))
+            if remote.has_blob(blob.descriptor.digest):
+                remote.stats.blobs_skipped += 1
+            else:
+                missing.append(blob)
+        total = sum(b.descriptor.size for b in missing)
+        done = 0
+        for blob in missing:
+            d = blob.descriptor
+
+            def bar(n: int, _total: int | None, base: int = done) -> None:
+                if progress is not None:
+                    progress("sending", base + n, total)
+
+            remote.put_blob(d.digest, d.size, blob.path, bar, check=False)
+            done += d.size
+            crashpoint("push:blob-sent")
+        media_type = _media_type(image.manifest)
+        digest = remote.put_manifest(plan.tag, image.manifest, media_type)
+        crashpoint("push:manifest-sent")
+        return PushResult(
+            plan.remote.name,
+            remote.display,
+            plan.tag,
+            plan.snapshot,
+            digest,
+            len(blobs),
+            sum(b.descriptor.size for b in blobs),
+            remote.stats,
+        )
+    finally:
+        if owned:
+            remote.close()
+
+
+def _media_type(manifest: bytes) -> str:
+    try:
+        mt = json.loads(manifest).get("mediaType")
+    except (ValueError, AttributeError):
+        mt = None
+    return mt if isinstance(mt, str) else OCI_MANIFEST
+
+
+def record_pushed(store: Store, result: PushResult, who: str) -> None:
+    """Point ``refs/remotes/<remote>/<tag>`` at the pushed snapshot (as git
+    does after a push). The caller holds the store's exclusive lock."""
+    ref = f"{result.remote}/{result.tag}"
+    if store.read_ref("remotes", ref) != result.snapshot:
+        store.write_ref("remotes", ref, result.snapshot, who, f"push: {result.tag}")

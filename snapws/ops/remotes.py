@@ -1,0 +1,164 @@
+"""``snapws remote``: the remotes a store knows (``<store>/remotes.json``),
+and opening one for a transfer.
+
+    {"format": 1, "remotes": {"origin": {"url": "HOST:PORT/REPO", "insecure": false}}}
+
+Remote-tracking refs (what a fetch saw on the remote) live beside branches
+and tags as ``refs/remotes/<remote>/<tag>``: ``snapws log origin/main``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from snapws.errors import NameExistsError, RemoteNotFoundError, StoreCorruptError
+from snapws.remote.base import Remote
+from snapws.remote.dirremote import DirRemote
+from snapws.remote.http import RetryPolicy
+from snapws.remote.registry import DEFAULT_CHUNK, RegistryRemote
+from snapws.remote.url import RemoteSpec, parse_remote_url, validate_remote_name
+from snapws.store.atomic import write_atomic
+from snapws.store.store import Store
+
+FILE = "remotes.json"
+FORMAT = 1
+DEFAULT_REMOTE = "origin"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteEntry:
+    """A configured remote: its name, URL as given, and plain-HTTP flag."""
+
+    name: str
+    url: str
+    insecure: bool = False
+
+    def spec(self) -> RemoteSpec:
+        return parse_remote_url(self.url, self.insecure)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "insecure": self.insecure}
+
+
+def read_remotes(store: Store) -> dict[str, RemoteEntry]:
+    """Every configured remote by name. Raises StoreCorruptError."""
+    path = store.root / FILE
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise StoreCorruptError(f"{path} is unreadable: {e}") from e
+    try:
+        return {
+            name: RemoteEntry(name, str(v["url"]), bool(v.get("insecure", False)))
+            for name, v in sorted(data["remotes"].items())
+        }
+    except (KeyError, TypeError, AttributeError) as e:
+        raise StoreCorruptError(f"{path} is not a remotes file: {e}") from e
+
+
+def _write(store: Store, remotes: Mapping[str, RemoteEntry]) -> None:
+    data = {"format": FORMAT, "remotes": {n: r.to_json() for n, r in sorted(remotes.items())}}
+    write_atomic(store.root / FILE, json.dumps(data, indent=1).encode() + b"\n")
+
+
+def add_remote(
+    store: Store, name: str, url: str, insecure: bool = False, cwd: Path | None = None
+) -> RemoteEntry:
+    """Record remote ``name``. Directory paths are made absolute (from
+    ``cwd``). Caller holds the store's exclusive lock. Raises BadNameError,
+    BadRemoteUrlError, NameExistsError."""
+    validate_remote_name(name)
+    spec = parse_remote_url(url, insecure, cwd)
+    remotes = read_remotes(store)
+    if name in remotes:
+        raise NameExistsError(
+            f"a remote named {name!r} already exists ({remotes[name].url})",
+            hint=f"`snapws remote remove {name}` first, or choose another name",
+        )
+    entry = RemoteEntry(name, spec.url, insecure)
+    _write(store, {**remotes, name: entry})
+    return entry
+
+
+def remove_remote(store: Store, name: str, who: str) -> RemoteEntry:
+    """Forget remote ``name`` and its remote-tracking refs. Caller holds the
+    store's exclusive lock. Raises RemoteNotFoundError."""
+    remotes = read_remotes(store)
+    entry = get_remote(store, name, remotes)
+    for ref in tracking_refs(store, name):
+        store.delete_ref("remotes", f"{name}/{ref}", who, f"remote: {name} removed")
+    _write(store, {n: r for n, r in remotes.items() if n != name})
+    return entry
+
+
+def get_remote(
+    store: Store, name: str, remotes: Mapping[str, RemoteEntry] | None = None
+) -> RemoteEntry:
+    """The remote ``name``. Raises RemoteNotFoundError."""
+    remotes = read_remotes(store) if remotes is None else remotes
+    if name not in remotes:
+        known = ", ".join(remotes) or "none yet"
+        raise RemoteNotFoundError(
+            f"no remote named {name!r} (known: {known})",
+            hint="add one with `snapws remote add NAME URL`",
+        )
+    return remotes[name]
+
+
+def tracking_refs(store: Store, remote: str) -> dict[str, str]:
+    """Tag -> snapshot id hex of ``refs/remotes/<remote>/``."""
+    prefix = remote + "/"
+    return {
+        name[len(prefix) :]: sid.hex
+        for name, sid in store.list_refs("remotes").items()
+        if name.startswith(prefix)
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSettings:
+    """Knobs of a transfer (tests make retries fast and chunks small)."""
+
+    chunk_size: int = DEFAULT_CHUNK
+    retry: RetryPolicy | None = None
+    timeout: float = 60.0
+    env: Mapping[str, str] | None = None
+
+
+def open_remote(
+    store: Store,
+    entry: RemoteEntry,
+    push: bool,
+    settings: TransferSettings | None = None,
+) -> Remote:
+    """A :class:`Remote` for ``entry``. A registry remote mounts blobs from
+    the repositories of other remotes on the same registry; downloads are
+    kept in the store's staging area (same filesystem)."""
+    settings = settings or TransferSettings()
+    spec = entry.spec()
+    if spec.kind == "dir":
+        assert spec.path is not None
+        return DirRemote(spec.path, create=push)
+    siblings = []
+    for other in read_remotes(store).values():
+        if other.name == entry.name:
+            continue
+        o = other.spec()
+        if o.kind == "registry" and o.host == spec.host and o.insecure == spec.insecure:
+            siblings.append(o.repository)
+    return RegistryRemote(
+        spec,
+        push=push,
+        chunk_size=settings.chunk_size,
+        retry=settings.retry,
+        timeout=settings.timeout,
+        mount_from=siblings,
+        tmpdir=store.root / "staging",
+        env=settings.env,
+    )
