@@ -3,8 +3,8 @@
 Precedence, lowest first: built-in defaults, ``/etc/snapws/snapws.toml``,
 ``$XDG_CONFIG_HOME/snapws/snapws.toml`` (default ``~/.config``), the file
 named by ``SNAPWS_CONFIG``, then environment variables (``SNAPWS_STORE``,
-``SNAPWS_AUTHOR``), then command-line options. snapws.toml.example documents
-every key.
+``SNAPWS_AUTHOR``, ``SNAPWS_BACKEND``), then command-line options.
+snapws.toml.example documents every key.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ class Config:
     prune_keep_yearly: int = 0
     prune_keep_within: str = ""
     gc_grace: float = 3600.0
+    # the backend `snapws init` gives new workspaces: auto, kernel, rootless, fuse, plain
+    backend: str = "auto"
 
     def author_or_default(self) -> str:
         if self.author:
@@ -68,7 +70,9 @@ _TYPES: dict[str, type] = {
     "prune_keep_yearly": int,
     "prune_keep_within": str,
     "gc_grace": float,
+    "backend": str,
 }
+BACKEND_CHOICES = ("auto", "kernel", "rootless", "fuse", "plain")
 _WITHIN_RE = re.compile(r"^(?!.*([ymdh]).*\1)([0-9]+[ymdh])+$")  # each unit at most once
 
 
@@ -109,6 +113,10 @@ def _apply(cfg: Config, data: Mapping[str, Any], origin: str) -> Config:
                 f"{origin}: prune_keep_within must be a duration such as 2y5m7d3h "
                 "(each unit at most once)"
             )
+        if key == "backend" and value not in BACKEND_CHOICES:
+            raise ConfigError(
+                f"{origin}: backend must be one of {', '.join(BACKEND_CHOICES)}, not {value!r}"
+            )
         if key == "gc_grace" and value < 0:
             raise ConfigError(f"{origin}: gc_grace must be 0 or more seconds")
         changes[key] = value
@@ -133,4 +141,6 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         cfg = replace(cfg, store=Path(env["SNAPWS_STORE"]).absolute())
     if env.get("SNAPWS_AUTHOR"):
         cfg = replace(cfg, author=env["SNAPWS_AUTHOR"])
+    if env.get("SNAPWS_BACKEND"):
+        cfg = _apply(cfg, {"backend": env["SNAPWS_BACKEND"]}, "SNAPWS_BACKEND")
     return cfg

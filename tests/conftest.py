@@ -1,9 +1,10 @@
 """Shared fixtures: real workspaces driven through the real CLI.
 
 Every workspace lives under the test's ``tmp_path`` with its store beside it
-(same filesystem). Teardown unmounts every overlay mounted under ``tmp_path``
-(detaching as a last resort), whether or not the test passed. Tests that need
-mounts fail, never skip, when mounts do not work: ``snapws init`` fails then.
+(same filesystem). Teardown unmounts every overlay (kernel or fuse-overlayfs)
+mounted under ``tmp_path`` (detaching as a last resort), whether or not the
+test passed. Tests that need mounts fail, never skip, when mounts do not
+work: ``snapws init`` fails then.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 
 
 def unmount_all_under(root: Path) -> list[str]:
-    """Detach every overlay mount below ``root`` (newest first; stacked mounts
-    too). Returns the mount points it had to detach."""
+    """Detach every overlay mount below ``root``, and every FUSE mount
+    (fuse-overlayfs: its server exits then), newest first, stacked mounts
+    too. Returns the mount points it had to detach."""
     done: list[str] = []
     for _ in range(100):
-        overlays = [p for p, t in mounts_under(root) if t == "overlay"]
+        overlays = [p for p, t in mounts_under(root) if t == "overlay" or t.startswith("fuse.")]
         if not overlays:
             return done
         point = overlays[-1]

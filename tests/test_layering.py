@@ -4,7 +4,9 @@
   snapws.ids;
 - only snapws/cli (and the ``python -m snapws`` entry point) uses click or
   snapws.cli;
-- only snapws/mounts/mounter.py performs mount syscalls;
+- only snapws/mounts/ mounts: mounter.py performs the mount syscalls, and
+  only modules of snapws.mounts run mount programs (fuse-overlayfs,
+  fusermount);
 - the library (everything but the CLI) never prints, prompts or exits.
 """
 
@@ -29,6 +31,9 @@ MOUNT_WORDS = re.compile(
 )
 #: Library symbols / programs that mount when called by name.
 MOUNT_SYMBOLS = {"mount", "umount", "umount2", "fsopen", "fsmount", "move_mount"}
+#: Programs that mount FUSE filesystems: only snapws.mounts may run them.
+MOUNT_PROGRAMS = {"fuse-overlayfs", "fusermount", "fusermount3"}
+MOUNTS_PACKAGE = "snapws.mounts"
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,46 @@ def test_only_the_mounter_mounts() -> None:
         if mod.name == MOUNTER:
             continue
         hits = mount_calls(mod)
+        if hits:
+            offenders[mod.name] = hits
+    assert offenders == {}
+
+
+def program_runs(mod: Module) -> list[str]:
+    """Calls in ``mod`` that run a FUSE mount program named by a literal:
+    ``run(["fusermount3", ...])`` or ``run(..., executable="fuse-overlayfs")``."""
+    hits = []
+    for node in ast.walk(mod.tree):
+        if not isinstance(node, ast.Call):
+            continue
+        where = f"{mod.path.name}:{node.lineno}"
+        for arg in node.args[:1]:
+            if isinstance(arg, (ast.List, ast.Tuple)) and arg.elts:
+                first = arg.elts[0]
+                if isinstance(first, ast.Constant) and first.value in MOUNT_PROGRAMS:
+                    hits.append(f"{where} runs {first.value!r}")
+        for kw in node.keywords:
+            if (
+                kw.arg == "executable"
+                and isinstance(kw.value, ast.Constant)
+                and kw.value.value in MOUNT_PROGRAMS
+            ):
+                hits.append(f"{where} runs {kw.value.value!r}")
+    return hits
+
+
+def test_program_check_is_not_vacuous() -> None:
+    code = "subprocess.run(['fusermount3', '-u', p])\nrun(args, executable='fuse-overlayfs')\n"
+    mod = Module("snapws.x", PACKAGE / "x.py", ast.parse(code))
+    assert len(program_runs(mod)) == 2
+
+
+def test_only_the_mounts_package_runs_mount_programs() -> None:
+    offenders = {}
+    for mod in modules():
+        if is_under(mod.name, MOUNTS_PACKAGE):
+            continue
+        hits = program_runs(mod)
         if hits:
             offenders[mod.name] = hits
     assert offenders == {}

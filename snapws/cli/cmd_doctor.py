@@ -17,10 +17,13 @@ MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_app
 def doctor_cmd(app: App, as_json: bool) -> None:
-    """Check this machine and the store: overlayfs, mount API, privileges,
-    user namespaces, fuse-overlayfs, and the store's filesystem (d_type,
-    xattrs, not overlay). Says which backend snapws will use and how to fix
-    each problem. Exits 9 (UNSUPPORTED) when no backend can run."""
+    """Check this machine and the store: kernel, overlayfs and its defaults,
+    mount API, user namespaces, userxattr, fuse-overlayfs and /dev/fuse, and
+    the store's filesystem (d_type, xattrs, overlay or not). Probes each
+    backend (kernel, rootless, fuse, plain) with a small test mount beside
+    the store, says which one `snapws init` picks and why, and how to fix
+    each problem. Exits 9 (UNSUPPORTED) when no backend (or not the one
+    configured by `backend =`) can run."""
     store: Path | None = app.store or app.config.store
     if store is None:
         from snapws.ops.workspace import default_store_for, find_workspace
@@ -30,7 +33,7 @@ def doctor_cmd(app: App, as_json: bool) -> None:
             store = found.root
         except (NotAWorkspaceError, StoreNotFoundError):
             store = default_store_for(app.cwd)
-    report = diagnose(store)
+    report = diagnose(store, app.config.backend)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -39,6 +42,14 @@ def doctor_cmd(app: App, as_json: bool) -> None:
             if c.fix and c.status != "ok":
                 click.echo(f"       fix: {c.fix}")
         click.echo("")
+        click.echo("backends:")
+        for b in report.backends:
+            click.echo(f"  {b.backend:<9} {'available' if b.ok else 'unavailable'}: {b.reason}")
+            if b.fix and not b.ok:
+                click.echo(f"            fix: {b.fix}")
+        click.echo("")
+        if report.requested != "auto":
+            click.echo(f"configured: backend = {report.requested}")
         click.echo(f"backend: {report.backend or 'none'} ({report.reason})")
     if not report.ok:
         raise SystemExit(int(ExitCode.UNSUPPORTED))

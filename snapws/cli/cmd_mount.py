@@ -63,6 +63,7 @@ def workspaces_cmd(app: App, as_json: bool) -> None:
                     "branch": i.state.branch,
                     "head": i.state.head.hex,
                     "mount": i.mount,
+                    "backend": i.state.backend,
                 }
                 for i in infos
             ]
@@ -70,7 +71,8 @@ def workspaces_cmd(app: App, as_json: bool) -> None:
         return
     for i in infos:
         where = i.state.branch or f"detached {i.state.head.short()}"
-        click.echo(f"{i.state.path}  {where}  {i.state.head.short()}  [{i.mount}]")
+        mount = i.mount if i.state.backend == "kernel" else f"{i.mount}, {i.state.backend}"
+        click.echo(f"{i.state.path}  {where}  {i.state.head.short()}  [{mount}]")
 
 
 COMMANDS = [mount_cmd, umount_cmd, workspaces_cmd]

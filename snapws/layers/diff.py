@@ -7,7 +7,7 @@ import os
 import stat
 from collections.abc import Iterable, Sequence
 
-from snapws.layers.entries import OPAQUE_XATTR, child, is_under, is_whiteout
+from snapws.layers.entries import child, has_opaque_marker, is_under, is_whiteout
 from snapws.layers.view import ChainView
 from snapws.model import ROOT, Change, Kind, classify
 
@@ -40,10 +40,7 @@ def touched_paths(layer_dirs: Iterable[bytes]) -> tuple[set[bytes], set[bytes]]:
 
 
 def _opaque(path: bytes) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
+    return has_opaque_marker(path)  # trusted.* or user.* form
 
 
 def _selected(path: bytes, under: Sequence[bytes]) -> bool:

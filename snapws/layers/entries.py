@@ -1,9 +1,17 @@
 """Reading one on-disk node of a layer tree (overlay form) into an :class:`Entry`.
 
 The overlay form: a deletion is a 0/0 character device (a whiteout), a
-directory that hides older layers carries ``trusted.overlay.opaque=y``. All
-other ``trusted.overlay.*`` attributes are kernel bookkeeping and are never
-recorded; ``redirect`` and ``metacopy`` mean U alone is not a complete diff.
+directory that hides older layers carries ``trusted.overlay.opaque=y``, or
+``user.overlay.opaque=y`` in a store made for ``userxattr`` mounts (rootless;
+the store records its form, see :data:`XATTR_FORMS`). Readers accept both
+forms: every ``trusted.overlay.*`` and ``user.overlay.*`` attribute (and
+fuse-overlayfs's ``user.fuseoverlayfs.*``) is overlay bookkeeping, never
+recorded as a user attribute; ``redirect`` and ``metacopy`` mean U alone is
+not a complete diff.
+
+Owners: inside the user namespace of a rootless workspace the user is uid 0.
+:func:`set_namespace_owner` makes entries record the user's real ids (the
+view from outside), so one tree gets one manifest whichever backend reads it.
 """
 
 from __future__ import annotations
@@ -18,8 +26,83 @@ from snapws.model import Entry, Kind
 
 OVERLAY_NS = "trusted.overlay."
 OPAQUE_XATTR = "trusted.overlay.opaque"
+#: The xattr namespace of overlay bookkeeping by store form: "trusted" (the
+#: kernel's default, root only) or "user" (mounts with ``userxattr``).
+XATTR_FORMS = {"trusted": "trusted.overlay.", "user": "user.overlay."}
+#: Every prefix of overlay bookkeeping a reader meets (both kernel forms, and
+#: fuse-overlayfs's unprivileged one).
+OVERLAY_PREFIXES = ("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.")
+#: Attributes that mark an opaque directory (value ``y``), in any form.
+OPAQUE_XATTRS = tuple(prefix + "opaque" for prefix in OVERLAY_PREFIXES)
 #: Attributes whose presence means the upperdir is not a self-contained diff.
-FORBIDDEN_XATTRS = ("trusted.overlay.redirect", "trusted.overlay.metacopy")
+FORBIDDEN_XATTRS = tuple(
+    prefix + name for prefix in OVERLAY_PREFIXES[:2] for name in ("redirect", "metacopy")
+)
+
+
+def opaque_xattr(form: str) -> str:
+    """The opaque marker written in a store of ``form`` ("trusted" or "user").
+    Raises ValueError for another form."""
+    try:
+        return XATTR_FORMS[form] + "opaque"
+    except KeyError:
+        raise ValueError(f"unknown overlay xattr form {form!r}") from None
+
+
+def is_overlay_xattr(name: str) -> bool:
+    """True for overlay bookkeeping (any form): never a user attribute."""
+    return name.startswith(OVERLAY_PREFIXES)
+
+
+def has_opaque_marker(path: bytes) -> bool:
+    """True if directory ``path`` carries an opaque marker (any form) set to ``y``."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)  # one call for most dirs
+    except OSError:
+        return False
+    for name in names:
+        if name in OPAQUE_XATTRS:
+            try:
+                if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+# ---- owners seen from inside a rootless user namespace ---------------------
+
+#: (uid, gid) that uid/gid 0 stand for: set inside a snapws user namespace.
+_namespace_owner: tuple[int, int] | None = None
+
+
+def set_namespace_owner(uid: int, gid: int) -> None:
+    """Declare that this process runs in a user namespace that maps uid/gid 0
+    to the real ``uid``/``gid`` (and nothing else). Entries then record the
+    real ids, and :func:`ns_ids` maps them back for chown. Called once by
+    :mod:`snapws.backends.userns` when it enters a namespace."""
+    global _namespace_owner
+    _namespace_owner = (uid, gid)
+
+
+def host_ids(uid: int, gid: int) -> tuple[int, int]:
+    """Owner ids as recorded in manifests (the real ids) for ids seen on disk
+    by this process. Ids the namespace does not map (shown as 65534) stay."""
+    owner = _namespace_owner
+    if owner is None:
+        return uid, gid
+    return (owner[0] if uid == 0 else uid), (owner[1] if gid == 0 else gid)
+
+
+def ns_ids(uid: int, gid: int) -> tuple[int, int]:
+    """The inverse of :func:`host_ids`: the ids to pass to chown for recorded
+    real ids. Ids the namespace does not map stay (chown then fails: a
+    rootless workspace can only own files of its user)."""
+    owner = _namespace_owner
+    if owner is None:
+        return uid, gid
+    return (0 if uid == owner[0] else uid), (0 if gid == owner[1] else gid)
+
 
 _KIND_BY_FMT = {
     stat.S_IFREG: Kind.FILE,
@@ -64,7 +147,7 @@ def list_xattrs(path: bytes) -> dict[str, bytes]:
 
 def user_xattrs(all_xattrs: dict[str, bytes]) -> dict[str, bytes]:
     """The attributes a manifest records: everything but overlay bookkeeping."""
-    return {k: v for k, v in all_xattrs.items() if not k.startswith(OVERLAY_NS)}
+    return {k: v for k, v in all_xattrs.items() if not k.startswith(OVERLAY_PREFIXES)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +172,7 @@ def read_node(path: bytes, abspath: bytes, st: os.stat_result | None = None) -> 
     if kind is Kind.WHITEOUT:
         return Node(path, abspath, st, kind, {}, False, (), None)
     allx = list_xattrs(abspath)
-    opaque = kind is Kind.DIR and allx.get(OPAQUE_XATTR) == b"y"
+    opaque = kind is Kind.DIR and any(allx.get(name) == b"y" for name in OPAQUE_XATTRS)
     forbidden = tuple(k for k in FORBIDDEN_XATTRS if k in allx)
     target = os.readlink(abspath) if kind is Kind.SYMLINK else None
     return Node(path, abspath, st, kind, user_xattrs(allx), opaque, forbidden, target)
@@ -105,12 +188,13 @@ def node_entry(node: Node, digest: ContentHash | None) -> Entry:
         if node.kind in (Kind.CHARDEV, Kind.BLOCKDEV)
         else None
     )
+    uid, gid = host_ids(st.st_uid, st.st_gid)
     return Entry(
         path=node.path,
         kind=node.kind,
         mode=stat.S_IMODE(st.st_mode),
-        uid=st.st_uid,
-        gid=st.st_gid,
+        uid=uid,
+        gid=gid,
         mtime_ns=st.st_mtime_ns,
         size=st.st_size if node.kind is Kind.FILE else 0,
         hash=digest if node.kind is Kind.FILE else None,

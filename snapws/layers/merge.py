@@ -18,8 +18,9 @@ What the merged layer must say about the layers BELOW the run:
   (see next point) are dropped, as are entries hidden within the run;
 - a directory whose merge stopped inside the run (it replaced an older
   directory or file, or it was opaque) becomes opaque
-  (``trusted.overlay.opaque=y``), unless its parent already hides everything
-  below, in which case the marker would say nothing.
+  (``trusted.overlay.opaque=y``, or ``user.overlay.opaque=y`` in a store of
+  the "user" form), unless its parent already hides everything below, in
+  which case the marker would say nothing.
 
 A run that includes the chain's bottom layer (``bottom=True``) has nothing
 below it: no whiteouts and no opaque markers remain.
@@ -40,7 +41,7 @@ import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from snapws.layers.entries import OPAQUE_XATTR, join, parent_of, read_node
+from snapws.layers.entries import join, ns_ids, opaque_xattr, parent_of, read_node
 from snapws.layers.materialise import materialise
 from snapws.model import ROOT, Entry, Kind, encode_manifest
 
@@ -154,10 +155,14 @@ def build_merged_tree(
     dest: bytes,
     bottom: bool,
     progress: Callable[[int], None] | None = None,
+    xattr_form: str = "trusted",
 ) -> bytes:
     """Write the layer equal to the run ``layers`` (topmost first) as a tree
     in overlay form at ``dest`` (must not exist; same filesystem as the
     source trees). Returns its canonical manifest. Raises OSError.
+
+    Opaque directories get the marker of ``xattr_form``, the store's form
+    ("trusted" or "user", see :func:`snapws.layers.entries.opaque_xattr`).
 
     Hardlink groups (``link``) are those of the tree made: names that got
     one inode. That is a source layer's groups only: files of different
@@ -201,8 +206,9 @@ def build_merged_tree(
                 copies[key] = dst
         if progress is not None and count % 1000 == 0:
             progress(count)
+    marker = opaque_xattr(xattr_form)
     for dst, e in reversed(dirs):  # children before parents: mtimes stay
-        _dir_meta(dst, e)
+        _dir_meta(dst, e, marker)
     entries = [m.entry for m in merged]
     for members in inodes.values():
         leader = min(entries[n].path for n in members)
@@ -226,11 +232,11 @@ def _link(src: bytes, dst: bytes, dest: bytes, path: bytes) -> bool:
     return False
 
 
-def _dir_meta(dst: bytes, e: Entry) -> None:
-    os.chown(dst, e.uid, e.gid)
+def _dir_meta(dst: bytes, e: Entry, marker: str) -> None:
+    os.chown(dst, *ns_ids(e.uid, e.gid))  # recorded ids are real ids (rootless: mapped)
     os.chmod(dst, e.mode)
     for name, value in e.xattrs.items():
         os.setxattr(dst, name, value)
     if e.opaque:
-        os.setxattr(dst, OPAQUE_XATTR, b"y")
+        os.setxattr(dst, marker, b"y")
     os.utime(dst, ns=(e.mtime_ns, e.mtime_ns))

@@ -10,15 +10,28 @@ from dataclasses import dataclass, field, replace
 
 from snapws.errors import LayerRejectedError
 from snapws.ids import ContentHash
-from snapws.layers.entries import Node, child, join, node_entry, parent_of, read_node
+from snapws.layers import fuseform
+from snapws.layers.entries import (
+    OPAQUE_XATTRS,
+    Node,
+    child,
+    is_overlay_xattr,
+    join,
+    node_entry,
+    opaque_xattr,
+    parent_of,
+    read_node,
+)
 from snapws.layers.hashing import hash_files
 from snapws.layers.view import ChainView, HashCache
 from snapws.model import ROOT, Change, Entry, Kind, display_path
 
 
-def read_tree(root: bytes) -> list[Node]:
+def read_tree(root: bytes, form: str = "overlay") -> list[Node]:
     """Every node of the tree at ``root`` (root included as ``b"."``), parents
-    before children. Raises OSError."""
+    before children. ``form`` "fuse": an upperdir of fuse-overlayfs, whose
+    ``.wh.`` bookkeeping entries are left out (see
+    :mod:`snapws.layers.fuseform`). Raises OSError, LayerRejectedError."""
     nodes = [read_node(ROOT, root)]
     stack = [(ROOT, root)]
     while stack:
@@ -28,6 +41,9 @@ def read_tree(root: bytes) -> list[Node]:
         dirs = []
         for de in ents:
             p = child(rel, de.name)
+            if form == fuseform.FORM and fuseform.is_bookkeeping(de.name):
+                fuseform.check_bookkeeping(de.name, de.stat(follow_symlinks=False), p)
+                continue
             node = read_node(p, de.path, de.stat(follow_symlinks=False))
             nodes.append(node)
             if node.kind is Kind.DIR:
@@ -91,13 +107,19 @@ class CommitPlan:
     forbidden: list[tuple[bytes, str]] = field(default_factory=list)
 
 
-def plan_upper(upper: bytes, lower: ChainView) -> CommitPlan:
+def plan_upper(upper: bytes, lower: ChainView, form: str = "overlay") -> CommitPlan:
     """Compare the upperdir ``upper`` with the merged ``lower`` view.
 
+    ``form`` is how U encodes its changes: "overlay" (the kernel's) or
+    "fuse" (fuse-overlayfs's: bookkeeping names are skipped and opaque
+    markers that hide nothing are not kept, see :mod:`snapws.layers.fuseform`).
     Raises LayerRejectedError if U carries redirect or metacopy attributes."""
     from snapws.layers.diff import diff_views  # local: diff imports view too
 
-    nodes = read_tree(upper)
+    nodes = read_tree(upper, form)
+    if form == fuseform.FORM:
+        shows = {n.path: lower.reaches(n.path) for n in nodes if n.opaque and n.path != ROOT}
+        nodes = fuseform.canonical_opaque(nodes, shows)
     plan = CommitPlan()
     for n in nodes:
         for name in n.forbidden:
@@ -108,7 +130,7 @@ def plan_upper(upper: bytes, lower: ChainView) -> CommitPlan:
             f"the upperdir has {name} on {display_path(path)}: it was mounted with "
             "redirect_dir or metacopy on, so it is not a complete diff"
         )
-    merged = ChainView([upper, *lower.layers], lower.hashes)
+    merged = ChainView([upper, *lower.layers], lower.hashes, upper_form=form)
     plan.changes = diff_views(lower, merged, [upper])
     changed = {c.path for c in plan.changes}
     # a node must stay if it changed, or is a directory holding a kept node,
@@ -160,9 +182,14 @@ def prune_upper(upper: bytes, paths: list[bytes]) -> None:
         os.utime(join(upper, d), ns=(t, t), follow_symlinks=False)
 
 
-def strip_overlay_xattrs(nodes: list[Node]) -> None:
-    """Remove overlay bookkeeping (origin, impure, ...) from kept nodes; only
-    ``opaque`` stays, since it is part of the layer's meaning."""
+def strip_overlay_xattrs(nodes: list[Node], form: str | None = None) -> None:
+    """Remove overlay bookkeeping (origin, impure, ...; any form) from kept
+    nodes; only the opaque marker stays, since it is part of the layer's
+    meaning. With ``form`` ("trusted" or "user", the store's), an opaque
+    directory ends up with exactly the marker of that form (fuse-overlayfs
+    writes its own); without it, opaque markers stay as they are (a kernel
+    mount writes the store's form already). Raises OSError."""
+    keep = opaque_xattr(form) if form is not None else None
     for n in nodes:
         if n.kind is Kind.WHITEOUT:
             continue
@@ -170,6 +197,11 @@ def strip_overlay_xattrs(nodes: list[Node]) -> None:
             names = os.listxattr(n.abspath, follow_symlinks=False)
         except OSError:
             continue
+        if keep is not None and n.opaque and keep not in names:
+            os.setxattr(n.abspath, keep, b"y", follow_symlinks=False)
         for name in names:
-            if name.startswith("trusted.overlay.") and name != "trusted.overlay.opaque":
-                os.removexattr(n.abspath, name, follow_symlinks=False)
+            if not is_overlay_xattr(name) or name == keep:
+                continue
+            if keep is None and name in OPAQUE_XATTRS:
+                continue
+            os.removexattr(n.abspath, name, follow_symlinks=False)

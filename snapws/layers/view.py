@@ -15,7 +15,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from snapws.ids import ContentHash
-from snapws.layers.entries import Node, child, is_whiteout, join, node_entry, read_node
+from snapws.layers import fuseform
+from snapws.layers.entries import (
+    Node,
+    child,
+    has_opaque_marker,
+    is_whiteout,
+    join,
+    node_entry,
+    read_node,
+)
 from snapws.layers.hashing import hash_file
 from snapws.model import ROOT, Entry, Kind
 
@@ -65,9 +74,18 @@ class HashCache:
 class ChainView:
     """Read-only merged view of layer tree directories, ``layers[0]`` topmost."""
 
-    def __init__(self, layers: Sequence[bytes | str], hashes: HashCache | None = None) -> None:
+    def __init__(
+        self,
+        layers: Sequence[bytes | str],
+        hashes: HashCache | None = None,
+        upper_form: str = "overlay",
+    ) -> None:
+        """``upper_form`` "fuse": ``layers[0]`` is an upperdir of
+        fuse-overlayfs, whose ``.wh.`` bookkeeping names are not part of the
+        view (see :mod:`snapws.layers.fuseform`)."""
         self.layers = [os.fsencode(p) for p in layers]
         self.hashes = hashes if hashes is not None else HashCache()
+        self._fuse_top = upper_form == fuseform.FORM
         # Lookups of ancestors repeat for every path below them: remember
         # (layer, directory) -> (stat or None, opaque) and whole results.
         # A view is used for one operation, so its layers do not change under it.
@@ -92,6 +110,8 @@ class ChainView:
             return Located(0, read_node(ROOT, top))
         parts = path.split(b"/")
         for i, layer in enumerate(self.layers):
+            if i == 0 and self._fuse_top and fuseform.is_bookkeeping(parts[-1]):
+                continue
             found, stop = self._probe(i, parts)
             if found is not None:
                 if is_whiteout(found):
@@ -126,6 +146,19 @@ class ChainView:
             if opaque:
                 hidden = True
         return _lstat(self.layers[i] + b"/" + b"/".join(parts)), hidden
+
+    def reaches(self, path: bytes) -> bool:
+        """True if looking ``path`` up through the layers meets an entry or a
+        whiteout (a directory made there through an overlay of these layers
+        would be made opaque). ``path`` is not the root."""
+        parts = path.split(b"/")
+        for i in range(len(self.layers)):
+            found, stop = self._probe(i, parts)
+            if found is not None:
+                return True
+            if stop:
+                return False
+        return False
 
     def entry(self, path: bytes) -> Entry | None:
         """The manifest-style entry of ``path`` (files hashed, cached)."""
@@ -166,7 +199,7 @@ class ChainView:
                 break
             d = join(layer, path)
             for name in os.listdir(d):
-                if name in seen:
+                if name in seen or (i == 0 and self._fuse_top and fuseform.is_bookkeeping(name)):
                     continue
                 cst = os.lstat(d + b"/" + name)
                 if is_whiteout(cst):
@@ -192,7 +225,4 @@ class ChainView:
 
 
 def _is_opaque(abspath: bytes) -> bool:
-    try:
-        return os.getxattr(abspath, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
-    except OSError:
-        return False
+    return has_opaque_marker(abspath)  # trusted.* or user.* form

@@ -45,12 +45,14 @@ __all__ = [
     "MountInfo",
     "detach",
     "is_readonly",
+    "make_mounts_private",
     "mount_at",
     "mount_overlay",
     "parse_mountinfo",
     "read_mountinfo",
     "remount_readonly",
     "remount_readwrite",
+    "remount_superblock",
     "syncfs",
     "unmount",
 ]
@@ -93,6 +95,8 @@ _MS_NOSYMFOLLOW = 0x100
 _MS_NOATIME = 0x400
 _MS_NODIRATIME = 0x800
 _MS_BIND = 0x1000
+_MS_REC = 0x4000
+_MS_PRIVATE = 0x40000
 _MS_RELATIME = 0x200000
 _MS_STRICTATIME = 0x1000000
 _MS_LAZYTIME = 0x2000000
@@ -664,6 +668,21 @@ def remount_readwrite(target: Path) -> None:
     _remount(info, 0, "remounting read-write")
 
 
+def remount_superblock(target: Path, readonly: bool) -> None:
+    """``MS_REMOUNT`` (with ``MS_RDONLY`` when ``readonly``) of whatever is
+    mounted on ``target``, keeping its other flags: for FUSE mounts, whose
+    superblock becomes read-only (or writable) as an overlay's does.
+
+    Raises :class:`MountBusyError` (EBUSY: a file is open for writing),
+    :class:`MountError` when nothing is mounted there or on other failures.
+    """
+    info = _require_mount(target)
+    if readonly:
+        _remount(info, _MS_RDONLY, "remounting read-only")
+    else:
+        _remount(info, 0, "remounting read-write")
+
+
 def _remount(info: MountInfo, rdonly: int, action: str) -> None:
     flags = _MS_REMOUNT | rdonly | _kept_flags(info)
     try:
@@ -720,6 +739,20 @@ def unmount(target: Path) -> None:
         elif exc.errno == errno.EINVAL:
             hint = "nothing is mounted there"
         raise _mount_error(exc, "unmounting", target, hint=hint, busy=True) from None
+
+
+def make_mounts_private() -> None:
+    """Make every mount of this process's mount namespace private
+    (``mount --make-rprivate /``): mounts made here then stay here, and the
+    parent namespace's later mounts do not show. Called right after
+    unshare(CLONE_NEWNS) by :mod:`snapws.backends.userns`.
+
+    Raises :class:`MountError` on failure.
+    """
+    try:
+        _mount_call(None, b"/", None, _MS_REC | _MS_PRIVATE, None, "make-rprivate")
+    except OSError as exc:
+        raise _mount_error(exc, "making the mounts private under", Path("/")) from None
 
 
 def syncfs(path: Path) -> None:

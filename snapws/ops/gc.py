@@ -112,7 +112,8 @@ def journal_ids(store: Store) -> set[str]:
 
 
 def _mounted_layers(store: Store) -> dict[LayerId, str]:
-    """Layers that a mounted overlay stacks (its ``lowerdir`` names their trees)."""
+    """Layers that a mounted overlay stacks (its ``lowerdir`` names their
+    trees), and those a fuse-overlayfs server holds open."""
     layers_dir = os.path.realpath(store.root / "layers") + "/"
     out: dict[LayerId, str] = {}
     for info in mounter.read_mountinfo():
@@ -132,6 +133,19 @@ def _mounted_layers(store: Store) -> dict[LayerId, str]:
             except ValueError:
                 continue
             out.setdefault(lid, f"mounted at {info.mountpoint}")
+    # fuse-overlayfs mounts (attached or detached) hold their layers open
+    from snapws.mounts import fuse
+
+    for server in fuse.servers():
+        for d in server.dirs:
+            v = str(d)
+            if not v.startswith(layers_dir):
+                continue
+            try:
+                lid = LayerId(v[len(layers_dir) :].split("/", 1)[0])
+            except ValueError:
+                continue
+            out.setdefault(lid, f"used by fuse-overlayfs (pid {server.pid})")
     return out
 
 

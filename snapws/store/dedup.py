@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from snapws.ids import Digest, LayerId
-from snapws.layers.entries import list_xattrs
+from snapws.layers.entries import host_ids, list_xattrs
 from snapws.model import ROOT, Entry, Kind, decode_manifest, path_to_text, text_to_path
 from snapws.store.store import Store
 
@@ -515,11 +515,11 @@ def _check_candidate(
     try:
         st = os.lstat(path)
         meta = rec.meta
+        owner = host_ids(st.st_uid, st.st_gid)  # manifests record real ids (rootless)
         if (
             not stat.S_ISREG(st.st_mode)
             or stat.S_IMODE(st.st_mode) != meta.get("m")
-            or st.st_uid != meta.get("u")
-            or st.st_gid != meta.get("g")
+            or owner != (meta.get("u"), meta.get("g"))
             or st.st_size != meta.get("s")
             or st.st_mtime_ns != meta.get("t")
         ):

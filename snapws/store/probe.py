@@ -66,22 +66,40 @@ def has_d_type(directory: Path) -> bool:
 
 def has_trusted_xattrs(directory: Path) -> bool:
     """True if trusted.* attributes can be set (root on a filesystem that has them)."""
+    return _can_set_xattr(directory, "trusted.snapws.probe")
+
+
+def has_user_xattrs(directory: Path) -> bool:
+    """True if user.* attributes can be set on directories (rootless overlay
+    keeps its opaque markers there)."""
+    return _can_set_xattr(directory, "user.snapws.probe", is_dir=True)
+
+
+def _can_set_xattr(directory: Path, name: str, is_dir: bool = False) -> bool:
     probe = directory / f".snapws-xattr-{os.getpid()}"
-    probe.write_bytes(b"")
+    if is_dir:
+        probe.mkdir()
+    else:
+        probe.write_bytes(b"")
     try:
-        os.setxattr(probe, "trusted.snapws.probe", b"1")
+        os.setxattr(probe, name, b"1")
         return True
     except OSError as e:
         if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
             return False
         raise
     finally:
-        probe.unlink()
+        if is_dir:
+            probe.rmdir()
+        else:
+            probe.unlink()
 
 
-def check_store_filesystem(directory: Path) -> None:
+def check_store_filesystem(directory: Path, xattr_form: str | None = None) -> None:
     """Refuse a store directory that overlayfs cannot use as layers and upperdirs.
 
+    ``xattr_form`` is the store's ("trusted" or "user"; default: what a store
+    made by this process gets, :func:`snapws.store.store.default_xattr_form`).
     Raises UnsupportedError naming the problem and the fix."""
     magic = fs_magic(directory)
     if magic == OVERLAYFS_MAGIC:
@@ -102,7 +120,18 @@ def check_store_filesystem(directory: Path) -> None:
             "which overlayfs requires",
             hint="use another filesystem for the store (xfs needs ftype=1)",
         )
-    if not has_trusted_xattrs(directory):
+    if xattr_form is None:
+        from snapws.store.store import default_xattr_form
+
+        xattr_form = default_xattr_form()
+    if xattr_form == "user":
+        if not has_user_xattrs(directory):
+            raise UnsupportedError(
+                f"the filesystem of {directory} does not support user.* extended attributes, "
+                "which rootless overlay mounts need",
+                hint="use ext4, xfs, btrfs or tmpfs (Linux 6.6+) for the store",
+            )
+    elif not has_trusted_xattrs(directory):
         raise UnsupportedError(
             f"the filesystem of {directory} does not support trusted.* extended attributes",
             hint="use ext4, xfs, btrfs or tmpfs for the store (and run as root)",

@@ -7,8 +7,9 @@
     <store>/snapshots/<id>.json snapshot records, immutable
     <store>/chains/<id>.json    layer chain to mount a snapshot (bottom first)
     <store>/refs/heads|tags/    one file per branch / tag
+    <store>/refs/remotes/<r>/   remote-tracking refs: one file per tag fetched from r
     <store>/logs/               reflogs (JSON lines)
-    <store>/workspaces/<id>/    state.json, upper-N/, work-N/
+    <store>/workspaces/<id>/    state.json, upper-N/, work-N/, ns/<pid> (rootless)
     <store>/staging/            layers and trees under construction
     <store>/trash/              things being deleted
     <store>/forgotten/<id>      tombstones of snapshots deleted by prune
@@ -38,15 +39,42 @@ FORMAT = 1
 MARKER = "snapws-store.json"
 EMPTY_MANIFEST = b""
 EMPTY_LAYER = manifest_id(EMPTY_MANIFEST)
-REF_KINDS = ("heads", "tags")
+REF_KINDS = ("heads", "tags", "remotes")  # remotes: <remote>/<tag>, set by fetch
+
+
+XATTR_FORMS = ("trusted", "user")
+
+
+def in_initial_user_namespace() -> bool:
+    """True unless this process runs in a user namespace that maps only some
+    ids (the identity map over all ids is the initial namespace's)."""
+    try:
+        with open("/proc/self/uid_map", "rb") as f:
+            lines = f.read().split()
+    except OSError:
+        return True  # no /proc: assume the host
+    return lines == [b"0", b"0", b"4294967295"]
+
+
+def default_xattr_form() -> str:
+    """The overlay xattr form of a store created by this process: "trusted"
+    for real root, "user" otherwise (rootless mounts need ``userxattr``; a
+    non-root user can neither read nor write trusted.* attributes)."""
+    return "trusted" if os.geteuid() == 0 and in_initial_user_namespace() else "user"
 
 
 class Store:
     """An opened store. Methods raise StoreCorruptError for unreadable records
-    and OSError for I/O failures not otherwise described."""
+    and OSError for I/O failures not otherwise described.
 
-    def __init__(self, root: Path) -> None:
+    ``xattr_form`` is the namespace of the overlay attributes (opaque markers)
+    in its layer trees, fixed when the store was made: "trusted" (made by
+    root; read by the kernel's default mounts) or "user" (made by a non-root
+    user; mounted with ``userxattr``, rootless or by root)."""
+
+    def __init__(self, root: Path, xattr_form: str = "trusted") -> None:
         self.root = root
+        self.xattr_form = xattr_form
 
     # ---- opening -------------------------------------------------------
     @classmethod
@@ -56,22 +84,36 @@ class Store:
         if not (root / MARKER).is_file():
             raise StoreNotFoundError(f"no snapws store at {root}")
         try:
-            fmt = json.loads((root / MARKER).read_bytes()).get("format")
-        except (OSError, ValueError) as e:
+            marker = json.loads((root / MARKER).read_bytes())
+            fmt = marker.get("format")
+            form = marker.get("xattrs", "trusted")  # stores made before the field: trusted
+        except (OSError, ValueError, AttributeError) as e:
             raise StoreCorruptError(f"unreadable store marker {root / MARKER}: {e}") from e
         if fmt != FORMAT:
             raise StoreCorruptError(
                 f"store {root} has format {fmt}, this snapws reads format {FORMAT}",
                 hint="upgrade snapws",
             )
-        return cls(root)
+        if form not in XATTR_FORMS:
+            raise StoreCorruptError(
+                f"store {root} names an unknown overlay xattr form {form!r}",
+                hint="upgrade snapws",
+            )
+        return cls(root, form)
 
     @classmethod
-    def create(cls, root: Path) -> Store:
-        """Create a store (or open an existing one)."""
+    def create(cls, root: Path, xattr_form: str | None = None) -> Store:
+        """Create a store (or open an existing one, whatever its form).
+
+        ``xattr_form`` ("trusted" or "user") defaults to
+        :func:`default_xattr_form`; it is recorded in the store marker and
+        never changes. Raises ValueError for an unknown form."""
         root = root.absolute()
         if (root / MARKER).is_file():
             return cls.open(root)
+        form = default_xattr_form() if xattr_form is None else xattr_form
+        if form not in XATTR_FORMS:
+            raise ValueError(f"unknown overlay xattr form {form!r}")
         root.mkdir(parents=True, exist_ok=True)
         for sub in (
             "layers",
@@ -85,9 +127,10 @@ class Store:
             "trash",
         ):
             (root / sub).mkdir(parents=True, exist_ok=True)
-        store = cls(root)
+        store = cls(root, form)
         store._ensure_empty_layer()
-        write_atomic(root / MARKER, json.dumps({"format": FORMAT}).encode() + b"\n")
+        marker = {"format": FORMAT, "xattrs": form}
+        write_atomic(root / MARKER, json.dumps(marker).encode() + b"\n")
         fsync_dir(root.parent)
         return store
 
@@ -426,6 +469,40 @@ class Store:
                 except ValueError:
                     continue
         return out
+
+    # ---- rootless namespaces (see snapws.backends.userns) ----------------
+    def namespace_records(self, wid: WorkspaceId) -> dict[int, dict[str, Any]]:
+        """The user+mount namespaces recorded for a rootless workspace, by the
+        pid that made each one (``workspaces/<id>/ns/<pid>``). Unreadable
+        records (a crash while writing) are skipped."""
+        base = self.workspace_dir(wid) / "ns"
+        out: dict[int, dict[str, Any]] = {}
+        try:
+            names = os.listdir(base)
+        except FileNotFoundError:
+            return out
+        for name in names:
+            if not name.isdigit():
+                continue
+            try:
+                obj = json.loads((base / name).read_bytes())
+            except (OSError, ValueError):
+                continue
+            if isinstance(obj, dict):
+                out[int(name)] = obj
+        return dict(sorted(out.items()))
+
+    def write_namespace_record(self, wid: WorkspaceId, pid: int, obj: dict[str, Any]) -> None:
+        """Record the namespace that process ``pid`` made (caller holds the lock)."""
+        base = self.workspace_dir(wid) / "ns"
+        if not base.is_dir():
+            base.mkdir(exist_ok=True)
+            fsync_dir(base.parent)
+        write_atomic(base / str(pid), json.dumps(obj, sort_keys=True).encode())
+
+    def remove_namespace_record(self, wid: WorkspaceId, pid: int) -> None:
+        """Forget the namespace record of ``pid`` (its namespace is gone)."""
+        (self.workspace_dir(wid) / "ns" / str(pid)).unlink(missing_ok=True)
 
     def remove_workspace_record(self, wid: WorkspaceId) -> None:
         d = self.workspace_dir(wid)

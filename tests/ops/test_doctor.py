@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 from conftest import run_cli, unmount_all_under
@@ -43,8 +44,55 @@ def test_doctor_refuses_a_store_on_overlay_and_says_why(tmp_path: Path) -> None:
         report = json.loads(r.stdout)
         assert report["backend"] is None
         check = _checks(r.stdout)["store on overlay"]
-        assert check["status"] == "fail"
+        assert check["status"] == "warn"
         assert "volume" in check["fix"]
+        # nothing can run on a read-only overlay: every backend says why
+        backends = {b["name"]: b for b in report["backends"]}
+        assert not any(b["available"] for b in backends.values())
+        assert "overlay" in backends["kernel"]["reason"]
+        assert "cannot write" in backends["plain"]["reason"]
     finally:
         unmount_all_under(tmp_path)
     assert not os.path.ismount(target)
+
+
+def test_doctor_probes_every_backend_and_leaves_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    r = run_cli("--store", store, "doctor", "--json", cwd=tmp_path)
+    report = json.loads(r.stdout)
+    backends = {b["name"]: b for b in report["backends"]}
+    assert list(backends) == ["kernel", "rootless", "fuse", "plain"]
+    assert backends["kernel"]["available"] is True
+    assert backends["rootless"]["available"] is False  # root uses the kernel backend
+    assert backends["rootless"]["reason"] and backends["rootless"]["fix"]
+    assert backends["plain"]["available"] is True
+    if shutil.which("fuse-overlayfs"):
+        assert backends["fuse"]["available"] is True, backends["fuse"]["reason"]
+        assert _checks(r.stdout)["fuse-overlayfs"]["status"] == "ok"
+    checks = _checks(r.stdout)
+    for name in ("kernel", "overlay defaults", "user namespaces", "userxattr", "/dev/fuse"):
+        assert name in checks, name
+    assert "redirect_dir=" in checks["overlay defaults"]["found"]
+    assert checks["user namespaces"]["status"] == "ok"  # a real unshare in a child
+    # the probes mounted and removed their test directories
+    assert os.listdir(tmp_path) == []
+    text = run_cli("--store", store, "doctor", cwd=tmp_path).stdout
+    assert "\nbackends:\n  kernel    available: " in text
+    assert "  rootless  unavailable: " in text
+
+
+def test_doctor_as_a_user_names_a_backend_without_root() -> None:
+    from backends.users import UserArea
+
+    area = UserArea()
+    try:
+        r = area.snapws("--store", area.root / "store", "doctor", "--json")
+        report = json.loads(r.stdout)
+        backends = {b["name"]: b for b in report["backends"]}
+        assert backends["kernel"]["available"] is False
+        assert "needs root" in backends["kernel"]["reason"]
+        assert report["backend"] in ("rootless", "plain")
+        assert report["backend"] == "rootless", backends["rootless"]["reason"]
+        assert "kernel skipped: needs root" in report["reason"]
+    finally:
+        area.cleanup()

@@ -71,7 +71,7 @@ def test_create_lays_out_the_store(tmp_path: Path) -> None:
     root = tmp_path / "a" / "store"
     store = Store.create(root)
     assert store.root == root
-    assert json.loads((root / MARKER).read_text()) == {"format": FORMAT}
+    assert json.loads((root / MARKER).read_text()) == {"format": FORMAT, "xattrs": "trusted"}
     for sub in SUBDIRS:
         assert (root / sub).is_dir(), sub
     assert store.has_layer(EMPTY_LAYER)
