@@ -11,13 +11,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from snapws.backends import backend_for
 from snapws.errors import NameExistsError, UncommittedChangesError
 from snapws.ids import SnapshotId, WorkspaceId
 from snapws.layers.diff import diff_views, touched_paths
 from snapws.layers.scan import plan_upper, prune_upper
 from snapws.model import Change, WorkspaceState, display_path
-from snapws.mounts import mounter
-from snapws.ops.commit import freeze
 from snapws.ops.crash import crashpoint
 from snapws.ops.workspace import (
     Session,
@@ -42,7 +41,13 @@ class SwitchResult:
 
 def uncommitted(session: Session) -> list[Change]:
     """The working tree's changes against HEAD."""
-    return plan_upper(os.fsencode(session.upper), session.chain_view(session.state.head)).changes
+    if session.state.backend == "plain":
+        from snapws.backends.plain import ops as plain_ops
+
+        return plain_ops.uncommitted(session)
+    return plan_upper(
+        os.fsencode(session.upper), session.chain_view(session.state.head), session.upper_form
+    ).changes
 
 
 def _refuse(changes: list[Change], action: str) -> UncommittedChangesError:
@@ -69,6 +74,10 @@ def checkout(
 
     ``create_branch`` makes a new branch at ``target`` first. Refuses with
     UncommittedChangesError when U holds changes, unless ``discard``."""
+    if session.state.backend == "plain":
+        from snapws.backends.plain import ops as plain_ops
+
+        return plain_ops.checkout(session, target, branch, create_branch, discard, who, label)
     store = session.store
     if create_branch is not None:
         validate_ref_name("branch", create_branch)
@@ -107,6 +116,10 @@ def reset(
     are discarded). Otherwise uncommitted changes are kept on top of
     ``target`` (git's ``reset --keep``), and the reset is refused if one of
     them touches a path that differs between HEAD and ``target``."""
+    if session.state.backend == "plain":
+        from snapws.backends.plain import ops as plain_ops
+
+        return plain_ops.reset(session, target, hard, who, label)
     store = session.store
     state = session.state
     changes = uncommitted(session)
@@ -177,18 +190,23 @@ def _name(state: WorkspaceState) -> str:
 def _switch(session: Session, j: dict[str, Any]) -> None:
     store = session.store
     target = session.path
-    freeze(target, "switch snapshots")
+    backend = backend_for(session.state)
+    backend.freeze(target, "switch snapshots")
     try:
         if j["keep_upper"]:
             # copy-ups that changed nothing would show HEAD's content over the target's
-            plan = plan_upper(os.fsencode(session.upper), session.chain_view(session.state.head))
+            plan = plan_upper(
+                os.fsencode(session.upper),
+                session.chain_view(session.state.head),
+                session.upper_form,
+            )
             j["prune"] = [os.fsdecode(p) for p in plan.prune]
         store.write_journal(j)
     except BaseException:
-        mounter.remount_readwrite(target)
+        backend.thaw(target)
         raise
     crashpoint("checkout:journaled")
-    mounter.detach(target)
+    backend.detach(target)
     crashpoint("checkout:detached")
     finish_switch(store, j)
     session.reload()
@@ -200,9 +218,9 @@ def finish_switch(store: Store, j: dict[str, Any]) -> None:
     state = store.read_workspace(wid)
     new_state = WorkspaceState.from_json(j["new_state"])
     target = Path(state.path)
-    info = mounter.mount_at(target)
-    if info is not None and state != new_state:
-        mounter.detach(target)
+    backend = backend_for(state)
+    if state != new_state and backend.mount_state(store, state) not in ("unmounted", "plain"):
+        backend.detach(target)
     who, msg = j["who"], j["message"]
     if j["create_ref"]:
         name, sid = j["create_ref"]

@@ -19,10 +19,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from snapws.backends import backend_for, get_backend
 from snapws.ids import LayerId, SnapshotId
+from snapws.layers import fuseform
 from snapws.layers.scan import entries_of, plan_upper, prune_upper, strip_overlay_xattrs
 from snapws.model import Change, Kind, SnapshotRecord, decode_manifest, encode_manifest, manifest_id
-from snapws.mounts import busy, mounter
+from snapws.mounts import mounter
 from snapws.ops.crash import crashpoint
 from snapws.ops.workspace import (
     Session,
@@ -45,14 +47,10 @@ class CommitResult:
 
 
 def freeze(target: Path, action: str) -> None:
-    """Remount read-only; raises WorkspaceBusyError naming the writers."""
-    writers = busy.find_writers(target)
-    if writers:
-        raise busy.busy_error(target, action)
-    try:
-        mounter.remount_readonly(target)
-    except mounter.MountBusyError:
-        raise busy.busy_error(target, action) from None
+    """Remount the kernel overlay on ``target`` read-only; raises
+    WorkspaceBusyError naming the writers. (Ops freeze through the
+    workspace's backend: ``backend_for(state).freeze``.)"""
+    get_backend("kernel").freeze(target, action)
 
 
 def commit(session: Session, message: str, author: str, allow_empty: bool = False) -> CommitResult:
@@ -62,15 +60,22 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
     is mounted. Nothing changed (and not ``allow_empty``): returns a result with
     ``snapshot=None`` and changes nothing. Raises WorkspaceBusyError if a file
     is open for writing, LayerRejectedError, MountError."""
+    if session.state.backend == "plain":
+        from snapws.backends.plain import ops as plain_ops
+
+        return plain_ops.commit(session, message, author, allow_empty)
     store, state = session.store, session.state
     target = session.path
-    freeze(target, "commit")
+    backend = backend_for(state)
+    backend.freeze(target, "commit")
     crashpoint("commit:frozen")
     try:
         mounter.syncfs(session.upper)
-        plan = plan_upper(os.fsencode(session.upper), session.chain_view(state.head))
+        plan = plan_upper(
+            os.fsencode(session.upper), session.chain_view(state.head), backend.upper_form
+        )
         if not plan.changes and not allow_empty:
-            mounter.remount_readwrite(target)
+            backend.thaw(target)
             return CommitResult(None, None, [], state.branch)
         if plan.changes:
             entries = entries_of(plan.keep, session.config.hash_threads, known=session.hashes)
@@ -107,14 +112,15 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
             "old_head": state.head.hex,
             "max_depth": session.config.max_depth,
             "dedup": session.config.dedup,
+            "upper_form": backend.upper_form,
         }
         store.write_journal(journal)
     except BaseException:
-        if mounter.mount_at(target) is not None:
-            mounter.remount_readwrite(target)
+        if backend.mount_state(store, state) == "frozen":
+            backend.thaw(target)
         raise
     crashpoint("commit:journaled")
-    mounter.detach(target)
+    backend.detach(target)
     crashpoint("commit:detached")
     sid = finish_commit(store, journal)
     session.reload()
@@ -129,9 +135,10 @@ def finish_commit(store: Store, j: dict[str, Any]) -> SnapshotId:
     state = store.read_workspace(wid)
     wsdir = store.workspace_dir(wid)
     target = Path(state.path)
-    if state.upper == j["upper"] and mounter.mount_at(target) is not None:
+    backend = backend_for(state)
+    if state.upper == j["upper"] and backend.mount_state(store, state) in ("mounted", "frozen"):
         # crashed between journal and detach: the frozen mount is still there
-        mounter.detach(target)
+        backend.detach(target)
     lid = LayerId(j["layer"])
     staging = store.root / "staging" / j["staging"]
     upper = wsdir / j["upper"]
@@ -140,7 +147,13 @@ def finish_commit(store: Store, j: dict[str, Any]) -> SnapshotId:
         pending = staging / "manifest.pending"
         manifest = (pending if pending.exists() else staging / "manifest").read_bytes()
         if upper.exists() and state.upper == j["upper"]:
-            _prepare_layer_tree(upper, [os.fsencode(p) for p in j["prune"]], manifest)
+            _prepare_layer_tree(
+                upper,
+                [os.fsencode(p) for p in j["prune"]],
+                manifest,
+                j.get("upper_form", "overlay"),
+                store.xattr_form,
+            )
             crashpoint("commit:pruned")
             if j.get("dedup"):
                 dedup_tree(store, upper, lid, manifest)
@@ -188,16 +201,23 @@ def finish_commit(store: Store, j: dict[str, Any]) -> SnapshotId:
     return sid
 
 
-def _prepare_layer_tree(upper: Path, prune: list[bytes], manifest: bytes) -> None:
+def _prepare_layer_tree(
+    upper: Path, prune: list[bytes], manifest: bytes, upper_form: str, xattr_form: str
+) -> None:
     """Make the frozen upperdir equal to its manifest: drop no-op copy-ups,
-    strip overlay bookkeeping, restore directory mtimes changed by pruning."""
+    strip overlay bookkeeping, restore directory mtimes changed by pruning.
+    An upperdir of fuse-overlayfs (``upper_form`` "fuse") first loses its
+    ``.wh.`` bookkeeping and opaque markers the manifest does not record, and
+    its opaque directories get the marker of the store's ``xattr_form``."""
     from snapws.layers.entries import read_node
 
     root = os.fsencode(upper)
-    prune_upper(root, prune)
     entries = decode_manifest(manifest)
+    if upper_form == fuseform.FORM:
+        fuseform.canonicalise_upper(root, entries)
+    prune_upper(root, prune)
     nodes = [read_node(e.path, root if e.path == b"." else root + b"/" + e.path) for e in entries]
-    strip_overlay_xattrs(nodes)
+    strip_overlay_xattrs(nodes, xattr_form if upper_form == fuseform.FORM else None)
     for e in entries:
         if e.kind is Kind.DIR:
             p = root if e.path == b"." else root + b"/" + e.path

@@ -52,6 +52,10 @@ def diff(
     """Changes from ``old`` (default HEAD) to ``new`` (default: the working
     tree), restricted to ``paths`` if given. Costs the layers that differ
     between the two chains, not the size of the tree."""
+    if new is None and session.state.backend == "plain":
+        from snapws.backends.plain import ops as plain_ops
+
+        return plain_ops.diff(session, old, paths)
     store = session.store
     head = session.state.head
     old_sid = old if old is not None else head

@@ -90,12 +90,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from snapws.backends import backend_for
 from snapws.errors import StoreCorruptError
 from snapws.ids import LayerId, SnapshotId
 from snapws.layers.merge import RunLayer, build_merged_tree
 from snapws.model import Entry, decode_manifest, manifest_id
-from snapws.mounts import mounter
-from snapws.ops.commit import freeze
 from snapws.ops.crash import crashpoint
 from snapws.ops.workspace import Session, chain_ids
 from snapws.store.atomic import fsync_dir, write_atomic
@@ -214,7 +213,9 @@ def merge_run(
     ]
     staging = store.new_staging("flatten")
     try:
-        manifest = build_merged_tree(layers, os.fsencode(staging / "tree"), start == 0, progress)
+        manifest = build_merged_tree(
+            layers, os.fsencode(staging / "tree"), start == 0, progress, store.xattr_form
+        )
         store.write_pending_manifest(staging, manifest)
     except Exception:
         with suppress(OSError):
@@ -362,6 +363,7 @@ def flatten_in_workspace(
     from snapws.ops.checkout import finish_switch
 
     store, state = session.store, session.state
+    backend = backend_for(state)
     before = store.chain(state.head)
     j = {
         "op": "switch",
@@ -379,17 +381,17 @@ def flatten_in_workspace(
     frozen = detached = False
     try:
         result = flatten(store, sid, keep, progress)
-        if store.chain(state.head) != before:
-            freeze(session.path, "remount the flattened workspace")
+        if store.chain(state.head) != before and backend.mounts:
+            backend.freeze(session.path, "remount the flattened workspace")
             frozen = True
             crashpoint("flatten:frozen")
-            mounter.detach(session.path)
+            backend.detach(session.path)
             detached = True
             crashpoint("flatten:detached")
     except BaseException:
         if not detached:
             if frozen:
-                mounter.remount_readwrite(session.path)
+                backend.thaw(session.path)
             store.clear_journal()
         raise
     finish_switch(store, j)  # mount (if detached), clear the journal

@@ -21,7 +21,11 @@ def recover(store: Store) -> str | None:
         _sweep(store)
         return None
     op = j.get("op")
-    if op == "init":
+    if op in ("plain-commit", "plain-switch") or j.get("backend") == "plain":
+        from snapws.backends.plain.ops import recover_journal
+
+        done = recover_journal(store, j) or ""
+    elif op == "init":
         from snapws.ops.init import finish_init, rollback_init
 
         if j.get("layer") is None:

@@ -19,6 +19,10 @@ def restore(session: Session, source: SnapshotId, paths: list[bytes]) -> list[by
     working tree by its state in ``source``; the rest is untouched. A path
     absent from ``source`` is an error and nothing is changed. Returns the
     paths restored. Raises BadPathError."""
+    if session.state.backend == "plain":
+        from snapws.backends.plain import ops as plain_ops
+
+        return plain_ops.restore(session, source, paths)
     if ROOT in paths:
         raise BadPathError(
             "cannot restore the whole workspace",

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from snapws.backends import backend_for
 from snapws.config import Config
 from snapws.errors import MountError
 from snapws.layers.view import HashCache
@@ -28,12 +29,12 @@ def open_session(
     ``mount``) make sure the workspace is mounted. Shared sessions only read;
     if a journal is pending, or a crash left the mount frozen (read-only),
     they take the exclusive lock briefly to recover.
-    Raises NotAWorkspaceError, StoreLockedError, MountError."""
+    Raises NotAWorkspaceError, StoreLockedError, MountError, UnsupportedError
+    (the workspace's backend cannot run in this process: the kernel's as
+    non-root)."""
     store, _state = find_workspace(start, config, store_path)
     if exclusive:
-        from snapws.ops.init import check_root
-
-        check_root()
+        backend_for(_state).check_privileges()  # e.g. the kernel backend needs root
     if not exclusive and (
         store.read_journal() is not None or mounted_state(_state, store) == "frozen"
     ):

@@ -8,6 +8,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from snapws.backends import BACKEND_NAMES, backend_for, get_backend
 from snapws.config import Config
 from snapws.errors import (
     BadPathError,
@@ -18,9 +19,8 @@ from snapws.errors import (
 from snapws.ids import LayerId, SnapshotId, WorkspaceId
 from snapws.layers.view import ChainView, HashCache
 from snapws.model import WorkspaceState
-from snapws.mounts import mounter
 from snapws.mounts.plan import MountPlan
-from snapws.store.store import EMPTY_LAYER, MARKER, Store
+from snapws.store.store import EMPTY_LAYER, Store
 
 STORE_DIRNAME = ".snapws"
 
@@ -51,6 +51,11 @@ class Session:
     def upper(self) -> Path:
         return self.wsdir / self.state.upper
 
+    @property
+    def upper_form(self) -> str:
+        """How the upperdir encodes changes: "overlay" or "fuse" (its backend's)."""
+        return backend_for(self.state).upper_form
+
     def head_ref(self) -> str:
         return f"workspaces/{self.state.id.hex}/HEAD"
 
@@ -65,6 +70,7 @@ class Session:
                 *[os.fsencode(p) for p in layer_trees(self.store, self.state.head)],
             ],
             self.hashes,
+            upper_form=self.upper_form,
         )
 
     def reload(self) -> None:
@@ -86,6 +92,7 @@ def plan_mount(store: Store, state: WorkspaceState, readonly: bool = False) -> M
         lowers=tuple(lowers),
         upper=wsdir / state.upper,
         work=wsdir / state.work,
+        userxattr=store.xattr_form == "user",
         readonly=readonly,
     )
 
@@ -134,37 +141,27 @@ def top_root(store: Store, sid: SnapshotId) -> Path:
 def mounted_state(state: WorkspaceState, store: Store) -> str:
     """``mounted``, ``frozen`` (read-only, left by an interrupted command),
     ``stale`` (mounted with another upperdir), ``foreign`` (something else is
-    mounted there) or ``unmounted``."""
-    info = mounter.mount_at(Path(state.path))
-    if info is None:
-        return "unmounted"
-    if info.fstype != "overlay":
-        return "foreign"
-    upper = info.super_options.get("upperdir")
-    expect = str(store.workspace_dir(state.id) / state.upper)
-    if upper is not None and os.path.realpath(upper) != os.path.realpath(expect):
-        return "stale"
-    return "frozen" if mounter.is_readonly(info) else "mounted"
+    mounted there), ``unmounted``, or ``plain`` (a workspace of the plain
+    backend: nothing to mount). Asks the workspace's backend."""
+    return backend_for(state).mount_state(store, state)
 
 
 def ensure_mounted(store: Store, state: WorkspaceState) -> bool:
-    """Make the workspace mounted read-write as ``state`` says. Returns True if
-    it had to do anything. Raises MountError."""
-    status = mounted_state(state, store)
+    """Make the workspace mounted read-write as ``state`` says, by its
+    backend. Returns True if it had to do anything (never for the plain
+    backend). Raises MountError, BadPathError."""
+    backend = backend_for(state)
+    if not backend.mounts:
+        return False
+    status = backend.mount_state(store, state)
     if status == "mounted":
         return False
-    if status == "frozen":
-        mounter.remount_readwrite(Path(state.path))
-        return True
     path = Path(state.path)
+    if status == "frozen":
+        backend.thaw(path)
+        return True
     if status == "stale":
-        info = mounter.mount_at(path)
-        upper = info.super_options.get("upperdir", "") if info is not None else ""
-        mine = os.path.realpath(store.workspace_dir(state.id))
-        if not (upper or "").startswith(mine + os.sep):
-            status = "foreign"
-        else:
-            mounter.detach(path)  # an older mount of this workspace
+        backend.detach(path)  # an older mount of this workspace
     if status == "foreign":
         raise MountError(
             f"something else is mounted on the workspace {path}",
@@ -178,7 +175,7 @@ def ensure_mounted(store: Store, state: WorkspaceState) -> bool:
             "then run `snapws mount`",
         )
     make_upper(store, state, top_root(store, state.head))
-    mounter.mount_overlay(plan_mount(store, state))
+    backend.mount(plan_mount(store, state))
     return True
 
 
@@ -197,20 +194,14 @@ def sweep_workspace_dir(store: Store, state: WorkspaceState) -> None:
 
 
 def _store_from_mount(path: Path) -> tuple[Path, WorkspaceId] | None:
-    info = mounter.mount_at(path)
-    if info is None or info.fstype != "overlay":
-        return None
-    upper = info.super_options.get("upperdir")
-    if not upper:
-        return None
-    up = Path(upper)
-    try:
-        wid = WorkspaceId(up.parent.name)
-    except ValueError:
-        return None
-    root = up.parent.parent.parent
-    if (root / MARKER).is_file():
-        return root, wid
+    """(store root, workspace id) of the workspace mounted on ``path``, as
+    its mount tells (any backend that mounts), or None."""
+    for name in BACKEND_NAMES:
+        backend = get_backend(name)
+        if backend.mounts and name != "rootless":  # rootless mounts look like kernel ones
+            found = backend.owner_of(path)
+            if found is not None:
+                return found
     return None
 
 
