@@ -17,9 +17,31 @@ from snapws.ops.workspace import resolve_store
 @click.argument("directory", required=False, type=click.Path(path_type=Path), default=".")
 @click.option("-b", "--branch", help="Name of the first branch (default: main).")
 @click.option("-m", "--message", default="initial snapshot", show_default=True)
+@click.option(
+    "--from",
+    "source",
+    metavar="SRC",
+    help="Start the (new or empty) workspace on an imported OCI layout or docker archive.",
+)
+@click.option("--ref", help="With --from: which image of SRC (its tag or name).")
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "kernel", "rootless", "fuse", "plain"]),
+    help="How the workspace is shown (default: `backend =` in snapws.toml, else auto: "
+    "the first that works here of kernel, rootless, fuse, plain; `snapws doctor` says which).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
-def init_cmd(app: App, directory: Path, branch: str | None, message: str, as_json: bool) -> None:
+def init_cmd(
+    app: App,
+    directory: Path,
+    branch: str | None,
+    message: str,
+    source: str | None,
+    ref: str | None,
+    backend: str | None,
+    as_json: bool,
+) -> None:
     """Make DIRECTORY (default: .) a workspace; its content becomes the base layer.
 
     The store is --store, SNAPWS_STORE, `store =` in snapws.toml, or .snapws
@@ -29,7 +51,21 @@ def init_cmd(app: App, directory: Path, branch: str | None, message: str, as_jso
     store_root = resolve_store(path, app.config, app.store)
     bar = ProgressBar(app.interactive and not app.quiet and not as_json, "hashing")
     try:
-        store, state = init(path, store_root, app.config, branch, message, bar)
+        if source is not None:
+            if backend not in (None, "auto", "kernel"):
+                raise click.UsageError("init --from makes kernel-backend workspaces only")
+            from snapws.cli.cmd_export import bytes_progress
+            from snapws.ops.importing import init_from
+
+            bar.label = "importing"
+            from snapws.oci.layout import source_relative_to
+
+            src = source_relative_to(source, app.cwd)
+            store, state = init_from(
+                path, store_root, app.config, src, ref, branch, bytes_progress(bar)
+            )
+        else:
+            store, state = init(path, store_root, app.config, branch, message, bar, backend=backend)
     finally:
         bar.close()
     if as_json:
@@ -39,12 +75,13 @@ def init_cmd(app: App, directory: Path, branch: str | None, message: str, as_jso
                 "store": str(store.root),
                 "branch": state.branch,
                 "head": state.head.hex,
+                "backend": state.backend,
             }
         )
         return
     click.echo(
         f"Initialized workspace {state.path} (branch {state.branch}, "
-        f"snapshot {state.head.short()}, store {store.root})"
+        f"snapshot {state.head.short()}, backend {state.backend}, store {store.root})"
     )
     if str(app.cwd) == state.path or str(app.cwd).startswith(state.path + os.sep):
         app.info("note: your shell is below the new mount; run `cd .` to see the workspace")

@@ -17,26 +17,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from snapws.backends import choose_backend, get_backend
 from snapws.config import Config
 from snapws.errors import BadPathError, NameExistsError, UnsupportedError
-from snapws.ids import LayerId, WorkspaceId
+from snapws.ids import LayerId, SnapshotId, WorkspaceId
 from snapws.layers.scan import entries_of, read_tree
 from snapws.model import Entry, SnapshotRecord, WorkspaceState, encode_manifest, manifest_id
 from snapws.mounts import mounter
 from snapws.ops.crash import crashpoint
-from snapws.ops.workspace import copy_dir_meta, ensure_mounted, make_upper, new_dir_names
+from snapws.ops.workspace import (
+    copy_dir_meta,
+    ensure_mounted,
+    make_upper,
+    new_dir_names,
+    top_root,
+)
 from snapws.refnames import validate_ref_name
 from snapws.store.dedup import dedup_staging
-from snapws.store.probe import check_store_filesystem
 from snapws.store.store import Store
 
 
 def check_root() -> None:
-    if os.geteuid() != 0:
-        raise UnsupportedError(
-            "snapws needs root to mount overlay workspaces (kernel backend)",
-            hint="run it with sudo; rootless backends are planned (see docs/guide.md)",
-        )
+    """Raise UnsupportedError unless root: what the kernel backend needs
+    (:meth:`snapws.backends.kernel.KernelBackend.check_privileges`)."""
+    get_backend("kernel").check_privileges()
 
 
 def validate_init(path: Path, store_root: Path) -> None:
@@ -60,7 +64,7 @@ def validate_init(path: Path, store_root: Path) -> None:
         )
     info = mounter.mount_at(real)
     if info is not None:
-        if info.fstype == "overlay":
+        if info.fstype == "overlay" or info.fstype.startswith("fuse.snapws-"):
             raise BadPathError(
                 f"{path} is already a mounted workspace (or another overlay)",
                 hint="use it as it is, or `snapws umount` it first",
@@ -89,21 +93,35 @@ def init(
     branch: str | None = None,
     message: str = "initial snapshot",
     progress: Callable[[int], None] | None = None,
+    backend: str | None = None,
 ) -> tuple[Store, WorkspaceState]:
     """Make ``path`` a workspace whose base layer is its current content.
 
-    Precondition: run as root. Raises BadPathError, UnsupportedError,
-    NameExistsError, BadNameError, MountError."""
-    check_root()
+    ``backend`` (default: ``config.backend``) is a backend name or "auto";
+    :func:`snapws.backends.choose_backend` resolves it (probing this machine)
+    and the workspace records the result for life. Raises BadPathError,
+    UnsupportedError (e.g. the requested backend cannot run here: the hint
+    names one that can), NameExistsError, BadNameError, MountError."""
     path = Path(os.path.abspath(path))
     branch = validate_ref_name("branch", branch or config.default_branch)
     validate_init(path, store_root)
+    backend_name, _why = choose_backend(config, store_root, backend)
+    if backend_name == "rootless":  # mount in a user namespace of this process
+        from snapws.backends.userns import enter_private_namespace
+
+        enter_private_namespace(store_root)
+    if backend_name == "plain":  # mounts nothing: copies the directory into a layer
+        from snapws.backends.plain.ops import init_plain
+
+        return init_plain(path, store_root, config, branch, message, progress)
+    chosen = get_backend(backend_name)
+    chosen.check_privileges()
     created = not path.exists()
     store_created = not store_root.exists()
     path.mkdir(parents=True, exist_ok=True)
     try:
         store_root.mkdir(parents=True, exist_ok=True)
-        check_store_filesystem(store_root)
+        chosen.check_store(store_root)
         if os.stat(store_root).st_dev != os.stat(path).st_dev:
             raise UnsupportedError(
                 f"the store {store_root} and the workspace {path} are on different filesystems",
@@ -154,6 +172,7 @@ def init(
             "work": work,
             "layer": None,
             "dedup": config.dedup,
+            "backend": backend_name,
         }
         store.write_journal(j)
         crashpoint("init:journaled")
@@ -200,7 +219,8 @@ def finish_init(
         time_ns=j["time_ns"],
         tz_offset_min=j["tz"],
     )
-    sid = store.write_snapshot(record, [lid])
+    # init --from: the imported snapshot is stored already
+    sid = SnapshotId(j["snapshot"]) if j.get("snapshot") else store.write_snapshot(record, [lid])
     crashpoint("init:snapshot-written")
     if store.read_ref("heads", j["branch"]) is None:
         store.write_ref("heads", j["branch"], sid, j["author"], "init")
@@ -211,8 +231,9 @@ def finish_init(
         branch=j["branch"],
         upper=j["upper"],
         work=j["work"],
+        backend=j.get("backend", "kernel"),
     )
-    make_upper(store, state, store.layer_tree(lid))
+    make_upper(store, state, top_root(store, sid))
     store.append_reflog_once(
         f"workspaces/{state.id.hex}/HEAD", None, sid, j["author"], "init", j["time_ns"]
     )

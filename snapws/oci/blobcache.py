@@ -1,0 +1,204 @@
+"""Compressed layer blobs kept in the store, so a layer is compressed once.
+
+    <store>/oci/blobs/sha256/<hex>          blobs (layers, configs), immutable
+    <store>/oci/layers/<layer id>.<comp>.json  {"digest", "diff_id", "size"}
+    <store>/oci/chains/<chain id hex>.json     {"layer"}: a foreign layer, imported
+
+A blob is written to a temporary file under ``staging/``, fsynced and renamed
+into place (two writers of one blob write the same bytes, so either wins);
+the map entry is written atomically after it. Entries are checked before use
+(the blob must exist with the recorded size) and are rebuilt when damaged.
+:func:`prune_blob_cache` drops what belongs to deleted layers (for gc).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from snapws.ids import LayerId
+from snapws.store.atomic import fsync_dir, write_atomic
+from snapws.store.store import Store
+
+OCI_DIR = "oci"
+_DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
+
+
+@dataclass(frozen=True, slots=True)
+class CachedLayer:
+    """A layer's compressed tar: its digest and size, and the sha256 of the
+    uncompressed tar (the image config's ``diff_id``)."""
+
+    digest: str
+    diff_id: str
+    size: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"digest": self.digest, "diff_id": self.diff_id, "size": self.size}
+
+
+def digest_hex(digest: str) -> str:
+    """The hex part of ``sha256:<hex>``; raises ValueError otherwise."""
+    m = _DIGEST_RE.match(digest)
+    if m is None:
+        raise ValueError(f"not a sha256 digest: {digest!r}")
+    return m.group(1)
+
+
+def blobs_dir(store: Store) -> Path:
+    return store.root / OCI_DIR / "blobs" / "sha256"
+
+
+def blob_path(store: Store, digest: str) -> Path:
+    """Where blob ``digest`` is (or would be) kept. Raises ValueError."""
+    return blobs_dir(store) / digest_hex(digest)
+
+
+def _map_path(store: Store, lid: LayerId, compression: str) -> Path:
+    return store.root / OCI_DIR / "layers" / f"{lid.hex}.{compression}.json"
+
+
+def cached_layer(store: Store, lid: LayerId, compression: str) -> CachedLayer | None:
+    """The cached blob of ``lid`` compressed with ``compression``, if it is
+    there whole (its file exists with the recorded size)."""
+    try:
+        obj = json.loads(_map_path(store, lid, compression).read_bytes())
+        entry = CachedLayer(str(obj["digest"]), str(obj["diff_id"]), int(obj["size"]))
+        digest_hex(entry.diff_id)
+        if os.stat(blob_path(store, entry.digest)).st_size != entry.size:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return entry
+
+
+def record_layer(store: Store, lid: LayerId, compression: str, entry: CachedLayer) -> None:
+    """Remember that blob ``entry.digest`` (already stored) is ``lid`` compressed."""
+    path = _map_path(store, lid, compression)
+    write_atomic(path, json.dumps(entry.to_json(), sort_keys=True).encode())
+
+
+def _chain_path(store: Store, chain_id: str) -> Path:
+    return store.root / OCI_DIR / "chains" / f"{digest_hex(chain_id)}.json"
+
+
+def chain_layer(store: Store, chain_id: str) -> LayerId | None:
+    """The layer a foreign layer tar with OCI chain id ``chain_id`` (its
+    diff_id and those of the layers below) was imported as, if recorded."""
+    try:
+        return LayerId(json.loads(_chain_path(store, chain_id).read_bytes())["layer"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def record_chain(store: Store, chain_id: str, lid: LayerId) -> None:
+    """Remember that the layer tar of chain id ``chain_id`` imports as ``lid``
+    (so importing the same base image again fetches nothing)."""
+    write_atomic(_chain_path(store, chain_id), json.dumps({"layer": lid.hex}).encode())
+
+
+class BlobWriter:
+    """A blob being written: ``write`` bytes, then :meth:`commit` publishes it
+    (fsync, rename) under its sha256; :meth:`abort` drops it. Use as a
+    context manager (leaving without commit aborts)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.tmp = store.root / "staging" / f"blob-{secrets.token_hex(8)}"
+        self._f = open(self.tmp, "xb")  # noqa: SIM115 (closed by commit/abort)
+        self._h = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._h.update(data)
+        self._f.write(data)
+        self.size += len(data)
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._h.hexdigest()
+
+    def commit(self) -> Path:
+        """Publish the blob; returns its path."""
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        dest = blob_path(self.store, self.digest)
+        if not dest.parent.is_dir():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fsync_dir(dest.parent.parent)
+        os.chmod(self.tmp, 0o444)
+        os.rename(self.tmp, dest)
+        fsync_dir(dest.parent)
+        return dest
+
+    def abort(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tmp.exists():
+            self.abort()
+
+
+def put_blob_bytes(store: Store, data: bytes) -> tuple[str, Path]:
+    """Store ``data`` as a blob (once); returns its digest and path."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    path = blob_path(store, digest)
+    if path.is_file() and path.stat().st_size == len(data):
+        return digest, path
+    with BlobWriter(store) as w:
+        w.write(data)
+        return digest, w.commit()
+
+
+def prune_blob_cache(store: Store, live_layers: Iterable[LayerId]) -> int:
+    """Drop map entries (and chain-id entries) of layers not in
+    ``live_layers``, and every blob no remaining entry names (image configs
+    included: they are cheap to make again). Returns the number of blobs
+    deleted.
+
+    Precondition: the caller holds the store lock exclusively (no export is
+    writing the cache)."""
+    live = {lid.hex for lid in live_layers}
+    maps = store.root / OCI_DIR / "layers"
+    keep: set[str] = set()
+    if maps.is_dir():
+        for p in maps.iterdir():
+            lid_hex = p.name.split(".", 1)[0]
+            if lid_hex not in live or not p.name.endswith(".json"):
+                p.unlink(missing_ok=True)
+                continue
+            try:
+                keep.add(digest_hex(str(json.loads(p.read_bytes())["digest"])))
+            except (OSError, ValueError, KeyError, TypeError):
+                p.unlink(missing_ok=True)
+        fsync_dir(maps)
+    chains = store.root / OCI_DIR / "chains"
+    if chains.is_dir():
+        for p in chains.iterdir():
+            try:
+                keep_it = json.loads(p.read_bytes())["layer"] in live
+            except (OSError, ValueError, KeyError, TypeError):
+                keep_it = False
+            if not keep_it:
+                p.unlink(missing_ok=True)
+    deleted = 0
+    blobs = blobs_dir(store)
+    if blobs.is_dir():
+        for p in blobs.iterdir():
+            if p.name not in keep:
+                p.unlink(missing_ok=True)
+                deleted += 1
+        fsync_dir(blobs)
+    return deleted

@@ -1,0 +1,682 @@
+"""Snapshots as OCI images, and OCI images as snapshots.
+
+An exported snapshot is an OCI image manifest whose layers are the
+snapshot's layer chain (bottom first), one layer tar each, annotated
+``org.snapws.layer=<layer id>``; its config records the snapshot in labels
+(``org.snapws.snapshot``, ``org.snapws.record``: the canonical record,
+``org.snapws.layers``) and ``created`` from the record's time. Everything is
+serialized canonically, so the same snapshot gives the same digests.
+
+Importing verifies the sha256 and size of every blob it reads against its
+descriptor and the sha256 of every uncompressed layer against the config's
+``diff_ids``, fetches only layers the store lacks, and recreates a snapws
+image's record exactly (same snapshot id; each layer must hash to the id it
+is annotated with). Any other image becomes a chain of layers under a new
+root snapshot. This is the API the remotes (push, pull, cache) build on.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+import platform
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from snapws.errors import BadImageError, StoreCorruptError
+from snapws.ids import LayerId, SnapshotId
+from snapws.model import Kind, SnapshotRecord, decode_manifest
+from snapws.oci import tarformat as tf
+from snapws.oci.blobcache import (
+    BlobWriter,
+    CachedLayer,
+    blob_path,
+    cached_layer,
+    chain_layer,
+    digest_hex,
+    put_blob_bytes,
+    record_chain,
+    record_layer,
+)
+from snapws.oci.compress import (
+    COMPRESSIONS,
+    GZIP,
+    ZSTD,
+    DecompressedReader,
+    Prefetcher,
+    compressor,
+)
+from snapws.oci.tarlayer import (
+    ExtractedLayer,
+    extract_layer,
+    publish_extracted,
+    write_layer_tar,
+)
+from snapws.store.store import EMPTY_LAYER, Store
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = OCI_LAYER + "+gzip"
+OCI_LAYER_ZSTD = OCI_LAYER + "+zstd"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+LAYER_TYPE_PREFIXES = ("application/vnd.oci.image.layer.", "application/vnd.docker.image.rootfs.")
+LAYER_MEDIA_TYPE = {GZIP: OCI_LAYER_GZIP, ZSTD: OCI_LAYER_ZSTD}
+
+ANNOTATION_LAYER = "org.snapws.layer"
+LABEL_SNAPSHOT = "org.snapws.snapshot"
+LABEL_RECORD = "org.snapws.record"
+LABEL_LAYERS = "org.snapws.layers"
+
+MAX_MANIFEST = 4 << 20
+MAX_CONFIG = 16 << 20
+MAX_LAYERS = 4096
+MAX_BLOB = 1 << 42
+MAX_TRAILER = 64 << 20  # bytes after a layer's end-of-archive marker
+
+_GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "i386": "386"}
+
+
+def host_architecture() -> str:
+    """This machine's architecture in Go's spelling (amd64, arm64, ...)."""
+    machine = platform.machine()
+    return _GOARCH.get(machine, machine.lower())
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Sorted keys, no spaces, ASCII: equal objects give equal bytes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """An OCI content descriptor: what a blob is, its digest and size."""
+
+    media_type: str
+    digest: str  # "sha256:<hex>"
+    size: int
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": self.size,
+        }
+        if self.annotations:
+            obj["annotations"] = dict(self.annotations)
+        return obj
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Descriptor:
+        """Parse a descriptor. Raises BadImageError if it is malformed or
+        names a digest other than sha256."""
+        if not isinstance(obj, dict):
+            raise BadImageError("a descriptor is not a JSON object")
+        media, digest, size = obj.get("mediaType"), obj.get("digest"), obj.get("size")
+        ann = obj.get("annotations") or {}
+        if not isinstance(media, str) or not isinstance(digest, str):
+            raise BadImageError("a descriptor lacks its mediaType or digest")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_BLOB:
+            raise BadImageError(f"descriptor {digest[:80]} has a bad size {size!r}")
+        try:
+            digest_hex(digest)
+        except ValueError:
+            raise BadImageError(
+                f"descriptor digest {digest[:80]!r} is not sha256:<64 hex digits>"
+            ) from None
+        if not isinstance(ann, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in ann.items()
+        ):
+            raise BadImageError(f"descriptor {digest} has malformed annotations")
+        return cls(media, digest, size, dict(ann))
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A blob on disk: its descriptor and the file holding its bytes."""
+
+    descriptor: Descriptor
+    path: Path
+
+
+@dataclass(frozen=True)
+class Image:
+    """A built image: manifest bytes and digest, config and layer blobs."""
+
+    manifest: bytes
+    manifest_digest: str
+    config: Blob
+    layers: list[Blob]
+
+
+# ---- building ----------------------------------------------------------------------
+
+
+def _rfc3339(ns: int) -> str:
+    sec, frac = divmod(ns, 1_000_000_000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return text + (f".{frac:09d}" if frac else "") + "Z"
+
+
+def _layer_bytes(store: Store, lid: LayerId) -> int:
+    """The file bytes a layer's tar carries (for progress)."""
+    return sum(
+        e.size
+        for e in decode_manifest(store.read_manifest(lid))
+        if e.kind is Kind.FILE and e.link is None
+    )
+
+
+def export_layer(
+    store: Store,
+    lid: LayerId,
+    compression: str,
+    progress: Callable[[int], None] | None = None,
+) -> CachedLayer:
+    """The compressed tar of layer ``lid``, from the blob cache or made now
+    (and cached). Precondition: the store lock is held (shared is enough).
+    Raises UnsupportedError, StoreCorruptError, OSError."""
+    hit = cached_layer(store, lid, compression)
+    if hit is not None:
+        return hit
+    try:
+        entries = decode_manifest(store.read_manifest(lid))
+    except ValueError as e:
+        raise StoreCorruptError(f"manifest of layer {lid.short()} is unreadable: {e}") from e
+    diff = hashlib.sha256()
+    c = compressor(compression)
+    with BlobWriter(store) as w:
+
+        def emit(data: bytes) -> None:
+            diff.update(data)
+            out = c.compress(data)
+            if out:
+                w.write(out)
+
+        write_layer_tar(store.layer_tree(lid), entries, emit, progress)
+        w.write(c.flush())
+        w.commit()
+        entry = CachedLayer(w.digest, "sha256:" + diff.hexdigest(), w.size)
+    record_layer(store, lid, compression, entry)
+    return entry
+
+
+def build_image(
+    store: Store,
+    sid: SnapshotId,
+    compression: str = GZIP,
+    progress: Callable[[int, int], None] | None = None,
+) -> Image:
+    """The OCI image of snapshot ``sid``: its chain's layers (compressed once,
+    then taken from the store's blob cache), a config and a manifest, all
+    kept as blobs in the store. ``progress(done, total)`` counts file bytes
+    of layers being compressed.
+
+    Precondition: the store lock is held (shared is enough). Raises
+    RevisionNotFoundError/StoreCorruptError for a missing snapshot,
+    UnsupportedError (zstd without zstandard, a socket), ValueError for an
+    unknown ``compression``."""
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"unknown compression {compression!r}")
+    compressor(compression)  # fail early when zstd is missing
+    rec = store.read_snapshot(sid)
+    chain = [lid for lid in store.chain(sid) if lid != EMPTY_LAYER]
+    todo = [lid for lid in chain if cached_layer(store, lid, compression) is None]
+    total = sum(_layer_bytes(store, lid) for lid in todo)
+    done_before = 0
+    layers: list[Blob] = []
+    diff_ids: list[str] = []
+    for lid in chain:
+        base = done_before
+
+        def step(n: int, base: int = base) -> None:
+            if progress is not None:
+                progress(base + n, total)
+
+        entry = export_layer(store, lid, compression, step)
+        if lid in todo:
+            done_before += _layer_bytes(store, lid) if progress is not None else 0
+        desc = Descriptor(
+            LAYER_MEDIA_TYPE[compression], entry.digest, entry.size, {ANNOTATION_LAYER: lid.hex}
+        )
+        layers.append(Blob(desc, blob_path(store, entry.digest)))
+        diff_ids.append(entry.diff_id)
+    config = {
+        "architecture": host_architecture(),
+        "os": "linux",
+        "created": _rfc3339(rec.time_ns),
+        "author": rec.author,
+        "config": {
+            "Labels": {
+                LABEL_SNAPSHOT: sid.hex,
+                LABEL_RECORD: rec.canonical().decode(),
+                LABEL_LAYERS: ",".join(lid.hex for lid in chain),
+            }
+        },
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }
+    config_bytes = canonical_json(config)
+    cdigest, cpath = put_blob_bytes(store, config_bytes)
+    config_blob = Blob(Descriptor(OCI_CONFIG, cdigest, len(config_bytes)), cpath)
+    manifest = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config_blob.descriptor.to_json(),
+            "layers": [b.descriptor.to_json() for b in layers],
+            "annotations": {LABEL_SNAPSHOT: sid.hex},
+        }
+    )
+    if progress is not None:
+        progress(total, total)
+    return Image(manifest, sha256_digest(manifest), config_blob, layers)
+
+
+# ---- reading manifests --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParsedManifest:
+    """An image manifest, checked: config and layer descriptors."""
+
+    media_type: str
+    config: Descriptor
+    layers: list[Descriptor]
+    annotations: dict[str, str]
+
+
+def parse_manifest(manifest: bytes) -> ParsedManifest:
+    """Parse an OCI or Docker (schema 2) image manifest. Raises BadImageError
+    (an index, another artifact, malformed JSON or descriptors)."""
+    if len(manifest) > MAX_MANIFEST:
+        raise BadImageError(f"an image manifest of {len(manifest)} bytes (too large)")
+    try:
+        obj = json.loads(manifest)
+    except ValueError as e:
+        raise BadImageError(f"the image manifest is not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise BadImageError("the image manifest is not a JSON object")
+    media = obj.get("mediaType", OCI_MANIFEST)
+    if media in (OCI_INDEX, DOCKER_LIST) or "manifests" in obj:
+        raise BadImageError(
+            "this is an image index (several images), not an image manifest",
+            hint="choose one image of the index (--ref NAME)",
+        )
+    if media not in (OCI_MANIFEST, DOCKER_MANIFEST) or obj.get("schemaVersion") != 2:
+        raise BadImageError(
+            f"unsupported manifest type {media!r} (schema {obj.get('schemaVersion')})"
+        )
+    layers = obj.get("layers")
+    if not isinstance(layers, list) or len(layers) > MAX_LAYERS:
+        raise BadImageError("the image manifest has no usable layer list")
+    descs = [Descriptor.from_json(x) for x in layers]
+    for d in descs:
+        if not d.media_type.startswith(LAYER_TYPE_PREFIXES):
+            raise BadImageError(f"blob {d.digest} of type {d.media_type!r} is not a layer")
+    ann = obj.get("annotations") or {}
+    return ParsedManifest(
+        media,
+        Descriptor.from_json(obj.get("config")),
+        descs,
+        {str(k): str(v) for k, v in ann.items()} if isinstance(ann, dict) else {},
+    )
+
+
+def layer_ids_of(manifest: bytes) -> list[LayerId | None]:
+    """The snapws layer id each layer of ``manifest`` is annotated with
+    (None for layers without a valid ``org.snapws.layer``). Raises
+    BadImageError for a malformed manifest."""
+    out: list[LayerId | None] = []
+    for d in parse_manifest(manifest).layers:
+        try:
+            out.append(LayerId(d.annotations.get(ANNOTATION_LAYER, "")))
+        except ValueError:
+            out.append(None)
+    return out
+
+
+def _read_config(open_blob: Callable[[Descriptor], BinaryIO], desc: Descriptor) -> dict[str, Any]:
+    if desc.size > MAX_CONFIG:
+        raise BadImageError(f"an image config of {desc.size} bytes (too large)")
+    with open_blob(desc) as f:
+        data = f.read(desc.size + 1)
+    if len(data) != desc.size or sha256_digest(data) != desc.digest:
+        raise BadImageError(f"config blob {desc.digest} does not match its descriptor")
+    try:
+        obj = json.loads(data)
+    except ValueError as e:
+        raise BadImageError(f"the image config is not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise BadImageError("the image config is not a JSON object")
+    return obj
+
+
+@dataclass(frozen=True)
+class _SnapwsInfo:
+    record: SnapshotRecord
+    layers: list[LayerId]
+
+
+def _snapws_info(
+    parsed: ParsedManifest, config: dict[str, Any], manifest: bytes
+) -> _SnapwsInfo | None:
+    """The record and layer ids of a snapws image (None: a foreign image).
+    Raises BadImageError when the labels contradict each other."""
+    cfg = config.get("config") or {}
+    labels = cfg.get("Labels") if isinstance(cfg, dict) else None
+    if not isinstance(labels, dict) or LABEL_RECORD not in labels:
+        return None
+    try:
+        rec = SnapshotRecord.from_canonical(str(labels[LABEL_RECORD]).encode())
+        sid = SnapshotId(str(labels.get(LABEL_SNAPSHOT, "")))
+        listed = [LayerId(x) for x in str(labels.get(LABEL_LAYERS, "")).split(",") if x]
+    except (ValueError, KeyError, TypeError) as e:
+        raise BadImageError(f"the snapws labels of the image config are malformed: {e}") from None
+    if rec.id != sid:
+        raise BadImageError(
+            f"the image's snapshot record hashes to {rec.id.short()}, "
+            f"not to the {sid.short()} it claims"
+        )
+    annotated = layer_ids_of(manifest)
+    if len(listed) != len(parsed.layers) or (
+        any(a is not None for a in annotated) and annotated != listed
+    ):
+        # (copies through docker archives lose the annotations: the label stays)
+        raise BadImageError("the image's layer annotations differ from its org.snapws.layers label")
+    return _SnapwsInfo(rec, listed)
+
+
+def chain_ids_of(diff_ids: list[str]) -> list[str | None]:
+    """The OCI chain id of each layer: its diff_id, hashed with those below."""
+    out: list[str | None] = []
+    prev: str | None = None
+    for d in diff_ids:
+        prev = d if prev is None else sha256_digest(f"{prev} {d}".encode())
+        out.append(prev)
+    return out
+
+
+def _diff_ids(config: dict[str, Any], count: int) -> list[str] | None:
+    rootfs = config.get("rootfs")
+    ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if ids is None:
+        return None
+    if not isinstance(ids, list) or len(ids) != count:
+        raise BadImageError(
+            f"the image config lists {len(ids) if isinstance(ids, list) else 'no'} diff_ids "
+            f"for {count} layers"
+        )
+    for d in ids:
+        try:
+            digest_hex(str(d))
+        except ValueError:
+            raise BadImageError(f"diff_id {str(d)[:80]!r} is not a sha256 digest") from None
+    return [str(d) for d in ids]
+
+
+# ---- importing -------------------------------------------------------------------
+
+
+class _VerifiedStream:
+    """Reads a blob, counting and hashing it (and keeping a copy in ``keep``);
+    :meth:`verify` checks the digest and size at the end."""
+
+    def __init__(
+        self,
+        raw: BinaryIO,
+        desc: Descriptor,
+        keep: BlobWriter | None,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self.raw = raw
+        self.desc = desc
+        self.keep = keep
+        self.progress = progress
+        self.h = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self.raw.read(n if n >= 0 else 1 << 20)
+        if data:
+            self.size += len(data)
+            if self.size > self.desc.size:
+                raise BadImageError(
+                    f"blob {self.desc.digest} is longer than the {self.desc.size} bytes "
+                    "its descriptor says"
+                )
+            self.h.update(data)
+            if self.keep is not None:
+                self.keep.write(data)
+            if self.progress is not None:
+                self.progress(len(data))
+        return data
+
+    def verify(self) -> None:
+        while self.read(1 << 20):
+            pass
+        if self.size != self.desc.size or "sha256:" + self.h.hexdigest() != self.desc.digest:
+            raise BadImageError(
+                f"blob {self.desc.digest} does not match its descriptor "
+                f"({self.size} bytes, sha256:{self.h.hexdigest()[:16]}...)"
+            )
+
+
+def _import_layer(
+    store: Store,
+    desc: Descriptor,
+    index: int,
+    open_blob: Callable[[Descriptor], BinaryIO],
+    lower: list[Path],
+    diff_id: str | None,
+    cache: bool,
+    threads: int,
+    progress: Callable[[int], None] | None,
+) -> tuple[ExtractedLayer, CachedLayer | None, str, BlobWriter | None]:
+    """Fetch, verify and unpack one layer blob (not published). Returns the
+    layer, its cache entry and compression (when ``cache``), and the kept
+    copy of the blob to commit once the layer is published."""
+    what = f"layer {index + 1} ({desc.digest[:19]})"
+    keep = BlobWriter(store) if cache else None
+    try:
+        with open_blob(desc) as raw:
+            stream = _VerifiedStream(raw, desc, keep, progress)
+            dec = DecompressedReader(stream, what)  # type: ignore[arg-type]
+            diff = hashlib.sha256()
+
+            def produce(n: int) -> bytes:
+                data = dec.read(n)
+                diff.update(data)
+                return data
+
+            ahead = Prefetcher(produce)  # decompress and hash beside the unpacking
+            try:
+                layer = extract_layer(store, tf.TarReader(ahead.read, what), lower, threads)
+                try:
+                    trailer = 0
+                    while data := ahead.read(1 << 20):
+                        trailer += len(data)
+                        if trailer > MAX_TRAILER:
+                            raise BadImageError(
+                                f"{what}: {trailer} bytes follow the end of the tar"
+                            )
+                except BaseException:
+                    store.discard(layer.staging)
+                    raise
+            finally:
+                ahead.close()
+            try:
+                stream.verify()
+                if diff_id is not None and "sha256:" + diff.hexdigest() != diff_id:
+                    raise BadImageError(
+                        f"{what}: the uncompressed tar does not match diff_id {diff_id}"
+                    )
+            except BaseException:
+                store.discard(layer.staging)
+                raise
+    except BaseException:
+        if keep is not None:
+            keep.abort()
+        raise
+    entry = None
+    if keep is not None and dec.format in LAYER_MEDIA_TYPE:
+        entry = CachedLayer(desc.digest, "sha256:" + diff.hexdigest(), desc.size)
+    elif keep is not None:
+        keep.abort()
+        keep = None
+    return layer, entry, dec.format, keep
+
+
+def import_image(
+    store: Store,
+    manifest: bytes,
+    open_blob: Callable[[Descriptor], BinaryIO],
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    source: str = "an OCI image",
+    author: str = "snapws import",
+    threads: int = 8,
+    dedup: bool = False,
+) -> SnapshotId:
+    """Import the image whose manifest is ``manifest``; returns its snapshot.
+
+    ``open_blob(descriptor)`` opens a blob for reading (the caller's stream
+    is closed here). Only layers the store lacks are fetched; every blob read
+    is checked against its descriptor (sha256, size) and every layer against
+    its ``diff_id``. A snapws image gives back the exact snapshot (same id,
+    same layer ids, else BadImageError); another image becomes a chain of its
+    layers under a new snapshot without parents (message ``import SOURCE``,
+    time from the config's ``created``). ``progress(done, total)`` counts
+    blob bytes read. On any error nothing new remains in the store.
+
+    Precondition: the caller holds the store lock exclusively. Raises
+    BadImageError, UnsupportedError (device nodes or owners when not root,
+    zstd without zstandard), OSError."""
+    parsed = parse_manifest(manifest)
+    config = _read_config(open_blob, parsed.config)
+    info = _snapws_info(parsed, config, manifest)
+    diff_ids = _diff_ids(config, len(parsed.layers))
+    if info is not None and store.has_snapshot(info.record.id):
+        chain = store.chain(info.record.id)
+        if all(store.has_layer(lid) for lid in chain):
+            _mark_shallow(store, info.record)
+            return info.record.id
+    expected: list[LayerId | None] = (
+        list(info.layers) if info is not None else [None] * len(parsed.layers)
+    )
+    # layers the store has: a snapws layer by its id, a foreign one by the
+    # chain id (its diff_id and those below) it was imported from before
+    cids = chain_ids_of(diff_ids) if diff_ids else [None] * len(parsed.layers)
+    have: list[LayerId | None] = []
+    for want, cid in zip(expected, cids, strict=True):
+        known = want if want is not None else chain_layer(store, cid) if cid else None
+        have.append(known if known is not None and store.has_layer(known) else None)
+    fetch = [i for i in range(len(parsed.layers)) if have[i] is None]
+    total = sum(parsed.layers[i].size for i in fetch)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    published: list[LayerId] = []
+    chain_ids: list[LayerId] = []
+    try:
+        for i, desc in enumerate(parsed.layers):
+            want = expected[i]
+            known = have[i]
+            if known is not None:
+                chain_ids.append(known)
+                continue
+            lower = [store.layer_tree(lid) for lid in reversed(chain_ids) if lid != EMPTY_LAYER]
+            layer, entry, fmt, keep = _import_layer(
+                store,
+                desc,
+                i,
+                open_blob,
+                lower,
+                diff_ids[i] if diff_ids else None,
+                want is not None,
+                threads,
+                advance,
+            )
+            try:
+                if want is not None and layer.id != want:
+                    raise BadImageError(
+                        f"layer {i + 1} ({desc.digest[:19]}) unpacks to layer "
+                        f"{layer.id.short()}, but the image says {want.short()}"
+                    )
+                existed = store.has_layer(layer.id)
+                lid = publish_extracted(store, layer, dedup)
+            except BaseException:
+                if layer.staging.exists():
+                    store.discard(layer.staging)
+                if keep is not None:
+                    keep.abort()
+                raise
+            if not existed:
+                published.append(lid)
+            if keep is not None and entry is not None:
+                keep.commit()
+                record_layer(store, lid, fmt, entry)
+            cid = cids[i]
+            if want is None and cid is not None:
+                record_chain(store, cid, lid)
+            chain_ids.append(lid)
+        if info is not None:
+            record = info.record
+        else:
+            record = SnapshotRecord(
+                parents=(),
+                layer=chain_ids[-1] if chain_ids else EMPTY_LAYER,
+                message=f"import {source}",
+                author=author,
+                time_ns=_created_ns(config) or time.time_ns(),
+            )
+        sid = store.write_snapshot(record, chain_ids)
+        if not all(store.has_layer(lid) for lid in store.chain(sid)):
+            store.write_chain(sid, chain_ids)  # a stored record whose layers were lost
+        _mark_shallow(store, record)
+        return sid
+    except BaseException:
+        for lid in published:
+            store.delete_layer(lid)
+        raise
+
+
+def _mark_shallow(store: Store, record: SnapshotRecord) -> None:
+    """Parents the store lacks get a tombstone (as ``snapws prune`` leaves):
+    history then ends there, as in a shallow clone, instead of naming
+    records that are missing."""
+    for parent in record.parents:
+        if not store.has_snapshot(parent) and not store.is_forgotten(parent):
+            store.delete_snapshot(parent)  # writes the tombstone only
+
+
+def _created_ns(config: dict[str, Any]) -> int | None:
+    """The config's ``created`` time in ns (None if absent or unreadable)."""
+    text = config.get("created")
+    if not isinstance(text, str):
+        return None
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$", text)
+    if m is None:
+        return None
+    sec = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S"))
+    if m.group(3) != "Z":
+        sign = 1 if m.group(3)[0] == "+" else -1
+        sec -= sign * (int(m.group(3)[1:3]) * 3600 + int(m.group(3)[4:6]) * 60)
+    return sec * 1_000_000_000 + int((m.group(2) or "0").ljust(9, "0"))

@@ -1,0 +1,424 @@
+"""Tar headers: a reproducible writer and a reader for hostile input.
+
+The writer emits POSIX ustar headers, preceded by a PAX extended header when
+a value does not fit ustar (long or non-ASCII names, nanosecond mtimes, large
+ids or sizes, xattrs as ``SCHILY.xattr.NAME``). Owner names are left empty and
+the PAX header's own fields are fixed, so equal input gives equal bytes.
+
+The reader parses ustar, PAX (``x``; ``g`` is read and ignored) and GNU long
+names (``L``/``K``), checks every header checksum, and caps what it keeps in
+memory (PAX headers, names, xattrs) and the sizes it accepts. Everything it
+refuses raises :class:`~snapws.errors.BadImageError`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from snapws.errors import BadImageError
+
+BLOCK = 512
+#: caps on what one header may make us hold or create
+MAX_PAX_SIZE = 1 << 20  # one PAX header (records of one entry)
+MAX_LONGNAME = 4096  # a GNU long name, and any path (PATH_MAX)
+MAX_COMPONENT = 255  # one path component (NAME_MAX)
+MAX_XATTR_NAME = 255
+MAX_XATTR_VALUE = 65536  # XATTR_SIZE_MAX
+MAX_ENTRY_SIZE = 1 << 40  # 1 TiB: larger "files" are taken for an attack
+MAX_META_HEADERS = 16  # PAX/GNU headers in a row before one entry
+
+REGULAR = b"0"
+HARDLINK = b"1"
+SYMLINK = b"2"
+CHARDEV = b"3"
+BLOCKDEV = b"4"
+DIRECTORY = b"5"
+FIFO = b"6"
+_CONTIGUOUS = b"7"
+_PAX = b"x"
+_PAX_GLOBAL = b"g"
+_GNU_LONGNAME = b"L"
+_GNU_LONGLINK = b"K"
+ENTRY_TYPES = (REGULAR, HARDLINK, SYMLINK, CHARDEV, BLOCKDEV, DIRECTORY, FIFO)
+
+_PAX_NAME = b"././@PaxHeader"
+_MTIME_RE = re.compile(rb"^(-?)([0-9]{1,19})(?:\.([0-9]+))?$")
+_INT_RE = re.compile(rb"^[0-9]{1,20}$")
+
+
+@dataclass(slots=True)
+class Header:
+    """One tar entry. ``name`` and ``linkname`` are raw bytes (no trailing
+    slash for directories when read); ``mode`` holds permission bits only."""
+
+    name: bytes
+    type: bytes
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+    linkname: bytes = b""
+    devmajor: int = 0
+    devminor: int = 0
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+
+
+# ---- writing ------------------------------------------------------------------------
+
+
+def _octal(n: int, width: int) -> bytes | None:
+    """``n`` as a NUL-terminated octal field of ``width`` bytes (None: too big)."""
+    if n < 0 or n >= 8 ** (width - 1):
+        return None
+    return b"%0*o" % (width - 1, n) + b"\0"
+
+
+def _numeric(n: int, width: int) -> bytes:
+    """Octal, or GNU base-256 when ``n`` does not fit (read by Go, GNU tar)."""
+    out = _octal(n, width)
+    if out is not None:
+        return out
+    if n < 0 or n >= 256 ** (width - 1):
+        raise ValueError(f"{n} does not fit a {width}-byte tar field")
+    return b"\x80" + n.to_bytes(width - 1, "big")
+
+
+def _pax_record(key: bytes, value: bytes) -> bytes:
+    body = b" " + key + b"=" + value + b"\n"
+    n = len(body) + len(str(len(body)))
+    if len(str(n)) + len(body) != n:
+        n = len(str(n)) + len(body)
+    return str(n).encode() + body
+
+
+def _pax_mtime(ns: int) -> bytes:
+    sign = b"-" if ns < 0 else b""
+    sec, frac = divmod(abs(ns), 1_000_000_000)
+    return sign + b"%d.%09d" % (sec, frac) if frac else sign + b"%d" % sec
+
+
+def _fits_name(name: bytes) -> bool:
+    return len(name) <= 100 and all(0x20 <= b < 0x7F for b in name)
+
+
+def _ustar(h: Header, name: bytes, linkname: bytes, size: int, mtime: int) -> bytes:
+    buf = bytearray(BLOCK)
+
+    def put(offset: int, value: bytes) -> None:
+        buf[offset : offset + len(value)] = value
+
+    put(0, name[:100])
+    put(100, _numeric(h.mode & 0o7777, 8))
+    put(108, _numeric(h.uid, 8) if _octal(h.uid, 8) else _numeric(0, 8))
+    put(116, _numeric(h.gid, 8) if _octal(h.gid, 8) else _numeric(0, 8))
+    put(124, _numeric(size, 12))
+    put(136, _numeric(mtime, 12))
+    put(148, b" " * 8)
+    put(156, h.type)
+    put(157, linkname[:100])
+    put(257, b"ustar\x0000")
+    if h.type in (CHARDEV, BLOCKDEV):
+        put(329, _numeric(h.devmajor, 8))
+        put(337, _numeric(h.devminor, 8))
+    put(148, b"%06o\0 " % sum(buf))
+    return bytes(buf)
+
+
+def encode_header(h: Header) -> bytes:
+    """The header block(s) of ``h``: a PAX header when needed, then ustar.
+    The data (``h.size`` bytes, padded to 512) follows, written by the caller."""
+    records: list[tuple[bytes, bytes]] = []
+    name, linkname = h.name, h.linkname
+    if not _fits_name(name):
+        records.append((b"path", name))
+    if not _fits_name(linkname):
+        records.append((b"linkpath", linkname))
+    sec, frac = divmod(h.mtime_ns, 1_000_000_000)
+    mtime = sec if frac == 0 and _octal(sec, 12) is not None else 0
+    if frac or _octal(sec, 12) is None:
+        records.append((b"mtime", _pax_mtime(h.mtime_ns)))
+    if _octal(h.uid, 8) is None:
+        records.append((b"uid", b"%d" % h.uid))
+    if _octal(h.gid, 8) is None:
+        records.append((b"gid", b"%d" % h.gid))
+    size = h.size
+    if _octal(size, 12) is None:
+        records.append((b"size", b"%d" % size))
+        size = 0
+    for key in sorted(h.xattrs):
+        records.append((b"SCHILY.xattr." + key.encode("utf-8", "surrogateescape"), h.xattrs[key]))
+    if not records:
+        return _ustar(h, name, linkname, size, mtime)
+    binary = any(_not_utf8(v) for _k, v in records)
+    data = (_pax_record(b"hdrcharset", b"BINARY") if binary else b"") + b"".join(
+        _pax_record(k, v) for k, v in records
+    )
+    pax = Header(name=_PAX_NAME, type=_PAX, mode=0o644)
+    return (
+        _ustar(pax, _PAX_NAME, b"", len(data), 0)
+        + data
+        + padding(len(data))
+        + _ustar(h, name if _fits_name(name) else name[:100], linkname, size, mtime)
+    )
+
+
+def _not_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def padding(size: int) -> bytes:
+    """Zero bytes that pad ``size`` bytes of data to a whole block."""
+    return b"\0" * (-size % BLOCK)
+
+
+END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
+
+
+# ---- reading ------------------------------------------------------------------------
+
+
+class TarReader:
+    """Reads entries from a stream, one header at a time.
+
+    ``read(n)`` must return ``n`` bytes, fewer only at the end of the stream.
+    Use :meth:`entries`; for each entry, read its data with :meth:`data`
+    (or leave it: the next step skips it). ``offset`` is the stream position
+    of the next byte (for indexes of uncompressed tars)."""
+
+    def __init__(
+        self,
+        read: Callable[[int], bytes],
+        what: str,
+        skip: Callable[[int], None] | None = None,
+    ) -> None:
+        self._read = read
+        self._skip = skip  # a seek forward, for indexing a file without reading data
+        self.what = what
+        self.offset = 0
+        self._left = 0  # data bytes of the current entry not read yet
+        self._pad = 0
+
+    def _bad(self, why: str) -> BadImageError:
+        return BadImageError(f"{self.what}: {why}")
+
+    def _exact(self, n: int) -> bytes:
+        out = self._read(n)
+        if len(out) < n:
+            while len(out) < n:
+                more = self._read(n - len(out))
+                if not more:
+                    raise self._bad("truncated (the tar ends in the middle of an entry)")
+                out += more
+        self.offset += n
+        return out
+
+    def entries(self) -> Iterator[Header]:
+        """Every entry up to the end-of-archive marker. Raises BadImageError."""
+        while True:
+            h = self._next()
+            if h is None:
+                return
+            yield h
+
+    def data(self, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """The current entry's data, in chunks (each at most ``chunk`` bytes)."""
+        while self._left:
+            n = min(chunk, self._left)
+            buf = self._exact(n)
+            self._left -= n
+            yield buf
+
+    def _skip_data(self) -> None:
+        if self._skip is not None and self._left + self._pad:
+            self._skip(self._left + self._pad)
+            self.offset += self._left + self._pad
+            self._left = self._pad = 0
+            return
+        for _ in self.data():
+            pass
+        if self._pad:
+            self._exact(self._pad)
+            self._pad = 0
+
+    def _block(self) -> bytes | None:
+        first = self._read(BLOCK)
+        if not first:
+            return None
+        if len(first) < BLOCK:
+            rest = self._read(BLOCK - len(first))
+            if len(first) + len(rest) < BLOCK:
+                raise self._bad("truncated (a header is cut short)")
+            first += rest
+        self.offset += BLOCK
+        return first
+
+    def _meta_data(self, size: int, cap: int, kind: str) -> bytes:
+        if size > cap:
+            raise self._bad(f"a {kind} header of {size} bytes (more than {cap} allowed)")
+        data = self._exact(size) if size else b""
+        self._exact(-size % BLOCK)
+        return data
+
+    def _next(self) -> Header | None:
+        self._skip_data()
+        pax: dict[bytes, bytes] = {}
+        longname: bytes | None = None
+        longlink: bytes | None = None
+        for _ in range(MAX_META_HEADERS + 1):
+            block = self._block()
+            if block is None:
+                raise self._bad("truncated (no end-of-archive marker)")
+            if block == b"\0" * BLOCK:
+                if pax or longname is not None or longlink is not None:
+                    raise self._bad("an extended header is followed by the end of the archive")
+                self._block()  # the second zero block (some writers omit it)
+                return None
+            self._check_sum(block)
+            typ = block[156:157]
+            size = self._field_int(block[124:136], "size")
+            if typ == _PAX:
+                pax.update(self._parse_pax(self._meta_data(size, MAX_PAX_SIZE, "PAX")))
+            elif typ == _PAX_GLOBAL:
+                self._parse_pax(self._meta_data(size, MAX_PAX_SIZE, "PAX global"))
+            elif typ == _GNU_LONGNAME:
+                longname = _cstr(self._meta_data(size, MAX_LONGNAME + 1, "GNU long name"))
+            elif typ == _GNU_LONGLINK:
+                longlink = _cstr(self._meta_data(size, MAX_LONGNAME + 1, "GNU long link"))
+            else:
+                return self._entry(block, typ, size, pax, longname, longlink)
+        raise self._bad(f"more than {MAX_META_HEADERS} extended headers in a row")
+
+    def _entry(
+        self,
+        block: bytes,
+        typ: bytes,
+        size: int,
+        pax: dict[bytes, bytes],
+        longname: bytes | None,
+        longlink: bytes | None,
+    ) -> Header:
+        if typ in (b"\0", _CONTIGUOUS):
+            typ = REGULAR
+        if typ == b"S" or any(k.startswith(b"GNU.sparse.") for k in pax):
+            raise self._bad("GNU sparse entries are not supported")
+        if typ not in ENTRY_TYPES:
+            raise self._bad(f"entry type {typ!r} is not supported")
+        name = _cstr(block[0:100])
+        if block[257:263] == b"ustar\x00":
+            prefix = _cstr(block[345:500])
+            if prefix:
+                name = prefix + b"/" + name
+        if longname is not None:
+            name = longname
+        if b"path" in pax:
+            name = pax[b"path"]
+        linkname = _cstr(block[157:257])
+        if longlink is not None:
+            linkname = longlink
+        if b"linkpath" in pax:
+            linkname = pax[b"linkpath"]
+        if b"size" in pax:
+            size = self._pax_int(pax[b"size"], "size")
+        if size > MAX_ENTRY_SIZE:
+            raise self._bad(f"entry {name!r} claims {size} bytes (more than 1 TiB)")
+        if size and typ != REGULAR:
+            raise self._bad(f"entry {name!r} of type {typ.decode()} carries {size} data bytes")
+        mtime_ns = self._field_int(block[136:148], "mtime") * 1_000_000_000
+        if b"mtime" in pax:
+            mtime_ns = self._pax_mtime(pax[b"mtime"])
+        h = Header(
+            name=name,
+            type=typ,
+            mode=self._field_int(block[100:108], "mode") & 0o7777,
+            uid=self._pax_int(pax[b"uid"], "uid")
+            if b"uid" in pax
+            else self._field_int(block[108:116], "uid"),
+            gid=self._pax_int(pax[b"gid"], "gid")
+            if b"gid" in pax
+            else self._field_int(block[116:124], "gid"),
+            size=size,
+            mtime_ns=mtime_ns,
+            linkname=linkname,
+        )
+        if typ in (CHARDEV, BLOCKDEV):
+            h.devmajor = self._field_int(block[329:337], "devmajor")
+            h.devminor = self._field_int(block[337:345], "devminor")
+        for key, value in pax.items():
+            if key.startswith(b"SCHILY.xattr."):
+                xname = key[len(b"SCHILY.xattr.") :]
+                if not xname or len(xname) > MAX_XATTR_NAME or b"\0" in xname:
+                    raise self._bad(f"entry {name!r} has a malformed xattr name {xname!r}")
+                if len(value) > MAX_XATTR_VALUE:
+                    raise self._bad(f"entry {name!r} has an xattr value of {len(value)} bytes")
+                h.xattrs[xname.decode("utf-8", "surrogateescape")] = value
+        if len(h.name) > MAX_LONGNAME or len(h.linkname) > MAX_LONGNAME:
+            raise self._bad(f"a name longer than {MAX_LONGNAME} bytes: {h.name[:80]!r}...")
+        if b"\0" in h.name or b"\0" in h.linkname:
+            raise self._bad(f"a name holds a NUL byte: {h.name!r}")
+        self._left = size
+        self._pad = -size % BLOCK
+        return h
+
+    def _check_sum(self, block: bytes) -> None:
+        want = self._field_int(block[148:156], "checksum")
+        unsigned = sum(block[:148]) + 8 * 0x20 + sum(block[156:])
+        if want == unsigned:
+            return
+        signed = sum((b - 256 if b > 127 else b) for b in block[:148] + block[156:]) + 256
+        if want != signed:  # (some old writers summed signed bytes)
+            raise self._bad(f"a header checksum does not match (corrupt tar at byte {self.offset})")
+
+    def _field_int(self, raw: bytes, what: str) -> int:
+        if raw[:1] == b"\x80":
+            return int.from_bytes(raw[1:], "big")
+        if raw[:1] == b"\xff":
+            raise self._bad(f"a negative {what} field")
+        text = raw.split(b"\0", 1)[0].strip(b" ")
+        if not text:
+            return 0
+        try:
+            return int(text, 8)
+        except ValueError:
+            raise self._bad(f"a malformed {what} field {raw!r}") from None
+
+    def _pax_int(self, value: bytes, what: str) -> int:
+        if not _INT_RE.match(value):
+            raise self._bad(f"a malformed PAX {what} {value[:40]!r}")
+        return int(value)
+
+    def _pax_mtime(self, value: bytes) -> int:
+        m = _MTIME_RE.match(value)
+        if m is None:
+            raise self._bad(f"a malformed PAX mtime {value[:40]!r}")
+        frac = (m.group(3) or b"")[:9].ljust(9, b"0")
+        ns = int(m.group(2)) * 1_000_000_000 + int(frac)
+        return -ns if m.group(1) else ns
+
+    def _parse_pax(self, data: bytes) -> dict[bytes, bytes]:
+        out: dict[bytes, bytes] = {}
+        pos = 0
+        while pos < len(data):
+            sp = data.find(b" ", pos, pos + 12)
+            if sp < 0 or not data[pos:sp].isdigit():
+                raise self._bad("a malformed PAX record")
+            length = int(data[pos:sp])
+            end = pos + length
+            if length < 5 or end > len(data) or data[end - 1 : end] != b"\n":
+                raise self._bad("a malformed PAX record length")
+            key, eq, value = data[sp + 1 : end - 1].partition(b"=")
+            if not eq or not key:
+                raise self._bad("a PAX record without a key")
+            out[key] = value
+            pos = end
+        return out
+
+
+def _cstr(raw: bytes) -> bytes:
+    return raw.split(b"\0", 1)[0]

@@ -1,0 +1,549 @@
+"""A stored layer as an OCI layer tar, and an OCI layer tar as a stored layer.
+
+Writing follows the layer's manifest, in its (sorted) order: a deletion is an
+empty ``DIR/.wh.NAME``; an opaque directory is the directory followed by
+``DIR/.wh..wh..opq``; hardlinks are the groups the manifest records (``hl``;
+files deduplicated across layers share inodes but are not hardlinks of the
+layer); owners are numeric with empty names; see :mod:`snapws.oci.tarformat`
+for the headers. The same layer gives the same bytes.
+
+Reading treats the tar as hostile: each node is created by this module inside
+a private staging tree, below directories it made itself (so no symlink is
+ever followed), with ``O_EXCL``/``O_NOFOLLOW``; paths with ``..`` or a leading
+``/``, symlinks whose relative target climbs out of the layer, hardlinks to
+anything but an earlier file of the same tar, entries below a non-directory,
+duplicates, whiteouts of ``.``/``..``, overlay xattrs and 0/0 character
+devices are refused (BadImageError); device nodes need root
+(UnsupportedError). Whiteouts and opaque markers apply to lower layers only,
+as the OCI spec says, so they are applied once the whole tar is read.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import xxhash
+
+from snapws.errors import BadImageError, StoreCorruptError, UnsupportedError
+from snapws.ids import ContentHash, LayerId
+from snapws.layers.entries import host_ids, is_overlay_xattr, ns_ids, opaque_xattr, parent_of
+from snapws.layers.scan import entries_of, read_tree
+from snapws.layers.view import ChainView, HashCache
+from snapws.model import ROOT, Entry, Kind, display_path, encode_manifest, manifest_id
+from snapws.oci import tarformat as tf
+from snapws.store.store import Store
+
+WHITEOUT_PREFIX = b".wh."
+OPAQUE_MARKER = b".wh..wh..opq"
+CHUNK = 1 << 20
+_ZERO_CHUNK = bytes(CHUNK)
+
+_TYPE_OF_KIND = {
+    Kind.DIR: tf.DIRECTORY,
+    Kind.SYMLINK: tf.SYMLINK,
+    Kind.FIFO: tf.FIFO,
+    Kind.CHARDEV: tf.CHARDEV,
+    Kind.BLOCKDEV: tf.BLOCKDEV,
+}
+
+
+# ---- writing ------------------------------------------------------------------------
+
+
+def tar_name(path: bytes, kind: Kind) -> bytes:
+    """The name of a manifest path in a layer tar (``./`` for the root,
+    a trailing ``/`` for directories)."""
+    if path == ROOT:
+        return b"./"
+    return path + b"/" if kind is Kind.DIR else path
+
+
+def _whiteout_name(path: bytes) -> bytes:
+    parent = parent_of(path)
+    base = path.rsplit(b"/", 1)[-1]
+    return WHITEOUT_PREFIX + base if parent == ROOT else parent + b"/" + WHITEOUT_PREFIX + base
+
+
+def write_layer_tar(
+    tree: Path,
+    entries: Iterable[Entry],
+    emit: Callable[[bytes], None],
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write the layer tar of ``entries`` (a manifest), reading file content
+    from ``tree`` (the layer's tree), to ``emit``. ``progress`` gets the
+    file bytes read so far. Returns the tar's size.
+
+    Raises UnsupportedError (a socket: tar cannot hold one),
+    StoreCorruptError (a file whose size differs from its manifest), OSError."""
+    root = os.fsencode(tree)
+    buf = bytearray()
+    total = 0
+    done = 0
+    files: set[bytes] = set()  # regular files written so far (hardlink targets)
+
+    def flush() -> None:
+        nonlocal total
+        if buf:
+            emit(bytes(buf))
+            total += len(buf)
+            buf.clear()
+
+    for e in sorted(entries, key=lambda e: e.path):
+        if e.kind is Kind.WHITEOUT:
+            buf += tf.encode_header(tf.Header(_whiteout_name(e.path), tf.REGULAR, mode=0o644))
+            continue
+        if e.kind is Kind.SOCKET:
+            raise UnsupportedError(
+                f"{display_path(e.path)} is a socket: OCI layer tars cannot hold sockets",
+                hint="delete the socket and commit, then export again",
+            )
+        h = tf.Header(
+            name=tar_name(e.path, e.kind),
+            type=tf.REGULAR,
+            mode=e.mode,
+            uid=e.uid,
+            gid=e.gid,
+            mtime_ns=e.mtime_ns,
+            xattrs=dict(e.xattrs),
+        )
+        if e.kind is Kind.FILE and e.link is not None:
+            if e.link not in files:
+                raise StoreCorruptError(
+                    f"{display_path(e.path)} in the manifest of {tree} is a hardlink of "
+                    f"{display_path(e.link)}, which is no earlier file of the layer"
+                )
+            h.type, h.linkname = tf.HARDLINK, e.link
+        elif e.kind is Kind.FILE:
+            h.size = e.size
+            files.add(e.path)
+        else:
+            h.type = _TYPE_OF_KIND[e.kind]
+            if e.kind is Kind.SYMLINK:
+                h.linkname = e.target or b""
+            if e.rdev is not None:
+                h.devmajor, h.devminor = e.rdev
+        buf += tf.encode_header(h)
+        if e.kind is Kind.DIR and e.opaque:
+            marker = OPAQUE_MARKER if e.path == ROOT else e.path + b"/" + OPAQUE_MARKER
+            buf += tf.encode_header(tf.Header(marker, tf.REGULAR, mode=0o644))
+        if h.type == tf.REGULAR and h.size:
+            flush()
+            src = root if e.path == ROOT else root + b"/" + e.path
+            left = e.size
+            fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                while left:
+                    data = os.read(fd, min(CHUNK, left))
+                    if not data:
+                        break
+                    left -= len(data)
+                    emit(data)
+                    done += len(data)
+                    if progress is not None:
+                        progress(done)
+                if left or os.read(fd, 1):
+                    raise StoreCorruptError(
+                        f"{display_path(e.path)} in layer tree {tree} does not have the "
+                        f"{e.size} bytes its manifest records",
+                        hint="`snapws verify` names every damaged file",
+                    )
+            finally:
+                os.close(fd)
+            total += e.size
+            buf += tf.padding(e.size)
+        if len(buf) >= CHUNK:
+            flush()
+    buf += tf.END_OF_ARCHIVE
+    flush()
+    return total
+
+
+# ---- reading ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _DirMeta:
+    mode: int = 0o755
+    uid: int = 0
+    gid: int = 0
+    mtime_ns: int = 0
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractedLayer:
+    """A layer tar unpacked into ``staging/tree``, not published yet."""
+
+    staging: Path
+    entries: list[Entry]
+    manifest: bytes
+
+    @property
+    def id(self) -> LayerId:
+        return manifest_id(self.manifest)
+
+
+def _escapes(link: bytes, target: bytes) -> bool:
+    """True if the relative symlink target climbs above the layer's root."""
+    if target.startswith(b"/"):
+        return False
+    level = 0 if parent_of(link) == ROOT else parent_of(link).count(b"/") + 1
+    for part in target.split(b"/"):
+        if part in (b"", b"."):
+            continue
+        if part == b"..":
+            level -= 1
+            if level < 0:
+                return True
+        else:
+            level += 1
+    return False
+
+
+class LayerExtractor:
+    """Unpacks one layer tar into ``tree`` (an empty directory of a private
+    staging dir) in overlay form. ``lower`` is the merged view of the layers
+    below it (metadata for directories the tar implies without an entry)."""
+
+    def __init__(self, tree: Path, lower: ChainView | None, what: str, opaque_name: str) -> None:
+        self.root = os.fsencode(tree)
+        self.opaque_name = opaque_name  # the store's opaque marker attribute
+        self.lower = lower
+        self.what = what
+        self.as_root = os.geteuid() == 0
+        self.kinds: dict[bytes, Kind] = {ROOT: Kind.DIR}
+        self.dirs: dict[bytes, _DirMeta] = {}  # explicit or implied directories
+        self.explicit: set[bytes] = set()  # paths that had their own entry
+        self.names: set[bytes] = set()  # every normalized tar name seen
+        self.whiteouts: list[bytes] = []
+        self.opaque: list[bytes] = []
+        self.hashes = HashCache()
+        self.file_hash: dict[bytes, ContentHash] = {}
+
+    # -- helpers --
+    def _bad(self, why: str) -> BadImageError:
+        return BadImageError(f"{self.what}: {why}")
+
+    def _abs(self, rel: bytes) -> bytes:
+        return self.root if rel == ROOT else self.root + b"/" + rel
+
+    def _norm(self, name: bytes) -> bytes:
+        if name.startswith(b"/"):
+            raise self._bad(f"absolute path {display_path(name)} (paths must stay in the layer)")
+        if not name:
+            raise self._bad("an entry with an empty name")
+        parts = [p for p in name.split(b"/") if p not in (b"", b".")]
+        if b".." in parts:
+            raise self._bad(f"path {display_path(name)} climbs out of the layer with '..'")
+        for p in parts:
+            if len(p) > tf.MAX_COMPONENT:
+                raise self._bad(f"a name longer than {tf.MAX_COMPONENT} bytes in {name[:80]!r}")
+        return b"/".join(parts) or ROOT
+
+    def _lower_meta(self, rel: bytes) -> _DirMeta:
+        if self.lower is not None:
+            loc = self.lower.locate(rel)
+            if loc is not None and loc.node.kind is Kind.DIR:
+                st = loc.node.st
+                return _DirMeta(
+                    stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, loc.node.xattrs
+                )
+        # none below: root's, as a container runtime would make it (owned by
+        # the importing user when that is not root: nobody else could own it)
+        uid, gid = host_ids(os.geteuid(), os.getegid())
+        return _DirMeta(uid=uid, gid=gid)
+
+    def _ensure_dir(self, rel: bytes) -> None:
+        """Make sure ``rel`` is a directory of this layer (implied if new)."""
+        kind = self.kinds.get(rel)
+        if kind is Kind.DIR:
+            return
+        if kind is not None:
+            raise self._bad(
+                f"{display_path(rel)} is a {kind.name.lower()} of this layer but entries lie "
+                "below it (extraction through a symlink or file is refused)"
+            )
+        self._ensure_dir(parent_of(rel))
+        os.mkdir(self._abs(rel), 0o700)
+        self.kinds[rel] = Kind.DIR
+        self.dirs[rel] = self._lower_meta(rel)
+
+    def _claim(self, rel: bytes) -> None:
+        """Check ``rel`` may be created now (parents made)."""
+        if rel in self.kinds:
+            if rel in self.explicit or self.kinds[rel] is not Kind.DIR:
+                raise self._bad(f"duplicate entry {display_path(rel)}")
+            raise self._bad(f"entry {display_path(rel)} comes after entries below it")
+        self._ensure_dir(parent_of(rel))
+
+    def _xattrs(self, rel: bytes, xattrs: dict[str, bytes]) -> dict[str, bytes]:
+        for name in xattrs:
+            if is_overlay_xattr(name):
+                raise self._bad(
+                    f"{display_path(rel)} carries the overlayfs attribute {name}, "
+                    "which would change what the layer hides"
+                )
+        return xattrs
+
+    def _perm(self, rel: bytes, e: OSError, what: str) -> Exception:
+        if e.errno in (errno.EPERM, errno.EACCES):
+            return UnsupportedError(
+                f"{self.what}: cannot {what} {display_path(rel)}: {e.strerror}",
+                hint="import as root (owners, device nodes and trusted.* xattrs need it)",
+            )
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL) and what == "set xattrs of":
+            return UnsupportedError(
+                f"{self.what}: this filesystem refuses an xattr of {display_path(rel)}: "
+                f"{e.strerror}"
+            )
+        return e
+
+    def _set_meta(
+        self, rel: bytes, target: int | bytes, mode: int | None, h: tf.Header | _DirMeta
+    ) -> None:
+        """Owner, then mode (chown clears set-id bits), xattrs, mtime."""
+        follow = isinstance(target, int)
+        try:
+            os.chown(target, *ns_ids(h.uid, h.gid), follow_symlinks=follow)
+        except OSError as e:
+            raise self._perm(rel, e, "set the owner of") from e
+        if mode is not None:
+            os.chmod(target, mode)
+        try:
+            for name, value in sorted(h.xattrs.items()):
+                os.setxattr(target, name, value, follow_symlinks=follow)
+        except OSError as e:
+            raise self._perm(rel, e, "set xattrs of") from e
+        os.utime(target, ns=(h.mtime_ns, h.mtime_ns), follow_symlinks=follow)
+
+    # -- entries --
+    def add(self, h: tf.Header, reader: tf.TarReader) -> None:
+        """Create the node of one tar entry (data read from ``reader``)."""
+        rel = self._norm(h.name)
+        if rel in self.names:
+            raise self._bad(f"duplicate entry {display_path(rel)}")
+        self.names.add(rel)
+        self._xattrs(rel, h.xattrs)
+        base = rel.rsplit(b"/", 1)[-1]
+        if base.startswith(WHITEOUT_PREFIX) and rel != ROOT:
+            self._whiteout(rel, base)
+            return
+        if h.type == tf.DIRECTORY:
+            self._dir(rel, h)
+            return
+        if rel == ROOT:
+            raise self._bad("the layer's root is not a directory")
+        self._claim(rel)
+        path = self._abs(rel)
+        try:
+            if h.type == tf.REGULAR:
+                self._file(rel, path, h, reader)
+            elif h.type == tf.HARDLINK:
+                self._hardlink(rel, path, h)
+            elif h.type == tf.SYMLINK:
+                if _escapes(rel, h.linkname):
+                    raise self._bad(
+                        f"symlink {display_path(rel)} -> {display_path(h.linkname)} "
+                        "leads out of the layer"
+                    )
+                os.symlink(h.linkname, path)
+                self.kinds[rel] = Kind.SYMLINK
+                self._set_meta(rel, path, None, h)
+            else:
+                self._special(rel, path, h)
+        except OSError as e:
+            raise self._perm(rel, e, "create") from e
+        self.explicit.add(rel)
+
+    def _whiteout(self, rel: bytes, base: bytes) -> None:
+        parent = parent_of(rel)
+        if base == OPAQUE_MARKER:
+            self._ensure_dir(parent)
+            self.opaque.append(parent)
+            return
+        name = base[len(WHITEOUT_PREFIX) :]
+        if name in (b"", b".", b"..") or name.startswith(WHITEOUT_PREFIX):
+            raise self._bad(f"whiteout {display_path(rel)} names no deletable path")
+        self._ensure_dir(parent)
+        self.whiteouts.append(name if parent == ROOT else parent + b"/" + name)
+
+    def _dir(self, rel: bytes, h: tf.Header) -> None:
+        meta = _DirMeta(h.mode, h.uid, h.gid, h.mtime_ns, h.xattrs)
+        if rel == ROOT:
+            if ROOT in self.explicit:
+                raise self._bad("duplicate entry for the layer's root")
+        elif rel in self.kinds:
+            if rel in self.explicit or self.kinds[rel] is not Kind.DIR:
+                raise self._bad(f"duplicate entry {display_path(rel)}")
+        else:
+            self._ensure_dir(parent_of(rel))
+            os.mkdir(self._abs(rel), 0o700)
+            self.kinds[rel] = Kind.DIR
+        self.dirs[rel] = meta
+        self.explicit.add(rel)
+
+    def _file(self, rel: bytes, path: bytes, h: tf.Header, reader: tf.TarReader) -> None:
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        try:
+            self.kinds[rel] = Kind.FILE
+            digest = xxhash.xxh3_128()
+            hole = False
+            for chunk in reader.data(CHUNK):
+                digest.update(chunk)
+                if (chunk == _ZERO_CHUNK) if len(chunk) == CHUNK else not chunk.strip(b"\0"):
+                    os.lseek(fd, len(chunk), os.SEEK_CUR)
+                    hole = True
+                    continue
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            if hole:
+                os.ftruncate(fd, h.size)
+            self._set_meta(rel, fd, h.mode, h)
+        finally:
+            os.close(fd)
+        ch = ContentHash(digest.hexdigest())
+        self.hashes.put(path, ch)
+        self.file_hash[rel] = ch
+
+    def _hardlink(self, rel: bytes, path: bytes, h: tf.Header) -> None:
+        target = self._norm(h.linkname)
+        if target not in self.file_hash or target not in self.explicit:
+            raise self._bad(
+                f"hardlink {display_path(rel)} -> {display_path(h.linkname)} does not name an "
+                "earlier regular file of this layer"
+            )
+        os.link(self._abs(target), path, follow_symlinks=False)
+        self.kinds[rel] = Kind.FILE
+        self.hashes.put(path, self.file_hash[target])
+        self.file_hash[rel] = self.file_hash[target]
+
+    def _special(self, rel: bytes, path: bytes, h: tf.Header) -> None:
+        if h.type == tf.FIFO:
+            os.mkfifo(path, 0o600)
+            self.kinds[rel] = Kind.FIFO
+        else:
+            if h.type == tf.CHARDEV and h.devmajor == 0 and h.devminor == 0:
+                raise self._bad(
+                    f"{display_path(rel)} is a 0/0 character device, which overlayfs reads "
+                    "as a deletion"
+                )
+            if not self.as_root:
+                raise UnsupportedError(
+                    f"{self.what}: {display_path(rel)} is a device node; only root can create one",
+                    hint="import as root",
+                )
+            fmt = stat.S_IFCHR if h.type == tf.CHARDEV else stat.S_IFBLK
+            os.mknod(path, fmt | 0o600, os.makedev(h.devmajor, h.devminor))
+            self.kinds[rel] = Kind.CHARDEV if h.type == tf.CHARDEV else Kind.BLOCKDEV
+        self._set_meta(rel, path, None, h)
+        os.chmod(path, h.mode)  # a fifo or device we made: chmod cannot follow a link
+
+    # -- the end --
+    def finish(self) -> None:
+        """Apply whiteouts and opaque markers, then directory metadata
+        (deepest first, so creating children does not change it again)."""
+        opaque = list(self.opaque)
+        for w in self.whiteouts:
+            kind = self.kinds.get(w)
+            if kind is Kind.DIR:
+                opaque.append(w)  # recreated in this layer: hide only what lies below
+            elif kind is None:
+                self._ensure_dir(parent_of(w))
+                self._mknod_whiteout(w)
+        for d in opaque:
+            if d == ROOT:
+                self._opaque_root()
+            else:
+                try:
+                    os.setxattr(self._abs(d), self.opaque_name, b"y", follow_symlinks=False)
+                except OSError as e:
+                    raise self._perm(d, e, "set xattrs of") from e
+        for rel in sorted(self.dirs, key=lambda p: (p == ROOT, -p.count(b"/"), p)):
+            meta = self.dirs[rel]
+            fd = os.open(self._abs(rel), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                self._set_meta(rel, fd, meta.mode, meta)
+            finally:
+                os.close(fd)
+        if ROOT not in self.dirs:
+            meta = self._lower_meta(ROOT)
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                self._set_meta(ROOT, fd, meta.mode, meta)
+            finally:
+                os.close(fd)
+
+    def _mknod_whiteout(self, rel: bytes) -> None:
+        try:
+            os.mknod(self._abs(rel), stat.S_IFCHR, 0)
+        except OSError as e:
+            raise self._perm(rel, e, "create the whiteout") from e
+        self.kinds[rel] = Kind.WHITEOUT
+
+    def _opaque_root(self) -> None:
+        """overlayfs ignores an opaque upper root: delete each lower child
+        instead (and make directories of this layer hide their lower content)."""
+        if self.lower is None:
+            return
+        for name in self.lower.listdir(ROOT):
+            kind = self.kinds.get(name)
+            if kind is None:
+                self._mknod_whiteout(name)
+            elif kind is Kind.DIR:
+                try:
+                    os.setxattr(self._abs(name), self.opaque_name, b"y", follow_symlinks=False)
+                except OSError as e:
+                    raise self._perm(name, e, "set xattrs of") from e
+
+
+def extract_layer(
+    store: Store,
+    reader: tf.TarReader,
+    lower_trees: list[Path],
+    threads: int = 8,
+) -> ExtractedLayer:
+    """Unpack the tar ``reader`` reads into a new staging dir of ``store`` and
+    compute its manifest. ``lower_trees``: the trees of the layers below,
+    topmost first. The caller publishes (:func:`publish_extracted`) or
+    discards the staging dir; on error it is discarded here.
+
+    Raises BadImageError, UnsupportedError, OSError."""
+    staging = store.new_staging("import")
+    try:
+        tree = staging / "tree"
+        tree.mkdir(mode=0o700)
+        lower = ChainView([os.fsencode(p) for p in lower_trees]) if lower_trees else None
+        x = LayerExtractor(tree, lower, reader.what, opaque_xattr(store.xattr_form))
+        for h in reader.entries():
+            x.add(h, reader)
+        x.finish()
+        nodes = read_tree(os.fsencode(tree))
+        entries = entries_of(nodes, threads, known=x.hashes)
+        return ExtractedLayer(staging, entries, encode_manifest(entries))
+    except BaseException:
+        store.discard(staging)
+        raise
+
+
+def publish_extracted(store: Store, layer: ExtractedLayer, dedup: bool = False) -> LayerId:
+    """Publish an extracted layer (dedup first, if asked); if the store has it
+    already, drop the copy. Precondition: the store lock is held exclusively."""
+    lid = layer.id
+    if not store.has_layer(lid):
+        if dedup:
+            from snapws.store.dedup import dedup_tree
+
+            dedup_tree(store, layer.staging / "tree", lid, layer.entries)
+        store.publish_layer(layer.staging, layer.manifest)
+    if layer.staging.exists():
+        store.discard(layer.staging)
+    return lid

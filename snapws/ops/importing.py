@@ -1,0 +1,186 @@
+"""``snapws import SRC`` and ``snapws init --from SRC DIR``.
+
+``import`` reads an OCI image layout (directory or tar) or a docker archive
+into the store: only layers the store lacks are unpacked; a snapws export
+comes back as the same snapshot (same id), any other image as a new root
+snapshot. It can name a branch or tag for the result. ``init --from`` starts
+a workspace on the imported snapshot, through init's journal (the snapshot
+is stored before the journal is written; recovery rolls forward).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from snapws.config import Config
+from snapws.errors import BadPathError, NameExistsError
+from snapws.ids import SnapshotId, WorkspaceId
+from snapws.model import WorkspaceState
+from snapws.oci.image import import_image
+from snapws.oci.layout import open_source
+from snapws.ops.export import locate_store
+from snapws.ops.workspace import new_dir_names
+from snapws.refnames import validate_ref_name
+from snapws.store.store import EMPTY_LAYER, Store
+
+KIND_DIR = {"branch": "heads", "tag": "tags"}
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    snapshot: SnapshotId
+    source: str  # the image, as described to people
+    layers: int  # layers of its chain
+    ref_kind: str | None  # "branch" / "tag" named for it, if any
+    ref: str | None
+
+
+def import_into(
+    store: Store,
+    src: str,
+    config: Config,
+    ref: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[SnapshotId, str]:
+    """Import image ``src`` (see :func:`snapws.oci.layout.open_source`)
+    into ``store``. Returns the snapshot and the source's description.
+
+    Precondition: the caller holds the store lock exclusively. Raises
+    BadImageError, RevisionNotFoundError/AmbiguousRevisionError (``ref``),
+    UnsupportedError, OSError."""
+    with open_source(src, ref) as source:
+        sid = import_image(
+            store,
+            source.manifest,
+            source.open_blob,
+            progress,
+            source=source.name,
+            author=config.author_or_default(),
+            threads=config.hash_threads,
+            dedup=config.dedup,
+        )
+    return sid, source.name
+
+
+def _check_new_ref(store: Store, kind: str, name: str, sid: SnapshotId | None) -> None:
+    validate_ref_name(kind, name)
+    old = store.read_ref(KIND_DIR[kind], name)
+    if old is not None and old != sid:
+        raise NameExistsError(
+            f"a {kind} named {name!r} already exists (at {old.short()})",
+            hint=f"choose another name, or delete it first (`snapws {kind} -d {name}`)",
+        )
+
+
+def import_source(
+    cwd: Path,
+    config: Config,
+    store_path: Path | None,
+    src: str,
+    ref: str | None = None,
+    branch: str | None = None,
+    tag: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportResult:
+    """``snapws import``: import ``src`` into the store (``store_path``, the
+    configured store, else the workspace's; a missing ``store_path`` is
+    created), then point ``branch`` or ``tag`` at the snapshot. Raises what
+    :func:`import_into` raises, BadNameError, NameExistsError."""
+    from snapws.ops.recovery import recover
+
+    kind, name = ("branch", branch) if branch else ("tag", tag) if tag else (None, None)
+    explicit = store_path or config.store
+    if explicit is not None and not explicit.exists():
+        from snapws.store.probe import check_store_filesystem
+
+        explicit.mkdir(parents=True)
+        check_store_filesystem(explicit)
+        Store.create(explicit)
+    store, _head = locate_store(cwd, config, store_path)
+    with store.lock(True, config.lock_timeout):
+        recover(store)
+        if kind is not None and name is not None:
+            _check_new_ref(store, kind, name, None)
+        sid, described = import_into(store, src, config, ref, progress)
+        if kind is not None and name is not None:
+            _check_new_ref(store, kind, name, sid)
+            if store.read_ref(KIND_DIR[kind], name) != sid:
+                store.write_ref(KIND_DIR[kind], name, sid, config.author_or_default(), "import")
+        chain = [lid for lid in store.chain(sid) if lid != EMPTY_LAYER]
+    return ImportResult(sid, described, len(chain), kind, name)
+
+
+def init_from(
+    path: Path,
+    store_root: Path,
+    config: Config,
+    src: str,
+    ref: str | None = None,
+    branch: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Store, WorkspaceState]:
+    """``snapws init --from SRC DIR``: import ``src`` and make ``path`` (absent
+    or empty) a workspace on the snapshot, on a new branch.
+
+    Precondition: run as root. Raises BadPathError, UnsupportedError,
+    NameExistsError, BadNameError, BadImageError, MountError."""
+    from snapws.ops.init import check_root, finish_init, validate_init
+    from snapws.ops.recovery import recover
+    from snapws.store.probe import check_store_filesystem
+
+    check_root()
+    path = Path(os.path.abspath(path))
+    branch = validate_ref_name("branch", branch or config.default_branch)
+    validate_init(path, store_root)
+    if path.is_dir() and any(path.iterdir()):
+        raise BadPathError(
+            f"{path} is not empty: init --from starts a workspace in an empty directory",
+            hint="give a new or empty directory (plain `snapws init` keeps a directory's content)",
+        )
+    created = not path.exists()
+    store_created = not store_root.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        store_root.mkdir(parents=True, exist_ok=True)
+        check_store_filesystem(store_root)
+        store = Store.create(store_root)
+        with store.lock(True, config.lock_timeout):
+            recover(store)
+            for ws in store.workspaces():
+                if os.path.realpath(ws.path) == str(os.path.realpath(path)):
+                    raise BadPathError(f"{path} is already a workspace of the store {store.root}")
+            _check_new_ref(store, "branch", branch, None)
+            sid, described = import_into(store, src, config, ref, progress)
+            chain = [lid for lid in store.chain(sid) if lid != EMPTY_LAYER]
+            upper, work = new_dir_names()
+            j = {
+                "op": "init",
+                "ws": WorkspaceId(secrets.token_hex(16)).hex,
+                "path": str(path),
+                "staging": f"none-{secrets.token_hex(4)}",
+                "branch": branch,
+                "message": f"import {described}",
+                "author": config.author_or_default(),
+                "time_ns": time.time_ns(),
+                "tz": int(time.localtime().tm_gmtoff // 60),
+                "upper": upper,
+                "work": work,
+                "layer": (chain[-1] if chain else EMPTY_LAYER).hex,
+                "snapshot": sid.hex,  # finish_init starts the workspace on it
+                "dedup": False,
+            }
+            store.write_journal(j)
+            state = finish_init(store, j)
+    except BaseException:
+        if created and path.is_dir() and not os.path.ismount(path) and not any(path.iterdir()):
+            path.rmdir()
+        if store_created and not (store_root / "journal.json").exists():
+            shutil.rmtree(store_root, ignore_errors=True)
+        raise
+    return store, state

@@ -1,0 +1,73 @@
+"""The store's blob cache: a layer is compressed once, damaged entries are
+rebuilt, imports of snapws images fill it, gc's pruning empties it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from snapws.ids import SnapshotId
+from snapws.oci.blobcache import blob_path, cached_layer, prune_blob_cache
+from snapws.oci.image import build_image, layer_ids_of
+from snapws.oci.layout import write_layout_dir
+from snapws.store.store import EMPTY_LAYER, Store
+
+from .ocitools import d, f, import_layout, make_layout, tar_of
+
+
+def _store_with_image(tmp_path: Path) -> tuple[Store, SnapshotId]:
+    store = Store.create(tmp_path / "store")
+    layout = tmp_path / "foreign"
+    make_layout(layout, [tar_of([d("./"), f("a", b"1" * 5000)]), tar_of([f("b", b"2")])])
+    return store, import_layout(store, layout)
+
+
+def test_a_layer_is_compressed_once(tmp_path: Path) -> None:
+    store, sid = _store_with_image(tmp_path)
+    with store.lock(False, 10):
+        first = build_image(store, sid)
+        inodes = [os.stat(b.path).st_ino for b in first.layers]
+        second = build_image(store, sid)
+    assert second.manifest_digest == first.manifest_digest
+    assert [os.stat(b.path).st_ino for b in second.layers] == inodes  # not written again
+    chain = [lid for lid in store.chain(sid) if lid != EMPTY_LAYER]
+    assert layer_ids_of(first.manifest) == chain
+    # a damaged blob is not used: the layer is compressed again, same bytes
+    victim = first.layers[0].path
+    os.chmod(victim, 0o644)
+    with open(victim, "r+b") as fh:
+        fh.truncate(10)
+    assert cached_layer(store, chain[0], "gzip") is None
+    with store.lock(False, 10):
+        third = build_image(store, sid)
+    assert third.manifest_digest == first.manifest_digest
+
+
+def test_import_of_a_snapws_image_fills_the_cache(tmp_path: Path) -> None:
+    store, sid = _store_with_image(tmp_path)
+    with store.lock(False, 10):
+        image = build_image(store, sid)
+    write_layout_dir(image, tmp_path / "export")
+    other = Store.create(tmp_path / "other")
+    assert import_layout(other, tmp_path / "export") == sid
+    chain = [lid for lid in other.chain(sid) if lid != EMPTY_LAYER]
+    for lid, blob in zip(chain, image.layers, strict=True):
+        hit = cached_layer(other, lid, "gzip")
+        assert hit is not None and hit.digest == blob.descriptor.digest
+    with other.lock(False, 10):
+        assert build_image(other, sid).manifest_digest == image.manifest_digest
+
+
+def test_prune_blob_cache_keeps_only_live_layers(tmp_path: Path) -> None:
+    store, sid = _store_with_image(tmp_path)
+    with store.lock(False, 10):
+        image = build_image(store, sid)
+    chain = [lid for lid in store.chain(sid) if lid != EMPTY_LAYER]
+    with store.lock(True, 10):
+        assert prune_blob_cache(store, chain) == 1  # the config blob
+        assert cached_layer(store, chain[0], "gzip") is not None
+        assert not image.config.path.exists()
+        assert prune_blob_cache(store, chain[1:]) == 1
+        assert cached_layer(store, chain[0], "gzip") is None
+        assert not blob_path(store, image.layers[0].descriptor.digest).exists()
+        assert blob_path(store, image.layers[1].descriptor.digest).exists()
