@@ -14,9 +14,9 @@ from typing import Any
 from snapws.backends import backend_for
 from snapws.errors import NameExistsError, UncommittedChangesError
 from snapws.ids import SnapshotId, WorkspaceId
-from snapws.layers.diff import diff_views, touched_paths
+from snapws.layers.diff import diff_views
 from snapws.layers.scan import plan_upper, prune_upper
-from snapws.model import Change, WorkspaceState, display_path
+from snapws.model import Change, Kind, WorkspaceState, display_path
 from snapws.ops.crash import crashpoint
 from snapws.ops.workspace import (
     Session,
@@ -122,7 +122,10 @@ def reset(
         return plain_ops.reset(session, target, hard, who, label)
     store = session.store
     state = session.state
-    changes = uncommitted(session)
+    plan = plan_upper(
+        os.fsencode(session.upper), session.chain_view(state.head), session.upper_form
+    )
+    changes = plan.changes
     if not hard and changes:
         a, b = chain_ids(store, state.head), chain_ids(store, target)
         common = 0
@@ -141,8 +144,10 @@ def reset(
             or c.path in moved_dirs
             or any(a in moved for a in _ancestors(c.path))
         ]
-        # U's whiteouts and opaque directories hide what REV adds below them
-        _, hiding = touched_paths([os.fsencode(session.upper)])
+        # what stays of U (copy-ups that changed nothing are pruned by the
+        # switch): its whiteouts, opaque directories and non-directories hide
+        # what REV adds below them
+        hiding = {n.path for n in plan.keep if n.kind is not Kind.DIR or n.opaque}
         clash += [q for q in moved if any(a in hiding for a in (q, *_ancestors(q)))]
         clash = sorted(set(clash))
         if clash:
