@@ -1,0 +1,247 @@
+"""File-level operations the plain backend shares between commit (working
+tree -> staging tree) and checkout (layer tree -> working tree): copying
+data, creating nodes, setting metadata as far as this user may, and the
+overlay marks (whiteouts, opaque directories) of a layer tree."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+
+import xxhash
+
+from snapws.errors import UnsupportedError
+from snapws.ids import ContentHash
+from snapws.layers.entries import Node
+from snapws.model import Kind
+
+CHUNK = 1 << 20
+
+
+def is_root() -> bool:
+    """True when this process may chown and set trusted.* attributes."""
+    return os.geteuid() == 0
+
+
+_NOT_SUPPORTED = (errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+def copy_with_hash(src: bytes, dst: bytes) -> ContentHash:
+    """Copy regular file ``src`` to the new file ``dst`` (mode 0600; runs of
+    zeros become holes) and return the XXH3-128 of the bytes copied, read
+    once. Raises OSError (FileExistsError if ``dst`` exists)."""
+    h = xxhash.xxh3_128()
+    fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            size = 0
+            holes = False
+            while True:
+                buf = os.read(fin, CHUNK)
+                if not buf:
+                    break
+                h.update(buf)
+                size += len(buf)
+                if len(buf) == CHUNK and buf.count(0) == CHUNK:
+                    os.lseek(fout, CHUNK, os.SEEK_CUR)
+                    holes = True
+                    continue
+                view = memoryview(buf)
+                while view:
+                    view = view[os.write(fout, view) :]
+            if holes:
+                os.ftruncate(fout, size)
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
+    return ContentHash(h.hexdigest())
+
+
+def copy_data(src: bytes, dst: bytes) -> None:
+    """Copy regular file ``src`` to the new file ``dst`` (mode 0600) in the
+    kernel where it can (``copy_file_range``, which may share blocks), holes
+    kept. Raises OSError."""
+    fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            size = os.fstat(fin).st_size
+            pos = 0
+            while pos < size:
+                try:
+                    start = os.lseek(fin, pos, os.SEEK_DATA)
+                except OSError as e:
+                    if e.errno == errno.ENXIO:
+                        break  # only a hole is left
+                    raise
+                end = os.lseek(fin, start, os.SEEK_HOLE)
+                _copy_range(fin, fout, start, end)
+                pos = end
+            os.ftruncate(fout, size)
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
+
+
+def _copy_range(fin: int, fout: int, start: int, end: int) -> None:
+    pos = start
+    while pos < end:
+        try:
+            n = os.copy_file_range(fin, fout, end - pos, pos, pos)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, *_NOT_SUPPORTED):
+                raise
+            n = 0
+        if n == 0:  # not supported here (or a file that shrank): plain reads
+            while pos < end:
+                buf = os.pread(fin, min(CHUNK, end - pos), pos)
+                if not buf:
+                    return
+                view = memoryview(buf)
+                at = pos
+                while view:
+                    w = os.pwrite(fout, view, at)
+                    view = view[w:]
+                    at += w
+                pos += len(buf)
+            return
+        pos += n
+
+
+def create_node(node: Node, dst: bytes, hashed: bool = False) -> ContentHash | None:
+    """Create ``dst`` as a copy of ``node`` (not a directory), without its
+    metadata (see :func:`apply_meta`). ``hashed``: a regular file's content
+    hash is computed while copying and returned. Raises OSError."""
+    kind = node.kind
+    st = node.st
+    if kind is Kind.FILE:
+        if hashed:
+            return copy_with_hash(node.abspath, dst)
+        copy_data(node.abspath, dst)
+    elif kind is Kind.SYMLINK:
+        assert node.target is not None
+        os.symlink(node.target, dst)
+    elif kind is Kind.FIFO:
+        os.mkfifo(dst, 0o600)
+    elif kind in (Kind.CHARDEV, Kind.BLOCKDEV, Kind.SOCKET):
+        os.mknod(dst, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev)
+    else:
+        raise ValueError(f"cannot create a {kind.name.lower()} node")
+    return None
+
+
+def apply_meta(node: Node, dst: bytes, as_root: bool, extra_xattrs: bool = False) -> None:
+    """Give ``dst`` the owner (as root; otherwise only where this user may),
+    mode, extended attributes and mtime of ``node``. ``extra_xattrs``: also
+    remove attributes ``dst`` has and ``node`` lacks (an existing node
+    kept). Attributes this user cannot set are skipped (the next status
+    shows the difference); a filesystem without them skips them all.
+    Raises OSError."""
+    st = node.st
+    cur = os.lstat(dst)
+    if (cur.st_uid, cur.st_gid) != (st.st_uid, st.st_gid):
+        try:
+            os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
+        except PermissionError:
+            if as_root:
+                raise
+    if node.kind is not Kind.SYMLINK and stat.S_IMODE(cur.st_mode) != stat.S_IMODE(st.st_mode):
+        os.chmod(dst, stat.S_IMODE(st.st_mode))
+    set_xattrs(dst, node.xattrs, as_root, extra_xattrs)
+    os.utime(dst, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def set_xattrs(dst: bytes, xattrs: dict[str, bytes], as_root: bool, remove_others: bool) -> None:
+    """Set ``xattrs`` on ``dst`` (see :func:`apply_meta`)."""
+    from snapws.layers.entries import is_overlay_xattr
+
+    if remove_others:
+        try:
+            names = os.listxattr(dst, follow_symlinks=False)
+        except OSError as e:
+            if e.errno in _NOT_SUPPORTED:
+                return
+            raise
+        for name in names:
+            if name not in xattrs and not is_overlay_xattr(name):
+                try:
+                    os.removexattr(dst, name, follow_symlinks=False)
+                except OSError as e:
+                    if not _skippable(e, name, as_root):
+                        raise
+    for name, value in xattrs.items():
+        try:
+            os.setxattr(dst, name, value, follow_symlinks=False)
+        except OSError as e:
+            if e.errno in _NOT_SUPPORTED:
+                return
+            if not _skippable(e, name, as_root):
+                raise
+
+
+def _skippable(e: OSError, name: str, as_root: bool) -> bool:
+    if e.errno in _NOT_SUPPORTED or e.errno == errno.ENODATA:
+        return True
+    # not root: trusted.* and security.* are not ours to set; user.* cannot
+    # go on symlinks and special files (EPERM)
+    return e.errno in (errno.EPERM, errno.EACCES) and (not as_root or not name.startswith("user."))
+
+
+def remove_path(path: bytes) -> None:
+    """Remove whatever is at ``path`` (a whole tree for a directory, made
+    writable first where this user may not delete); absent is fine."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return
+
+    def onerror(func: object, p: str, exc: object) -> None:
+        parent = os.path.dirname(p)
+        try:
+            os.chmod(parent, 0o700)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o700)
+                shutil.rmtree(p, onerror=onerror)
+            else:
+                os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+    shutil.rmtree(path, onerror=onerror)
+
+
+def make_whiteout(path: bytes) -> None:
+    """Mark a deletion the way overlayfs does: a 0/0 character device.
+    Raises UnsupportedError where the store's filesystem refuses it (it is
+    itself an overlay, or the kernel is older than 5.8 and this is not root)."""
+    try:
+        os.mknod(path, stat.S_IFCHR, os.makedev(0, 0))
+    except PermissionError as e:
+        raise UnsupportedError(
+            f"cannot record a deletion in the store: creating a whiteout (a 0/0 character "
+            f"device) at {os.fsdecode(path)} was refused ({e.strerror})",
+            hint="keep the store on a real filesystem (ext4, xfs, btrfs, tmpfs; not an "
+            "overlay) with Linux 5.8 or later, or run as root",
+        ) from None
+
+
+def mark_opaque(path: bytes, xattr: str) -> None:
+    """Mark directory ``path`` opaque with the store's attribute ``xattr``.
+    Raises UnsupportedError where the store's filesystem refuses it."""
+    try:
+        os.setxattr(path, xattr, b"y", follow_symlinks=False)
+    except OSError as e:
+        raise UnsupportedError(
+            f"cannot mark a replaced directory in the store: setting {xattr} on "
+            f"{os.fsdecode(path)} failed ({e.strerror})",
+            hint="keep the store on a filesystem with extended attributes (ext4, xfs, btrfs, "
+            "tmpfs), as the user who made it",
+        ) from None

@@ -1,0 +1,550 @@
+"""Status of a plain workspace: the working directory against HEAD's tree.
+
+One walk (``os.scandir`` with ``lstat``) over the directory. A directory
+whose names and stats equal its scan record, and whose record is not racy,
+costs two byte-string comparisons; its recorded differences from HEAD (if
+any) are replayed. Other directories are compared child by child: a child
+whose stat is unchanged and not racy keeps its recorded state, the others
+are read (xattrs, link target) and regular files hashed, then compared with
+HEAD's entry exactly as the other backends compare (:func:`classify`), so a
+touch or a chmod to the same mode is no change.
+
+On trees big enough to pay for it, the walk runs in several processes
+(forked, with :mod:`multiprocessing`'s fork context: each child walks some
+subtrees and sends back only what differs from the index), since
+lstat-bound Python does not scale with threads.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from snapws.backends.plain.index import (
+    NFIELDS,
+    RECORD_SIZE,
+    VIRTUAL,
+    ZERO_RECORD,
+    EntryTuple,
+    Index,
+    ScanRecord,
+    child_path,
+    entry_tuple,
+    join_names,
+    pack_stats,
+    split_names,
+    tuple_entry,
+)
+from snapws.errors import BadPathError
+from snapws.ids import ContentHash
+from snapws.layers.entries import Node, list_xattrs, node_entry, read_node, user_xattrs
+from snapws.model import ROOT, Change, ChangeType, Entry, Kind, classify
+
+_DIR = Kind.DIR.value
+_INO, _INO_END = 24, 32  # the inode field in a child's packed stats
+#: Below this many recorded entries the walk stays in one process.
+PARALLEL_MIN_ENTRIES = 20_000
+#: Environment override of the number of walking processes (1: no fork).
+PROCS_ENV = "SNAPWS_PLAIN_SCAN_PROCS"
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """Uncommitted changes (sorted by path), and directories that exist in
+    both HEAD and the working tree but were deleted and made again (their
+    inode changed): commit writes them as opaque directories."""
+
+    changes: list[Change] = field(default_factory=list)
+    recreated: set[bytes] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkRules:
+    """How this process reads the working tree.
+
+    Not root, a file that the user owns takes HEAD's owner (it could not be
+    given any other on checkout), and HEAD's ``trusted.*`` attributes (which
+    only root can read or write) count as present. On a filesystem without
+    extended attributes, HEAD's attributes count as present."""
+
+    as_root: bool
+    euid: int
+    xattrs_supported: bool
+
+    @classmethod
+    def for_workspace(cls, root: bytes) -> WorkRules:
+        euid = os.geteuid()
+        return cls(euid == 0, euid, _xattrs_supported(root))
+
+
+def _xattrs_supported(path: bytes) -> bool:
+    try:
+        os.listxattr(path, follow_symlinks=False)
+    except OSError as e:
+        import errno
+
+        return e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP)
+    return True
+
+
+def work_entry(
+    path: bytes,
+    abspath: bytes,
+    st: os.stat_result,
+    head: EntryTuple | None,
+    digest: ContentHash | None,
+    rules: WorkRules,
+) -> Entry:
+    """The manifest-style entry of a working-tree node (``digest``: its
+    content hash, for regular files), under ``rules``. Raises OSError."""
+    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+        # a 0/0 device in a workspace is just a device (commit refuses it)
+        xattrs = user_xattrs(list_xattrs(abspath))
+        node = Node(path, abspath, st, Kind.CHARDEV, xattrs, False, (), None)
+    else:
+        node = read_node(path, abspath, st)
+    e = node_entry(node, digest)
+    if e.opaque:
+        e = replace(e, opaque=False)
+    if head is not None:
+        h = tuple_entry(path, head)
+        if not rules.as_root:
+            if (e.uid, e.gid) != (h.uid, h.gid) and e.uid == rules.euid:
+                e = replace(e, uid=h.uid, gid=h.gid)
+            hidden = {k: v for k, v in h.xattrs.items() if k.startswith("trusted.")}
+            if hidden:
+                e = replace(e, xattrs={**hidden, **e.xattrs})
+        if not rules.xattrs_supported:
+            e = replace(e, xattrs=h.xattrs)
+    return e
+
+
+class _Pending:
+    """A directory compared child by child; finished once files are hashed."""
+
+    __slots__ = ("changed", "dirty", "maxtime", "names", "old", "out", "packed", "rel", "zero")
+
+    def __init__(
+        self, rel: bytes, names: list[bytes], packed: bytes, old: ScanRecord | None
+    ) -> None:
+        self.rel = rel
+        self.names = names
+        self.packed = packed  # the children's stats as listed
+        self.old = old
+        self.zero: list[int] = []  # children left unverified
+        self.maxtime = 0
+        self.dirty: dict[bytes, EntryTuple] = {}
+        self.changed = False
+        self.out: list[Change] = []  # this directory's changes
+
+
+class Walker:
+    """Walks (part of) a working tree against an index (read only: it
+    collects new scan records, changes and recreated directories)."""
+
+    def __init__(self, index: Index, root: bytes, rules: WorkRules, hash_threads: int) -> None:
+        self.index = index
+        self.root = root
+        self.rules = rules
+        self.hash_threads = hash_threads
+        self.racy = index.racy_from
+        self.changes: list[Change] = []
+        self.records: dict[bytes, ScanRecord] = {}
+        self.visited: list[bytes] = []
+        self.recreated: list[bytes] = []
+        self._pending: list[_Pending] = []
+        # (pending dir, child index, path, abspath, stat, head tuple)
+        self._todo: list[tuple[_Pending, int, bytes, bytes, os.stat_result, Any]] = []
+
+    def abspath(self, path: bytes) -> bytes:
+        return self.root if path == ROOT else self.root + b"/" + path
+
+    # -- walking ----------------------------------------------------------------
+    def walk_root(self) -> list[tuple[bytes, bytes]]:
+        """Compare the root itself (the virtual parent's only child); returns
+        [(b".", root)] if the root is a directory to walk."""
+        st = os.lstat(self.root)
+        vals = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode]
+        self.visited.append(VIRTUAL)
+        self._compare(VIRTUAL, ["."], vals, [st])
+        return [(ROOT, self.root)] if stat.S_ISDIR(st.st_mode) else []
+
+    def walk(
+        self, units: Sequence[tuple[bytes, bytes]], recurse: bool = True
+    ) -> list[tuple[bytes, bytes]]:
+        """Walk the directories ``units`` ((relative path, absolute path));
+        with ``recurse`` their whole subtrees, else only them (returning
+        their subdirectories). Each directory is opened without following a
+        symlink and listed through its descriptor (short lookups; names as
+        text, see :mod:`snapws.backends.plain.index`)."""
+        scandir = os.scandir
+        isdir = stat.S_ISDIR
+        fsencode = os.fsencode
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        found: list[tuple[bytes, bytes]] = []
+        stack = list(units)
+        while stack:
+            rel, ab = stack.pop()
+            names: list[str] = []
+            vals: list[int] = []
+            sts: list[os.stat_result] = []
+            subdirs: list[str] = []
+            try:
+                fd = os.open(ab, flags)
+            except PermissionError:
+                raise _unreadable(ab) from None
+            except OSError:
+                continue  # removed or replaced while we walked: the next scan sees it
+            try:
+                with scandir(fd) as it:
+                    for de in it:
+                        try:
+                            s = de.stat(follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue
+                        except PermissionError:
+                            raise _unreadable(ab) from None
+                        names.append(de.name)
+                        sts.append(s)
+                        m = s.st_mode
+                        vals += (s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino, m)
+                        if isdir(m):
+                            subdirs.append(de.name)
+            finally:
+                os.close(fd)
+            self.visited.append(rel)
+            self._compare(rel, names, vals, sts)
+            kids = []
+            for name in subdirs:
+                b = fsencode(name)
+                kids.append((b if rel == ROOT else rel + b"/" + b, ab + b"/" + b))
+            if recurse:
+                stack += kids
+            else:
+                found += kids
+        return found
+
+    def _compare(
+        self, rel: bytes, names: list[str], vals: list[int], sts: list[os.stat_result]
+    ) -> None:
+        scan = self.index.scan_record(rel)
+        packed = pack_stats(vals)
+        if (
+            scan is not None
+            and scan.maxtime < self.racy
+            and scan.matches(os.fsencode("\0".join(names)), packed)
+        ):
+            if not scan.changed:
+                return
+            if scan.changes is not None:
+                self.changes += _changes_from(scan.changes)
+                return
+        self._slow(rel, names, sts, packed, scan)
+
+    def _slow(
+        self,
+        rel: bytes,
+        texts: list[str],
+        sts: list[os.stat_result],
+        packed: bytes,
+        scan: ScanRecord | None,
+    ) -> None:
+        heads = self.index.head_map(rel)
+        size = RECORD_SIZE
+        if scan is not None:
+            ob = bytes(scan.stats)
+            old = {n: ob[k * size : (k + 1) * size] for k, n in enumerate(split_names(scan.names))}
+            dirty_old = scan.dirty_map()
+        else:
+            old, dirty_old = {}, {}
+        names = os.fsencode("\0".join(texts)).split(b"\0") if texts else []
+        pend = _Pending(rel, names, packed, scan)
+        racy = self.racy
+        maxtime = 0
+        for i, name in enumerate(names):
+            st = sts[i]
+            newest = st.st_mtime_ns if st.st_mtime_ns > st.st_ctime_ns else st.st_ctime_ns
+            if newest > maxtime:
+                maxtime = newest
+            h = heads.get(name)
+            o = old.get(name)
+            path = child_path(rel, name)
+            if o is not None and newest < racy and o == packed[i * size : (i + 1) * size]:
+                w = dirty_old.get(name)
+                if w is not None:
+                    if self._emit(pend, path, h, w):
+                        pend.dirty[name] = w
+                    continue
+                if h is not None:
+                    continue  # clean
+            elif (
+                o is not None
+                and h is not None
+                and h[0] == _DIR
+                and stat.S_ISDIR(st.st_mode)
+                and o != ZERO_RECORD
+                and o[_INO:_INO_END] != packed[i * size + _INO : i * size + _INO_END]
+            ):
+                self.recreated.append(path)
+            self._todo.append((pend, i, path, self.abspath(path), st, h))
+        pend.maxtime = maxtime
+        present = set(names)
+        for name, h in heads.items():
+            if name not in present:
+                pend.changed = True
+                self._emit(pend, child_path(rel, name), h, None)
+        self._pending.append(pend)
+
+    def _emit(
+        self, pend: _Pending, path: bytes, h: EntryTuple | None, w: EntryTuple | Entry | None
+    ) -> bool:
+        """Record in ``pend`` the change from HEAD's ``h`` to the working
+        ``w`` (and, if a HEAD directory is gone, the deletion of its
+        subtree). True if there is a change at ``path`` itself."""
+        old = tuple_entry(path, h) if h is not None else None
+        new = w if isinstance(w, Entry) or w is None else tuple_entry(path, w)
+        c = classify(path, old, new)
+        if c is not None:
+            pend.out.append(c)
+        if h is not None and h[0] == _DIR and (new is None or new.kind is not Kind.DIR):
+            for p, t in self.index.head_subtree(path):
+                pend.out.append(Change(p, ChangeType.DELETED, tuple_entry(p, t), None))
+        return c is not None
+
+    # -- finishing ------------------------------------------------------------------
+    def finish(self) -> None:
+        """Hash what needs it, compare, and build the new scan records."""
+        files = [t for t in self._todo if stat.S_ISREG(t[4].st_mode)]
+        digests: dict[bytes, ContentHash | None] = {}
+        if files:
+            from snapws.layers.hashing import hash_files
+
+            paths = [t[3] for t in files]
+            try:
+                got: list[ContentHash | None] = list(hash_files(paths, self.hash_threads))
+            except OSError:
+                got = [_try_hash(p) for p in paths]
+            digests = dict(zip(paths, got, strict=True))
+        for pend, i, path, ab, st, h in self._todo:
+            name = pend.names[i]
+            try:
+                digest = digests.get(ab)
+                if stat.S_ISREG(st.st_mode) and digest is None:
+                    raise FileNotFoundError(ab)
+                w = work_entry(path, ab, st, h, digest, self.rules)
+            except PermissionError:
+                raise _unreadable(ab) from None
+            except (FileNotFoundError, NotADirectoryError):
+                # gone since it was listed: show it as absent
+                pend.zero.append(i)
+                pend.changed = True
+                self._emit(pend, path, h, None)
+                continue
+            if self._emit(pend, path, h, w):
+                pend.dirty[name] = entry_tuple(w)
+        for pend in self._pending:
+            self.changes += pend.out
+            stats = pend.packed
+            if pend.zero:
+                buf = bytearray(stats)
+                for i in pend.zero:
+                    buf[i * RECORD_SIZE : (i + 1) * RECORD_SIZE] = ZERO_RECORD
+                stats = bytes(buf)
+            changed = pend.changed or bool(pend.dirty)
+            rec = ScanRecord(
+                join_names(pend.names),
+                stats,
+                pend.maxtime,
+                marshal.dumps(pend.dirty) if pend.dirty else None,
+                changed,
+                _changes_blob(pend.out) if changed and not pend.zero else None,
+            )
+            if not rec.same(pend.old):
+                self.records[pend.rel] = rec
+        self._todo.clear()
+        self._pending.clear()
+
+    def drop_pending(self) -> None:
+        """Forget directories walked but not finished (a forked child's copy
+        of its parent's work)."""
+        self._todo.clear()
+        self._pending.clear()
+
+    # -- results across processes -----------------------------------------------------
+    def export(self) -> bytes:
+        """This walker's results as marshal bytes (for the parent process)."""
+        records = {d: r.to_tuple() for d, r in self.records.items()}
+        return marshal.dumps((_changes_blob(self.changes), records, self.visited, self.recreated))
+
+    def absorb(self, data: bytes) -> None:
+        """Add the results :meth:`export` produced in another process."""
+        changes, records, visited, recreated = marshal.loads(data)
+        self.changes += _changes_from(changes)
+        for d, t in records.items():
+            self.records[d] = ScanRecord(*t)
+        self.visited += visited
+        self.recreated += recreated
+
+
+def _changes_blob(changes: list[Change]) -> bytes:
+    """Changes as marshal data (recorded in the index, sent between processes)."""
+    return marshal.dumps(
+        [
+            (
+                c.path,
+                c.type.value,
+                entry_tuple(c.old) if c.old is not None else None,
+                entry_tuple(c.new) if c.new is not None else None,
+                c.what,
+            )
+            for c in changes
+        ]
+    )
+
+
+def _changes_from(blob: bytes | memoryview) -> list[Change]:
+    """Inverse of :func:`_changes_blob`."""
+    return [
+        Change(
+            path,
+            ChangeType(kind),
+            tuple_entry(path, old) if old is not None else None,
+            tuple_entry(path, new) if new is not None else None,
+            tuple(what),
+        )
+        for path, kind, old, new, what in marshal.loads(blob)
+    ]
+
+
+def _try_hash(path: bytes) -> ContentHash | None:
+    from snapws.layers.hashing import hash_file
+
+    try:
+        return hash_file(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except PermissionError:
+        raise _unreadable(path) from None
+
+
+def _unreadable(path: bytes) -> BadPathError:
+    return BadPathError(
+        f"cannot read {os.fsdecode(path)} in the workspace: permission denied",
+        hint="give yourself read access (chmod u+r, or u+rx for a directory), "
+        "or run snapws as the user who can read it",
+    )
+
+
+def scan(index: Index, root: bytes, rules: WorkRules, hash_threads: int = 8) -> ScanResult:
+    """Compare the working tree at ``root`` with ``index``'s HEAD, and put
+    what this scan saw into ``index`` (its ``modified`` flag tells whether
+    the index should be written back). Raises OSError if the root is
+    unreadable."""
+    w = Walker(index, root, rules, hash_threads)
+    units = w.walk_root()
+    procs = _procs(index)
+    if procs > 1 and units:
+        _walk_parallel(w, units, procs)
+    else:
+        w.walk(units)
+        w.finish()
+    visited = set(w.visited)
+    for d, rec in w.records.items():
+        index.set_scan(d, rec)
+    for d in [d for d, r in index.dirs.items() if r[1] is not None and d not in visited]:
+        index.set_scan(d, None)  # no longer a directory of the working tree
+    return ScanResult(sorted(w.changes, key=lambda c: c.path), set(w.recreated))
+
+
+def _procs(index: Index) -> int:
+    env = os.environ.get(PROCS_ENV)
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            pass
+    if not hasattr(os, "fork"):
+        return 1
+    entries = sum(len(r[1].stats) for r in index.dirs.values() if r[1] is not None) // (8 * NFIELDS)
+    if entries < PARALLEL_MIN_ENTRIES:
+        return 1
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+
+
+def _subtree_sizes(index: Index) -> dict[bytes, int]:
+    """Recorded entries at and below each directory (an estimate of walking cost)."""
+    sizes: dict[bytes, int] = {}
+    for d, r in index.dirs.items():
+        if r[1] is None or d == VIRTUAL:
+            continue
+        n = 1 + len(r[1].stats) // (8 * NFIELDS)
+        p = d
+        while True:
+            sizes[p] = sizes.get(p, 0) + n
+            if p == ROOT:
+                break
+            i = p.rfind(b"/")
+            p = ROOT if i < 0 else p[:i]
+    return sizes
+
+
+def _walk_parallel(w: Walker, units: list[tuple[bytes, bytes]], procs: int) -> None:
+    """Walk the top directories here until there are enough subtrees, then
+    share the subtrees between this process and ``procs - 1`` forked ones."""
+    sizes = _subtree_sizes(w.index)
+    frontier = list(units)
+    done_shallow = 0
+    while frontier and len(frontier) < 8 * procs and done_shallow < 64:
+        frontier.sort(key=lambda u: sizes.get(u[0], 1))
+        big = frontier.pop()
+        frontier += w.walk([big], recurse=False)
+        done_shallow += 1
+    shares: list[list[tuple[bytes, bytes]]] = [[] for _ in range(procs)]
+    loads = [0] * procs
+    for u in sorted(frontier, key=lambda u: -sizes.get(u[0], 1)):
+        k = loads.index(min(loads))
+        shares[k].append(u)
+        loads[k] += sizes.get(u[0], 1)
+    import multiprocessing
+    import tempfile
+
+    fork = multiprocessing.get_context("fork")
+    children: list[tuple[Any, Any, list[tuple[bytes, bytes]]]] = []
+    for share in shares[1:]:
+        if not share:
+            continue
+        out = tempfile.TemporaryFile()  # noqa: SIM115 (closed below, after the child ends)
+        child = fork.Process(target=_walk_share, args=(w, share, out), daemon=True)
+        child.start()
+        children.append((child, out, share))
+    w.walk(shares[0])
+    w.finish()
+    for child, out, share in children:
+        child.join()
+        out.seek(0)
+        data = out.read()
+        out.close()
+        if child.exitcode == 0 and data:
+            w.absorb(data)
+        else:  # the child failed: walk its share here
+            w.walk(share)
+            w.finish()
+
+
+def _walk_share(w: Walker, share: list[tuple[bytes, bytes]], out: Any) -> None:
+    """In a forked process: walk ``share`` with a copy of the parent's
+    walker and write the results to ``out`` (nothing if anything fails:
+    the parent then walks the share itself)."""
+    try:
+        w.changes, w.records, w.visited, w.recreated = [], {}, [], []
+        w.drop_pending()  # the parent finishes what it walked itself
+        w.walk(share)
+        w.finish()
+        out.write(w.export())
+        out.flush()
+    except BaseException:  # reported by an empty result (never printed)
+        out.truncate(0)
