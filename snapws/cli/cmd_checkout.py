@@ -58,7 +58,8 @@ def checkout_cmd(
         click.echo(f"Switched to branch '{result.branch}' ({result.head.short()})")
     else:
         click.echo(f"HEAD is now at {result.head.short()} (detached)")
-    app.info("note: a shell inside the workspace sees the new tree after `cd .`")
+    if s.state.backend != "plain":  # a plain workspace is rewritten in place
+        app.info("note: a shell inside the workspace sees the new tree after `cd .`")
 
 
 @click.command("reset")
