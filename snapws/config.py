@@ -3,7 +3,8 @@
 Precedence, lowest first: built-in defaults, ``/etc/snapws/snapws.toml``,
 ``$XDG_CONFIG_HOME/snapws/snapws.toml`` (default ``~/.config``), the file
 named by ``SNAPWS_CONFIG``, then environment variables (``SNAPWS_STORE``,
-``SNAPWS_AUTHOR``, ``SNAPWS_BACKEND``), then command-line options.
+``SNAPWS_AUTHOR``, ``SNAPWS_BACKEND``, ``SNAPWS_CACHE_REMOTE``), then
+command-line options.
 snapws.toml.example documents every key.
 """
 
@@ -43,6 +44,9 @@ class Config:
     gc_grace: float = 3600.0
     # the backend `snapws init` gives new workspaces: auto, kernel, rootless, fuse, plain
     backend: str = "auto"
+    # the remote `snapws cache` uses when given no --remote: a remote's name or
+    # a registry URL ("": the store's remote named cache, else origin)
+    cache_remote: str = ""
 
     def author_or_default(self) -> str:
         if self.author:
@@ -71,6 +75,7 @@ _TYPES: dict[str, type] = {
     "prune_keep_within": str,
     "gc_grace": float,
     "backend": str,
+    "cache_remote": str,
 }
 BACKEND_CHOICES = ("auto", "kernel", "rootless", "fuse", "plain")
 _WITHIN_RE = re.compile(r"^(?!.*([ymdh]).*\1)([0-9]+[ymdh])+$")  # each unit at most once
@@ -143,4 +148,6 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         cfg = replace(cfg, author=env["SNAPWS_AUTHOR"])
     if env.get("SNAPWS_BACKEND"):
         cfg = _apply(cfg, {"backend": env["SNAPWS_BACKEND"]}, "SNAPWS_BACKEND")
+    if env.get("SNAPWS_CACHE_REMOTE"):
+        cfg = replace(cfg, cache_remote=env["SNAPWS_CACHE_REMOTE"])
     return cfg

@@ -32,7 +32,7 @@ def _context(app: App, remote: str | None, insecure: bool) -> CacheContext:
         config=app.config,
         store_path=app.store,
         remote=remote,
-        default_remote=os.environ.get(REMOTE_ENV) or None,
+        default_remote=app.config.cache_remote or None,  # SNAPWS_CACHE_REMOTE, config
         insecure=insecure,
         who=app.who(),
     )
@@ -73,8 +73,8 @@ def _local(ns: int | None) -> str:
 _remote_option = click.option(
     "--remote",
     metavar="NAME|URL",
-    help=f"A remote's name or a registry URL (default: ${REMOTE_ENV}, else the remote "
-    "named cache, else origin).",
+    help=f"A remote's name or a registry URL (default: ${REMOTE_ENV}, else `cache_remote` "
+    "in snapws.toml, else the remote named cache, else origin).",
 )
 _insecure_option = click.option(
     "--insecure",

@@ -52,8 +52,6 @@ def init_cmd(
     bar = ProgressBar(app.interactive and not app.quiet and not as_json, "hashing")
     try:
         if source is not None:
-            if backend not in (None, "auto", "kernel"):
-                raise click.UsageError("init --from makes kernel-backend workspaces only")
             from snapws.cli.cmd_export import bytes_progress
             from snapws.ops.importing import init_from
 
@@ -62,7 +60,7 @@ def init_cmd(
 
             src = source_relative_to(source, app.cwd)
             store, state = init_from(
-                path, store_root, app.config, src, ref, branch, bytes_progress(bar)
+                path, store_root, app.config, src, ref, branch, bytes_progress(bar), backend
             )
         else:
             store, state = init(path, store_root, app.config, branch, message, bar, backend=backend)
@@ -83,7 +81,8 @@ def init_cmd(
         f"Initialized workspace {state.path} (branch {state.branch}, "
         f"snapshot {state.head.short()}, backend {state.backend}, store {store.root})"
     )
-    if str(app.cwd) == state.path or str(app.cwd).startswith(state.path + os.sep):
+    below = str(app.cwd) == state.path or str(app.cwd).startswith(state.path + os.sep)
+    if below and state.backend in ("kernel", "fuse"):
         app.info("note: your shell is below the new mount; run `cd .` to see the workspace")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -141,7 +142,7 @@ def remote_cmd(ctx: click.Context) -> None:
         ctx.invoke(remote_list_cmd)
 
 
-remote_cmd.help = (remote_cmd.help or "") + "\n\n" + CREDENTIALS_HELP
+remote_cmd.help = inspect.cleandoc(remote_cmd.help or "") + "\n\n" + CREDENTIALS_HELP
 
 
 @remote_cmd.command("add")

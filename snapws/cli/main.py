@@ -116,6 +116,17 @@ def cli(ctx: click.Context, directory: Path | None, store: Path | None, quiet: b
         quiet=quiet,
         interactive=sys.stderr.isatty(),
     )
+    if ctx.invoked_subcommand not in _OWN_NAMESPACE:
+        # a rootless workspace's mount lives in a user + mount namespace: move
+        # into it now, while the process is single-threaded (no-op otherwise)
+        from snapws.backends.userns import enter_for_workspace
+
+        enter_for_workspace(cwd, config, ctx.obj.store)
+
+
+#: Commands that do not open the workspace of the current directory, or that
+#: find their namespace themselves (shell/run take a path; init makes one).
+_OWN_NAMESPACE = {None, "init", "doctor", "workspaces", "shell", "run"}
 
 
 def _cwd() -> Path:
@@ -156,6 +167,15 @@ COMMAND_MODULES = {
     "umount": "cmd_mount",
     "workspaces": "cmd_mount",
     "doctor": "cmd_doctor",
+    "shell": "cmd_shell",
+    "run": "cmd_shell",
+    "export": "cmd_export",
+    "import": "cmd_import",
+    "remote": "cmd_remote",
+    "push": "cmd_remote",
+    "fetch": "cmd_remote",
+    "pull": "cmd_remote",
+    "cache": "cmd_cache",
 }
 
 

@@ -18,9 +18,11 @@ import json
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from snapws.ids import LayerId
 from snapws.store.atomic import fsync_dir, write_atomic
@@ -106,29 +108,57 @@ def record_chain(store: Store, chain_id: str, lid: LayerId) -> None:
 class BlobWriter:
     """A blob being written: ``write`` bytes, then :meth:`commit` publishes it
     (fsync, rename) under its sha256; :meth:`abort` drops it. Use as a
-    context manager (leaving without commit aborts)."""
+    context manager (leaving without commit aborts). :meth:`adopt` makes
+    one of a file that holds the whole blob already."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.tmp = store.root / "staging" / f"blob-{secrets.token_hex(8)}"
-        self._f = open(self.tmp, "xb")  # noqa: SIM115 (closed by commit/abort)
+        self._f: BinaryIO | None = open(self.tmp, "xb")  # noqa: SIM115 (closed by commit/abort)
         self._h = hashlib.sha256()
+        self._digest: str | None = None
         self.size = 0
 
+    @classmethod
+    def adopt(cls, store: Store, path: Path, digest: str, size: int) -> BlobWriter:
+        """A writer holding the file ``path`` (on the store's filesystem:
+        it is hardlinked, not copied), whose content the caller verified to
+        be ``size`` bytes with sha256 ``digest``. Raises OSError (EXDEV: on
+        another filesystem)."""
+        w = cls.__new__(cls)
+        w.store = store
+        w.tmp = store.root / "staging" / f"blob-{secrets.token_hex(8)}"
+        os.link(path, w.tmp)
+        w._f = None
+        w._h = hashlib.sha256()
+        w._digest = digest
+        w.size = size
+        return w
+
     def write(self, data: bytes) -> None:
+        assert self._f is not None, "an adopted blob is complete"
         self._h.update(data)
         self._f.write(data)
         self.size += len(data)
 
     @property
     def digest(self) -> str:
-        return "sha256:" + self._h.hexdigest()
+        return self._digest or "sha256:" + self._h.hexdigest()
 
-    def commit(self) -> Path:
-        """Publish the blob; returns its path."""
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
+    def commit(self, synced: bool = False) -> Path:
+        """Publish the blob; returns its path. ``synced``: its bytes are on
+        disk already (a syncfs ran since the last write): no fsync."""
+        if self._f is not None:
+            self._f.flush()
+            if not synced:
+                os.fsync(self._f.fileno())
+            self._f.close()
+        elif not synced:
+            fd = os.open(self.tmp, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         dest = blob_path(self.store, self.digest)
         if not dest.parent.is_dir():
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +169,7 @@ class BlobWriter:
         return dest
 
     def abort(self) -> None:
-        if not self._f.closed:
+        if self._f is not None and not self._f.closed:
             self._f.close()
         self.tmp.unlink(missing_ok=True)
 
@@ -162,43 +192,87 @@ def put_blob_bytes(store: Store, data: bytes) -> tuple[str, Path]:
         return digest, w.commit()
 
 
-def prune_blob_cache(store: Store, live_layers: Iterable[LayerId]) -> int:
+@dataclass(frozen=True, slots=True)
+class BlobPrune:
+    """What pruning the blob cache deletes: map and chain-id entries of
+    layers that are gone, and blob files no remaining entry names, with
+    the disk usage each frees (``st_blocks * 512``)."""
+
+    entries: list[Path]
+    blobs: list[tuple[Path, int]]
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(n for _p, n in self.blobs)
+
+
+def plan_blob_prune(
+    store: Store, live_layers: Iterable[LayerId], grace: float = 0.0, now: float | None = None
+) -> BlobPrune:
+    """What :func:`prune_blob_cache` would delete (reads only). A blob
+    changed less than ``grace`` seconds before ``now`` stays (a push that
+    built its image under the shared lock uploads the config blob later,
+    without it). Unreadable entries count as gone."""
+    now = time.time() if now is None else now
+    live = {lid.hex for lid in live_layers}
+    drop: list[Path] = []
+    keep: set[str] = set()
+    maps = store.root / OCI_DIR / "layers"
+    for p in sorted(maps.iterdir()) if maps.is_dir() else ():
+        if p.name.split(".", 1)[0] not in live or not p.name.endswith(".json"):
+            drop.append(p)
+            continue
+        try:
+            keep.add(digest_hex(str(json.loads(p.read_bytes())["digest"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            drop.append(p)
+    chains = store.root / OCI_DIR / "chains"
+    for p in sorted(chains.iterdir()) if chains.is_dir() else ():
+        try:
+            if json.loads(p.read_bytes())["layer"] in live:
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        drop.append(p)
+    blobs: list[tuple[Path, int]] = []
+    top = blobs_dir(store)
+    for p in sorted(top.iterdir()) if top.is_dir() else ():
+        if p.name in keep:
+            continue
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        if now - max(st.st_mtime, st.st_ctime) < grace:
+            continue
+        blobs.append((p, st.st_blocks * 512))
+    return BlobPrune(drop, blobs)
+
+
+def prune_blob_cache(
+    store: Store,
+    live_layers: Iterable[LayerId] | None = None,
+    grace: float = 0.0,
+    now: float | None = None,
+    plan: BlobPrune | None = None,
+) -> BlobPrune:
     """Drop map entries (and chain-id entries) of layers not in
     ``live_layers``, and every blob no remaining entry names (image configs
-    included: they are cheap to make again). Returns the number of blobs
-    deleted.
+    included: they are cheap to make again) unless younger than ``grace``
+    seconds; or carry out ``plan`` (from :func:`plan_blob_prune`). Returns
+    what was deleted. A crash midway leaves entries whose blob is gone,
+    which :func:`cached_layer` ignores (the blob is made again), and blobs
+    nothing names, which the next prune deletes.
 
     Precondition: the caller holds the store lock exclusively (no export is
-    writing the cache)."""
-    live = {lid.hex for lid in live_layers}
-    maps = store.root / OCI_DIR / "layers"
-    keep: set[str] = set()
-    if maps.is_dir():
-        for p in maps.iterdir():
-            lid_hex = p.name.split(".", 1)[0]
-            if lid_hex not in live or not p.name.endswith(".json"):
-                p.unlink(missing_ok=True)
-                continue
-            try:
-                keep.add(digest_hex(str(json.loads(p.read_bytes())["digest"])))
-            except (OSError, ValueError, KeyError, TypeError):
-                p.unlink(missing_ok=True)
-        fsync_dir(maps)
-    chains = store.root / OCI_DIR / "chains"
-    if chains.is_dir():
-        for p in chains.iterdir():
-            try:
-                keep_it = json.loads(p.read_bytes())["layer"] in live
-            except (OSError, ValueError, KeyError, TypeError):
-                keep_it = False
-            if not keep_it:
-                p.unlink(missing_ok=True)
-    deleted = 0
-    blobs = blobs_dir(store)
-    if blobs.is_dir():
-        for p in blobs.iterdir():
-            if p.name not in keep:
-                p.unlink(missing_ok=True)
-                deleted += 1
-        fsync_dir(blobs)
-    return deleted
+    writing the cache). Raises OSError."""
+    if plan is None:
+        assert live_layers is not None, "live_layers or plan"
+        plan = plan_blob_prune(store, live_layers, grace, now)
+    for p in plan.entries:
+        p.unlink(missing_ok=True)
+    for p, _n in plan.blobs:
+        p.unlink(missing_ok=True)
+    for d in {p.parent for p in plan.entries} | {p.parent for p, _n in plan.blobs}:
+        fsync_dir(d)
+    return plan

@@ -1,27 +1,25 @@
 """Layer compression: reproducible gzip, and zstd where ``zstandard`` is installed.
 
 gzip output is byte-for-byte reproducible: a fixed 10-byte header (no name,
-mtime 0, OS "unknown"), raw deflate at a fixed level, CRC-32 and size.
-zstd needs the optional ``zstandard`` package (``pip install 'snapws[zstd]'``):
-the standard library has no zstd before Python 3.14. Reading detects the
-format from the first bytes (gzip, zstd, or a plain tar), whatever the media
-type claims.
+mtime 0, OS "unknown"), raw deflate at a fixed level (segments that would
+not shrink are stored, those only runs shrink run-length coded: the choice
+depends on the bytes only), CRC-32 and
+size. zstd needs the optional ``zstandard`` package (``pip install
+'snapws[zstd]'``): the standard library has no zstd before Python 3.14.
+Reading (:mod:`snapws.oci.blobstream`) detects the format from the first
+bytes (gzip, zstd, or a plain tar), whatever the media type claims.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
-import queue
-import threading
 import zlib
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
-from snapws.errors import BadImageError, UnsupportedError
+from snapws.errors import UnsupportedError
 
 GZIP = "gzip"
 ZSTD = "zstd"
@@ -53,21 +51,73 @@ def zstd_module() -> ModuleType:
     return zstandard
 
 
+SEGMENT = 128 << 10  # deflate chooses its method per segment, as pigz's blocks
+_PROBE = 2048  # bytes of each of three samples a segment's choice looks at
+_STORE = 0.97  # samples that shrink less than this (even by runs) are stored...
+_ZEROS = 0.02  # ...unless the segment is more zero bytes than this (tar padding)
+_RUNS = 0.05  # run-length coding within this of LZ77 on the samples: runs suffice
+
+_STORED, _RUNLENGTH, _DEFLATE = 0, 1, 2
+
+
+def _method(seg: bytes) -> int:
+    """How to deflate ``seg``, from three 2 KiB samples (start, middle,
+    end): stored when nothing shrinks it (random or already compressed
+    data: nearly free), run-length coding when runs are all that shrink it
+    (random data with tar padding and headers: a few times faster than
+    LZ77, within a percent of its size), else LZ77 at :data:`GZIP_LEVEL`.
+    A function of the bytes only: reproducible."""
+    n = len(seg)
+    if n < 4 * _PROBE:
+        return _DEFLATE
+    mid = n // 2 - _PROBE // 2
+    sample = seg[:_PROBE] + seg[mid : mid + _PROBE] + seg[n - _PROBE :]
+    runs = len(_raw_deflate(sample, 1, zlib.Z_RLE)) / len(sample)
+    if runs > _STORE and seg.count(0) < _ZEROS * n:
+        return _STORED
+    lz = len(_raw_deflate(sample, 1, zlib.Z_DEFAULT_STRATEGY)) / len(sample)
+    return _RUNLENGTH if runs <= lz + _RUNS else _DEFLATE
+
+
+def _raw_deflate(data: bytes, level: int, strategy: int) -> bytes:
+    c = zlib.compressobj(level, zlib.DEFLATED, -15, 8, strategy)
+    return c.compress(data) + c.flush()
+
+
 def _deflate_block(block: bytes, zdict: bytes, final: bool) -> bytes:
-    """Raw deflate of one block, primed with the 32 KiB before it, ending
-    byte-aligned (sync flush) or with the final block."""
-    if zdict:
-        c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, zdict)
-    else:
-        c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15, 8)
-    return c.compress(block) + c.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+    """Raw deflate of one block, in segments of :data:`SEGMENT` bytes, each
+    by its :func:`_method`, primed with the 32 KiB before it, and ending
+    byte-aligned (sync flush), the block's last one with the final block
+    if ``final``."""
+    out = []
+    history = zdict + block  # the window of each segment lies in it
+    base = len(zdict)
+    starts = range(0, len(block), SEGMENT) if block else range(1)
+    for start in starts:
+        seg = block[start : start + SEGMENT]
+        last = start + SEGMENT >= len(block)
+        method = _method(seg)
+        window = history[max(0, base + start - 32768) : base + start]
+        if method == _STORED:
+            c = zlib.compressobj(0, zlib.DEFLATED, -15, 8)
+        else:
+            strategy = zlib.Z_RLE if method == _RUNLENGTH else zlib.Z_DEFAULT_STRATEGY
+            if window:
+                c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15, 8, strategy, window)
+            else:
+                c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15, 8, strategy)
+        out.append(c.compress(seg))
+        out.append(c.flush(zlib.Z_FINISH if final and last else zlib.Z_SYNC_FLUSH))
+    return b"".join(out)
 
 
 class _Gzip:
     """One gzip member with a fixed header, its deflate stream made of
-    independent 1 MiB blocks (as pigz does: each primed with the 32 KiB
-    before it) compressed in parallel. Block boundaries are fixed, so the
-    bytes do not depend on the number of threads: reproducible."""
+    1 MiB blocks compressed in parallel, each in 128 KiB segments (as pigz
+    does: each primed with the 32 KiB before it; incompressible ones
+    stored, those only runs shrink run-length coded). Boundaries are
+    fixed, so the bytes do not depend on the number of threads:
+    reproducible."""
 
     BLOCK = 1 << 20
 
@@ -149,131 +199,3 @@ def compressor(name: str, threads: int | None = None) -> Compressor:
     if name == ZSTD:
         return _Zstd(n)
     raise ValueError(f"unknown compression {name!r}")
-
-
-class _Reader(Protocol):
-    def read(self, n: int = -1, /) -> bytes: ...
-
-
-class DecompressedReader:
-    """``read(n)`` over the decompressed bytes of a raw stream, the format
-    found by its magic bytes; errors of the codec become BadImageError."""
-
-    def __init__(self, raw: BinaryIO, what: str) -> None:
-        self.what = what
-        head = raw.read(4)
-        self._raw = raw
-        self.format = NONE
-        stream: _Reader
-        if head.startswith(GZIP_MAGIC):
-            self.format = GZIP
-            stream = gzip.GzipFile(fileobj=_Prepend(head, raw), mode="rb")  # type: ignore[call-overload]
-        elif head.startswith(ZSTD_MAGIC):
-            self.format = ZSTD
-            z = zstd_module()
-            stream = z.ZstdDecompressor().stream_reader(
-                _Prepend(head, raw), read_across_frames=True, read_size=1 << 17
-            )
-        else:
-            stream = _Prepend(head, raw)
-        self._stream = stream
-
-    def read(self, n: int) -> bytes:
-        """Up to ``n`` bytes (fewer only at the end). Raises BadImageError."""
-        try:
-            out = self._stream.read(n)
-            while 0 < len(out) < n:
-                more = self._stream.read(n - len(out))
-                if not more:
-                    break
-                out += more
-            return out
-        except (EOFError, OSError, zlib.error) as e:
-            raise BadImageError(f"{self.what}: corrupt or truncated {self.format} data: {e}") from e
-        except Exception as e:  # zstandard.ZstdError
-            if type(e).__name__ == "ZstdError":
-                raise BadImageError(f"{self.what}: corrupt zstd data: {e}") from e
-            raise
-
-
-class _Prepend:
-    """A stream with some bytes already read put back in front."""
-
-    def __init__(self, head: bytes, raw: BinaryIO) -> None:
-        self._head = head
-        self._raw = raw
-
-    def read(self, n: int = -1, /) -> bytes:
-        if self._head:
-            if n < 0:
-                out = self._head + self._raw.read()
-                self._head = b""
-                return out
-            out, self._head = self._head[:n], self._head[n:]
-            if len(out) < n:
-                out += self._raw.read(n - len(out))
-            return out
-        return self._raw.read(n)
-
-    def readable(self) -> bool:
-        return True
-
-
-class Prefetcher:
-    """``read(n)`` over ``source`` read ahead by a thread, in chunks (up to
-    ``depth`` of them waiting), so decompressing and hashing a layer runs
-    beside unpacking it. An error of ``source`` is raised by ``read``.
-    :meth:`close` stops the thread (call it in a ``finally``)."""
-
-    def __init__(self, source: Callable[[int], bytes], chunk: int = 1 << 20, depth: int = 8):
-        self._q: queue.Queue[bytes | BaseException] = queue.Queue(depth)
-        self._stop = threading.Event()
-        self._buf = b""
-        self._pos = 0
-        self._eof = False
-        self._thread = threading.Thread(target=self._run, args=(source, chunk), daemon=True)
-        self._thread.start()
-
-    def _run(self, source: Callable[[int], bytes], chunk: int) -> None:
-        try:
-            while not self._stop.is_set():
-                data = source(chunk)
-                self._put(data)
-                if not data:
-                    return
-        except BaseException as e:  # handed to the reader
-            self._put(e)
-
-    def _put(self, item: bytes | BaseException) -> None:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def read(self, n: int) -> bytes:
-        """Up to ``n`` bytes (fewer only at the end)."""
-        out = []
-        need = n
-        while need > 0:
-            if self._pos >= len(self._buf):
-                if self._eof:
-                    break
-                item = self._q.get()
-                if isinstance(item, BaseException):
-                    self._eof = True
-                    raise item
-                if not item:
-                    self._eof = True
-                    break
-                self._buf, self._pos = item, 0
-            take = self._buf[self._pos : self._pos + need]
-            self._pos += len(take)
-            need -= len(take)
-            out.append(take)
-        return out[0] if len(out) == 1 else b"".join(out)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()

@@ -43,14 +43,8 @@ from snapws.oci.blobcache import (
     record_chain,
     record_layer,
 )
-from snapws.oci.compress import (
-    COMPRESSIONS,
-    GZIP,
-    ZSTD,
-    DecompressedReader,
-    Prefetcher,
-    compressor,
-)
+from snapws.oci.blobstream import LayerBlobStream
+from snapws.oci.compress import COMPRESSIONS, GZIP, ZSTD, compressor
 from snapws.oci.tarlayer import (
     ExtractedLayer,
     extract_layer,
@@ -430,48 +424,17 @@ def _diff_ids(config: dict[str, Any], count: int) -> list[str] | None:
 # ---- importing -------------------------------------------------------------------
 
 
-class _VerifiedStream:
-    """Reads a blob, counting and hashing it (and keeping a copy in ``keep``);
-    :meth:`verify` checks the digest and size at the end."""
-
-    def __init__(
-        self,
-        raw: BinaryIO,
-        desc: Descriptor,
-        keep: BlobWriter | None,
-        progress: Callable[[int], None] | None,
-    ) -> None:
-        self.raw = raw
-        self.desc = desc
-        self.keep = keep
-        self.progress = progress
-        self.h = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1, /) -> bytes:
-        data = self.raw.read(n if n >= 0 else 1 << 20)
-        if data:
-            self.size += len(data)
-            if self.size > self.desc.size:
-                raise BadImageError(
-                    f"blob {self.desc.digest} is longer than the {self.desc.size} bytes "
-                    "its descriptor says"
-                )
-            self.h.update(data)
-            if self.keep is not None:
-                self.keep.write(data)
-            if self.progress is not None:
-                self.progress(len(data))
-        return data
-
-    def verify(self) -> None:
-        while self.read(1 << 20):
-            pass
-        if self.size != self.desc.size or "sha256:" + self.h.hexdigest() != self.desc.digest:
-            raise BadImageError(
-                f"blob {self.desc.digest} does not match its descriptor "
-                f"({self.size} bytes, sha256:{self.h.hexdigest()[:16]}...)"
-            )
+def _keeper(store: Store, raw: BinaryIO, desc: Descriptor) -> tuple[BlobWriter, bool]:
+    """The blob-cache copy of a layer blob being read: the remote's own
+    verified download hardlinked when it lies on the store's filesystem
+    (True: nothing to write), else a writer the reader fills."""
+    path = getattr(raw, "path", None)
+    if isinstance(path, Path) and getattr(raw, "verified_digest", None) == desc.digest:
+        try:
+            return BlobWriter.adopt(store, path, desc.digest, desc.size), True
+        except OSError:
+            pass  # another filesystem: copy
+    return BlobWriter(store), False
 
 
 def _import_layer(
@@ -487,56 +450,65 @@ def _import_layer(
 ) -> tuple[ExtractedLayer, CachedLayer | None, str, BlobWriter | None]:
     """Fetch, verify and unpack one layer blob (not published). Returns the
     layer, its cache entry and compression (when ``cache``), and the kept
-    copy of the blob to commit once the layer is published."""
+    copy of the blob to commit once the layer is published.
+
+    The blob is read once: a :class:`LayerBlobStream` hashes, keeps and
+    decompresses it in a background thread while this one unpacks the tar.
+    A remote's verified private download is neither hashed again nor
+    copied: the blob cache hardlinks it."""
     what = f"layer {index + 1} ({desc.digest[:19]})"
-    keep = BlobWriter(store) if cache else None
+    keep: BlobWriter | None = None
     try:
         with open_blob(desc) as raw:
-            stream = _VerifiedStream(raw, desc, keep, progress)
-            dec = DecompressedReader(stream, what)  # type: ignore[arg-type]
-            diff = hashlib.sha256()
-
-            def produce(n: int) -> bytes:
-                data = dec.read(n)
-                diff.update(data)
-                return data
-
-            ahead = Prefetcher(produce)  # decompress and hash beside the unpacking
+            # a remote's verified private download needs no second sha256
+            verified = getattr(raw, "verified_digest", None) == desc.digest
+            adopted = False
+            if cache:
+                keep, adopted = _keeper(store, raw, desc)
+            stream = LayerBlobStream(
+                raw,
+                what,
+                desc.size,
+                hash_raw=not verified,
+                keep=None if adopted else keep,
+                progress=progress,
+            )
             try:
-                layer = extract_layer(store, tf.TarReader(ahead.read, what), lower, threads)
+                layer = extract_layer(store, tf.TarReader(stream.read, what), lower, threads)
                 try:
                     trailer = 0
-                    while data := ahead.read(1 << 20):
+                    while data := stream.read(1 << 20):
                         trailer += len(data)
                         if trailer > MAX_TRAILER:
                             raise BadImageError(
                                 f"{what}: {trailer} bytes follow the end of the tar"
                             )
+                    raw_digest, diff = stream.finish()
+                    if stream.raw_size != desc.size or raw_digest not in (None, desc.digest):
+                        raise BadImageError(
+                            f"blob {desc.digest} does not match its descriptor "
+                            f"({stream.raw_size} bytes, {(raw_digest or '?')[:23]}...)"
+                        )
+                    if diff_id is not None and diff != diff_id:
+                        raise BadImageError(
+                            f"{what}: the uncompressed tar does not match diff_id {diff_id}"
+                        )
                 except BaseException:
                     store.discard(layer.staging)
                     raise
             finally:
-                ahead.close()
-            try:
-                stream.verify()
-                if diff_id is not None and "sha256:" + diff.hexdigest() != diff_id:
-                    raise BadImageError(
-                        f"{what}: the uncompressed tar does not match diff_id {diff_id}"
-                    )
-            except BaseException:
-                store.discard(layer.staging)
-                raise
+                stream.close()
     except BaseException:
         if keep is not None:
             keep.abort()
         raise
     entry = None
-    if keep is not None and dec.format in LAYER_MEDIA_TYPE:
-        entry = CachedLayer(desc.digest, "sha256:" + diff.hexdigest(), desc.size)
+    if keep is not None and stream.format in LAYER_MEDIA_TYPE:
+        entry = CachedLayer(desc.digest, diff, desc.size)
     elif keep is not None:
         keep.abort()
         keep = None
-    return layer, entry, dec.format, keep
+    return layer, entry, stream.format, keep
 
 
 def import_image(
@@ -631,7 +603,7 @@ def import_image(
             if not existed:
                 published.append(lid)
             if keep is not None and entry is not None:
-                keep.commit()
+                keep.commit(synced=not existed)  # publishing ran syncfs
                 record_layer(store, lid, fmt, entry)
             cid = cids[i]
             if want is None and cid is not None:

@@ -31,10 +31,20 @@ import xxhash
 
 from snapws.errors import BadImageError, StoreCorruptError, UnsupportedError
 from snapws.ids import ContentHash, LayerId
-from snapws.layers.entries import host_ids, is_overlay_xattr, ns_ids, opaque_xattr, parent_of
+from snapws.layers.entries import (
+    Node,
+    host_ids,
+    is_overlay_xattr,
+    list_xattrs,
+    ns_ids,
+    opaque_xattr,
+    parent_of,
+    read_node,
+)
 from snapws.layers.scan import entries_of, read_tree
 from snapws.layers.view import ChainView, HashCache
 from snapws.model import ROOT, Entry, Kind, display_path, encode_manifest, manifest_id
+from snapws.mounts.mounter import syncfs
 from snapws.oci import tarformat as tf
 from snapws.store.store import Store
 
@@ -42,6 +52,25 @@ WHITEOUT_PREFIX = b".wh."
 OPAQUE_MARKER = b".wh..wh..opq"
 CHUNK = 1 << 20
 _ZERO_CHUNK = bytes(CHUNK)
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _is_zero(chunk: bytes) -> bool:
+    return chunk == _ZERO_CHUNK if len(chunk) == CHUNK else not chunk.strip(b"\0")
+
+
+def _current_umask() -> int:
+    """This process's umask (from /proc: setting it to read it would race
+    with other threads creating files)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777  # unknown: always chmod
+
 
 _TYPE_OF_KIND = {
     Kind.DIR: tf.DIRECTORY,
@@ -217,6 +246,19 @@ class LayerExtractor:
         self.lower = lower
         self.what = what
         self.as_root = os.geteuid() == 0
+        # What a new file gets without chown/chmod: this process's ids (unless
+        # a set-group-id directory passes its group on) and the mode less
+        # the umask. Syscalls that would change nothing are skipped.
+        self.own_ids = (os.geteuid(), os.getegid())
+        self.gid_inherited = bool(os.stat(self.root).st_mode & stat.S_ISGID)
+        self.umask = _current_umask()
+        # The manifest is computed from the nodes made. A file without xattrs
+        # is described by its fstat, taken when it is complete, instead of
+        # being read again: sound where nothing adds attributes on creation
+        # (no default ACL, no security module labels: the new root has none).
+        self.stat_files = not list_xattrs(self.root)
+        self.file_stats: dict[bytes, os.stat_result] = {}
+        self.link_of: dict[bytes, bytes] = {}  # hardlink -> the file first made
         self.kinds: dict[bytes, Kind] = {ROOT: Kind.DIR}
         self.dirs: dict[bytes, _DirMeta] = {}  # explicit or implied directories
         self.explicit: set[bytes] = set()  # paths that had their own entry
@@ -389,25 +431,47 @@ class LayerExtractor:
         self.explicit.add(rel)
 
     def _file(self, rel: bytes, path: bytes, h: tf.Header, reader: tf.TarReader) -> None:
-        fd = os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
+        """Create a regular file: the data written as it streams in (and
+        hashed on the way: the manifest needs its XXH3), zero chunks left as
+        holes, then owner, mode, xattrs and mtime, each only when the new
+        file does not have it already."""
+        mode = h.mode
+        plain = not (mode & ~0o777 or mode & self.umask)  # open() gives the mode
+        fd = os.open(path, _CREATE, mode if plain else 0o600)
         try:
             self.kinds[rel] = Kind.FILE
             digest = xxhash.xxh3_128()
             hole = False
             for chunk in reader.data(CHUNK):
                 digest.update(chunk)
-                if (chunk == _ZERO_CHUNK) if len(chunk) == CHUNK else not chunk.strip(b"\0"):
+                if chunk[:1] == b"\0" and chunk[-1:] == b"\0" and _is_zero(chunk):
                     os.lseek(fd, len(chunk), os.SEEK_CUR)
                     hole = True
                     continue
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+                n = os.write(fd, chunk)
+                if n < len(chunk):
+                    view = memoryview(chunk)[n:]
+                    while view:
+                        view = view[os.write(fd, view) :]
             if hole:
                 os.ftruncate(fd, h.size)
-            self._set_meta(rel, fd, h.mode, h)
+            ids = ns_ids(h.uid, h.gid)
+            if ids != self.own_ids or self.gid_inherited:
+                try:
+                    os.fchown(fd, *ids)
+                except OSError as e:
+                    raise self._perm(rel, e, "set the owner of") from e
+            if not plain:
+                os.fchmod(fd, mode)
+            if h.xattrs:
+                try:
+                    for name, value in sorted(h.xattrs.items()):
+                        os.setxattr(fd, name, value)
+                except OSError as e:
+                    raise self._perm(rel, e, "set xattrs of") from e
+            os.utime(fd, ns=(h.mtime_ns, h.mtime_ns))
+            if self.stat_files and not h.xattrs:
+                self.file_stats[rel] = os.fstat(fd)
         finally:
             os.close(fd)
         ch = ContentHash(digest.hexdigest())
@@ -425,6 +489,9 @@ class LayerExtractor:
         self.kinds[rel] = Kind.FILE
         self.hashes.put(path, self.file_hash[target])
         self.file_hash[rel] = self.file_hash[target]
+        first = self.link_of.get(target, target)
+        self.link_of[rel] = first
+        self.file_stats.pop(first, None)  # its link count changed: read it again
 
     def _special(self, rel: bytes, path: bytes, h: tf.Header) -> None:
         if h.type == tf.FIFO:
@@ -482,6 +549,23 @@ class LayerExtractor:
             finally:
                 os.close(fd)
 
+    def nodes(self) -> list[Node]:
+        """Every node made (after :meth:`finish`), as :func:`read_tree`
+        would read it: files from their fstat where :attr:`stat_files`
+        allows, everything else (directories, links, whiteouts, files
+        with xattrs or hardlinks) read again. Raises OSError."""
+        if not self.stat_files:
+            return read_tree(self.root)
+        out = []
+        for rel, kind in self.kinds.items():
+            path = self._abs(rel)
+            st = self.file_stats.get(rel) if kind is Kind.FILE else None
+            if st is not None:
+                out.append(Node(rel, path, st, Kind.FILE, {}, False, (), None))
+            else:
+                out.append(read_node(rel, path))
+        return out
+
     def _mknod_whiteout(self, rel: bytes) -> None:
         try:
             os.mknod(self._abs(rel), stat.S_IFCHR, 0)
@@ -526,8 +610,7 @@ def extract_layer(
         for h in reader.entries():
             x.add(h, reader)
         x.finish()
-        nodes = read_tree(os.fsencode(tree))
-        entries = entries_of(nodes, threads, known=x.hashes)
+        entries = entries_of(x.nodes(), threads, known=x.hashes)
         return ExtractedLayer(staging, entries, encode_manifest(entries))
     except BaseException:
         store.discard(staging)
@@ -536,13 +619,20 @@ def extract_layer(
 
 def publish_extracted(store: Store, layer: ExtractedLayer, dedup: bool = False) -> LayerId:
     """Publish an extracted layer (dedup first, if asked); if the store has it
-    already, drop the copy. Precondition: the store lock is held exclusively."""
+    already, drop the copy. Precondition: the store lock is held exclusively.
+
+    Durability: nothing was fsynced while unpacking; one syncfs of the
+    store's filesystem makes the whole tree (and anything else written to
+    the store so far, such as the blob-cache copy of the layer's blob)
+    durable before the rename publishes it. Raises OSError, MountError
+    (syncfs failed)."""
     lid = layer.id
     if not store.has_layer(lid):
         if dedup:
             from snapws.store.dedup import dedup_tree
 
             dedup_tree(store, layer.staging / "tree", lid, layer.entries)
+        syncfs(layer.staging)
         store.publish_layer(layer.staging, layer.manifest)
     if layer.staging.exists():
         store.discard(layer.staging)

@@ -26,8 +26,6 @@ directory) before it downloads; the lookups only read the remote.
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -47,7 +45,7 @@ from snapws.errors import (
     StoreNotFoundError,
     UncommittedChangesError,
 )
-from snapws.ids import SnapshotId, WorkspaceId
+from snapws.ids import SnapshotId
 from snapws.model import Change, WorkspaceState, display_path
 from snapws.oci.image import Descriptor, build_image, import_image
 from snapws.ops.cachekeys import (
@@ -66,12 +64,12 @@ from snapws.ops.remotes import RemoteEntry, TransferSettings, get_remote, open_r
 from snapws.ops.workspace import find_workspace, resolve_store
 from snapws.remote.base import Remote, TransferStats
 from snapws.remote.url import parse_remote_url
-from snapws.store.store import EMPTY_LAYER, Store
+from snapws.store.store import Store
 
 if TYPE_CHECKING:
     from snapws.ops.push import PushResult
 
-#: remotes a cache command uses when given none and SNAPWS_CACHE_REMOTE is unset
+#: remotes a cache command uses when given none (no SNAPWS_CACHE_REMOTE, no cache_remote)
 DEFAULT_REMOTES = ("cache", "origin")
 #: progress callback: (phase, done, total or None)
 CacheProgress = Callable[[str, int, int | None], None]
@@ -86,7 +84,8 @@ _NS = 1_000_000_000
 class CacheContext:
     """Settings of one cache command: the current directory, the config,
     ``--store``, the remote (a name or a URL; None: ``default_remote`` (the
-    CLI passes SNAPWS_CACHE_REMOTE), else the remote named ``cache``, else
+    CLI passes ``config.cache_remote``: SNAPWS_CACHE_REMOTE, else
+    ``cache_remote`` in snapws.toml), else the remote named ``cache``, else
     ``origin``), plain HTTP for a URL, transfer knobs, and who acts."""
 
     cwd: Path
@@ -125,10 +124,10 @@ def cache_remote(ctx: CacheContext, store: Store | None) -> RemoteEntry:
             entry = remotes[name]
             return replace(entry, insecure=entry.insecure or ctx.insecure)
     raise RemoteNotFoundError(
-        "no cache remote: none given, SNAPWS_CACHE_REMOTE is unset and the store has no "
-        "remote named cache or origin",
+        "no cache remote: none given, SNAPWS_CACHE_REMOTE and cache_remote (snapws.toml) "
+        "are unset, and the store has no remote named cache or origin",
         hint="pass --remote HOST[:PORT]/REPOSITORY (or a remote's name), set "
-        "SNAPWS_CACHE_REMOTE, or `snapws remote add cache URL`",
+        "SNAPWS_CACHE_REMOTE or cache_remote, or `snapws remote add cache URL`",
     )
 
 
@@ -136,20 +135,8 @@ def open_cache_remote(
     store: Store | None, entry: RemoteEntry, push: bool, settings: TransferSettings | None
 ) -> Remote:
     """Open ``entry`` (through the store when there is one: downloads are
-    kept in its staging area)."""
-    if store is not None:
-        return open_remote(store, entry, push, settings)
-    from snapws.remote.dirremote import DirRemote
-    from snapws.remote.registry import RegistryRemote
-
-    s = settings or TransferSettings()
-    spec = entry.spec()
-    if spec.kind == "dir":
-        assert spec.path is not None
-        return DirRemote(spec.path, create=push)
-    return RegistryRemote(
-        spec, push=push, chunk_size=s.chunk_size, retry=s.retry, timeout=s.timeout, env=s.env
-    )
+    kept in its staging area); see :func:`snapws.ops.remotes.open_remote`."""
+    return open_remote(store, entry, push, settings)
 
 
 def locate_dir(
@@ -451,7 +438,7 @@ def _import(
             if progress is not None:
                 progress("fetching", start + done, max(total, start + done))
 
-        f = remote.open_blob(d.digest, d.size, bar)
+        f = remote.stream_blob(d.digest, d.size, bar)
         base += d.size
         return f
 
@@ -495,57 +482,48 @@ def _start_workspace(
     progress: CacheProgress | None,
 ) -> tuple[WorkspaceState, int, Remote]:
     """Import the matched image and make ``target`` (missing or empty) a
-    workspace on it, as ``init --from`` does: the snapshot is stored, then
-    init's journal is written and rolled forward (recovery finishes it)."""
-    from snapws.ops.init import check_root, finish_init, validate_init
+    workspace on it, as ``init --from`` does (the backend this machine
+    chooses: :func:`snapws.ops.importing.choose_new_backend`; then
+    :func:`~snapws.ops.importing.init_on_snapshot`, or
+    :func:`~snapws.ops.importing.start_plain_on_snapshot`)."""
+    from snapws.ops.importing import (
+        choose_new_backend,
+        create_store_for,
+        init_on_snapshot,
+        start_plain_on_snapshot,
+        undo_new_workspace,
+    )
+    from snapws.ops.init import validate_init
     from snapws.ops.recovery import recover
-    from snapws.ops.workspace import new_dir_names
-    from snapws.store.probe import check_store_filesystem
 
-    check_root()
     validate_init(target, store_root)
+    backend = choose_new_backend(ctx.config, store_root)
+    assert match.entry is not None
+    message = f"cache restore {match.entry.key}"
+    author = ctx.who or ctx.config.author_or_default()
     created = not target.exists()
     store_created = not store_root.exists()
     target.mkdir(parents=True, exist_ok=True)
     try:
-        store_root.mkdir(parents=True, exist_ok=True)
-        check_store_filesystem(store_root)
-        store = Store.create(store_root)
+        store = create_store_for(store_root, backend)
         remote = open_cache_remote(store, entry, False, ctx.settings)
         try:
             with store.lock(True, ctx.config.lock_timeout):
                 recover(store)
                 sid, fetched = _import(store, ctx, remote, match, progress)
-                chain = [lid for lid in store.chain(sid) if lid != EMPTY_LAYER]
-                upper, work = new_dir_names()
-                assert match.entry is not None
-                j = {
-                    "op": "init",
-                    "ws": WorkspaceId(secrets.token_hex(16)).hex,
-                    "path": str(target),
-                    "staging": f"none-{secrets.token_hex(4)}",
-                    "branch": branch,
-                    "message": f"cache restore {match.entry.key}",
-                    "author": ctx.who or ctx.config.author_or_default(),
-                    "time_ns": time.time_ns(),
-                    "tz": int(time.localtime().tm_gmtoff // 60),
-                    "upper": upper,
-                    "work": work,
-                    "layer": (chain[-1] if chain else EMPTY_LAYER).hex,
-                    "snapshot": sid.hex,  # finish_init starts the workspace on it
-                    "dedup": False,
-                }
-                store.write_journal(j)
-                state = finish_init(store, j)
+                if backend != "plain":
+                    state = init_on_snapshot(
+                        store, target, sid, ctx.config, branch, message, backend, author
+                    )
+                    return state, fetched, remote
         finally:
             remote.close()
     except BaseException:
-        if created and target.is_dir() and not os.path.ismount(target):
-            with suppress(OSError):
-                target.rmdir()  # only if empty
-        if store_created and not (store_root / "journal.json").exists():
-            shutil.rmtree(store_root, ignore_errors=True)
+        undo_new_workspace(target, store_root, created, store_created)
         raise
+    _store, state = start_plain_on_snapshot(
+        target, store_root, sid, ctx.config, branch, message, author
+    )
     return state, fetched, remote
 
 

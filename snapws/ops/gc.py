@@ -20,6 +20,11 @@ checks again that no listed layer came into use.
 Bytes freed are real disk usage (``st_blocks * 512``): an inode counts only
 if every link to it is going away (flatten hardlinks files of old layers
 into the merged one, so deleting an old layer frees only what it alone holds).
+
+The store's OCI blob cache (compressed layer tars kept by export, push and
+import, :mod:`snapws.oci.blobcache`) is pruned too, once the layers are
+gone: entries of layers that no longer exist, and blobs no entry names
+(older than the grace period), count in the bytes freed.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 
 from snapws.ids import HEX_LEN, LayerId, SnapshotId
 from snapws.mounts import mounter
+from snapws.oci.blobcache import BlobPrune, plan_blob_prune, prune_blob_cache
 from snapws.ops.crash import crashpoint
 from snapws.store.store import EMPTY_LAYER, Store
 
@@ -192,6 +198,7 @@ class GcPlan:
     doomed: list[Doomed] = field(default_factory=list)
     kept: dict[LayerId, str] = field(default_factory=dict)
     young: list[str] = field(default_factory=list)  # staging/trash entries within grace
+    blob_cache: BlobPrune = field(default_factory=lambda: BlobPrune([], []))
 
     @property
     def layers(self) -> list[LayerId]:
@@ -199,7 +206,7 @@ class GcPlan:
 
     @property
     def bytes_freed(self) -> int:
-        return sum(d.bytes for d in self.doomed)
+        return sum(d.bytes for d in self.doomed) + self.blob_cache.bytes_freed
 
     def kept_counts(self) -> dict[str, int]:
         """How many layers are kept for each kind of reason."""
@@ -218,6 +225,11 @@ class GcPlan:
             "kept_layers": len(self.kept),
             "kept": {lid.hex: why for lid, why in sorted(self.kept.items())},
             "young_leftovers": list(self.young),
+            "blob_cache": {
+                "entries_removed": len(self.blob_cache.entries),
+                "blobs_removed": len(self.blob_cache.blobs),
+                "bytes_freed": self.blob_cache.bytes_freed,
+            },
         }
 
 
@@ -301,6 +313,9 @@ def plan_gc(store: Store, grace: float = DEFAULT_GRACE, now: float | None = None
     sizes = freed_bytes([p for _k, _n, p in candidates])
     for (kind, name, _p), nbytes in zip(candidates, sizes, strict=True):
         plan.doomed.append(Doomed(kind, name, nbytes))
+    gone = set(plan.layers)
+    live = [lid for lid in store.layer_ids() if lid not in gone]
+    plan.blob_cache = plan_blob_prune(store, live, grace, now)
     return plan
 
 
@@ -313,10 +328,14 @@ def collect(store: Store, plan: GcPlan, progress: Callable[[int, int], None] | N
     Precondition: the caller holds the store lock exclusively, after
     recovery, and made ``plan`` under that lock. Journaled: each layer is
     renamed into trash/ (atomic), then everything trashed is removed; a
-    crash is finished by the next command. ``progress(done, total)``
-    follows the removals."""
+    crash is finished by the next command. Then the blob cache loses what
+    belonged to the deleted layers (:func:`snapws.oci.blobcache.prune_blob_cache`:
+    not journaled, a crash there leaves only entries that are ignored and
+    blobs the next gc deletes). ``progress(done, total)`` follows the
+    removals."""
     if not plan.doomed:
-        return 0
+        prune_blob_cache(store, plan=plan.blob_cache)
+        return plan.blob_cache.bytes_freed
     store.write_journal(
         {"op": "gc", "layers": [lid.hex for lid in plan.layers], "grace": plan.grace}
     )
@@ -342,6 +361,7 @@ def collect(store: Store, plan: GcPlan, progress: Callable[[int, int], None] | N
 
     if plan.layers:
         prune_index(store)  # entries pointing into deleted layers
+    prune_blob_cache(store, plan=plan.blob_cache)  # after the layers: never a blob of a kept one
     return plan.bytes_freed
 
 

@@ -109,7 +109,7 @@ def fetch(
                     if progress is not None:
                         progress(f"fetching {d.digest[7:19]}", done, total)
 
-                return r.open_blob(d.digest, d.size, bar)
+                return r.stream_blob(d.digest, d.size, bar)
 
             sid = _known_snapshot(store, manifest.data)
             if sid is None:

@@ -132,21 +132,24 @@ class TransferSettings:
 
 
 def open_remote(
-    store: Store,
+    store: Store | None,
     entry: RemoteEntry,
     push: bool,
     settings: TransferSettings | None = None,
 ) -> Remote:
-    """A :class:`Remote` for ``entry``. A registry remote mounts blobs from
-    the repositories of other remotes on the same registry; downloads are
-    kept in the store's staging area (same filesystem)."""
+    """A :class:`Remote` for ``entry``. With a ``store``, a registry remote
+    mounts blobs from the repositories of the store's other remotes on the
+    same registry, and keeps downloads in the store's staging area (the
+    same filesystem: the blob cache hardlinks them). Without one (listing
+    or pruning outside any workspace), downloads go to the system's
+    temporary directory. Raises BadRemoteUrlError."""
     settings = settings or TransferSettings()
     spec = entry.spec()
     if spec.kind == "dir":
         assert spec.path is not None
         return DirRemote(spec.path, create=push)
     siblings = []
-    for other in read_remotes(store).values():
+    for other in read_remotes(store).values() if store is not None else ():
         if other.name == entry.name:
             continue
         o = other.spec()
@@ -159,6 +162,6 @@ def open_remote(
         retry=settings.retry,
         timeout=settings.timeout,
         mount_from=siblings,
-        tmpdir=store.root / "staging",
+        tmpdir=store.root / "staging" if store is not None else None,
         env=settings.env,
     )

@@ -7,7 +7,10 @@ OCI distribution spec does. Blobs are named by ``sha256:<64 hex>`` digests.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,6 +92,24 @@ class Manifest:
     digest: str
 
 
+class DownloadedBlob(io.BufferedRandom):
+    """A blob downloaded into a private file and verified while it came in:
+    ``verified_digest`` is its sha256 (readers need not hash it again), and
+    ``path`` names the file while it is open (a store on the same filesystem
+    can hardlink it instead of copying). Closing it deletes the file."""
+
+    def __init__(self, raw: io.FileIO, path: Path, digest: str) -> None:
+        super().__init__(raw, 1 << 20)
+        self.path = path
+        self.verified_digest = digest
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
 #: a progress callback: bytes done so far, and the total if known
 ByteProgress = Callable[[int, int | None], None]
 
@@ -129,6 +150,15 @@ class Remote(Protocol):
         """An open binary file positioned at 0 holding blob ``digest``,
         verified against it. Raises RemoteNotFoundError if it is missing,
         RemoteError if its content does not match."""
+        ...
+
+    def stream_blob(
+        self, digest: str, size: int | None, progress: ByteProgress | None = None
+    ) -> BinaryIO:
+        """Like :meth:`open_blob`, but readable while it is still arriving:
+        the bytes are verified by the time ``read`` reports the end (the
+        read that would return ``b""`` raises RemoteError instead if they do
+        not match). Raises RemoteNotFoundError at once if it is missing."""
         ...
 
     def get_manifest(self, reference: str) -> Manifest | None:

@@ -165,6 +165,11 @@ class DirRemote:
         self.stats.bytes_received += done
         return f
 
+    def stream_blob(
+        self, digest: str, size: int | None, progress: ByteProgress | None = None
+    ) -> BinaryIO:
+        return self.open_blob(digest, size, progress)  # a local file: nothing to overlap
+
     # ---- manifests -------------------------------------------------------------------
     def get_manifest(self, reference: str) -> Manifest | None:
         self._ensure(write=False)

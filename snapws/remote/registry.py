@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import tempfile
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 from urllib.parse import quote, urlencode, urljoin
 
 from snapws.errors import AuthError, RemoteError, RemoteNotFoundError
@@ -26,11 +28,13 @@ from snapws.remote.base import (
     OCI_INDEX,
     OCI_MANIFEST,
     ByteProgress,
+    DownloadedBlob,
     Manifest,
     TransferStats,
     is_digest,
     sha256_digest,
 )
+from snapws.remote.download import DownloadStopped, StreamingBlob
 from snapws.remote.http import NETWORK_ERRORS, RETRY_STATUSES, HttpClient, RetryPolicy
 from snapws.remote.url import RemoteSpec
 
@@ -62,7 +66,7 @@ class RegistryRemote:
     ``push``: ask for push rights up front (one token for the whole push).
     ``mount_from``: other repositories of the same registry to mount blobs
     from instead of uploading them. ``tmpdir``: where downloads are kept
-    (unnamed files, gone when closed)."""
+    (private files, deleted when closed)."""
 
     def __init__(
         self,
@@ -194,9 +198,11 @@ class RegistryRemote:
     ) -> BinaryIO:
         _check_digest(digest)
         url = self._url("blobs", digest)
-        f: BinaryIO = tempfile.TemporaryFile(dir=self.tmpdir)  # noqa: SIM115 (returned)
+        fd, name = tempfile.mkstemp(prefix="download-", dir=self.tmpdir)
+        f = DownloadedBlob(io.FileIO(fd, "r+"), Path(name), digest)
         try:
-            self._download(url, digest, size, f, progress)
+            self._download(url, digest, size, f.write, progress)
+            f.flush()
         except BaseException:
             f.close()
             raise
@@ -204,49 +210,88 @@ class RegistryRemote:
         self.stats.blobs_received += 1
         return f
 
+    def stream_blob(
+        self, digest: str, size: int | None, progress: ByteProgress | None = None
+    ) -> BinaryIO:
+        _check_digest(digest)
+        url = self._url("blobs", digest)
+        fd, name = tempfile.mkstemp(prefix="download-", dir=self.tmpdir)
+        blob = StreamingBlob(fd, Path(name), digest)
+
+        def fetch() -> None:
+            self._download(url, digest, size, blob.append, progress, blob.stop, blob.answered)
+            self.stats.blobs_received += 1
+
+        blob.start(fetch)
+        return cast(BinaryIO, blob)
+
     def _download(
-        self, url: str, digest: str, size: int | None, f: BinaryIO, progress: ByteProgress | None
+        self,
+        url: str,
+        digest: str,
+        size: int | None,
+        sink: Callable[[bytes], object],
+        progress: ByteProgress | None,
+        stop: threading.Event | None = None,
+        answered: Callable[[], None] | None = None,
     ) -> None:
+        """GET blob ``digest`` into ``sink`` (bytes in order, each once),
+        resuming by Range after a failure, and check its size and sha256.
+        ``answered`` is called once the registry answers with the blob;
+        ``stop`` set: give up quietly (raises DownloadStopped)."""
         h = hashlib.sha256()
-        got = 0
+        got = 0  # bytes handed to the sink
         failures = 0
         while True:
             try:
                 headers = {"Range": f"bytes={got}-"} if got else {}
                 resp = self.client.send("GET", url, headers, scope=self.scope)
+                base = 0  # the offset of the answer's first byte
                 if resp.status == 404:
                     resp.read()
                     raise RemoteNotFoundError(f"{self.display}: blob {digest} is missing")
-                if resp.status == 200 and got:
-                    f.seek(0)  # the server ignored Range: take it all again
-                    f.truncate()
-                    h = hashlib.sha256()
-                    got = 0
-                elif resp.status == 206:
+                if resp.status == 206:
                     start = (resp.getheader("Content-Range") or "").split(" ")[-1].split("-")[0]
                     if start != str(got):
                         resp.read()
                         raise _Retryable(f"answered range {start!r}, asked for {got}")
+                    base = got
                     self.stats.resumed += 1
                 elif resp.status != 200:
                     body = resp.read()
                     if resp.status in RETRY_STATUSES:
                         raise _Retryable(f"{resp.status} {resp.reason}")
                     raise RemoteError(f"GET {url}: {resp.status} {resp.reason} {body[:200]!r}")
+                # (a 200 after a failure: the registry ignored Range and sends
+                # everything again; the bytes we have already are skipped)
+                if answered is not None:
+                    answered()
+                    answered = None
                 expect = resp.getheader("Content-Length")
-                want = got + int(expect) if expect and expect.isdigit() else size
+                want = base + int(expect) if expect and expect.isdigit() else size
+                pos = base
                 while block := resp.read(READ_BLOCK):
-                    f.write(block)
+                    if stop is not None and stop.is_set():
+                        self.client.drop_connections()
+                        raise DownloadStopped
+                    self.stats.bytes_received += len(block)
+                    if pos < got:  # already have these
+                        skip = min(got - pos, len(block))
+                        pos += skip
+                        block = block[skip:]
+                        if not block:
+                            continue
+                    sink(block)
                     h.update(block)
                     got += len(block)
-                    self.stats.bytes_received += len(block)
+                    pos = got
                     if size is not None and got > size:
                         raise RemoteError(f"{self.display}: blob {digest} is longer than {size}")
                     if progress is not None:
                         progress(got, size)
                 if resp.will_close:
                     self.client.drop_connections()
-                if want is not None and got < want:
+                if want is not None and pos < want:
                     raise _Retryable(f"connection closed after {got} of {want} bytes")
                 break
             except _DOWNLOAD_FAILURES as e:

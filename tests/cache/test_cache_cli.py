@@ -337,3 +337,50 @@ def test_named_remote_and_the_current_workspace(cache: Cache) -> None:
     dest = machine(cache, "m2")
     cache.run("restore", "k", "--path", dest)
     assert sorted(os.listdir(dest)) == ["f", "g"]
+
+
+@pytest.mark.parametrize("backend", ["fuse", "plain"])
+def test_restore_and_save_on_other_backends(cache: Cache, backend: str) -> None:
+    """A runner whose workspaces use another backend (SNAPWS_BACKEND, as
+    auto would choose inside a container or as a plain user) restores the
+    entry, and its next save sends only the new layer."""
+    first = machine(cache, "m1")
+    gen(first, TREE)
+    cache.json("save", "build-1", "--path", first)
+    second = machine(cache, "m2")
+    env = {"SNAPWS_BACKEND": backend}
+    restored = cache.json("restore", "build-1", "--path", second, env=env)
+    assert restored["cache_hit"] is True and restored["action"] == "created"
+    assert tree_state(second) == tree_state(first)
+    store = ["--store", str(second.parent / ".snapws")]
+    status = run_cli(*store, "-C", second, "status", "--json", cwd=cache.cwd)
+    assert json.loads(status.stdout)["changes"] == []
+    workspaces = json.loads(run_cli(*store, "workspaces", "--json", cwd=cache.cwd).stdout)
+    assert [w["backend"] for w in workspaces] == [backend]
+    head = run_cli(*store, "-C", second, "log", "--json", cwd=cache.cwd).stdout
+    assert json.loads(head)[0]["id"] == restored["snapshot"]
+    gen(second, {"obj": {"c.o": noise(5_000, 3)}})
+    saved = cache.json("save", "build-2", "--path", second, env=env)
+    assert (saved["blobs_sent"], saved["blobs_skipped"]) == (2, 1)
+
+
+def test_cache_remote_setting_between_environment_and_store_remotes(cache: Cache) -> None:
+    """--remote, then SNAPWS_CACHE_REMOTE, then cache_remote in snapws.toml."""
+    url = cache.registry.url
+    config = cache.cwd / "snapws.toml"
+    config.write_text(f'cache_remote = "{url}/from/config"\n')
+    env = {"SNAPWS_CONFIG": str(config), "SNAPWS_CACHE_REMOTE": ""}
+    ws = machine(cache, "m1")
+    gen(ws, {"f": "one"})
+    assert cache.json("save", "k1", "--path", ws, env=env)["remote"].endswith("/from/config")
+    env_wins = {**env, "SNAPWS_CACHE_REMOTE": f"{url}/from/env"}
+    gen(ws, {"g": "two"})
+    assert cache.json("save", "k2", "--path", ws, env=env_wins)["remote"].endswith("/from/env")
+    gen(ws, {"h": "three"})
+    option = cache.json("save", "k3", "--path", ws, "--remote", f"{url}/from/option", env=env_wins)
+    assert option["remote"].endswith("/from/option")
+    assert [cache.registry.tags(r) for r in ("from/config", "from/env", "from/option")] == [
+        ["k1"],
+        ["k2"],
+        ["k3"],
+    ]

@@ -3,8 +3,11 @@ rebuilt, imports of snapws images fill it, gc's pruning empties it."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+
+from conftest import Workspace
 
 from snapws.ids import SnapshotId
 from snapws.oci.blobcache import blob_path, cached_layer, prune_blob_cache
@@ -64,10 +67,52 @@ def test_prune_blob_cache_keeps_only_live_layers(tmp_path: Path) -> None:
         image = build_image(store, sid)
     chain = [lid for lid in store.chain(sid) if lid != EMPTY_LAYER]
     with store.lock(True, 10):
-        assert prune_blob_cache(store, chain) == 1  # the config blob
+        young = prune_blob_cache(store, chain, grace=3600)
+        assert young.blobs == [] and image.config.path.exists()  # too young to go
+        done = prune_blob_cache(store, chain)
+        assert [p for p, _n in done.blobs] == [image.config.path]  # the config blob
+        assert done.bytes_freed > 0
         assert cached_layer(store, chain[0], "gzip") is not None
         assert not image.config.path.exists()
-        assert prune_blob_cache(store, chain[1:]) == 1
+        assert len(prune_blob_cache(store, chain[1:]).blobs) == 1
         assert cached_layer(store, chain[0], "gzip") is None
         assert not blob_path(store, image.layers[0].descriptor.digest).exists()
         assert blob_path(store, image.layers[1].descriptor.digest).exists()
+
+
+def test_gc_prunes_the_blob_cache_of_the_layers_it_deletes(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """`snapws gc` deletes an abandoned layer, then its cached blob (and the
+    image config nothing names); the kept layer's blob stays; the freed
+    bytes count the blobs (a dry run announces the same)."""
+    ws = workspace
+    ws.gen({"keep": os.urandom(50_000)})
+    ws.commit("keep")
+    ws.run("checkout", "-b", "exp")
+    ws.gen({"big.bin": os.urandom(300_000)})
+    ws.commit("experiment")
+    ws.run("export", "HEAD", "-o", tmp_path / "out")  # caches both layers' blobs
+    store = Store.open(ws.store)
+    chain = [lid for lid in store.chain(SnapshotId(ws.head())) if lid != EMPTY_LAYER]
+    kept_blob = cached_layer(store, chain[-2], "gzip")
+    gone_blob = cached_layer(store, chain[-1], "gzip")
+    assert kept_blob is not None and gone_blob is not None
+    ws.run("checkout", "main")
+    ws.run("branch", "-d", "exp")
+    ws.gen({"later": "x"})
+    ws.commit("later")  # the newest snapshot: prune --keep-last 1 keeps it (and main)
+    ws.run("prune", "--keep-last", "1")
+    young = json.loads(ws.run("gc", "--json").stdout)  # within the grace period
+    assert young["blob_cache"]["blobs_removed"] == 0
+    dry = json.loads(ws.run("gc", "--grace", "0", "--dry-run", "--json").stdout)
+    assert dry["blob_cache"]["blobs_removed"] == 2  # the layer's blob and the config
+    assert blob_path(store, gone_blob.digest).exists()
+    done = json.loads(ws.run("gc", "--grace", "0", "--json").stdout)
+    assert [r["name"] for r in done["removed"]] == [chain[-1].hex]
+    assert done["blob_cache"] == dry["blob_cache"]
+    assert done["blob_cache"]["bytes_freed"] >= gone_blob.size
+    assert done["bytes_freed"] == dry["bytes_freed"] > 300_000 + gone_blob.size
+    assert not blob_path(store, gone_blob.digest).exists()
+    assert cached_layer(store, chain[-1], "gzip") is None
+    assert cached_layer(store, chain[-2], "gzip") == kept_blob

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import Workspace, WorkspaceFactory, run_cli
+from helpers import tree_state
 
 from .ocitools import f, make_layout, tar_of
 
@@ -145,6 +147,30 @@ def test_init_from_a_foreign_image(tmp_path: Path, workspace: Workspace) -> None
     (target / "etc" / "motd").write_text("changed\n")
     ws2.commit("on top of an image")
     assert ws2.porcelain() == []
+
+
+@pytest.mark.parametrize("backend", ["fuse", "plain"])
+def test_init_from_with_other_backends(
+    tmp_path: Path, make_workspace: WorkspaceFactory, backend: str
+) -> None:
+    """init --from makes a workspace of the chosen backend on the very
+    snapshot exported (same id), showing its tree; commits go on top."""
+    ws = make_workspace(spec={"d": {"a": "1", "b": "2"}, "top": "3"})
+    (ws.path / "d" / "a").unlink()
+    ws.commit("second")
+    layout = tmp_path / "layout"
+    run_cli("export", "HEAD", "-o", layout, cwd=ws.path)
+    target = tmp_path / f"on-{backend}" / "ws"  # its store: .snapws beside it
+    store = target.parent / ".snapws"
+    res = run_cli("init", "--from", layout, target, "--backend", backend, "--json", cwd=ws.outside)
+    info = json.loads(res.stdout)
+    assert (info["backend"], info["head"]) == (backend, ws.head())
+    assert tree_state(target) == tree_state(ws.path)
+    ws2 = Workspace(target, store, ws.outside)
+    assert ws2.porcelain() == []
+    (target / "new").write_text("n\n")
+    ws2.commit("on top")
+    assert [e["message"] for e in ws2.json("log")][:2] == ["on top", "second"]
 
 
 def test_device_nodes_need_root(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ same tree in overlay form. Read back through the layer trees (no mount)."""
 from __future__ import annotations
 
 import gzip
+import os
 import tarfile
 from pathlib import Path
 
@@ -167,3 +168,32 @@ def test_choosing_among_several_images(tmp_path: Path, store: Store) -> None:
         import_layout(store, one, "v3")
     assert b"two" in merged(store, import_layout(store, one, "v2"))
     assert b"one" in merged(store, import_layout(store, f"oci:{one}:v1"))
+
+
+def test_manifests_equal_a_scan_of_the_unpacked_trees(tmp_path: Path, store: Store) -> None:
+    """The manifest an import computes while unpacking (files described by
+    their fstat, the rest read again) is the one a scan of the published
+    tree gives: hardlink chains, xattrs, holes, set-id bits, big files,
+    whiteouts and opaque directories included."""
+    from snapws.layers.scan import entries_of, read_tree
+    from snapws.model import encode_manifest
+
+    big = bytes(range(256)) * 9000 + b"\0" * (3 << 20) + b"tail"  # a hole between data
+    top = [
+        f("etc/.wh.hosts"),
+        f("usr/lib/.wh..wh..opq"),
+        f("usr/lib/c.so", b"C"),
+        f("big", big, mode=0o4755),
+        f("sgid", b"g", mode=0o2711, uid=5, gid=6),
+        Member("big2", tarfile.LNKTYPE, linkname="big"),
+        Member("big3", tarfile.LNKTYPE, linkname="big2"),  # a link of a link
+        f("x", b"attrs", pax={"SCHILY.xattr.user.k": "v"}),
+        f("zeros", b"\0" * 5000),
+    ]
+    layout = tmp_path / "layout"
+    make_layout(layout, [tar_of(BASE), tar_of(top)])
+    sid = import_layout(store, layout)
+    for lid in store.chain(sid):
+        tree = store.layer_tree(lid)
+        scanned = encode_manifest(entries_of(read_tree(os.fsencode(tree))))
+        assert store.read_manifest(lid) == scanned

@@ -383,3 +383,15 @@ def test_dir_remote_round_trip(make_workspace: WorkspaceFactory, tmp_path: Path)
     assert (bundle / "rootfs" / "n").read_text() == "new"
     assert os.listdir(layout / "blobs" / "sha256")  # no temporary files left
     assert not [n for n in os.listdir(layout / "blobs" / "sha256") if n.startswith(".")]
+
+
+@pytest.mark.parametrize("command", ["remote", "cache"])
+def test_help_with_the_credentials_paragraph(tmp_path: Path, command: str) -> None:
+    """The group's docstring is dedented before the credentials paragraph is
+    appended, so every paragraph renders at the same indent."""
+    out = run_cli(command, "--help", cwd=tmp_path).stdout
+    body = out.split("\n\n", 1)[1].split("Options:")[0]
+    assert "Credentials are never taken from the command line" in body
+    assert all(
+        line.startswith("  ") and not line.startswith("   ") for line in body.splitlines() if line
+    )

@@ -227,6 +227,52 @@ def test_download_resumes_by_range(registry: Registry, tmp_path: Path) -> None:
     assert r.stats.bytes_received == len(data)  # the first 100,000 bytes were not fetched again
 
 
+def test_streamed_download_reads_while_it_arrives_and_resumes(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """stream_blob gives the same bytes as open_blob, through a cut
+    connection (resumed by Range, nothing fetched twice), and deletes its
+    private file when closed."""
+    path, digest, data = blob_file(tmp_path, 3_000_000, seed=12)
+    remote_at(registry.url).put_blob(digest, len(data), path)
+    cuts = iter([1_000_000, None])
+
+    def cut_response(method: str, target: str) -> int | None:
+        return next(cuts, None) if method == "GET" and "/blobs/sha256:" in target else None
+
+    tmp = tmp_path / "downloads"
+    tmp.mkdir()
+    with Proxy(registry.port, cut_response=cut_response) as proxy:
+        r = remote_at(proxy.url, tmpdir=tmp)
+        with r.stream_blob(digest, len(data)) as f:
+            got = [f.read(100_000)]
+            assert len(list(tmp.iterdir())) == 1  # the private file, while open
+            while block := f.read(777_777):
+                got.append(block)
+        assert b"".join(got) == data
+    assert proxy.cuts == 1
+    assert r.stats.resumed == 1 and r.stats.bytes_received == len(data)
+    assert r.stats.blobs_received == 1
+    assert list(tmp.iterdir()) == []
+
+
+def test_streamed_download_checks_the_digest_at_the_end(registry: Registry, tmp_path: Path) -> None:
+    r = remote_at(registry.url, tmpdir=tmp_path)
+    path, digest, data = blob_file(tmp_path, 200_000, seed=13)
+    with pytest.raises(RemoteNotFoundError):
+        r.stream_blob(digest, len(data))  # missing: at once
+    r.put_blob(digest, len(data), path)
+    hexd = digest.split(":")[1]
+    stored = registry.data / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+    stored.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with r.stream_blob(digest, len(data)) as f:
+        first = f.read(1000)  # bytes that arrived are readable ...
+        assert first == data[:1000]
+        with pytest.raises(RemoteError, match="does not match its digest"):
+            f.read()  # ... but the end is never reported for a blob that does not match
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("download-")] == []
+
+
 def test_upload_resumes_after_a_dropped_chunk(registry: Registry, tmp_path: Path) -> None:
     """The connection drops before the registry saw the 3rd chunk: the
     client asks the upload's status and sends from there."""
