@@ -213,3 +213,16 @@ class BadImageError(SnapwsError):
         "nothing was imported; get the image again from its source "
         "(`skopeo inspect` shows what it holds)"
     )
+
+
+class UnsafePathError(SnapwsError):
+    """A path snapws writes beneath a workspace or the store leads through a
+    symlink or a non-directory (changed while snapws worked, or planted):
+    refused, never followed (see docs/security.md)."""
+
+    exit_code = ExitCode.BAD_PATH
+    default_hint = (
+        "something else changed the directory while snapws wrote to it; make sure no other "
+        "process writes there (a directory replaced by a symlink is never followed) and run "
+        "the command again"
+    )

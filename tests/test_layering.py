@@ -1,7 +1,7 @@
 """Structural rules of the package, checked on its source (no imports run).
 
 - snapws.errors and snapws.ids import nothing from snapws; snapws.model only
-  snapws.ids;
+  snapws.ids; snapws.beneath (writes beneath a directory fd) only snapws.errors;
 - only snapws/cli (and the ``python -m snapws`` entry point) uses click or
   snapws.cli;
 - only snapws/mounts/ mounts: mounter.py performs the mount syscalls, and
@@ -116,6 +116,11 @@ def test_bottom_modules_import_nothing_from_the_package(name: str) -> None:
 
 def test_model_imports_only_ids() -> None:
     bad = {n for n in own_imports(module("snapws.model")) if not is_under(n, "snapws.ids")}
+    assert bad == set()
+
+
+def test_beneath_imports_only_errors() -> None:
+    bad = {n for n in own_imports(module("snapws.beneath")) if not is_under(n, "snapws.errors")}
     assert bad == set()
 
 

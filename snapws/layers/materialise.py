@@ -4,66 +4,88 @@ will use it too)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 from collections.abc import Iterable
 
+from snapws.beneath import CREATE_FLAGS, Beneath, set_meta_fd
 from snapws.layers.entries import Node
 from snapws.model import Kind
 
 _COPY_CHUNK = 1 << 20
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def copy_file_data(src: bytes, dst: bytes, mode: int) -> None:
-    """Copy a regular file's bytes, keeping holes (sparse files stay sparse)."""
-    fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    """Copy a regular file's bytes to the new file ``dst`` (not through a
+    symlink), keeping holes (sparse files stay sparse)."""
+    fout = os.open(dst, CREATE_FLAGS, mode & 0o777)
     try:
-        fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode & 0o777)
-        try:
-            size = os.fstat(fin).st_size
-            pos = 0
-            while pos < size:
-                try:
-                    data_at = os.lseek(fin, pos, os.SEEK_DATA)
-                except OSError as e:
-                    if e.errno == errno.ENXIO:
-                        break  # only a hole remains
-                    raise
-                hole_at = os.lseek(fin, data_at, os.SEEK_HOLE)
-                os.lseek(fin, data_at, os.SEEK_SET)
-                os.lseek(fout, data_at, os.SEEK_SET)
-                left = hole_at - data_at
-                while left > 0:
-                    buf = os.read(fin, min(_COPY_CHUNK, left))
-                    if not buf:
-                        break
-                    os.write(fout, buf)
-                    left -= len(buf)
-                pos = hole_at
-            os.ftruncate(fout, size)
-        finally:
-            os.close(fout)
+        copy_into(src, fout)
+    finally:
+        os.close(fout)
+
+
+def copy_into(src: bytes, fout: int) -> None:
+    """Copy the bytes of regular file ``src`` (opened without following a
+    symlink) into the open, empty file ``fout``, keeping holes."""
+    fin = os.open(src, _READ)
+    try:
+        size = os.fstat(fin).st_size
+        pos = 0
+        while pos < size:
+            try:
+                data_at = os.lseek(fin, pos, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:
+                    break  # only a hole remains
+                raise
+            hole_at = os.lseek(fin, data_at, os.SEEK_HOLE)
+            os.lseek(fin, data_at, os.SEEK_SET)
+            os.lseek(fout, data_at, os.SEEK_SET)
+            left = hole_at - data_at
+            while left > 0:
+                buf = os.read(fin, min(_COPY_CHUNK, left))
+                if not buf:
+                    break
+                os.write(fout, buf)
+                left -= len(buf)
+            pos = hole_at
+        os.ftruncate(fout, size)
     finally:
         os.close(fin)
 
 
-def apply_meta(node: Node, dst: bytes) -> None:
-    """Owner, mode, xattrs and mtime of ``node`` onto ``dst`` (not followed)."""
+def apply_meta(node: Node, dest: Beneath, rel: bytes) -> None:
+    """Owner, mode, xattrs and mtime of ``node`` onto ``rel`` beneath
+    ``dest`` (the node itself: never through a symlink; a node of another
+    type than ``node`` there is refused with UnsafePathError)."""
     st = node.st
-    os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
-    if node.kind is not Kind.SYMLINK:
-        os.chmod(dst, stat.S_IMODE(st.st_mode))
-    for name, value in node.xattrs.items():
-        os.setxattr(dst, name, value, follow_symlinks=False)
-    os.utime(dst, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
+    mode = None if node.kind is Kind.SYMLINK else stat.S_IMODE(st.st_mode)
+    dest.set_meta(
+        rel, st.st_uid, st.st_gid, mode, node.xattrs, st.st_mtime_ns, stat.S_IFMT(st.st_mode)
+    )
 
 
-def materialise(nodes: Iterable[Node], dest_root: bytes, strip: bytes = b"") -> int:
-    """Create every node under ``dest_root`` (parents listed before children;
-    a node's path, less the prefix ``strip``, is relative to ``dest_root``).
-    Hardlinked files among ``nodes`` stay hardlinked. Returns the count.
-    Raises OSError; whiteouts are ignored."""
+def materialise(nodes: Iterable[Node], dest: bytes | Beneath, strip: bytes = b"") -> int:
+    """Create every node under ``dest`` (a directory, or one opened as a
+    :class:`~snapws.beneath.Beneath`; parents listed before children; a
+    node's path, less the prefix ``strip``, is relative to ``dest``). Every
+    write is resolved beneath ``dest``: a parent that is a symlink or not a
+    directory is refused (UnsafePathError), never followed. Hardlinked files
+    among ``nodes`` stay hardlinked. Returns the count. Raises OSError,
+    UnsafePathError; whiteouts are ignored."""
+    if isinstance(dest, Beneath):
+        return _materialise(nodes, dest, strip)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(dest, 0o700)  # the root node's metadata comes with it
+    with Beneath(dest) as b:
+        return _materialise(nodes, b, strip)
+
+
+def _materialise(nodes: Iterable[Node], dest: Beneath, strip: bytes) -> int:
     links: dict[tuple[int, int, bytes], bytes] = {}
     dirs: list[tuple[Node, bytes]] = []
     count = 0
@@ -71,15 +93,16 @@ def materialise(nodes: Iterable[Node], dest_root: bytes, strip: bytes = b"") -> 
         rel = node.path
         if strip and rel.startswith(strip):
             rel = rel[len(strip) :].lstrip(b"/")
-        dst = dest_root if rel in (b"", b".") else dest_root + b"/" + rel
+        if rel in (b"", b"."):
+            rel = b""
         kind = node.kind
         st = node.st
         if kind is Kind.WHITEOUT:
             continue
         if kind is Kind.DIR:
-            if not os.path.isdir(dst):
-                os.mkdir(dst, 0o700)
-            dirs.append((node, dst))
+            if not dest.is_dir(rel):
+                dest.mkdir(rel, 0o700)
+            dirs.append((node, rel))
             count += 1
             continue
         if kind is Kind.FILE:
@@ -87,22 +110,31 @@ def materialise(nodes: Iterable[Node], dest_root: bytes, strip: bytes = b"") -> 
             # between layers): only names in one tree are
             key = (st.st_dev, st.st_ino, _tree_of(node))
             if st.st_nlink > 1 and key in links:
-                os.link(links[key], dst)
+                dest.link(links[key], rel)
                 count += 1
                 continue
-            copy_file_data(node.abspath, dst, 0o600)
-            links[key] = dst
-        elif kind is Kind.SYMLINK:
+            fd = dest.create(rel, 0o600)
+            try:
+                copy_into(node.abspath, fd)
+                set_meta_fd(
+                    fd, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), node.xattrs, st.st_mtime_ns
+                )
+            finally:
+                os.close(fd)
+            links[key] = rel
+            count += 1
+            continue
+        if kind is Kind.SYMLINK:
             assert node.target is not None
-            os.symlink(node.target, dst)
+            dest.symlink(node.target, rel)
         elif kind is Kind.FIFO:
-            os.mkfifo(dst, 0o600)
+            dest.mknod(rel, stat.S_IFIFO | 0o600)
         elif kind in (Kind.CHARDEV, Kind.BLOCKDEV, Kind.SOCKET):
-            os.mknod(dst, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev)
-        apply_meta(node, dst)
+            dest.mknod(rel, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev)
+        apply_meta(node, dest, rel)
         count += 1
-    for node, dst in reversed(dirs):
-        apply_meta(node, dst)
+    for node, rel in reversed(dirs):
+        apply_meta(node, dest, rel)
     return count
 
 

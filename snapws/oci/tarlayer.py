@@ -8,8 +8,9 @@ layer); owners are numeric with empty names; see :mod:`snapws.oci.tarformat`
 for the headers. The same layer gives the same bytes.
 
 Reading treats the tar as hostile: each node is created by this module inside
-a private staging tree, below directories it made itself (so no symlink is
-ever followed), with ``O_EXCL``/``O_NOFOLLOW``; paths with ``..`` or a leading
+a private staging tree, below directories it made itself, each resolved
+beneath the tree's descriptor (:mod:`snapws.beneath`: no symlink is ever
+followed), with ``O_EXCL``/``O_NOFOLLOW``; paths with ``..`` or a leading
 ``/``, symlinks whose relative target climbs out of the layer, hardlinks to
 anything but an earlier file of the same tar, entries below a non-directory,
 duplicates, whiteouts of ``.``/``..``, overlay xattrs and 0/0 character
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import xxhash
 
+from snapws.beneath import Beneath, NodeRef
 from snapws.errors import BadImageError, StoreCorruptError, UnsupportedError
 from snapws.ids import ContentHash, LayerId
 from snapws.layers.entries import (
@@ -240,8 +242,13 @@ class LayerExtractor:
     staging dir) in overlay form. ``lower`` is the merged view of the layers
     below it (metadata for directories the tar implies without an entry)."""
 
+    #: Directory descriptors kept open at most (entries come grouped by directory).
+    MAX_DIR_FDS = 64
+
     def __init__(self, tree: Path, lower: ChainView | None, what: str, opaque_name: str) -> None:
         self.root = os.fsencode(tree)
+        self.dest = Beneath(self.root)  # every write resolved beneath it
+        self._dir_fds: dict[bytes, int] = {}
         self.opaque_name = opaque_name  # the store's opaque marker attribute
         self.lower = lower
         self.what = what
@@ -268,7 +275,28 @@ class LayerExtractor:
         self.hashes = HashCache()
         self.file_hash: dict[bytes, ContentHash] = {}
 
+    def close(self) -> None:
+        """Close the descriptors of the tree (idempotent)."""
+        for fd in self._dir_fds.values():
+            os.close(fd)
+        self._dir_fds.clear()
+        self.dest.close()
+
     # -- helpers --
+    def _parent(self, rel: bytes) -> tuple[int, bytes]:
+        """The descriptor of ``rel``'s parent directory (opened beneath the
+        tree, kept for the next entries) and ``rel``'s last component."""
+        parent = parent_of(rel)
+        fd = self._dir_fds.get(parent)
+        if fd is None:
+            if len(self._dir_fds) >= self.MAX_DIR_FDS:
+                for old in self._dir_fds.values():
+                    os.close(old)
+                self._dir_fds.clear()
+            fd = self.dest.open_dir(parent)
+            self._dir_fds[parent] = fd
+        return fd, rel.rsplit(b"/", 1)[-1]
+
     def _bad(self, why: str) -> BadImageError:
         return BadImageError(f"{self.what}: {why}")
 
@@ -312,7 +340,8 @@ class LayerExtractor:
                 "below it (extraction through a symlink or file is refused)"
             )
         self._ensure_dir(parent_of(rel))
-        os.mkdir(self._abs(rel), 0o700)
+        fd, name = self._parent(rel)
+        os.mkdir(name, 0o700, dir_fd=fd)
         self.kinds[rel] = Kind.DIR
         self.dirs[rel] = self._lower_meta(rel)
 
@@ -346,23 +375,27 @@ class LayerExtractor:
             )
         return e
 
-    def _set_meta(
-        self, rel: bytes, target: int | bytes, mode: int | None, h: tf.Header | _DirMeta
+    def _set_meta(self, rel: bytes, kind: int, mode: int | None, h: tf.Header | _DirMeta) -> None:
+        """Owner, then mode (chown clears set-id bits), xattrs, mtime, on
+        the node ``rel`` (of type ``kind``, pinned: never followed)."""
+        with self.dest.node(rel, kind) as ref:
+            self._set_meta_of(rel, ref, mode, h)
+
+    def _set_meta_of(
+        self, rel: bytes, ref: NodeRef, mode: int | None, h: tf.Header | _DirMeta
     ) -> None:
-        """Owner, then mode (chown clears set-id bits), xattrs, mtime."""
-        follow = isinstance(target, int)
         try:
-            os.chown(target, *ns_ids(h.uid, h.gid), follow_symlinks=follow)
+            ref.chown(*ns_ids(h.uid, h.gid))
         except OSError as e:
             raise self._perm(rel, e, "set the owner of") from e
         if mode is not None:
-            os.chmod(target, mode)
+            ref.chmod(mode)
         try:
             for name, value in sorted(h.xattrs.items()):
-                os.setxattr(target, name, value, follow_symlinks=follow)
+                ref.setxattr(name, value)
         except OSError as e:
             raise self._perm(rel, e, "set xattrs of") from e
-        os.utime(target, ns=(h.mtime_ns, h.mtime_ns), follow_symlinks=follow)
+        ref.utime(h.mtime_ns)
 
     # -- entries --
     def add(self, h: tf.Header, reader: tf.TarReader) -> None:
@@ -394,9 +427,10 @@ class LayerExtractor:
                         f"symlink {display_path(rel)} -> {display_path(h.linkname)} "
                         "leads out of the layer"
                     )
-                os.symlink(h.linkname, path)
+                fd, name = self._parent(rel)
+                os.symlink(h.linkname, name, dir_fd=fd)
                 self.kinds[rel] = Kind.SYMLINK
-                self._set_meta(rel, path, None, h)
+                self._set_meta(rel, stat.S_IFLNK, None, h)
             else:
                 self._special(rel, path, h)
         except OSError as e:
@@ -425,7 +459,8 @@ class LayerExtractor:
                 raise self._bad(f"duplicate entry {display_path(rel)}")
         else:
             self._ensure_dir(parent_of(rel))
-            os.mkdir(self._abs(rel), 0o700)
+            fd, name = self._parent(rel)
+            os.mkdir(name, 0o700, dir_fd=fd)
             self.kinds[rel] = Kind.DIR
         self.dirs[rel] = meta
         self.explicit.add(rel)
@@ -437,7 +472,8 @@ class LayerExtractor:
         file does not have it already."""
         mode = h.mode
         plain = not (mode & ~0o777 or mode & self.umask)  # open() gives the mode
-        fd = os.open(path, _CREATE, mode if plain else 0o600)
+        dfd, base = self._parent(rel)
+        fd = os.open(base, _CREATE, mode if plain else 0o600, dir_fd=dfd)
         try:
             self.kinds[rel] = Kind.FILE
             digest = xxhash.xxh3_128()
@@ -485,7 +521,9 @@ class LayerExtractor:
                 f"hardlink {display_path(rel)} -> {display_path(h.linkname)} does not name an "
                 "earlier regular file of this layer"
             )
-        os.link(self._abs(target), path, follow_symlinks=False)
+        sfd, sname = self._parent(target)
+        dfd, dname = self._parent(rel)
+        os.link(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
         self.kinds[rel] = Kind.FILE
         self.hashes.put(path, self.file_hash[target])
         self.file_hash[rel] = self.file_hash[target]
@@ -494,9 +532,11 @@ class LayerExtractor:
         self.file_stats.pop(first, None)  # its link count changed: read it again
 
     def _special(self, rel: bytes, path: bytes, h: tf.Header) -> None:
+        dfd, name = self._parent(rel)
         if h.type == tf.FIFO:
-            os.mkfifo(path, 0o600)
+            os.mkfifo(name, 0o600, dir_fd=dfd)
             self.kinds[rel] = Kind.FIFO
+            fmt = stat.S_IFIFO
         else:
             if h.type == tf.CHARDEV and h.devmajor == 0 and h.devminor == 0:
                 raise self._bad(
@@ -509,10 +549,11 @@ class LayerExtractor:
                     hint="import as root",
                 )
             fmt = stat.S_IFCHR if h.type == tf.CHARDEV else stat.S_IFBLK
-            os.mknod(path, fmt | 0o600, os.makedev(h.devmajor, h.devminor))
+            os.mknod(name, fmt | 0o600, os.makedev(h.devmajor, h.devminor), dir_fd=dfd)
             self.kinds[rel] = Kind.CHARDEV if h.type == tf.CHARDEV else Kind.BLOCKDEV
-        self._set_meta(rel, path, None, h)
-        os.chmod(path, h.mode)  # a fifo or device we made: chmod cannot follow a link
+        with self.dest.node(rel, fmt) as ref:
+            self._set_meta_of(rel, ref, None, h)
+            ref.chmod(h.mode)  # after the xattrs, as before
 
     # -- the end --
     def finish(self) -> None:
@@ -530,24 +571,20 @@ class LayerExtractor:
             if d == ROOT:
                 self._opaque_root()
             else:
-                try:
-                    os.setxattr(self._abs(d), self.opaque_name, b"y", follow_symlinks=False)
-                except OSError as e:
-                    raise self._perm(d, e, "set xattrs of") from e
+                self._mark_opaque(d)
         for rel in sorted(self.dirs, key=lambda p: (p == ROOT, -p.count(b"/"), p)):
             meta = self.dirs[rel]
-            fd = os.open(self._abs(rel), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-            try:
-                self._set_meta(rel, fd, meta.mode, meta)
-            finally:
-                os.close(fd)
+            self._set_meta(rel, stat.S_IFDIR, meta.mode, meta)
         if ROOT not in self.dirs:
             meta = self._lower_meta(ROOT)
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                self._set_meta(ROOT, fd, meta.mode, meta)
-            finally:
-                os.close(fd)
+            self._set_meta(ROOT, stat.S_IFDIR, meta.mode, meta)
+
+    def _mark_opaque(self, rel: bytes) -> None:
+        try:
+            with self.dest.node(rel, stat.S_IFDIR) as ref:
+                ref.setxattr(self.opaque_name, b"y")
+        except OSError as e:
+            raise self._perm(rel, e, "set xattrs of") from e
 
     def nodes(self) -> list[Node]:
         """Every node made (after :meth:`finish`), as :func:`read_tree`
@@ -568,7 +605,8 @@ class LayerExtractor:
 
     def _mknod_whiteout(self, rel: bytes) -> None:
         try:
-            os.mknod(self._abs(rel), stat.S_IFCHR, 0)
+            fd, name = self._parent(rel)
+            os.mknod(name, stat.S_IFCHR, 0, dir_fd=fd)
         except OSError as e:
             raise self._perm(rel, e, "create the whiteout") from e
         self.kinds[rel] = Kind.WHITEOUT
@@ -583,10 +621,7 @@ class LayerExtractor:
             if kind is None:
                 self._mknod_whiteout(name)
             elif kind is Kind.DIR:
-                try:
-                    os.setxattr(self._abs(name), self.opaque_name, b"y", follow_symlinks=False)
-                except OSError as e:
-                    raise self._perm(name, e, "set xattrs of") from e
+                self._mark_opaque(name)
 
 
 def extract_layer(
@@ -607,9 +642,12 @@ def extract_layer(
         tree.mkdir(mode=0o700)
         lower = ChainView([os.fsencode(p) for p in lower_trees]) if lower_trees else None
         x = LayerExtractor(tree, lower, reader.what, opaque_xattr(store.xattr_form))
-        for h in reader.entries():
-            x.add(h, reader)
-        x.finish()
+        try:
+            for h in reader.entries():
+                x.add(h, reader)
+            x.finish()
+        finally:
+            x.close()
         entries = entries_of(x.nodes(), threads, known=x.hashes)
         return ExtractedLayer(staging, entries, encode_manifest(entries))
     except BaseException:

@@ -3,13 +3,12 @@ through the mount (so the changes land in the upperdir like any edit)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-
+from snapws.beneath import Beneath
 from snapws.errors import BadPathError
 from snapws.ids import SnapshotId
 from snapws.layers.entries import parent_of
 from snapws.layers.materialise import materialise
+from snapws.layers.view import ChainView
 from snapws.model import ROOT, Kind, display_path
 from snapws.ops.workspace import Session
 
@@ -18,7 +17,8 @@ def restore(session: Session, source: SnapshotId, paths: list[bytes]) -> list[by
     """Replace each of ``paths`` (relative to the workspace root) in the
     working tree by its state in ``source``; the rest is untouched. A path
     absent from ``source`` is an error and nothing is changed. Returns the
-    paths restored. Raises BadPathError."""
+    paths restored. Raises BadPathError, UnsafePathError (a path changed
+    into a symlink while restoring: refused, never followed)."""
     if session.state.backend == "plain":
         from snapws.backends.plain import ops as plain_ops
 
@@ -36,34 +36,21 @@ def restore(session: Session, source: SnapshotId, paths: list[bytes]) -> list[by
             hint="`snapws show REV --name-only` lists a snapshot's changed paths; "
             "check the spelling relative to the workspace root",
         )
-    root = os.fsencode(session.path)
-    for p in paths:
-        dst = root + b"/" + p
-        _ensure_parents(session, view, p)
-        if os.path.lexists(dst):
-            if os.path.isdir(dst) and not os.path.islink(dst):
-                shutil.rmtree(dst)
-            else:
-                os.unlink(dst)
-        nodes = [loc.node for loc in view.walk(p)]
-        parent = parent_of(p)
-        materialise(
-            nodes,
-            root if parent == ROOT else root + b"/" + parent,
-            strip=b"" if parent == ROOT else parent,
-        )
+    with Beneath(session.path) as root:
+        for p in paths:
+            _ensure_parents(root, view, p)
+            root.remove(p)
+            materialise([loc.node for loc in view.walk(p)], root)
     return paths
 
 
-def _ensure_parents(session: Session, view: object, path: bytes) -> None:
-    """Recreate missing parent directories with the source's metadata."""
-    from snapws.layers.view import ChainView
-
-    assert isinstance(view, ChainView)
-    root = os.fsencode(session.path)
+def _ensure_parents(root: Beneath, view: ChainView, path: bytes) -> None:
+    """Recreate missing parent directories with the source's metadata; a
+    parent that is not a directory (a file, a symlink: never followed) is
+    replaced by the source's directory."""
     chain = []
     p = parent_of(path)
-    while p != ROOT and not os.path.isdir(root + b"/" + p):
+    while p != ROOT and not root.is_dir(p):
         chain.append(p)
         p = parent_of(p)
     for q in reversed(chain):
@@ -73,12 +60,5 @@ def _ensure_parents(session: Session, view: object, path: bytes) -> None:
                 f"cannot restore {display_path(path)}: {display_path(q)} is not a directory",
                 hint=f"restore {display_path(q)} itself",
             )
-        dst = root + b"/" + q
-        if os.path.lexists(dst):
-            os.unlink(dst)
-        parent = parent_of(q)
-        materialise(
-            [loc.node],
-            root if parent == ROOT else root + b"/" + parent,
-            strip=b"" if parent == ROOT else parent,
-        )
+        root.remove(q)
+        materialise([loc.node], root)

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 
 import xxhash
 
+from snapws.beneath import CREATE_FLAGS, Beneath, NodeRef
 from snapws.errors import UnsupportedError
 from snapws.ids import ContentHash
 from snapws.layers.entries import Node
@@ -32,30 +32,35 @@ def copy_with_hash(src: bytes, dst: bytes) -> ContentHash:
     """Copy regular file ``src`` to the new file ``dst`` (mode 0600; runs of
     zeros become holes) and return the XXH3-128 of the bytes copied, read
     once. Raises OSError (FileExistsError if ``dst`` exists)."""
+    fout = os.open(dst, CREATE_FLAGS, 0o600)
+    try:
+        return copy_with_hash_into(src, fout)
+    finally:
+        os.close(fout)
+
+
+def copy_with_hash_into(src: bytes, fout: int) -> ContentHash:
+    """:func:`copy_with_hash` into the open, empty file ``fout``."""
     h = xxhash.xxh3_128()
     fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            size = 0
-            holes = False
-            while True:
-                buf = os.read(fin, CHUNK)
-                if not buf:
-                    break
-                h.update(buf)
-                size += len(buf)
-                if len(buf) == CHUNK and buf.count(0) == CHUNK:
-                    os.lseek(fout, CHUNK, os.SEEK_CUR)
-                    holes = True
-                    continue
-                view = memoryview(buf)
-                while view:
-                    view = view[os.write(fout, view) :]
-            if holes:
-                os.ftruncate(fout, size)
-        finally:
-            os.close(fout)
+        size = 0
+        holes = False
+        while True:
+            buf = os.read(fin, CHUNK)
+            if not buf:
+                break
+            h.update(buf)
+            size += len(buf)
+            if len(buf) == CHUNK and buf.count(0) == CHUNK:
+                os.lseek(fout, CHUNK, os.SEEK_CUR)
+                holes = True
+                continue
+            view = memoryview(buf)
+            while view:
+                view = view[os.write(fout, view) :]
+        if holes:
+            os.ftruncate(fout, size)
     finally:
         os.close(fin)
     return ContentHash(h.hexdigest())
@@ -65,25 +70,30 @@ def copy_data(src: bytes, dst: bytes) -> None:
     """Copy regular file ``src`` to the new file ``dst`` (mode 0600) in the
     kernel where it can (``copy_file_range``, which may share blocks), holes
     kept. Raises OSError."""
+    fout = os.open(dst, CREATE_FLAGS, 0o600)
+    try:
+        copy_data_into(src, fout)
+    finally:
+        os.close(fout)
+
+
+def copy_data_into(src: bytes, fout: int) -> None:
+    """:func:`copy_data` into the open, empty file ``fout``."""
     fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            size = os.fstat(fin).st_size
-            pos = 0
-            while pos < size:
-                try:
-                    start = os.lseek(fin, pos, os.SEEK_DATA)
-                except OSError as e:
-                    if e.errno == errno.ENXIO:
-                        break  # only a hole is left
-                    raise
-                end = os.lseek(fin, start, os.SEEK_HOLE)
-                _copy_range(fin, fout, start, end)
-                pos = end
-            os.ftruncate(fout, size)
-        finally:
-            os.close(fout)
+        size = os.fstat(fin).st_size
+        pos = 0
+        while pos < size:
+            try:
+                start = os.lseek(fin, pos, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:
+                    break  # only a hole is left
+                raise
+            end = os.lseek(fin, start, os.SEEK_HOLE)
+            _copy_range(fin, fout, start, end)
+            pos = end
+        os.ftruncate(fout, size)
     finally:
         os.close(fin)
 
@@ -113,56 +123,89 @@ def _copy_range(fin: int, fout: int, start: int, end: int) -> None:
         pos += n
 
 
+def _split(path: bytes) -> tuple[bytes, bytes]:
+    parent, _, name = path.rstrip(b"/").rpartition(b"/")
+    return parent or b"/", name
+
+
 def create_node(node: Node, dst: bytes, hashed: bool = False) -> ContentHash | None:
-    """Create ``dst`` as a copy of ``node`` (not a directory), without its
-    metadata (see :func:`apply_meta`). ``hashed``: a regular file's content
-    hash is computed while copying and returned. Raises OSError."""
+    """:func:`create_node_at` for the path ``dst`` (its parent trusted: a
+    staging tree of the store)."""
+    parent, name = _split(dst)
+    with Beneath(parent) as dest:
+        return create_node_at(dest, name, node, hashed)
+
+
+def create_node_at(
+    dest: Beneath, rel: bytes, node: Node, hashed: bool = False
+) -> ContentHash | None:
+    """Create ``rel`` beneath ``dest`` as a copy of ``node`` (not a
+    directory), without its metadata (see :func:`apply_meta_at`); a parent
+    that is a symlink is refused (UnsafePathError). ``hashed``: a regular
+    file's content hash is computed while copying and returned. Raises
+    OSError."""
     kind = node.kind
     st = node.st
     if kind is Kind.FILE:
-        if hashed:
-            return copy_with_hash(node.abspath, dst)
-        copy_data(node.abspath, dst)
+        fd = dest.create(rel, 0o600)
+        try:
+            if hashed:
+                return copy_with_hash_into(node.abspath, fd)
+            copy_data_into(node.abspath, fd)
+        finally:
+            os.close(fd)
     elif kind is Kind.SYMLINK:
         assert node.target is not None
-        os.symlink(node.target, dst)
+        dest.symlink(node.target, rel)
     elif kind is Kind.FIFO:
-        os.mkfifo(dst, 0o600)
+        dest.mknod(rel, stat.S_IFIFO | 0o600)
     elif kind in (Kind.CHARDEV, Kind.BLOCKDEV, Kind.SOCKET):
-        os.mknod(dst, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev)
+        dest.mknod(rel, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev)
     else:
         raise ValueError(f"cannot create a {kind.name.lower()} node")
     return None
 
 
 def apply_meta(node: Node, dst: bytes, as_root: bool, extra_xattrs: bool = False) -> None:
-    """Give ``dst`` the owner (as root; otherwise only where this user may),
-    mode, extended attributes and mtime of ``node``. ``extra_xattrs``: also
-    remove attributes ``dst`` has and ``node`` lacks (an existing node
-    kept). Attributes this user cannot set are skipped (the next status
-    shows the difference); a filesystem without them skips them all.
-    Raises OSError."""
+    """:func:`apply_meta_at` for the path ``dst`` (its parent trusted: a
+    staging tree of the store)."""
+    parent, name = _split(dst)
+    with Beneath(parent) as dest:
+        apply_meta_at(dest, name, node, as_root, extra_xattrs)
+
+
+def apply_meta_at(
+    dest: Beneath, rel: bytes, node: Node, as_root: bool, extra_xattrs: bool = False
+) -> None:
+    """Give ``rel`` beneath ``dest`` (the node itself, never followed; one
+    of another type than ``node`` is refused with UnsafePathError) the owner
+    (as root; otherwise only where this user may), mode, extended
+    attributes and mtime of ``node``. ``extra_xattrs``: also remove
+    attributes ``rel`` has and ``node`` lacks (an existing node kept).
+    Attributes this user cannot set are skipped (the next status shows the
+    difference); a filesystem without them skips them all. Raises OSError."""
     st = node.st
-    cur = os.lstat(dst)
-    if (cur.st_uid, cur.st_gid) != (st.st_uid, st.st_gid):
-        try:
-            os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
-        except PermissionError:
-            if as_root:
-                raise
-    if node.kind is not Kind.SYMLINK and stat.S_IMODE(cur.st_mode) != stat.S_IMODE(st.st_mode):
-        os.chmod(dst, stat.S_IMODE(st.st_mode))
-    set_xattrs(dst, node.xattrs, as_root, extra_xattrs)
-    os.utime(dst, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
+    with dest.node(rel, stat.S_IFMT(st.st_mode)) as ref:
+        cur = ref.st
+        if (cur.st_uid, cur.st_gid) != (st.st_uid, st.st_gid):
+            try:
+                ref.chown(st.st_uid, st.st_gid)
+            except PermissionError:
+                if as_root:
+                    raise
+        if node.kind is not Kind.SYMLINK and stat.S_IMODE(cur.st_mode) != stat.S_IMODE(st.st_mode):
+            ref.chmod(stat.S_IMODE(st.st_mode))
+        set_xattrs(ref, node.xattrs, as_root, extra_xattrs)
+        ref.utime(st.st_mtime_ns)
 
 
-def set_xattrs(dst: bytes, xattrs: dict[str, bytes], as_root: bool, remove_others: bool) -> None:
-    """Set ``xattrs`` on ``dst`` (see :func:`apply_meta`)."""
+def set_xattrs(ref: NodeRef, xattrs: dict[str, bytes], as_root: bool, remove_others: bool) -> None:
+    """Set ``xattrs`` on the pinned node ``ref`` (see :func:`apply_meta_at`)."""
     from snapws.layers.entries import is_overlay_xattr
 
     if remove_others:
         try:
-            names = os.listxattr(dst, follow_symlinks=False)
+            names = ref.listxattr()
         except OSError as e:
             if e.errno in _NOT_SUPPORTED:
                 return
@@ -170,13 +213,13 @@ def set_xattrs(dst: bytes, xattrs: dict[str, bytes], as_root: bool, remove_other
         for name in names:
             if name not in xattrs and not is_overlay_xattr(name):
                 try:
-                    os.removexattr(dst, name, follow_symlinks=False)
+                    ref.removexattr(name)
                 except OSError as e:
                     if not _skippable(e, name, as_root):
                         raise
     for name, value in xattrs.items():
         try:
-            os.setxattr(dst, name, value, follow_symlinks=False)
+            ref.setxattr(name, value)
         except OSError as e:
             if e.errno in _NOT_SUPPORTED:
                 return
@@ -190,32 +233,6 @@ def _skippable(e: OSError, name: str, as_root: bool) -> bool:
     # not root: trusted.* and security.* are not ours to set; user.* cannot
     # go on symlinks and special files (EPERM)
     return e.errno in (errno.EPERM, errno.EACCES) and (not as_root or not name.startswith("user."))
-
-
-def remove_path(path: bytes) -> None:
-    """Remove whatever is at ``path`` (a whole tree for a directory, made
-    writable first where this user may not delete); absent is fine."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(path)
-        return
-
-    def onerror(func: object, p: str, exc: object) -> None:
-        parent = os.path.dirname(p)
-        try:
-            os.chmod(parent, 0o700)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, 0o700)
-                shutil.rmtree(p, onerror=onerror)
-            else:
-                os.unlink(p)
-        except FileNotFoundError:
-            pass
-
-    shutil.rmtree(path, onerror=onerror)
 
 
 def make_whiteout(path: bytes) -> None:
