@@ -17,20 +17,25 @@ root snapshot. This is the API the remotes (push, pull, cache) build on.
 
 from __future__ import annotations
 
+import base64
 import calendar
 import hashlib
 import json
+import os
 import platform
 import re
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from snapws.errors import BadImageError, StoreCorruptError
+from snapws.errors import BadImageError, SnapwsError, StoreCorruptError
 from snapws.ids import LayerId, SnapshotId
-from snapws.model import Kind, SnapshotRecord, decode_manifest
+from snapws.layers.equivalence import chain_content, covers
+from snapws.layers.merge import RunLayer, build_merged_tree
+from snapws.model import Entry, Kind, SnapshotRecord, decode_manifest, manifest_id
 from snapws.oci import tarformat as tf
 from snapws.oci.blobcache import (
     BlobWriter,
@@ -69,6 +74,10 @@ ANNOTATION_LAYER = "org.snapws.layer"
 LABEL_SNAPSHOT = "org.snapws.snapshot"
 LABEL_RECORD = "org.snapws.record"
 LABEL_LAYERS = "org.snapws.layers"
+#: base64 of the zlib-compressed manifest of the record's layer, when the
+#: chain's top is a merged layer (compaction): the proof that the top has it
+LABEL_LAYER_MANIFEST = "org.snapws.layer-manifest"
+MAX_PROOF = 256 << 20  # a record layer's manifest, decompressed
 
 MAX_MANIFEST = 4 << 20
 MAX_CONFIG = 16 << 20
@@ -248,18 +257,20 @@ def build_image(
         )
         layers.append(Blob(desc, blob_path(store, entry.digest)))
         diff_ids.append(entry.diff_id)
+    labels = {
+        LABEL_SNAPSHOT: sid.hex,
+        LABEL_RECORD: rec.canonical().decode(),
+        LABEL_LAYERS: ",".join(lid.hex for lid in chain),
+    }
+    proof = _layer_proof(store, rec, chain)
+    if proof is not None:
+        labels[LABEL_LAYER_MANIFEST] = proof
     config = {
         "architecture": host_architecture(),
         "os": "linux",
         "created": _rfc3339(rec.time_ns),
         "author": rec.author,
-        "config": {
-            "Labels": {
-                LABEL_SNAPSHOT: sid.hex,
-                LABEL_RECORD: rec.canonical().decode(),
-                LABEL_LAYERS: ",".join(lid.hex for lid in chain),
-            }
-        },
+        "config": {"Labels": labels},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }
     config_bytes = canonical_json(config)
@@ -277,6 +288,17 @@ def build_image(
     if progress is not None:
         progress(total, total)
     return Image(manifest, sha256_digest(manifest), config_blob, layers)
+
+
+def _layer_proof(store: Store, rec: SnapshotRecord, chain: list[LayerId]) -> str | None:
+    """The :data:`LABEL_LAYER_MANIFEST` value of an export whose chain's top
+    is not the record's layer (None when it is, or when the record's layer
+    is empty or no longer stored: importers then refuse the image unless
+    they have that layer)."""
+    top = chain[-1] if chain else EMPTY_LAYER
+    if rec.layer in (top, EMPTY_LAYER) or not store.has_layer(rec.layer):
+        return None
+    return base64.b64encode(zlib.compress(store.read_manifest(rec.layer), 9)).decode()
 
 
 # ---- reading manifests --------------------------------------------------------------
@@ -362,6 +384,7 @@ def _read_config(open_blob: Callable[[Descriptor], BinaryIO], desc: Descriptor) 
 class _SnapwsInfo:
     record: SnapshotRecord
     layers: list[LayerId]
+    layer_manifest: bytes | None  # the record layer's manifest (verified), if carried
 
 
 def _snapws_info(
@@ -390,7 +413,29 @@ def _snapws_info(
     ):
         # (copies through docker archives lose the annotations: the label stays)
         raise BadImageError("the image's layer annotations differ from its org.snapws.layers label")
-    return _SnapwsInfo(rec, listed)
+    return _SnapwsInfo(rec, listed, _read_proof(labels.get(LABEL_LAYER_MANIFEST), rec.layer))
+
+
+def _read_proof(text: Any, layer: LayerId) -> bytes | None:
+    """The manifest carried in :data:`LABEL_LAYER_MANIFEST`, once it hashes
+    to ``layer``. Raises BadImageError (malformed, too large, another layer)."""
+    if text is None:
+        return None
+    try:
+        packed = base64.b64decode(str(text), validate=True)
+        z = zlib.decompressobj()
+        data = z.decompress(packed, MAX_PROOF)
+        if z.unconsumed_tail or not z.eof:
+            raise ValueError("too large or truncated")
+    except (ValueError, zlib.error) as e:
+        raise BadImageError(
+            f"the image's {LABEL_LAYER_MANIFEST} label is malformed ({e})"
+        ) from None
+    if manifest_id(data) != layer:
+        raise BadImageError(
+            f"the image's {LABEL_LAYER_MANIFEST} label is not the manifest of layer {layer.short()}"
+        )
+    return data
 
 
 def chain_ids_of(diff_ids: list[str]) -> list[str | None]:
@@ -437,6 +482,29 @@ def _keeper(store: Store, raw: BinaryIO, desc: Descriptor) -> tuple[BlobWriter, 
     return BlobWriter(store), False
 
 
+def _check_authentic(open_blob: Callable[[Descriptor], BinaryIO], desc: Descriptor) -> None:
+    """Raise BadImageError, saying only that the blob does not match, unless
+    blob ``desc`` has its descriptor's size and sha256. Called before an
+    error that quotes a layer's content is shown: only the bytes of a blob
+    whose digest was checked may appear in a message."""
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with open_blob(desc) as f:
+            while size <= desc.size and (data := f.read(min(1 << 20, desc.size + 1 - size))):
+                h.update(data)
+                size += len(data)
+    except OSError:
+        size = -1
+    if size > desc.size:
+        raise BadImageError(
+            f"blob {desc.digest} does not match its descriptor "
+            f"(it is longer than the {desc.size} bytes its descriptor says)"
+        )
+    if size != desc.size or "sha256:" + h.hexdigest() != desc.digest:
+        raise BadImageError(f"blob {desc.digest} does not match its descriptor")
+
+
 def _import_layer(
     store: Store,
     desc: Descriptor,
@@ -474,7 +542,13 @@ def _import_layer(
                 progress=progress,
             )
             try:
-                layer = extract_layer(store, tf.TarReader(stream.read, what), lower, threads)
+                try:
+                    layer = extract_layer(store, tf.TarReader(stream.read, what), lower, threads)
+                except SnapwsError:
+                    if not verified:
+                        stream.close()
+                        _check_authentic(open_blob, desc)  # never echo a forged blob's bytes
+                    raise
                 try:
                     trailer = 0
                     while data := stream.read(1 << 20):
@@ -540,11 +614,9 @@ def import_image(
     config = _read_config(open_blob, parsed.config)
     info = _snapws_info(parsed, config, manifest)
     diff_ids = _diff_ids(config, len(parsed.layers))
-    if info is not None and store.has_snapshot(info.record.id):
-        chain = store.chain(info.record.id)
-        if all(store.has_layer(lid) for lid in chain):
-            _mark_shallow(store, info.record)
-            return info.record.id
+    if info is not None and _same_as_stored(store, info):
+        _mark_shallow(store, info.record)
+        return info.record.id
     expected: list[LayerId | None] = (
         list(info.layers) if info is not None else [None] * len(parsed.layers)
     )
@@ -566,6 +638,7 @@ def import_image(
             progress(done, total)
 
     published: list[LayerId] = []
+    kept: list[tuple[BlobWriter, bool, LayerId, str, CachedLayer]] = []
     chain_ids: list[LayerId] = []
     try:
         for i, desc in enumerate(parsed.layers):
@@ -603,14 +676,19 @@ def import_image(
             if not existed:
                 published.append(lid)
             if keep is not None and entry is not None:
-                keep.commit(synced=not existed)  # publishing ran syncfs
-                record_layer(store, lid, fmt, entry)
+                kept.append((keep, not existed, lid, fmt, entry))  # kept once all checks pass
             cid = cids[i]
             if want is None and cid is not None:
                 record_chain(store, cid, lid)
             chain_ids.append(lid)
         if info is not None:
             record = info.record
+            entries = _check_record(store, record, chain_ids, info.layer_manifest)
+            _check_stored(store, record.id, chain_ids)
+            if not store.has_layer(record.layer) and _keep_record_layer(
+                store, record.layer, chain_ids[-1], entries
+            ):
+                published.append(record.layer)
         else:
             record = SnapshotRecord(
                 parents=(),
@@ -619,15 +697,153 @@ def import_image(
                 author=author,
                 time_ns=_created_ns(config) or time.time_ns(),
             )
+        for keep, synced, lid, fmt, entry in kept:
+            keep.commit(synced=synced)  # publishing ran syncfs
+            record_layer(store, lid, fmt, entry)
+        kept.clear()
         sid = store.write_snapshot(record, chain_ids)
         if not all(store.has_layer(lid) for lid in store.chain(sid)):
             store.write_chain(sid, chain_ids)  # a stored record whose layers were lost
         _mark_shallow(store, record)
         return sid
     except BaseException:
+        for keep, *_ in kept:
+            keep.abort()
         for lid in published:
             store.delete_layer(lid)
         raise
+
+
+def _nonempty(chain: list[LayerId]) -> list[LayerId]:
+    return [lid for lid in chain if lid != EMPTY_LAYER]
+
+
+def _entries(store: Store, lid: LayerId) -> list[Entry]:
+    try:
+        return decode_manifest(store.read_manifest(lid))
+    except ValueError as e:
+        raise StoreCorruptError(f"manifest of layer {lid.short()} is unreadable: {e}") from e
+
+
+def _content(store: Store, chain: list[LayerId]) -> list[Entry]:
+    return chain_content([_entries(store, lid) for lid in _nonempty(chain)])
+
+
+def _same_as_stored(store: Store, info: _SnapwsInfo) -> bool:
+    """True if the store has the image's snapshot with all its layers, and
+    the image lists that chain or one showing the same content (nothing to
+    fetch). A stored id is never trusted over content: an image listing other
+    layers is imported and compared (:func:`_check_stored`)."""
+    sid = info.record.id
+    if not store.has_snapshot(sid):
+        return False
+    local = _nonempty(store.chain(sid))
+    listed = _nonempty(info.layers)
+    if not all(store.has_layer(lid) for lid in local):
+        return False
+    if listed == local:
+        return True
+    return all(store.has_layer(lid) for lid in listed) and _content(store, listed) == _content(
+        store, local
+    )
+
+
+def _check_record(
+    store: Store, record: SnapshotRecord, chain: list[LayerId], carried: bytes | None
+) -> list[Entry]:
+    """Check that ``chain`` (imported, verified layers) is what ``record``
+    says: its top is the record's layer, or covers it (a merged top; the
+    layer's manifest from the store or ``carried`` by the image); and, when
+    the store has the parent, the chain shows the parent's content with the
+    record's layer on top. Returns the record layer's entries. Raises
+    BadImageError."""
+    ch = _nonempty(chain)
+    top = ch[-1] if ch else EMPTY_LAYER
+    sid = record.id.short()
+    if record.layer == top:
+        entries = _entries(store, top)
+    elif record.layer == EMPTY_LAYER:
+        entries = []
+    else:
+        if store.has_layer(record.layer):
+            data = store.read_manifest(record.layer)
+        elif carried is not None:
+            data = carried
+        else:
+            raise BadImageError(
+                f"snapshot {sid}: the image's top layer {top.short()} is not the record's "
+                f"layer {record.layer.short()}, and the image does not carry that layer's "
+                "manifest to show that the top includes it",
+                hint="nothing was imported; export the snapshot again with this snapws "
+                "from a store that has its layer, or import it from its source",
+            )
+        try:
+            entries = decode_manifest(data)
+        except ValueError as e:
+            raise BadImageError(f"the manifest of layer {record.layer.short()}: {e}") from None
+        if not covers(_entries(store, top), entries, len(ch) == 1):
+            raise BadImageError(
+                f"snapshot {sid}: the image's layers are not the record's: its top layer "
+                f"{top.short()} does not hold layer {record.layer.short()}",
+                hint="nothing was imported; the image was forged or damaged: "
+                "get it again from its source",
+            )
+    if len(record.parents) == 1 and store.has_snapshot(record.parents[0]):
+        try:
+            below = _nonempty(store.chain(record.parents[0]))
+        except StoreCorruptError:
+            below = None
+        if below is not None and all(store.has_layer(lid) for lid in below):
+            want = chain_content([*(_entries(store, lid) for lid in below), entries])
+            if _content(store, ch) != want:
+                raise BadImageError(
+                    f"snapshot {sid}: the image's layers do not show its parent "
+                    f"{record.parents[0].short()} with layer {record.layer.short()} on top",
+                    hint="nothing was imported; the image was forged or damaged: "
+                    "get it again from its source",
+                )
+    return entries
+
+
+def _check_stored(store: Store, sid: SnapshotId, chain: list[LayerId]) -> None:
+    """Refuse (BadImageError) when the store already has snapshot ``sid``
+    with all its layers but other content than ``chain`` shows."""
+    if not store.has_snapshot(sid):
+        return
+    local = _nonempty(store.chain(sid))
+    if all(store.has_layer(lid) for lid in local) and _content(store, local) != _content(
+        store, chain
+    ):
+        raise BadImageError(
+            f"snapshot {sid.short()} is in this store with other content than the image gives it",
+            hint="nothing was imported; `snapws verify` checks the stored snapshot; "
+            "if it is the forged one, delete it (prune) and import again",
+        )
+
+
+def _keep_record_layer(store: Store, lid: LayerId, top: LayerId, entries: list[Entry]) -> bool:
+    """Publish the record's layer ``lid`` (whose ``entries`` the merged
+    layer ``top`` covers) from ``top``'s tree, so that exports from this
+    store can prove their merged tops too. Best effort: False (nothing
+    kept) if the tree made does not hash to ``lid`` or writing fails."""
+    staging = store.new_staging("record-layer")
+    try:
+        manifest = build_merged_tree(
+            [RunLayer(os.fsencode(store.layer_tree(top)), entries)],
+            os.fsencode(staging / "tree"),
+            False,
+            None,
+            store.xattr_form,
+        )
+        if manifest_id(manifest) != lid:
+            store.discard(staging)
+            return False
+        store.write_pending_manifest(staging, manifest)
+        return store.publish_pending(staging) == lid
+    except OSError:
+        if staging.exists():
+            store.discard(staging)
+        return False
 
 
 def _mark_shallow(store: Store, record: SnapshotRecord) -> None:

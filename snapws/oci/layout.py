@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,8 @@ CONTAINERD_NAME = "io.containerd.image.name"
 LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 DEFAULT_REF = "latest"
-MAX_INDEX = 4 << 20
+MAX_INDEX = 4 << 20  # index.json, oci-layout, manifest.json and manifests
+MAX_MEMBERS = 1 << 16  # files in a layout or docker archive tar
 
 
 # ---- writing ------------------------------------------------------------------------
@@ -192,39 +194,145 @@ class _Files:
         raise NotImplementedError
 
     def read(self, name: str, cap: int) -> bytes:
-        if self.size(name) > cap:
-            raise BadImageError(f"{name} is larger than {cap} bytes")
+        """The content of ``name``, at most ``cap`` bytes (else BadImageError)."""
         with self.open(name) as f:
-            return f.read(cap + 1)
+            data = f.read(cap + 1)
+        if len(data) > cap:
+            raise BadImageError(f"{name} is larger than {cap} bytes")
+        return data
 
     def close(self) -> None:
         return None
 
 
+_KINDS = {
+    stat.S_IFLNK: "a symlink",
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def _kind(mode: int) -> str:
+    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
 class _DirFiles(_Files):
+    """Files of a layout directory, read only beneath it: the directory is
+    opened once; each name is walked one component at a time with
+    ``openat(O_NOFOLLOW | O_DIRECTORY)``, and the file itself is opened with
+    ``O_NOFOLLOW | O_NONBLOCK`` and must be a regular file (fstat). A
+    symlink, FIFO, device or directory anywhere on the way is refused
+    (BadImageError naming it, never its content)."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
+        try:
+            self._fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise BadImageError(f"cannot open {root}: {e.strerror}") from None
 
-    def _path(self, name: str) -> Path:
+    def _parts(self, name: str) -> list[str]:
         parts = [p for p in name.split("/") if p not in ("", ".")]
-        if ".." in parts or name.startswith("/"):
-            raise BadImageError(f"the image names a file outside it: {name!r}")
-        return self.root.joinpath(*parts)
+        if ".." in parts or name.startswith("/") or not parts:
+            raise BadImageError(f"the image names a file outside it: {name[:200]!r}")
+        return parts
+
+    def _open_parent(self, parts: list[str], name: str) -> int | None:
+        """A new fd of the directory holding ``parts[-1]`` (None: a component
+        is missing)."""
+        fd = os.dup(self._fd)
+        try:
+            for i, part in enumerate(parts[:-1]):
+                try:
+                    nfd = os.open(
+                        part,
+                        os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                        dir_fd=fd,
+                    )
+                except FileNotFoundError:
+                    os.close(fd)
+                    return None
+                except OSError:
+                    st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+                    where = "/".join(parts[: i + 1])
+                    raise BadImageError(
+                        f"{where} in the image is {_kind(st.st_mode)}, not a directory "
+                        f"(while opening {name})"
+                    ) from None
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _lstat(self, name: str) -> os.stat_result | None:
+        parts = self._parts(name)
+        fd = self._open_parent(parts, name)
+        if fd is None:
+            return None
+        try:
+            return os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        finally:
+            os.close(fd)
+
+    def _open_fd(self, name: str) -> int:
+        """An fd of regular file ``name`` beneath the layout. Raises
+        BadImageError (missing, or not a regular file)."""
+        parts = self._parts(name)
+        dfd = self._open_parent(parts, name)
+        if dfd is None:
+            raise _missing(name)
+        try:
+            try:
+                fd = os.open(
+                    parts[-1],
+                    os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                    dir_fd=dfd,
+                )
+            except FileNotFoundError:
+                raise _missing(name) from None
+            except OSError:
+                st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+                raise BadImageError(
+                    f"{name} in the image is {_kind(st.st_mode)}, not a regular file"
+                ) from None
+        finally:
+            os.close(dfd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise BadImageError(
+                    f"{name} in the image is {_kind(st.st_mode)}, not a regular file"
+                )
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def exists(self, name: str) -> bool:
-        return self._path(name).is_file()
+        return self._lstat(name) is not None
 
     def size(self, name: str) -> int:
+        fd = self._open_fd(name)
         try:
-            return self._path(name).stat().st_size
-        except FileNotFoundError:
-            raise _missing(name) from None
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
 
     def open(self, name: str) -> BinaryIO:
-        try:
-            return open(self._path(name), "rb")
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise _missing(name) from None
+        return os.fdopen(self._open_fd(name), "rb")
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class _Section(io.RawIOBase):
@@ -265,7 +373,9 @@ class _TarFiles(_Files):
                 f.seek(n, os.SEEK_CUR)
 
             reader = tf.TarReader(f.read, str(path), skip=skip)
-            for h in reader.entries():
+            for count, h in enumerate(reader.entries()):
+                if count >= MAX_MEMBERS:
+                    raise BadImageError(f"{path} holds more than {MAX_MEMBERS} entries")
                 name = "/".join(p for p in os.fsdecode(h.name).split("/") if p not in ("", "."))
                 if h.type == tf.REGULAR:
                     if name in self.members:
@@ -509,6 +619,7 @@ def open_source(src: str, ref: str | None = None) -> ImageSource:
         )
     try:
         if files.exists(LAYOUT_FILE) and files.exists("index.json"):
+            files.read(LAYOUT_FILE, 4096)  # a regular file beneath the layout, or refused
             return _open_oci(files, str(path), ref)
         if files.exists("manifest.json"):
             return _open_docker(files, str(path), ref)

@@ -427,17 +427,17 @@ class TarReader:
         try:
             return int(text, 8)
         except ValueError:
-            raise self._bad(f"a malformed {what} field {raw!r}") from None
+            raise self._bad(f"a malformed {what} field (header at byte {self.offset})") from None
 
     def _pax_int(self, value: bytes, what: str) -> int:
         if not _INT_RE.match(value):
-            raise self._bad(f"a malformed PAX {what} {value[:40]!r}")
+            raise self._bad(f"a malformed PAX {what} (before byte {self.offset})")
         return int(value)
 
     def _pax_mtime(self, value: bytes) -> int:
         m = _MTIME_RE.match(value)
         if m is None:
-            raise self._bad(f"a malformed PAX mtime {value[:40]!r}")
+            raise self._bad(f"a malformed PAX mtime (before byte {self.offset})")
         frac = (m.group(3) or b"")[:9].ljust(9, b"0")
         ns = int(m.group(2)) * 1_000_000_000 + int(frac)
         return -ns if m.group(1) else ns

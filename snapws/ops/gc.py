@@ -157,9 +157,10 @@ def _mounted_layers(store: Store) -> dict[LayerId, str]:
 
 def layers_in_use(store: Store) -> dict[LayerId, str]:
     """Every layer gc must keep whatever its age, with why: ``used by a
-    snapshot``, ``mounted at PATH``, ``interrupted operation``, ``the empty
-    layer``. Raises StoreCorruptError if a chain is unreadable (then nobody
-    can tell what is garbage), MountError if /proc is not readable."""
+    snapshot``, ``the layer of a snapshot's record``, ``mounted at PATH``,
+    ``interrupted operation``, ``the empty layer``. Raises StoreCorruptError
+    if a chain or record is unreadable (then nobody can tell what is
+    garbage), MountError if /proc is not readable."""
     out: dict[LayerId, str] = {EMPTY_LAYER: "the empty layer"}
     for sid in store.snapshot_ids():
         for lid in store.chain(sid):
@@ -172,6 +173,10 @@ def layers_in_use(store: Store) -> dict[LayerId, str]:
             for lid in store.chain(sid):
                 out.setdefault(lid, "interrupted operation")
         out.setdefault(LayerId(hexid), "interrupted operation")
+    for sid in store.snapshot_ids():
+        # a snapshot's own layer, even once compaction merged it away: an
+        # export needs its manifest to prove a merged top (snapws.oci.image)
+        out.setdefault(store.read_snapshot(sid).layer, "the layer of a snapshot's record")
     return out
 
 

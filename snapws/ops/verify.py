@@ -28,9 +28,18 @@ import xxhash
 from snapws.errors import StoreCorruptError
 from snapws.ids import ContentHash, LayerId, SnapshotId, WorkspaceId
 from snapws.layers.entries import Node, child, node_entry, read_node
+from snapws.layers.equivalence import covers
 from snapws.layers.hashing import CHUNK, DEFAULT_THREADS
-from snapws.model import ROOT, Entry, Kind, decode_manifest, manifest_id, path_to_text
-from snapws.store.store import REF_KINDS, Store
+from snapws.model import (
+    ROOT,
+    Entry,
+    Kind,
+    SnapshotRecord,
+    decode_manifest,
+    manifest_id,
+    path_to_text,
+)
+from snapws.store.store import EMPTY_LAYER, REF_KINDS, Store
 
 # ---- choosing the files to hash (restic's --read-data-subset) ---------------
 
@@ -80,6 +89,7 @@ FILE_KINDS = ("corrupted", "truncated", "grown", "missing", "extra", "metadata",
 RECORD_KINDS = (
     "bad-snapshot",  # record unreadable or not hashing to its name
     "bad-chain",  # chain file unreadable
+    "chain-mismatch",  # the chain's top neither is nor holds the record's layer
     "missing-layer",  # a chain names a layer the store lacks
     "missing-parent",
     "bad-ref",  # unreadable ref or workspace record
@@ -308,6 +318,35 @@ def _check_snapshots(
                     layer=lid,
                     snapshot=sid,
                 )
+        _check_chain_matches(run, sid, rec, chains.get(sid))
+
+
+def _check_chain_matches(
+    run: _Run, sid: SnapshotId, rec: SnapshotRecord, chain: list[LayerId] | None
+) -> None:
+    """The chain shows the record's layer on top: its top layer is that
+    layer, or a merged layer (compaction) that holds it (:func:`covers`).
+    Skipped while a layer or manifest is missing or unreadable (reported
+    elsewhere), and when the record's layer is gone (a gc older than the rule
+    that keeps it): nothing then says what the top should hold."""
+    store = run.store
+    ch = [lid for lid in chain or () if lid != EMPTY_LAYER]
+    top = ch[-1] if ch else EMPTY_LAYER
+    if chain is None or rec.layer in (top, EMPTY_LAYER) or not store.has_layer(rec.layer):
+        return
+    try:
+        top_entries = decode_manifest(store.read_manifest(top))
+        own = decode_manifest(store.read_manifest(rec.layer))
+    except (StoreCorruptError, ValueError):
+        return
+    if not covers(top_entries, own, len(ch) == 1):
+        run.add(
+            "chain-mismatch",
+            f"the chain of snapshot {sid.short()} does not show its record's layer "
+            f"{rec.layer.short()}: its top layer {top.short()} lacks or changes entries of it",
+            layer=top,
+            snapshot=sid,
+        )
 
 
 def _check_refs(run: _Run) -> None:
