@@ -9,8 +9,12 @@ Grammar::
 ``~`` alone is ``~1``, ``^`` alone is ``^1``. ``~N`` follows first parents N times;
 ``^N`` takes the N-th parent (``^0`` is the snapshot itself, ``^2`` a merge's second parent).
 
+A base that is not HEAD, ``@`` or an id prefix must be a valid ref name
+(:func:`snapws.refnames.ref_name_problem`): an absolute path, ``..``, control
+characters or an overlong name are refused before any ref is looked up.
+
 Pure: the snapshots are reached through a :class:`RevisionSource`. Imports only
-:mod:`snapws.errors` and :mod:`snapws.ids`.
+:mod:`snapws.errors`, :mod:`snapws.ids` and :mod:`snapws.refnames`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Protocol
 
 from snapws.errors import AmbiguousRevisionError, RevisionNotFoundError
 from snapws.ids import HEX_LEN, SHORT_LEN, SnapshotId, is_hex_prefix
+from snapws.refnames import ref_name_problem, shown
 
 ACCEPTED_FORMS = (
     "a revision is HEAD (or @), a branch or tag name, or 4 to 32 hex digits of a snapshot id, "
@@ -50,7 +55,8 @@ class RevisionSource(Protocol):
         ...
 
     def ref(self, name: str) -> SnapshotId | None:
-        """The snapshot a branch, else a tag, of that name points at (as git); None if neither."""
+        """The snapshot a branch, else a tag, of that name points at (as git); None if
+        neither. :func:`resolve` passes only valid ref names."""
         ...
 
     def ids_with_prefix(self, prefix: str) -> list[SnapshotId]:
@@ -63,7 +69,7 @@ class RevisionSource(Protocol):
 
 
 def _syntax_error(text: str, reason: str) -> RevisionNotFoundError:
-    return RevisionNotFoundError(f"bad revision {text!r}: {reason}; {ACCEPTED_FORMS}")
+    return RevisionNotFoundError(f"bad revision {shown(text)}: {reason}; {ACCEPTED_FORMS}")
 
 
 def _base_problem(base: str) -> str | None:
@@ -71,13 +77,18 @@ def _base_problem(base: str) -> str | None:
         return "it does not start with HEAD, a name or an id"
     for char in base:
         if ord(char) < 0x20 or ord(char) == 0x7F or char in _BAD_BASE_CHARS:
-            return f"{base!r} contains {char!r}"
+            return f"{shown(base)} contains {char!r}"
     if "@{" in base:
         return "the @{...} forms are not supported"
     if ".." in base:
         return "ranges (A..B) are not accepted here"
     if base.startswith("-"):
-        return f"{base!r} starts with '-'"
+        return f"{shown(base)} starts with '-'"
+    if base in _HEAD_NAMES or is_hex_prefix(base.lower()):
+        return None
+    problem = ref_name_problem(base)
+    if problem is not None:
+        return f"{shown(base)} is not a valid branch or tag name: {problem}"
     return None
 
 
@@ -149,7 +160,7 @@ def _resolve_base(text: str, base: str, source: RevisionSource) -> SnapshotId:
                 f"ambiguous revision {text!r}: {len(candidates)} snapshots start with "
                 f"{prefix!r}: {listed}"
             )
-    raise RevisionNotFoundError(f"unknown revision {text!r}")
+    raise RevisionNotFoundError(f"unknown revision {shown(text)}")
 
 
 def _plural(count: int, word: str) -> str:

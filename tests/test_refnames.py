@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from snapws.errors import BadNameError, ExitCode
-from snapws.refnames import MAX_NAME_BYTES, validate_ref_name
+from snapws.refnames import (
+    MAX_COMPONENT_BYTES,
+    MAX_NAME_BYTES,
+    MAX_REF_BYTES,
+    check_ref_format,
+    ref_name_problem,
+    shown,
+    validate_ref_name,
+)
 
 
 @pytest.mark.parametrize(
@@ -114,3 +122,71 @@ def test_byte_limit_counts_utf8_bytes_not_characters() -> None:
 def test_unknown_kind_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="kind"):
         validate_ref_name("remote", "main")
+
+
+# --------------------------------------------------------------------------- any ref name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "/etc/passwd",  # absolute: would replace the path below refs/
+        "/var/tmp/x/victim",
+        "../../../etc/passwd",
+        "a/../b",
+        "..",
+        ".",
+        "a/./b",
+        "a//b",
+        "a/",
+        "",
+        "a\x00b",
+        "a\nb",
+        "x" * (MAX_COMPONENT_BYTES + 1),
+        "/".join(["x" * 200] * 6),  # 1205 bytes: over the total limit
+        "x" * 100_000,
+        "a\udcffb",
+    ],
+)
+def test_ref_name_problem_refuses_what_is_not_a_plain_relative_path(name: str) -> None:
+    assert ref_name_problem(name) is not None
+    with pytest.raises(BadNameError) as info:
+        check_ref_format(name)
+    assert info.value.exit_code == ExitCode.BAD_NAME
+    assert len(str(info.value)) < 500  # a huge name is shortened in the message
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "main",
+        "origin/v1.0",
+        "origin/feature/x",
+        "HEAD",  # a valid ref *path*; only new branch/tag names reserve it
+        "deadbeef",
+        "-x",
+        "/".join(["x" * MAX_COMPONENT_BYTES] * 4),  # 1023 bytes
+    ],
+)
+def test_ref_name_problem_accepts_any_safe_name(name: str) -> None:
+    assert ref_name_problem(name) is None
+    assert check_ref_format(name) == name
+
+
+def test_total_limit_is_in_bytes() -> None:
+    name = "/".join(["é" * 100] * 5)  # 1004 bytes
+    assert ref_name_problem(name) is None
+    assert ref_name_problem(name + "/éééééééééé") == (
+        f"it is {len(name.encode()) + 21} bytes long in UTF-8; the limit is {MAX_REF_BYTES}"
+    )
+
+
+def test_every_new_name_is_a_valid_ref_name() -> None:
+    """validate_ref_name is ref_name_problem plus rules of its own, never looser."""
+    for name in ["a", "a/b", "x" * MAX_NAME_BYTES, "v1.0"]:
+        assert ref_name_problem(validate_ref_name("branch", name)) is None
+
+
+def test_shown_cuts_long_text() -> None:
+    assert shown("main") == "'main'"
+    assert shown("x" * 100_000) == f"{'x' * 256!r}... (100000 characters)"

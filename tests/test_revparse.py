@@ -328,3 +328,47 @@ def test_walking_past_a_root(source: FakeSource, text: str, message: str) -> Non
 def test_caret_zero_on_a_root_is_the_root_itself(source: FakeSource) -> None:
     assert resolve("1111^0", source) == sid("1111")
     assert resolve("1111~0", source) == sid("1111")
+
+
+# ---------------------------------------------------------------- names that are not names
+
+
+class _RefsUntouchable(FakeSource):
+    def ref(self, name: str) -> SnapshotId | None:
+        raise AssertionError(f"looked up {name!r}")
+
+
+@pytest.mark.parametrize(
+    ("text", "detail"),
+    [
+        ("/etc/passwd", "it starts with '/'"),
+        ("/var/tmp/x/victim", "it starts with '/'"),
+        ("/etc/passwd~1", "it starts with '/'"),
+        ("a/../b", "ranges (A..B) are not accepted here"),
+        ("../../etc/passwd", "ranges (A..B) are not accepted here"),
+        ("./main", "the component '.' starts with '.'"),
+        ("a//b", "it contains '//'"),
+        ("main/", "it ends with '/'"),
+        ("x.lock", "ends with '.lock'"),
+        ("main\x01", "contains '\\x01'"),
+        ("x" * 100_000, "100000 bytes long in UTF-8; the limit is 1024"),
+        ("x" * 300 + "/y", "a component is longer than 255 bytes"),
+    ],
+)
+def test_a_base_that_is_no_ref_name_is_refused_unread(text: str, detail: str) -> None:
+    """An absolute path, '..', control characters or a huge string never reach
+    the store as a ref name: exit 4 with the reason, the message kept short."""
+    with pytest.raises(RevisionNotFoundError) as info:
+        resolve(text, _RefsUntouchable(HISTORY, "6666"))
+    message = str(info.value)
+    assert message.startswith("bad revision "), message
+    assert detail in message
+    assert len(message) < 1000
+    assert info.value.exit_code == ExitCode.BAD_REVISION
+
+
+def test_unknown_long_revision_message_is_shortened(source: FakeSource) -> None:
+    text = "/".join(["y" * 200] * 4)  # a valid name, just unknown
+    with pytest.raises(RevisionNotFoundError) as info:
+        resolve(text, source)
+    assert str(info.value) == f"unknown revision {text[:256]!r}... (803 characters)"

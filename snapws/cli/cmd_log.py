@@ -15,9 +15,11 @@ from snapws.cli.render import (
     record_json,
     summary,
 )
+from snapws.errors import RevisionNotFoundError
 from snapws.ids import SnapshotId
 from snapws.ops.diff import diff
 from snapws.ops.history import LogEntry, all_ref_heads, log, ref_names, reflog
+from snapws.refnames import ref_name_problem, shown
 
 
 def _oneline(e: LogEntry, head: SnapshotId, branch: str | None) -> str:
@@ -127,8 +129,11 @@ def show_cmd(app: App, rev: str, name_only: bool, as_json: bool) -> None:
 def reflog_cmd(app: App, ref: str, max_count: int | None, as_json: bool) -> None:
     """Where HEAD (or a branch/tag REF) has pointed, newest first: the undo path."""
     with app.session(exclusive=False) as s:
+        problem = ref_name_problem(ref)
         if ref in ("HEAD", "@"):
             name = s.head_ref()
+        elif problem is not None:
+            raise RevisionNotFoundError(f"no reflog for {shown(ref)}: {problem}")
         elif s.store.read_ref("heads", ref) is not None or s.store.read_reflog(f"refs/heads/{ref}"):
             name = f"refs/heads/{ref}"
         else:

@@ -24,6 +24,7 @@ from snapws.ids import SnapshotId
 from snapws.oci.image import Blob, Image, build_image
 from snapws.ops.crash import crashpoint
 from snapws.ops.remotes import RemoteEntry, TransferSettings, open_remote
+from snapws.refnames import ref_name_problem
 from snapws.remote.base import OCI_MANIFEST, Remote, TransferStats, is_tag
 from snapws.store.store import Store
 
@@ -174,7 +175,11 @@ def _media_type(manifest: bytes) -> str:
 
 def record_pushed(store: Store, result: PushResult, who: str) -> None:
     """Point ``refs/remotes/<remote>/<tag>`` at the pushed snapshot (as git
-    does after a push). The caller holds the store's exclusive lock."""
+    does after a push), unless ``<remote>/<tag>`` is not a valid ref name (a
+    registry tag such as ``x.lock``): nothing is recorded then, as for fetch.
+    The caller holds the store's exclusive lock."""
     ref = f"{result.remote}/{result.tag}"
+    if ref_name_problem(ref) is not None:
+        return
     if store.read_ref("remotes", ref) != result.snapshot:
         store.write_ref("remotes", ref, result.snapshot, who, f"push: {result.tag}")

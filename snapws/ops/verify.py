@@ -39,7 +39,9 @@ from snapws.model import (
     manifest_id,
     path_to_text,
 )
-from snapws.store.store import EMPTY_LAYER, REF_KINDS, Store
+from snapws.refnames import ref_name_problem, shown
+from snapws.store.reffiles import REF_KINDS
+from snapws.store.store import EMPTY_LAYER, Store
 
 # ---- choosing the files to hash (restic's --read-data-subset) ---------------
 
@@ -352,22 +354,24 @@ def _check_chain_matches(
 def _check_refs(run: _Run) -> None:
     store = run.store
     for kind in REF_KINDS:
-        base = store.root / "refs" / kind
-        for dirpath, _dirs, files in os.walk(base):
-            for f in sorted(files):
-                if f.startswith("."):
-                    continue
-                name = os.path.relpath(os.path.join(dirpath, f), base)
-                ref = f"refs/{kind}/{name}"
-                try:
-                    sid = store.read_ref(kind, name)
-                except StoreCorruptError as e:
-                    run.add("bad-ref", e.message, ref=ref)
-                    continue
-                if sid is not None and not store.has_snapshot(sid):
-                    run.add(
-                        "dangling-ref", f"{ref} points to missing snapshot {sid.short()}", ref=ref
-                    )
+        try:
+            names = store.ref_entries(kind)
+        except StoreCorruptError as e:
+            run.add("bad-ref", e.message, ref=f"refs/{kind}")
+            continue
+        for name in names:
+            ref = f"refs/{kind}/{name}"
+            problem = ref_name_problem(name)
+            if problem is not None:  # never read: snapws ignores it
+                run.add("bad-ref", f"{shown(ref)} is not a valid ref name: {problem}", ref=ref)
+                continue
+            try:
+                sid = store.read_ref(kind, name)
+            except StoreCorruptError as e:
+                run.add("bad-ref", e.message, ref=ref)
+                continue
+            if sid is not None and not store.has_snapshot(sid):
+                run.add("dangling-ref", f"{ref} points to missing snapshot {sid.short()}", ref=ref)
     for p in sorted((store.root / "workspaces").iterdir()):
         if not (p / "state.json").is_file():
             continue

@@ -43,15 +43,21 @@ def append_durable(path: Path, line: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
     try:
-        if not line.endswith(b"\n"):
-            line += b"\n"
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            line = b"\n" + line  # end a line torn by a crash: it stays unreadable alone
-        os.write(fd, line)
-        os.fsync(fd)
+        append_line_fd(fd, line)
     finally:
         os.close(fd)
+
+
+def append_line_fd(fd: int, line: bytes) -> None:
+    """Append one line to ``fd`` (opened O_RDWR | O_APPEND), then fsync it;
+    a line torn by a crash is ended first, so that it stays unreadable alone."""
+    if not line.endswith(b"\n"):
+        line += b"\n"
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        line = b"\n" + line
+    os.write(fd, line)
+    os.fsync(fd)
 
 
 def rename_durable(src: Path, dst: Path) -> None:

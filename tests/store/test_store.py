@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from snapws.errors import ExitCode, NameExistsError, StoreCorruptError, StoreNotFoundError
+from snapws.errors import (
+    BadNameError,
+    ExitCode,
+    NameExistsError,
+    StoreCorruptError,
+    StoreNotFoundError,
+)
 from snapws.ids import LayerId, SnapshotId, WorkspaceId
 from snapws.model import Entry, Kind, SnapshotRecord, WorkspaceState, encode_manifest, manifest_id
 from snapws.store.store import EMPTY_LAYER, FORMAT, MARKER, Store
@@ -345,6 +351,137 @@ def test_deleted_ref_frees_its_name_and_log(store: Store, first: str, second: st
 def test_delete_missing_ref(store: Store) -> None:
     assert store.delete_ref("tags", "nope", "me", "m") is None
     assert store.read_reflog("refs/tags/nope") == []
+
+
+# ----------------------------------------------------------------- ref names and damaged refs
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A directory outside the store holding a file with a valid snapshot id."""
+    d = tmp_path / "outside"
+    d.mkdir()
+    (d / "victim").write_text(sid(9).hex + "\n")
+    return d
+
+
+@pytest.mark.parametrize("kind", ["heads", "tags", "remotes"])
+def test_a_name_that_is_a_path_outside_is_no_ref(store: Store, outside: Path, kind: str) -> None:
+    victim = outside / "victim"
+    rel = os.path.relpath(victim, store.root / "refs" / kind)
+    for name in (str(victim), rel, "x/../../" + rel, "x" * 100_000):
+        assert store.read_ref(kind, name) is None  # not read: it cannot be a ref
+        assert store.delete_ref(kind, name, "me", "m") is None
+        with pytest.raises(BadNameError) as info:
+            store.write_ref(kind, name, sid(1), "me", "m")
+        assert info.value.exit_code is ExitCode.BAD_NAME
+    assert victim.read_text() == sid(9).hex + "\n"
+    assert store.list_refs(kind) == {}
+    assert not (store.root / "logs" / "refs" / kind).exists()
+
+
+def test_a_remote_tracking_name_with_dot_dot_is_refused(store: Store, outside: Path) -> None:
+    """fetch and push make refs/remotes/<remote>/<tag> from what a remote says."""
+    for name in ("origin/../../heads/main", "origin/a..b", "/origin/x", "origin/x.lock"):
+        with pytest.raises(BadNameError):
+            store.write_ref("remotes", name, sid(1), "me", "fetch: x")
+    assert store.read_ref("heads", "main") is None
+    assert list((store.root / "refs").rglob("*")) == [
+        store.root / "refs" / "heads",
+        store.root / "refs" / "tags",
+    ]
+
+
+def test_reflog_names_outside_the_logs_are_not_read(store: Store, outside: Path) -> None:
+    (outside / "log").write_text('{"junk": 1}\n')
+    rel = os.path.relpath(outside / "log", store.root / "logs")
+    for ref in (rel, f"refs/heads/../../{rel}", str(outside / "log"), "workspaces/x/HEAD"):
+        assert store.read_reflog(ref) == []
+        assert store.last_reflog(ref) is None
+        with pytest.raises(ValueError):
+            store.append_reflog(ref, None, sid(1), "me", "m")
+
+
+def test_a_ref_that_is_a_symlink_is_damage_never_followed(store: Store, outside: Path) -> None:
+    link = store.root / "refs" / "heads" / "evil"
+    link.symlink_to(outside / "victim")
+    with pytest.raises(StoreCorruptError, match=f"{link} is a symbolic link") as info:
+        store.read_ref("heads", "evil")
+    assert info.value.exit_code is ExitCode.STORE_CORRUPT
+    with pytest.raises(StoreCorruptError, match="symbolic link"):
+        store.list_refs("heads")
+    with pytest.raises(StoreCorruptError, match="symbolic link"):
+        store.write_ref("heads", "evil", sid(1), "me", "m")
+    with pytest.raises(StoreCorruptError, match="symbolic link"):
+        store.delete_ref("heads", "evil", "me", "m")
+    assert (outside / "victim").read_text() == sid(9).hex + "\n"
+    assert link.is_symlink()
+
+
+def test_a_symlinked_directory_of_refs_is_damage(store: Store, outside: Path) -> None:
+    (store.root / "refs" / "heads" / "team").symlink_to(outside)
+    with pytest.raises(StoreCorruptError, match="team is a symbolic link"):
+        store.read_ref("heads", "team/victim")
+    with pytest.raises(StoreCorruptError, match="team is a symbolic link"):
+        store.write_ref("heads", "team/new", sid(1), "me", "m")
+    with pytest.raises(StoreCorruptError, match="team is a symbolic link"):
+        store.list_refs("heads")
+    assert sorted(p.name for p in outside.iterdir()) == ["victim"]
+    assert (outside / "victim").read_text() == sid(9).hex + "\n"
+
+
+def test_a_symlinked_refs_directory_is_damage(store: Store, outside: Path) -> None:
+    refs = store.root / "refs"
+    refs.rename(store.root / "refs.real")
+    (outside / "heads").mkdir()
+    (outside / "heads" / "main").write_text(sid(9).hex + "\n")
+    refs.symlink_to(outside)
+    with pytest.raises(StoreCorruptError, match="refs is a symbolic link"):
+        store.read_ref("heads", "main")
+    with pytest.raises(StoreCorruptError, match="refs is a symbolic link"):
+        store.write_ref("heads", "main", sid(1), "me", "m")
+    assert (outside / "heads" / "main").read_text() == sid(9).hex + "\n"
+
+
+def test_a_ref_replaced_by_a_directory_is_damage(store: Store) -> None:
+    store.write_ref("heads", "main", sid(1), "me", "init")
+    path = store.root / "refs" / "heads" / "main"
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(StoreCorruptError, match=f"{path} is a directory"):
+        store.read_ref("heads", "main")
+    with pytest.raises(StoreCorruptError, match="is a directory"):
+        store.list_refs("heads")
+    with pytest.raises(StoreCorruptError, match="is a directory"):
+        store.write_ref("heads", "main", sid(2), "me", "commit")
+
+
+def test_a_directory_of_refs_is_not_damage(store: Store) -> None:
+    """ "a/" holding "a/b" is no ref, even after "a" itself was deleted."""
+    store.write_ref("heads", "a", sid(1), "me", "m")
+    store.delete_ref("heads", "a", "me", "m")
+    store.write_ref("heads", "a/b", sid(2), "me", "m")
+    assert store.read_ref("heads", "a") is None
+    assert store.list_refs("heads") == {"a/b": sid(2)}
+
+
+@pytest.mark.parametrize("make", [os.mkfifo, lambda p: p.write_bytes(b"0" * 1_000_000)])
+def test_a_ref_that_is_no_small_regular_file_is_damage(store: Store, make: object) -> None:
+    path = store.root / "refs" / "tags" / "odd"
+    make(path)  # type: ignore[operator]
+    with pytest.raises(StoreCorruptError, match=str(path)):
+        store.read_ref("tags", "odd")  # a FIFO is not waited on
+
+
+def test_bad_names_found_in_the_store_are_skipped(store: Store) -> None:
+    store.write_ref("heads", "main", sid(1), "me", "m")
+    heads = store.root / "refs" / "heads"
+    (heads / "bad name").write_text(sid(2).hex + "\n")
+    (heads / "x.lock").write_text(sid(2).hex + "\n")
+    (heads / ".hidden").write_text(sid(2).hex + "\n")
+    (heads / "new\nline").write_text(sid(2).hex + "\n")
+    assert store.list_refs("heads") == {"main": sid(1)}
+    assert store.ref_entries("heads") == ["bad name", "main", "new\nline", "x.lock"]
 
 
 # --------------------------------------------------------------------------- reflog
