@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import abc
 import os
+import shutil
+import stat
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
 from snapws.ids import WorkspaceId
 from snapws.model import WorkspaceState
-from snapws.mounts import busy
-from snapws.mounts.mounter import MountBusyError
+from snapws.mounts import busy, mounter
+from snapws.mounts.mounter import BeneathUnsupportedError, MountBusyError
 from snapws.mounts.plan import MountPlan
 from snapws.store.store import Store
 
@@ -44,6 +48,9 @@ MountStatus = Literal["mounted", "frozen", "stale", "foreign", "unmounted", "pla
 #: form: 0/0 character devices, an ``overlay.opaque`` xattr) or ``fuse``
 #: (fuse-overlayfs's, see :mod:`snapws.layers.fuseform`).
 UpperForm = Literal["overlay", "fuse"]
+
+#: How long :meth:`Backend.freeze` waits for files open for writing to be closed.
+FREEZE_WAIT = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,25 +127,86 @@ class Backend(abc.ABC):
         says why), :class:`UnsupportedError` when the machine lacks what the
         backend needs."""
 
+    @abc.abstractmethod
+    def mount_beneath(self, plan: MountPlan) -> None:
+        """Mount ``plan`` BENEATH the mount now on ``plan.target``: the path
+        keeps showing the old mount until it is detached, then shows the new
+        one, and never the directory below.
+
+        Precondition: a mount of this backend is on ``plan.target``; as for
+        :meth:`mount`, the upper and work directories exist. Raises
+        :class:`~snapws.mounts.mounter.BeneathUnsupportedError` (nothing
+        mounted) when the kernel cannot, :class:`MountError` on failures."""
+
+    def replace(
+        self,
+        plan: MountPlan,
+        action: str = "remount",
+        after_beneath: Callable[[], None] | None = None,
+    ) -> int:
+        """Show ``plan`` on ``plan.target`` in place of the mount there now (an
+        older mount of the same workspace), with no moment at which the path
+        resolves to the directory below it: a write that succeeds lands in
+        the old (then frozen) mount's upperdir or in the new one's.
+
+        Freezes the old mount first if it is writable (refusing, changing
+        nothing, while files are open for writing: WorkspaceBusyError naming
+        ``action``), mounts ``plan`` beneath it (:meth:`mount_beneath`), then
+        detaches it. Where the kernel cannot mount beneath (before Linux
+        6.5), detaches first, mounts, and moves whatever was written into the
+        directory below in between into the new mount. Returns how many
+        entries it so moved (0 with mount-beneath). ``after_beneath`` is
+        called between mounting beneath and detaching (crash tests).
+        Raises MountError."""
+        target = plan.target
+        top = mounter.mount_at(target)
+        if top is not None and not mounter.is_readonly(top):
+            self.freeze(target, action)
+        try:
+            self.mount_beneath(plan)
+        except BeneathUnsupportedError:
+            return self._replace_with_sweep(plan)
+        if after_beneath is not None:
+            after_beneath()
+        self.detach(target)
+        return 0
+
+    def _replace_with_sweep(self, plan: MountPlan) -> int:
+        """Detach, mount, then move into the new mount what was written into
+        the bare directory in between (the fallback of :meth:`replace`)."""
+        target = plan.target
+        self.detach(target)
+        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            self.mount(plan)
+            return move_into_mount(fd, target)
+        finally:
+            os.close(fd)
+
     def freeze(self, target: Path, action: str) -> None:
         """Make the mount on ``target`` read-only so that U stops changing:
         afterwards, until :meth:`thaw` or :meth:`detach`, no process can write
         to U through it, and U's data is in the upper filesystem (not yet
         synced to disk: syncfs does that).
 
-        Refuses, changing nothing, when some process holds a file of the
-        workspace open for writing (or mapped shared-writable, or open after
-        deletion): raises :class:`WorkspaceBusyError` naming the processes,
-        ``action`` (e.g. "commit") saying what was refused. A process whose
-        cwd is inside does not block it. Raises :class:`MountError` on other
-        failures."""
-        writers = busy.find_writers(target)
-        if writers:
-            raise busy.busy_error(target, action)
-        try:
-            self._remount(target, readonly=True)
-        except MountBusyError:
-            raise busy.busy_error(target, action) from None
+        While some process holds a file of the workspace open for writing
+        (or mapped shared-writable, or open after deletion), retries for up
+        to :data:`FREEZE_WAIT` seconds (a program writing file after file
+        closes each soon), then refuses, changing nothing: raises
+        :class:`WorkspaceBusyError` naming the processes, ``action`` (e.g.
+        "commit") saying what was refused. A process whose cwd is inside
+        does not block it. Raises :class:`MountError` on other failures."""
+        deadline = time.monotonic() + FREEZE_WAIT
+        pause = 0.001
+        while True:
+            try:
+                self._remount(target, readonly=True)
+                return
+            except MountBusyError:
+                if time.monotonic() >= deadline:
+                    raise busy.busy_error(target, action) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     def thaw(self, target: Path) -> None:
         """Undo :meth:`freeze`: make the mount on ``target`` writable again.
@@ -204,6 +272,9 @@ class NoMountBackend(Backend):
     def mount(self, plan: MountPlan) -> None:
         """Nothing to do."""
 
+    def mount_beneath(self, plan: MountPlan) -> None:
+        """Nothing to do."""
+
     def freeze(self, target: Path, action: str) -> None:
         """Nothing to do."""
 
@@ -218,6 +289,48 @@ class NoMountBackend(Backend):
 
     def unmount(self, target: Path, lazy: bool = False) -> None:
         """Nothing to do."""
+
+
+def move_into_mount(below_fd: int, target: Path) -> int:
+    """Move every entry of the directory ``below_fd`` (the directory under a
+    mount) into the mount on ``target``, entries of the same name replaced
+    (what was written below is the newer). Returns the number of entries
+    moved. Copies (a rename cannot cross the mount), then removes; a file
+    is copied once no process holds it open for writing any more (a
+    program that opened it below may still be writing it)."""
+    below = f"/proc/self/fd/{below_fd}"  # a magic link: the directory itself
+    return _move_tree(below, os.fspath(target))
+
+
+def _move_tree(src_dir: str, dst_dir: str) -> int:
+    moved = 0
+    for name in os.listdir(src_dir):
+        src = os.path.join(src_dir, name)
+        dst = os.path.join(dst_dir, name)
+        st = os.lstat(src)
+        if stat.S_ISDIR(st.st_mode):
+            if os.path.lexists(dst) and not os.path.isdir(dst):
+                os.unlink(dst)
+            if not os.path.lexists(dst):
+                os.mkdir(dst, stat.S_IMODE(st.st_mode))
+                shutil.copystat(src, dst, follow_symlinks=False)
+            moved += _move_tree(src, dst)
+            os.rmdir(src)
+            continue
+        if stat.S_ISREG(st.st_mode):
+            deadline = time.monotonic() + FREEZE_WAIT * 10
+            while busy.inode_open_for_writing(st.st_dev, st.st_ino):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.005)
+        if os.path.isdir(dst) and not os.path.islink(dst):
+            shutil.rmtree(dst)
+        elif os.path.lexists(dst):
+            os.unlink(dst)
+        shutil.copy2(src, dst, follow_symlinks=False)
+        os.unlink(src)
+        moved += 1
+    return moved
 
 
 def nearest_existing(path: Path) -> Path:

@@ -38,14 +38,21 @@ from snapws.mounts.plan import MountPlan
 from snapws.store import probe
 from snapws.store.store import Store
 
-#: mount name prefix: ``snapws-<32 hex workspace id>-<upper dir name>``
+#: mount name prefix: ``snapws-<32 hex workspace id>-<upper dir name>[.<work dir name>]``
 NAME_PREFIX = "snapws-"
-_NAME = re.compile(r"^snapws-([0-9a-f]{32})-(.+)$")
+_NAME = re.compile(r"^snapws-([0-9a-f]{32})-([^.]+)(?:\.(.+))?$")
 
 
-def mount_name(upper: Path) -> str:
-    """The name of the fuse mount of upperdir ``STORE/workspaces/<id>/<upper>``."""
-    return f"{NAME_PREFIX}{upper.parent.name}-{upper.name}"
+def mount_name(upper: Path, work: Path | None = None) -> str:
+    """The name of the fuse mount of upperdir ``STORE/workspaces/<id>/<upper>``
+    with work dir ``work`` (a new work dir for each mount tells a mount of
+    the same upperdir on an older chain from the current one)."""
+    name = f"{NAME_PREFIX}{upper.parent.name}-{upper.name}"
+    return f"{name}.{work.name}" if work is not None else name
+
+
+#: where :meth:`FuseBackend.mount_beneath` mounts first (inside the workspace's store dir)
+STAGING_MOUNT_PREFIX = ".mnt-"
 
 
 class FuseBackend(Backend):
@@ -142,8 +149,8 @@ class FuseBackend(Backend):
         info = mounter.mount_at(target)
         if info is None:
             return "unmounted"
-        upper = store.workspace_dir(state.id) / state.upper
-        if fuse.is_fuse_mount(info, mount_name(upper)):
+        wsdir = store.workspace_dir(state.id)
+        if fuse.is_fuse_mount(info, mount_name(wsdir / state.upper, wsdir / state.work)):
             if not fuse.server_alive(target):
                 return "stale"
             return "frozen" if mounter.is_readonly(info) else "mounted"
@@ -160,7 +167,7 @@ class FuseBackend(Backend):
         m = _NAME.match(name)
         if m is None:
             return None
-        wid, upper_name = m.groups()
+        wid, upper_name, _work = m.groups()
         for server in fuse.servers(name):
             for d in server.dirs:
                 if d.name == upper_name and d.parent.name == wid:
@@ -170,9 +177,25 @@ class FuseBackend(Backend):
         return None
 
     def mount(self, plan: MountPlan) -> None:
-        """Run fuse-overlayfs for ``plan``, named after its upperdir."""
-        name = mount_name(plan.upper) if plan.upper is not None else f"{NAME_PREFIX}view"
+        """Run fuse-overlayfs for ``plan``, named after its upper and work dirs."""
+        name = mount_name(plan.upper, plan.work) if plan.upper is not None else f"{NAME_PREFIX}view"
         fuse.mount_fuse_overlay(replace(plan, source=name, userxattr=False))
+
+    def mount_beneath(self, plan: MountPlan) -> None:
+        """fuse-overlayfs mounts on a path only: mount ``plan`` on a new
+        directory beside its upperdir, put a copy of that mount beneath the
+        target (:func:`snapws.mounts.mounter.move_beneath`: the same FUSE
+        connection, so the server keeps serving it), detach the first one."""
+        base = plan.upper.parent if plan.upper is not None else Path(tempfile.gettempdir())
+        point = Path(tempfile.mkdtemp(prefix=STAGING_MOUNT_PREFIX, dir=base))
+        try:
+            self.mount(replace(plan, target=point))
+            try:
+                mounter.move_beneath(point, plan.target)
+            finally:
+                mounter.detach(point)
+        finally:
+            os.rmdir(point)
 
     def _remount(self, target: Path, readonly: bool) -> None:
         fuse.remount(target, readonly)

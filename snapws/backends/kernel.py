@@ -86,12 +86,15 @@ class KernelBackend(Backend):
         upper = info.super_options.get("upperdir")
         if upper is None:
             return "foreign"  # a read-only view, not a workspace mount
-        expect = str(store.workspace_dir(state.id) / state.upper)
-        if os.path.realpath(upper) != os.path.realpath(expect):
-            mine = os.path.realpath(store.workspace_dir(state.id))
+        wsdir = store.workspace_dir(state.id)
+        if os.path.realpath(upper) != os.path.realpath(wsdir / state.upper):
+            mine = os.path.realpath(wsdir)
             if not os.path.realpath(upper).startswith(mine + os.sep):
                 return "foreign"
             return "stale"
+        work = info.super_options.get("workdir")
+        if work is not None and os.path.realpath(work) != os.path.realpath(wsdir / state.work):
+            return "stale"  # the same upperdir on an older chain (reset, flatten)
         return "frozen" if mounter.is_readonly(info) else "mounted"
 
     def owner_of(self, path: Path) -> tuple[Path, WorkspaceId] | None:
@@ -107,6 +110,10 @@ class KernelBackend(Backend):
     def mount(self, plan: MountPlan) -> None:
         """:func:`snapws.mounts.mounter.mount_overlay`."""
         mounter.mount_overlay(plan)
+
+    def mount_beneath(self, plan: MountPlan) -> None:
+        """:func:`snapws.mounts.mounter.mount_overlay` with ``beneath``."""
+        mounter.mount_overlay(plan, beneath=True)
 
     def _remount(self, target: Path, readonly: bool) -> None:
         if readonly:
@@ -263,3 +270,7 @@ class RootlessBackend(KernelBackend):
     def mount(self, plan: MountPlan) -> None:
         """:func:`snapws.mounts.mounter.mount_overlay` with ``userxattr``."""
         mounter.mount_overlay(replace(plan, userxattr=True))
+
+    def mount_beneath(self, plan: MountPlan) -> None:
+        """As :meth:`mount`, beneath the mount on the target."""
+        mounter.mount_overlay(replace(plan, userxattr=True), beneath=True)

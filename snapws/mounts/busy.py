@@ -172,6 +172,29 @@ def find_cwd_users(root: Path) -> list[Holder]:
     return _holders(found)
 
 
+def inode_open_for_writing(dev: int, ino: int) -> bool:
+    """True when some process (that this one can inspect) holds the file
+    with device ``dev`` and inode ``ino`` open for writing. Identifies the
+    file by inode, not by path: what is under a mount has the same path as
+    what the mount shows."""
+    for pid in _pids():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) != (dev, ino):
+                continue
+            flags = _fd_flags(pid, fd)
+            if flags is not None and flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
+                return True
+    return False
+
+
 def busy_error(root: Path, doing: str) -> WorkspaceBusyError:
     """A :class:`WorkspaceBusyError` for ``doing`` (e.g. "commit") naming the writers.
 

@@ -41,6 +41,7 @@ __all__ = [
     "LEGACY_FD_PATHS",
     "MAX_LEGACY_OPTIONS",
     "Api",
+    "BeneathUnsupportedError",
     "MountBusyError",
     "MountInfo",
     "detach",
@@ -48,6 +49,8 @@ __all__ = [
     "make_mounts_private",
     "mount_at",
     "mount_overlay",
+    "mounts_at",
+    "move_beneath",
     "parse_mountinfo",
     "read_mountinfo",
     "remount_readonly",
@@ -82,6 +85,9 @@ _FSCONFIG_SET_FD = 5
 _FSCONFIG_CMD_CREATE = 6
 _MOUNT_ATTR_RDONLY = 0x1
 _MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_MOVE_MOUNT_BENEATH = 0x200  # Linux >= 6.5
+_SYS_OPEN_TREE = 428
+_OPEN_TREE_CLONE = 0x1
 _AT_FDCWD = -100
 
 _MS_RDONLY = 0x1
@@ -143,6 +149,15 @@ class MountBusyError(MountError):
         "close the files open for writing there (or stop the processes) and retry; "
         "`snapws` names them in its busy report"
     )
+
+
+class BeneathUnsupportedError(MountError):
+    """The kernel cannot put a mount beneath another (``MOVE_MOUNT_BENEATH``,
+    Linux >= 6.5), or not on this mount point (it is the caller's root, or
+    mount propagation would cover it). Nothing was mounted: callers fall back
+    to detach-then-mount (see :meth:`snapws.backends.base.Backend.replace`)."""
+
+    default_hint = "Linux 6.5 or newer replaces a mount without a gap"
 
 
 class _FallBack(Exception):
@@ -286,8 +301,14 @@ def _mount_error(
 # --------------------------------------------------------------------------- mounting
 
 
-def mount_overlay(plan: MountPlan, *, api: Api = "auto") -> None:
+def mount_overlay(plan: MountPlan, *, api: Api = "auto", beneath: bool = False) -> None:
     """Mount the overlay described by ``plan`` on ``plan.target``.
+
+    ``beneath``: put the new mount BENEATH the mount now on ``plan.target``
+    (``MOVE_MOUNT_BENEATH``), so that the path keeps showing the old mount
+    until the caller detaches it, and never the directory below. Only with
+    the new mount API; raises :class:`BeneathUnsupportedError` (nothing
+    mounted) when the kernel cannot do it, including the legacy path.
 
     ``api``: ``"new"`` uses only fsopen/fsconfig/fsmount/move_mount, with one
     ``lowerdir+`` per layer, topmost first (no length limit on paths, up to
@@ -317,11 +338,17 @@ def mount_overlay(plan: MountPlan, *, api: Api = "auto") -> None:
     target = Path(os.path.abspath(plan.target))
     if api not in ("auto", "new", "legacy"):
         raise ValueError(f"api must be 'auto', 'new' or 'legacy', not {api!r}")
+    if beneath and api == "legacy":
+        raise BeneathUnsupportedError(f"cannot mount beneath {os.fspath(target)!r} with mount(2)")
     if api != "legacy":
         try:
-            _mount_new(plan, target, allow_bind=api == "auto")
+            _mount_new(plan, target, allow_bind=api == "auto" and not beneath, beneath=beneath)
             return
         except _FallBack as why:
+            if beneath:
+                raise BeneathUnsupportedError(
+                    f"cannot mount beneath {os.fspath(target)!r}: {why}"
+                ) from None
             if api == "new":
                 raise MountError(
                     f"cannot mount overlay on {os.fspath(target)!r} with the new mount API: {why}",
@@ -335,7 +362,7 @@ def _abs(path: Path) -> str:
     return os.path.abspath(os.fspath(path))
 
 
-def _mount_new(plan: MountPlan, target: Path, *, allow_bind: bool) -> None:
+def _mount_new(plan: MountPlan, target: Path, *, allow_bind: bool, beneath: bool = False) -> None:
     klog = _KernelLog()
     try:
         try:
@@ -349,7 +376,7 @@ def _mount_new(plan: MountPlan, target: Path, *, allow_bind: bool) -> None:
                 ) from None
             raise _mount_error(exc, "mounting overlay on", target) from None
         try:
-            _configure_and_mount(fd, plan, target, klog, allow_bind=allow_bind)
+            _configure_and_mount(fd, plan, target, klog, allow_bind=allow_bind, beneath=beneath)
         finally:
             os.close(fd)
     finally:
@@ -357,7 +384,13 @@ def _mount_new(plan: MountPlan, target: Path, *, allow_bind: bool) -> None:
 
 
 def _configure_and_mount(
-    fd: int, plan: MountPlan, target: Path, klog: _KernelLog, *, allow_bind: bool
+    fd: int,
+    plan: MountPlan,
+    target: Path,
+    klog: _KernelLog,
+    *,
+    allow_bind: bool,
+    beneath: bool = False,
 ) -> None:
     step = "setting the overlay source of"
 
@@ -426,15 +459,9 @@ def _configure_and_mount(
         attrs = _MOUNT_ATTR_RDONLY if plan.readonly else 0
         mfd = _syscall("fsmount", _SYS_FSMOUNT, fd, _FSMOUNT_CLOEXEC, attrs)
         try:
-            _syscall(
-                "move_mount",
-                _SYS_MOVE_MOUNT,
-                mfd,
-                b"",
-                _AT_FDCWD,
-                _fs(target),
-                _MOVE_MOUNT_F_EMPTY_PATH,
-            )
+            if beneath:
+                step = "mounting overlay beneath the mount on"
+            _move_mount_fd(mfd, target, beneath=beneath)
         finally:
             os.close(mfd)
     except OSError as exc:
@@ -452,6 +479,52 @@ def _configure_and_mount(
     finally:
         if empty_fd is not None:
             os.close(empty_fd)
+
+
+def _move_mount_fd(mfd: int, target: Path, *, beneath: bool) -> None:
+    """Attach the detached mount ``mfd`` on ``target`` (beneath the mount
+    there when ``beneath``). EINVAL/ENOSYS for ``beneath`` become
+    :class:`BeneathUnsupportedError`; other failures raise OSError."""
+    flags = _MOVE_MOUNT_F_EMPTY_PATH | (_MOVE_MOUNT_BENEATH if beneath else 0)
+    try:
+        _syscall("move_mount", _SYS_MOVE_MOUNT, mfd, b"", _AT_FDCWD, _fs(target), flags)
+    except OSError as exc:
+        if beneath and exc.errno in (errno.EINVAL, errno.ENOSYS):
+            raise BeneathUnsupportedError(
+                f"cannot mount beneath the mount on {os.fspath(target)!r}: "
+                f"move_mount: {os.strerror(exc.errno)}"
+            ) from None
+        raise
+
+
+def move_beneath(source: Path, target: Path) -> None:
+    """Put a copy of the mount on ``source`` beneath the mount on ``target``
+    (``open_tree(OPEN_TREE_CLONE)`` then ``move_mount(MOVE_MOUNT_BENEATH)``):
+    afterwards both show the same filesystem (the same superblock, so a FUSE
+    server keeps serving it), ``target`` still shows its old top mount until
+    that is detached, and the caller may detach ``source``.
+
+    Raises :class:`BeneathUnsupportedError` when the kernel cannot (nothing
+    changed), :class:`MountError` on other failures.
+    """
+    try:
+        tfd = _syscall(
+            "open_tree",
+            _SYS_OPEN_TREE,
+            _AT_FDCWD,
+            _fs(_abs(source)),
+            _OPEN_TREE_CLONE | os.O_CLOEXEC,
+        )
+    except OSError as exc:
+        if exc.errno == errno.ENOSYS:
+            raise BeneathUnsupportedError("open_tree(2) is not implemented") from None
+        raise _mount_error(exc, "cloning the mount on", source) from None
+    try:
+        _move_mount_fd(tfd, Path(_abs(target)), beneath=True)
+    except OSError as exc:
+        raise _mount_error(exc, "mounting beneath the mount on", target) from None
+    finally:
+        os.close(tfd)
 
 
 def _empty_tree() -> int:
@@ -867,14 +940,32 @@ def read_mountinfo() -> list[MountInfo]:
     return parse_mountinfo(data)
 
 
+def mounts_at(path: Path) -> list[MountInfo]:
+    """The stack of mounts whose mountpoint is the realpath of ``path``,
+    topmost first (what the path shows) down to the bottom one.
+
+    Ordered by parentage, not by mountinfo order: a mount put beneath
+    another (``MOVE_MOUNT_BENEATH``) is listed after it in mountinfo but is
+    its parent."""
+    real = Path(os.path.realpath(path))
+    here = [info for info in read_mountinfo() if info.mountpoint == real]
+    if len(here) <= 1:
+        return here
+    ids = {info.mount_id for info in here}
+    by_parent = {info.parent_id: info for info in here if info.parent_id in ids}
+    bottom = [info for info in here if info.parent_id not in ids]
+    if len(bottom) != 1:  # not one stack (cannot happen in one namespace)
+        return list(reversed(here))
+    stack = [bottom[0]]
+    while stack[-1].mount_id in by_parent and len(stack) <= len(here):
+        stack.append(by_parent[stack[-1].mount_id])
+    return list(reversed(stack))
+
+
 def mount_at(path: Path) -> MountInfo | None:
     """The topmost mount whose mountpoint is the realpath of ``path``, or None."""
-    real = Path(os.path.realpath(path))
-    found: MountInfo | None = None
-    for info in read_mountinfo():
-        if info.mountpoint == real:
-            found = info
-    return found
+    stack = mounts_at(path)
+    return stack[0] if stack else None
 
 
 def is_readonly(info: MountInfo) -> bool:

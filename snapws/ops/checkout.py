@@ -1,7 +1,8 @@
 """``snapws checkout`` and ``snapws reset``: remount the workspace on another
-snapshot's chain. Both are one "switch": freeze, journal, detach, then an
-idempotent finish (move refs, new upperdir or the kept one, write the state,
-mount, drop the discarded upperdir)."""
+snapshot's chain. Both are one "switch": freeze, journal, then an idempotent
+finish (move refs, new upperdir or the kept one with a new work dir, write the
+state, put the new mount in place of the frozen one without a gap, drop the
+discarded upperdir)."""
 
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ def checkout(
         "time_ns": time.time_ns(),
         "message": f"checkout: moving from {_name(state)} to {label or target.short()}",
     }
-    _switch(session, j)
+    _switch(session, j, refuse_changes=not discard)
     return SwitchResult(target, branch, state.head, changes)
 
 
@@ -192,12 +193,20 @@ def _name(state: WorkspaceState) -> str:
     return state.branch or state.head.short()
 
 
-def _switch(session: Session, j: dict[str, Any]) -> None:
+def _switch(session: Session, j: dict[str, Any], refuse_changes: bool = False) -> None:
+    """Freeze, journal ``j`` and finish the switch. ``refuse_changes``: the
+    upperdir is discarded, so check again, frozen, that it holds no change
+    (a program may have written since the caller's check): refuse with
+    UncommittedChangesError, thawed and changed nothing, if it does."""
     store = session.store
     target = session.path
     backend = backend_for(session.state)
     backend.freeze(target, "switch snapshots")
     try:
+        if refuse_changes and not j["keep_upper"]:
+            late = uncommitted(session)
+            if late:
+                raise _refuse(late, "check out")
         if j["keep_upper"]:
             # copy-ups that changed nothing would show HEAD's content over the target's
             plan = plan_upper(
@@ -211,8 +220,6 @@ def _switch(session: Session, j: dict[str, Any]) -> None:
         backend.thaw(target)
         raise
     crashpoint("checkout:journaled")
-    backend.detach(target)
-    crashpoint("checkout:detached")
     finish_switch(store, j)
     session.reload()
 
@@ -222,10 +229,6 @@ def finish_switch(store: Store, j: dict[str, Any]) -> None:
     wid = WorkspaceId(j["ws"])
     state = store.read_workspace(wid)
     new_state = WorkspaceState.from_json(j["new_state"])
-    target = Path(state.path)
-    backend = backend_for(state)
-    if state != new_state and backend.mount_state(store, state) not in ("unmounted", "plain"):
-        backend.detach(target)
     who, msg = j["who"], j["message"]
     if j["create_ref"]:
         name, sid = j["create_ref"]
@@ -240,18 +243,19 @@ def finish_switch(store: Store, j: dict[str, Any]) -> None:
         if j.get("prune"):
             _prune_kept_upper(store.workspace_dir(wid) / new_state.upper, j["prune"])
         make_upper(store, new_state, top_root(store, new_state.head))
-        store.append_reflog_once(
-            f"workspaces/{wid.hex}/HEAD",
-            SnapshotId(j["old_head"]),
-            new_state.head,
-            who,
-            msg,
-            int(j.get("time_ns") or time.time_ns()),
-        )
+        if (state.head, state.branch) != (new_state.head, new_state.branch):
+            store.append_reflog_once(
+                f"workspaces/{wid.hex}/HEAD",
+                SnapshotId(j["old_head"]),
+                new_state.head,
+                who,
+                msg,
+                int(j.get("time_ns") or time.time_ns()),
+            )
         crashpoint("checkout:logged")
         store.write_workspace(new_state)
     crashpoint("checkout:state-written")
-    ensure_mounted(store, new_state)
+    ensure_mounted(store, new_state, crash_step="checkout:beneath")
     crashpoint("checkout:mounted")
     store.clear_journal()
     sweep_workspace_dir(store, new_state)

@@ -5,10 +5,16 @@ Steps (each named for crash tests, see :mod:`snapws.ops.crash`):
 
 1. freeze: remount the workspace read-only (fails if a file is open for
    writing: nothing changes then); plan the layer from U (O(changes));
-2. journal: write the planned record and staging dir, then detach the mount;
+2. journal: write the planned record and staging dir;
 3. finish (idempotent, also run by recovery): prune no-op copy-ups, publish
-   the layer (rename U into the store), write the snapshot, move the branch,
-   create a new upperdir, write the workspace state, mount, clear the journal.
+   the layer (rename U into the store: the frozen mount keeps showing it),
+   write the snapshot, move the branch, create a new upperdir, write the
+   workspace state, then put the new mount in place of the frozen one
+   without a gap (mounted beneath it, then the frozen one detached: see
+   :meth:`snapws.backends.base.Backend.replace`), and clear the journal.
+
+The workspace path shows a mount at every moment: writes during the freeze
+fail with EROFS, and none lands in the directory under the mount.
 """
 
 from __future__ import annotations
@@ -120,8 +126,6 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
             backend.thaw(target)
         raise
     crashpoint("commit:journaled")
-    backend.detach(target)
-    crashpoint("commit:detached")
     sid = finish_commit(store, journal)
     session.reload()
     return CommitResult(sid, lid, plan.changes, state.branch)
@@ -134,11 +138,11 @@ def finish_commit(store: Store, j: dict[str, Any]) -> SnapshotId:
     wid = WorkspaceId(j["ws"])
     state = store.read_workspace(wid)
     wsdir = store.workspace_dir(wid)
-    target = Path(state.path)
     backend = backend_for(state)
-    if state.upper == j["upper"] and backend.mount_state(store, state) in ("mounted", "frozen"):
-        # crashed between journal and detach: the frozen mount is still there
-        backend.detach(target)
+    if state.upper == j["upper"] and backend.mount_state(store, state) == "mounted":
+        # a crash left the journal but the mount was thawed since (cannot
+        # happen through snapws): freeze it again before U becomes a layer
+        backend.freeze(Path(state.path), "commit")
     lid = LayerId(j["layer"])
     staging = store.root / "staging" / j["staging"]
     upper = wsdir / j["upper"]
@@ -192,7 +196,7 @@ def finish_commit(store: Store, j: dict[str, Any]) -> SnapshotId:
         from snapws.ops.flatten import compact
 
         compact(store, sid, int(max_depth))
-    ensure_mounted(store, state)
+    ensure_mounted(store, state, crash_step="commit:beneath")
     crashpoint("commit:mounted")
     store.clear_journal()
     if staging.exists():

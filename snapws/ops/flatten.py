@@ -86,7 +86,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,7 @@ from snapws.ids import LayerId, SnapshotId
 from snapws.layers.merge import RunLayer, build_merged_tree
 from snapws.model import Entry, decode_manifest, manifest_id
 from snapws.ops.crash import crashpoint
-from snapws.ops.workspace import Session, chain_ids
+from snapws.ops.workspace import Session, chain_ids, new_dir_names
 from snapws.store.atomic import fsync_dir, write_atomic
 from snapws.store.store import EMPTY_LAYER, Store
 
@@ -365,12 +365,14 @@ def flatten_in_workspace(
     store, state = session.store, session.state
     backend = backend_for(state)
     before = store.chain(state.head)
+    # the same upperdir, on the new chain: a new work dir tells the two mounts apart
+    new_state = replace(state, work=new_dir_names()[1]) if backend.mounts else state
     j = {
         "op": "switch",
         "ws": state.id.hex,
         "old_upper": state.upper,
         "keep_upper": True,
-        "new_state": state.to_json(),
+        "new_state": new_state.to_json(),
         "create_ref": None,
         "move_ref": None,
         "old_head": state.head.hex,
@@ -378,22 +380,20 @@ def flatten_in_workspace(
         "message": "flatten",
     }
     store.write_journal(j)
-    frozen = detached = False
+    frozen = False
     try:
         result = flatten(store, sid, keep, progress)
-        if store.chain(state.head) != before and backend.mounts:
-            backend.freeze(session.path, "remount the flattened workspace")
-            frozen = True
-            crashpoint("flatten:frozen")
-            backend.detach(session.path)
-            detached = True
-            crashpoint("flatten:detached")
-    except BaseException:
-        if not detached:
-            if frozen:
-                backend.thaw(session.path)
+        if store.chain(state.head) == before or not backend.mounts:
             store.clear_journal()
+            return result
+        backend.freeze(session.path, "remount the flattened workspace")
+        frozen = True
+        crashpoint("flatten:frozen")
+    except BaseException:
+        if frozen:
+            backend.thaw(session.path)
+        store.clear_journal()
         raise
-    finish_switch(store, j)  # mount (if detached), clear the journal
+    finish_switch(store, j)  # the new mount in place of the frozen one; clear the journal
     session.reload()
     return result

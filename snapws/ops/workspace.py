@@ -19,7 +19,9 @@ from snapws.errors import (
 from snapws.ids import LayerId, SnapshotId, WorkspaceId
 from snapws.layers.view import ChainView, HashCache
 from snapws.model import WorkspaceState
+from snapws.mounts import mounter
 from snapws.mounts.plan import MountPlan
+from snapws.ops.crash import crashpoint
 from snapws.store.store import EMPTY_LAYER, Store
 
 STORE_DIRNAME = ".snapws"
@@ -146,10 +148,17 @@ def mounted_state(state: WorkspaceState, store: Store) -> str:
     return backend_for(state).mount_state(store, state)
 
 
-def ensure_mounted(store: Store, state: WorkspaceState) -> bool:
+def ensure_mounted(store: Store, state: WorkspaceState, crash_step: str | None = None) -> bool:
     """Make the workspace mounted read-write as ``state`` says, by its
     backend. Returns True if it had to do anything (never for the plain
-    backend). Raises MountError, BadPathError."""
+    backend).
+
+    An older mount of this workspace on the path (``stale``: a commit,
+    checkout or flatten on its way, or interrupted) is replaced without a
+    gap (:meth:`~snapws.backends.base.Backend.replace`); ``crash_step`` names
+    the crash-test step between mounting beneath it and detaching it.
+    Raises MountError, BadPathError, WorkspaceBusyError (a stale mount that
+    is still writable while files are open for writing)."""
     backend = backend_for(state)
     if not backend.mounts:
         return False
@@ -157,11 +166,25 @@ def ensure_mounted(store: Store, state: WorkspaceState) -> bool:
     if status == "mounted":
         return False
     path = Path(state.path)
+    # A crash between mounting beneath and detaching leaves an older mount of
+    # this workspace on top of the right one: peel it off (something stays
+    # mounted below it, so the path never shows the bare directory).
+    while status == "stale" and len(mounter.mounts_at(path)) > 1:
+        backend.detach(path)
+        status = backend.mount_state(store, state)
+    if status == "mounted":
+        return True
     if status == "frozen":
         backend.thaw(path)
         return True
     if status == "stale":
-        backend.detach(path)  # an older mount of this workspace
+        # an older mount of this workspace (a commit, switch or flatten on
+        # its way): the new one goes in place of it, without a gap
+        make_upper(store, state, top_root(store, state.head))
+        backend.replace(
+            plan_mount(store, state), after_beneath=lambda: crashpoint(crash_step or "")
+        )
+        return True
     if status == "foreign":
         raise MountError(
             f"something else is mounted on the workspace {path}",
@@ -188,6 +211,11 @@ def sweep_workspace_dir(store: Store, state: WorkspaceState) -> None:
         if p.name.startswith(("upper-", "work-", ".upper-")):
             with suppress(OSError):
                 store.discard(p)
+        elif p.name.startswith(".mnt-"):  # a staging mount point left by a crash
+            with suppress(OSError):
+                if mounter.mount_at(p) is not None:
+                    mounter.detach(p)
+                os.rmdir(p)
 
 
 # ---- finding the workspace --------------------------------------------------

@@ -83,7 +83,7 @@ def test_freeze_thaw_and_writers(mount_guard: Path) -> None:
     backend.mount(plan)  # named after the upperdir: snapws-<parent>-upper
     m = plan.target
     info = mounter.mount_at(m)
-    assert info is not None and info.fstype == f"fuse.{mount_name(plan.upper or m)}"
+    assert info is not None and info.fstype == f"fuse.{mount_name(plan.upper or m, plan.work)}"
     backend.freeze(m, "commit")
     with pytest.raises(OSError) as err:
         (m / "g").write_text("g")
@@ -117,7 +117,11 @@ def test_mount_state_and_owner_of_a_fuse_workspace(
     assert backend.mount_state(store, state) == "mounted"
     assert backend.owner_of(ws.path) == (store.root, state.id)
     # the server holds the layer and the upperdir open, by absolute path
-    (server,) = fuse.servers(mount_name(store.workspace_dir(state.id) / state.upper))
+    (server,) = fuse.servers(
+        mount_name(
+            store.workspace_dir(state.id) / state.upper, store.workspace_dir(state.id) / state.work
+        )
+    )
     assert store.workspace_dir(state.id) / state.upper in server.dirs
     # from inside, without --store: the mount names its store
     (ws.path / "g").write_text("g\n")
@@ -213,6 +217,10 @@ def test_gc_keeps_the_layers_a_detached_fuse_mount_still_serves(
     for n in range(2):
         (ws.path / f"g{n}").write_text(f"{n}\n")
         ws.commit(f"g{n}")
+    # a merged layer (no snapshot's own layer: gc keeps those anyway) in the chain
+    ws.run("flatten")
+    (ws.path / "g2").write_text("2\n")
+    ws.commit("g2")
     old_server = fuse_server(ws.path)
     fd = os.open(ws.path, os.O_RDONLY | os.O_DIRECTORY)  # a shell in the old view
     try:
@@ -222,6 +230,6 @@ def test_gc_keeps_the_layers_a_detached_fuse_mount_still_serves(
         assert held, plan
         assert all(v == f"used by fuse-overlayfs (pid {old_server})" for v in held.values())
         assert not set(held) & {d["name"] for d in plan["removed"]}
-        assert sorted(os.listdir(fd)) == ["f", "g0", "g1"]
+        assert sorted(os.listdir(fd)) == ["f", "g0", "g1", "g2"]
     finally:
         os.close(fd)

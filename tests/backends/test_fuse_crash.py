@@ -39,17 +39,17 @@ def is_fuse(ws: Workspace) -> bool:
     return any(f" {ws.path} " in line and " - fuse.snapws-" in line for line in lines)
 
 
-#: The steps where the fuse backend acts differently (freeze, detach, the
+#: The steps where the fuse backend acts differently (freeze, mount beneath, the
 #: upperdir made canonical, mount); the store steps between are the kernel's.
 COMMIT_STEPS = [
     "commit:frozen",
     "commit:journaled",
-    "commit:detached",
+    "commit:beneath",
     "commit:pruned",
     "commit:state-written",
     "commit:mounted",
 ]
-SWITCH_STEPS = ["checkout:journaled", "checkout:detached", "checkout:mounted"]
+SWITCH_STEPS = ["checkout:journaled", "checkout:beneath", "checkout:mounted"]
 
 
 def test_the_chosen_steps_exist() -> None:

@@ -37,7 +37,6 @@ def test_every_flatten_step_is_tested() -> None:
     # test_crash_during_flatten takes every step, test_crash_during_compaction the merge steps
     assert set(FLATTEN_STEPS) - set(MERGE_STEPS) == {
         "flatten:frozen",
-        "flatten:detached",
     }
 
 
