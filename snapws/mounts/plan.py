@@ -5,15 +5,40 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Overlay options every snapws mount carries, in this order. With them the
-#: kernel never writes redirect or metacopy xattrs into the upperdir and keeps
-#: no index, so an upperdir is a plain tree plus whiteouts and opaque markers
-#: that snapws can record faithfully.
+#: Overlay options every snapws mount carries, in this order: the safest
+#: setting of each overlay feature, given explicitly because module
+#: parameters and distro builds differ.
+#:
+#: * ``redirect_dir=nofollow``: the kernel neither creates nor follows
+#:   ``overlay.redirect`` xattrs. ``off`` is not enough: on kernels built with
+#:   ``redirect_always_follow`` (the default) ``off`` still follows a redirect
+#:   planted in a layer, which then shows another directory's content; with
+#:   ``nofollow`` a lookup of a redirected directory fails (EPERM) instead.
+#:   ``userxattr`` also refuses any following value.
+#: * ``metacopy=off``: no metadata-only copy-ups are made, and a lower file
+#:   carrying ``overlay.metacopy`` is refused, never followed to its data.
+#: * ``index=off``, ``nfs_export=off``: no index directory, no origin lookups
+#:   by file handle for hardlinks or NFS.
+#: * ``xino=off``: inode numbers are never composed from layer bits.
+#: * ``uuid=off``: the kernel writes no ``overlay.uuid`` into the upperdir and
+#:   ignores the uuids of the layers (``off`` rather than ``null``, which only
+#:   Linux 6.6 and later accept).
+#:
+#: With them an upperdir is a plain tree plus whiteouts, opaque markers and
+#: the kernel's ``origin``/``impure`` bookkeeping (which commit strips).
 FIXED_OPTIONS: tuple[tuple[str, str], ...] = (
-    ("redirect_dir", "off"),
+    ("redirect_dir", "nofollow"),
     ("metacopy", "off"),
     ("index", "off"),
+    ("nfs_export", "off"),
+    ("xino", "off"),
+    ("uuid", "off"),
 )
+
+
+def fixed_options_text() -> str:
+    """:data:`FIXED_OPTIONS` as a mount option string (for messages and docs)."""
+    return ",".join(f"{k}={v}" for k, v in FIXED_OPTIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,15 +83,10 @@ class MountPlan:
     def options(self) -> list[tuple[str, str | None]]:
         """The overlay options, in a fixed order: ``(name, value)``; value None is a flag.
 
-        Always ``redirect_dir``, ``metacopy=off`` and ``index=off``, then the
-        ``userxattr`` flag when set. ``redirect_dir`` is ``off`` except with
-        ``userxattr``, where it is ``nofollow``: the kernel turns ``off`` into
-        ``follow`` (module parameter ``redirect_always_follow``, on by default)
-        and refuses ``userxattr`` together with ``follow``. Both values mean
-        the kernel never creates a redirect.
+        Always :data:`FIXED_OPTIONS` (``redirect_dir=nofollow`` first), then
+        the ``userxattr`` flag when set; views and writable mounts alike.
         """
         opts: list[tuple[str, str | None]] = list(FIXED_OPTIONS)
         if self.userxattr:
-            opts[0] = ("redirect_dir", "nofollow")
             opts.append(("userxattr", None))
         return opts

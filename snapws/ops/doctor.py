@@ -23,6 +23,7 @@ from typing import Any
 from snapws.backends import AUTO_ORDER, Availability, probe_all
 from snapws.backends.base import nearest_existing
 from snapws.mounts import fuse
+from snapws.mounts.plan import fixed_options_text
 from snapws.store import probe
 
 #: statfs f_type -> name, for the report
@@ -121,7 +122,7 @@ def _overlay_checks(report: Report) -> None:
         Check(
             "overlay defaults",
             "ok",
-            found + " (snapws always mounts with redirect_dir=off,metacopy=off,index=off)",
+            found + f" (snapws always mounts with {fixed_options_text()})",
         )
     )
     major, minor = kernel_version()
@@ -314,6 +315,34 @@ def _probe_check(
     )
 
 
+def _record_checks(report: Report, root: Path) -> None:
+    """Whether the store's records are sound (ops.storecheck: no layer tree
+    is read). Nothing is said when there is no store there yet."""
+    from snapws.errors import SnapwsError
+    from snapws.ops.storecheck import store_damage
+    from snapws.store.store import MARKER, Store
+
+    if not (root / MARKER).is_file():
+        return
+    try:
+        damage = store_damage(Store.open(root))
+    except (SnapwsError, OSError) as e:
+        damage = [str(e)]
+    if not damage:
+        report.checks.append(Check("store records", "ok", f"{root}: readable and consistent"))
+        return
+    shown = "; ".join(damage[:5]) + (f"; and {len(damage) - 5} more" if len(damage) > 5 else "")
+    report.checks.append(
+        Check(
+            "store records",
+            "fail",
+            f"the store is damaged: {shown}",
+            "`snapws verify` lists every problem and the snapshots affected; "
+            "`snapws verify --repair` mends what it can without deleting user data",
+        )
+    )
+
+
 def diagnose(store: Path | None, requested: str = "auto") -> Report:
     """Inspect the machine and (if given) the store's filesystem; probe every
     backend for a store at ``store`` (default: the current directory's
@@ -333,6 +362,8 @@ def diagnose(store: Path | None, requested: str = "auto") -> Report:
     _namespace_checks(report)
     _fuse_checks(report)
     usable = _store_checks(report, store)
+    if store is not None:
+        _record_checks(report, store)
     target = store if store is not None else Path.cwd()
     report.backends = probe_all(target) if usable else []
     for found in report.backends:

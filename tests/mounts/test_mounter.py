@@ -137,14 +137,17 @@ def module_default(name: str) -> bool:
 
 def test_plan_options_fixed_order() -> None:
     plan = MountPlan(target=Path("/x"), lowers=(Path("/l"),), upper=Path("/u"), work=Path("/w"))
-    assert plan.options() == [("redirect_dir", "off"), ("metacopy", "off"), ("index", "off")]
-    with_x = MountPlan(target=Path("/x"), lowers=(Path("/l"),), userxattr=True)
-    assert with_x.options() == [
+    fixed = [
         ("redirect_dir", "nofollow"),
         ("metacopy", "off"),
         ("index", "off"),
-        ("userxattr", None),
+        ("nfs_export", "off"),
+        ("xino", "off"),
+        ("uuid", "off"),
     ]
+    assert plan.options() == fixed
+    with_x = MountPlan(target=Path("/x"), lowers=(Path("/l"),), userxattr=True)
+    assert with_x.options() == [*fixed, ("userxattr", None)]
 
 
 def test_plan_validation() -> None:
@@ -301,7 +304,8 @@ def test_400_layers_legacy_relative_only_says_what_fits(
     assert "4095" in err.message
     assert "snapws flatten" in err.hint
     fixed = len(
-        "lowerdir=,upperdir=ws/upper,workdir=ws/work,redirect_dir=off,metacopy=off,index=off"
+        "lowerdir=,upperdir=ws/upper,workdir=ws/work,"
+        "redirect_dir=nofollow,metacopy=off,index=off,nfs_export=off,xino=off,uuid=off"
     )
     fit = (4095 - fixed + 1) // 51
     assert f"at most {fit} layers fit" in err.message
