@@ -30,6 +30,8 @@ class ExitCode(IntEnum):
     AUTH = 14  # a registry refused or lacked credentials
     REMOTE = 15  # a remote is unreachable, failed, or answered nonsense
     BAD_IMAGE = 16  # an OCI image, layout or layer tar is malformed or hostile
+    NO_SPACE = 17  # the store's filesystem is full (ENOSPC) or a quota is reached (EDQUOT)
+    STORE_UNWRITABLE = 18  # the store's filesystem is read-only (EROFS) or failing (EIO)
     INTERNAL = 70
     INTERRUPTED = 130
 
@@ -130,12 +132,55 @@ class StoreCorruptError(SnapwsError):
     default_hint = "restore the store from a backup, or report a bug with the file named above"
 
 
+class DamagedRecordError(StoreCorruptError):
+    """A store record (workspace, snapshot, chain, journal, remotes...) that
+    exists but does not parse or breaks the format's rules. The message names
+    the file and what is wrong with it."""
+
+    default_hint = (
+        "`snapws verify` lists every damaged record and the snapshots affected; "
+        "`snapws verify --repair` re-attaches damaged workspace records to their "
+        "upperdirs (it never deletes user data) and names what it cannot repair"
+    )
+
+
+class MissingLayerError(StoreCorruptError):
+    """A snapshot's chain names a layer whose directory is gone."""
+
+    default_hint = (
+        "`snapws verify` lists the snapshots affected; `snapws verify --repair` fetches the "
+        "layer back from a remote that has it, else restore the store from a backup"
+    )
+
+
 class VerifyFailedError(StoreCorruptError):
     """``snapws verify`` found damage; its report names every problem."""
 
     default_hint = (
         "the report names each damaged file, its layer and the snapshots using it; "
         "restore the store (or those layers) from a backup"
+    )
+
+
+class StoreFullError(SnapwsError):
+    """The store's filesystem ran out of space (ENOSPC) or quota (EDQUOT)."""
+
+    exit_code = ExitCode.NO_SPACE
+    default_hint = (
+        "free space on the store's filesystem (`snapws gc` drops unused layers), then run "
+        "the command again: nothing was lost, and the next command finishes or rolls back "
+        "the interrupted step"
+    )
+
+
+class StoreUnwritableError(SnapwsError):
+    """The store's filesystem refuses writes (EROFS) or fails (EIO)."""
+
+    exit_code = ExitCode.STORE_UNWRITABLE
+    default_hint = (
+        "check the store's filesystem (read-only mount? `dmesg | tail` for I/O errors); "
+        "when it is writable again, run the command again: the next command finishes or "
+        "rolls back the interrupted step"
     )
 
 
@@ -213,6 +258,22 @@ class BadImageError(SnapwsError):
         "nothing was imported; get the image again from its source "
         "(`skopeo inspect` shows what it holds)"
     )
+
+
+def environment_error(e: OSError) -> SnapwsError | None:
+    """The error to report for an OS error the environment caused (full disk,
+    quota, read-only or failing filesystem), None for any other."""
+    import errno
+
+    where = f" ({e.filename})" if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = "no space left" if e.errno == errno.ENOSPC else "disk quota exceeded"
+        return StoreFullError(f"{what} on the store's filesystem{where}")
+    if e.errno == errno.EROFS:
+        return StoreUnwritableError(f"the filesystem is read-only{where}")
+    if e.errno == errno.EIO:
+        return StoreUnwritableError(f"input/output error{where}")
+    return None
 
 
 class UnsafePathError(SnapwsError):

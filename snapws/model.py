@@ -11,9 +11,11 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from snapws.ids import ContentHash, Digest, LayerId, SnapshotId, WorkspaceId
+
+_D = TypeVar("_D", bound=Digest)
 
 ROOT = b"."
 
@@ -295,14 +297,27 @@ class SnapshotRecord:
 
     @classmethod
     def from_canonical(cls, data: bytes) -> SnapshotRecord:
+        """Parse a record, checking every field's type. Raises ValueError."""
         obj = json.loads(data)
+        if not isinstance(obj, dict):
+            raise ValueError(f"not a JSON object but {_json_type(obj)}")
+        parents = _field(obj, "parents", list)
+        for p in parents:
+            if not isinstance(p, str):
+                raise ValueError(f"a parent is {_json_type(p)}, not an id")
+        tz = obj.get("tz_offset_min", 0)
+        if not isinstance(tz, int) or isinstance(tz, bool) or not -1440 <= tz <= 1440:
+            raise ValueError(f"'tz_offset_min' is not a UTC offset in minutes: {tz!r}")
+        time_ns = _field(obj, "time_ns", int)
+        if not 0 <= time_ns < 1 << 63:
+            raise ValueError(f"'time_ns' is out of range: {time_ns}")
         return cls(
-            parents=tuple(SnapshotId(p) for p in obj["parents"]),
-            layer=LayerId(obj["layer"]),
-            message=obj["message"],
-            author=obj["author"],
-            time_ns=int(obj["time_ns"]),
-            tz_offset_min=int(obj.get("tz_offset_min", 0)),
+            parents=tuple(SnapshotId(p) for p in parents),
+            layer=_id_field(obj, "layer", LayerId),
+            message=_field(obj, "message", str),
+            author=_field(obj, "author", str),
+            time_ns=time_ns,
+            tz_offset_min=tz,
         )
 
 
@@ -336,16 +351,73 @@ class WorkspaceState:
         }
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> WorkspaceState:
+    def from_json(cls, obj: object) -> WorkspaceState:
+        """Parse :meth:`to_json` output, checking every field (types, ids,
+        ``path`` absolute, ``upper`` and ``work`` single path components).
+        Raises ValueError saying which field is wrong."""
+        if not isinstance(obj, dict):
+            raise ValueError(f"not a JSON object but {_json_type(obj)}")
+        branch = obj.get("branch")
+        if branch is not None and (not isinstance(branch, str) or not branch):
+            raise ValueError(f"'branch' is {_json_type(branch)}, not a branch name or null")
+        path = _field(obj, "path", str)
+        if not path.startswith("/") or "\0" in path:
+            raise ValueError(f"'path' is not an absolute path: {path!r}")
         return cls(
-            id=WorkspaceId(obj["id"]),
-            path=obj["path"],
-            head=SnapshotId(obj["head"]),
-            branch=obj.get("branch"),
-            upper=obj["upper"],
-            work=obj["work"],
-            backend=obj.get("backend", "kernel"),
+            id=_id_field(obj, "id", WorkspaceId),
+            path=path,
+            head=_id_field(obj, "head", SnapshotId),
+            branch=branch,
+            upper=dir_name_field(obj, "upper"),
+            work=dir_name_field(obj, "work"),
+            backend=_field(obj, "backend", str) if "backend" in obj else "kernel",
         )
+
+
+def _json_type(value: object) -> str:
+    """How a JSON value is named in error messages."""
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    names.update({list: "a list", dict: "an object"})
+    return names.get(type(value), type(value).__name__)
+
+
+def _field(obj: Mapping[str, Any], key: str, typ: type[Any]) -> Any:
+    """``obj[key]``, which must be of type ``typ``; ValueError otherwise."""
+    if key not in obj:
+        raise ValueError(f"no {key!r} field")
+    value = obj[key]
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise ValueError(f"{key!r} is {_json_type(value)}, not {_json_type(typ())}")
+    return value
+
+
+def _id_field(obj: Mapping[str, Any], key: str, typ: type[_D]) -> _D:
+    text = _field(obj, key, str)
+    try:
+        return typ(text)
+    except ValueError:
+        raise ValueError(f"{key!r} is not a 32-digit hex id: {text[:80]!r}") from None
+
+
+def dir_name_field(obj: Mapping[str, Any], key: str) -> str:
+    """``obj[key]``: a single path component (no ``/``, not ``.`` or ``..``,
+    no NUL, at most 255 bytes). Raises ValueError."""
+    name: str = _field(obj, key, str)
+    problem = dir_name_problem(name)
+    if problem is not None:
+        raise ValueError(f"{key!r} {problem}: {name[:80]!r}")
+    return name
+
+
+def dir_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name an entry inside one directory (None: it can)."""
+    if name in ("", ".", "..") or "/" in name or "\0" in name:
+        return "is not a single path component"
+    if len(os.fsencode(name)) > 255:
+        return "is longer than 255 bytes"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

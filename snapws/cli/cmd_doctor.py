@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from snapws.cli.app import App, emit_json, pass_app
-from snapws.errors import ExitCode, NotAWorkspaceError, StoreNotFoundError
+from snapws.errors import ExitCode, NotAWorkspaceError, StoreCorruptError, StoreNotFoundError
 from snapws.ops.doctor import diagnose
 
 MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
@@ -26,13 +26,15 @@ def doctor_cmd(app: App, as_json: bool) -> None:
     configured by `backend =`) can run."""
     store: Path | None = app.store or app.config.store
     if store is None:
-        from snapws.ops.workspace import default_store_for, find_workspace
+        from snapws.ops.workspace import default_store_for, find_store, find_workspace
 
         try:
             found, _ = find_workspace(app.cwd, app.config, None)
             store = found.root
         except (NotAWorkspaceError, StoreNotFoundError):
             store = default_store_for(app.cwd)
+        except StoreCorruptError:  # a damaged record: the report says so
+            store = find_store(app.cwd, app.config, None).root
     report = diagnose(store, app.config.backend)
     if as_json:
         emit_json(report.to_json())

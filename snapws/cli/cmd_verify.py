@@ -10,14 +10,16 @@ import click
 
 from snapws.cli.app import App, emit_json, pass_app
 from snapws.cli.progress import ProgressBar
-from snapws.errors import NotAWorkspaceError, VerifyFailedError
+from snapws.errors import NotAWorkspaceError, StoreCorruptError, VerifyFailedError
 from snapws.ids import LayerId, SnapshotId
 from snapws.model import display_path
 from snapws.ops.du import UsageReport, disk_usage
 from snapws.ops.history import ref_names
+from snapws.ops.repair import RepairReport
+from snapws.ops.repair import repair as repair_store
 from snapws.ops.revs import resolve_rev
 from snapws.ops.verify import DataSubset, Problem, Progress, VerifyReport, verify
-from snapws.ops.workspace import find_workspace
+from snapws.ops.workspace import find_store, find_workspace
 from snapws.store.store import Store
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
@@ -40,26 +42,40 @@ def plural(n: int, one: str, many: str | None = None) -> str:
 
 
 @contextmanager
-def _locked_store(app: App, revs: tuple[str, ...]) -> Iterator[tuple[Store, list[SnapshotId]]]:
+def _locked_store(
+    app: App, revs: tuple[str, ...], repair: bool = False
+) -> Iterator[tuple[Store, list[SnapshotId]]]:
     """The store (from --store/config, else the workspace around the current
-    directory) under a shared lock, and ``revs`` resolved (HEAD is the
-    workspace's, when there is one)."""
+    directory) under a shared lock (exclusive for ``repair``), and ``revs``
+    resolved (HEAD is the workspace's, when there is one). A damaged workspace
+    record does not stop it: verify reports it."""
     explicit = app.store or app.config.store
     wid = None
-    if explicit is None:
-        store, state = find_workspace(app.cwd, app.config, None)
+    try:
+        store, state = find_workspace(app.cwd, app.config, explicit)
         wid = state.id
-    else:
+    except NotAWorkspaceError:
+        if explicit is None:
+            raise
         store = Store.open(explicit)
-        try:
-            wid = find_workspace(app.cwd, app.config, explicit)[1].id
-        except NotAWorkspaceError:
-            wid = None
-    if store.read_journal() is not None:
+    except StoreCorruptError:  # a damaged record: verify reports it
+        store = find_store(app.cwd, app.config, explicit)
+    if repair:
+        with store.lock(True, app.config.lock_timeout):
+            yield store, []
+        return
+    if _journal_pending(store):
         app.info("note: an interrupted operation is pending; the next snapws command finishes it")
     with store.lock(False, app.config.lock_timeout):
         head = store.read_workspace(wid).head if wid is not None else None
         yield store, [resolve_rev(store, head, r) for r in revs]
+
+
+def _journal_pending(store: Store) -> bool:
+    try:
+        return store.read_journal() is not None
+    except StoreCorruptError:
+        return True  # damaged: verify reports it
 
 
 def _parse_subset(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
@@ -122,6 +138,15 @@ def _print_problems(problems: list[Problem], names: dict[SnapshotId, list[str]])
             click.echo(f"  {p.kind:<10} {where}: {p.message}")
 
 
+def _print_repair(r: RepairReport) -> None:
+    for line in r.repaired:
+        click.echo(f"repaired: {line}")
+    for line in r.unrepairable:
+        click.echo(f"cannot repair: {line}")
+    if not r.repaired and not r.unrepairable:
+        click.echo("repair: nothing to repair")
+
+
 def _summary(r: VerifyReport) -> list[str]:
     lines = [
         f"checked {plural(r.snapshots_checked, 'snapshot')}, "
@@ -159,6 +184,13 @@ def _summary(r: VerifyReport) -> list[str]:
     help="Stop hashing S seconds after the start and say how far it got "
     "(problems found so far still set the exit code).",
 )
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="First mend what can be mended without deleting user data: re-attach damaged "
+    "workspace records to their upperdirs, drop damaged cache entries, fetch missing "
+    "layers back from remotes that have them; name what cannot be repaired. Then verify.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_app
 def verify_cmd(
@@ -166,6 +198,7 @@ def verify_cmd(
     revs: tuple[str, ...],
     subset: DataSubset | None,
     max_duration: float | None,
+    repair: bool,
     as_json: bool,
 ) -> None:
     """Re-hash layers against their manifests and check the store's records.
@@ -176,7 +209,14 @@ def verify_cmd(
     anything is wrong (docs/exit-codes.md).
     """
     bar = _VerifyProgress() if app.interactive and not app.quiet else None
-    with _locked_store(app, revs) as (store, sids):
+    mended: RepairReport | None = None
+    if repair and revs:
+        raise click.UsageError("--repair checks the whole store: give no REV")
+    with _locked_store(app, revs, repair) as (store, sids):
+        if repair:
+            mended = repair_store(store)
+            if not as_json:
+                _print_repair(mended)
         try:
             report = verify(
                 store,
@@ -189,9 +229,15 @@ def verify_cmd(
         finally:
             if bar is not None:
                 bar.close()
-        names = ref_names(store)
+        try:
+            names = ref_names(store)
+        except StoreCorruptError:
+            names = {}  # a damaged workspace record: reported above
     if as_json:
-        emit_json(report.to_json())
+        out = report.to_json()
+        if mended is not None:
+            out["repair"] = mended.to_json()
+        emit_json(out)
     else:
         _print_problems(report.problems, names)
         if not app.quiet:

@@ -17,7 +17,7 @@ import click
 from snapws import __version__
 from snapws.cli.app import App
 from snapws.config import load_config
-from snapws.errors import ExitCode, SnapwsError
+from snapws.errors import ExitCode, SnapwsError, environment_error
 
 
 class SnapwsGroup(click.Group):
@@ -51,6 +51,11 @@ class SnapwsGroup(click.Group):
             click.echo("hint: snapws needs root for workspaces it mounts (sudo)", err=True)
             ctx.exit(int(ExitCode.UNSUPPORTED))
         except OSError as e:
+            env = environment_error(e)
+            if env is not None:
+                click.echo(f"snapws: error: {env.message}", err=True)
+                click.echo(f"hint: {env.hint}", err=True)
+                ctx.exit(int(env.exit_code))
             click.echo(f"snapws: error: {e}", err=True)
             click.echo(
                 "hint: this is unexpected; the store is left valid (the next command "

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from snapws.errors import NameExistsError, RemoteNotFoundError, StoreCorruptError
+from snapws.errors import (
+    DamagedRecordError,
+    NameExistsError,
+    RemoteNotFoundError,
+    SnapwsError,
+)
 from snapws.remote.base import Remote
 from snapws.remote.dirremote import DirRemote
 from snapws.remote.http import RetryPolicy
@@ -45,21 +50,43 @@ class RemoteEntry:
 
 
 def read_remotes(store: Store) -> dict[str, RemoteEntry]:
-    """Every configured remote by name. Raises StoreCorruptError."""
+    """Every configured remote by name. Raises DamagedRecordError naming the
+    file when it does not parse or breaks the format (docs/format.md)."""
     path = store.root / FILE
     try:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:
-        raise StoreCorruptError(f"{path} is unreadable: {e}") from e
-    try:
-        return {
-            name: RemoteEntry(name, str(v["url"]), bool(v.get("insecure", False)))
-            for name, v in sorted(data["remotes"].items())
-        }
-    except (KeyError, TypeError, AttributeError) as e:
-        raise StoreCorruptError(f"{path} is not a remotes file: {e}") from e
+        raise DamagedRecordError(f"remotes file {path} is unreadable: {e}") from e
+    problem = _remotes_problem(data)
+    if problem is not None:
+        raise DamagedRecordError(
+            f"remotes file {path} is damaged: {problem}",
+            hint=f"fix or move away {path}, then add the remotes again (`snapws remote add`)",
+        )
+    return {
+        name: RemoteEntry(name, v["url"], v.get("insecure", False))
+        for name, v in sorted(data["remotes"].items())
+    }
+
+
+def _remotes_problem(data: Any) -> str | None:
+    """What is wrong with a parsed remotes file (None: nothing)."""
+    if not isinstance(data, dict) or not isinstance(data.get("remotes"), dict):
+        return "not an object with a 'remotes' object"
+    if data.get("format") != FORMAT:
+        return f"unknown format {data.get('format')!r}"
+    for name, v in data["remotes"].items():
+        try:
+            validate_remote_name(name)
+        except SnapwsError:
+            return f"{name!r} is not a valid remote name"
+        if not isinstance(v, dict) or not isinstance(v.get("url"), str):
+            return f"remote {name!r} has no URL"
+        if not isinstance(v.get("insecure", False), bool):
+            return f"remote {name!r}: 'insecure' is not true or false"
+    return None
 
 
 def _write(store: Store, remotes: Mapping[str, RemoteEntry]) -> None:

@@ -80,8 +80,10 @@ class Session:
 
 
 def layer_trees(store: Store, sid: SnapshotId) -> list[Path]:
-    """Layer tree directories of ``sid``'s chain, topmost first."""
+    """Layer tree directories of ``sid``'s chain, topmost first. Raises
+    DamagedRecordError (the chain) and MissingLayerError (a layer is gone)."""
     chain = [lid for lid in store.chain(sid) if lid != EMPTY_LAYER]
+    store.check_layers(sid, chain)
     return [store.layer_tree(lid) for lid in reversed(chain)]
 
 
@@ -263,13 +265,40 @@ def find_workspace(
             if sp == explicit:
                 raise
             continue
-        by_path = {os.path.realpath(s.path): s for s in store.workspaces()}
+        states, damaged = store.workspace_records()
+        by_path = {os.path.realpath(s.path): s for s in states}
         for anc in ancestors:
             st = by_path.get(str(anc))
             if st is not None:
                 return store, st
         if _recover_interrupted_init(store, ancestors, config):
             return find_workspace(start, config, store_path)
+        if damaged:  # perhaps the record of this very workspace
+            raise damaged[0]
+    raise NotAWorkspaceError(f"{start} is not inside a snapws workspace")
+
+
+def find_store(start: Path, config: Config, store_path: Path | None = None) -> Store:
+    """The store of the workspace around ``start`` without reading any
+    workspace record (for verify, repair and doctor, which must work when a
+    record is damaged): the given or configured store, the store a mount on
+    an ancestor names, or the default store beside an ancestor. Raises
+    NotAWorkspaceError, StoreNotFoundError."""
+    explicit = store_path or config.store
+    if explicit is not None:
+        return Store.open(explicit)
+    real = Path(os.path.realpath(start))
+    ancestors = [real, *real.parents]
+    for anc in ancestors:
+        found = _store_from_mount(anc)
+        if found is not None:
+            return Store.open(found[0])
+    for anc in ancestors:
+        if anc != anc.parent:
+            try:
+                return Store.open(default_store_for(anc))
+            except StoreNotFoundError:
+                continue
     raise NotAWorkspaceError(f"{start} is not inside a snapws workspace")
 
 

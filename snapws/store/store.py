@@ -31,11 +31,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from snapws.errors import NameExistsError, StoreCorruptError, StoreNotFoundError
+from snapws.errors import (
+    DamagedRecordError,
+    MissingLayerError,
+    NameExistsError,
+    StoreCorruptError,
+    StoreNotFoundError,
+)
 from snapws.ids import LayerId, SnapshotId, WorkspaceId
 from snapws.model import ReflogEntry, SnapshotRecord, WorkspaceState, manifest_id
 from snapws.refnames import check_ref_format, ref_name_problem
 from snapws.store.atomic import fsync_dir, rename_durable, write_atomic
+from snapws.store.journal import journal_problem
 from snapws.store.lock import StoreLock
 from snapws.store.nofollow import UnsafeEntryError
 from snapws.store.reffiles import (
@@ -251,19 +258,36 @@ class Store:
             raise StoreCorruptError(f"snapshot {sid.short()} is missing ({path})") from e
         try:
             rec = SnapshotRecord.from_canonical(data)
-        except (ValueError, KeyError, TypeError) as e:
-            raise StoreCorruptError(f"snapshot record {path} is unreadable: {e}") from e
+        except (ValueError, UnicodeError) as e:
+            raise DamagedRecordError(f"snapshot record {path} is unreadable: {_reason(e)}") from e
         if rec.id != sid:
-            raise StoreCorruptError(f"snapshot record {path} does not hash to its name")
+            raise DamagedRecordError(f"snapshot record {path} does not hash to its name")
         return rec
 
     def chain(self, sid: SnapshotId) -> list[LayerId]:
-        """The layers to mount for ``sid``, bottom first."""
+        """The layers to mount for ``sid``, bottom first. Raises
+        DamagedRecordError naming the file if it is missing, not a JSON list
+        of layer ids, or empty."""
         path = self.root / "chains" / f"{sid.hex}.json"
         try:
-            return [LayerId(x) for x in json.loads(path.read_bytes())]
-        except (OSError, ValueError, TypeError) as e:
-            raise StoreCorruptError(f"chain of snapshot {sid.short()} is unreadable: {e}") from e
+            obj = json.loads(path.read_bytes())
+            if not isinstance(obj, list) or not obj:
+                raise ValueError("not a non-empty JSON list of layer ids")
+            return [_layer_id(x) for x in obj]
+        except (OSError, ValueError) as e:
+            raise DamagedRecordError(
+                f"chain of snapshot {sid.short()} ({path}) is unreadable: {_reason(e)}"
+            ) from e
+
+    def check_layers(self, sid: SnapshotId, chain: list[LayerId]) -> None:
+        """Raise MissingLayerError if a layer of ``chain`` (``sid``'s) has no
+        tree in the store (one stat per layer)."""
+        for lid in chain:
+            if not self.layer_tree(lid).is_dir():
+                raise MissingLayerError(
+                    f"layer {lid.hex} of snapshot {sid.short()}'s chain is missing "
+                    f"({self.layer_dir(lid)})"
+                )
 
     def snapshot_ids(self) -> list[SnapshotId]:
         out = []
@@ -549,24 +573,45 @@ class Store:
         return self.root / "workspaces" / wid.hex
 
     def read_workspace(self, wid: WorkspaceId) -> WorkspaceState:
+        """The record of workspace ``wid``. Raises DamagedRecordError naming
+        the file if it is missing, unparsable, breaks a rule of the format
+        (types, ids, ``upper``/``work`` single names inside its directory) or
+        names another workspace."""
         path = self.workspace_dir(wid) / "state.json"
         try:
-            return WorkspaceState.from_json(json.loads(path.read_bytes()))
-        except (OSError, ValueError, KeyError) as e:
-            raise StoreCorruptError(f"workspace record {path} is unreadable: {e}") from e
+            state = WorkspaceState.from_json(json.loads(path.read_bytes()))
+        except (OSError, ValueError) as e:
+            raise DamagedRecordError(f"workspace record {path} is unreadable: {_reason(e)}") from e
+        if state.id != wid:
+            raise DamagedRecordError(
+                f"workspace record {path} names another workspace ({state.id.short()})"
+            )
+        return state
 
     def write_workspace(self, state: WorkspaceState) -> None:
         path = self.workspace_dir(state.id) / "state.json"
         write_atomic(path, json.dumps(state.to_json(), sort_keys=True, indent=1).encode())
 
-    def workspaces(self) -> list[WorkspaceState]:
-        out = []
+    def workspace_records(self) -> tuple[list[WorkspaceState], list[DamagedRecordError]]:
+        """Every readable workspace record, and an error for each damaged one."""
+        out, damaged = [], []
         for p in sorted((self.root / "workspaces").iterdir()):
             if (p / "state.json").is_file():
                 try:
-                    out.append(self.read_workspace(WorkspaceId(p.name)))
+                    wid = WorkspaceId(p.name)
                 except ValueError:
                     continue
+                try:
+                    out.append(self.read_workspace(wid))
+                except DamagedRecordError as e:
+                    damaged.append(e)
+        return out, damaged
+
+    def workspaces(self) -> list[WorkspaceState]:
+        """Every workspace record. Raises DamagedRecordError for a damaged one."""
+        out, damaged = self.workspace_records()
+        if damaged:
+            raise damaged[0]
         return out
 
     # ---- rootless namespaces (see snapws.backends.userns) ----------------
@@ -617,10 +662,16 @@ class Store:
             data = (self.root / "journal.json").read_bytes()
         except FileNotFoundError:
             return None
+        path = self.root / "journal.json"
         try:
             obj = json.loads(data)
         except ValueError as e:
-            raise StoreCorruptError(f"journal {self.root / 'journal.json'} is unreadable") from e
+            raise DamagedRecordError(
+                f"journal {path} is unreadable: {_reason(e)}", hint=JOURNAL_HINT
+            ) from e
+        problem = journal_problem(obj)
+        if problem is not None:
+            raise DamagedRecordError(f"journal {path} is damaged: {problem}", hint=JOURNAL_HINT)
         assert isinstance(obj, dict)
         return obj
 
@@ -664,6 +715,26 @@ class Store:
 
     def iter_staging(self) -> Iterator[Path]:
         yield from (self.root / "staging").iterdir()
+
+
+JOURNAL_HINT = (
+    "the interrupted operation cannot be finished from it: move the journal out of the "
+    "store (nothing is deleted), then `snapws verify` and `snapws verify --repair`"
+)
+
+
+def _layer_id(x: object) -> LayerId:
+    if not isinstance(x, str):
+        raise ValueError(f"a layer id is {type(x).__name__}, not a string")
+    return LayerId(x)
+
+
+def _reason(e: Exception) -> str:
+    """An exception as a short reason (OS errors without the path: the
+    message names the file)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e)
 
 
 def _rmtree(path: Path) -> None:

@@ -510,10 +510,11 @@ def test_reflog_missing(store: Store) -> None:
 
 def test_journal(store: Store) -> None:
     assert store.read_journal() is None
-    store.write_journal({"op": "commit", "layer": "x", "paths": ["a", "b"]})
-    assert store.read_journal() == {"op": "commit", "layer": "x", "paths": ["a", "b"]}
-    store.write_journal({"op": "switch"})
-    assert store.read_journal() == {"op": "switch"}
+    lid = "0123456789abcdef0123456789abcdef"
+    store.write_journal({"op": "gc", "layers": [lid], "grace": 1.5})
+    assert store.read_journal() == {"op": "gc", "layers": [lid], "grace": 1.5}
+    store.write_journal({"op": "prune", "forget": []})
+    assert store.read_journal() == {"op": "prune", "forget": []}
     store.clear_journal()
     assert store.read_journal() is None
     store.clear_journal()  # no journal: nothing to do
