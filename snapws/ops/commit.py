@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from snapws.backends import backend_for, get_backend
+from snapws.errors import SnapwsError
 from snapws.ids import LayerId, SnapshotId
 from snapws.layers import fuseform
 from snapws.layers.scan import entries_of, plan_upper, prune_upper, strip_overlay_xattrs
@@ -75,6 +77,7 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
     backend = backend_for(state)
     backend.freeze(target, "commit")
     crashpoint("commit:frozen")
+    staging: Path | None = None
     try:
         mounter.syncfs(session.upper)
         plan = plan_upper(
@@ -124,6 +127,10 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
     except BaseException:
         if backend.mount_state(store, state) == "frozen":
             backend.thaw(target)
+        if staging is not None and not _journaled(store, staging):
+            # not journaled (a full disk, say): nothing refers to it
+            with suppress(OSError):
+                store.discard(staging)
         raise
     crashpoint("commit:journaled")
     sid = finish_commit(store, journal)
@@ -226,6 +233,15 @@ def _prepare_layer_tree(
         if e.kind is Kind.DIR:
             p = root if e.path == b"." else root + b"/" + e.path
             os.utime(p, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+
+
+def _journaled(store: Store, staging: Path) -> bool:
+    """Whether the store's journal names ``staging`` (then recovery owns it)."""
+    try:
+        j = store.read_journal()
+    except (OSError, SnapwsError):
+        return True  # unsure: leave it to the next command's recovery
+    return j is not None and j.get("staging") == staging.name
 
 
 def _tz_offset_min() -> int:
