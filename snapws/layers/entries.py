@@ -34,9 +34,14 @@ XATTR_FORMS = {"trusted": "trusted.overlay.", "user": "user.overlay."}
 OVERLAY_PREFIXES = ("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.")
 #: Attributes that mark an opaque directory (value ``y``), in any form.
 OPAQUE_XATTRS = tuple(prefix + "opaque" for prefix in OVERLAY_PREFIXES)
-#: Attributes whose presence means the upperdir is not a self-contained diff.
+#: Attributes whose presence means the upperdir is not a self-contained diff
+#: (``redirect``, ``metacopy``: a mount with those features on) or would hide
+#: paths no whiteout records (``whiteout``, the marker of a regular file that
+#: overlayfs 6.7+ reads as a whiteout). No snapws mount writes them.
 FORBIDDEN_XATTRS = tuple(
-    prefix + name for prefix in OVERLAY_PREFIXES[:2] for name in ("redirect", "metacopy")
+    prefix + name
+    for prefix in OVERLAY_PREFIXES[:2]
+    for name in ("redirect", "metacopy", "whiteout")
 )
 
 
@@ -162,6 +167,8 @@ class Node:
     opaque: bool
     forbidden: tuple[str, ...]
     target: bytes | None
+    #: every overlay attribute of the node (any form), name and value, sorted
+    overlay: tuple[tuple[str, bytes], ...] = ()
 
 
 def read_node(path: bytes, abspath: bytes, st: os.stat_result | None = None) -> Node:
@@ -173,9 +180,30 @@ def read_node(path: bytes, abspath: bytes, st: os.stat_result | None = None) -> 
         return Node(path, abspath, st, kind, {}, False, (), None)
     allx = list_xattrs(abspath)
     opaque = kind is Kind.DIR and any(allx.get(name) == b"y" for name in OPAQUE_XATTRS)
-    forbidden = tuple(k for k in FORBIDDEN_XATTRS if k in allx)
+    forbidden = tuple(k for k in FORBIDDEN_XATTRS if k in allx) + tuple(
+        k for k in OPAQUE_XATTRS[:2] if k in allx and allx[k] != b"y"
+    )  # "x": a directory overlayfs searches for such whiteouts
     target = os.readlink(abspath) if kind is Kind.SYMLINK else None
-    return Node(path, abspath, st, kind, user_xattrs(allx), opaque, forbidden, target)
+    overlay = tuple(sorted((k, v) for k, v in allx.items() if is_overlay_xattr(k)))
+    return Node(path, abspath, st, kind, user_xattrs(allx), opaque, forbidden, target, overlay)
+
+
+def planted_overlay_xattrs(node: Node, form: str) -> tuple[str, ...]:
+    """Names of the overlay attributes on ``node`` that no published layer of
+    a store of ``form`` ("trusted" or "user") may carry: every
+    ``trusted.overlay.*``, ``user.overlay.*`` and ``user.fuseoverlayfs.*``
+    attribute except the one marker snapws writes itself, the store's opaque
+    attribute set to ``y`` on a directory. Anything else (a ``redirect``, a
+    ``metacopy``, an ``origin``, a ``whiteout``, an ``opaque`` of ``x`` or of
+    the other form) was planted, or left by a mount snapws did not make, and
+    can change what a mount of the layer shows. Raises ValueError for an
+    unknown form."""
+    keep = opaque_xattr(form)
+    return tuple(
+        name
+        for name, value in node.overlay
+        if not (name == keep and value == b"y" and node.kind is Kind.DIR)
+    )
 
 
 def node_entry(node: Node, digest: ContentHash | None) -> Entry:

@@ -113,7 +113,9 @@ def plan_upper(upper: bytes, lower: ChainView, form: str = "overlay") -> CommitP
     ``form`` is how U encodes its changes: "overlay" (the kernel's) or
     "fuse" (fuse-overlayfs's: bookkeeping names are skipped and opaque
     markers that hide nothing are not kept, see :mod:`snapws.layers.fuseform`).
-    Raises LayerRejectedError if U carries redirect or metacopy attributes."""
+    Raises LayerRejectedError if U carries redirect, metacopy or whiteout
+    attributes, or an opaque attribute other than ``y`` (see
+    :data:`snapws.layers.entries.FORBIDDEN_XATTRS`)."""
     from snapws.layers.diff import diff_views  # local: diff imports view too
 
     nodes = read_tree(upper, form)
@@ -127,8 +129,9 @@ def plan_upper(upper: bytes, lower: ChainView, form: str = "overlay") -> CommitP
     if plan.forbidden:
         path, name = plan.forbidden[0]
         raise LayerRejectedError(
-            f"the upperdir has {name} on {display_path(path)}: it was mounted with "
-            "redirect_dir or metacopy on, so it is not a complete diff"
+            f"the upperdir has {name} on {display_path(path)}: an overlayfs attribute "
+            "snapws never writes (left by a mount with redirect_dir or metacopy on, "
+            "or planted), so the upperdir is not a complete diff"
         )
     merged = ChainView([upper, *lower.layers], lower.hashes, upper_form=form)
     plan.changes = diff_views(lower, merged, [upper])

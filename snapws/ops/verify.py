@@ -27,7 +27,7 @@ import xxhash
 
 from snapws.errors import StoreCorruptError
 from snapws.ids import ContentHash, LayerId, SnapshotId, WorkspaceId
-from snapws.layers.entries import Node, child, node_entry, read_node
+from snapws.layers.entries import Node, child, node_entry, planted_overlay_xattrs, read_node
 from snapws.layers.equivalence import covers
 from snapws.layers.hashing import CHUNK, DEFAULT_THREADS
 from snapws.model import (
@@ -87,7 +87,16 @@ class DataSubset:
 # ---- results -------------------------------------------------------------------
 
 #: Problem kinds, for people and for --json. File problems name a layer and a path.
-FILE_KINDS = ("corrupted", "truncated", "grown", "missing", "extra", "metadata", "unreadable")
+FILE_KINDS = (
+    "corrupted",
+    "truncated",
+    "grown",
+    "missing",
+    "extra",
+    "metadata",
+    "unreadable",
+    "overlay-xattr",  # an overlayfs attribute snapws never writes (a redirect...)
+)
 RECORD_KINDS = (
     "bad-snapshot",  # record unreadable or not hashing to its name
     "bad-chain",  # chain file unreadable
@@ -97,10 +106,6 @@ RECORD_KINDS = (
     "bad-ref",  # unreadable ref or workspace record
     "dangling-ref",  # a ref or workspace HEAD names a missing snapshot
     "bad-manifest",  # missing, unparsable, or not hashing to its layer id
-    "bad-workspace",  # workspace record unreadable, breaking the format, or its upperdir gone
-    "bad-journal",  # journal.json unparsable or breaking the format
-    "bad-remotes",  # remotes.json unparsable or breaking the format
-    "bad-cache",  # a blob cache entry that does not parse (rebuilt when used)
 )
 
 
@@ -256,7 +261,6 @@ def verify(
     _check_snapshots(run, chains, check)
     if everything:
         _check_refs(run)
-        _check_other_records(run)
         layers = sorted(set(store.layer_ids()) | {lid for c in chains.values() for lid in c})
     else:
         layers = _unique(lid for sid in snapshots or () for lid in chains.get(sid, ()))
@@ -383,8 +387,9 @@ def _check_refs(run: _Run) -> None:
         ref = f"workspaces/{p.name}/HEAD"
         try:
             state = store.read_workspace(WorkspaceId(p.name))
-        except (StoreCorruptError, ValueError):
-            continue  # reported by _check_other_records
+        except (StoreCorruptError, ValueError) as e:
+            run.add("bad-ref", f"workspace record {p / 'state.json'} is unreadable: {e}", ref=ref)
+            continue
         if not store.has_snapshot(state.head):
             run.add(
                 "dangling-ref",
@@ -392,14 +397,6 @@ def _check_refs(run: _Run) -> None:
                 f"{state.head.short()}",
                 ref=ref,
             )
-
-
-def _check_other_records(run: _Run) -> None:
-    """Workspace records, journal, remotes and blob cache (ops.storecheck)."""
-    from snapws.ops.storecheck import other_record_problems
-
-    for p in other_record_problems(run.store):
-        run.add(p.kind, p.message, ref=p.ref)
 
 
 def _check_layer(run: _Run, lid: LayerId, subset: DataSubset | None) -> None:
@@ -426,6 +423,7 @@ def _check_layer(run: _Run, lid: LayerId, subset: DataSubset | None) -> None:
     nodes = _read_tree_tolerant(run, lid, root)
     if nodes is None:
         return
+    _check_overlay_xattrs(run, lid, nodes)
     actual = {n.path: n for n in nodes}
     run.report.entries_checked += len(expected)
     links = _link_leaders(nodes)
@@ -454,6 +452,26 @@ def _check_layer(run: _Run, lid: LayerId, subset: DataSubset | None) -> None:
         more = _below_note(below)
         run.add("extra", f"not in the manifest: {node.kind.name.lower()}{more}", lid, path)
         folded.add(path)
+
+
+def _check_overlay_xattrs(run: _Run, lid: LayerId, nodes: list[Node]) -> None:
+    """Every overlayfs attribute in a layer except the store's opaque marker
+    (``y`` on a directory) is a problem: snapws never publishes one, and a
+    mount would act on it (a ``redirect`` shows another directory's content,
+    a ``whiteout`` hides a path), whatever the manifest says."""
+    for node in nodes:
+        planted = planted_overlay_xattrs(node, run.store.xattr_form)
+        if planted:
+            names = ", ".join(planted)
+            run.add(
+                "overlay-xattr",
+                f"carries the overlayfs attribute {names}, which snapws never writes "
+                "into a layer (planted, or left by a mount snapws did not make): "
+                "a mount would act on it",
+                lid,
+                node.path,
+                what=planted,
+            )
 
 
 def _read_tree_tolerant(run: _Run, lid: LayerId, root: bytes) -> list[Node] | None:
@@ -557,7 +575,7 @@ def _compare(
         what.append("rdev")
     if e.opaque != got.opaque:
         what.append("opaque")
-    if e.kind is not Kind.DIR and e.mtime_ns != got.mtime_ns:
+    if e.mtime_ns != got.mtime_ns:  # directories too: the manifest records them
         what.append("mtime")
     if e.kind is Kind.FILE and e.link != link:
         what.append("link")

@@ -284,11 +284,23 @@ def test_empty_upper(tmp_path: Path) -> None:
     assert [n.path for n in plan.keep] == [b"."]
 
 
-@pytest.mark.parametrize("name", ["trusted.overlay.redirect", "trusted.overlay.metacopy"])
-def test_redirect_or_metacopy_rejected(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("trusted.overlay.redirect", b"/old"),
+        ("trusted.overlay.metacopy", b""),
+        ("user.overlay.redirect", b"/old"),
+        ("trusted.overlay.whiteout", b""),  # 6.7+: a file read as a whiteout
+        ("user.overlay.whiteout", b""),
+        ("trusted.overlay.opaque", b"x"),  # 6.7+: "search for such whiteouts here"
+    ],
+)
+def test_overlay_xattrs_no_snapws_mount_writes_are_rejected(
+    tmp_path: Path, name: str, value: bytes
+) -> None:
     lower = build(tmp_path / "lower", {"old": {"f": "1"}})
     upper = build(tmp_path / "upper", {"moved": {"f": "1"}})
-    os.setxattr(upper / "moved", name, b"/old")
+    os.setxattr(upper / "moved", name, value)
     with pytest.raises(LayerRejectedError) as info:
         plan_upper(fs(upper), ChainView([lower]))
     assert name in str(info.value)

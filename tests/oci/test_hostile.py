@@ -92,6 +92,10 @@ TAR_CASES: dict[str, tuple[list[Member], str]] = {
         [d("a", pax={"SCHILY.xattr.trusted.overlay.opaque": "y"})],
         "overlayfs attribute",
     ),
+    "overlay-redirect": (
+        [d("a", pax={"SCHILY.xattr.trusted.overlay.redirect": "/etc"})],
+        "overlayfs attribute",
+    ),
     "userxattr-overlay": (
         [f("a", pax={"SCHILY.xattr.user.overlay.redirect": "/x"})],
         "overlayfs attribute",

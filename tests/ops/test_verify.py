@@ -144,7 +144,8 @@ def restore_times(path: Path, st: os.stat_result) -> None:
 def plant(ws: Workspace, kind: str, lid: str, rel: str, rng: random.Random) -> Key:
     """Damage ``rel`` in layer ``lid`` (``add`` creates a file in the
     directory ``rel``). Returns the problem verify must report. Content
-    faults keep the mtime, so only the planted fault shows."""
+    faults keep the mtime, and deleting or adding a file keeps its
+    directory's, so only the planted fault shows."""
     path = tree_of(ws, lid) / rel
     if kind == "flip":
         st = keep_times(path)
@@ -160,11 +161,15 @@ def plant(ws: Workspace, kind: str, lid: str, rel: str, rng: random.Random) -> K
         restore_times(path, st)
         return ("truncated", lid, rel)
     if kind == "delete":
+        st = keep_times(path.parent)
         os.unlink(path)
+        restore_times(path.parent, st)
         return ("missing", lid, rel)
     if kind == "add":
         name = f"planted-{rng.randrange(10**9)}"
+        st = keep_times(path)
         (path / name).write_bytes(rng.randbytes(100))
+        restore_times(path, st)
         return ("extra", lid, name if rel == "." else f"{rel}/{name}")
     if kind == "mode":
         os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) ^ 0o100)
@@ -401,10 +406,11 @@ def test_every_kind_of_metadata_change(make_workspace: WorkspaceFactory) -> None
     # a symlink pointing elsewhere
     lid = find_layer(ws, "link", lambda st: stat.S_ISLNK(st.st_mode))
     path = tree_of(ws, lid) / "link"
-    st = os.lstat(path)
+    st, up = os.lstat(path), os.lstat(path.parent)
     os.unlink(path)
     os.symlink("elsewhere", path)
     restore_times(path, st)
+    restore_times(path.parent, up)
     expect[(lid, "link")] = ["target"]
     # an opaque directory that lost its mark
     lid = next(
@@ -417,22 +423,26 @@ def test_every_kind_of_metadata_change(make_workspace: WorkspaceFactory) -> None
     expect[(lid, "d3")] = ["opaque"]
     # a whiteout turned into a file
     lid = find_layer(ws, "d2", lambda st: stat.S_ISCHR(st.st_mode) and st.st_rdev == 0)
+    up = os.lstat(tree_of(ws, lid))
     os.unlink(tree_of(ws, lid) / "d2")
     (tree_of(ws, lid) / "d2").write_text("not a whiteout")
+    restore_times(tree_of(ws, lid), up)
     expect[(lid, "d2")] = ["kind"]
     # a device with another number
     lid = find_layer(ws, "meta/null", lambda st: stat.S_ISCHR(st.st_mode) and st.st_rdev != 0)
     path = tree_of(ws, lid) / "meta" / "null"
-    st = os.lstat(path)
+    st, up = os.lstat(path), os.lstat(path.parent)
     os.unlink(path)
     os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 5))
     restore_times(path, st)
+    restore_times(path.parent, up)
     expect[(lid, "meta/null")] = ["rdev"]
-    # a file's mtime (a directory's mtime is not recorded faithfully: ignored)
+    # a file's mtime, and a directory's (the manifest records both)
     lid = find_layer(ws, "top.txt", lambda st: stat.S_ISREG(st.st_mode))
     os.utime(tree_of(ws, lid) / "top.txt", ns=(0, 123_456_789))
     expect[(lid, "top.txt")] = ["mtime"]
     os.utime(tree_of(ws, lid), ns=(0, 42))
+    expect[(lid, ".")] = ["mtime"]
 
     code, report = run_verify(ws)
     assert code == STORE_CORRUPT
