@@ -6,14 +6,23 @@ named by ``SNAPWS_CONFIG``, then environment variables (``SNAPWS_STORE``,
 ``SNAPWS_AUTHOR``, ``SNAPWS_BACKEND``, ``SNAPWS_CACHE_REMOTE``), then
 command-line options.
 snapws.toml.example documents every key.
+
+Every value is checked when read (:func:`load_config` raises ConfigError
+naming the file and the setting): numbers are finite and in range
+(:data:`RANGES`), and a config file must be a regular file of at most
+:data:`MAX_CONFIG_BYTES` (a FIFO, a device such as /dev/zero or a huge file is
+refused without reading it, so no setting can make snapws hang).
 """
 
 from __future__ import annotations
 
+import errno
 import getpass
+import math
 import os
 import re
 import socket
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -78,6 +87,17 @@ _TYPES: dict[str, type] = {
     "cache_remote": str,
 }
 BACKEND_CHOICES = ("auto", "kernel", "rootless", "fuse", "plain")
+#: Inclusive bounds of the numeric settings (prune_keep_* counts: -1 or more).
+#: A float must also be finite: TOML has nan and inf, and a nan lock_timeout
+#: would wait forever.
+RANGES: dict[str, tuple[float, float]] = {
+    "lock_timeout": (0.001, 7 * 86400.0),  # up to a week
+    "hash_threads": (1, 256),
+    "max_depth": (2, 400),
+    "gc_grace": (0.0, 10 * 365 * 86400.0),  # up to ten years
+}
+#: A config file larger than this is refused unread (the example is ~4 KiB).
+MAX_CONFIG_BYTES = 1 << 20
 _WITHIN_RE = re.compile(r"^(?!.*([ymdh]).*\1)([0-9]+[ymdh])+$")  # each unit at most once
 
 
@@ -107,10 +127,8 @@ def _apply(cfg: Config, data: Mapping[str, Any], origin: str) -> Config:
             value = Path(os.path.expanduser(str(value)))
             if not value.is_absolute():
                 raise ConfigError(f"{origin}: store must be an absolute path")
-        if key == "max_depth" and not 2 <= value <= 400:
-            raise ConfigError(f"{origin}: max_depth must be between 2 and 400")
-        if key in ("lock_timeout", "hash_threads") and value <= 0:
-            raise ConfigError(f"{origin}: {key} must be positive")
+        if key in RANGES:
+            _check_range(key, value, origin)
         if key.startswith("prune_keep_") and key != "prune_keep_within" and value < -1:
             raise ConfigError(f"{origin}: {key} must be a count (-1: unlimited, 0: unused)")
         if key == "prune_keep_within" and value and not _WITHIN_RE.match(value):
@@ -122,24 +140,79 @@ def _apply(cfg: Config, data: Mapping[str, Any], origin: str) -> Config:
             raise ConfigError(
                 f"{origin}: backend must be one of {', '.join(BACKEND_CHOICES)}, not {value!r}"
             )
-        if key == "gc_grace" and value < 0:
-            raise ConfigError(f"{origin}: gc_grace must be 0 or more seconds")
         changes[key] = value
     return replace(cfg, **changes)
 
 
+def _check_range(key: str, value: float, origin: str) -> None:
+    """Raise ConfigError unless ``value`` is finite and within RANGES[key]."""
+    low, high = RANGES[key]
+    unit = " seconds" if isinstance(value, float) else ""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{origin}: {key} must be a finite number, not {value}")
+    if not low <= value <= high:
+        lo = f"{low:g}" if isinstance(value, float) else str(int(low))
+        hi = f"{high:g}" if isinstance(value, float) else str(int(high))
+        raise ConfigError(f"{origin}: {key} must be between {lo} and {hi}{unit}, not {value}")
+
+
+def read_config_file(path: Path) -> bytes | None:
+    """The bytes of config file ``path``, or None if it does not exist.
+
+    The file is opened non-blocking (a FIFO never blocks the open) and must
+    be a regular file (symlinks to one are fine) of at most
+    :data:`MAX_CONFIG_BYTES`; anything else raises ConfigError naming it,
+    before a byte is read. Other OS errors raise ConfigError too."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ENOTDIR:
+            return None
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path} is not a regular file: a config file must be one")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path} is {st.st_size} bytes: a config file holds at most "
+                f"{MAX_CONFIG_BYTES} bytes"
+            )
+        chunks = []
+        left = MAX_CONFIG_BYTES + 1  # a file growing while read is caught too
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 16))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} holds more than {MAX_CONFIG_BYTES} bytes")
+    return data
+
+
 def load_config(env: Mapping[str, str] | None = None) -> Config:
-    """Read every config file and the environment. Raises ConfigError."""
+    """Read every config file and the environment. Raises ConfigError naming
+    the file (or variable) and the setting for anything invalid (see the
+    module's docstring); never blocks on a file."""
     env = os.environ if env is None else env
     cfg = Config()
     for path in config_files(env):
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
+        raw = read_config_file(path)
+        if raw is None:
             if path == Path(env.get("SNAPWS_CONFIG", "")):
-                raise ConfigError(f"SNAPWS_CONFIG names {path}, which does not exist") from None
+                raise ConfigError(f"SNAPWS_CONFIG names {path}, which does not exist")
             continue
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        try:
+            data = tomllib.loads(raw.decode())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot read {path}: {e}") from e
         cfg = _apply(cfg, data, str(path))
     if env.get("SNAPWS_STORE"):

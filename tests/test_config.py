@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -149,6 +152,20 @@ def test_wrong_type_names_file_and_key(tmp_path: Path, line: str, key: str) -> N
         ('store = "relative/path"', "store"),
         ("lock_timeout = 0", "lock_timeout"),
         ("hash_threads = -1", "hash_threads"),
+        # numbers must be finite and in range (issue 15, item 6): a nan
+        # lock_timeout waited forever on a held lock
+        ("lock_timeout = nan", "lock_timeout"),
+        ("lock_timeout = inf", "lock_timeout"),
+        ("lock_timeout = -inf", "lock_timeout"),
+        ("lock_timeout = -5", "lock_timeout"),
+        ("lock_timeout = 1e300", "lock_timeout"),
+        ("hash_threads = 100000", "hash_threads"),
+        ("hash_threads = 9223372036854775807", "hash_threads"),
+        ("gc_grace = nan", "gc_grace"),
+        ("gc_grace = inf", "gc_grace"),
+        ("gc_grace = -1", "gc_grace"),
+        ("max_depth = 401", "max_depth"),
+        ("max_depth = 1", "max_depth"),
     ],
 )
 def test_bad_value_names_file_and_key(tmp_path: Path, line: str, key: str) -> None:
@@ -169,6 +186,81 @@ def test_missing_snapws_config_is_an_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     with pytest.raises(ConfigError, match=re.escape(str(missing))):
         load_config(env_for(tmp_path, SNAPWS_CONFIG=str(missing)))
+
+
+@pytest.mark.parametrize(
+    ("line", "attr", "value"),
+    [
+        ("lock_timeout = 0.5", "lock_timeout", 0.5),
+        ("lock_timeout = 604800", "lock_timeout", 604800.0),
+        ("hash_threads = 1", "hash_threads", 1),
+        ("hash_threads = 256", "hash_threads", 256),
+        ("gc_grace = 0", "gc_grace", 0.0),
+    ],
+)
+def test_values_at_the_bounds_are_accepted(
+    tmp_path: Path, line: str, attr: str, value: object
+) -> None:
+    path = write(tmp_path / "c.toml", line + "\n")
+    assert getattr(load_config(env_for(tmp_path, SNAPWS_CONFIG=str(path))), attr) == value
+
+
+def _run_snapws_with_config(tmp_path: Path, config: Path) -> subprocess.CompletedProcess[str]:
+    """``snapws branch`` with SNAPWS_CONFIG=config, killed after 20 s (a hang fails)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAPWS_")}
+    env.update(env_for(tmp_path, SNAPWS_CONFIG=str(config)))
+    return subprocess.run(
+        [sys.executable, "-m", "snapws", "branch"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=20,
+    )
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "directory", "huge", "symlink-to-fifo"])
+def test_snapws_config_must_be_a_small_regular_file(tmp_path: Path, kind: str) -> None:
+    """SNAPWS_CONFIG naming /dev/zero or a FIFO hung snapws; a 2 MiB file was
+    read whole. Each is refused (exit 13, the file named) before it is read."""
+    if kind == "dev-zero":
+        config, expect = Path("/dev/zero"), "is not a regular file"
+    elif kind in ("fifo", "symlink-to-fifo"):
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        config, expect = fifo, "is not a regular file"
+        if kind == "symlink-to-fifo":
+            config = tmp_path / "link.toml"
+            config.symlink_to(fifo)
+    elif kind == "directory":
+        config, expect = tmp_path / "dir.toml", "is not a regular file"
+        config.mkdir()
+    else:
+        config = write(tmp_path / "huge.toml", 'author = "a"\n' + "#" * (2 << 20) + "\n")
+        expect = "at most 1048576 bytes"
+    # first in a child with a timeout: the old code blocked here forever
+    proc = _run_snapws_with_config(tmp_path, config)
+    assert proc.returncode == ExitCode.CONFIG, proc.stderr
+    assert expect in proc.stderr
+    assert "Traceback" not in proc.stderr
+    with pytest.raises(ConfigError, match=expect) as info:
+        load_config(env_for(tmp_path, SNAPWS_CONFIG=str(config)))
+    assert str(config) in str(info.value)
+
+
+def test_a_symlink_to_a_regular_config_file_is_read(tmp_path: Path) -> None:
+    real = write(tmp_path / "dotfiles" / "snapws.toml", "hash_threads = 3\n")
+    link = tmp_path / "link.toml"
+    link.symlink_to(real)
+    assert load_config(env_for(tmp_path, SNAPWS_CONFIG=str(link))).hash_threads == 3
+
+
+def test_lock_timeout_nan_from_the_cli_is_refused(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.toml", "lock_timeout = nan\n")
+    proc = _run_snapws_with_config(tmp_path, config)
+    assert proc.returncode == ExitCode.CONFIG, proc.stderr
+    assert "lock_timeout must be a finite number" in proc.stderr
 
 
 def test_author_or_default() -> None:
