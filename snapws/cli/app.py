@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,6 +64,12 @@ class App:
             out.append(os.fsencode(rel))
         return tuple(out)
 
+    def say(self, text: str) -> None:
+        """A report for people on stdout (``Switched to branch ...``),
+        silenced by --quiet as git's -q silences it."""
+        if not self.quiet:
+            click.echo(text)
+
     def info(self, text: str) -> None:
         """A message for people (stderr), silenced by --quiet."""
         if not self.quiet:
@@ -84,6 +91,20 @@ class PathsAfterDashDash(click.Command):
         else:
             ctx.meta["snapws.paths"] = ()
         return super().parse_args(ctx, args)
+
+
+def emit_bytes(data: bytes) -> None:
+    """Write ``data`` to stdout as it is (names that are not UTF-8, NULs).
+    Not click.echo: when stdout is unbuffered (python -u, PYTHONUNBUFFERED)
+    it writes once and drops the rest of a partial write, so a reader that
+    left (a closed pipe) would go unnoticed. Raises BrokenPipeError then."""
+    sys.stdout.flush()
+    stream = click.get_binary_stream("stdout")
+    view = memoryview(data)
+    while view:
+        written = stream.write(view)
+        view = view[written if written is not None else 0 :]
+    stream.flush()
 
 
 def emit_json(obj: Any) -> None:

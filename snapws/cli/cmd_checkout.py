@@ -53,22 +53,23 @@ def checkout_cmd(
     if result.discarded:
         app.info(f"discarded {len(result.discarded)} uncommitted change(s)")
     if new_branch:
-        click.echo(f"Switched to a new branch '{new_branch}' at {result.head.short()}")
+        app.say(f"Switched to a new branch '{new_branch}' at {result.head.short()}")
     elif result.branch:
-        click.echo(f"Switched to branch '{result.branch}' ({result.head.short()})")
+        app.say(f"Switched to branch '{result.branch}' ({result.head.short()})")
     else:
-        click.echo(f"HEAD is now at {result.head.short()} (detached)")
+        app.say(f"HEAD is now at {result.head.short()} (detached)")
     if s.state.backend != "plain":  # a plain workspace is rewritten in place
         app.info("note: a shell inside the workspace sees the new tree after `cd .`")
 
 
 @click.command("reset")
-@click.argument("rev")
+@click.argument("rev", default="HEAD")
 @click.option("--hard", is_flag=True, help="Also discard uncommitted changes (rollback).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
 def reset_cmd(app: App, rev: str, hard: bool, as_json: bool) -> None:
-    """Move the current branch (or detached HEAD) to REV.
+    """Move the current branch (or detached HEAD) to REV (default HEAD:
+    `reset --hard` alone throws away uncommitted changes, as in git).
 
     Without --hard, uncommitted changes are kept on top of REV (git's
     `reset --keep`); it refuses if one of them touches a path that differs
@@ -87,7 +88,7 @@ def reset_cmd(app: App, rev: str, hard: bool, as_json: bool) -> None:
             }
         )
         return
-    click.echo(f"HEAD is now at {result.head.short()}")
+    app.say(f"HEAD is now at {result.head.short()}")
 
 
 COMMANDS = [checkout_cmd, reset_cmd]

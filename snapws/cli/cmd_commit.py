@@ -31,12 +31,12 @@ def commit_cmd(app: App, message: str, allow_empty: bool, as_json: bool) -> None
         )
         return
     if result.snapshot is None:
-        click.echo("nothing to commit, working tree clean")
+        app.say("nothing to commit, working tree clean")
         return
     where = result.branch or "detached HEAD"
     first = message.splitlines()[0] if message else ""
-    click.echo(f"[{where} {result.snapshot.short()}] {first}")
-    click.echo(f" {summary(result.changes)}")
+    app.say(f"[{where} {result.snapshot.short()}] {first}")
+    app.say(f" {summary(result.changes)}")
 
 
 COMMANDS = [commit_cmd]

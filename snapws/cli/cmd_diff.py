@@ -6,7 +6,8 @@ import stat as statmod
 
 import click
 
-from snapws.cli.app import App, PathsAfterDashDash, emit_json, pass_app
+from snapws.cli import gitformat
+from snapws.cli.app import App, PathsAfterDashDash, emit_bytes, emit_json, pass_app
 from snapws.cli.render import change_line, change_path, changes_json
 from snapws.errors import ExitCode
 from snapws.model import Change, ChangeType, Entry, Kind, display_path
@@ -15,16 +16,27 @@ from snapws.textdiff import StatRow, format_stat, line_stat, unified_diff
 
 
 @click.command("status")
-@click.option("--porcelain", is_flag=True, help="Only the change lines, for scripts.")
+@click.option(
+    "--porcelain",
+    type=click.Choice(["v1"]),
+    is_flag=False,
+    flag_value="v1",
+    default=None,
+    help="git's porcelain v1 format, for scripts: ' M', ' D', ' T', then '??' for new paths.",
+)
+@click.option(
+    "-z", "nul", is_flag=True, help="End porcelain records with NUL, names unquoted (as git)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--exit-code", is_flag=True, help="Exit with 1 if there are changes.")
 @pass_app
-def status_cmd(app: App, porcelain: bool, as_json: bool, exit_code: bool) -> None:
+def status_cmd(app: App, porcelain: str | None, nul: bool, as_json: bool, exit_code: bool) -> None:
     """What changed since HEAD: A added, M modified, D deleted, T type changed.
 
     Costs the number of changes, not the size of the tree. Copy-ups that
     changed nothing (touch, open for write) are not changes; metadata-only
-    changes show what changed, e.g. `M  run.sh  (mode)`.
+    changes show what changed, e.g. `M  run.sh  (mode)`. Formats:
+    docs/formats-output.md.
     """
     with app.session(exclusive=False) as s:
         changes = status(s)
@@ -38,9 +50,8 @@ def status_cmd(app: App, porcelain: bool, as_json: bool, exit_code: bool) -> Non
                 "changes": changes_json(changes),
             }
         )
-    elif porcelain:
-        for c in changes:
-            click.echo(change_line(c, detail=False))
+    elif porcelain or nul:
+        emit_bytes(gitformat.porcelain(changes, nul))
     else:
         click.echo(f"On branch {branch}" if branch else f"HEAD detached at {head.short()}")
         if not changes:
@@ -100,6 +111,9 @@ def _patch(result: DiffResult, c: Change) -> list[str]:
 @click.option("--stat", "show_stat", is_flag=True, help="A diffstat (lines added/removed).")
 @click.option("--name-status", is_flag=True, help="One line per path: status and name.")
 @click.option("--name-only", is_flag=True, help="Only the changed paths.")
+@click.option(
+    "-z", "nul", is_flag=True, help="With --name-only/--name-status: NUL-terminated, unquoted."
+)
 @click.option("-p", "--patch", is_flag=True, help="A unified diff of text files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the changes as JSON.")
 @click.option("--exit-code", is_flag=True, help="Exit with 1 if there are differences.")
@@ -110,6 +124,7 @@ def diff_cmd(
     show_stat: bool,
     name_status: bool,
     name_only: bool,
+    nul: bool,
     patch: bool,
     as_json: bool,
     exit_code: bool,
@@ -126,6 +141,8 @@ def diff_cmd(
     argv_revs = list(revs)
     if len(argv_revs) > 2:
         raise click.UsageError("at most two revisions (use -- before paths)")
+    if nul and not (name_only or name_status):
+        raise click.UsageError("-z goes with --name-only or --name-status")
     with app.session(exclusive=False) as s:
         old = app.resolve(s, argv_revs[0]) if argv_revs else None
         new = app.resolve(s, argv_revs[1]) if len(argv_revs) == 2 else None
@@ -167,11 +184,12 @@ def diff_cmd(
                 for line in _patch(result, c):
                     click.echo(line)
         elif name_only:
-            for c in changes:
-                click.echo(change_path(c))
+            emit_bytes(gitformat.name_only(changes, nul))
+        elif name_status:
+            emit_bytes(gitformat.name_status(changes, nul))
         else:
             for c in changes:
-                click.echo(change_line(c, detail=not name_status))
+                click.echo(change_line(c))
     if exit_code and changes:
         raise SystemExit(int(ExitCode.DIFFERENCES))
 

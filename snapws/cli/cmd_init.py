@@ -77,7 +77,7 @@ def init_cmd(
             }
         )
         return
-    click.echo(
+    app.say(
         f"Initialized workspace {state.path} (branch {state.branch}, "
         f"snapshot {state.head.short()}, backend {state.backend}, store {store.root})"
     )

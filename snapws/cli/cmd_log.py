@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from snapws.cli.app import App, emit_json, pass_app
+from snapws.cli import gitformat
+from snapws.cli.app import App, emit_bytes, emit_json, pass_app
 from snapws.cli.graph import graph_lines
 from snapws.cli.render import (
     change_line,
@@ -79,11 +80,23 @@ def log_cmd(
 
 @click.command("show")
 @click.argument("rev", default="HEAD")
-@click.option("--name-only", is_flag=True, help="Only the changed paths.")
+@click.option("--name-only", is_flag=True, help="Only the changed paths (as git).")
+@click.option("--name-status", is_flag=True, help="Status and path, tab-separated (as git).")
+@click.option(
+    "-z", "nul", is_flag=True, help="With --name-only/--name-status: NUL-terminated, unquoted."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 @pass_app
-def show_cmd(app: App, rev: str, name_only: bool, as_json: bool) -> None:
-    """Show a snapshot: message, author, time, and what it changed."""
+def show_cmd(
+    app: App, rev: str, name_only: bool, name_status: bool, nul: bool, as_json: bool
+) -> None:
+    """Show a snapshot: message, author, time, and what it changed.
+
+    --name-only and --name-status print only the changes, in git's format
+    (docs/formats-output.md).
+    """
+    if nul and not (name_only or name_status):
+        raise click.UsageError("-z goes with --name-only or --name-status")
     with app.session(exclusive=False) as s:
         sid = app.resolve(s, rev)
         rec = s.store.read_snapshot(sid)
@@ -104,9 +117,9 @@ def show_cmd(app: App, rev: str, name_only: bool, as_json: bool) -> None:
         obj["changes"] = changes_json(changes)
         emit_json(obj)
         return
-    if name_only:
-        for c in changes:
-            click.echo(change_line(c, detail=False)[3:])
+    if name_only or name_status:
+        form = gitformat.name_only if name_only else gitformat.name_status
+        emit_bytes(form(changes, nul))
         return
     click.echo(f"snapshot {sid.hex}{decorations(refs, sid == head, branch)}")
     click.echo(f"Author: {rec.author}")

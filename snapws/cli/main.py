@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -35,12 +36,30 @@ class SnapwsGroup(click.Group):
         for command in module.COMMANDS:
             if command.name == cmd_name:
                 assert isinstance(command, click.Command)
+                if not any(p.name == "quiet" for p in command.params):
+                    command.params.append(_quiet_after_command())
                 return command
         raise LookupError(f"{modname} does not define the command {cmd_name!r}")
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            _usage_error(e)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            finally:
+                sys.stdout.flush()  # a closed pipe shows here, not at exit
+        except click.UsageError as e:
+            _usage_error(e)
+        except BrokenPipeError:
+            # the reader went away (`snapws log | head -1`): end quietly, as git
+            # does (it dies of SIGPIPE; main() does too, see CLOSED_PIPE)
+            _silence_stdout()
+            ctx.exit(CLOSED_PIPE)
         except SnapwsError as e:
             click.echo(f"snapws: error: {e.message}", err=True)
             if e.hint:
@@ -129,6 +148,60 @@ def cli(ctx: click.Context, directory: Path | None, store: Path | None, quiet: b
         enter_for_workspace(cwd, config, ctx.obj.store)
 
 
+#: The exit status of a command whose output pipe closed: the shell's 128 +
+#: SIGPIPE. main() turns it into death by SIGPIPE, as git's.
+CLOSED_PIPE = 128 + signal.SIGPIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that no later flush fails again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (click's test runner)
+        pass
+
+
+#: UsageErrors that click shows as help, not as an error (click >= 8.2)
+_HELP_ERRORS: tuple[type[click.UsageError], ...] = tuple(
+    getattr(click.exceptions, name)
+    for name in ("NoArgsIsHelpError",)
+    if hasattr(click.exceptions, name)
+)
+
+
+def _usage_error(e: click.UsageError) -> NoReturn:
+    """A bad command line: ``snapws: error:`` + ``hint:``, exit 2 (USAGE)."""
+    if isinstance(e, _HELP_ERRORS):  # a group run without a command: its help
+        raise e
+    try:
+        click.echo(f"snapws: error: {e.format_message()}", err=True)
+        where = e.ctx.command_path if e.ctx is not None else "snapws"
+        click.echo(f"hint: see `{where} --help`", err=True)
+    except BrokenPipeError:
+        pass
+    sys.exit(int(ExitCode.USAGE))
+
+
+def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    app = ctx.find_object(App)
+    if value and app is not None:
+        app.quiet = True
+
+
+def _quiet_after_command() -> click.Option:
+    """``-q``/``--quiet`` after the command name (``snapws commit -q``), as
+    well as before it."""
+    return click.Option(
+        ["-q", "--quiet"],
+        is_flag=True,
+        expose_value=False,
+        callback=_set_quiet,
+        help="Print only errors and requested data.",
+    )
+
+
 #: Commands that do not open the workspace of the current directory, or that
 #: find their namespace themselves (shell/run take a path; init makes one).
 _OWN_NAMESPACE = {None, "init", "doctor", "workspaces", "shell", "run"}
@@ -186,4 +259,10 @@ COMMAND_MODULES = {
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="snapws")
+    try:
+        cli(prog_name="snapws")
+    except SystemExit as e:
+        if e.code == CLOSED_PIPE:
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGPIPE)
+        raise

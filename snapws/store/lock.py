@@ -1,9 +1,15 @@
 """The store lock: flock(2) on ``<store>/lock``, shared for readers,
 exclusive for writers, with a timeout. Released by the kernel if the process
-dies, so a crash never leaves a stale lock."""
+dies, so a crash never leaves a stale lock.
+
+A reader needs no write access: on a read-only store (a read-only bind
+mount, a store the user cannot write) the shared lock is taken on a
+read-only descriptor, and flock(2) works on it. It still excludes writers
+working through another, writable path to the same store (one inode)."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import time
@@ -23,7 +29,14 @@ class StoreLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        """Take the lock, waiting up to ``timeout`` seconds. Raises
+        StoreLockedError on timeout; OSError when the lock file cannot be
+        opened (a writer on a read-only store). A reader on a read-only store
+        whose lock file was never made (no snapws command ever wrote it)
+        proceeds without a lock: nothing writes that store."""
+        fd = self._open()
+        if fd is None:
+            return
         op = fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH
         deadline = time.monotonic() + self.timeout
         delay = 0.01
@@ -41,6 +54,17 @@ class StoreLock:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
         self._fd = fd
+
+    def _open(self) -> int | None:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            if self.exclusive or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+        try:
+            return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
 
     def release(self) -> None:
         if self._fd is not None:

@@ -117,8 +117,8 @@ def test_init_makes_a_user_form_store_and_no_host_mount(rws: RootlessWs) -> None
 
 def test_lifecycle_inside_and_outside(rws: RootlessWs) -> None:
     rws.inside("echo beta > b && rm a && echo more >> keep/k")
-    assert rws.porcelain() == {"A  b", "D  a", "M  keep/k"}
-    assert set(rws.cli("diff", "--name-status").splitlines()) == {"A  b", "D  a", "M  keep/k"}
+    assert rws.porcelain() == {"?? b", " D a", " M keep/k"}
+    assert set(rws.cli("diff", "--name-status").splitlines()) == {"A\tb", "D\ta", "M\tkeep/k"}
     second = rws.json("commit", "-m", "second")
     assert isinstance(second, dict) and second["snapshot"]
     assert rws.porcelain() == set()
@@ -142,7 +142,7 @@ def test_lifecycle_inside_and_outside(rws: RootlessWs) -> None:
 
     # restore from HEAD
     rws.inside("rm keep/k && echo junk > a")
-    assert rws.porcelain() == {"M  a", "D  keep/k"}
+    assert rws.porcelain() == {" M a", " D keep/k"}
     rws.cli("restore", "keep/k", "a")
     assert rws.porcelain() == set()
     assert rws.inside("cat a keep/k") == "alpha\n1\n"
@@ -196,7 +196,7 @@ def test_commit_from_outside_reaches_a_running_holder(rws: RootlessWs) -> None:
         assert holder.stdout is not None and holder.stdin is not None
         assert holder.stdout.readline() == "ready\n"
         assert len(rws.ns_records()) == 1  # the holder's namespace is recorded
-        assert rws.porcelain() == {"A  f1"}
+        assert rws.porcelain() == {"?? f1"}
         commit = rws.json("commit", "-m", "one")
         assert isinstance(commit, dict) and commit["snapshot"]
         assert len(rws.ns_records()) == 1  # the commit worked in the holder's namespace
@@ -215,7 +215,7 @@ def test_commit_from_outside_reaches_a_running_holder(rws: RootlessWs) -> None:
     overlays = [line for line in lines if line.split()[4:5] == [str(rws.path)]]
     assert len(overlays) == 1 and f"/{upper}," in overlays[0], overlays
     assert rws.ns_records() == []
-    assert rws.porcelain() == {"A  f2"}  # written after the commit: nothing lost
+    assert rws.porcelain() == {"?? f2"}  # written after the commit: nothing lost
     rws.cli("commit", "-m", "two")
     assert rws.inside("cat f1 f2") == "one\ntwo\n"
     rws.cli("verify")  # no published layer was written to
@@ -230,7 +230,7 @@ def test_shell_reads_stdin_and_passes_its_status(rws: RootlessWs) -> None:
     )
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout.splitlines() == [str(rws.path), "0"]  # uid 0 in the namespace
-    assert rws.porcelain() == {"A  s"}
+    assert rws.porcelain() == {"?? s"}
 
 
 def test_run_passes_exit_status_and_signals(rws: RootlessWs) -> None:
@@ -305,7 +305,7 @@ def test_deletions_and_opaque_dirs_give_the_kernel_backends_layers(
     for p in own:
         os.lchown(p, area.uid, area.gid)
         os.utime(p, ns=(FIXED_NS, FIXED_NS), follow_symlinks=False)
-    expect = {"D  a", "D  d/e/", "D  d/e/f", "A  d/g", "A  keep/new"}
+    expect = {" D a", " D d/e/", " D d/e/f", "?? d/g", "?? keep/new"}
     assert rws.porcelain() == expect
     kstatus = run_cli("-C", kws, "status", "--porcelain", cwd=area.root).stdout
     assert set(kstatus.splitlines()) == expect
@@ -341,12 +341,12 @@ def test_crash_during_commit_recovers(rws: RootlessWs, step: str) -> None:
     assert rws.ns_records() == []
     messages = [e["message"] for e in rws.json("log")]  # type: ignore[union-attr]
     if step == "commit:frozen":  # before the journal: nothing was committed
-        assert status == {"A  c"} and messages == ["initial snapshot"]
+        assert status == {"?? c"} and messages == ["initial snapshot"]
         rws.cli("commit", "-m", "crash")
     else:
         assert status == set() and messages == ["crash", "initial snapshot"]
     assert rws.inside("cat c && echo after > c2") == "crash\n"
-    assert rws.porcelain() == {"A  c2"}
+    assert rws.porcelain() == {"?? c2"}
     rws.cli("verify")
 
 
@@ -374,7 +374,7 @@ def test_crash_while_a_holder_runs_recovers_in_its_namespace(rws: RootlessWs) ->
         if holder.poll() is None:
             holder.kill()
     assert holder.returncode == 0 and out.splitlines()[-2:] == ["g", "done"], out
-    assert rws.porcelain() == {"A  h"}
+    assert rws.porcelain() == {"?? h"}
     rws.cli("verify")
 
 

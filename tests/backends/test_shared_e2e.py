@@ -251,7 +251,18 @@ def name_status(changes: Sequence[Mapping[str, Any]]) -> list[str]:
     for c in changes:
         side = c["new"] or c["old"]
         slash = "/" if side["kind"] == "dir" else ""
-        lines.append(f"{c['status']}  {c['path']}{slash}")
+        lines.append(f"{c['status']}\t{c['path']}{slash}")
+    return lines
+
+
+def porcelain(changes: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``status --porcelain`` lines of ``changes``: new paths (``??``) last."""
+    code = {"M": " M", "D": " D", "T": " T", "A": "??"}
+    lines = []
+    for c in sorted(changes, key=lambda c: c["status"] == "A"):
+        side = c["new"] or c["old"]
+        slash = "/" if side["kind"] == "dir" else ""
+        lines.append(f"{code[c['status']]} {c['path']}{slash}")
     return lines
 
 
@@ -580,7 +591,7 @@ def test_branch_and_switch_back_and_forth(drv: Driver) -> None:
     refused = drv.cli("checkout", "side", check=False)
     assert refused.returncode == 5, refused.stderr
     assert drv.tree() == dirty
-    assert drv.porcelain() == ["D  run.sh", "A  wip.txt"]
+    assert drv.porcelain() == [" D run.sh", "?? wip.txt"]
     assert drv.json("status")["branch"] == "main"
 
 
@@ -624,7 +635,7 @@ def test_restore_paths_from_an_older_snapshot(drv: Driver) -> None:
     # uncommitted edits undone from HEAD: a rewritten file, a deleted subtree
     drv.edit(write("new.txt", "scribbled\n"), rm("fresh"), write("gone", "scribbled\n"))
     drv.switch("restore", "new.txt", "fresh", tree={**restored, "gone": "f 644 scribbled\n"})
-    assert drv.porcelain() == name_status(drv.changes(edited, drv.model))
+    assert drv.porcelain() == porcelain(drv.changes(edited, drv.model))
     drv.commit("restored")
     committed = drv.cli("diff", "--name-status", "HEAD~2", "HEAD").stdout.splitlines()
     assert committed == name_status(drv.changes(BASE_TREE, drv.model))
@@ -633,7 +644,7 @@ def test_restore_paths_from_an_older_snapshot(drv: Driver) -> None:
 def test_directory_replaced_by_a_file_and_back(drv: Driver) -> None:
     as_file = drv.edit(rm("dir"), write("dir", "dir is a file\n"))
     assert drv.json("status")["changes"] == drv.changes(BASE_TREE, as_file)
-    assert drv.porcelain()[:2] == ["T  dir", "D  dir/b.txt"]
+    assert drv.porcelain()[:2] == [" T dir", " D dir/b.txt"]
     drv.commit("dir is a file")
     as_dir = drv.edit(rm("dir"), mkdir("dir"), write("dir/b.txt", "beta again\n"))
     assert drv.json("status")["changes"] == drv.changes(as_file, as_dir)
@@ -734,7 +745,7 @@ def test_uncommitted_changes_survive_umount_and_mount(drv: Driver) -> None:
         assert mount_kind(drv.path) == []
     drv.cli("mount")
     assert drv.tree() == kept
-    assert drv.porcelain() == ["A  kept.txt"]
+    assert drv.porcelain() == ["?? kept.txt"]
 
 
 @pytest.mark.parametrize("variant", ["kernel", "fuse"])

@@ -196,7 +196,7 @@ def test_busy(shared: Shared) -> None:
     finally:
         holder.communicate(timeout=30)
     # the workspace is writable again and nothing was lost
-    assert ws.porcelain() == ["A  held"]
+    assert ws.porcelain() == ["?? held"]
     (ws.path / "held").unlink()
     assert ws.porcelain() == []
 
@@ -319,7 +319,7 @@ def test_init_store_on_another_filesystem(mount_guard: Path) -> None:
         shutil.rmtree(store, ignore_errors=True)
 
 
-# ---- 2: usage (click's own format) -----------------------------------------------
+# ---- 2: usage (snapws: error: + hint:, as every other error) ----------------------
 
 
 @pytest.mark.parametrize(
@@ -329,10 +329,8 @@ def test_init_store_on_another_filesystem(mount_guard: Path) -> None:
 def test_usage_errors(shared: Shared, args: tuple[str, ...]) -> None:
     ws, _ = shared
     r = ws.run(*args, check=False)
-    assert r.returncode == 2
-    assert "Error:" in r.stderr
-    assert "--help" in r.stderr
-    assert r.stdout == ""
+    assert_error(r, 2, "")
+    assert "--help`" in r.stderr.splitlines()[-1]
 
 
 def test_missing_directory_is_usage_error(plain_dir: Path) -> None:

@@ -63,7 +63,7 @@ def test_shell_runs_the_shell_from_SHELL_with_stdin(workspace: Workspace) -> Non
     )
     assert proc.returncode == 4, proc.stderr
     assert proc.stdout == f"{workspace.path}\n"
-    assert workspace.porcelain() == ["A  s"]
+    assert workspace.porcelain() == ["?? s"]
 
 
 def test_shell_outside_a_workspace_fails(workspace: Workspace) -> None:
@@ -79,4 +79,4 @@ def test_run_in_a_plain_workspace_runs_in_its_directory(tmp_path: Path) -> None:
     proc = run_cli("-C", tmp_path / "p", "run", "--", "sh", "-c", "pwd; echo y > g", cwd=tmp_path)
     assert proc.stdout == f"{tmp_path / 'p'}\n"
     status = run_cli("-C", tmp_path / "p", "status", "--porcelain", cwd=tmp_path)
-    assert status.stdout.splitlines() == ["A  g"]
+    assert status.stdout.splitlines() == ["?? g"]

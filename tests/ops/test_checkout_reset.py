@@ -49,7 +49,7 @@ def test_checkout_refuses_uncommitted_changes(hist: History) -> None:
     assert "--discard" in r.stderr
     # nothing moved, nothing lost
     assert ws.head() == ids[2]
-    assert ws.porcelain() == ["M  a", "A  new"]
+    assert ws.porcelain() == [" M a", "?? new"]
     assert (ws.path / "a").read_text() == "dirty"
 
 
@@ -232,7 +232,7 @@ def test_reset_keeps_unrelated_changes(hist: History) -> None:
     assert r.stdout == f"HEAD is now at {ids[1][:12]}\n"
     assert branch_target(ws, "main") == ids[1]
     assert tree_files(ws.path) == {"a": "a1", "b": "b dirty", "new": "n"}
-    assert ws.porcelain() == ["M  b", "A  new"]
+    assert ws.porcelain() == [" M b", "?? new"]
 
 
 def test_reset_refuses_conflicting_changes(hist: History) -> None:

@@ -20,7 +20,7 @@ def test_nothing_to_commit(make_workspace: WorkspaceFactory) -> None:
     assert len(ws.log_ids()) == 1
     # the workspace is still mounted read-write
     (ws.path / "g").write_text("2")
-    assert ws.porcelain() == ["A  g"]
+    assert ws.porcelain() == ["?? g"]
 
 
 def test_allow_empty(make_workspace: WorkspaceFactory) -> None:
@@ -103,11 +103,11 @@ def test_deletions_and_replacements_round_trip(make_workspace: WorkspaceFactory)
     (p / "gone.txt").unlink()
     shutil.rmtree(p / "tree")
     assert ws.porcelain() == [
-        "D  gone.txt",
-        "D  tree/",
-        "D  tree/x",
-        "D  tree/y/",
-        "D  tree/y/z",
+        " D gone.txt",
+        " D tree/",
+        " D tree/x",
+        " D tree/y/",
+        " D tree/y/z",
     ]
     states[ws.commit("delete")] = tree_state(p)
     assert not (p / "tree").exists()
@@ -115,7 +115,7 @@ def test_deletions_and_replacements_round_trip(make_workspace: WorkspaceFactory)
     # 2: a directory replaced by a file (rm -r d; echo > d)
     shutil.rmtree(p / "d")
     (p / "d").write_text("now a file\n")
-    assert ws.porcelain()[:2] == ["T  d", "D  d/a"]
+    assert ws.porcelain()[:2] == [" T d", " D d/a"]
     states[ws.commit("dir to file")] = tree_state(p)
     assert (p / "d").read_text() == "now a file\n"
 
@@ -123,7 +123,7 @@ def test_deletions_and_replacements_round_trip(make_workspace: WorkspaceFactory)
     (p / "d").unlink()
     (p / "d").mkdir()
     (p / "d" / "new").write_text("new\n")
-    assert ws.porcelain() == ["T  d/", "A  d/new"]
+    assert ws.porcelain() == [" T d/", "?? d/new"]
     states[ws.commit("file to dir")] = tree_state(p)
     assert sorted(os.listdir(p / "d")) == ["new"]
 
@@ -135,7 +135,7 @@ def test_deletions_and_replacements_round_trip(make_workspace: WorkspaceFactory)
     shutil.rmtree(p / "e")
     (p / "e").mkdir()
     (p / "e" / "fresh").write_text("f")
-    assert ws.porcelain() == ["A  e/fresh", "D  e/old1", "D  e/old2"]
+    assert ws.porcelain() == [" D e/old1", " D e/old2", "?? e/fresh"]
     states[ws.commit("recreate e")] = tree_state(p)
     assert sorted(os.listdir(p / "e")) == ["fresh"]
 
@@ -181,5 +181,5 @@ def test_commit_refuses_an_empty_message(workspace: Workspace) -> None:
     r = workspace.run("commit", "-m", "  ", check=False)
     assert r.returncode == 2
     assert "empty snapshot message" in r.stderr
-    assert workspace.porcelain() == ["A  f"]
+    assert workspace.porcelain() == ["?? f"]
     assert len(workspace.log_ids()) == 1

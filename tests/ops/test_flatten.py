@@ -57,7 +57,7 @@ def test_commits_past_max_depth_flatten_and_keep_history(
         assert state_diff(expect, tree_state(ws.path)) == []
     # a diff between neighbours still shows just their change
     lines = ws.run("diff", "--name-status", ids[8], ids[9]).stdout.splitlines()
-    assert sorted(lines) == ["A  f9", "D  f7", "M  d/log"]
+    assert sorted(lines) == ["A\tf9", "D\tf7", "M\td/log"]
 
 
 def test_flatten_command_shares_inodes_and_keeps_uncommitted_work(
@@ -76,7 +76,7 @@ def test_flatten_command_shares_inodes_and_keeps_uncommitted_work(
     assert out["depth_before"] == 6 and out["depth_after"] == 1
     assert _chain(ws, head) == [out["layer"]]
     assert state_diff(before, tree_state(ws.path)) == []
-    assert ws.porcelain() == ["A  uncommitted"]
+    assert ws.porcelain() == ["?? uncommitted"]
     # the flat layer's file is the base layer's inode (a hardlink, not a copy)
     flat = ws.store / "layers" / out["layer"] / "tree" / "a"
     base_layers = [
@@ -216,7 +216,7 @@ def test_commits_stay_shallow_and_keep_history(make_workspace: WorkspaceFactory)
         ws.run("checkout", "--detach", sid)
         assert state_diff(expect, tree_state(ws.path)) == [], sid
     lines = ws.run("diff", "--name-status", ids[40], ids[41]).stdout.splitlines()
-    assert lines and all(line.startswith(("M ", "A ", "D ")) for line in lines), lines
+    assert lines and all(line.startswith(("M\t", "A\t", "D\t")) for line in lines), lines
     assert len(store.snapshot_ids()) == 61
 
 

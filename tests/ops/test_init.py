@@ -57,7 +57,7 @@ def test_init_new_directory(make_workspace: WorkspaceFactory) -> None:
     assert len(ws.log_ids()) == 1
     assert ws.porcelain() == []
     (ws.path / "first").write_text("1")
-    assert ws.porcelain() == ["A  first"]
+    assert ws.porcelain() == ["?? first"]
 
 
 def test_init_empty_existing_directory(make_workspace: WorkspaceFactory, tmp_path: Path) -> None:

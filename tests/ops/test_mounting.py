@@ -24,7 +24,7 @@ def test_umount_keeps_uncommitted_changes_and_mount_brings_them_back(
     workspace.run("--store", workspace.store, "mount")
     assert _mounted(workspace) == ["overlay"]
     assert (workspace.path / "wip.txt").read_text() == "work in progress\n"
-    assert workspace.porcelain() == ["A  wip.txt"]
+    assert workspace.porcelain() == ["?? wip.txt"]
 
 
 def test_mount_refuses_to_hide_files_written_while_unmounted(workspace: Workspace) -> None:

@@ -45,13 +45,13 @@ def test_restore_modified_file(hist: History) -> None:
     assert (ws.path / "a.txt").read_text() == "a1\n"
     # other changes are intact; a.txt is no longer one of them
     assert ws.porcelain() == [
-        "D  b.txt",
-        "D  d/",
-        "D  d/sub/",
-        "D  d/sub/y",
-        "D  d/x",
-        "D  d/z",
-        "A  new.txt",
+        " D b.txt",
+        " D d/",
+        " D d/sub/",
+        " D d/sub/y",
+        " D d/x",
+        " D d/z",
+        "?? new.txt",
     ]
 
 
@@ -59,9 +59,9 @@ def test_restore_deleted_file(hist: History) -> None:
     ws, _, c0 = hist
     ws.run("restore", "b.txt")
     assert (ws.path / "b.txt").read_text() == "b0\n"
-    assert "D  b.txt" not in ws.porcelain()
-    assert "M  a.txt" in ws.porcelain()
-    assert ws.porcelain()[-1] == "A  new.txt"
+    assert " D b.txt" not in ws.porcelain()
+    assert " M a.txt" in ws.porcelain()
+    assert ws.porcelain()[-1] == "?? new.txt"
     assert tree_state(ws.path)[b"b.txt"] == c0[b"b.txt"]
 
 
@@ -74,7 +74,7 @@ def test_restore_directory_from_older_snapshot(hist: History) -> None:
     for p in (b"d/x", b"d/sub/y"):
         assert now[p] == c0[p], p
     # compared with HEAD (c1): d/x differs, d/z is gone; the rest is untouched
-    assert ws.porcelain() == ["M  a.txt", "D  b.txt", "M  d/x", "D  d/z", "A  new.txt"]
+    assert ws.porcelain() == [" M a.txt", " D b.txt", " M d/x", " D d/z", "?? new.txt"]
     assert (ws.path / "a.txt").read_text() == "a2\n"
 
 
@@ -82,7 +82,7 @@ def test_restore_file_keeps_metadata(hist: History) -> None:
     ws, ids, c0 = hist
     ws.run("restore", "-s", ids[0], "a.txt")
     assert state_diff({b"a.txt": c0[b"a.txt"]}, {b"a.txt": tree_state(ws.path)[b"a.txt"]}) == []
-    assert ws.porcelain()[0] == "M  a.txt"
+    assert ws.porcelain()[0] == " M a.txt"
     st = ws.json("status")["changes"][0]
     assert st["new"]["mode"] == "0640"
 
@@ -93,7 +93,7 @@ def test_restore_several_paths_and_nested(hist: History) -> None:
     ws.run("restore", "d/sub/y", "b.txt")
     assert tree_files(ws.path / "d") == {"sub/": None, "sub/y": "y0\n"}
     assert (ws.path / "b.txt").read_text() == "b0\n"
-    assert ws.porcelain() == ["M  a.txt", "D  d/x", "D  d/z", "A  new.txt"]
+    assert ws.porcelain() == [" M a.txt", " D d/x", " D d/z", "?? new.txt"]
 
 
 def test_restore_from_inside_a_subdirectory(hist: History) -> None:
@@ -103,7 +103,7 @@ def test_restore_from_inside_a_subdirectory(hist: History) -> None:
     (ws.path / "d" / "x").write_text("changed")
     run_cli("-C", ws.path / "d", "restore", "x", "sub", cwd=ws.outside)
     assert (ws.path / "d" / "x").read_text() == "x1\n"
-    assert ws.porcelain() == ["M  a.txt", "D  b.txt", "A  new.txt"]
+    assert ws.porcelain() == [" M a.txt", " D b.txt", "?? new.txt"]
 
 
 def test_restore_path_not_in_source(hist: History) -> None:
@@ -142,7 +142,7 @@ def test_restore_then_commit(hist: History) -> None:
     ws.run("restore", "-s", ids[0], "d", "a.txt", "b.txt")
     os.unlink(ws.path / "new.txt")
     # the working tree is c0 again, so committing records c0's tree
-    assert ws.porcelain() == ["M  a.txt", "M  d/x", "D  d/z"]
+    assert ws.porcelain() == [" M a.txt", " M d/x", " D d/z"]
     ws.commit("back to c0")
     assert ws.run("diff", ids[0], "HEAD").stdout == ""
     assert state_diff(c0, tree_state(ws.path)) == []

@@ -39,13 +39,13 @@ def test_status_add_modify_delete_typechange(ws: Workspace) -> None:
     (p / "t" / "inner").write_text("i\n")
     shutil.rmtree(p / "d" / "sub")
     assert ws.porcelain() == [
-        "D  d/sub/",
-        "D  d/sub/y",
-        "D  del.txt",
-        "M  mod.txt",
-        "A  new.txt",
-        "T  t/",
-        "A  t/inner",
+        " D d/sub/",
+        " D d/sub/y",
+        " D del.txt",
+        " M mod.txt",
+        " T t/",
+        "?? new.txt",
+        "?? t/inner",
     ]
     r = ws.run("status")
     assert r.stdout.splitlines() == [
@@ -82,7 +82,7 @@ def test_noop_copy_ups_are_not_changes(ws: Workspace) -> None:
 def test_chmod_shows_mode(ws: Workspace) -> None:
     os.chmod(ws.path / "run.sh", 0o755)
     assert ws.run("status").stdout.splitlines()[1:] == ["  M  run.sh  (mode)"]
-    assert ws.porcelain() == ["M  run.sh"]
+    assert ws.porcelain() == [" M run.sh"]
     (st,) = ws.json("status")["changes"]
     assert st["what"] == ["mode"]
     assert (st["old"]["mode"], st["new"]["mode"]) == ("0644", "0755")
@@ -149,7 +149,7 @@ def test_status_exit_code(ws: Workspace) -> None:
     assert r.returncode == 1
     assert r.stdout.splitlines() == ["On branch main", "  M  mod.txt"]
     r = ws.run("status", "--porcelain", "--exit-code", check=False)
-    assert (r.returncode, r.stdout) == (1, "M  mod.txt\n")
+    assert (r.returncode, r.stdout) == (1, " M mod.txt\n")
     assert r.stderr == ""
 
 
@@ -167,7 +167,7 @@ def test_status_odd_names(ws: Workspace) -> None:
         f.write("x")
     with open(root + b"/new\nline", "w") as f:
         f.write("y")
-    assert ws.porcelain() == ['A  "bad\\377\\376name"', 'A  "new\\nline"']
+    assert ws.porcelain() == ['?? "bad\\377\\376name"', '?? "new\\nline"']
     out = ws.json("status")
     paths = sorted(os.fsencode(c["path"]) for c in out["changes"])
     assert paths == [b"bad\xff\xfename", b"new\nline"]
@@ -233,7 +233,7 @@ def test_diff_between_non_adjacent_snapshots(shared: History) -> None:
     r = ws.run("diff", ids[0], ids[3])
     assert r.stdout.splitlines() == ["M  a.txt", "D  b.txt", "A  bin", "A  c.txt"]
     r = ws.run("diff", "HEAD~3", "HEAD~1", "--name-status")
-    assert r.stdout.splitlines() == ["M  a.txt", "A  bin", "A  c.txt"]
+    assert r.stdout.splitlines() == ["M\ta.txt", "A\tbin", "A\tc.txt"]
     # reversed order reverses the changes
     r = ws.run("diff", "HEAD", "HEAD~3")
     assert r.stdout.splitlines() == ["M  a.txt", "A  b.txt", "D  bin", "D  c.txt"]
@@ -253,7 +253,7 @@ def test_diff_across_branches(hist: History) -> None:
     r = ws.run("diff", "main", "feature")
     assert r.stdout.splitlines() == ["A  b.txt", "D  bin", "D  c.txt", "A  feat.txt"]
     r = ws.run("diff", "feature", "main", "--name-status")
-    assert r.stdout.splitlines() == ["D  b.txt", "A  bin", "A  c.txt", "D  feat.txt"]
+    assert r.stdout.splitlines() == ["D\tb.txt", "A\tbin", "A\tc.txt", "D\tfeat.txt"]
     r = ws.run("diff", ids[1], "feature")
     assert r.stdout.splitlines() == ["M  b.txt", "A  feat.txt"]
     # the working tree (on feature) against main

@@ -97,7 +97,7 @@ def test_commit_refused_while_a_file_is_open_for_writing(ws: Workspace) -> None:
     (ws.path / "b.txt").write_text("bravo\n")
     child = ws.spawn(HOLD_OPEN, str(ws.path / "log.txt"), "a", "line 2\n")
     before = snapshot_of_state(ws)
-    assert "M  log.txt" in before[0]
+    assert " M log.txt" in before[0]
 
     proc = ws.run("commit", "-m", "while busy", check=False)
     assert_refused_cleanly(ws, proc, child.pid, "commit", before)
@@ -138,7 +138,7 @@ def test_checkout_discard_refused_while_a_file_is_open_for_writing(ws: Workspace
     ws.run("branch", "other")
     child = ws.spawn(HOLD_OPEN, str(ws.path / "new.txt"), "w", "unsaved\n")
     before = snapshot_of_state(ws)
-    assert before[0] == ["A  new.txt"]
+    assert before[0] == ["?? new.txt"]
 
     proc = ws.run("checkout", "--discard", "other", check=False)
     assert_refused_cleanly(ws, proc, child.pid, "switch", before)
@@ -174,7 +174,7 @@ def test_commit_not_blocked_by_a_cwd_inside(ws: Workspace) -> None:
     assert ask(child, f"cd {ws.path / 'docs'}") == "ok"
     assert ask(child, "ls") == ["later.md", "new.md", "readme.md"]
     assert ask(child, "write mine.md") == "written"
-    assert "A  docs/mine.md" in ws.status()
+    assert "?? docs/mine.md" in ws.status()
     ws.stop(child)
 
 

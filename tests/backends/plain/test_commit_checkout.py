@@ -137,7 +137,7 @@ def test_reset_keep_and_hard(make_plain: PlainFactory) -> None:
     (p / "other" / "o2").write_text("mine\n")  # untouched between s0 and s1: kept
     ws.run("reset", s0)
     assert ws.head() == s0 and (p / "a.txt").read_text() == "alpha\n"
-    assert ws.porcelain() == ["M  other/o2"]
+    assert ws.porcelain() == [" M other/o2"]
     (p / "a.txt").write_text("clash\n")  # differs between s0 and s1: refused
     r = ws.run("reset", s1, check=False)
     assert r.returncode == 5 and "a.txt" in r.stderr, r.stderr
@@ -162,11 +162,11 @@ def test_restore(make_plain: PlainFactory) -> None:
     ws.run("restore", "dir/sub/y", "b.txt")  # from HEAD; dir/ is made again for it
     assert (p / "dir" / "sub" / "y").read_text() == "y 2\n"
     assert os.getxattr(p / "b.txt", "user.tag") == b"b"
-    assert ws.porcelain() == ["D  dir/sub/z", "D  dir/x"]
+    assert ws.porcelain() == [" D dir/sub/z", " D dir/x"]
     ws.run("restore", "dir")
     assert ws.porcelain() == []
     ws.run("restore", "--source", s0, "a.txt", "dir")
-    assert ws.porcelain() == ["M  a.txt", "M  dir/sub/y"]
+    assert ws.porcelain() == [" M a.txt", " M dir/sub/y"]
     assert inodes(p)["other/o1"] == untouched
     r = ws.run("restore", "nope", check=False)
     assert r.returncode == 12 and "not in snapshot" in r.stderr

@@ -80,15 +80,27 @@ def uncommitted(ws: Workspace) -> None:
 
 
 EXPECTED = [
-    "M  b.txt",
-    "D  docs/guide",
-    "M  keep/k",
-    "A  new.txt",
-    "D  old/",
-    "D  old/sub/",
-    "D  old/sub/y",
-    "D  old/sub/z",
-    "D  old/x",
+    "M\tb.txt",
+    "D\tdocs/guide",
+    "M\tkeep/k",
+    "A\tnew.txt",
+    "D\told/",
+    "D\told/sub/",
+    "D\told/sub/y",
+    "D\told/sub/z",
+    "D\told/x",
+]
+#: the same changes as ``status --porcelain`` lines (new paths last)
+EXPECTED_STATUS = [
+    " M b.txt",
+    " D docs/guide",
+    " M keep/k",
+    " D old/",
+    " D old/sub/",
+    " D old/sub/y",
+    " D old/sub/z",
+    " D old/x",
+    "?? new.txt",
 ]
 
 
@@ -103,7 +115,7 @@ def test_crash_during_commit(make_plain: PlainFactory, step: str) -> None:
     lines = recover(ws)
     assert state_diff(tree_state(ws.path), before) == []
     if step == "plain-commit:staged":  # before the journal: nothing happened
-        assert ws.head() == head and lines == EXPECTED
+        assert ws.head() == head and lines == EXPECTED_STATUS
     else:  # journaled: rolled forward
         assert ws.head() != head and lines == []
         assert ws.log_ids()[1] == head
@@ -142,7 +154,7 @@ def test_crash_during_reset_and_restore(make_plain: PlainFactory, step: str) -> 
     assert ws.run("branch").stdout.count(s0[:12]) == 1
     (ws.path / "keep" / "mine").write_text("mine\n")  # must survive the restore
     crash(ws, "restore", "--source", s1, "new.txt", "b.txt", "docs", step=step)
-    assert recover(ws) == ["M  b.txt", "D  docs/guide", "A  keep/mine", "A  new.txt"]
+    assert recover(ws) == [" M b.txt", " D docs/guide", "?? keep/mine", "?? new.txt"]
     assert ws.head() == s0
     assert (ws.path / "keep" / "mine").read_text() == "mine\n"
     for path in (b"b.txt", b"new.txt", b"docs", b"docs/readme"):
@@ -172,4 +184,4 @@ def test_crash_during_init(tmp_path: Path, step: str) -> None:
     assert state_diff(tree_state(ws_dir), before) == []
     assert len(ws.log_ids()) == 1
     (ws_dir / "a.txt").write_text("after\n")
-    assert ws.porcelain() == ["M  a.txt"]
+    assert ws.porcelain() == [" M a.txt"]

@@ -58,7 +58,7 @@ def test_a_racy_entry_is_hashed_again(make_plain: PlainFactory) -> None:
     _record_as_seen_now(index, b"f", st)
     index.ref_ns, index.slack_ns = max(st.st_mtime_ns, st.st_ctime_ns), 0
     path.write_bytes(index.encode())
-    assert ws.porcelain() == ["M  f"]
+    assert ws.porcelain() == [" M f"]
     # the control: with a reference after the edit the record would be
     # trusted, so it is the racy rule that finds the change
     path, index = _index_of(ws)
@@ -164,4 +164,4 @@ def test_after_a_commit_the_index_needs_no_refresh(make_plain: PlainFactory) -> 
     assert ws.porcelain() == []
     assert (path.stat().st_ino, path.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
     (ws.path / "d" / "b").write_text("b 2\n")  # and changes are still seen
-    assert ws.porcelain() == ["M  d/b"]
+    assert ws.porcelain() == [" M d/b"]

@@ -52,8 +52,8 @@ def test_edit_within_the_same_second_after_a_commit(ws: Workspace) -> None:
     ws.commit("two")
     assert ws.porcelain() == []
     same_size_same_mtime(p, b"six\n")
-    assert ws.porcelain() == ["M  mod.txt"]
-    assert ws.porcelain() == ["M  mod.txt"]  # and again, from the refreshed index
+    assert ws.porcelain() == [" M mod.txt"]
+    assert ws.porcelain() == [" M mod.txt"]  # and again, from the refreshed index
 
 
 def test_content_changed_with_size_and_mtime_kept(ws: Workspace) -> None:
@@ -71,7 +71,7 @@ def test_many_rewrites_in_a_row_are_all_seen(ws: Workspace) -> None:
     for n in range(5):
         text = f"v{n}\n"
         p.write_text(text)
-        assert ws.porcelain() == ["M  mod.txt"], n
+        assert ws.porcelain() == [" M mod.txt"], n
         assert ws.run("diff", "-p").stdout.endswith(f"+{text}")
 
 
@@ -111,14 +111,14 @@ def test_deletions_and_type_changes(ws: Workspace) -> None:
     shutil.rmtree(p / "d" / "sub")
     (p / "d" / "sub").write_text("now a file\n")
     assert ws.porcelain() == [
-        "T  d/sub",
-        "D  d/sub/y",
-        "D  dd/",
-        "D  dd/inner/",
-        "D  dd/inner/z",
-        "D  del.txt",
-        "T  t/",
-        "A  t/inner",
+        " T d/sub",
+        " D d/sub/y",
+        " D dd/",
+        " D dd/inner/",
+        " D dd/inner/z",
+        " D del.txt",
+        " T t/",
+        "?? t/inner",
     ]
     # and back: file -> directory -> file, directory -> file -> directory
     (p / "d" / "sub").unlink()
@@ -126,7 +126,7 @@ def test_deletions_and_type_changes(ws: Workspace) -> None:
     (p / "d" / "sub" / "y").write_text("2\n")
     shutil.rmtree(p / "t")
     (p / "t").write_text("file that becomes a dir\n")
-    assert ws.porcelain() == ["D  dd/", "D  dd/inner/", "D  dd/inner/z", "D  del.txt"]
+    assert ws.porcelain() == [" D dd/", " D dd/inner/", " D dd/inner/z", " D del.txt"]
 
 
 def test_symlinks(ws: Workspace) -> None:
@@ -157,11 +157,11 @@ def test_diff_against_another_snapshot_and_paths(ws: Workspace) -> None:
     (ws.path / "d" / "x").unlink()
     # working tree against HEAD~1: the committed and the uncommitted changes
     assert ws.run("diff", "--name-status", "HEAD~1").stdout.splitlines() == [
-        "D  d/x",
-        "M  keep.txt",
-        "M  mod.txt",
+        "D\td/x",
+        "M\tkeep.txt",
+        "M\tmod.txt",
     ]
-    assert ws.run("diff", "--name-status", "HEAD~1", "--", "mod.txt").stdout == "M  mod.txt\n"
+    assert ws.run("diff", "--name-status", "HEAD~1", "--", "mod.txt").stdout == "M\tmod.txt\n"
     patch = ws.run("diff", "-p", "HEAD~1", "--", "keep.txt").stdout
     assert "-keep\n" in patch and "+changed\n" in patch
     # the working tree's mod.txt equals HEAD's: no difference against HEAD
@@ -172,11 +172,11 @@ def test_a_lost_index_is_rebuilt(ws: Workspace) -> None:
     (ws.path / "mod.txt").write_text("two\n")
     (index,) = ws.store.glob("workspaces/*/index")
     index.unlink()
-    assert ws.porcelain() == ["M  mod.txt"]
+    assert ws.porcelain() == [" M mod.txt"]
     assert index.exists()
     index.write_bytes(b"garbage")
-    assert ws.porcelain() == ["M  mod.txt"]
-    assert ws.porcelain() == ["M  mod.txt"]
+    assert ws.porcelain() == [" M mod.txt"]
+    assert ws.porcelain() == [" M mod.txt"]
 
 
 def test_parallel_scan_sees_the_same(make_plain: PlainFactory) -> None:

@@ -1,0 +1,288 @@
+"""Machine output is git's (docs/formats-output.md): the same tree and the
+same changes in a snapws workspace and in a git repository give the same
+bytes from ``status --porcelain [-z]``, ``diff --name-status/--name-only
+[-z]`` and ``show --name-status``, names with spaces, tabs, newlines,
+quotes, backslashes, UTF-8 and non-UTF-8 bytes included.
+
+Also the command-line habits git users bring: ``-q`` after the command name,
+``reset --hard`` without a revision, paths relative to the current
+directory, usage errors as ``snapws: error:`` + ``hint:``.
+
+The CLI runs in-process (click's CliRunner) on plain-backend workspaces,
+which need no mount.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from snapws.cli.gitformat import quote_path
+from snapws.cli.main import cli
+
+ENV: dict[str, str | None] = {
+    "SNAPWS_AUTHOR": "Formats Test <formats@example.test>",
+    "XDG_CONFIG_HOME": "/nonexistent-snapws-test-config",
+    "SNAPWS_CONFIG": None,
+    "SNAPWS_STORE": None,
+}
+
+GIT_ENV = {
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.test",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.test",
+}
+
+#: the names of the base tree (bytes: one is not UTF-8)
+BASE: dict[bytes, bytes] = {
+    b"mod.txt": b"one\n",
+    b"del.txt": b"gone soon\n",
+    b"my file.txt": b"spaces\n",
+    b"tab\tname": b"tab\n",
+    b"new\nline": b"newline\n",
+    b"bad\xff\xfename": b"not utf-8\n",
+    "café.txt".encode(): b"utf-8\n",
+    b'q"uote': b"quote\n",
+    b"back\\slash": b"backslash\n",
+    b"bell\x07x": b"bell\n",
+    b"del\x7fx": b"del byte\n",
+    b"link.txt": b"becomes a symlink\n",
+    b"sub/deep.txt": b"deep\n",
+    b"sub/keep.txt": b"keep\n",
+}
+
+
+def snapws(*args: str, code: int = 0) -> Result:
+    result = CliRunner().invoke(
+        cli, list(args), env=ENV, catch_exceptions=False, prog_name="snapws"
+    )
+    assert result.exit_code == code, (
+        f"snapws {' '.join(args)} exited {result.exit_code}, not {code}\n"
+        f"stdout: {result.stdout!r}\nstderr: {result.stderr!r}"
+    )
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def git(repo: Path, *args: str) -> bytes:
+    env = {**os.environ, **GIT_ENV}
+    return subprocess.run(
+        ["git", "-c", "core.quotePath=true", *args],
+        cwd=repo,
+        env=env,
+        check=True,
+        capture_output=True,
+    ).stdout
+
+
+def write_tree(root: Path, files: dict[bytes, bytes]) -> None:
+    for name, data in files.items():
+        path = os.path.join(os.fsencode(root), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+def change_tree(root: Path) -> None:
+    """The same edits in both trees: modify, delete, add, file -> symlink."""
+    r = os.fsencode(root)
+    for name in (b"mod.txt", b"my file.txt", "café.txt".encode(), b"bad\xff\xfename"):
+        with open(os.path.join(r, name), "ab") as f:
+            f.write(b"more\n")
+    for name in (b"del.txt", b"tab\tname", b"sub/deep.txt"):
+        os.unlink(os.path.join(r, name))
+    write_tree(
+        root,
+        {
+            b"new file.txt": b"new\n",
+            b"new\ttab": b"new\n",
+            b"new\xe9": b"latin-1\n",
+            b'new"q': b"new\n",
+            b"zz.txt": b"last\n",
+            b"a-first.txt": b"first\n",
+        },
+    )
+    os.unlink(os.path.join(r, b"link.txt"))
+    os.symlink(b"mod.txt", os.path.join(r, b"link.txt"))
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[Path, Path]:
+    """(workspace, git repository): the same base tree, committed, then the
+    same changes in both working trees."""
+    if shutil.which("git") is None:
+        pytest.fail("git is needed (apt-get install git)")
+    ws, repo = tmp_path / "ws", tmp_path / "repo"
+    write_tree(ws, BASE)
+    write_tree(repo, BASE)
+    snapws("init", "-q", "--backend", "plain", str(ws))
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "base")
+    change_tree(ws)
+    change_tree(repo)
+    return ws, repo
+
+
+def test_status_porcelain_is_gits(pair: tuple[Path, Path]) -> None:
+    ws, repo = pair
+    ours = snapws("-C", str(ws), "status", "--porcelain").stdout_bytes
+    assert ours == git(repo, "status", "--porcelain")
+    assert ours == git(repo, "status", "--porcelain=v1")
+    # the layout itself, spelled out: unstaged changes, then untracked paths
+    lines = ours.decode("ascii").splitlines()
+    assert " M mod.txt" in lines
+    assert ' M "my file.txt"' in lines  # porcelain quotes names with a space
+    assert ' M "caf\\303\\251.txt"' in lines
+    assert ' M "bad\\377\\376name"' in lines
+    assert " D del.txt" in lines
+    assert ' D "tab\\tname"' in lines
+    assert " T link.txt" in lines
+    assert '?? "new\\ttab"' in lines
+    assert lines.index(" T link.txt") < lines.index("?? a-first.txt")
+    assert snapws("-C", str(ws), "status", "--porcelain=v1").stdout_bytes == ours
+
+
+def test_status_z_is_gits(pair: tuple[Path, Path]) -> None:
+    ws, repo = pair
+    ours = snapws("-C", str(ws), "status", "--porcelain", "-z").stdout_bytes
+    assert ours == git(repo, "status", "--porcelain", "-z")
+    assert b" M bad\xff\xfename\0" in ours  # raw names, NUL-terminated
+    assert snapws("-C", str(ws), "status", "-z").stdout_bytes == ours  # -z implies porcelain
+
+
+@pytest.mark.parametrize(
+    "form",
+    [["--name-status"], ["--name-only"], ["--name-status", "-z"], ["--name-only", "-z"]],
+    ids=lambda f: " ".join(f),
+)
+def test_diff_names_are_gits(pair: tuple[Path, Path], form: list[str]) -> None:
+    ws, repo = pair
+    ours = snapws("-C", str(ws), "diff", *form).stdout_bytes
+    git(repo, "add", "-A")  # git's diff of HEAD against the tree, new files too
+    assert ours == git(repo, "diff", "--cached", "--no-renames", *form)
+    if form == ["--name-status"]:
+        lines = ours.decode("ascii").splitlines()
+        assert "M\tmy file.txt" in lines  # tab-separated; a space is not quoted here
+        assert 'A\t"new\\351"' in lines
+        assert 'D\t"tab\\tname"' in lines
+
+
+def test_diff_between_snapshots_and_show_are_gits(pair: tuple[Path, Path]) -> None:
+    ws, repo = pair
+    snapws("-C", str(ws), "commit", "-q", "-m", "changes")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "changes")
+    for form in (["--name-status"], ["--name-only", "-z"]):
+        ours = snapws("-C", str(ws), "diff", "HEAD~1", "HEAD", *form).stdout_bytes
+        assert ours == git(repo, "diff", "--no-renames", "HEAD~1", "HEAD", *form)
+        ours = snapws("-C", str(ws), "show", *form).stdout_bytes
+        assert ours == git(repo, "show", "--no-renames", "--format=", *form)
+
+
+def test_directories_end_in_slash(tmp_path: Path) -> None:
+    """git tracks no directories; snapws does. A new directory is listed as
+    git lists it (``?? dir/``), then each path below it; lines for
+    directories end in ``/``."""
+    ws = tmp_path / "ws"
+    write_tree(ws, {b"a": b"a\n", b"old/x": b"x\n"})
+    snapws("init", "-q", "--backend", "plain", str(ws))
+    write_tree(ws, {b"new dir/f": b"f\n"})
+    shutil.rmtree(ws / "old")
+    out = snapws("-C", str(ws), "status", "--porcelain").stdout
+    assert out.splitlines() == [" D old/", " D old/x", '?? "new dir/"', '?? "new dir/f"']
+    out = snapws("-C", str(ws), "diff", "--name-status").stdout
+    assert out.splitlines() == ["A\tnew dir/", "A\tnew dir/f", "D\told/", "D\told/x"]
+
+
+@pytest.mark.parametrize(
+    ("name", "plain", "porcelain"),
+    [
+        (b"plain.txt", "plain.txt", "plain.txt"),
+        (b"a b", "a b", '"a b"'),
+        (b"a\tb", '"a\\tb"', '"a\\tb"'),
+        (b"a\nb", '"a\\nb"', '"a\\nb"'),
+        (b"\x01\x07\x08\x0b\x0c\x0d\x1b", '"\\001\\a\\b\\v\\f\\r\\033"', None),
+        (b'"\\', '"\\"\\\\"', None),
+        (b"\x7f", '"\\177"', None),
+        ("é".encode(), '"\\303\\251"', None),
+        (b"\xff", '"\\377"', None),
+        (b"~!#$%&'()*+,-.:;<=>?@[]^_`{|}", "~!#$%&'()*+,-.:;<=>?@[]^_`{|}", None),
+    ],
+)
+def test_quote_path(name: bytes, plain: str, porcelain: str | None) -> None:
+    assert quote_path(name) == plain
+    assert quote_path(name, quote_space=True) == (porcelain or plain)
+
+
+# -- command-line habits -------------------------------------------------------
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    write_tree(ws, {b"a": b"a0\n", b"sub/b": b"b0\n"})
+    snapws("init", "-q", "--backend", "plain", str(ws))
+    return ws
+
+
+def test_quiet_after_the_command(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    write_tree(ws, {b"a": b"a0\n"})
+    assert snapws("init", "-q", "--backend", "plain", str(ws)).stdout == ""
+    (ws / "a").write_text("a1\n")
+    assert snapws("-C", str(ws), "commit", "-q", "-m", "one").stdout == ""
+    assert snapws("-C", str(ws), "checkout", "--quiet", "-b", "topic").stdout == ""
+    assert snapws("-C", str(ws), "reset", "-q", "HEAD~1").stdout == ""
+    assert snapws("-C", str(ws), "checkout", "-q", "main").stdout == ""
+    # without -q the reports are there
+    assert snapws("-C", str(ws), "checkout", "topic").stdout.startswith("Switched to branch")
+
+
+def test_reset_hard_defaults_to_head(ws: Path) -> None:
+    (ws / "a").write_text("changed\n")
+    (ws / "new").write_text("new\n")
+    out = snapws("-C", str(ws), "reset", "--hard").stdout
+    assert out.startswith("HEAD is now at ")
+    assert (ws / "a").read_text() == "a0\n"
+    assert not (ws / "new").exists()
+    assert snapws("-C", str(ws), "status", "--porcelain").stdout == ""
+
+
+def test_paths_are_relative_to_the_current_directory(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (ws / "a").write_text("a1\n")
+    (ws / "sub" / "b").write_text("b1\n")
+    monkeypatch.chdir(ws / "sub")
+    # printed paths are relative to the workspace root, as git's porcelain
+    assert snapws("status", "--porcelain").stdout == " M a\n M sub/b\n"
+    assert snapws("diff", "--name-status", "--", "b").stdout == "M\tsub/b\n"
+    assert snapws("diff", "--name-only", "--", "../a").stdout == "a\n"
+    snapws("restore", "b")  # sub/b, not a b at the workspace root
+    assert (ws / "sub" / "b").read_text() == "b0\n"
+    assert snapws("status", "--porcelain").stdout == " M a\n"
+    snapws("restore", "../a")
+    assert snapws("status", "--porcelain").stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["init", "--bogus"], ["--bogus"], ["status", "--porcelain=v2"], ["diff", "-z"], ["nope"]],
+    ids=" ".join,
+)
+def test_usage_errors_say_error_and_hint(ws: Path, args: list[str]) -> None:
+    result = snapws("-C", str(ws), *args, code=2)
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("snapws: error: "), result.stderr
+    assert lines[1].startswith("hint: see `snapws"), result.stderr
+    assert len(lines) == 2
+    assert result.stdout == ""
