@@ -66,3 +66,30 @@ def test_every_error_has_a_specific_exit_code(cls: type[SnapwsError]) -> None:
     assert isinstance(cls.exit_code, ExitCode)
     if cls is not SnapwsError:
         assert cls.exit_code not in (ExitCode.OK, ExitCode.INTERNAL, ExitCode.DIFFERENCES)
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_installs_into_a_venv() -> None:
+    """PEP 668: Debian and Ubuntu refuse the system pip, so the README's
+    commands install into a virtual environment, and the quickstart runs
+    the snapws of that environment (tests/test_quickstart.py runs the script)."""
+    text = README.read_text()
+    root = [line for line in text.splitlines() if "sh docs/quickstart.sh" in line]
+    assert root == [
+        "sudo sh -c 'python3 -m venv /opt/snapws && /opt/snapws/bin/pip install . && "
+        "PATH=/opt/snapws/bin:$PATH sh docs/quickstart.sh'"
+    ]
+    assert "python3-venv" in text
+    assert "python3 -m pip install" not in text
+    # the user's venv can never be taken for a store (.snapws)
+    assert "~/.snapws" not in text
+    assert "python3 -m venv ~/.local/share/snapws-venv" in text
+    assert "sudo bash .ci/run" in text
+
+
+def test_formats_doc_names_every_machine_format() -> None:
+    text = (EXIT_CODES_MD.parent / "formats-output.md").read_text()
+    for needle in ("--porcelain", "--name-status", "--name-only", "-z", "core.quotePath"):
+        assert needle in text

@@ -67,7 +67,8 @@ class KernelBackend(Backend):
             raise UnsupportedError(
                 "snapws needs root to mount overlay workspaces (kernel backend)",
                 hint="run it with sudo; a workspace made with `snapws init --backend "
-                "rootless|fuse|plain` works without root (see docs/guide.md, Backends)",
+                "rootless|plain` works without root (fuse needs root too; see docs/guide.md, "
+                "Backends)",
             )
 
     def check_store(self, store_root: Path) -> None:

@@ -337,3 +337,18 @@ def test_missing_directory_is_usage_error(plain_dir: Path) -> None:
     r = run_cli("-C", plain_dir / "missing", "status", cwd=plain_dir, check=False)
     assert r.returncode == 2
     assert "missing" in r.stderr
+
+
+def test_not_root_hint_names_only_backends_that_work_without_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """fuse needs root as much as kernel does (guide.md, doctor)."""
+    from snapws.backends.kernel import KernelBackend
+    from snapws.errors import UnsupportedError
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(UnsupportedError) as err:
+        KernelBackend().check_privileges()
+    assert err.value.exit_code == ExitCode.UNSUPPORTED
+    assert "--backend rootless|plain` works without root" in err.value.hint
+    assert "fuse needs root too" in err.value.hint
