@@ -7,6 +7,7 @@ The exit-code table is documented in docs/exit-codes.md; keep both in sync
 
 from __future__ import annotations
 
+import os
 from enum import IntEnum
 
 
@@ -262,7 +263,8 @@ class BadImageError(SnapwsError):
 
 def environment_error(e: OSError) -> SnapwsError | None:
     """The error to report for an OS error the environment caused (full disk,
-    quota, read-only or failing filesystem), None for any other."""
+    quota, read-only or failing filesystem, a path beyond PATH_MAX), None for
+    any other."""
     import errno
 
     where = f" ({e.filename})" if e.filename else ""
@@ -273,6 +275,14 @@ def environment_error(e: OSError) -> SnapwsError | None:
         return StoreUnwritableError(f"the filesystem is read-only{where}")
     if e.errno == errno.EIO:
         return StoreUnwritableError(f"input/output error{where}")
+    if e.errno == errno.ENAMETOOLONG:
+        name = os.fsdecode(e.filename) if isinstance(e.filename, bytes | str) else ""
+        shown = f" ({name[:60]}...{name[-40:]}, {len(name)} characters)" if name else ""
+        return BadPathError(
+            f"a path is longer than the system's limit (PATH_MAX, 4096 bytes){shown}",
+            hint="snapws records paths of up to 4096 bytes (about 2,000 levels of "
+            "one-letter names): move the deeper part out of the workspace; nothing was changed",
+        )
     return None
 
 

@@ -515,6 +515,7 @@ def _import_layer(
     cache: bool,
     threads: int,
     progress: Callable[[int], None] | None,
+    budget: tf.ImportBudget | None = None,
 ) -> tuple[ExtractedLayer, CachedLayer | None, str, BlobWriter | None]:
     """Fetch, verify and unpack one layer blob (not published). Returns the
     layer, its cache entry and compression (when ``cache``), and the kept
@@ -543,7 +544,9 @@ def _import_layer(
             )
             try:
                 try:
-                    layer = extract_layer(store, tf.TarReader(stream.read, what), lower, threads)
+                    layer = extract_layer(
+                        store, tf.TarReader(stream.read, what, budget=budget), lower, threads
+                    )
                 except SnapwsError:
                     if not verified:
                         stream.close()
@@ -637,6 +640,7 @@ def import_image(
         if progress is not None:
             progress(done, total)
 
+    budget = tf.ImportBudget()  # entries and bytes, over every layer of this import
     published: list[LayerId] = []
     kept: list[tuple[BlobWriter, bool, LayerId, str, CachedLayer]] = []
     chain_ids: list[LayerId] = []
@@ -658,6 +662,7 @@ def import_image(
                 want is not None,
                 threads,
                 advance,
+                budget,
             )
             try:
                 if want is not None and layer.id != want:

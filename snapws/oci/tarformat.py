@@ -29,6 +29,14 @@ MAX_XATTR_NAME = 255
 MAX_XATTR_VALUE = 65536  # XATTR_SIZE_MAX
 MAX_ENTRY_SIZE = 1 << 40  # 1 TiB: larger "files" are taken for an attack
 MAX_META_HEADERS = 16  # PAX/GNU headers in a row before one entry
+MAX_ID = (1 << 32) - 2  # uid/gid: 32 bits, and (uid_t)-1 means "no change"
+MAX_DEV_MAJOR = (1 << 12) - 1
+MAX_DEV_MINOR = (1 << 20) - 1
+MAX_MTIME_S = (1 << 63) // 1_000_000_000 - 1  # nanoseconds fit a signed 64-bit integer
+#: What one import may unpack, over all its layers (a gzip or zstd bomb stops
+#: at whichever comes first; sizes are counted from headers, before data is read).
+MAX_IMPORT_ENTRIES = 1 << 23  # 8,388,608 tar entries
+MAX_IMPORT_BYTES = 1 << 40  # 1 TiB of uncompressed tar
 
 REGULAR = b"0"
 HARDLINK = b"1"
@@ -224,6 +232,32 @@ END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
 # ---- reading ------------------------------------------------------------------------
 
 
+class ImportBudget:
+    """Entries and uncompressed bytes an import may still read; one budget is
+    shared by every tar of an import. :meth:`spend` raises BadImageError once
+    either runs out."""
+
+    def __init__(self, entries: int | None = None, nbytes: int | None = None) -> None:
+        self.entries = MAX_IMPORT_ENTRIES if entries is None else entries
+        self.nbytes = MAX_IMPORT_BYTES if nbytes is None else nbytes
+        self.max_entries = self.entries
+        self.max_bytes = self.nbytes
+
+    def spend(self, what: str, entries: int, nbytes: int) -> None:
+        self.entries -= entries
+        self.nbytes -= nbytes
+        if self.entries < 0:
+            raise BadImageError(
+                f"{what}: more than {self.max_entries} entries in one import "
+                "(a decompression bomb?)"
+            )
+        if self.nbytes < 0:
+            raise BadImageError(
+                f"{what}: more than {self.max_bytes} bytes of uncompressed tar in one import "
+                "(a decompression bomb?)"
+            )
+
+
 class TarReader:
     """Reads entries from a stream, one header at a time.
 
@@ -237,8 +271,10 @@ class TarReader:
         read: Callable[[int], bytes],
         what: str,
         skip: Callable[[int], None] | None = None,
+        budget: ImportBudget | None = None,
     ) -> None:
         self._read = read
+        self.budget = budget if budget is not None else ImportBudget()
         self._skip = skip  # a seek forward, for indexing a file without reading data
         self.what = what
         self.offset = 0
@@ -370,6 +406,7 @@ class TarReader:
             raise self._bad(f"entry {name!r} claims {size} bytes (more than 1 TiB)")
         if size and typ != REGULAR:
             raise self._bad(f"entry {name!r} of type {typ.decode()} carries {size} data bytes")
+        self.budget.spend(self.what, 1, BLOCK + size + -size % BLOCK)
         mtime_ns = self._field_int(block[136:148], "mtime") * 1_000_000_000
         if b"mtime" in pax:
             mtime_ns = self._pax_mtime(pax[b"mtime"])
@@ -387,9 +424,16 @@ class TarReader:
             mtime_ns=mtime_ns,
             linkname=linkname,
         )
+        for id_name, id_value in (("uid", h.uid), ("gid", h.gid)):
+            if id_value > MAX_ID:
+                raise self._bad(f"entry {name!r} has {id_name} {id_value} (at most {MAX_ID})")
+        if not -MAX_MTIME_S * 1_000_000_000 <= h.mtime_ns <= MAX_MTIME_S * 1_000_000_000:
+            raise self._bad(f"entry {name!r} has an mtime out of range")
         if typ in (CHARDEV, BLOCKDEV):
             h.devmajor = self._field_int(block[329:337], "devmajor")
             h.devminor = self._field_int(block[337:345], "devminor")
+            if h.devmajor > MAX_DEV_MAJOR or h.devminor > MAX_DEV_MINOR:
+                raise self._bad(f"entry {name!r} has a device number out of range")
         for key, value in pax.items():
             if key.startswith(b"SCHILY.xattr."):
                 xname = key[len(b"SCHILY.xattr.") :]

@@ -24,10 +24,10 @@ import errno
 import json
 import os
 import secrets
-import shutil
 import stat
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -738,21 +738,66 @@ def _reason(e: Exception) -> str:
 
 
 def _rmtree(path: Path) -> None:
-    """Remove a tree even where mode bits forbid it (rootless leftovers)."""
+    """Remove a tree even where mode bits forbid it (rootless leftovers).
 
-    def onerror(func: Any, p: str, exc: Any) -> None:
-        try:
-            parent = os.path.dirname(p)
-            os.chmod(parent, 0o700)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, 0o700)
-                shutil.rmtree(p, onerror=onerror)
-            else:
-                os.unlink(p)
-        except FileNotFoundError:
-            pass
-
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, onerror=onerror)
-    else:
+    Iterative, through directory descriptors: depth is bounded neither by
+    Python's recursion limit nor by PATH_MAX. Entries already gone are
+    skipped (a concurrent deleter, a crash)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
         path.unlink(missing_ok=True)
+        return
+    _chmod_quietly(path, 0o700)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        top = os.open(path, flags)
+    except FileNotFoundError:
+        return
+    # per open directory: its fd, its name in the parent (the entry below),
+    # and its subdirectories still to remove (its other entries are gone)
+    stack: list[tuple[int, str, list[str]]] = [(top, "", _clear_files(top))]
+    try:
+        while stack:
+            fd, name, subdirs = stack[-1]
+            if subdirs:
+                sub = subdirs.pop()
+                with suppress(OSError):
+                    os.chmod(sub, 0o700, dir_fd=fd, follow_symlinks=False)
+                try:
+                    child = os.open(sub, flags, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+                stack.append((child, sub, _clear_files(child)))
+                continue
+            stack.pop()
+            os.close(fd)
+            if stack:
+                with suppress(FileNotFoundError):
+                    os.rmdir(name, dir_fd=stack[-1][0])
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
+    with suppress(FileNotFoundError):
+        os.rmdir(path)
+
+
+def _clear_files(fd: int) -> list[str]:
+    """Unlink every non-directory in the directory ``fd``; return the names
+    of its subdirectories."""
+    subdirs = []
+    with os.scandir(fd) as it:
+        for de in it:
+            if de.is_dir(follow_symlinks=False):
+                subdirs.append(de.name)
+            else:
+                with suppress(FileNotFoundError):
+                    os.unlink(de.name, dir_fd=fd)
+    return subdirs
+
+
+def _chmod_quietly(path: Path, mode: int) -> None:
+    with suppress(OSError):
+        os.chmod(path, mode)

@@ -1,0 +1,87 @@
+"""A tree as deep as paths allow (about 1,900 levels of one-letter names,
+beyond Python's recursion limit of 1,000) goes through commit, diff,
+checkout, export, import and verify: every walk is iterative. A deeper tree
+(10,000 levels: paths beyond PATH_MAX, which no path-based tool can name)
+is refused cleanly (exit 12, nothing changed), never a RecursionError."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from snapws.errors import ExitCode
+from tests.conftest import Workspace, run_cli
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+def _make_deep(root: Path, depth: int, content: bytes = b"deep") -> None:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        out = os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(out, content)
+        os.close(out)
+    finally:
+        os.close(fd)
+
+
+def _read_deep(root: Path, depth: int) -> bytes:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        inner = os.open("f", os.O_RDONLY, dir_fd=fd)
+        try:
+            return os.read(inner, 100)
+        finally:
+            os.close(inner)
+    finally:
+        os.close(fd)
+
+
+def test_deepest_tree_paths_allow(workspace: Workspace, tmp_path: Path) -> None:
+    ws = workspace
+    # the longest path snapws builds: <store>/layers/<id>/tree/d/.../d/f
+    prefix = len(str(ws.store)) + len("/workspaces/") + 32 + len("/upper-12345678/") + 8
+    depth = (4095 - prefix - 2) // 2
+    assert depth > 1500  # deeper than the recursion limit
+    ws.gen({"top.txt": "top"})
+    ws.commit("top")
+    _make_deep(ws.path, depth)
+    deep = ws.commit("deep")
+    diff = ws.run("diff", "HEAD~1", "HEAD", "--name-only").stdout.split()
+    assert len(diff) == depth + 1 and diff[-1].endswith("/d/f")
+    ws.run("checkout", "HEAD~1")
+    assert not (ws.path / "d").exists()
+    ws.run("checkout", "main")
+    assert _read_deep(ws.path, depth) == b"deep"
+    ws.run("verify")
+    image = tmp_path / "image.tar"
+    ws.run("export", "-o", image, "HEAD")
+    other = tmp_path / "other-store"
+    out = run_cli("--store", other, "import", image, "--json", cwd=ws.outside).stdout
+    assert deep in out
+    run_cli("--store", other, "verify", cwd=ws.outside)
+
+
+def test_deeper_than_path_max_is_refused_cleanly(workspace: Workspace) -> None:
+    ws = workspace
+    ws.gen({"top.txt": "top"})
+    head = ws.commit("top")
+    _make_deep(ws.path, 10_000)
+    for args in (("status",), ("commit", "-m", "too deep"), ("diff",)):
+        r = ws.run(*args, check=False)
+        assert r.returncode == int(ExitCode.BAD_PATH), (args, r.returncode, r.stderr)
+        assert "Traceback" not in r.stderr and "PATH_MAX" in r.stderr
+    assert ws.log_ids()[0] == head  # nothing changed, the tree is still there
+    assert _read_deep(ws.path, 10_000) == b"deep"
+    assert not list((ws.store / "staging").iterdir())
