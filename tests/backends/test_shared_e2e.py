@@ -45,6 +45,7 @@ from helpers import File, Symlink
 
 from backends.conftest import BackendFactory, mount_kind
 from backends.users import UserArea, require_rootless
+from snapws.cli.gitformat import quote_path
 from snapws.mounts import fuse
 
 pytestmark = pytest.mark.root
@@ -251,7 +252,8 @@ def name_status(changes: Sequence[Mapping[str, Any]]) -> list[str]:
     for c in changes:
         side = c["new"] or c["old"]
         slash = "/" if side["kind"] == "dir" else ""
-        lines.append(f"{c['status']}\t{c['path']}{slash}")
+        name = quote_path(os.fsencode(c["path"] + slash))
+        lines.append(f"{c['status']}\t{name}")
     return lines
 
 
@@ -262,7 +264,8 @@ def porcelain(changes: Sequence[Mapping[str, Any]]) -> list[str]:
     for c in sorted(changes, key=lambda c: c["status"] == "A"):
         side = c["new"] or c["old"]
         slash = "/" if side["kind"] == "dir" else ""
-        lines.append(f"{code[c['status']]} {c['path']}{slash}")
+        name = quote_path(os.fsencode(c["path"] + slash), quote_space=True)
+        lines.append(f"{code[c['status']]} {name}")
     return lines
 
 
