@@ -106,6 +106,10 @@ RECORD_KINDS = (
     "bad-ref",  # unreadable ref or workspace record
     "dangling-ref",  # a ref or workspace HEAD names a missing snapshot
     "bad-manifest",  # missing, unparsable, or not hashing to its layer id
+    "bad-workspace",  # workspace record unreadable, breaking the format, or its upperdir gone
+    "bad-journal",  # journal.json unparsable or breaking the format
+    "bad-remotes",  # remotes.json unparsable or breaking the format
+    "bad-cache",  # a blob cache entry that does not parse (rebuilt when used)
 )
 
 
@@ -261,6 +265,7 @@ def verify(
     _check_snapshots(run, chains, check)
     if everything:
         _check_refs(run)
+        _check_other_records(run)
         layers = sorted(set(store.layer_ids()) | {lid for c in chains.values() for lid in c})
     else:
         layers = _unique(lid for sid in snapshots or () for lid in chains.get(sid, ()))
@@ -387,9 +392,8 @@ def _check_refs(run: _Run) -> None:
         ref = f"workspaces/{p.name}/HEAD"
         try:
             state = store.read_workspace(WorkspaceId(p.name))
-        except (StoreCorruptError, ValueError) as e:
-            run.add("bad-ref", f"workspace record {p / 'state.json'} is unreadable: {e}", ref=ref)
-            continue
+        except (StoreCorruptError, ValueError):
+            continue  # reported by _check_other_records
         if not store.has_snapshot(state.head):
             run.add(
                 "dangling-ref",
@@ -397,6 +401,14 @@ def _check_refs(run: _Run) -> None:
                 f"{state.head.short()}",
                 ref=ref,
             )
+
+
+def _check_other_records(run: _Run) -> None:
+    """Workspace records, journal, remotes and blob cache (ops.storecheck)."""
+    from snapws.ops.storecheck import other_record_problems
+
+    for p in other_record_problems(run.store):
+        run.add(p.kind, p.message, ref=p.ref)
 
 
 def _check_layer(run: _Run, lid: LayerId, subset: DataSubset | None) -> None:
