@@ -58,24 +58,75 @@ def _clean_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     return env
 
 
+#: Commands that always run in a real process: they exec or fork programs
+#: (shell, run) or enter namespaces.
+_REAL_PROCESS_COMMANDS = {"shell", "run"}
+
+
+def needs_real_process(argv: list[str], env: Mapping[str, str] | None) -> bool:
+    """A real ``python -m snapws`` where it matters: a crash injection (the
+    process kills itself), a namespace-entering command, a non-root user,
+    or SNAPWS_TESTS_REAL_PROCESS=1 (run the whole suite that way)."""
+    if os.environ.get("SNAPWS_TESTS_REAL_PROCESS") == "1" or os.geteuid() != 0:
+        return True
+    if env and any("CRASH" in key for key in env):
+        return True
+    return bool(_REAL_PROCESS_COMMANDS & set(argv))
+
+
+def run_in_process(
+    argv: list[str], cwd: Path, env: Mapping[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """The CLI in this process (click's test runner): the same code as
+    ``python -m snapws`` without the interpreter's start-up. ``env`` replaces
+    the environment for the call; the cwd is changed for the call."""
+    from click.testing import CliRunner
+
+    from snapws.cli.main import cli
+
+    overrides: dict[str, str | None] = {k: None for k in os.environ if k not in env}
+    overrides.update(env)
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(cli, argv, env=overrides, prog_name="snapws")
+    finally:
+        os.chdir(old)
+    stdout = result.stdout_bytes.decode("utf-8", "surrogateescape")
+    stderr = (result.stderr_bytes or b"").decode("utf-8", "surrogateescape")
+    code = result.exit_code
+    exc = result.exception
+    if exc is not None and not isinstance(exc, SystemExit):
+        import traceback
+
+        stderr += "".join(traceback.format_exception(exc))
+        code = 70
+    return subprocess.CompletedProcess(["snapws", *argv], code, stdout, stderr)
+
+
 def run_cli(
     *args: str | os.PathLike[str],
     cwd: Path,
     check: bool = True,
     env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m snapws ARGS`` in ``cwd``; ``check`` asserts exit code 0."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "snapws", *map(os.fspath, args)],
-        cwd=cwd,
-        env=_clean_env(env),
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="surrogateescape",
-        stdin=subprocess.DEVNULL,
-        timeout=300,
-    )
+    """``snapws ARGS`` in ``cwd``; ``check`` asserts exit code 0. In this
+    process unless :func:`needs_real_process` says otherwise."""
+    argv = [os.fspath(a) for a in args]
+    if needs_real_process(argv, env):
+        proc = subprocess.run(
+            [sys.executable, "-m", "snapws", *argv],
+            cwd=cwd,
+            env=_clean_env(env),
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="surrogateescape",
+            stdin=subprocess.DEVNULL,
+            timeout=300,
+        )
+    else:
+        proc = run_in_process(argv, cwd, _clean_env(env))
     if check and proc.returncode != 0:
         raise AssertionError(
             f"snapws {' '.join(map(str, args))} exited {proc.returncode}\n"

@@ -192,15 +192,22 @@ class Workspace:
         env: Mapping[str, str] | None = None,
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``snapws -C WS ARGS``; with ``check``, fail unless it exits 0."""
-        proc = subprocess.run(
-            self.argv(*args),
-            env={**self.env, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            cwd=self.root,
-        )
+        """Run ``snapws -C WS ARGS`` (in this process unless a real one
+        matters: see tests/conftest.py); with ``check``, fail unless it exits 0."""
+        from conftest import needs_real_process, run_in_process
+
+        argv = ["-C", str(self.path), *args]
+        if needs_real_process(argv, env):
+            proc = subprocess.run(
+                self.argv(*args),
+                env={**self.env, **(env or {})},
+                capture_output=True,
+                text=True,
+                timeout=300,
+                cwd=self.root,
+            )
+        else:
+            proc = run_in_process(argv, self.root, {**self.env, **(env or {})})
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"snapws {' '.join(args)} exited {proc.returncode}\n"
