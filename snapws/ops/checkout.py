@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from snapws.backends import backend_for
+from snapws.crash import crashpoint
 from snapws.errors import NameExistsError, UncommittedChangesError
 from snapws.ids import SnapshotId, WorkspaceId
 from snapws.layers.diff import diff_views
 from snapws.layers.scan import plan_upper, prune_upper
 from snapws.model import Change, Kind, WorkspaceState, display_path
-from snapws.ops.crash import crashpoint
 from snapws.ops.workspace import (
     Session,
     chain_ids,

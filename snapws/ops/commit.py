@@ -1,7 +1,7 @@
 """``snapws commit``: freeze the upperdir into a layer, remount with the grown
 chain and an empty upperdir.
 
-Steps (each named for crash tests, see :mod:`snapws.ops.crash`):
+Steps (each named for crash tests, see :mod:`snapws.crash`):
 
 1. freeze: remount the workspace read-only (fails if a file is open for
    writing: nothing changes then); plan the layer from U (O(changes));
@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from snapws.backends import backend_for, get_backend
+from snapws.crash import crashpoint
 from snapws.errors import SnapwsError
 from snapws.ids import LayerId, SnapshotId
 from snapws.layers import fuseform
 from snapws.layers.scan import entries_of, plan_upper, prune_upper, strip_overlay_xattrs
 from snapws.model import Change, Kind, SnapshotRecord, decode_manifest, encode_manifest, manifest_id
 from snapws.mounts import mounter
-from snapws.ops.crash import crashpoint
 from snapws.ops.workspace import (
     Session,
     ensure_mounted,

@@ -91,11 +91,11 @@ from pathlib import Path
 from typing import Any
 
 from snapws.backends import backend_for
+from snapws.crash import crashpoint
 from snapws.errors import StoreCorruptError
 from snapws.ids import LayerId, SnapshotId
 from snapws.layers.merge import RunLayer, build_merged_tree
 from snapws.model import Entry, decode_manifest, manifest_id
-from snapws.ops.crash import crashpoint
 from snapws.ops.workspace import Session, chain_ids, new_dir_names
 from snapws.store.atomic import fsync_dir, write_atomic
 from snapws.store.store import EMPTY_LAYER, Store

@@ -38,14 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from snapws.crash import crashpoint, steps_of
 from snapws.ids import HEX_LEN, LayerId, SnapshotId
 from snapws.mounts import mounter
 from snapws.oci.blobcache import BlobPrune, plan_blob_prune, prune_blob_cache
-from snapws.ops.crash import crashpoint
 from snapws.store.store import EMPTY_LAYER, Store
 
 #: Named steps for crash tests (SNAPWS_CRASH_AT), in order.
-CRASH_STEPS = ("gc:journaled", "gc:layer-trashed", "gc:removed")
+CRASH_STEPS = steps_of("gc")
 
 DEFAULT_GRACE = 3600.0
 

@@ -19,12 +19,12 @@ from typing import Any
 
 from snapws.backends import choose_backend, get_backend
 from snapws.config import Config
+from snapws.crash import crashpoint
 from snapws.errors import BadPathError, NameExistsError, UnsupportedError
 from snapws.ids import LayerId, SnapshotId, WorkspaceId
 from snapws.layers.scan import entries_of, read_tree
 from snapws.model import Entry, SnapshotRecord, WorkspaceState, encode_manifest, manifest_id
 from snapws.mounts import mounter
-from snapws.ops.crash import crashpoint
 from snapws.ops.workspace import (
     copy_dir_meta,
     ensure_mounted,

@@ -38,15 +38,15 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from snapws.config import Config
+from snapws.crash import crashpoint, steps_of
 from snapws.ids import SnapshotId
-from snapws.ops.crash import crashpoint
 from snapws.ops.gc import journal_ids
 from snapws.store.store import Store
 
 UNLIMITED = -1
 
 #: Named steps for crash tests (SNAPWS_CRASH_AT), in order.
-CRASH_STEPS = ("prune:journaled", "prune:forgot-first", "prune:forgotten")
+CRASH_STEPS = steps_of("prune")
 
 _WITHIN_PART = re.compile(r"([0-9]+)([ymdh])")
 _NS = 1_000_000_000

@@ -19,17 +19,17 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from snapws.crash import crashpoint, steps_of
 from snapws.errors import BadNameError
 from snapws.ids import SnapshotId
 from snapws.oci.image import Blob, Image, build_image
-from snapws.ops.crash import crashpoint
 from snapws.ops.remotes import RemoteEntry, TransferSettings, open_remote
 from snapws.refnames import ref_name_problem
 from snapws.remote.base import OCI_MANIFEST, Remote, TransferStats, is_tag
 from snapws.store.store import Store
 
 #: Named steps for crash tests (SNAPWS_CRASH_AT).
-CRASH_STEPS = ("push:blob-sent", "push:manifest-sent")
+CRASH_STEPS = steps_of("push")
 
 #: progress callback: (phase, bytes done, bytes total or None)
 PushProgress = Callable[[str, int, int | None], None]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from snapws.backends import BACKEND_NAMES, backend_for, get_backend
 from snapws.config import Config
+from snapws.crash import crashpoint
 from snapws.errors import (
     BadPathError,
     MountError,
@@ -21,7 +22,6 @@ from snapws.layers.view import ChainView, HashCache
 from snapws.model import WorkspaceState
 from snapws.mounts import mounter
 from snapws.mounts.plan import MountPlan
-from snapws.ops.crash import crashpoint
 from snapws.store.store import EMPTY_LAYER, Store
 
 STORE_DIRNAME = ".snapws"

@@ -42,10 +42,10 @@ Safety rules:
   renaming that over the file (atomic); directory mtimes are restored from
   the manifest. Running again after a crash finishes the job.
 
-Test-only crash injection: ``SNAPWS_DEDUP_CRASH_AT=link:N`` (``rename:N``)
-SIGKILLs the process after the N-th link into ``dedup/tmp/`` (the N-th
-rename into the tree) of this process; ``commit:1`` just before the index
-transaction is committed.
+Test-only crash injection (:mod:`snapws.crash`): ``SNAPWS_CRASH_AT=dedup:link:N``
+(``dedup:rename:N``) SIGKILLs the process after the N-th link into
+``dedup/tmp/`` (the N-th rename into the tree) of this process;
+``dedup:commit:1`` just before the index transaction is committed.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ import errno
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import stat
 from collections.abc import Mapping
@@ -63,6 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from snapws.crash import crashpoint
 from snapws.ids import Digest, LayerId
 from snapws.layers.entries import host_ids, list_xattrs
 from snapws.model import ROOT, Entry, Kind, decode_manifest, path_to_text, text_to_path
@@ -77,7 +77,6 @@ FORMAT = 1  # of an entry ("v"), and the database's user_version
 #: the layers it merges once more).
 LINK_HEADROOM = 1000
 DEFAULT_LINK_MAX = 65000  # ext4, when pathconf cannot tell
-CRASH_ENV = "SNAPWS_DEDUP_CRASH_AT"
 
 
 @dataclass(slots=True)
@@ -596,5 +595,4 @@ def _fsync_dir(path: bytes) -> None:
 
 
 def _crash_hook(what: str, n: int) -> None:
-    if os.environ.get(CRASH_ENV) == f"{what}:{n}":
-        os.kill(os.getpid(), signal.SIGKILL)
+    crashpoint(f"dedup:{what}", n)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from snapws.ops.crash import STEPS
+from snapws.crash import STEPS
 
 from .conftest import Workspace, crash, is_mounted_rw, mount_flags, recover, tree_of
 from .verify import assert_store_ok

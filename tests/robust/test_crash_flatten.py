@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from snapws.crash import STEPS
 from snapws.ids import SnapshotId
-from snapws.ops.crash import STEPS
 from snapws.ops.workspace import chain_ids
 
 from .conftest import Workspace, crash, recover
@@ -32,7 +32,7 @@ BASE = {
 
 
 def test_every_flatten_step_is_tested() -> None:
-    assert FLATTEN_STEPS, "no flatten steps in snapws.ops.crash.STEPS"
+    assert FLATTEN_STEPS, "no flatten steps in snapws.crash.STEPS"
     assert set(MERGE_STEPS) <= set(FLATTEN_STEPS)
     # test_crash_during_flatten takes every step, test_crash_during_compaction the merge steps
     assert set(FLATTEN_STEPS) - set(MERGE_STEPS) == {

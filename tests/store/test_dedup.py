@@ -552,7 +552,7 @@ def test_sigkill_mid_run_then_run_again(store: Store, tmp_path: Path, at: str) -
     manifest_file.write_bytes(staged.manifest)
     proc = subprocess.run(
         [sys.executable, "-c", CRASHER, store.root, staged.tree, staged.lid.hex, manifest_file],
-        env={**os.environ, dedup.CRASH_ENV: at},
+        env={**os.environ, "SNAPWS_CRASH_AT": "dedup:" + at},
         capture_output=True,
         check=False,
     )
@@ -580,7 +580,7 @@ def test_sigkill_before_commit_loses_the_run_entries(store: Store, tmp_path: Pat
     manifest_file.write_bytes(staged.manifest)
     proc = subprocess.run(
         [sys.executable, "-c", CRASHER, store.root, staged.tree, staged.lid.hex, manifest_file],
-        env={**os.environ, dedup.CRASH_ENV: "commit:1"},
+        env={**os.environ, "SNAPWS_CRASH_AT": "dedup:commit:1"},
         capture_output=True,
         check=False,
     )

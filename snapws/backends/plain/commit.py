@@ -14,6 +14,7 @@ from snapws.backends.plain.fsops import is_root
 from snapws.backends.plain.index import Index, IndexWriter, load_index, save_index
 from snapws.backends.plain.stage import Stager
 from snapws.backends.plain.status import refresh_index, scan_workspace
+from snapws.crash import crashpoint
 from snapws.ids import LayerId, SnapshotId, WorkspaceId
 from snapws.layers.entries import opaque_xattr
 from snapws.layers.scan import entries_of, read_tree
@@ -25,7 +26,6 @@ from snapws.model import (
     encode_manifest,
     manifest_id,
 )
-from snapws.ops.crash import crashpoint
 from snapws.ops.workspace import Session
 from snapws.store.dedup import dedup_staging
 from snapws.store.store import EMPTY_LAYER, Store

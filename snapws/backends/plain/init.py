@@ -23,6 +23,7 @@ from snapws.backends.plain.index import (
     stat_key,
 )
 from snapws.config import Config
+from snapws.crash import crashpoint
 from snapws.errors import BadPathError, NameExistsError
 from snapws.ids import LayerId, WorkspaceId
 from snapws.layers.entries import join, node_entry, read_node
@@ -38,7 +39,6 @@ from snapws.model import (
     encode_manifest,
     manifest_id,
 )
-from snapws.ops.crash import crashpoint
 from snapws.refnames import validate_ref_name
 from snapws.store.dedup import dedup_staging
 from snapws.store.store import Store

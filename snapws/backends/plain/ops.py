@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from snapws.crash import STEPS
+
 if TYPE_CHECKING:
     from snapws.config import Config
     from snapws.ids import SnapshotId
@@ -35,28 +37,9 @@ if TYPE_CHECKING:
     from snapws.ops.workspace import Session
     from snapws.store.store import Store
 
-#: Crash-test steps of the plain backend (``SNAPWS_CRASH_AT``), in order.
-CRASH_STEPS = (
-    "plain-init:journaled",
-    "plain-init:layer-published",
-    "plain-init:snapshot-written",
-    "plain-init:state-written",
-    "plain-commit:staged",
-    "plain-commit:journaled",
-    "plain-commit:layer-published",
-    "plain-commit:snapshot-written",
-    "plain-commit:ref-moved",
-    "plain-commit:logged",
-    "plain-commit:indexed",
-    "plain-commit:state-written",
-    "plain-switch:journaled",
-    "plain-switch:rewriting",
-    "plain-switch:rewritten",
-    "plain-switch:ref-moved",
-    "plain-switch:logged",
-    "plain-switch:indexed",
-    "plain-switch:state-written",
-)
+#: Crash-test steps of the plain backend (``SNAPWS_CRASH_AT``), in order:
+#: the ``plain-*`` steps of :data:`snapws.crash.STEPS`.
+CRASH_STEPS = tuple(s for s in STEPS if s.startswith("plain-"))
 
 
 # Each verb imports its module when called: ``snapws status`` loads only

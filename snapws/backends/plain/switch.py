@@ -16,13 +16,13 @@ from snapws.backends.plain.headtree import seed_hashes
 from snapws.backends.plain.index import Index, IndexWriter, load_index, save_index
 from snapws.backends.plain.status import refresh_index, scan_workspace, snapshot_changes
 from snapws.backends.plain.write import check_writable, rewrite_paths
+from snapws.crash import crashpoint
 from snapws.errors import BadPathError, NameExistsError, UncommittedChangesError
 from snapws.ids import SnapshotId, WorkspaceId
 from snapws.layers.diff import diff_views
 from snapws.layers.entries import is_under, join
 from snapws.layers.view import ChainView, HashCache
 from snapws.model import ROOT, Change, ChangeType, Kind, WorkspaceState, display_path
-from snapws.ops.crash import crashpoint
 from snapws.ops.workspace import Session, chain_ids, layer_trees
 from snapws.refnames import validate_ref_name
 from snapws.store.store import Store

@@ -1,0 +1,91 @@
+"""Test-only crash injection, one mechanism for the whole library:
+``SNAPWS_CRASH_AT=<step>`` makes the process SIGKILL itself when it reaches
+that named step, to prove crash safety. Imports nothing from snapws, so every
+layer (store, backends, ops) can name its steps here.
+
+Steps are ``operation:step``. A counted step (dedup's links and renames)
+is named with its count: ``dedup:link:3`` is the third link.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "SNAPWS_CRASH_AT"
+
+#: Every named step, in order within each operation (tests take each one).
+STEPS = (
+    "init:journaled",
+    "init:moved",
+    "init:layer-published",
+    "init:snapshot-written",
+    "init:state-written",
+    "commit:frozen",
+    "commit:journaled",
+    "commit:pruned",
+    "commit:layer-published",
+    "commit:snapshot-written",
+    "commit:ref-moved",
+    "commit:logged",
+    "commit:state-written",
+    "commit:beneath",
+    "commit:mounted",
+    "checkout:journaled",
+    "checkout:ref-moved",
+    "checkout:logged",
+    "checkout:state-written",
+    "checkout:beneath",
+    "checkout:mounted",
+    "flatten:staged",
+    "flatten:published",
+    "flatten:chain-rewritten",
+    "flatten:frozen",
+    "prune:journaled",
+    "prune:forgot-first",
+    "prune:forgotten",
+    "gc:journaled",
+    "gc:layer-trashed",
+    "gc:removed",
+    "push:blob-sent",
+    "push:manifest-sent",
+    "plain-init:journaled",
+    "plain-init:layer-published",
+    "plain-init:snapshot-written",
+    "plain-init:state-written",
+    "plain-commit:staged",
+    "plain-commit:journaled",
+    "plain-commit:layer-published",
+    "plain-commit:snapshot-written",
+    "plain-commit:ref-moved",
+    "plain-commit:logged",
+    "plain-commit:indexed",
+    "plain-commit:state-written",
+    "plain-switch:journaled",
+    "plain-switch:rewriting",
+    "plain-switch:rewritten",
+    "plain-switch:ref-moved",
+    "plain-switch:logged",
+    "plain-switch:indexed",
+    "plain-switch:state-written",
+)
+
+#: Counted steps: ``<name>:<N>`` crashes at the N-th time (dedup: after the
+#: N-th link made, after the N-th rename over a file, before the index
+#: transaction is committed).
+COUNTED_STEPS = ("dedup:link", "dedup:rename", "dedup:commit")
+
+
+def steps_of(operation: str) -> tuple[str, ...]:
+    """The named steps of ``operation`` (e.g. "commit"), in order."""
+    return tuple(s for s in STEPS if s.split(":", 1)[0] == operation)
+
+
+def crashpoint(step: str, count: int | None = None) -> None:
+    """SIGKILL this process if ``SNAPWS_CRASH_AT`` names ``step`` (with
+    ``count`` for a counted step: ``step:count``)."""
+    wanted = os.environ.get(ENV)
+    if wanted is None:
+        return
+    if wanted == (step if count is None else f"{step}:{count}"):
+        os.kill(os.getpid(), signal.SIGKILL)
