@@ -17,13 +17,10 @@ refused without reading it, so no setting can make snapws hang).
 from __future__ import annotations
 
 import errno
-import getpass
 import math
 import os
 import re
-import socket
 import stat
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -60,6 +57,9 @@ class Config:
     def author_or_default(self) -> str:
         if self.author:
             return self.author
+        import getpass
+        import socket
+
         try:
             user = getpass.getuser()
         except (KeyError, OSError):
@@ -210,6 +210,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             if path == Path(env.get("SNAPWS_CONFIG", "")):
                 raise ConfigError(f"SNAPWS_CONFIG names {path}, which does not exist")
             continue
+        import tomllib  # only when a config file exists
+
         try:
             data = tomllib.loads(raw.decode())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

@@ -9,8 +9,6 @@ import re
 from dataclasses import dataclass
 from typing import Self
 
-import xxhash
-
 HEX_LEN = 32
 SHORT_LEN = 12
 _HEX_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -34,6 +32,8 @@ class Digest:
     @classmethod
     def of(cls, data: bytes) -> Self:
         """The digest of ``data``."""
+        import xxhash  # lazily: most commands never hash
+
         return cls(xxhash.xxh3_128_hexdigest(data))
 
     def short(self) -> str:

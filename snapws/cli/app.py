@@ -3,10 +3,9 @@ the commands share."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,4 +107,6 @@ def emit_bytes(data: bytes) -> None:
 
 
 def emit_json(obj: Any) -> None:
+    import json
+
     click.echo(json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=True))

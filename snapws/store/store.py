@@ -23,7 +23,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import secrets
 import stat
 import time
 from collections.abc import Iterator
@@ -178,7 +177,7 @@ class Store:
 
     def new_staging(self, prefix: str = "tx") -> Path:
         """A fresh directory under staging/ (same filesystem as layers/)."""
-        path = self.root / "staging" / f"{prefix}-{secrets.token_hex(8)}"
+        path = self.root / "staging" / f"{prefix}-{os.urandom(8).hex()}"
         path.mkdir()
         return path
 
@@ -263,6 +262,25 @@ class Store:
         if rec.id != sid:
             raise DamagedRecordError(f"snapshot record {path} does not hash to its name")
         return rec
+
+    def chain_layers(self, sid: SnapshotId) -> list[LayerId]:
+        """The layers of ``sid``'s chain that hold anything (the empty layer
+        left out), bottom first. Raises DamagedRecordError as :meth:`chain`."""
+        return [lid for lid in self.chain(sid) if lid != EMPTY_LAYER]
+
+    def layer_trees(self, sid: SnapshotId) -> list[Path]:
+        """The tree directories of ``sid``'s chain, TOPMOST first (the order
+        of an overlay's lower directories and of a ChainView)."""
+        return [self.layer_tree(lid) for lid in reversed(self.chain_layers(sid))]
+
+    def unshared_layers(self, a: SnapshotId, b: SnapshotId) -> list[LayerId]:
+        """The layers of the chains of ``a`` and ``b`` above their common
+        base (``a``'s, then ``b``'s): what a diff between the two must read."""
+        ca, cb = self.chain_layers(a), self.chain_layers(b)
+        common = 0
+        while common < min(len(ca), len(cb)) and ca[common] == cb[common]:
+            common += 1
+        return [*ca[common:], *cb[common:]]
 
     def chain(self, sid: SnapshotId) -> list[LayerId]:
         """The layers to mount for ``sid``, bottom first. Raises
@@ -686,7 +704,7 @@ class Store:
     def discard(self, path: Path) -> None:
         """Move ``path`` (inside the store) to trash/ atomically, then delete it.
         A crash mid-delete leaves only trash, which :meth:`empty_trash` clears."""
-        dest = self.root / "trash" / f"{path.name}-{secrets.token_hex(6)}"
+        dest = self.root / "trash" / f"{path.name}-{os.urandom(6).hex()}"
         rename_durable(path, dest)
         _rmtree(dest)
 
@@ -697,7 +715,7 @@ class Store:
     def trash(self, path: Path) -> Path:
         """Move ``path`` (inside the store) into trash/ atomically; returns
         its new name there. :meth:`purge` or :meth:`empty_trash` deletes it."""
-        dest = self.root / "trash" / f"{path.name}-{secrets.token_hex(6)}"
+        dest = self.root / "trash" / f"{path.name}-{os.urandom(6).hex()}"
         rename_durable(path, dest)
         return dest
 
