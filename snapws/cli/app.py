@@ -106,7 +106,16 @@ def emit_bytes(data: bytes) -> None:
     stream.flush()
 
 
-def emit_json(obj: Any) -> None:
+#: The version of the CLI's JSON schema (docs/json.md), the first key of
+#: every ``--json`` document. Renaming or removing a key, or changing a
+#: value's type, raises it; adding keys does not.
+JSON_VERSION = 1
+
+
+def emit_json(doc: Mapping[str, Any]) -> None:
+    """Print ``doc`` as a ``--json`` document: an object whose first key is
+    ``"version"`` (:data:`JSON_VERSION`), then ``doc``'s (docs/json.md)."""
     import json
 
-    click.echo(json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=True))
+    out = {"version": JSON_VERSION, **doc}
+    click.echo(json.dumps(out, indent=2, sort_keys=False, ensure_ascii=True))
