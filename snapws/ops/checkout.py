@@ -21,7 +21,6 @@ from snapws.layers.scan import plan_upper, prune_upper
 from snapws.model import Change, Kind, WorkspaceState, display_path
 from snapws.ops.workspace import (
     Session,
-    chain_ids,
     ensure_mounted,
     make_upper,
     new_dir_names,
@@ -128,11 +127,8 @@ def reset(
     )
     changes = plan.changes
     if not hard and changes:
-        a, b = chain_ids(store, state.head), chain_ids(store, target)
-        common = 0
-        while common < min(len(a), len(b)) and a[common] == b[common]:
-            common += 1
-        dirs = [os.fsencode(store.layer_tree(x)) for x in (*a[common:], *b[common:])]
+        unshared = store.unshared_layers(state.head, target)
+        dirs = [os.fsencode(store.layer_tree(x)) for x in unshared]
         between = diff_views(session.chain_view(state.head), session.chain_view(target), dirs)
         moved = {c.path for c in between}
         moved_dirs = {a for q in moved for a in _ancestors(q)}

@@ -10,7 +10,7 @@ from snapws.ids import SnapshotId
 from snapws.layers.diff import diff_views
 from snapws.layers.view import ChainView
 from snapws.model import Change, Kind
-from snapws.ops.workspace import Session, chain_ids
+from snapws.ops.workspace import Session
 
 
 @dataclass(slots=True)
@@ -59,22 +59,18 @@ def diff(
     store = session.store
     head = session.state.head
     old_sid = old if old is not None else head
-    old_chain = chain_ids(store, old_sid)
     old_view = session.chain_view(old_sid)
     extra: list[bytes] = []
     if new is None:
-        new_chain = chain_ids(store, head)
+        unshared = store.unshared_layers(old_sid, head)
         new_view = session.working_view()
         extra.append(os.fsencode(session.upper))
         new_label = "working tree"
     else:
-        new_chain = chain_ids(store, new)
+        unshared = store.unshared_layers(old_sid, new)
         new_view = session.chain_view(new)
         new_label = new.short()
-    common = 0
-    while common < min(len(old_chain), len(new_chain)) and old_chain[common] == new_chain[common]:
-        common += 1
-    dirs = [os.fsencode(store.layer_tree(x)) for x in (*old_chain[common:], *new_chain[common:])]
+    dirs = [os.fsencode(store.layer_tree(x)) for x in unshared]
     changes = diff_views(old_view, new_view, [*dirs, *extra], paths)
     return DiffResult(changes, old_view, new_view, old_sid.short(), new_label)
 
@@ -82,6 +78,6 @@ def diff(
 def diff_from_nothing(session: Session, sid: SnapshotId) -> list[Change]:
     """Everything in a root snapshot, as additions (``show`` of a first snapshot)."""
     store = session.store
-    dirs = [os.fsencode(store.layer_tree(x)) for x in chain_ids(store, sid)]
+    dirs = [os.fsencode(store.layer_tree(x)) for x in store.chain_layers(sid)]
     changes = diff_views(ChainView([], session.hashes), session.chain_view(sid), dirs)
     return [c for c in changes if c.path != b"."]

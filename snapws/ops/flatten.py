@@ -96,7 +96,7 @@ from snapws.errors import StoreCorruptError
 from snapws.ids import LayerId, SnapshotId
 from snapws.layers.merge import RunLayer, build_merged_tree
 from snapws.model import Entry, decode_manifest, manifest_id
-from snapws.ops.workspace import Session, chain_ids, new_dir_names
+from snapws.ops.workspace import Session, new_dir_names
 from snapws.store.atomic import fsync_dir, write_atomic
 from snapws.store.store import EMPTY_LAYER, Store
 
@@ -169,7 +169,7 @@ def compact(store: Store, sid: SnapshotId, max_depth: int) -> list[FlattenResult
     tiered = max_depth < NO_COMPACTION
     results = []
     for _ in range(64):  # each merge makes the chain shorter: a few at most
-        chain = chain_ids(store, sid)
+        chain = store.chain_layers(sid)
         run = next_run(layer_sizes(store, chain), max_depth, tiered)
         if run is None:
             break
@@ -338,7 +338,7 @@ def flatten(
     Keeping the newest layer (the default) keeps diffs against the parent
     snapshot cheap. The caller remounts workspaces whose chain changed."""
     resume_pending(store)
-    chain = chain_ids(store, sid)
+    chain = store.chain_layers(sid)
     upto = len(chain) - max(keep, 0)
     if upto < 2:
         return FlattenResult(None, 0, len(chain), len(chain), 0)

@@ -30,7 +30,7 @@ from snapws.model import ROOT, Change, decode_manifest, display_path
 from snapws.oci.image import LABEL_SNAPSHOT, Descriptor, import_image
 from snapws.ops.checkout import checkout, reset, uncommitted
 from snapws.ops.remotes import RemoteEntry, TransferSettings, open_remote
-from snapws.ops.workspace import Session, chain_ids
+from snapws.ops.workspace import Session
 from snapws.refnames import validate_ref_name
 from snapws.remote.base import DOCKER_LIST, OCI_INDEX, Remote, TransferStats
 from snapws.store.store import Store
@@ -203,7 +203,7 @@ def is_empty_root(store: Store, sid: SnapshotId) -> bool:
     empty directory): pulling may replace it, as git fills an unborn branch."""
     if store.read_snapshot(sid).parents:
         return False
-    for lid in chain_ids(store, sid):
+    for lid in store.chain_layers(sid):
         if any(e.path != ROOT for e in decode_manifest(store.read_manifest(lid))):
             return False
     return True

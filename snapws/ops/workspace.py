@@ -17,7 +17,7 @@ from snapws.errors import (
     NotAWorkspaceError,
     StoreNotFoundError,
 )
-from snapws.ids import LayerId, SnapshotId, WorkspaceId
+from snapws.ids import SnapshotId, WorkspaceId
 from snapws.layers.view import ChainView, HashCache
 from snapws.model import WorkspaceState
 from snapws.mounts import mounter
@@ -62,14 +62,14 @@ class Session:
         return f"workspaces/{self.state.id.hex}/HEAD"
 
     def chain_view(self, sid: SnapshotId) -> ChainView:
-        return ChainView([os.fsencode(p) for p in layer_trees(self.store, sid)], self.hashes)
+        return ChainView([os.fsencode(p) for p in self.store.layer_trees(sid)], self.hashes)
 
     def working_view(self) -> ChainView:
         """The working tree as U over HEAD's chain, read without the mount."""
         return ChainView(
             [
                 os.fsencode(self.upper),
-                *[os.fsencode(p) for p in layer_trees(self.store, self.state.head)],
+                *[os.fsencode(p) for p in self.store.layer_trees(self.state.head)],
             ],
             self.hashes,
             upper_form=self.upper_form,
@@ -79,17 +79,9 @@ class Session:
         self.state = self.store.read_workspace(self.state.id)
 
 
-def layer_trees(store: Store, sid: SnapshotId) -> list[Path]:
-    """Layer tree directories of ``sid``'s chain, topmost first. Raises
-    DamagedRecordError (the chain) and MissingLayerError (a layer is gone)."""
-    chain = [lid for lid in store.chain(sid) if lid != EMPTY_LAYER]
-    store.check_layers(sid, chain)
-    return [store.layer_tree(lid) for lid in reversed(chain)]
-
-
 def plan_mount(store: Store, state: WorkspaceState, readonly: bool = False) -> MountPlan:
     """The mount that shows ``state``: HEAD's chain below its upperdir."""
-    lowers = layer_trees(store, state.head) or [store.layer_tree(EMPTY_LAYER)]
+    lowers = store.layer_trees(state.head) or [store.layer_tree(EMPTY_LAYER)]
     wsdir = store.workspace_dir(state.id)
     return MountPlan(
         target=Path(state.path),
@@ -138,7 +130,7 @@ def copy_dir_meta(src: Path, dst: Path) -> None:
 
 def top_root(store: Store, sid: SnapshotId) -> Path:
     """The directory whose metadata is the root of ``sid``'s tree."""
-    trees = layer_trees(store, sid)
+    trees = store.layer_trees(sid)
     return trees[0] if trees else store.layer_tree(EMPTY_LAYER)
 
 
@@ -324,7 +316,3 @@ def resolve_store(path_hint: Path, config: Config, store_path: Path | None) -> P
     if config.store is not None:
         return config.store
     return default_store_for(path_hint)
-
-
-def chain_ids(store: Store, sid: SnapshotId) -> list[LayerId]:
-    return [lid for lid in store.chain(sid) if lid != EMPTY_LAYER]

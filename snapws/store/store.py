@@ -270,8 +270,11 @@ class Store:
 
     def layer_trees(self, sid: SnapshotId) -> list[Path]:
         """The tree directories of ``sid``'s chain, TOPMOST first (the order
-        of an overlay's lower directories and of a ChainView)."""
-        return [self.layer_tree(lid) for lid in reversed(self.chain_layers(sid))]
+        of an overlay's lower directories and of a ChainView). Raises
+        DamagedRecordError (the chain) and MissingLayerError (a layer is gone)."""
+        chain = self.chain_layers(sid)
+        self.check_layers(sid, chain)
+        return [self.layer_tree(lid) for lid in reversed(chain)]
 
     def unshared_layers(self, a: SnapshotId, b: SnapshotId) -> list[LayerId]:
         """The layers of the chains of ``a`` and ``b`` above their common

@@ -34,7 +34,6 @@ from snapws.mounts.mounter import detach, mount_at, mount_overlay, unmount
 from snapws.mounts.plan import MountPlan
 from snapws.ops.commit import commit
 from snapws.ops.session import open_session
-from snapws.ops.workspace import chain_ids
 from snapws.store.store import Store
 
 # --------------------------------------------------------------------------- rules, on manifests
@@ -413,7 +412,7 @@ def test_merged_runs_match_the_kernel_on_real_commits(
         store = Store.open(ws.store)
         with open_session(ws.path, config, exclusive=False) as session:
             head = session.state.head
-        chain = chain_ids(store, head)
+        chain = store.chain_layers(head)
         assert len(chain) == n
         trees = [store.layer_tree(lid) for lid in reversed(chain)]
         manifests = [decode_manifest(store.read_manifest(lid)) for lid in reversed(chain)]

@@ -18,7 +18,6 @@ from snapws.model import Kind, decode_manifest
 from snapws.ops.commit import commit
 from snapws.ops.flatten import MIN_DEPTH, NO_COMPACTION, merge_run, next_run
 from snapws.ops.session import open_session
-from snapws.ops.workspace import chain_ids
 from snapws.store.store import Store
 
 
@@ -258,15 +257,15 @@ def test_merge_run_rewrites_every_chain_with_the_prefix(
     side = ws.head()
     side_state = tree_state(ws.path)
     store = Store.open(ws.store)
-    chain = chain_ids(store, SnapshotId(ids[5]))
+    chain = store.chain_layers(SnapshotId(ids[5]))
     assert len(chain) == 6
     lid, rewritten = merge_run(store, chain, 1, 5)  # the layers of e0..e3
     assert rewritten == 3  # ids[4], ids[5] and side; not ids[0..3]
-    assert chain_ids(store, SnapshotId(ids[4])) == [chain[0], lid]
-    assert chain_ids(store, SnapshotId(ids[5])) == [chain[0], lid, chain[5]]
-    assert chain_ids(store, SnapshotId(side))[:2] == [chain[0], lid]
+    assert store.chain_layers(SnapshotId(ids[4])) == [chain[0], lid]
+    assert store.chain_layers(SnapshotId(ids[5])) == [chain[0], lid, chain[5]]
+    assert store.chain_layers(SnapshotId(side))[:2] == [chain[0], lid]
     for k in range(4):
-        assert chain_ids(store, SnapshotId(ids[k])) == chain[: k + 1]
+        assert store.chain_layers(SnapshotId(ids[k])) == chain[: k + 1]
     assert_store_ok(ws.store)
     # the merged layer has the whiteout of a (deleted in e3, absent below),
     # and d is opaque (removed in e1, made again in e2)

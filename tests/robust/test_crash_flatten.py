@@ -11,7 +11,6 @@ import pytest
 
 from snapws.crash import STEPS
 from snapws.ids import SnapshotId
-from snapws.ops.workspace import chain_ids
 
 from .conftest import Workspace, crash, recover
 from .verify import assert_store_ok
@@ -61,7 +60,7 @@ def make_history(ws: Workspace, commits: int) -> list[str]:
 
 def chains(ws: Workspace) -> dict[str, list[str]]:
     store = ws.store()
-    return {s.hex: [x.hex for x in chain_ids(store, s)] for s in store.snapshot_ids()}
+    return {s.hex: [x.hex for x in store.chain_layers(s)] for s in store.snapshot_ids()}
 
 
 def works_afterwards(ws: Workspace, ids: list[str]) -> None:
@@ -127,8 +126,8 @@ def test_crash_during_compaction(ws: Workspace, step: str) -> None:
     assert head not in ids
     assert ws.log_ids() == [head, *reversed(ids)]
     store = ws.store()
-    chain = [x.hex for x in chain_ids(store, SnapshotId(head))]
-    parent = [x.hex for x in chain_ids(store, SnapshotId(ids[-1]))]
+    chain = [x.hex for x in store.chain_layers(SnapshotId(head))]
+    parent = [x.hex for x in store.chain_layers(SnapshotId(ids[-1]))]
     assert len(chain) < len(ids), "the commit did not compact its chain"
     assert parent == chain[:-1], "the merge was not finished for the parent"
     shown = ws.run("diff", "--name-only", "HEAD~1", "HEAD").stdout.split()

@@ -12,14 +12,13 @@ from snapws.ids import LayerId, SnapshotId
 from snapws.layers.merge import merge_entries
 from snapws.layers.view import HashCache
 from snapws.model import Entry, Kind, decode_manifest
-from snapws.ops.workspace import chain_ids
 from snapws.store.store import Store
 
 
 def snapshot_entries(store: Store, sid: SnapshotId) -> list[Entry]:
     """Every entry of ``sid``'s tree (its chain's manifests merged by
     overlay rules), parents before children. Raises StoreCorruptError."""
-    chain = chain_ids(store, sid)
+    chain = store.chain_layers(sid)
     layers = [decode_manifest(store.read_manifest(lid)) for lid in reversed(chain)]
     return [replace(m.entry, opaque=False, link=None) for m in merge_entries(layers, bottom=True)]
 

@@ -16,7 +16,7 @@ from snapws.layers.diff import diff_views, touched_paths
 from snapws.layers.entries import is_under
 from snapws.layers.view import ChainView
 from snapws.model import Change, Kind, classify
-from snapws.ops.workspace import Session, chain_ids
+from snapws.ops.workspace import Session
 
 if TYPE_CHECKING:  # the generic modules import this package lazily
     from snapws.ops.diff import DiffResult
@@ -127,11 +127,7 @@ def snapshot_changes(
     view_b = session.chain_view(b)
     if a == b:
         return [], view_b
-    ca, cb = chain_ids(store, a), chain_ids(store, b)
-    common = 0
-    while common < min(len(ca), len(cb)) and ca[common] == cb[common]:
-        common += 1
-    differing = [*ca[common:], *cb[common:]]
+    differing = store.unshared_layers(a, b)
     from snapws.backends.plain.headtree import seed_hashes
 
     seed_hashes(store, differing, session.hashes)

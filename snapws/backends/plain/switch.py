@@ -23,7 +23,7 @@ from snapws.layers.diff import diff_views
 from snapws.layers.entries import is_under, join
 from snapws.layers.view import ChainView, HashCache
 from snapws.model import ROOT, Change, ChangeType, Kind, WorkspaceState, display_path
-from snapws.ops.workspace import Session, chain_ids, layer_trees
+from snapws.ops.workspace import Session
 from snapws.refnames import validate_ref_name
 from snapws.store.store import Store
 
@@ -274,7 +274,7 @@ def finish_switch(
     try:
         if not j.get("rewritten"):
             if view is None:
-                view = ChainView([os.fsencode(p) for p in layer_trees(store, source)])
+                view = ChainView([os.fsencode(p) for p in store.layer_trees(source)])
             rewrite_paths(
                 os.fsencode(new_state.path),
                 view,
@@ -340,15 +340,11 @@ def _index_after_switch(
     if new_state.head != old_head:
         if between is None:
             hashes = HashCache()
-            ca, cb = chain_ids(store, old_head), chain_ids(store, new_state.head)
-            common = 0
-            while common < min(len(ca), len(cb)) and ca[common] == cb[common]:
-                common += 1
-            differing = [*ca[common:], *cb[common:]]
+            differing = store.unshared_layers(old_head, new_state.head)
             seed_hashes(store, differing, hashes)
             between = diff_views(
-                ChainView([os.fsencode(p) for p in layer_trees(store, old_head)], hashes),
-                ChainView([os.fsencode(p) for p in layer_trees(store, new_state.head)], hashes),
+                ChainView([os.fsencode(p) for p in store.layer_trees(old_head)], hashes),
+                ChainView([os.fsencode(p) for p in store.layer_trees(new_state.head)], hashes),
                 [os.fsencode(store.layer_tree(x)) for x in differing],
             )
         for c in sorted(between, key=lambda c: c.path):
