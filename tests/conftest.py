@@ -158,16 +158,16 @@ class Workspace:
 
     def log_ids(self, *revs: str) -> list[str]:
         """Snapshot ids reachable from REVS (default HEAD), newest first."""
-        return [e["id"] for e in self.json("log", *revs)]
+        return [e["id"] for e in self.json("log", *revs)["snapshots"]]
 
     def head(self) -> str:
-        return str(self.json("status")["head"])
+        return str(self.json("status")["id"])
 
     def commit(self, message: str, *extra: str) -> str:
         """Commit and return the new snapshot's id."""
         out = self.json("commit", "-m", message, *extra)
-        assert out["snapshot"], f"nothing was committed: {out}"
-        return str(out["snapshot"])
+        assert out["id"], f"nothing was committed: {out}"
+        return str(out["id"])
 
     def porcelain(self) -> list[str]:
         return self.run("status", "--porcelain").stdout.splitlines()

@@ -25,12 +25,11 @@ def _ref_command(kind: str) -> click.Command:
                 refs = list_refs(s.store, kind)
                 current = s.state.branch if kind == "branch" else None
                 if as_json:
-                    emit_json(
-                        [
-                            {"name": n, "snapshot": sid.hex, "current": n == current}
-                            for n, sid in refs.items()
-                        ]
-                    )
+                    listed = [
+                        {"name": n, "id": sid.hex, "current": n == current}
+                        for n, sid in refs.items()
+                    ]
+                    emit_json({"branches" if kind == "branch" else "tags": listed})
                     return
                 for n, sid in refs.items():
                     mark = "*" if n == current else " "

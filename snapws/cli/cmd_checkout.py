@@ -43,7 +43,7 @@ def checkout_cmd(
     if as_json:
         emit_json(
             {
-                "head": result.head.hex,
+                "id": result.head.hex,
                 "branch": result.branch,
                 "previous": result.previous.hex,
                 "discarded": len(result.discarded),
@@ -81,7 +81,7 @@ def reset_cmd(app: App, rev: str, hard: bool, as_json: bool) -> None:
     if as_json:
         emit_json(
             {
-                "head": result.head.hex,
+                "id": result.head.hex,
                 "branch": result.branch,
                 "previous": result.previous.hex,
                 "discarded": len(result.discarded),

@@ -23,7 +23,7 @@ def commit_cmd(app: App, message: str, allow_empty: bool, as_json: bool) -> None
     if as_json:
         emit_json(
             {
-                "snapshot": result.snapshot.hex if result.snapshot else None,
+                "id": result.snapshot.hex if result.snapshot else None,
                 "layer": result.layer.hex if result.layer else None,
                 "branch": result.branch,
                 "changes": changes_json(result.changes),

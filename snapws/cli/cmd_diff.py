@@ -44,8 +44,8 @@ def status_cmd(app: App, porcelain: str | None, nul: bool, as_json: bool, exit_c
     if as_json:
         emit_json(
             {
+                "id": head.hex,
                 "branch": branch,
-                "head": head.hex,
                 "clean": not changes,
                 "changes": changes_json(changes),
             }
@@ -151,7 +151,11 @@ def diff_cmd(
         changes = result.changes
         if as_json:
             emit_json(
-                {"old": result.old_label, "new": result.new_label, "changes": changes_json(changes)}
+                {
+                    "old": (old or s.state.head).hex,
+                    "new": new.hex if new is not None else None,
+                    "changes": changes_json(changes),
+                }
             )
         elif show_stat:
             rows = []

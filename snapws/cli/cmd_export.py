@@ -73,10 +73,10 @@ def export_cmd(
     if as_json:
         emit_json(
             {
-                "snapshot": result.snapshot.hex,
+                "id": result.snapshot.hex,
                 "output": str(result.dest),
                 "tag": result.ref,
-                "manifest_digest": result.manifest_digest,
+                "manifest": result.manifest_digest,
                 "layers": result.layers,
                 "bytes": result.bytes,
             }

@@ -36,6 +36,7 @@ def flatten_cmd(app: App, rev: str, keep: int, as_json: bool) -> None:
     if as_json:
         emit_json(
             {
+                "id": sid.hex,
                 "layer": result.layer.hex if result.layer else None,
                 "merged": result.merged,
                 "depth_before": result.depth_before,

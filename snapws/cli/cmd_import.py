@@ -52,7 +52,7 @@ def import_cmd(
     if as_json:
         emit_json(
             {
-                "snapshot": result.snapshot.hex,
+                "id": result.snapshot.hex,
                 "source": result.source,
                 "layers": result.layers,
                 "branch": result.ref if result.ref_kind == "branch" else None,

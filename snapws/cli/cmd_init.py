@@ -69,10 +69,10 @@ def init_cmd(
     if as_json:
         emit_json(
             {
+                "id": state.head.hex,
+                "branch": state.branch,
                 "workspace": state.path,
                 "store": str(store.root),
-                "branch": state.branch,
-                "head": state.head.hex,
                 "backend": state.backend,
             }
         )

@@ -14,6 +14,7 @@ from snapws.cli.render import (
     format_time,
     log_entry_json,
     record_json,
+    reflog_entry_json,
     summary,
 )
 from snapws.errors import RevisionNotFoundError
@@ -53,7 +54,7 @@ def log_cmd(
             starts = all_ref_heads(s.store, starts)
         entries = log(s.store, starts, max_count)
     if as_json:
-        emit_json([log_entry_json(e) for e in entries])
+        emit_json({"snapshots": [log_entry_json(e) for e in entries]})
         return
     if graph:
         render = {e.id: _oneline(e, head, branch) for e in entries}
@@ -153,7 +154,7 @@ def reflog_cmd(app: App, ref: str, max_count: int | None, as_json: bool) -> None
             name = f"refs/tags/{ref}"
         entries = reflog(s.store, name)[:max_count]
     if as_json:
-        emit_json([e.to_json() for e in entries])
+        emit_json({"ref": name, "entries": [reflog_entry_json(e) for e in entries]})
         return
     for i, e in enumerate(entries):
         sid = e.new.short() if e.new else "(deleted)   "

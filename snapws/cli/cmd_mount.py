@@ -56,17 +56,19 @@ def workspaces_cmd(app: App, as_json: bool) -> None:
     infos = workspaces(store)
     if as_json:
         emit_json(
-            [
-                {
-                    "id": i.state.id.hex,
-                    "path": i.state.path,
-                    "branch": i.state.branch,
-                    "head": i.state.head.hex,
-                    "mount": i.mount,
-                    "backend": i.state.backend,
-                }
-                for i in infos
-            ]
+            {
+                "workspaces": [
+                    {
+                        "id": i.state.id.hex,
+                        "path": i.state.path,
+                        "branch": i.state.branch,
+                        "head": i.state.head.hex,
+                        "mount": i.mount,
+                        "backend": i.state.backend,
+                    }
+                    for i in infos
+                ]
+            }
         )
         return
     for i in infos:

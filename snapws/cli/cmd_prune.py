@@ -181,7 +181,7 @@ def prune_cmd(
 
 def _report_prune(app: App, plan: PrunePlan, dry_run: bool, removed: int, as_json: bool) -> None:
     if as_json:
-        emit_json({**plan.to_json(), "dry_run": dry_run, "removed": removed})
+        emit_json({**plan.to_json(), "dry_run": dry_run, "forgotten": removed})
         return
     if app.quiet:
         return

@@ -17,6 +17,7 @@ from snapws.ops.workspace import Session
 from snapws.store.store import Store
 
 if TYPE_CHECKING:
+    from snapws.ops.pull import FetchResult
     from snapws.ops.remotes import TransferSettings
 
 CREDENTIALS_HELP = (
@@ -96,6 +97,18 @@ class ByteBarPhase:
         self.owner(self.phase, done, total)
 
 
+def _ref_line(move: str, old: str | None, new: str, src: str, dst: str) -> str:
+    """One line of git's push/fetch summary: `` * [new tag]  main -> origin/main``,
+    ``   a1b2c3d..e4f5a6b  main -> origin/main``, `` + a...b ... (forced update)``."""
+    flag, summary, suffix = {
+        "new": ("*", "[new tag]", ""),
+        "up-to-date": ("=", "[up to date]", ""),
+        "fast-forward": (" ", f"{old}..{new}", ""),
+        "forced": ("+", f"{old}...{new}", "  (forced update)"),
+    }[move]
+    return f" {flag} {summary:<17} {src:<10} -> {dst}{suffix}"
+
+
 def _parse_size(text: str) -> int:
     units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     t = text.strip().lower().removesuffix("ib").removesuffix("b")
@@ -158,7 +171,14 @@ def remote_add_cmd(app: App, name: str, url: str, insecure: bool, as_json: bool)
     with _store(app, exclusive=True) as (store, _s):
         entry = add_remote(store, name, url, insecure, app.cwd)
     if as_json:
-        emit_json({"name": entry.name, **entry.to_json()})
+        emit_json(
+            {
+                "name": entry.name,
+                "url": entry.url,
+                "kind": entry.spec().kind,
+                "insecure": entry.insecure,
+            }
+        )
         return
     app.info(f"remote {entry.name} -> {entry.url}{' (plain HTTP)' if insecure else ''}")
 
@@ -187,16 +207,18 @@ def remote_list_cmd(app: App, as_json: bool = False) -> None:
         tracked = {name: tracking_refs(store, name) for name in remotes}
     if as_json:
         emit_json(
-            [
-                {
-                    "name": r.name,
-                    "url": r.url,
-                    "kind": r.spec().kind,
-                    "insecure": r.insecure,
-                    "tracking": tracked[r.name],
-                }
-                for r in remotes.values()
-            ]
+            {
+                "remotes": [
+                    {
+                        "name": r.name,
+                        "url": r.url,
+                        "kind": r.spec().kind,
+                        "insecure": r.insecure,
+                        "tracking": tracked[r.name],
+                    }
+                    for r in remotes.values()
+                ]
+            }
         )
         return
     for r in remotes.values():
@@ -218,6 +240,22 @@ def remote_list_cmd(app: App, as_json: bool = False) -> None:
     help="How new layer blobs are compressed.",
 )
 @click.option("--chunk-size", metavar="SIZE", help="Upload chunk size (default 8M).")
+@click.option(
+    "-f",
+    "--force",
+    is_flag=True,
+    help="Replace what the remote tag names even when that drops snapshots.",
+)
+@click.option(
+    "--force-with-lease",
+    "lease",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[=EXPECTED]",
+    help="Replace it only while it still names EXPECTED (default: what REMOTE/TAG "
+    "names here, or no tag when this store has never seen it).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
 @pass_app
 def push_cmd(
@@ -227,6 +265,8 @@ def push_cmd(
     tag: str | None,
     compression: str,
     chunk_size: str | None,
+    force: bool,
+    lease: str | None,
     as_json: bool,
 ) -> None:
     """Send REV (default HEAD) to REMOTE (default origin) as an OCI image.
@@ -235,8 +275,15 @@ def push_cmd(
     tag is written last, so an interrupted push never leaves a tag naming
     missing blobs, and running it again sends only what is still missing.
     The tag defaults to the branch's name ('/' becomes '-'), or
-    snap-<id> for a detached snapshot; it replaces what the tag named.
+    snap-<id> for a detached snapshot.
+
+    Only a fast-forward moves the tag: the snapshot it names must be REV or
+    one of REV's ancestors (exit 8 otherwise; `snapws fetch` first when this
+    store does not know it). --force replaces it anyway; --force-with-lease
+    replaces it only if it still names what you last fetched or pushed
+    (or EXPECTED), so work pushed meanwhile is never lost.
     """
+    from snapws.ops.fastforward import Lease
     from snapws.ops.push import plan_push, record_pushed, send_image, tag_for
     from snapws.ops.remotes import get_remote
     from snapws.ops.revs import branch_named, resolve_rev
@@ -257,15 +304,17 @@ def push_cmd(
             else:
                 branch = branch_named(store, rev)
                 local_tag = rev if store.read_ref("tags", rev) is not None else None
-            plan = plan_push(
-                store,
-                entry,
-                sid,
-                tag or tag_for(branch, local_tag, sid),
-                compression,
-                bar.simple("building image"),
-            )
-        result = send_image(store, plan, settings, bar)
+            remote_tag = tag or tag_for(branch, local_tag, sid)
+            lease_of = None
+            if lease is not None:
+                expected = (
+                    resolve_rev(store, head, lease)
+                    if lease
+                    else store.read_ref("remotes", f"{remote_name}/{remote_tag}")
+                )
+                lease_of = Lease(expected)
+            plan = plan_push(store, entry, sid, remote_tag, compression, bar.simple("building image"))
+        result = send_image(store, plan, settings, bar, force=force, lease=lease_of)
     finally:
         bar.close()
     with store.lock(True, app.config.lock_timeout):
@@ -274,6 +323,11 @@ def push_cmd(
         emit_json(result.to_json())
         return
     s = result.stats
+    old = result.previous.short() if result.previous else None
+    click.echo(f"To {result.url}")
+    click.echo(
+        _ref_line(result.move.value, old, result.snapshot.short(), result.tag, result.tag)
+    )
     click.echo(
         f"pushed {result.snapshot.short()} to {result.url}:{result.tag} "
         f"({s.blobs_sent} blob(s) sent, {_human(s.bytes_sent)}; "
@@ -310,14 +364,21 @@ def fetch_cmd(app: App, remote: str | None, tag: str | None, as_json: bool) -> N
     if as_json:
         emit_json(result.to_json())
         return
-    for f in result.fetched:
-        old = f.previous.short() if f.previous else "(new)"
-        moved = "" if f.previous == f.snapshot else f" (was {old})"
-        click.echo(f"{result.remote}/{f.tag} -> {f.snapshot.short()}{moved}")
+    _print_fetched(result)
     if not result.fetched:
         click.echo(f"{result.url} has no tags")
     s = result.stats
     app.info(f"received {s.blobs_received} blob(s), {_human(s.bytes_received)}")
+
+
+def _print_fetched(result: FetchResult) -> None:
+    """git's fetch summary: ``From URL``, then how each remote-tracking ref moved."""
+    if result.fetched:
+        click.echo(f"From {result.url}")
+    for f in result.fetched:
+        old = f.previous.short() if f.previous else None
+        dst = f"{result.remote}/{f.tag}"
+        click.echo(_ref_line(f.move.value, old, f.snapshot.short(), f.tag, dst))
 
 
 @click.command("pull")
@@ -347,6 +408,7 @@ def pull_cmd(app: App, remote: str | None, tag: str | None, as_json: bool) -> No
     if as_json:
         emit_json(result.to_json())
         return
+    _print_fetched(result.fetch)
     fetched = result.fetch.fetched[0]
     where = f"{result.fetch.remote}/{fetched.tag}"
     if result.action == "up-to-date":

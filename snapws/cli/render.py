@@ -10,6 +10,7 @@ from snapws.model import (
     Change,
     ChangeType,
     Kind,
+    ReflogEntry,
     SnapshotRecord,
     display_path,
 )
@@ -90,6 +91,19 @@ def log_entry_json(e: LogEntry) -> dict[str, Any]:
     obj["refs"] = list(e.refs)
     obj["forgotten_parents"] = [p.hex for p in e.forgotten]
     return obj
+
+
+def reflog_entry_json(e: ReflogEntry) -> dict[str, Any]:
+    """A move of a ref: ``id`` where it points after (null: deleted),
+    ``previous`` before (null: created)."""
+    return {
+        "id": e.new.hex if e.new else None,
+        "previous": e.old.hex if e.old else None,
+        "message": e.message,
+        "author": e.who,
+        "time": iso_time(e.time_ns, 0),
+        "time_ns": e.time_ns,
+    }
 
 
 def changes_json(changes: list[Change]) -> list[dict[str, Any]]:

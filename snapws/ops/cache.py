@@ -307,7 +307,7 @@ class RestoreResult:
             "entry": m.entry.to_json() if m.entry else None,
             "remote": self.remote,
             "workspace": self.workspace,
-            "snapshot": self.snapshot.hex if self.snapshot else None,
+            "id": self.snapshot.hex if self.snapshot else None,
             "action": self.action,
             "layers": self.layers,
             "layers_fetched": self.layers_fetched,

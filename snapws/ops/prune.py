@@ -200,6 +200,7 @@ class Decision:
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.snapshot.id.hex,
+            "time": self.snapshot.local().isoformat(),
             "time_ns": self.snapshot.time_ns,
             "message": self.snapshot.message,
             "reasons": list(self.reasons),

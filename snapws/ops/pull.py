@@ -61,7 +61,7 @@ class FetchResult:
             "tags": [
                 {
                     "tag": f.tag,
-                    "snapshot": f.snapshot.hex,
+                    "id": f.snapshot.hex,
                     "previous": f.previous.hex if f.previous else None,
                     "manifest": f.manifest_digest,
                 }
@@ -177,7 +177,7 @@ class PullResult:
         return {
             **self.fetch.to_json(),
             "branch": self.branch,
-            "snapshot": self.snapshot.hex,
+            "id": self.snapshot.hex,
             "previous": self.previous.hex if self.previous else None,
             "action": self.action,
         }

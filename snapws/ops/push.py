@@ -61,7 +61,7 @@ class PushResult:
             "remote": self.remote,
             "url": self.url,
             "tag": self.tag,
-            "snapshot": self.snapshot.hex,
+            "id": self.snapshot.hex,
             "manifest": self.manifest_digest,
             "blobs": self.blobs,
             "image_bytes": self.image_bytes,

@@ -120,13 +120,15 @@ def test_lifecycle_inside_and_outside(rws: RootlessWs) -> None:
     assert rws.porcelain() == {"?? b", " D a", " M keep/k"}
     assert set(rws.cli("diff", "--name-status").splitlines()) == {"A\tb", "D\ta", "M\tkeep/k"}
     second = rws.json("commit", "-m", "second")
-    assert isinstance(second, dict) and second["snapshot"]
+    assert isinstance(second, dict) and second["id"]
     assert rws.porcelain() == set()
 
     # branch and commit from inside the namespace (snapws run of a snapws)
     rws.cli("checkout", "-b", "feature")
     rws.inside(f"echo f > feat && {PY} -m snapws -q commit -m feat")
     log = rws.json("log")
+    assert isinstance(log, dict)
+    log = log["snapshots"]
     assert isinstance(log, list) and [e["message"] for e in log] == [
         "feat",
         "second",
@@ -198,7 +200,7 @@ def test_commit_from_outside_reaches_a_running_holder(rws: RootlessWs) -> None:
         assert len(rws.ns_records()) == 1  # the holder's namespace is recorded
         assert rws.porcelain() == {"?? f1"}
         commit = rws.json("commit", "-m", "one")
-        assert isinstance(commit, dict) and commit["snapshot"]
+        assert isinstance(commit, dict) and commit["id"]
         assert len(rws.ns_records()) == 1  # the commit worked in the holder's namespace
         holder.stdin.write("go\n")
         holder.stdin.flush()
@@ -287,8 +289,10 @@ def test_deletions_and_opaque_dirs_give_the_kernel_backends_layers(
     gen(kws, SPEC)
     own_tree(kws, area.uid, area.gid, FIXED_NS)
     run_cli("--store", kdir / "store", "init", kws, cwd=area.root)
-    klog = json.loads(run_cli("-C", kws, "log", "--json", cwd=area.root).stdout)
+    klog = json.loads(run_cli("-C", kws, "log", "--json", cwd=area.root).stdout)["snapshots"]
     rlog = rws.json("log")
+    assert isinstance(rlog, dict)
+    rlog = rlog["snapshots"]
     assert isinstance(rlog, list)
     rbase = (rws.store / "layers" / rlog[0]["layer"] / "manifest").read_bytes()
     kbase = (kdir / "store" / "layers" / klog[0]["layer"] / "manifest").read_bytes()
@@ -339,7 +343,7 @@ def test_crash_during_commit_recovers(rws: RootlessWs, step: str) -> None:
     assert len(rws.ns_records()) == 1  # the dead command's record stays ...
     status = rws.porcelain()  # ... until the next command finds it dead and recovers
     assert rws.ns_records() == []
-    messages = [e["message"] for e in rws.json("log")]  # type: ignore[union-attr]
+    messages = [e["message"] for e in rws.json("log")["snapshots"]]  # type: ignore[index]
     if step == "commit:frozen":  # before the journal: nothing was committed
         assert status == {"?? c"} and messages == ["initial snapshot"]
         rws.cli("commit", "-m", "crash")
@@ -393,13 +397,13 @@ def test_a_plain_workspace_of_the_store_shares_its_snapshots(rws: RootlessWs) ->
     area.run("mkdir", "pw")
     area.snapws("--store", rws.store, "init", "-b", "plain", "--backend", "plain", "pw")
     plain = area.root / "pw"
-    area.snapws("-C", plain, "checkout", "--detach", str(made["snapshot"]))
+    area.snapws("-C", plain, "checkout", "--detach", str(made["id"]))
     files = sorted(
         os.path.relpath(os.path.join(d, f), plain) for d, _, fs in os.walk(plain) for f in fs
     )
     assert files == ["d/g", "keep/k"]  # the deletion and the opaque directory, as plain files
     area.run("sh", "-c", "echo p > pw/new")
     back = json.loads(area.snapws("-C", plain, "commit", "-m", "plain", "--json").stdout)
-    rws.cli("checkout", "--detach", str(back["snapshot"]))
+    rws.cli("checkout", "--detach", str(back["id"]))
     assert rws.inside("cat new; ls d; test ! -e a") == "p\ng\n"
     rws.cli("verify")

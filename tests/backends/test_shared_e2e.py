@@ -312,12 +312,12 @@ class Driver(abc.ABC):
         return json.loads(self.cli(*args, "--json").stdout)
 
     def head(self) -> str:
-        return str(self.json("status")["head"])
+        return str(self.json("status")["id"])
 
     def commit(self, message: str) -> str:
         out = self.json("commit", "-m", message)
-        assert out["snapshot"], f"nothing was committed: {out}"
-        return str(out["snapshot"])
+        assert out["id"], f"nothing was committed: {out}"
+        return str(out["id"])
 
     def porcelain(self) -> list[str]:
         return self.cli("status", "--porcelain").stdout.splitlines()
@@ -329,7 +329,7 @@ class Driver(abc.ABC):
     def log(self, *revs: str) -> list[tuple[str, list[str], list[int]]]:
         """``log --json REVS`` as (message, refs, parent positions) per entry:
         what must be equal whichever backend made the history."""
-        entries = self.json("log", *revs)
+        entries = self.json("log", *revs)["snapshots"]
         pos = {e["id"]: n for n, e in enumerate(entries)}
         return [(e["message"], e["refs"], [pos[p] for p in e["parents"]]) for e in entries]
 
@@ -490,9 +490,15 @@ def drv(drivers: Drivers, variant: str) -> Driver:
 def test_init_of_files_dirs_and_symlinks(drv: Driver) -> None:
     assert drv.tree() == BASE_TREE
     status = drv.json("status")
-    assert status == {"branch": "main", "head": status["head"], "clean": True, "changes": []}
+    assert status == {
+        "version": 1,
+        "id": status["id"],
+        "branch": "main",
+        "clean": True,
+        "changes": [],
+    }
     assert drv.log() == [("initial snapshot", ["main"], [])]
-    (listed,) = drv.json("workspaces")
+    (listed,) = drv.json("workspaces")["workspaces"]
     assert listed["backend"] == drv.backend
     state = json.loads(next(drv.store.glob("workspaces/*/state.json")).read_text())
     assert state["backend"] == drv.backend
@@ -783,6 +789,8 @@ def test_one_store_two_backends(drivers: Drivers, first: str, second: str) -> No
     s2 = b.commit("edit in b")
     a.switch("checkout", s2, tree=changed)
     assert a.head() == s2 and a.porcelain() == []
-    assert [e["id"] for e in a.json("log")] == [e["id"] for e in b.json("log")]
+    assert [e["id"] for e in a.json("log")["snapshots"]] == [
+        e["id"] for e in b.json("log")["snapshots"]
+    ]
     assert a.json("diff", s1, s2)["changes"] == a.changes(edited, changed)
     a.cli("verify")

@@ -331,7 +331,7 @@ def test_named_remote_and_the_current_workspace(cache: Cache) -> None:
     saved = json.loads(out)
     assert (saved["remote"], saved["committed"]) == ("cache", True)
     log = run_cli("-C", ws, "log", "--json", cwd=cache.cwd).stdout
-    assert json.loads(log)[0]["message"] == "cache: k"
+    assert json.loads(log)["snapshots"][0]["message"] == "cache: k"
     outside = run_cli("cache", "save", "k", cwd=cache.cwd, check=False, env=no_env)
     assert outside.returncode == 3 and "--path DIR" in outside.stderr
     dest = machine(cache, "m2")
@@ -356,9 +356,9 @@ def test_restore_and_save_on_other_backends(cache: Cache, backend: str) -> None:
     status = run_cli(*store, "-C", second, "status", "--json", cwd=cache.cwd)
     assert json.loads(status.stdout)["changes"] == []
     workspaces = json.loads(run_cli(*store, "workspaces", "--json", cwd=cache.cwd).stdout)
-    assert [w["backend"] for w in workspaces] == [backend]
+    assert [w["backend"] for w in workspaces["workspaces"]] == [backend]
     head = run_cli(*store, "-C", second, "log", "--json", cwd=cache.cwd).stdout
-    assert json.loads(head)[0]["id"] == restored["snapshot"]
+    assert json.loads(head)["snapshots"][0]["id"] == restored["id"]
     gen(second, {"obj": {"c.o": noise(5_000, 3)}})
     saved = cache.json("save", "build-2", "--path", second, env=env)
     assert (saved["blobs_sent"], saved["blobs_skipped"]) == (2, 1)

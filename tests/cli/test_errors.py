@@ -150,7 +150,13 @@ def test_errors(shared: Shared, args: tuple[str, ...], code: int, fragment: str)
     r = ws.run(*args, check=False)
     assert_error(r, code, fragment)
     # nothing changed
-    assert ws.json("status") == {"branch": "main", "head": ids[1], "clean": True, "changes": []}
+    assert ws.json("status") == {
+        "version": 1,
+        "id": ids[1],
+        "branch": "main",
+        "clean": True,
+        "changes": [],
+    }
 
 
 def test_uncommitted_changes(shared: Shared) -> None:

@@ -23,7 +23,7 @@ def test_export_and_import_without_a_workspace(
     # --store alone (no workspace around the current directory), a branch name
     res = run_cli("--store", ws.store, "export", "trunk", "-o", layout, "--json", cwd=out)
     exported = json.loads(res.stdout)
-    assert exported["snapshot"] == sid and exported["tag"] == "latest"
+    assert exported["id"] == sid and exported["tag"] == "latest"
     assert exported["output"] == str(layout)
     # a second image in the same layout, under another tag
     res = run_cli("--store", ws.store, "export", sid[:8], "-o", layout, "--tag", "v2", cwd=out)
@@ -40,7 +40,8 @@ def test_export_and_import_without_a_workspace(
     assert "as tag got: 1 layers" in res.stderr
     res = run_cli("--store", other, "import", layout, "--ref", "v2", "--json", cwd=out)
     assert json.loads(res.stdout) == {
-        "snapshot": sid,
+        "version": 1,
+        "id": sid,
         "source": f"{layout}:v2",
         "layers": 1,
         "branch": None,
@@ -142,7 +143,7 @@ def test_init_from_a_foreign_image(tmp_path: Path, workspace: Workspace) -> None
     assert info["branch"] == "img" and info["workspace"] == str(target)
     assert sorted(p.name for p in (target / "etc").iterdir()) == ["motd"]
     ws2 = Workspace(target, workspace.store, workspace.outside)
-    log = ws2.json("log")
+    log = ws2.json("log")["snapshots"]
     assert [e["message"] for e in log] == [f"import {layout}:latest"]
     (target / "etc" / "motd").write_text("changed\n")
     ws2.commit("on top of an image")
@@ -164,13 +165,13 @@ def test_init_from_with_other_backends(
     store = target.parent / ".snapws"
     res = run_cli("init", "--from", layout, target, "--backend", backend, "--json", cwd=ws.outside)
     info = json.loads(res.stdout)
-    assert (info["backend"], info["head"]) == (backend, ws.head())
+    assert (info["backend"], info["id"]) == (backend, ws.head())
     assert tree_state(target) == tree_state(ws.path)
     ws2 = Workspace(target, store, ws.outside)
     assert ws2.porcelain() == []
     (target / "new").write_text("n\n")
     ws2.commit("on top")
-    assert [e["message"] for e in ws2.json("log")][:2] == ["on top", "second"]
+    assert [e["message"] for e in ws2.json("log")["snapshots"]][:2] == ["on top", "second"]
 
 
 def test_device_nodes_need_root(tmp_path: Path) -> None:

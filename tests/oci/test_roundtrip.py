@@ -54,7 +54,7 @@ def test_every_kind_survives_umoci_skopeo_and_import(
 
     layout = tmp_path / "image"
     out = ws.json("export", "HEAD", "-o", str(layout), "--tag", "v1")
-    assert out["snapshot"] == sid and out["layers"] == 2  # init's empty base + everything
+    assert out["id"] == sid and out["layers"] == 2  # init's empty base + everything
     rootfs = umoci_unpack(layout, "v1", tmp_path / "bundle")
     same_tree(expected, rootfs, "umoci unpack")
     assert hardlinked(rootfs)  # (umoci writes the holes of sparse files out: no sparse_ok)
@@ -128,10 +128,10 @@ def test_exports_are_reproducible(make_workspace: WorkspaceFactory, tmp_path: Pa
     shutil.rmtree(ws.store / "oci")  # no cache: compress again
     second = ws.json("export", "HEAD", "-o", str(tmp_path / "two.tar"))
     third = ws.json("export", "HEAD", "-o", str(tmp_path / "dir"))
-    assert first["manifest_digest"] == second["manifest_digest"] == third["manifest_digest"]
+    assert first["manifest"] == second["manifest"] == third["manifest"]
     assert (tmp_path / "one.tar").read_bytes() == (tmp_path / "two.tar").read_bytes()
     index = json.loads((tmp_path / "dir" / "index.json").read_text())
-    assert index["manifests"][0]["digest"] == first["manifest_digest"]
+    assert index["manifests"][0]["digest"] == first["manifest"]
 
 
 def test_zstd_round_trip(make_workspace: WorkspaceFactory, tmp_path: Path) -> None:

@@ -24,9 +24,9 @@ def hist(make_workspace: WorkspaceFactory) -> History:
 
 
 def branch_target(ws: Workspace, name: str) -> str:
-    for b in ws.json("branch"):
+    for b in ws.json("branch")["branches"]:
         if b["name"] == name:
-            return str(b["snapshot"])
+            return str(b["id"])
     raise AssertionError(f"no branch {name}")
 
 
@@ -102,7 +102,7 @@ def test_checkout_snapshot_detaches(hist: History) -> None:
     )
     st = ws.json("status")
     assert st["branch"] is None
-    assert st["head"] == ids[1]
+    assert st["id"] == ids[1]
     assert tree_files(ws.path) == {"a": "a1", "b": "b0"}
     # a commit on a detached HEAD moves no branch
     (ws.path / "d").write_text("d")
@@ -110,7 +110,7 @@ def test_checkout_snapshot_detaches(hist: History) -> None:
     sid = ws.head()
     assert r.stdout.splitlines()[0] == f"[detached HEAD {sid[:12]}] detached work"
     assert branch_target(ws, "main") == ids[2]
-    assert ws.json("log")[0]["parents"] == [ids[1]]
+    assert ws.json("log")["snapshots"][0]["parents"] == [ids[1]]
     # checking out a branch reattaches
     r = ws.run("checkout", "main")
     assert r.stdout == f"Switched to branch 'main' ({ids[2][:12]})\n"
@@ -126,17 +126,29 @@ def test_checkout_tag_and_relative_revs_detach(hist: History) -> None:
     ws, ids = hist
     ws.run("tag", "v1", ids[0])
     ws.run("checkout", "v1")
-    assert ws.json("status") == {"branch": None, "head": ids[0], "clean": True, "changes": []}
+    assert ws.json("status") == {
+        "version": 1,
+        "id": ids[0],
+        "branch": None,
+        "clean": True,
+        "changes": [],
+    }
     assert tree_files(ws.path) == {"a": "a0", "b": "b0"}
     ws.run("checkout", "main~1")
-    assert ws.json("status")["head"] == ids[1]
+    assert ws.json("status")["id"] == ids[1]
     assert ws.json("status")["branch"] is None
 
 
 def test_checkout_json(hist: History) -> None:
     ws, ids = hist
     out = ws.json("checkout", "HEAD~2")
-    assert out == {"head": ids[0], "branch": None, "previous": ids[2], "discarded": 0}
+    assert out == {
+        "version": 1,
+        "id": ids[0],
+        "branch": None,
+        "previous": ids[2],
+        "discarded": 0,
+    }
 
 
 def test_checkout_unknown_revision(hist: History) -> None:
@@ -221,7 +233,13 @@ def test_reset_json(hist: History) -> None:
     ws, ids = hist
     (ws.path / "x").write_text("x")
     out = ws.json("reset", "--hard", "HEAD~2")
-    assert out == {"head": ids[0], "branch": "main", "previous": ids[2], "discarded": 1}
+    assert out == {
+        "version": 1,
+        "id": ids[0],
+        "branch": "main",
+        "previous": ids[2],
+        "discarded": 1,
+    }
 
 
 def test_reset_keeps_unrelated_changes(hist: History) -> None:

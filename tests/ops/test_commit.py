@@ -16,7 +16,7 @@ def test_nothing_to_commit(make_workspace: WorkspaceFactory) -> None:
     assert r.stdout == "nothing to commit, working tree clean\n"
     assert len(ws.log_ids()) == 1
     out = ws.json("commit", "-m", "nothing")
-    assert out == {"snapshot": None, "layer": None, "branch": "main", "changes": []}
+    assert out == {"version": 1, "id": None, "layer": None, "branch": "main", "changes": []}
     assert len(ws.log_ids()) == 1
     # the workspace is still mounted read-write
     (ws.path / "g").write_text("2")
@@ -67,14 +67,14 @@ def test_commit_json(make_workspace: WorkspaceFactory) -> None:
     (ws.path / "c").write_text("3")
     out = ws.json("commit", "-m", "j")
     assert out["branch"] == "main"
-    assert len(out["snapshot"]) == 32
+    assert len(out["id"]) == 32
     assert len(out["layer"]) == 32
     assert [(c["path"], c["status"], c["what"]) for c in out["changes"]] == [
         ("a", "M", ["content"]),
         ("b", "D", []),
         ("c", "A", []),
     ]
-    assert ws.log_ids()[0] == out["snapshot"]
+    assert ws.log_ids()[0] == out["id"]
     assert ws.json("show")["layer"] == out["layer"]
 
 

@@ -45,9 +45,9 @@ def test_commits_past_max_depth_flatten_and_keep_history(
         if i >= 2:
             os.unlink(ws.path / f"f{i - 2}")
         out = json.loads(ws.run("commit", "-m", f"c{i}", "--json", env=env).stdout)
-        ids.append(out["snapshot"])
+        ids.append(out["id"])
         states.append(tree_state(ws.path))
-        assert len(_chain(ws, out["snapshot"])) <= 4
+        assert len(_chain(ws, out["id"])) <= 4
     # history and ids unchanged
     assert ws.log_ids()[:10] == list(reversed(ids))
     # every snapshot still checks out to exactly what was committed

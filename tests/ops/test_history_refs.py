@@ -72,7 +72,7 @@ def test_log_default_and_limit(shared: History) -> None:
     r = ws.run("log", "--oneline", "-n", "2")
     assert r.stdout.splitlines() == [f"{c3[:12]} (HEAD -> main) c3", f"{c2[:12]} c2"]
     assert ws.run("log", "--oneline", "-n", "0").stdout == ""
-    assert [e["id"] for e in ws.json("log", "-n", "3", "feat")] == [ids[4], c1, c0]
+    assert [e["id"] for e in ws.json("log", "-n", "3", "feat")["snapshots"]] == [ids[4], c1, c0]
     full = ws.run("log", "-n", "1").stdout.splitlines()
     assert full[0] == f"snapshot {c3} (HEAD -> main)"
     assert full[1] == "Author: Test Author <test@example.org>"
@@ -83,7 +83,7 @@ def test_log_default_and_limit(shared: History) -> None:
 def test_log_json(shared: History) -> None:
     ws, ids = shared
     c0, c1, c2, c3, _ = ids
-    out = ws.json("log")
+    out = ws.json("log")["snapshots"]
     assert [e["id"] for e in out] == [c3, c2, c1, c0]
     assert out[0]["parents"] == [c2]
     assert out[-1]["parents"] == []
@@ -91,7 +91,7 @@ def test_log_json(shared: History) -> None:
     assert out[0]["refs"] == ["main"]
     assert out[-1]["message"] == "initial snapshot"
     assert set(out[0]) >= {"id", "parents", "layer", "message", "author", "time", "refs"}
-    everything = ws.json("log", "--all")
+    everything = ws.json("log", "--all")["snapshots"]
     assert sorted(e["id"] for e in everything) == sorted(ids)
 
 
@@ -178,7 +178,7 @@ def graph_problems(lines: list[str], parents: dict[str, list[str]]) -> list[str]
 
 def test_log_graph_edges_are_right(shared: History) -> None:
     ws, _ = shared
-    parents = {e["id"]: e["parents"] for e in ws.json("log", "--all")}
+    parents = {e["id"]: e["parents"] for e in ws.json("log", "--all")["snapshots"]}
     lines = ws.run("log", "--graph", "--all", "--oneline").stdout.splitlines()
     assert graph_problems(lines, parents) == [], "\n".join(lines)
 
@@ -239,8 +239,8 @@ def test_reflog(shared: History) -> None:
     main = ws.run("reflog", "main").stdout.splitlines()
     assert [line.split(" ", 1)[0] for line in main] == [c3[:12], c2[:12], c1[:12], c0[:12]]
     assert main[0] == f"{c3[:12]} main@{{0}}: commit: c3"
-    feat = ws.json("reflog", "feat")
-    assert [(e["old"], e["new"]) for e in feat] == [(c1, f1), (None, c1)]
+    feat = ws.json("reflog", "feat")["entries"]
+    assert [(e["previous"], e["id"]) for e in feat] == [(c1, f1), (None, c1)]
 
 
 # ---- branches -----------------------------------------------------------------
@@ -250,26 +250,29 @@ def test_branch_list(shared: History) -> None:
     ws, ids = shared
     lines = ws.run("branch").stdout.splitlines()
     assert [line.split() for line in lines] == [["feat", ids[4][:12]], ["*", "main", ids[3][:12]]]
-    assert ws.json("branch") == [
-        {"name": "feat", "snapshot": ids[4], "current": False},
-        {"name": "main", "snapshot": ids[3], "current": True},
-    ]
+    assert ws.json("branch") == {
+        "version": 1,
+        "branches": [
+            {"name": "feat", "id": ids[4], "current": False},
+            {"name": "main", "id": ids[3], "current": True},
+        ],
+    }
 
 
 def test_branch_create_and_delete(hist: History) -> None:
     ws, ids = hist
     r = ws.run("branch", "topic", "HEAD~2")
     assert f"branch topic -> {ids[1][:12]}" in r.stderr
-    assert {b["name"]: b["snapshot"] for b in ws.json("branch")}["topic"] == ids[1]
+    assert {b["name"]: b["id"] for b in ws.json("branch")["branches"]}["topic"] == ids[1]
     r = ws.run("branch", "topic", check=False)
     assert r.returncode == 8
     assert "a branch named 'topic' already exists" in r.stderr
     ws.run("branch", "-f", "topic")
-    assert {b["name"]: b["snapshot"] for b in ws.json("branch")}["topic"] == ids[3]
+    assert {b["name"]: b["id"] for b in ws.json("branch")["branches"]}["topic"] == ids[3]
     ws.run("branch", "group/sub")
     r = ws.run("branch", "-d", "topic")
     assert r.stdout == f"Deleted branch topic (was {ids[3][:12]})\n"
-    names = [b["name"] for b in ws.json("branch")]
+    names = [b["name"] for b in ws.json("branch")["branches"]]
     assert names == ["feat", "group/sub", "main"]
     r = ws.run("branch", "-d", "topic", check=False)
     assert r.returncode == 4
@@ -285,7 +288,7 @@ def test_branch_delete_current_refused(hist: History) -> None:
     assert r.returncode == 8
     assert "snapws: error: cannot delete branch 'main'" in r.stderr
     assert "hint: check out another branch first" in r.stderr
-    assert {b["name"] for b in ws.json("branch")} == {"main", "feat"}
+    assert {b["name"] for b in ws.json("branch")["branches"]} == {"main", "feat"}
 
 
 def test_branch_delete_checked_out_elsewhere_refused(make_workspace: WorkspaceFactory) -> None:
@@ -314,8 +317,8 @@ def test_invalid_names_everywhere(shared: History) -> None:
         r = ws.run(*args, check=False)
         assert r.returncode == 8, args
         assert "invalid" in r.stderr
-    assert [b["name"] for b in ws.json("branch")] == ["feat", "main"]
-    assert ws.json("tag") == []
+    assert [b["name"] for b in ws.json("branch")["branches"]] == ["feat", "main"]
+    assert ws.json("tag")["tags"] == []
 
 
 # ---- tags ---------------------------------------------------------------------
@@ -328,9 +331,9 @@ def test_tags(hist: History) -> None:
     ws.run("tag", "v2")
     lines = ws.run("tag").stdout.splitlines()
     assert [line.split() for line in lines] == [["v1", ids[1][:12]], ["v2", ids[3][:12]]]
-    assert ws.json("tag") == [
-        {"name": "v1", "snapshot": ids[1], "current": False},
-        {"name": "v2", "snapshot": ids[3], "current": False},
+    assert ws.json("tag")["tags"] == [
+        {"name": "v1", "id": ids[1], "current": False},
+        {"name": "v2", "id": ids[3], "current": False},
     ]
     assert ws.json("show", "v1")["id"] == ids[1]
     assert ws.json("show", "v1")["refs"] == ["tag: v1"]
@@ -341,7 +344,7 @@ def test_tags(hist: History) -> None:
     assert "a tag named 'v1' already exists" in r.stderr
     r = ws.run("tag", "-d", "v1")
     assert r.stdout == f"Deleted tag v1 (was {ids[1][:12]})\n"
-    assert [t["name"] for t in ws.json("tag")] == ["v2"]
+    assert [t["name"] for t in ws.json("tag")["tags"]] == ["v2"]
     r = ws.run("tag", "-d", "v1", check=False)
     assert r.returncode == 4
     assert "no tag named 'v1'" in r.stderr

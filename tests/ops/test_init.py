@@ -33,7 +33,7 @@ def test_existing_content_becomes_base(mount_guard: Path) -> None:
     # everything is kept exactly (tree_state ignores directory mtimes)
     assert state_diff(before, tree_state(ws)) == []
     assert (ws / "a.txt").read_text() == "hello\n"
-    log = json.loads(run_cli("-C", ws, "log", "--json", cwd=tmp_path).stdout)
+    log = json.loads(run_cli("-C", ws, "log", "--json", cwd=tmp_path).stdout)["snapshots"]
     assert len(log) == 1
     assert log[0]["parents"] == []
     assert log[0]["message"] == "initial snapshot"
@@ -74,9 +74,11 @@ def test_init_json(mount_guard: Path) -> None:
     assert out["workspace"] == str(tmp_path / "w")
     assert out["store"] == str(tmp_path / "st")
     assert out["branch"] == "main"
-    assert len(out["head"]) == 32
-    log = json.loads(run_cli("-C", tmp_path / "w", "log", "--json", cwd=tmp_path).stdout)
-    assert [e["id"] for e in log] == [out["head"]]
+    assert len(out["id"]) == 32
+    log = json.loads(run_cli("-C", tmp_path / "w", "log", "--json", cwd=tmp_path).stdout)[
+        "snapshots"
+    ]
+    assert [e["id"] for e in log] == [out["id"]]
 
 
 def test_default_store_is_beside_the_directory(mount_guard: Path) -> None:
@@ -155,7 +157,7 @@ def test_branch_option(make_workspace: WorkspaceFactory) -> None:
     branches = ws.run("branch").stdout.splitlines()
     assert len(branches) == 1
     assert branches[0].startswith("* dev ")
-    assert ws.json("log")[0]["refs"] == ["dev"]
+    assert ws.json("log")["snapshots"][0]["refs"] == ["dev"]
 
 
 def test_invalid_branch_option(mount_guard: Path) -> None:

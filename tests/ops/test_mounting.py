@@ -19,7 +19,9 @@ def test_umount_keeps_uncommitted_changes_and_mount_brings_them_back(
     workspace.run("umount")
     assert _mounted(workspace) == []
     assert list(workspace.path.iterdir()) == []  # the bare mount point
-    listing = json.loads(workspace.run("--store", workspace.store, "workspaces", "--json").stdout)
+    listing = json.loads(workspace.run("--store", workspace.store, "workspaces", "--json").stdout)[
+        "workspaces"
+    ]
     assert [w["mount"] for w in listing] == ["unmounted"]
     workspace.run("--store", workspace.store, "mount")
     assert _mounted(workspace) == ["overlay"]

@@ -264,7 +264,7 @@ def test_dry_run_lists_and_changes_nothing(workspace: Workspace) -> None:
     assert lines[-1] == "dry run: nothing was removed"
     out = json.loads(workspace.run("prune", "--keep-last", "2", "--dry-run", "--json").stdout)
     assert [d["id"] for d in out["keep"]] == [ids[3], ids[2]]
-    assert len(out["remove"]) == 3 and out["removed"] == 0
+    assert len(out["remove"]) == 3 and out["forgotten"] == 0
     assert store_files(workspace.store) == before
 
 
@@ -290,16 +290,16 @@ def test_refs_and_every_workspace_head_are_always_kept(make_workspace: Workspace
     assert kept[other_head] == ["branch other", f"HEAD of {other.path}"]
     assert len(kept) == 5
     removed = {d["id"] for d in out["remove"]}
-    assert removed == {ids[2], ids[3], ids[4], ws.json("log", "v1")[0]["parents"][0]}
-    assert out["removed"] == 4
+    assert removed == {ids[2], ids[3], ids[4], ws.json("log", "v1")["snapshots"][0]["parents"][0]}
+    assert out["forgotten"] == 4
     store = ws.store
     assert sorted(p.removesuffix(".json") for p in os.listdir(store / "snapshots")) == sorted(kept)
     assert sorted(p.removesuffix(".json") for p in os.listdir(store / "chains")) == sorted(kept)
     assert sorted(os.listdir(store / "forgotten")) == sorted(removed)
     assert os.listdir(store / "trash") == []
     # the reflog keeps its entries (history of moves), naming forgotten ids
-    moves = ws.json("reflog")
-    assert any(e["new"] == ids[4] for e in moves)
+    moves = ws.json("reflog")["entries"]
+    assert any(e["id"] == ids[4] for e in moves)
     ws.run("verify")  # a forgotten parent is not a missing one
     other.run("status")
 
@@ -310,10 +310,10 @@ def test_log_show_and_revisions_stop_at_forgotten_parents(workspace: Workspace) 
     workspace.run("tag", "t1", ids[1])
     workspace.run("prune", "--keep-last", "2")  # keeps ids[3], ids[2] and t1 = ids[1]
     assert workspace.log_ids() == [ids[3], ids[2], ids[1]]
-    entries = workspace.json("log")
+    entries = workspace.json("log")["snapshots"]
     assert [e["forgotten_parents"] for e in entries] == [[], [], [ids[0]]]
     assert workspace.log_ids("--all") == [ids[3], ids[2], ids[1]]
-    t1 = workspace.json("log", "t1")
+    t1 = workspace.json("log", "t1")["snapshots"]
     assert t1[0]["forgotten_parents"] == t1[0]["parents"] == [ids[0]]
     text = workspace.run("log", "t1").stdout
     assert f"Parent: {ids[0][:12]} (forgotten)" in text

@@ -120,12 +120,18 @@ def test_symlink_retarget(ws: Workspace) -> None:
 def test_status_json(ws: Workspace) -> None:
     head = ws.log_ids()[0]
     clean = ws.json("status")
-    assert clean == {"branch": "main", "head": head, "clean": True, "changes": []}
+    assert clean == {
+        "version": 1,
+        "id": head,
+        "branch": "main",
+        "clean": True,
+        "changes": [],
+    }
     (ws.path / "new.txt").write_text("abc")
     (ws.path / "del.txt").unlink()
     out = ws.json("status")
     assert out["branch"] == "main"
-    assert out["head"] == head
+    assert out["id"] == head
     assert out["clean"] is False
     assert [(c["path"], c["status"]) for c in out["changes"]] == [
         ("del.txt", "D"),
@@ -365,14 +371,14 @@ def test_diff_patch_working_tree_new_file_and_mode(hist: History) -> None:
 def test_diff_json(shared: History) -> None:
     ws, ids = shared
     out = ws.json("diff", "HEAD~1", "HEAD")
-    assert out["old"] == ids[2][:12]
-    assert out["new"] == ids[3][:12]
+    assert out["old"] == ids[2]
+    assert out["new"] == ids[3]
     assert [(c["path"], c["status"], c["what"]) for c in out["changes"]] == [
         ("b.txt", "D", []),
         ("bin", "M", ["content"]),
     ]
     wt = ws.json("diff")
-    assert wt == {"old": ids[3][:12], "new": "working tree", "changes": []}
+    assert wt == {"version": 1, "old": ids[3], "new": None, "changes": []}
 
 
 def test_diff_exit_code_between_snapshots(shared: History) -> None:

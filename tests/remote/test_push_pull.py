@@ -58,21 +58,21 @@ def test_push_then_pull_into_a_fresh_store(
 ) -> None:
     head = origin.head()
     out = push(origin)
-    assert out["snapshot"] == head and out["tag"] == "main"
+    assert out["id"] == head and out["tag"] == "main"
     assert out["blobs_skipped"] == 0 and out["blobs_sent"] == out["blobs"]
     assert out["bytes_sent"] == out["image_bytes"]
     assert registry.tags(REPO) == ["main"]
-    assert origin.json("remote", "list")[0]["tracking"] == {"main": head}
+    assert origin.json("remote", "list")["remotes"][0]["tracking"] == {"main": head}
 
     other = make_workspace("other", store=origin.store.parent / "store2")
     other.run("remote", "add", "origin", f"{registry.url}/{REPO}", "--insecure")
     pulled = json.loads(other.run("pull", "--json").stdout)
-    assert pulled["snapshot"] == head and pulled["action"] == "fast-forward"
+    assert pulled["id"] == head and pulled["action"] == "fast-forward"
     assert pulled["bytes_received"] == out["image_bytes"]
     assert other.head() == head
     assert tree_state(other.path) == tree_state(origin.path)
     # history ends where the store's knowledge ends (a shallow boundary)
-    log = other.json("log")
+    log = other.json("log")["snapshots"]
     assert [e["id"] for e in log] == [head]
     assert other.run("status", "--porcelain").stdout == ""
 
@@ -109,7 +109,7 @@ def test_push_a_revision_with_an_explicit_tag_and_remote(
     origin.gen({"x": "y"})
     origin.commit("x")
     out = push(origin, "origin", "HEAD~1", "--tag", "v1.0")
-    assert (out["tag"], out["snapshot"]) == ("v1.0", base)
+    assert (out["tag"], out["id"]) == ("v1.0", base)
     detached = push(origin, "HEAD~1")  # a lone argument that is no remote: a revision
     assert detached["tag"] == f"snap-{base}"
     assert registry.tags(REPO) == sorted(["v1.0", f"snap-{base}"])
@@ -134,7 +134,7 @@ def test_fetch_records_remote_tracking_refs(
     assert sorted(t["tag"] for t in out["tags"]) == ["main", "next"]
     assert other.head() == before  # fetch leaves the workspace alone
     assert other.log_ids("origin/next")[0] == second
-    assert other.json("remote", "list")[0]["tracking"]["next"] == second
+    assert other.json("remote", "list")["remotes"][0]["tracking"]["next"] == second
     # a snapshot the store has is not downloaded again, not even its config
     again = json.loads(other.run("fetch", "origin", "next", "--json").stdout)
     assert again["blobs_received"] == 0 and again["tags"][0]["previous"] == second
@@ -158,7 +158,7 @@ def test_pull_fast_forwards_and_fetches_only_new_layers(
     tip = origin.commit("b")
     pushed = push(origin)
     out = json.loads(other.run("pull", "origin", "--json").stdout)
-    assert (out["action"], out["snapshot"]) == ("fast-forward", tip)
+    assert (out["action"], out["id"]) == ("fast-forward", tip)
     new_bytes = pushed["bytes_sent"]  # what the push sent is what the pull needs
     assert out["bytes_received"] == new_bytes
     assert tree_state(other.path) == tree_state(origin.path)
@@ -205,7 +205,7 @@ def test_pull_a_new_branch(
     other = make_workspace("other", store=origin.store.parent / "store2")
     other.run("remote", "add", "origin", f"{registry.url}/{REPO}", "--insecure")
     out = json.loads(other.run("pull", "origin", "topic", "--json").stdout)
-    assert (out["action"], out["branch"], out["snapshot"]) == ("created", "topic", tip)
+    assert (out["action"], out["branch"], out["id"]) == ("created", "topic", tip)
     assert other.json("status")["branch"] == "topic"
     assert tree_state(other.path) == tree_state(origin.path)
 
@@ -221,7 +221,7 @@ def test_remote_commands(workspace: Workspace, tmp_path: Path) -> None:
     ws = workspace
     ws.run("remote", "add", "origin", "127.0.0.1:5000/team/cache", "--insecure")
     ws.run("remote", "add", "backup", f"dir:{tmp_path}/layout")
-    listed = ws.json("remote", "list")
+    listed = ws.json("remote", "list")["remotes"]
     assert listed == [
         {
             "name": "backup",
@@ -250,9 +250,9 @@ def test_remote_commands(workspace: Workspace, tmp_path: Path) -> None:
     assert url.returncode == 2 and "unsupported URL scheme" in url.stderr
     # outside any workspace, --store names the store
     bare = run_cli("--store", ws.store, "remote", "list", "--json", cwd=tmp_path)
-    assert [r["name"] for r in json.loads(bare.stdout)] == ["backup", "origin"]
+    assert [r["name"] for r in json.loads(bare.stdout)["remotes"]] == ["backup", "origin"]
     ws.run("remote", "remove", "backup")
-    assert [r["name"] for r in ws.json("remote", "list")] == ["origin"]
+    assert [r["name"] for r in ws.json("remote", "list")["remotes"]] == ["origin"]
     gone = ws.run("remote", "remove", "backup", check=False)
     assert gone.returncode == 4 and "no remote named 'backup'" in gone.stderr
 
@@ -279,10 +279,10 @@ def test_push_killed_after_the_manifest(origin: Workspace, registry: Registry) -
     killed = origin.run("push", env={"SNAPWS_CRASH_AT": "push:manifest-sent"}, check=False)
     assert killed.returncode == -9
     assert registry.tags(REPO) == ["main"]
-    assert origin.json("remote", "list")[0]["tracking"] == {}
+    assert origin.json("remote", "list")["remotes"][0]["tracking"] == {}
     out = push(origin)
     assert out["blobs_sent"] == 0 and out["blobs_skipped"] == out["blobs"]
-    assert origin.json("remote", "list")[0]["tracking"] == {"main": origin.head()}
+    assert origin.json("remote", "list")["remotes"][0]["tracking"] == {"main": origin.head()}
 
 
 def test_push_with_the_registry_stopped_mid_upload(origin: Workspace, registry: Registry) -> None:
@@ -372,7 +372,7 @@ def test_dir_remote_round_trip(make_workspace: WorkspaceFactory, tmp_path: Path)
     other = make_workspace("other", store=tmp_path / "store2")
     other.run("remote", "add", "usb", f"oci:{layout}")
     pulled = json.loads(other.run("pull", "usb", "--json").stdout)
-    assert pulled["snapshot"] == ws.head()
+    assert pulled["id"] == ws.head()
     assert tree_state(other.path) == tree_state(ws.path)
     bundle = tmp_path / "bundle"
     subprocess.run(

@@ -230,15 +230,15 @@ class Workspace:
     def commit(self, message: str) -> str:
         """Commit (must succeed and record something); returns the new HEAD id."""
         out = json.loads(self.run("commit", "-m", message, "--json").stdout)
-        assert out["snapshot"] is not None, "nothing was committed"
-        return str(out["snapshot"])
+        assert out["id"] is not None, "nothing was committed"
+        return str(out["id"])
 
     def status(self) -> list[str]:
         """``snapws status --porcelain`` lines."""
         return self.run("status", "--porcelain").stdout.splitlines()
 
     def log_ids(self, *args: str) -> list[str]:
-        return [e["id"] for e in json.loads(self.run("log", "--json", *args).stdout)]
+        return [e["id"] for e in json.loads(self.run("log", "--json", *args).stdout)["snapshots"]]
 
     # ---- reading the store directly -----------------------------------------
     def store(self) -> Store:

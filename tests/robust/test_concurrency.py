@@ -60,7 +60,7 @@ def test_two_commits_at_once(ws: Workspace) -> None:
 
         codes = sorted(code for code, _, _ in results)
         assert codes in ([0, 0], [0, LOCKED]), results
-        made = [json.loads(out)["snapshot"] for code, out, _ in results if code == 0]
+        made = [json.loads(out)["id"] for code, out, _ in results if code == 0]
         made = [sid for sid in made if sid is not None]
         assert len(made) == 1, f"expected exactly one new snapshot: {results}"
         for code, _out, err in results:

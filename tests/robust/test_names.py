@@ -74,7 +74,7 @@ def victim(tmp_path: Path, ws: PlainWorkspace) -> Path:
 def head_id(ws: PlainWorkspace) -> str:
     import json
 
-    return str(json.loads(ws.run("status", "--json").stdout)["head"])
+    return str(json.loads(ws.run("status", "--json").stdout)["id"])
 
 
 def assert_bad_revision(result: Result, *fragments: str) -> None:

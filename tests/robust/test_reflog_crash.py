@@ -10,7 +10,7 @@ from .conftest import Workspace, crash, recover
 
 
 def _reflog(ws: Workspace) -> list[dict[str, object]]:
-    return list(json.loads(ws.run("reflog", "--json").stdout))
+    return list(json.loads(ws.run("reflog", "--json").stdout)["entries"])
 
 
 @pytest.mark.parametrize(
@@ -23,7 +23,7 @@ def test_a_crashed_commit_is_logged_once(ws: Workspace, step: str) -> None:
     recover(ws)
     entries = _reflog(ws)
     assert [e["message"] for e in entries] == ["commit: second", "init"]
-    assert entries[0]["new"] == ws.state().head.hex
+    assert entries[0]["id"] == ws.state().head.hex
 
 
 @pytest.mark.parametrize(

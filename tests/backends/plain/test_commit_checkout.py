@@ -145,7 +145,7 @@ def test_reset_keep_and_hard(make_plain: PlainFactory) -> None:
     ws.run("reset", "--hard", s1)
     assert ws.head() == s1 and ws.porcelain() == []
     assert (p / "a.txt").read_text() == "alpha 2\n" and (p / "other" / "o2").read_text() == "o2\n"
-    log = ws.json("reflog")
+    log = ws.json("reflog")["entries"]
     assert [e["message"] for e in log[:2]] == [f"reset: moving to {s1}", f"reset: moving to {s0}"]
 
 

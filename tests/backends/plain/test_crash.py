@@ -137,7 +137,7 @@ def test_crash_during_checkout_discard(make_plain: PlainFactory, step: str) -> N
     assert recover(ws) == []
     assert ws.head() == s0
     assert state_diff(tree_state(ws.path), t0) == []
-    assert ws.json("reflog")[0]["message"].startswith("checkout: moving from main to ")
+    assert ws.json("reflog")["entries"][0]["message"].startswith("checkout: moving from main to ")
 
 
 @pytest.mark.parametrize("step", ["plain-switch:journaled", "plain-switch:rewriting"])

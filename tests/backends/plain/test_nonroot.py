@@ -91,7 +91,7 @@ def test_a_plain_workspace_as_an_ordinary_user(area: UserArea) -> None:
     ]
     commit = _json(area, ws, "commit", "-m", "as a user")
     assert isinstance(commit, dict)
-    sid = str(commit["snapshot"])
+    sid = str(commit["id"])
     chain = json.loads((store / "chains" / f"{sid}.json").read_text())
     top = store / "layers" / chain[-1] / "tree"
     white = os.lstat(top / "gone")
