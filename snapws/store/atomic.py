@@ -1,16 +1,132 @@
-"""Durable, atomic publication: write to a temp name, fsync, rename, fsync dir."""
+"""Durable, atomic publication: write to a temp name, fsync, rename, fsync dir.
+
+Durable batches (:func:`durable_batch`): inside one, the writes of this module
+(and of :mod:`snapws.store.nofollow` and :mod:`snapws.store.reffiles`, which
+sync through :func:`fsync_fd`) on the batch's filesystem skip their per-file
+and per-directory fsync; the batch ends with one ``syncfs`` of that
+filesystem, which makes every file, directory entry and rename made inside it
+durable at once, as OSTree commits objects before it writes the ref. A commit
+then costs a constant number of syncs, whatever number of records it writes.
+
+What a batch does not give: order inside it. After a power loss any subset
+of its writes may be on disk, so a batch holds only steps that are safe to
+find half done (content-addressed objects, records that nothing refers to
+yet, idempotent steps a journal will redo), and the step that makes them
+visible (a ref, the journal's removal) goes after the batch or after a
+:meth:`DurableBatch.barrier`. A process crash loses nothing: unsynced writes
+are in the page cache, which the kernel writes back.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from pathlib import Path
 
 
+class DurableBatch:
+    """The state of one :func:`durable_batch`: the filesystem it covers and
+    the syncs it made (``syncs``: barriers and the final one)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dev = os.stat(root).st_dev
+        self.syncs = 0
+        self.skipped = 0  # fsyncs left to the batch's syncfs
+
+    def covers(self, fd: int) -> bool:
+        """Whether ``fd``'s file lives on the batch's filesystem (then the
+        batch's syncfs makes it durable)."""
+        return os.fstat(fd).st_dev == self.dev
+
+    def barrier(self) -> None:
+        """Make everything written so far durable (one ``syncfs``), so that
+        a later write never reaches the disk without the earlier ones.
+        Raises OSError if syncfs fails (an I/O error: nothing is durable)."""
+        syncfs(self.root)
+        self.syncs += 1
+
+
+_ACTIVE: ContextVar[DurableBatch | None] = ContextVar("snapws_durable_batch", default=None)
+
+
+@contextmanager
+def durable_batch(root: Path) -> Iterator[DurableBatch]:
+    """Defer the fsyncs of writes on ``root``'s filesystem to one ``syncfs``
+    when the block ends (also when it raises: what was written stays as
+    durable as it would have been). Writes to other filesystems sync as
+    usual. Batches nest; each one's end is a barrier. See the module's
+    docstring for what may go in a batch. Raises OSError if the final syncfs
+    fails and the block itself did not raise."""
+    batch = DurableBatch(root)
+    token = _ACTIVE.set(batch)
+    ok = False
+    try:
+        yield batch
+        ok = True
+    finally:
+        _ACTIVE.reset(token)
+        if ok:
+            batch.barrier()
+        else:
+            with suppress(OSError):  # the block's own exception is the one to report
+                batch.barrier()
+
+
+def active_batch() -> DurableBatch | None:
+    """The innermost durable batch of this thread (or task), if any."""
+    return _ACTIVE.get()
+
+
+def fsync_fd(fd: int) -> None:
+    """fsync ``fd``, unless a durable batch covers its filesystem (then the
+    batch's final syncfs does it)."""
+    batch = _ACTIVE.get()
+    if batch is not None and batch.covers(fd):
+        batch.skipped += 1
+        return
+    os.fsync(fd)
+
+
+_syncfs: Callable[[int], int] | None = None
+
+
+def syncfs(path: Path) -> None:
+    """syncfs(2) the filesystem holding ``path``: write back every dirty
+    file, directory and rename on it. Raises OSError (the path cannot be
+    opened, or writeback failed)."""
+    global _syncfs
+    if _syncfs is None:
+        import ctypes  # only when a batch ends: start-up stays lean
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.syncfs
+        fn.argtypes = [ctypes.c_int]
+        fn.restype = ctypes.c_int
+
+        def call(fd: int) -> int:
+            if fn(fd) != 0:
+                return ctypes.get_errno()
+            return 0
+
+        _syncfs = call
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        err = _syncfs(fd)
+    finally:
+        os.close(fd)
+    if err:
+        raise OSError(err, f"syncfs: {os.strerror(err)}", str(path))
+
+
 def fsync_dir(path: Path) -> None:
-    """fsync a directory so that renames and creations inside it are durable."""
+    """fsync a directory so that renames and creations inside it are durable
+    (left to the syncfs of a durable batch that covers it)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fsync(fd)
+        fsync_fd(fd)
     finally:
         os.close(fd)
 
@@ -26,7 +142,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         while view:
             n = os.write(fd, view)
             view = view[n:]
-        os.fsync(fd)
+        fsync_fd(fd)
     finally:
         os.close(fd)
     try:
@@ -57,7 +173,7 @@ def append_line_fd(fd: int, line: bytes) -> None:
     if size and os.pread(fd, 1, size - 1) != b"\n":
         line = b"\n" + line
     os.write(fd, line)
-    os.fsync(fd)
+    fsync_fd(fd)
 
 
 def rename_durable(src: Path, dst: Path) -> None:

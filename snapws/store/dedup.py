@@ -66,6 +66,7 @@ from snapws.crash import crashpoint
 from snapws.ids import Digest, LayerId
 from snapws.layers.entries import host_ids, list_xattrs
 from snapws.model import ROOT, Entry, Kind, decode_manifest, path_to_text, text_to_path
+from snapws.store.atomic import fsync_fd
 from snapws.store.store import Store
 
 INDEX_DIR = "dedup"
@@ -589,7 +590,7 @@ def _parent(rel: bytes) -> bytes:
 def _fsync_dir(path: bytes) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.fsync(fd)
+        fsync_fd(fd)
     finally:
         os.close(fd)
 

@@ -25,6 +25,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from snapws.store.atomic import fsync_fd
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -79,7 +81,7 @@ def _open_dir(dir_fd: int, name: str, rel: str, create: bool) -> int:
         raise _classify(dir_fd, name, rel) from None
     try:
         os.mkdir(name, 0o755, dir_fd=dir_fd)
-        os.fsync(dir_fd)
+        fsync_fd(dir_fd)
     except FileExistsError:
         pass  # made meanwhile: open what is there (checked below)
     return _open_dir(dir_fd, name, rel, create=False)
@@ -170,7 +172,7 @@ def replace_file(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        fsync_fd(fd)
     finally:
         os.close(fd)
     try:
@@ -178,4 +180,4 @@ def replace_file(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None
     except OSError:
         os.unlink(tmp, dir_fd=dir_fd)
         raise
-    os.fsync(dir_fd)
+    fsync_fd(dir_fd)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from snapws.ids import WorkspaceId
 from snapws.refnames import ref_name_problem
-from snapws.store.atomic import append_line_fd
+from snapws.store.atomic import append_line_fd, fsync_fd
 from snapws.store.nofollow import (
     entry_mode,
     open_dirs,
@@ -126,13 +126,13 @@ def remove_file(root: Path, parts: Sequence[str], keep: int) -> None:
     components of ``parts``. Raises FileNotFoundError, UnsafeEntryError."""
     with open_dirs(root, parts[:-1]) as fds:
         os.unlink(parts[-1], dir_fd=fds[-1])
-        os.fsync(fds[-1])
+        fsync_fd(fds[-1])
         for i in range(len(parts) - 2, keep - 1, -1):
             try:
                 os.rmdir(parts[i], dir_fd=fds[i])
             except OSError:
                 break
-            os.fsync(fds[i])
+            fsync_fd(fds[i])
 
 
 def ref_entries(root: Path, kind: str) -> list[str]:

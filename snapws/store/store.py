@@ -26,7 +26,7 @@ import os
 import stat
 import time
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,13 @@ from snapws.errors import (
 from snapws.ids import LayerId, SnapshotId, WorkspaceId
 from snapws.model import ReflogEntry, SnapshotRecord, WorkspaceState, manifest_id
 from snapws.refnames import check_ref_format, ref_name_problem
-from snapws.store.atomic import fsync_dir, rename_durable, write_atomic
+from snapws.store.atomic import (
+    DurableBatch,
+    durable_batch,
+    fsync_dir,
+    rename_durable,
+    write_atomic,
+)
 from snapws.store.journal import journal_problem
 from snapws.store.lock import StoreLock
 from snapws.store.nofollow import UnsafeEntryError
@@ -180,6 +186,14 @@ class Store:
         path = self.root / "staging" / f"{prefix}-{os.urandom(8).hex()}"
         path.mkdir()
         return path
+
+    def durable_batch(self) -> AbstractContextManager[DurableBatch]:
+        """A durable batch on the store's filesystem (:func:`durable_batch`):
+        the records, layers and renames written inside it skip their fsyncs
+        and become durable together at its end, with one syncfs. Use it for
+        steps that are safe to find half done after a power loss; write the
+        step that publishes them (a ref, the journal's removal) after it."""
+        return durable_batch(self.root)
 
     def publish_layer(self, staging: Path, manifest: bytes) -> LayerId:
         """Publish ``staging/tree`` as the layer whose manifest is ``manifest``.
