@@ -35,9 +35,14 @@ __all__ = [
     "probe_all",
 ]
 
-#: Every backend, in the order ``auto`` tries them (fastest first).
+#: Every backend, fastest first.
 BACKEND_NAMES = ("kernel", "rootless", "fuse", "plain")
-AUTO_ORDER = BACKEND_NAMES
+#: The backends ``auto`` tries, in order: those whose workspace directory
+#: every process of the user sees. Not rootless: its mount lives in a user
+#: namespace that only ``snapws shell``/``run`` (and what they start) enter,
+#: so the editor, other terminals and the file manager would see an empty
+#: directory; it is taken only when asked for (``--backend rootless``).
+AUTO_ORDER = ("kernel", "fuse", "plain")
 
 _instances: dict[str, Backend] = {}
 
@@ -94,9 +99,10 @@ def choose_backend(
     ``requested`` (``--backend``; default ``config.backend``) is a backend
     name or ``auto``. ``auto`` takes the first of :data:`AUTO_ORDER` whose
     probe succeeds: kernel (root, the store not on an overlay, a test overlay
-    mount works), rootless (a user namespace and a ``userxattr`` test mount
-    work for this user), fuse (fuse-overlayfs installed, /dev/fuse usable, a
-    test mount works), else plain, which always works. The probes may mount
+    mount works), fuse (fuse-overlayfs installed, /dev/fuse usable, a test
+    mount works, root), else plain, which always works. So a user who is not
+    root gets plain: a directory all her processes see. Rootless is never
+    chosen by ``auto``, only when requested. The probes may mount
     and unmount small test overlays beside the store.
 
     Raises :class:`ConfigError` for an unknown name, and

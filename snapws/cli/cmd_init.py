@@ -28,7 +28,8 @@ from snapws.ops.workspace import resolve_store
     "--backend",
     type=click.Choice(["auto", "kernel", "rootless", "fuse", "plain"]),
     help="How the workspace is shown (default: `backend =` in snapws.toml, else auto: "
-    "the first that works here of kernel, rootless, fuse, plain; `snapws doctor` says which).",
+    "the first that works here of kernel, fuse, plain: plain for a user who is not root; "
+    "rootless only when asked for; `snapws doctor` says which).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
@@ -84,6 +85,12 @@ def init_cmd(
     below = str(app.cwd) == state.path or str(app.cwd).startswith(state.path + os.sep)
     if below and state.backend in ("kernel", "fuse"):
         app.info("note: your shell is below the new mount; run `cd .` to see the workspace")
+    if state.backend == "rootless":
+        app.info(
+            "note: rootless: the workspace is mounted in a user namespace of its own; other "
+            f"programs see {state.path} empty: work in it through `snapws shell {state.path}` "
+            "(or `snapws run`)"
+        )
 
 
 COMMANDS = [init_cmd]

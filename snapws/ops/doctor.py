@@ -367,12 +367,13 @@ def diagnose(store: Path | None, requested: str = "auto") -> Report:
     target = store if store is not None else Path.cwd()
     report.backends = probe_all(target) if usable else []
     for found in report.backends:
-        if found.ok:
+        if found.ok and found.backend in AUTO_ORDER:  # rootless only when asked for
             report.backend = found.backend
             passed = [
                 f"; {b.backend} skipped: {b.reason}"
                 for b in report.backends
-                if AUTO_ORDER.index(b.backend) < AUTO_ORDER.index(found.backend)
+                if b.backend in AUTO_ORDER
+                and AUTO_ORDER.index(b.backend) < AUTO_ORDER.index(found.backend)
             ]
             report.reason = found.reason + "".join(passed)
             break

@@ -106,6 +106,16 @@ def rws(area: UserArea) -> RootlessWs:
     return make_rootless(area)
 
 
+def test_init_says_what_rootless_means_in_one_line(area: UserArea) -> None:
+    (area.root / "ws").mkdir()
+    os.chown(area.root / "ws", area.uid, area.gid)
+    done = area.snapws("init", "--backend", "rootless", "ws")
+    notes = [line for line in done.stderr.splitlines() if "rootless" in line]
+    assert len(notes) == 1, done.stderr
+    assert "other programs see" in notes[0]
+    assert f"`snapws shell {area.root / 'ws'}`" in notes[0]
+
+
 def test_init_makes_a_user_form_store_and_no_host_mount(rws: RootlessWs) -> None:
     marker = json.loads((rws.store / "snapws-store.json").read_bytes())
     assert marker["xattrs"] == "user"

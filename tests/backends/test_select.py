@@ -61,10 +61,10 @@ def test_auto_takes_the_first_that_works_in_order(machine: Machine, tmp_path: Pa
 @pytest.mark.parametrize(
     ("missing", "chosen"),
     [
-        (("kernel",), "rootless"),
+        (("kernel",), "fuse"),
         (("kernel", "rootless"), "fuse"),
         (("kernel", "rootless", "fuse"), "plain"),
-        (("kernel", "fuse"), "rootless"),
+        (("kernel", "fuse"), "plain"),
     ],
 )
 def test_auto_says_why_it_skipped_the_faster_ones(
@@ -77,7 +77,21 @@ def test_auto_says_why_it_skipped_the_faster_ones(
     assert reason.startswith(f"{chosen} works")
     for skipped in missing:
         said = f"{skipped} skipped: {skipped} is missing" in reason
-        assert said is (AUTO_ORDER.index(skipped) < AUTO_ORDER.index(chosen))
+        earlier = skipped in AUTO_ORDER and AUTO_ORDER.index(skipped) < AUTO_ORDER.index(chosen)
+        assert said is earlier
+
+
+def test_auto_never_takes_rootless_a_user_gets_plain(machine: Machine, tmp_path: Path) -> None:
+    # as a user who is not root: kernel and fuse need root, rootless works;
+    # auto still gives plain, whose directory every process of the user sees
+    machine.allowed["kernel"] = False
+    machine.allowed["fuse"] = False
+    name, reason = choose_backend(Config(), tmp_path)
+    assert name == "plain"
+    assert "rootless" not in machine.probed
+    assert "rootless" not in reason
+    # asked for, rootless is taken
+    assert choose_backend(Config(), tmp_path, "rootless")[0] == "rootless"
 
 
 def test_a_requested_backend_that_works_is_taken_without_probing_others(
@@ -96,7 +110,7 @@ def test_an_impossible_backend_names_one_that_works(machine: Machine, tmp_path: 
     assert err.exit_code is ExitCode.UNSUPPORTED
     assert err.message == "the kernel backend cannot run here: kernel is missing"
     assert err.hint is not None
-    assert err.hint.startswith("use `--backend rootless`, which works here (rootless works)")
+    assert err.hint.startswith("use `--backend plain`, which works here (plain works)")
     assert "install kernel" in err.hint
 
 

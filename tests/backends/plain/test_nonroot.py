@@ -129,3 +129,26 @@ def test_a_plain_workspace_as_an_ordinary_user(area: UserArea) -> None:
     assert _status(area, ws) == []
     assert (ws / "new.txt").read_text() == "new\n"
     assert_plain_store_ok(store)
+
+
+def test_the_default_workspace_of_a_user_is_visible_to_her_other_processes(
+    area: UserArea,
+) -> None:
+    # auto picks plain for a user who is not root, never rootless: a second
+    # process that never ran snapws (cat, outside any namespace) reads the
+    # workspace after init, commit and checkout
+    ws = area.root / "ws"
+    area.run(sys.executable, "-c", MAKE, ws, json.dumps({"a.txt": "one\n"}))
+    out = _json(area, area.root, "init", "ws")
+    assert isinstance(out, dict) and out["backend"] == "plain"
+    assert area.run("cat", ws / "a.txt").stdout == "one\n"
+    area.run(sys.executable, "-c", MAKE, ws, json.dumps({"a.txt": "two\n", "b.txt": "b\n"}))
+    area.snapws("-C", ws, "commit", "-m", "two")
+    assert area.run("cat", ws / "a.txt", ws / "b.txt").stdout == "two\nb\n"
+    area.snapws("-C", ws, "checkout", "HEAD~1")
+    assert area.run("cat", ws / "a.txt").stdout == "one\n"
+    assert area.run("ls", "-A", ws).stdout.split() == ["a.txt"]
+    area.snapws("-C", ws, "checkout", "main")
+    assert area.run("cat", ws / "b.txt").stdout == "b\n"
+    doctor = _json(area, ws, "doctor")
+    assert isinstance(doctor, dict) and doctor["backend"] == "plain"
