@@ -543,10 +543,9 @@ def _import_layer(
                 progress=progress,
             )
             try:
+                reader = tf.TarReader(stream.read, what, budget=budget)
                 try:
-                    layer = extract_layer(
-                        store, tf.TarReader(stream.read, what, budget=budget), lower, threads
-                    )
+                    layer = extract_layer(store, reader, lower, threads)
                 except SnapwsError:
                     if not verified:
                         stream.close()
@@ -565,6 +564,11 @@ def _import_layer(
                         raise BadImageError(
                             f"blob {desc.digest} does not match its descriptor "
                             f"({stream.raw_size} bytes, {(raw_digest or '?')[:23]}...)"
+                        )
+                    if reader.unterminated and diff != diff_id:  # whole only if diff_id says so
+                        raise BadImageError(
+                            f"{what}: truncated (no end-of-archive marker, and the "
+                            f"uncompressed tar does not match diff_id {diff_id})"
                         )
                     if diff_id is not None and diff != diff_id:
                         raise BadImageError(

@@ -304,6 +304,8 @@ class LayerExtractor:
         return self.root if rel == ROOT else self.root + b"/" + rel
 
     def _norm(self, name: bytes) -> bytes:
+        if name.startswith(b"/") and name.strip(b"/.") == b"" and b".." not in name:
+            return ROOT  # "/" (umoci insert ... /, docker): the root's entry
         if name.startswith(b"/"):
             raise self._bad(f"absolute path {display_path(name)} (paths must stay in the layer)")
         if not name:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -197,3 +198,31 @@ def test_manifests_equal_a_scan_of_the_unpacked_trees(tmp_path: Path, store: Sto
         tree = store.layer_tree(lid)
         scanned = encode_manifest(entries_of(read_tree(os.fsencode(tree))))
         assert store.read_manifest(lid) == scanned
+
+
+@pytest.mark.parametrize("root", ["/", "./", "/./", "."])
+def test_a_root_entry_as_umoci_and_docker_write_it(tmp_path: Path, store: Store, root: str) -> None:
+    """``umoci insert ... /`` writes the root as "/", docker as "./": the
+    root's entry, with its metadata. Absolute paths below it stay refused
+    (tests/oci/test_hostile.py)."""
+    layout = tmp_path / "layout"
+    make_layout(layout, [tar_of([d(root, mode=0o751, uid=3), f("a", b"x")])])
+    tree = merged(store, import_layout(store, layout))
+    assert sorted(tree) == [b".", b"a"]
+    assert (tree[b"."].mode, tree[b"."].uid) == (0o751, 3)
+
+
+def test_a_layer_umoci_insert_wrote(tmp_path: Path, store: Store) -> None:
+    """A real ``umoci insert --image L:t SRC /``: its layer starts with "/"."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_text("hi\n")
+    layout = tmp_path / "img"
+    for argv in (
+        ["umoci", "init", "--layout", str(layout)],
+        ["umoci", "new", "--image", f"{layout}:t"],
+        ["umoci", "insert", "--image", f"{layout}:t", str(src), "/"],
+    ):
+        subprocess.run(argv, check=True, capture_output=True)
+    tree = merged(store, import_layout(store, layout, "t"))
+    assert {b"d", b"d/f"} <= set(tree)

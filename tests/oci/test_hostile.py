@@ -48,6 +48,8 @@ TAR_CASES: dict[str, tuple[list[Member], str]] = {
     "dotdot": ([f("../../../../" + ESCAPE, b"x")], "climbs out of the layer"),
     "dotdot-inside": ([d("a"), f("a/../../" + ESCAPE, b"x")], "climbs out of the layer"),
     "absolute": ([f("/tmp/" + ESCAPE, b"x")], "absolute path"),
+    "absolute-after-root": ([d("/"), f("/tmp/" + ESCAPE, b"x")], "absolute path"),
+    "absolute-dotdot": ([d("/.."), f("x", b"x")], "absolute path"),
     "symlink-escapes": (
         [d("a"), Member("a/l", tarfile.SYMTYPE, linkname="../../" + ESCAPE)],
         "leads out of the layer",
