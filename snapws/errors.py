@@ -202,6 +202,17 @@ class InvalidOperationError(SnapwsError):
     default_hint = "`snapws status` and `snapws branch` show the current state"
 
 
+class PushRejectedError(InvalidOperationError):
+    """A push that would drop snapshots the remote tag names: not a
+    fast-forward, a remote snapshot this store does not know, or a
+    ``--force-with-lease`` whose expected snapshot is stale."""
+
+    default_hint = (
+        "`snapws fetch` the remote, check out its snapshot, re-apply your changes, "
+        "commit and push again; or push with --force to replace it"
+    )
+
+
 class LayerRejectedError(SnapwsError):
     """The upperdir holds something snapws cannot record faithfully."""
 

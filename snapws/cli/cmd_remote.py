@@ -106,7 +106,7 @@ def _ref_line(move: str, old: str | None, new: str, src: str, dst: str) -> str:
         "fast-forward": (" ", f"{old}..{new}", ""),
         "forced": ("+", f"{old}...{new}", "  (forced update)"),
     }[move]
-    return f" {flag} {summary:<17} {src:<10} -> {dst}{suffix}"
+    return f" {flag} {summary:<27} {src:<10} -> {dst}{suffix}"
 
 
 def _parse_size(text: str) -> int:
@@ -313,7 +313,8 @@ def push_cmd(
                     else store.read_ref("remotes", f"{remote_name}/{remote_tag}")
                 )
                 lease_of = Lease(expected)
-            plan = plan_push(store, entry, sid, remote_tag, compression, bar.simple("building image"))
+            built = bar.simple("building image")
+            plan = plan_push(store, entry, sid, remote_tag, compression, built)
         result = send_image(store, plan, settings, bar, force=force, lease=lease_of)
     finally:
         bar.close()
@@ -325,9 +326,7 @@ def push_cmd(
     s = result.stats
     old = result.previous.short() if result.previous else None
     click.echo(f"To {result.url}")
-    click.echo(
-        _ref_line(result.move.value, old, result.snapshot.short(), result.tag, result.tag)
-    )
+    click.echo(_ref_line(result.move.value, old, result.snapshot.short(), result.tag, result.tag))
     click.echo(
         f"pushed {result.snapshot.short()} to {result.url}:{result.tag} "
         f"({s.blobs_sent} blob(s) sent, {_human(s.bytes_sent)}; "

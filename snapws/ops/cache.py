@@ -270,7 +270,9 @@ def save_cache(
                     hint="use a repository of its own for the cache (--remote, "
                     "SNAPWS_CACHE_REMOTE), or another key",
                 )
-        pushed = send_image(store, PushPlan(entry, sid, tag, image), ctx.settings, progress, remote)
+        pushed = send_image(
+            store, PushPlan(entry, sid, tag, image), ctx.settings, progress, remote, force=True
+        )  # a cache entry is replaced, not extended
         replaced = None
         if old is not None and old.digest != pushed.manifest_digest:
             replaced = old.digest

@@ -29,6 +29,7 @@ from snapws.ids import SnapshotId
 from snapws.model import ROOT, Change, decode_manifest, display_path
 from snapws.oci.image import LABEL_SNAPSHOT, Descriptor, import_image
 from snapws.ops.checkout import checkout, reset, uncommitted
+from snapws.ops.fastforward import Move, classify_move, is_ancestor
 from snapws.ops.remotes import RemoteEntry, TransferSettings, open_remote
 from snapws.ops.workspace import Session
 from snapws.refnames import validate_ref_name
@@ -45,6 +46,7 @@ class FetchedTag:
     snapshot: SnapshotId
     previous: SnapshotId | None  # where refs/remotes/<remote>/<tag> pointed before
     manifest_digest: str
+    move: Move = Move.NEW  # how the remote-tracking ref moved (git's fetch output)
 
 
 @dataclass(slots=True)
@@ -125,7 +127,8 @@ def fetch(
                 previous = store.read_ref("remotes", ref)
                 if previous != sid:
                     store.write_ref("remotes", ref, sid, who, f"fetch: {tag}")
-            result.fetched.append(FetchedTag(tag, sid, previous, manifest.digest))
+            move = classify_move(store, previous, sid)
+            result.fetched.append(FetchedTag(tag, sid, previous, manifest.digest, move))
     finally:
         if owned:
             remote.close()
@@ -181,21 +184,6 @@ class PullResult:
             "previous": self.previous.hex if self.previous else None,
             "action": self.action,
         }
-
-
-def is_ancestor(store: Store, old: SnapshotId, new: SnapshotId, limit: int = 1_000_000) -> bool:
-    """True if ``old`` is ``new`` or one of its ancestors."""
-    seen: set[SnapshotId] = set()
-    todo = [new]
-    while todo and len(seen) < limit:
-        sid = todo.pop()
-        if sid == old:
-            return True
-        if sid in seen or not store.has_snapshot(sid):
-            continue
-        seen.add(sid)
-        todo.extend(store.read_snapshot(sid).parents)
-    return False
 
 
 def is_empty_root(store: Store, sid: SnapshotId) -> bool:

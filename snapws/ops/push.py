@@ -11,6 +11,14 @@ cached in the store, so a layer is compressed once) under the store lock;
 
 So a push killed at any point never leaves a tag naming missing blobs, and
 the next push sends only what is still missing.
+
+A push never drops what the remote tag names unless told to: the tag is
+read before anything is sent and again just before the manifest is PUT,
+and :func:`snapws.ops.fastforward.check_push` refuses anything but a new
+tag or a fast-forward (``force``: anything; a ``lease``: only while the tag
+still names what the lease expects). The registry API has no conditional
+PUT, so two pushes racing between that last read and their PUT can still
+both pass: the window is one request long.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from snapws.crash import crashpoint, steps_of
 from snapws.errors import BadNameError
 from snapws.ids import SnapshotId
 from snapws.oci.image import Blob, Image, build_image
+from snapws.ops.fastforward import Lease, Move, check_push, read_tip
 from snapws.ops.remotes import RemoteEntry, TransferSettings, open_remote
 from snapws.refnames import ref_name_problem
 from snapws.remote.base import OCI_MANIFEST, Remote, TransferStats, is_tag
@@ -55,6 +64,8 @@ class PushResult:
     blobs: int  # blobs in the image (layers + config)
     image_bytes: int  # their total size
     stats: TransferStats
+    previous: SnapshotId | None = None  # what the tag named before (None: new, or foreign)
+    move: Move = Move.NEW
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -65,6 +76,8 @@ class PushResult:
             "manifest": self.manifest_digest,
             "blobs": self.blobs,
             "image_bytes": self.image_bytes,
+            "previous": self.previous.hex if self.previous else None,
+            "update": self.move.value,
             **self.stats.to_json(),
         }
 
@@ -117,16 +130,25 @@ def send_image(
     settings: TransferSettings | None = None,
     progress: PushProgress | None = None,
     remote: Remote | None = None,
+    *,
+    force: bool = False,
+    lease: Lease | None = None,
 ) -> PushResult:
-    """Send ``plan``'s blobs the remote lacks, then its manifest (last).
-    Needs no store lock (image blobs are immutable). A ``remote`` given is
-    used (and left open); otherwise one is opened for ``plan.remote``.
-    Raises RemoteError, AuthError; a failure leaves the tag as it was."""
+    """Send ``plan``'s blobs the remote lacks, then its manifest (last),
+    when the tag's move passes :func:`check_push` (checked before sending
+    and again before the manifest). Needs no store lock (image blobs are
+    immutable; records are only read). A ``remote`` given is used (and
+    left open); otherwise one is opened for ``plan.remote``. Raises
+    PushRejectedError, RemoteError, AuthError; a failure leaves the tag as
+    it was."""
     owned = remote is None
     remote = remote or open_remote(store, plan.remote, push=True, settings=settings)
     image = plan.image
     blobs: list[Blob] = [*image.layers, image.config]
+    where = f"{remote.display}:{plan.tag}"
     try:
+        tip = read_tip(remote, plan.tag)
+        check_push(store, where, tip, plan.snapshot, force, lease)
         missing = []
         for i, blob in enumerate(blobs):
             if progress is not None:
@@ -147,6 +169,8 @@ def send_image(
             remote.put_blob(d.digest, d.size, blob.path, bar, check=False)
             done += d.size
             crashpoint("push:blob-sent")
+        tip = read_tip(remote, plan.tag)  # again: someone may have pushed meanwhile
+        move = check_push(store, where, tip, plan.snapshot, force, lease)
         media_type = _media_type(image.manifest)
         digest = remote.put_manifest(plan.tag, image.manifest, media_type)
         crashpoint("push:manifest-sent")
@@ -159,6 +183,8 @@ def send_image(
             len(blobs),
             sum(b.descriptor.size for b in blobs),
             remote.stats,
+            tip.snapshot,
+            move,
         )
     finally:
         if owned:

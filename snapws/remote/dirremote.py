@@ -172,6 +172,9 @@ class DirRemote:
 
     # ---- manifests -------------------------------------------------------------------
     def get_manifest(self, reference: str) -> Manifest | None:
+        fresh = not self.path.exists() or not any(self.path.iterdir())
+        if self._create and fresh:
+            return None  # a push will create it: nothing is tagged yet
         self._ensure(write=False)
         if is_digest(reference):
             entry: dict[str, Any] | None = {"digest": reference}
