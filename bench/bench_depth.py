@@ -204,7 +204,6 @@ def scenario(name: str, max_depth: int, args: argparse.Namespace, work: Path) ->
     from snapws.ops import flatten
     from snapws.ops.commit import commit
     from snapws.ops.session import open_session
-    from snapws.ops.workspace import chain_ids
     from snapws.store.store import Store
 
     base = work / name
@@ -244,7 +243,7 @@ def scenario(name: str, max_depth: int, args: argparse.Namespace, work: Path) ->
                 made = commit(session, f"commit {c}", config.author)
             times.append(time.perf_counter() - t)
             assert made.snapshot is not None, f"commit {c} recorded nothing"
-            depths.append(len(chain_ids(store, made.snapshot)))
+            depths.append(len(store.chain_layers(made.snapshot)))
             if log and (c + 1) % 100 == 0:
                 log(f"{c + 1} commits, depth {depths[-1]}, last {times[-1] * 1000:.0f} ms")
         subprocess.run(["sync"], check=True)
