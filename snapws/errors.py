@@ -33,6 +33,7 @@ class ExitCode(IntEnum):
     BAD_IMAGE = 16  # an OCI image, layout or layer tar is malformed or hostile
     NO_SPACE = 17  # the store's filesystem is full (ENOSPC) or a quota is reached (EDQUOT)
     STORE_UNWRITABLE = 18  # the store's filesystem is read-only (EROFS) or failing (EIO)
+    NOT_MOUNTED = 19  # the workspace's directory does not show the workspace (not mounted)
     INTERNAL = 70
     INTERRUPTED = 130
 
@@ -183,6 +184,16 @@ class StoreUnwritableError(SnapwsError):
         "when it is writable again, run the command again: the next command finishes or "
         "rolls back the interrupted step"
     )
+
+
+class NotMountedError(SnapwsError):
+    """The workspace's directory does not show the workspace: it is not
+    mounted (git has no such state: a work tree is always there), so its
+    status cannot be told from the directory, and what a program reads there
+    is not the workspace."""
+
+    exit_code = ExitCode.NOT_MOUNTED
+    default_hint = "`snapws mount` mounts it again; uncommitted changes are kept in the store"
 
 
 class BadPathError(SnapwsError):

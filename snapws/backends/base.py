@@ -82,6 +82,21 @@ class Backend(abc.ABC):
     mounts: ClassVar[bool] = True
     #: the form of U this backend's mounts write (what commit's scan reads)
     upper_form: ClassVar[UpperForm] = "overlay"
+    #: True when a mount made by one command stays and every process of the
+    #: machine sees it (kernel, fuse); False for rootless, whose mount lives
+    #: in a user namespace: a lone command's mount dies with it
+    mount_is_shared: ClassVar[bool] = True
+
+    def reach_hint(self, path: Path) -> str:
+        """How a user makes ``path`` show its workspace (for error hints):
+        a command to run."""
+        return f"`snapws -C {path} mount`"
+
+    def shown_after_exit(self, store: Store, state: WorkspaceState) -> bool:
+        """Whether the workspace's directory goes on showing the workspace
+        to other processes once this command exits. Default: the workspace
+        is mounted (:meth:`mount_state` says ``mounted``)."""
+        return self.mount_state(store, state) == "mounted"
 
     @abc.abstractmethod
     def probe(self, store_root: Path) -> Availability:
@@ -264,6 +279,14 @@ class NoMountBackend(Backend):
     def mount_state(self, store: Store, state: WorkspaceState) -> MountStatus:
         """Always ``plain``."""
         return "plain"
+
+    def reach_hint(self, path: Path) -> str:
+        """Nothing to run: the directory is the workspace."""
+        return f"use {path} as it is"
+
+    def shown_after_exit(self, store: Store, state: WorkspaceState) -> bool:
+        """Always: the directory is the workspace."""
+        return True
 
     def owner_of(self, path: Path) -> tuple[Path, WorkspaceId] | None:
         """Never a mount: None."""

@@ -209,6 +209,19 @@ class RootlessBackend(KernelBackend):
     """
 
     name: ClassVar[str] = "rootless"
+    mount_is_shared: ClassVar[bool] = False
+
+    def reach_hint(self, path: Path) -> str:
+        """A rootless mount is seen only in its namespace: the shell."""
+        return f"`snapws shell {path}` (or `snapws -C {path} run -- CMD`), which see its mount"
+
+    def shown_after_exit(self, store: Store, state: WorkspaceState) -> bool:
+        """Mounted here, and another process lives in this namespace (a
+        ``snapws shell`` or ``run``): otherwise the mount dies with this
+        command, and no other process ever saw it."""
+        from snapws.backends.userns import namespace_shared
+
+        return self.mount_state(store, state) == "mounted" and namespace_shared()
 
     def probe(self, store_root: Path) -> Availability:
         """Not real root; a store (if it exists) of the "user" xattr form;

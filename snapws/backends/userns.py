@@ -200,6 +200,14 @@ def _our_processes() -> dict[NamespaceId, int]:
     return out
 
 
+def namespace_shared() -> bool:
+    """Whether another process of this user lives in this process's user
+    and mount namespaces (a ``snapws shell`` or ``run``, or what they
+    started), so that mounts made here outlive this process."""
+    mine = namespace_of()
+    return mine is not None and mine in _our_processes()
+
+
 # ---- records in the store -----------------------------------------------------
 
 

@@ -40,6 +40,7 @@ from snapws.errors import (
     InvalidOperationError,
     NameExistsError,
     NotAWorkspaceError,
+    NotMountedError,
     RemoteError,
     RemoteNotFoundError,
     StoreNotFoundError,
@@ -366,6 +367,7 @@ def restore_cache(
         new_state, fetched, remote = _start_workspace(
             ctx, entry, target, store_root, branch, match, progress
         )
+        check_restore_shown(store_root, new_state)
         return RestoreResult(
             match,
             remote.display,
@@ -390,8 +392,30 @@ def restore_cache(
         else:
             checkout(s, sid, None, who=ctx.who, label=f"cache {match.entry.key}")
             action = "switched"
+        s.reload()
+        check_restore_shown(s.store.root, s.state)
     return RestoreResult(
         match, remote.display, state.path, sid, action, match.entry.layers, fetched, remote.stats
+    )
+
+
+def check_restore_shown(store_root: Path, state: WorkspaceState) -> None:
+    """Raise NotMountedError when the restored workspace will not show in
+    its directory to other programs once this command exits (a rootless
+    workspace restored outside a ``snapws shell``/``run``: its mount dies
+    with the command), so that a restore never reports a hit over a
+    directory that stays empty. The restore itself is kept."""
+    from snapws.backends import backend_for
+
+    backend = backend_for(state)
+    if backend.shown_after_exit(Store.open(store_root), state):
+        return
+    path = Path(state.path)
+    raise NotMountedError(
+        f"restored snapshot {state.head.short()} into {path}, but other programs see the "
+        f"directory empty: the {backend.name} workspace's mount ends with this command",
+        hint=f"run the build through {backend.reach_hint(path)}, or restore from inside "
+        f"it (`snapws -C {path} run -- snapws cache restore KEY`)",
     )
 
 

@@ -4,24 +4,28 @@ a snapshot, or between two snapshots, at the cost of the layers in between."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from snapws.ids import SnapshotId
 from snapws.layers.diff import diff_views
+from snapws.layers.ignore import drop_ignored
 from snapws.layers.view import ChainView
 from snapws.model import Change, Kind
-from snapws.ops.workspace import Session
+from snapws.ops.workspace import Session, check_shown
 
 
 @dataclass(slots=True)
 class DiffResult:
-    """Changes plus the two sides, so that callers can read file contents."""
+    """Changes plus the two sides, so that callers can read file contents;
+    against the working tree, also its topmost ignored paths (not in
+    ``changes``)."""
 
     changes: list[Change]
     old: ChainView
     new: ChainView
     old_label: str
     new_label: str
+    ignored: list[bytes] = field(default_factory=list)
 
     def read_old(self, path: bytes) -> bytes | None:
         return _read(self.old, path)
@@ -39,8 +43,18 @@ def _read(view: ChainView, path: bytes) -> bytes | None:
 
 
 def status(session: Session) -> list[Change]:
-    """Uncommitted changes: HEAD against the working tree (a scan of U)."""
+    """Uncommitted changes: HEAD against the working tree (a scan of U).
+    Raises NotMountedError when the workspace is not mounted (never "clean"
+    then), BadPathError naming entries written into its bare directory."""
+    check_shown(session.store, session.state)
     return diff(session, None, None).changes
+
+
+def status_ignored(session: Session) -> tuple[list[Change], list[bytes]]:
+    """:func:`status`, and the working tree's topmost ignored paths
+    (``status --ignored``)."""
+    result = diff(session, None, None)
+    return result.changes, result.ignored
 
 
 def diff(
@@ -61,18 +75,26 @@ def diff(
     old_sid = old if old is not None else head
     old_view = session.chain_view(old_sid)
     extra: list[bytes] = []
+    tops: list[bytes] = []
     if new is None:
+        from snapws.layers.scan import ignored_in_upper
+        from snapws.ops.ignoring import ignore_rules
+
         unshared = store.unshared_layers(old_sid, head)
         new_view = session.working_view()
-        extra.append(os.fsencode(session.upper))
+        upper = os.fsencode(session.upper)
+        extra.append(upper)
         new_label = "working tree"
+        rules = ignore_rules(session)
+        tops = ignored_in_upper(upper, session.chain_view(head), session.upper_form, rules)
     else:
         unshared = store.unshared_layers(old_sid, new)
         new_view = session.chain_view(new)
         new_label = new.short()
     dirs = [os.fsencode(store.layer_tree(x)) for x in unshared]
-    changes = diff_views(old_view, new_view, [*dirs, *extra], paths)
-    return DiffResult(changes, old_view, new_view, old_sid.short(), new_label)
+    changes = diff_views(old_view, new_view, [*dirs, *extra], paths, skip=set(tops))
+    changes, ignored = drop_ignored(changes, tops)
+    return DiffResult(changes, old_view, new_view, old_sid.short(), new_label, ignored)
 
 
 def diff_from_nothing(session: Session, sid: SnapshotId) -> list[Change]:

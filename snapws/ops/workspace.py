@@ -15,6 +15,7 @@ from snapws.errors import (
     BadPathError,
     MountError,
     NotAWorkspaceError,
+    NotMountedError,
     StoreNotFoundError,
 )
 from snapws.ids import SnapshotId, WorkspaceId
@@ -184,16 +185,81 @@ def ensure_mounted(store: Store, state: WorkspaceState, crash_step: str | None =
             f"something else is mounted on the workspace {path}",
             hint=f"unmount it (umount {path}), then run `snapws mount`",
         )
-    if path.is_dir() and os.listdir(path):
-        raise BadPathError(
-            f"the unmounted workspace directory {path} is not empty: mounting would hide "
-            f"{len(os.listdir(path))} entries written there while it was unmounted",
-            hint="move them elsewhere (then copy them back into the mounted workspace), "
-            "then run `snapws mount`",
-        )
+    stray = stray_entries(path)
+    if stray:
+        raise stray_entries_error(state, stray)
     make_upper(store, state, top_root(store, state.head))
     backend.mount(plan_mount(store, state))
     return True
+
+
+#: How many stray entries an error names before "... and N more".
+STRAY_SHOWN = 10
+
+
+def stray_entries(path: Path) -> list[str]:
+    """The entries in the (unmounted) directory ``path``, sorted: what a
+    mount on it would hide. Empty when it is missing or no directory."""
+    try:
+        return sorted(os.fsdecode(n) for n in os.listdir(os.fsencode(path)))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def stray_entries_error(state: WorkspaceState, stray: list[str]) -> BadPathError:
+    """The error for an unmounted workspace directory holding ``stray``
+    entries (written while it was unmounted, or from outside a rootless
+    workspace's namespace): names up to :data:`STRAY_SHOWN` of them, and
+    says how to bring them into the workspace with its backend."""
+    path = Path(state.path)
+    shown = ", ".join(stray[:STRAY_SHOWN])
+    if len(stray) > STRAY_SHOWN:
+        shown += f" ... and {len(stray) - STRAY_SHOWN} more"
+    backend = backend_for(state)
+    where = (
+        "written there while it was unmounted"
+        if backend.mount_is_shared
+        else "written there from outside the workspace's namespace, where its mount is not seen"
+    )
+    return BadPathError(
+        f"the unmounted workspace directory {path} is not empty: mounting would hide "
+        f"{len(stray)} {'entry' if len(stray) == 1 else 'entries'} {where}: {shown}",
+        hint=f"move them elsewhere, then copy them into the workspace through "
+        f"{backend.reach_hint(path)}",
+    )
+
+
+def check_shown(store: Store, state: WorkspaceState) -> None:
+    """Raise unless the workspace's directory shows the workspace to this
+    process, so that what is read from it (status, a cache save) is the
+    workspace: :class:`NotMountedError` when a mounting backend's workspace
+    is not mounted (``unmounted``, or ``foreign``: something else is), with
+    a hint saying how to mount it; :class:`BadPathError` naming the entries
+    written into the bare directory. A rootless workspace not mounted in
+    this command's own namespace is fine when its directory is empty (every
+    command mounts it for itself). Reads only."""
+    backend = backend_for(state)
+    if not backend.mounts:
+        return
+    status = backend.mount_state(store, state)
+    if status in ("mounted", "frozen", "stale"):
+        return
+    path = Path(state.path)
+    if status == "foreign":
+        raise NotMountedError(
+            f"the workspace {path} is not mounted: something else is mounted there",
+            hint=f"unmount it (umount {path}), then run {backend.reach_hint(path)}",
+        )
+    stray = stray_entries(path)
+    if stray:
+        raise stray_entries_error(state, stray)
+    if not backend.mount_is_shared:
+        return
+    raise NotMountedError(
+        f"the workspace {path} is not mounted: its directory is empty, and its files and "
+        "uncommitted changes are in the store (git has no such state)",
+        hint=f"mount it with {backend.reach_hint(path)}; nothing is lost",
+    )
 
 
 def sweep_workspace_dir(store: Store, state: WorkspaceState) -> None:

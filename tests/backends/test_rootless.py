@@ -417,3 +417,37 @@ def test_a_plain_workspace_of_the_store_shares_its_snapshots(rws: RootlessWs) ->
     rws.cli("checkout", "--detach", str(back["id"]))
     assert rws.inside("cat new; ls d; test ! -e a") == "p\ng\n"
     rws.cli("verify")
+
+
+def test_files_written_from_outside_are_named_never_clean_never_cached(rws: RootlessWs) -> None:
+    # outside the namespace the directory looks empty; a file written there
+    # blocks the mount: status names it (not "clean"), the hint says how to
+    # reach a rootless workspace (not `snapws mount`), and cache save refuses
+    # rather than saving the workspace without it
+    rws.area.run("sh", "-c", f"echo built > {rws.path}/out.txt")
+    r = rws.area.snapws("-C", rws.path, "status", check=False)
+    assert r.returncode == 12, r.stderr
+    assert "clean" not in r.stdout
+    assert "1 entry written there from outside the workspace's namespace" in r.stderr
+    assert ": out.txt\n" in r.stderr
+    assert f"`snapws shell {rws.path}`" in r.stderr and "snapws mount" not in r.stderr
+    layout = rws.area.root / "cache-layout"
+    env = {"SNAPWS_CACHE_REMOTE": f"dir:{layout}"}
+    saved = rws.area.snapws("-C", rws.path, "cache", "save", "k1", check=False, env=env)
+    assert saved.returncode == 12, saved.stderr
+    assert "out.txt" in saved.stderr
+
+    # moved away, the workspace is itself again; a restore outside a shell
+    # does not claim a hit over a directory other programs see empty
+    rws.area.run("rm", f"{rws.path}/out.txt")
+    assert rws.porcelain() == set()
+    rws.area.snapws("-C", rws.path, "cache", "save", "k1", env=env)
+    rws.inside("echo more > more.txt")
+    rws.json("commit", "-m", "more")
+    restored = rws.area.snapws("-C", rws.path, "cache", "restore", "k1", check=False, env=env)
+    assert restored.returncode == 19, (restored.stdout, restored.stderr)
+    assert "Cache hit" not in restored.stdout
+    assert "other programs see the directory empty" in restored.stderr
+    assert f"`snapws shell {rws.path}`" in restored.stderr
+    # inside the namespace the restored tree is there
+    assert rws.inside("cat a; test ! -e more.txt && echo gone") == "alpha\ngone\n"

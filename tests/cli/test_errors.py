@@ -77,6 +77,9 @@ def test_exit_code_table() -> None:
         "AUTH": 14,
         "REMOTE": 15,
         "BAD_IMAGE": 16,
+        "NO_SPACE": 17,
+        "STORE_UNWRITABLE": 18,
+        "NOT_MOUNTED": 19,
         "INTERNAL": 70,
         "INTERRUPTED": 130,
     }

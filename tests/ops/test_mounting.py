@@ -62,3 +62,34 @@ def test_umount_busy_then_lazy(workspace: Workspace) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_status_of_an_unmounted_workspace_says_so_never_clean(workspace: Workspace) -> None:
+    (workspace.path / "wip.txt").write_text("work in progress\n")
+    workspace.run("umount")
+    for args in (["status"], ["status", "--porcelain"], ["status", "--json"]):
+        r = workspace.run("--store", workspace.store, *args, check=False)
+        assert r.returncode == 19, (args, r.stdout, r.stderr)
+        assert r.stdout == ""
+        assert "clean" not in r.stderr
+        assert f"snapws: error: the workspace {workspace.path} is not mounted" in r.stderr
+        assert f"hint: mount it with `snapws -C {workspace.path} mount`" in r.stderr
+    workspace.run("--store", workspace.store, "mount")
+    assert workspace.porcelain() == ["?? wip.txt"]
+
+
+def test_stray_entries_that_block_a_mount_are_named(workspace: Workspace) -> None:
+    workspace.run("umount")
+    names = [f"stray{i:02}.txt" for i in range(12)]
+    for name in names:
+        (workspace.path / name).write_text("x\n")
+    for verb in ("mount", "status"):
+        r = workspace.run("--store", workspace.store, verb, check=False)
+        assert r.returncode == 12, r.stderr
+        assert "12 entries written there while it was unmounted: " in r.stderr
+        assert ", ".join(names[:10]) + " ... and 2 more" in r.stderr
+        assert f"through `snapws -C {workspace.path} mount`" in r.stderr
+    for name in names[1:]:
+        (workspace.path / name).unlink()
+    r = workspace.run("--store", workspace.store, "status", check=False)
+    assert "1 entry written there while it was unmounted: stray00.txt\n" in r.stderr
