@@ -34,7 +34,7 @@ from snapws.ops.workspace import (
 )
 from snapws.refnames import validate_ref_name
 from snapws.store.dedup import dedup_staging
-from snapws.store.store import Store
+from snapws.store.store import MARKER, Store
 
 
 def check_root() -> None:
@@ -62,6 +62,7 @@ def validate_init(path: Path, store_root: Path) -> None:
             f"the workspace {path} would be inside the store {store_root}",
             hint="choose a directory outside the store",
         )
+    check_store_dir(store_root)
     info = mounter.mount_at(real)
     if info is not None:
         if info.fstype == "overlay" or info.fstype.startswith("fuse.snapws-"):
@@ -84,6 +85,41 @@ def validate_init(path: Path, store_root: Path) -> None:
             "their content cannot move into the store",
             hint="unmount them first, or make a workspace of a directory without mounts",
         )
+
+
+#: What a store holds at its top (:meth:`Store.create`): a directory
+#: holding only these (a store whose creation was interrupted) is one.
+STORE_ENTRIES = frozenset(
+    {"layers", "snapshots", "chains", "refs", "logs", "workspaces", "staging", "trash", "lock"}
+)
+
+
+def check_store_dir(store_root: Path) -> None:
+    """Refuse a store directory that exists, is not empty and is not a
+    snapws store (no ``snapws-store.json``, entries a store does not
+    have): a venv, a project, anything whose owner may delete or recreate
+    it with the workspace's state inside. Missing, empty and existing
+    stores (also one whose creation was interrupted) pass. Raises
+    BadPathError naming the directory and what is in it."""
+    try:
+        names = sorted(os.listdir(store_root))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        names = None
+    if names is not None and (
+        MARKER in names or all(n in STORE_ENTRIES or n.startswith(".") for n in names)
+    ):
+        return
+    shown = "a file" if names is None else "; it holds " + ", ".join(names[:5])
+    if names is not None and len(names) > 5:
+        shown += f" ... and {len(names) - 5} more"
+    raise BadPathError(
+        f"the store directory {store_root} is not a snapws store and not empty"
+        + (f": it is {shown}" if names is None else shown),
+        hint="give the workspace a store of its own: a new or empty directory "
+        "(`snapws --store PATH init DIR`, SNAPWS_STORE or `store =` in snapws.toml)",
+    )
 
 
 def init(

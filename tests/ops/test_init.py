@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from conftest import WorkspaceFactory, run_cli
@@ -197,3 +198,45 @@ def test_second_workspace_same_store(make_workspace: WorkspaceFactory, tmp_path:
     assert any(line.startswith(f"{second.path}  other ") for line in listed)
     names = {line[2:].split()[0] for line in first.run("branch").stdout.splitlines()}
     assert names == {"main", "other"}
+
+
+def _venv_like(d: Path) -> None:
+    (d / "bin").mkdir(parents=True)
+    (d / "lib").mkdir()
+    (d / "pyvenv.cfg").write_text("home = /usr/bin\n")
+
+
+def test_init_refuses_a_store_dir_that_holds_something_else(mount_guard: Path) -> None:
+    # the default store .snapws beside the directory, here a venv, and --store
+    tmp_path = mount_guard
+    gen(tmp_path / "ws", {"a.txt": "a\n"})
+    _venv_like(tmp_path / ".snapws")
+    r = run_cli("init", tmp_path / "ws", cwd=tmp_path, check=False)
+    assert r.returncode == 12, r.stderr
+    assert (
+        f"the store directory {tmp_path / '.snapws'} is not a snapws store and not empty; "
+        "it holds bin, lib, pyvenv.cfg"
+    ) in r.stderr
+    assert "hint: give the workspace a store of its own" in r.stderr
+    assert "--store PATH" in r.stderr
+    other = tmp_path / "other"
+    _venv_like(other)
+    r = run_cli("--store", other, "init", tmp_path / "ws", cwd=tmp_path, check=False)
+    assert r.returncode == 12 and str(other) in r.stderr, r.stderr
+    # nothing changed: the files stay, no store was made in either
+    assert (tmp_path / "ws" / "a.txt").read_text() == "a\n"
+    assert sorted(os.listdir(tmp_path / ".snapws")) == ["bin", "lib", "pyvenv.cfg"]
+    assert sorted(os.listdir(other)) == ["bin", "lib", "pyvenv.cfg"]
+    assert mounts_under(tmp_path / "ws") == []
+
+
+def test_init_takes_an_existing_empty_or_half_made_store(mount_guard: Path) -> None:
+    tmp_path = mount_guard
+    (tmp_path / "empty").mkdir()
+    run_cli("--store", tmp_path / "empty", "init", tmp_path / "w1", cwd=tmp_path)
+    # a store in use takes a second workspace
+    run_cli("--store", tmp_path / "empty", "init", "-b", "w2", tmp_path / "w2", cwd=tmp_path)
+    # an interrupted Store.create left some of its directories, no marker
+    (tmp_path / "half" / "layers").mkdir(parents=True)
+    (tmp_path / "half" / "refs" / "heads").mkdir(parents=True)
+    run_cli("--store", tmp_path / "half", "init", tmp_path / "w3", cwd=tmp_path)
