@@ -21,9 +21,11 @@ from snapws.ops.workspace import resolve_store
     "--from",
     "source",
     metavar="SRC",
-    help="Start the (new or empty) workspace on an imported OCI layout or docker archive.",
+    help="Start the (new or empty) workspace on an image: an OCI layout or archive, a docker "
+    "archive, dir:PATH or HOST[:PORT]/REPOSITORY[:TAG] (as `snapws clone` takes it).",
 )
 @click.option("--ref", help="With --from: which image of SRC (its tag or name).")
+@click.option("--insecure", is_flag=True, help="With --from: a registry over plain HTTP.")
 @click.option(
     "--backend",
     type=click.Choice(["auto", "kernel", "rootless", "fuse", "plain"]),
@@ -41,6 +43,7 @@ def init_cmd(
     source: str | None,
     ref: str | None,
     backend: str | None,
+    insecure: bool,
     as_json: bool,
 ) -> None:
     """Make DIRECTORY (default: .) a workspace; its content becomes the base layer.
@@ -50,23 +53,24 @@ def init_cmd(
     """
     path = Path(os.path.abspath(app.cwd / directory))
     store_root = resolve_store(path, app.config, app.store)
-    bar = ProgressBar(app.interactive and not app.quiet and not as_json, "hashing")
-    try:
-        if source is not None:
-            from snapws.cli.cmd_export import bytes_progress
-            from snapws.ops.importing import init_from
+    if source is not None:
+        from snapws.cli.cmd_remote import ByteBar
+        from snapws.ops.clone import clone, resolve_source
 
-            bar.label = "importing"
-            from snapws.oci.layout import source_relative_to
-
-            src = source_relative_to(source, app.cwd)
-            store, state = init_from(
-                path, store_root, app.config, src, ref, branch, bytes_progress(bar), backend
-            )
-        else:
+        fetching = ByteBar(app, "fetching")
+        fetching.bar.enabled = fetching.bar.enabled and not as_json
+        try:
+            src = resolve_source(source, app.cwd, insecure, ref)
+            cloned = clone(path, store_root, app.config, src, app.who(), branch, backend, fetching)
+            store, state = cloned.store, cloned.state
+        finally:
+            fetching.close()
+    else:
+        bar = ProgressBar(app.interactive and not app.quiet and not as_json, "hashing")
+        try:
             store, state = init(path, store_root, app.config, branch, message, bar, backend=backend)
-    finally:
-        bar.close()
+        finally:
+            bar.close()
     if as_json:
         emit_json(
             {

@@ -204,7 +204,7 @@ def _quiet_after_command() -> click.Option:
 
 #: Commands that do not open the workspace of the current directory, or that
 #: find their namespace themselves (shell/run take a path; init makes one).
-_OWN_NAMESPACE = {None, "init", "doctor", "workspaces", "shell", "run"}
+_OWN_NAMESPACE = {None, "init", "clone", "doctor", "workspaces", "shell", "run"}
 
 
 def _cwd() -> Path:
@@ -225,6 +225,7 @@ def _cwd() -> Path:
 #: only when their command runs, so each invocation loads what it needs.
 COMMAND_MODULES = {
     "init": "cmd_init",
+    "clone": "cmd_clone",
     "status": "cmd_diff",
     "diff": "cmd_diff",
     "commit": "cmd_commit",

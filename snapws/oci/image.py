@@ -610,9 +610,12 @@ def import_image(
     is checked against its descriptor (sha256, size) and every layer against
     its ``diff_id``. A snapws image gives back the exact snapshot (same id,
     same layer ids, else BadImageError); another image becomes a chain of its
-    layers under a new snapshot without parents (message ``import SOURCE``,
-    time from the config's ``created``). ``progress(done, total)`` counts
-    blob bytes read. On any error nothing new remains in the store.
+    layers under a new snapshot without parents (message ``import image
+    ID``, ID the config digest's first 12 hex digits as docker shows it;
+    time from the config's ``created``): the same image gives the same
+    snapshot from any ``source`` (which only describes it to people).
+    ``progress(done, total)`` counts blob bytes read. On any error nothing
+    new remains in the store.
 
     Precondition: the caller holds the store lock exclusively. Raises
     BadImageError, UnsupportedError (device nodes or owners when not root,
@@ -702,7 +705,9 @@ def import_image(
             record = SnapshotRecord(
                 parents=(),
                 layer=chain_ids[-1] if chain_ids else EMPTY_LAYER,
-                message=f"import {source}",
+                # the image's id (docker's and podman's IMAGE ID), not where it
+                # came from: a layout, a tar and a registry give the same snapshot
+                message=f"import image {parsed.config.digest[7:19]}",
                 author=author,
                 time_ns=_created_ns(config) or time.time_ns(),
             )

@@ -61,7 +61,6 @@ def import_into(
             source.open_blob,
             progress,
             source=source.name,
-            author=config.author_or_default(),
             threads=config.hash_threads,
             dedup=config.dedup,
         )
@@ -230,6 +229,34 @@ def init_from(
     backend this machine can run (rootless: the import runs in the user
     namespace). Raises BadPathError, UnsupportedError, NameExistsError,
     BadNameError, BadImageError, MountError."""
+
+    def obtain(store: Store) -> tuple[SnapshotId, str]:
+        return import_into(store, src, config, ref, progress)
+
+    return start_on_import(path, store_root, config, obtain, branch, backend)
+
+
+#: Brings the snapshot to start on into the (locked) store: its id and how
+#: to describe where it came from ("import DESCRIBED" in the reflog).
+Obtain = Callable[[Store], tuple[SnapshotId, str]]
+
+
+def start_on_import(
+    path: Path,
+    store_root: Path,
+    config: Config,
+    obtain: Obtain,
+    branch: str | None = None,
+    backend: str | None = None,
+    verb: str = "import",
+) -> tuple[Store, WorkspaceState]:
+    """Make ``path`` (absent or empty) a workspace on the snapshot that
+    ``obtain`` stores (an import, a fetch), on the new branch ``branch``
+    (default: ``config.default_branch``), shown by ``backend`` as for
+    ``snapws init``. The store is made if missing. On an error before the
+    workspace exists, a directory or store made for it is removed again.
+    Raises BadPathError, UnsupportedError, NameExistsError, BadNameError,
+    MountError, and what ``obtain`` raises."""
     from snapws.ops.recovery import recover
 
     path = Path(os.path.abspath(path))
@@ -247,15 +274,15 @@ def init_from(
                 if os.path.realpath(ws.path) == str(os.path.realpath(path)):
                     raise BadPathError(f"{path} is already a workspace of the store {store.root}")
             _check_new_ref(store, "branch", branch, None)
-            sid, described = import_into(store, src, config, ref, progress)
+            sid, described = obtain(store)
             if chosen != "plain":
                 return store, init_on_snapshot(
-                    store, path, sid, config, branch, f"import {described}", chosen
+                    store, path, sid, config, branch, f"{verb} {described}", chosen
                 )
     except BaseException:
         undo_new_workspace(path, store_root, created, store_created)
         raise
-    return start_plain_on_snapshot(path, store_root, sid, config, branch, f"import {described}")
+    return start_plain_on_snapshot(path, store_root, sid, config, branch, f"{verb} {described}")
 
 
 def undo_new_workspace(path: Path, store_root: Path, created: bool, store_created: bool) -> None:
@@ -277,7 +304,7 @@ def _validate_new_workspace(path: Path, store_root: Path) -> None:
     validate_init(path, store_root)
     if path.is_dir() and any(path.iterdir()):
         raise BadPathError(
-            f"{path} is not empty: init --from starts a workspace in an empty directory",
+            f"{path} is not empty: clone and init --from start a workspace in an empty directory",
             hint="give a new or empty directory (plain `snapws init` keeps a directory's content)",
         )
 

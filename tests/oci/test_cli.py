@@ -144,7 +144,10 @@ def test_init_from_a_foreign_image(tmp_path: Path, workspace: Workspace) -> None
     assert sorted(p.name for p in (target / "etc").iterdir()) == ["motd"]
     ws2 = Workspace(target, workspace.store, workspace.outside)
     log = ws2.json("log")["snapshots"]
-    assert [e["message"] for e in log] == [f"import {layout}:latest"]
+    config = json.loads((layout / "index.json").read_text())  # the image's id: its config's
+    manifest = layout / "blobs" / "sha256" / config["manifests"][0]["digest"][7:]
+    image_id = json.loads(manifest.read_text())["config"]["digest"][7:19]
+    assert [e["message"] for e in log] == [f"import image {image_id}"]
     (target / "etc" / "motd").write_text("changed\n")
     ws2.commit("on top of an image")
     assert ws2.porcelain() == []
