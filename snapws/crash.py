@@ -68,6 +68,10 @@ STEPS = (
     "plain-switch:logged",
     "plain-switch:indexed",
     "plain-switch:state-written",
+    "eject:journaled",
+    "eject:unmounted",
+    "eject:moved",
+    "eject:record-removed",
 )
 
 #: Counted steps: ``<name>:<N>`` crashes at the N-th time (dedup: after the

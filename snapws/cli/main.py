@@ -245,6 +245,7 @@ COMMAND_MODULES = {
     "mount": "cmd_mount",
     "umount": "cmd_mount",
     "workspaces": "cmd_mount",
+    "eject": "cmd_eject",
     "doctor": "cmd_doctor",
     "shell": "cmd_shell",
     "run": "cmd_shell",

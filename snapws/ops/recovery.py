@@ -49,6 +49,10 @@ def recover(store: Store) -> str | None:
 
         finish_forget(store, j)
         done = "finished an interrupted prune"
+    elif op == "eject":
+        from snapws.ops.eject import recover_eject
+
+        done = recover_eject(store, j)
     elif op == "gc":
         from snapws.ops.gc import finish_gc
 

@@ -9,10 +9,12 @@ from pathlib import Path
 
 from snapws.backends import backend_for
 from snapws.config import Config
-from snapws.errors import MountError
+from snapws.errors import MountError, NotAWorkspaceError
 from snapws.layers.view import HashCache
+from snapws.model import WorkspaceState
 from snapws.ops.recovery import recover
 from snapws.ops.workspace import Session, ensure_mounted, find_workspace, mounted_state
+from snapws.store.store import Store
 
 
 @contextmanager
@@ -40,6 +42,7 @@ def open_session(
     ):
         with store.lock(True, config.lock_timeout):
             recover(store)
+            _check_still_a_workspace(store, _state, start)
             state = store.read_workspace(_state.id)
             if mounted_state(state, store) == "frozen":  # a crash left it read-only
                 with suppress(MountError):  # (not root: it stays read-only)
@@ -47,7 +50,18 @@ def open_session(
     with store.lock(exclusive, config.lock_timeout):
         if exclusive:
             recover(store)
+            _check_still_a_workspace(store, _state, start)
         state = store.read_workspace(_state.id)
         if exclusive and mount:
             ensure_mounted(store, state)
         yield Session(store, state, config, HashCache())
+
+
+def _check_still_a_workspace(store: Store, state: WorkspaceState, start: Path) -> None:
+    """Raise NotAWorkspaceError when the recovery just run finished an
+    ``eject`` of this workspace (its record is gone)."""
+    if not (store.workspace_dir(state.id) / "state.json").exists():
+        raise NotAWorkspaceError(
+            f"{start} is not inside a snapws workspace: {state.path} was ejected "
+            "(an interrupted `snapws eject` was just finished)"
+        )

@@ -361,12 +361,13 @@ def find_store(start: Path, config: Config, store_path: Path | None = None) -> S
 
 
 def _recover_interrupted_init(store: Store, ancestors: list[Path], config: Config) -> bool:
-    """Finish or roll back a crashed ``init`` of one of ``ancestors``: until
-    it records the workspace, only its journal knows it. True if one was."""
+    """Finish or roll back a crashed ``init`` or ``eject`` of one of
+    ``ancestors``: until init records the workspace, and once eject removed
+    the record, only the journal knows it. True if one was."""
     from snapws.ops.recovery import recover
 
     j = store.read_journal()
-    if j is None or j.get("op") != "init":
+    if j is None or j.get("op") not in ("init", "eject"):  # both before/after a record
         return False
     if Path(os.path.realpath(j["path"])) not in ancestors:
         return False

@@ -16,7 +16,7 @@ from typing import Any
 from snapws.ids import Digest
 from snapws.model import SnapshotRecord, WorkspaceState, dir_name_problem
 
-OPS = ("init", "commit", "switch", "prune", "gc", "plain-commit", "plain-switch")
+OPS = ("init", "commit", "switch", "prune", "gc", "plain-commit", "plain-switch", "eject")
 
 Check = Callable[[Any], str | None]  # None: fine, else what is wrong
 
@@ -149,6 +149,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "gc": ("layers",),
     "plain-commit": ("ws",),
     "plain-switch": ("ws",),
+    "eject": ("ws", "path"),
 }
 
 

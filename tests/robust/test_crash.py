@@ -39,7 +39,8 @@ def steps(op: str) -> list[str]:
 def test_every_step_is_exercised() -> None:
     # a step of a new operation needs its own crash test here (flatten's
     # are in test_crash_flatten.py, prune's and gc's in test_crash_gc.py,
-    # push's in tests/remote/test_push_pull.py)
+    # push's in tests/remote/test_push_pull.py, eject's in test_crash_eject.py,
+    # the plain backend's in tests/backends/plain/test_crash.py)
     assert {s.split(":")[0] for s in STEPS} == {
         "init",
         "commit",
@@ -48,6 +49,10 @@ def test_every_step_is_exercised() -> None:
         "prune",
         "gc",
         "push",
+        "eject",
+        "plain-init",
+        "plain-commit",
+        "plain-switch",
     }
 
 
