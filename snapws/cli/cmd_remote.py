@@ -340,9 +340,16 @@ def push_cmd(
 @click.command("fetch")
 @click.argument("remote", required=False)
 @click.argument("tag", required=False)
+@click.option(
+    "--depth",
+    type=click.IntRange(min=1),
+    help="Bring at most N snapshots of each tag's history (1: the tip only).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
 @pass_app
-def fetch_cmd(app: App, remote: str | None, tag: str | None, as_json: bool) -> None:
+def fetch_cmd(
+    app: App, remote: str | None, tag: str | None, depth: int | None, as_json: bool
+) -> None:
     """Import TAG (default: every tag) of REMOTE (default origin) into the store.
 
     Layers the store already has are not downloaded. Each tag is recorded
@@ -357,7 +364,8 @@ def fetch_cmd(app: App, remote: str | None, tag: str | None, as_json: bool) -> N
         with _store(app, exclusive=True) as (store, _s):
             remote_name, tag = _split_remote_arg(store, remote, tag)
             entry = get_remote(store, remote_name)
-            result = fetch(store, entry, [tag] if tag else None, app.who(), progress=bar)
+            tags = [tag] if tag else None
+            result = fetch(store, entry, tags, app.who(), progress=bar, depth=depth)
     finally:
         bar.close()
     if as_json:
@@ -383,9 +391,16 @@ def _print_fetched(result: FetchResult) -> None:
 @click.command("pull")
 @click.argument("remote", required=False)
 @click.argument("tag", required=False)
+@click.option(
+    "--depth",
+    type=click.IntRange(min=1),
+    help="Bring at most N snapshots of each tag's history (1: the tip only).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
 @pass_app
-def pull_cmd(app: App, remote: str | None, tag: str | None, as_json: bool) -> None:
+def pull_cmd(
+    app: App, remote: str | None, tag: str | None, depth: int | None, as_json: bool
+) -> None:
     """Fetch TAG (default: the current branch's name) and check it out.
 
     The branch named like the tag moves to it when that is a fast-forward
@@ -401,7 +416,7 @@ def pull_cmd(app: App, remote: str | None, tag: str | None, as_json: bool) -> No
         with app.session(exclusive=True) as s:
             remote_name, tag = _split_remote_arg(s.store, remote, tag)
             entry = get_remote(s.store, remote_name)
-            result = pull(s, entry, tag, app.who(), progress=bar)
+            result = pull(s, entry, tag, app.who(), progress=bar, depth=depth)
     finally:
         bar.close()
     if as_json:

@@ -78,6 +78,10 @@ LABEL_LAYERS = "org.snapws.layers"
 #: chain's top is a merged layer (compaction): the proof that the top has it
 LABEL_LAYER_MANIFEST = "org.snapws.layer-manifest"
 MAX_PROOF = 256 << 20  # a record layer's manifest, decompressed
+#: the history layer (snapws.oci.history): annotation on its descriptor, and
+#: config label naming its digest; not part of the snapshot's chain
+ANNOTATION_HISTORY = LABEL_HISTORY = "org.snapws.history"
+HISTORY_MEDIA_TYPE = "application/vnd.snapws.history.v1+json"
 
 MAX_MANIFEST = 4 << 20
 MAX_CONFIG = 16 << 20
@@ -407,13 +411,41 @@ def _snapws_info(
             f"the image's snapshot record hashes to {rec.id.short()}, "
             f"not to the {sid.short()} it claims"
         )
-    annotated = layer_ids_of(manifest)
+    annotated = _annotated_ids(parsed.layers)
     if len(listed) != len(parsed.layers) or (
         any(a is not None for a in annotated) and annotated != listed
     ):
         # (copies through docker archives lose the annotations: the label stays)
         raise BadImageError("the image's layer annotations differ from its org.snapws.layers label")
     return _SnapwsInfo(rec, listed, _read_proof(labels.get(LABEL_LAYER_MANIFEST), rec.layer))
+
+
+def _annotated_ids(layers: list[Descriptor]) -> list[LayerId | None]:
+    out: list[LayerId | None] = []
+    for d in layers:
+        try:
+            out.append(LayerId(d.annotations.get(ANNOTATION_LAYER, "")))
+        except ValueError:
+            out.append(None)
+    return out
+
+
+def _without_history(
+    parsed: ParsedManifest, config: dict[str, Any], diff_ids: list[str] | None
+) -> tuple[ParsedManifest, list[str] | None]:
+    """The manifest and diff_ids without a snapws history layer (the last
+    layer, named by the config's :data:`LABEL_HISTORY` label or annotated
+    so): it carries ancestors' records, not content (snapws.oci.history)."""
+    if not parsed.layers:
+        return parsed, diff_ids
+    last = parsed.layers[-1]
+    cfg = config.get("config")
+    labels = cfg.get("Labels") if isinstance(cfg, dict) else None
+    named = isinstance(labels, dict) and labels.get(LABEL_HISTORY) == last.digest
+    if not named and last.annotations.get(ANNOTATION_HISTORY) != HISTORY_MEDIA_TYPE:
+        return parsed, diff_ids
+    kept = ParsedManifest(parsed.media_type, parsed.config, parsed.layers[:-1], parsed.annotations)
+    return kept, diff_ids[:-1] if diff_ids is not None else None
 
 
 def _read_proof(text: Any, layer: LayerId) -> bytes | None:
@@ -622,8 +654,9 @@ def import_image(
     zstd without zstandard), OSError."""
     parsed = parse_manifest(manifest)
     config = _read_config(open_blob, parsed.config)
-    info = _snapws_info(parsed, config, manifest)
     diff_ids = _diff_ids(config, len(parsed.layers))
+    parsed, diff_ids = _without_history(parsed, config, diff_ids)
+    info = _snapws_info(parsed, config, manifest)
     if info is not None and _same_as_stored(store, info):
         _mark_shallow(store, info.record)
         return info.record.id

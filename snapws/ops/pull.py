@@ -27,6 +27,7 @@ from snapws.errors import (
 )
 from snapws.ids import SnapshotId
 from snapws.model import ROOT, Change, decode_manifest, display_path
+from snapws.oci.history import history_descriptor, import_history, read_history
 from snapws.oci.image import LABEL_SNAPSHOT, Descriptor, import_image
 from snapws.ops.checkout import checkout, reset, uncommitted
 from snapws.ops.fastforward import Move, classify_move, is_ancestor
@@ -81,10 +82,13 @@ def fetch(
     settings: TransferSettings | None = None,
     progress: FetchProgress | None = None,
     remote: Remote | None = None,
+    depth: int | None = None,
 ) -> FetchResult:
-    """Import ``tags`` (None: every tag of the remote) and record
-    remote-tracking refs. The caller holds the store's exclusive lock.
-    Raises RemoteNotFoundError (no such tag), RemoteError, AuthError,
+    """Import ``tags`` (None: every tag of the remote) with the history
+    their images carry (``depth``: at most that many snapshots from each
+    tip, counting it; None: all; see :func:`snapws.oci.history.import_history`),
+    and record remote-tracking refs. The caller holds the store's exclusive
+    lock. Raises RemoteNotFoundError (no such tag), RemoteError, AuthError,
     BadImageError."""
     owned = remote is None
     remote = remote or open_remote(store, entry, push=False, settings=settings)
@@ -117,6 +121,9 @@ def fetch(
             if sid is None:
                 sid = import_image(store, manifest.data, open_blob)
                 mark_shallow(store, sid)
+            history = history_descriptor(manifest.data)
+            if history is not None and not _history_complete(store, sid, depth):
+                import_history(store, sid, read_history(open_blob, history), depth)
             ref = f"{entry.name}/{tag}"
             previous = None
             try:
@@ -150,6 +157,23 @@ def _known_snapshot(store: Store, manifest: bytes) -> SnapshotId | None:
     if all(store.has_layer(lid) for lid in store.chain(sid)):
         return sid
     return None
+
+
+def _history_complete(store: Store, sid: SnapshotId, depth: int | None) -> bool:
+    """True when the store has every ancestor of ``sid`` down to ``depth``
+    snapshots (None: down to the first): a fetch then needs no history."""
+    level, generation, seen = [sid], 1, {sid}
+    while level and (depth is None or generation < depth):
+        nxt = []
+        for s in level:
+            for p in store.read_snapshot(s).parents:
+                if not store.has_snapshot(p):
+                    return False
+                if p not in seen:
+                    seen.add(p)
+                    nxt.append(p)
+        level, generation = nxt, generation + 1
+    return True
 
 
 def mark_shallow(store: Store, sid: SnapshotId) -> list[SnapshotId]:
@@ -205,6 +229,7 @@ def pull(
     settings: TransferSettings | None = None,
     progress: FetchProgress | None = None,
     remote: Remote | None = None,
+    depth: int | None = None,
 ) -> PullResult:
     """Fetch ``tag`` (default: the current branch's name) and check it out
     on the branch of that name. Session: exclusive. Raises
@@ -227,7 +252,7 @@ def pull(
     changes = uncommitted(session)
     if changes:
         raise _refuse_changes(changes)
-    fetched = fetch(store, entry, [tag], who, settings, progress, remote)
+    fetched = fetch(store, entry, [tag], who, settings, progress, remote, depth)
     target = fetched.fetched[0].snapshot
     local = store.read_ref("heads", branch)
     label = f"{entry.name}/{tag}"

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from snapws.crash import crashpoint, steps_of
 from snapws.errors import BadNameError
 from snapws.ids import SnapshotId
+from snapws.oci.history import add_history
 from snapws.oci.image import Blob, Image, build_image
 from snapws.ops.fastforward import Lease, Move, check_push, read_tip
 from snapws.ops.remotes import RemoteEntry, TransferSettings, open_remote
@@ -116,11 +117,16 @@ def plan_push(
     tag: str,
     compression: str = "gzip",
     progress: Callable[[int, int | None], None] | None = None,
+    history: bool = True,
 ) -> PushPlan:
-    """Build (or take from the cache) the image of ``sid``. The caller holds
-    the store lock. Raises what build_image raises."""
+    """Build (or take from the cache) the image of ``sid``, with the records
+    of every ancestor the store has in its history layer when ``history``
+    (snapws.oci.history: a fetch brings them back). The caller holds the
+    store lock. Raises what build_image raises."""
     check_tag(tag)
     image = build_image(store, sid, compression=compression, progress=progress)
+    if history:
+        image = add_history(store, image, sid)
     return PushPlan(remote, sid, tag, image)
 
 

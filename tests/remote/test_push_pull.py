@@ -85,10 +85,11 @@ def test_second_push_sends_only_the_new_layer(origin: Workspace, registry: Regis
     m2 = manifest_of(registry, "main")
     old_layers = {d["digest"] for d in first_layers(registry, first)}
     new = [d for d in m2["layers"] if d["digest"] not in old_layers]
-    assert len(new) == 1, "one new layer"
-    assert second["blobs_sent"] == 2  # the new layer and the config
-    assert second["blobs_skipped"] == len(m2["layers"]) - 1
-    assert second["bytes_sent"] == new[0]["size"] + m2["config"]["size"]
+    history = [d for d in new if "org.snapws.history" in d.get("annotations", {})]
+    assert len(new) == 2 and len(history) == 1, "one new layer, and the history layer"
+    assert second["blobs_sent"] == 3  # the new layer, the history layer and the config
+    assert second["blobs_skipped"] == len(m2["layers"]) - 2
+    assert second["bytes_sent"] == sum(d["size"] for d in new) + m2["config"]["size"]
     assert second["bytes_sent"] < 30_000 * 2 + 5_000 < first["bytes_sent"]
     # a push of the same snapshot again sends nothing but the manifest
     again = push(origin)
@@ -319,7 +320,7 @@ def test_push_with_the_registry_stopped_mid_upload(origin: Workspace, registry: 
     assert registry.has_blob_data(first_blob)
     result = send_image(store, plan, settings)
     assert result.stats.blobs_skipped == 1
-    assert result.stats.blobs_sent == 2  # the second layer (again) and the config
+    assert result.stats.blobs_sent == 3  # the second layer (again), the history and the config
     assert registry.tags(REPO) == ["main"]
 
 
@@ -368,7 +369,7 @@ def test_dir_remote_round_trip(make_workspace: WorkspaceFactory, tmp_path: Path)
     ws.gen({"n": "new"})
     ws.commit("n")
     again = push(ws, "usb")
-    assert again["blobs_skipped"] == again["blobs"] - 2
+    assert again["blobs_skipped"] == again["blobs"] - 3  # new layer, history, config
     other = make_workspace("other", store=tmp_path / "store2")
     other.run("remote", "add", "usb", f"oci:{layout}")
     pulled = json.loads(other.run("pull", "usb", "--json").stdout)

@@ -1,0 +1,262 @@
+"""A snapshot's history travelling with its image.
+
+A pushed image carries the records of the pushed snapshot's ancestors in
+one more layer, the *history layer*: a gzip'd tar that is empty (its
+end-of-archive marker, 1024 zero bytes) followed by a JSON document of
+media type :data:`HISTORY_MEDIA_TYPE`::
+
+    {"mediaType": "application/vnd.snapws.history.v1+json",
+     "snapshots": [{"record": "<canonical record>", "chain": ["<layer id>", ...],
+                    "proof": "<base64 zlib manifest>"}, ...]}
+
+Being a layer of the tagged manifest, registry garbage collection keeps it
+as long as the tag lives (Distribution 2.8 has no referrers API), and every
+OCI tool accepts it: umoci, skopeo, podman and docker unpack an empty layer
+(tar readers stop at the marker). Its descriptor is annotated
+``org.snapws.history`` and the config names its digest in the label of the
+same name, so importers leave it out of the snapshot's chain.
+
+Nothing in it is trusted: :func:`import_history` takes a record only when it
+hashes to an id that an imported record names as a parent, and checks its
+chain against its parent's as an image import does.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from snapws.errors import BadImageError
+from snapws.ids import LayerId, SnapshotId
+from snapws.model import SnapshotRecord
+from snapws.oci.blobcache import put_blob_bytes
+from snapws.oci.image import (
+    ANNOTATION_HISTORY,
+    HISTORY_MEDIA_TYPE,
+    LABEL_HISTORY,
+    OCI_CONFIG,
+    OCI_LAYER_GZIP,
+    Blob,
+    Descriptor,
+    Image,
+    _check_record,
+    _layer_proof,
+    _read_proof,
+    canonical_json,
+    sha256_digest,
+)
+from snapws.store.store import EMPTY_LAYER, Store
+
+EMPTY_TAR = bytes(1024)  # a tar's end-of-archive marker: no entries
+MAX_HISTORY = 1 << 28  # bytes of the document, uncompressed
+MAX_SNAPSHOTS = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One ancestor: its record, the chain it mounts, and the manifest of
+    its layer when the chain's top is a merged layer (the proof)."""
+
+    record: SnapshotRecord
+    chain: list[LayerId]
+    proof: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "record": self.record.canonical().decode(),
+            "chain": [lid.hex for lid in self.chain],
+        }
+        if self.proof is not None:
+            obj["proof"] = self.proof
+        return obj
+
+
+def ancestors(store: Store, sid: SnapshotId, limit: int = MAX_SNAPSHOTS) -> list[SnapshotId]:
+    """``sid``'s ancestors the store has (not ``sid``), nearest first; the
+    walk stops at snapshots the store lacks or forgot."""
+    seen = {sid}
+    order: list[SnapshotId] = []
+    todo = [sid]
+    while todo and len(order) < limit:
+        nxt = []
+        for s in todo:
+            for p in store.read_snapshot(s).parents:
+                if p not in seen and store.has_snapshot(p):
+                    seen.add(p)
+                    order.append(p)
+                    nxt.append(p)
+        todo = nxt
+    return order[:limit]
+
+
+def history_entries(store: Store, sid: SnapshotId) -> list[HistoryEntry]:
+    """The :class:`HistoryEntry` of each ancestor of ``sid`` the store has.
+    Precondition: the store lock is held (shared is enough)."""
+    out = []
+    for a in ancestors(store, sid):
+        rec = store.read_snapshot(a)
+        chain = [lid for lid in store.chain(a) if lid != EMPTY_LAYER]
+        out.append(HistoryEntry(rec, chain, _layer_proof(store, rec, chain)))
+    return out
+
+
+def history_layer(entries: list[HistoryEntry]) -> tuple[bytes, str]:
+    """The history layer's blob (gzip, reproducible) and its diff_id."""
+    doc = canonical_json(
+        {"mediaType": HISTORY_MEDIA_TYPE, "snapshots": [e.to_json() for e in entries]}
+    )
+    raw = EMPTY_TAR + doc
+    return gzip.compress(raw, compresslevel=6, mtime=0), sha256_digest(raw)
+
+
+def add_history(store: Store, image: Image, sid: SnapshotId) -> Image:
+    """``image`` (of ``sid``) with a history layer carrying the records of
+    every ancestor of ``sid`` the store has (unchanged when it has none).
+    Precondition: the store lock is held (shared is enough)."""
+    entries = history_entries(store, sid)
+    if not entries:
+        return image
+    blob, diff_id = history_layer(entries)
+    digest, path = put_blob_bytes(store, blob)
+    layer = Blob(
+        Descriptor(OCI_LAYER_GZIP, digest, len(blob), {ANNOTATION_HISTORY: HISTORY_MEDIA_TYPE}),
+        path,
+    )
+    config = json.loads(image.config.path.read_bytes())
+    config["config"]["Labels"][LABEL_HISTORY] = digest
+    config["rootfs"]["diff_ids"].append(diff_id)
+    config_bytes = canonical_json(config)
+    cdigest, cpath = put_blob_bytes(store, config_bytes)
+    config_blob = Blob(Descriptor(OCI_CONFIG, cdigest, len(config_bytes)), cpath)
+    manifest = json.loads(image.manifest)
+    manifest["config"] = config_blob.descriptor.to_json()
+    manifest["layers"].append(layer.descriptor.to_json())
+    data = canonical_json(manifest)
+    return Image(data, sha256_digest(data), config_blob, [*image.layers, layer])
+
+
+def history_descriptor(manifest: bytes) -> Descriptor | None:
+    """The history layer's descriptor in an image manifest (None: none)."""
+    try:
+        layers = json.loads(manifest).get("layers") or []
+        for obj in reversed(layers):
+            if (obj.get("annotations") or {}).get(ANNOTATION_HISTORY) == HISTORY_MEDIA_TYPE:
+                return Descriptor.from_json(obj)
+    except (ValueError, AttributeError, TypeError):
+        return None
+    return None
+
+
+def read_history(
+    open_blob: Callable[[Descriptor], BinaryIO], desc: Descriptor
+) -> dict[SnapshotId, HistoryEntry]:
+    """The entries of history layer ``desc`` by the id their record hashes
+    to. Raises BadImageError (a blob not matching its descriptor, not a
+    history document, oversized, malformed)."""
+    with open_blob(desc) as f:
+        data = f.read(desc.size + 1)
+    if len(data) != desc.size or sha256_digest(data) != desc.digest:
+        raise BadImageError(f"history blob {desc.digest} does not match its descriptor")
+    z = zlib.decompressobj(wbits=31)
+    try:
+        raw = z.decompress(data, MAX_HISTORY + len(EMPTY_TAR))
+    except zlib.error as e:
+        raise BadImageError(f"history blob {desc.digest[:19]}: {e}") from None
+    if z.unconsumed_tail or not z.eof:
+        raise BadImageError(f"history blob {desc.digest[:19]} is truncated or too large")
+    if not raw.startswith(EMPTY_TAR):
+        raise BadImageError(f"history blob {desc.digest[:19]} is not an empty tar")
+    try:
+        doc = json.loads(raw[len(EMPTY_TAR) :])
+        if doc.get("mediaType") != HISTORY_MEDIA_TYPE:
+            raise ValueError(f"media type {doc.get('mediaType')!r}")
+        items = doc["snapshots"]
+        if not isinstance(items, list) or len(items) > MAX_SNAPSHOTS:
+            raise ValueError("no usable snapshot list")
+        out: dict[SnapshotId, HistoryEntry] = {}
+        for item in items:
+            rec = SnapshotRecord.from_canonical(str(item["record"]).encode())
+            chain = [LayerId(str(x)) for x in item["chain"]]
+            proof = item.get("proof")
+            out[rec.id] = HistoryEntry(rec, chain, str(proof) if proof is not None else None)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise BadImageError(f"history blob {desc.digest[:19]} is malformed: {e}") from None
+    return out
+
+
+def import_history(
+    store: Store, tip: SnapshotId, entries: dict[SnapshotId, HistoryEntry], depth: int | None
+) -> list[SnapshotId]:
+    """Write the records of ``tip``'s ancestors found in ``entries`` whose
+    layers the store has, down to ``depth`` snapshots counting ``tip`` as 1
+    (None: all), oldest first. Each record is reached through a parent id
+    of one already taken and hashes to that id (entries are keyed by their
+    own hash), and its chain is checked against its parent's as an image's
+    is (:func:`snapws.oci.image._check_record`). History ends at the first
+    snapshot not taken: a tombstone marks it, as in a shallow clone.
+    Returns the snapshots written. Precondition: the caller holds the store
+    lock exclusively. Raises BadImageError for a chain that does not show
+    its record."""
+    wanted = _within_depth(store, tip, entries, depth)
+    written = []
+    for sid in reversed(wanted):  # oldest first: parents are checked before children
+        entry = entries[sid]
+        chain = entry.chain
+        if not all(store.has_layer(lid) for lid in chain):
+            continue  # its layers did not travel: history ends here
+        rec = entry.record
+        # (a parent not taken, beyond depth or without its layers, is checked
+        # as an imported image's is: its chain must show the record's layer)
+        if not _extends_parent(store, rec, chain):
+            carried = _read_proof(entry.proof, rec.layer) if entry.proof is not None else None
+            _check_record(store, rec, chain, carried)
+        store.write_snapshot(rec, chain)
+        written.append(sid)
+    for sid in [tip, *written]:
+        for parent in store.read_snapshot(sid).parents:
+            if not store.has_snapshot(parent) and not store.is_forgotten(parent):
+                store.delete_snapshot(parent)  # the tombstone only
+    return written
+
+
+def _within_depth(
+    store: Store, tip: SnapshotId, entries: dict[SnapshotId, HistoryEntry], depth: int | None
+) -> list[SnapshotId]:
+    """Ancestors of ``tip`` that ``entries`` hold and the store lacks,
+    nearest first, at most ``depth - 1`` generations below ``tip`` (the
+    walk goes through ancestors the store has)."""
+    out: list[SnapshotId] = []
+    seen = {tip}
+    level = [tip]
+    generation = 1
+    while level and (depth is None or generation < depth):
+        nxt = []
+        for s in level:
+            rec = store.read_snapshot(s) if store.has_snapshot(s) else entries[s].record
+            for p in rec.parents:
+                if p in seen or not (store.has_snapshot(p) or p in entries):
+                    continue
+                seen.add(p)
+                nxt.append(p)  # walk through stored ones too (a deepening fetch)
+                if not store.has_snapshot(p):
+                    out.append(p)
+        level = nxt
+        generation += 1
+    return out
+
+
+def _extends_parent(store: Store, rec: SnapshotRecord, chain: list[LayerId]) -> bool:
+    """True when ``chain`` is its (single, stored) parent's chain with the
+    record's layer on top, or the record's layer alone for a first
+    snapshot: then it shows the record by construction."""
+    if not rec.parents:
+        return chain == ([rec.layer] if rec.layer != EMPTY_LAYER else [])
+    if len(rec.parents) != 1 or not store.has_snapshot(rec.parents[0]):
+        return False
+    below = [lid for lid in store.chain(rec.parents[0]) if lid != EMPTY_LAYER]
+    top = [rec.layer] if rec.layer != EMPTY_LAYER else []
+    return chain == below + top

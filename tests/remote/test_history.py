@@ -1,0 +1,174 @@
+"""Full history travels (issue 14): a push carries the records of every
+ancestor in a history layer; fetch brings them back (``--depth`` limits
+it), log, diff and checkout work on old fetched snapshots, forged records
+are not taken, and the image stays valid for skopeo and umoci."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import Workspace, WorkspaceFactory
+from helpers import tree_state
+from registry import Registry
+
+from snapws.ids import SnapshotId
+from snapws.model import SnapshotRecord
+from snapws.oci.blobcache import put_blob_bytes
+from snapws.oci.history import EMPTY_TAR, HistoryEntry, history_descriptor, read_history
+from snapws.oci.image import Blob, Descriptor, Image, canonical_json, sha256_digest
+from snapws.ops.push import plan_push, send_image
+from snapws.ops.remotes import get_remote
+from snapws.store.store import Store
+
+REPO = "team/history"
+
+
+@pytest.fixture
+def alice(make_workspace: WorkspaceFactory, registry: Registry) -> Workspace:
+    """Five snapshots on main, pushed."""
+    ws = make_workspace("alice", {"f": "0\n"})
+    for i in range(1, 5):
+        (ws.path / "f").write_text(f"{i}\n")
+        (ws.path / f"file{i}").write_text(f"added in {i}\n")
+        ws.commit(f"step {i}")
+    ws.run("remote", "add", "origin", f"{registry.url}/{REPO}", "--insecure")
+    ws.run("push")
+    return ws
+
+
+def teammate(make_workspace: WorkspaceFactory, registry: Registry, alice: Workspace) -> Workspace:
+    bob = make_workspace("bob", store=alice.store.parent / "bob-store")
+    bob.run("remote", "add", "origin", f"{registry.url}/{REPO}", "--insecure")
+    return bob
+
+
+def test_pull_brings_the_whole_history(
+    alice: Workspace, make_workspace: WorkspaceFactory, registry: Registry
+) -> None:
+    bob = teammate(make_workspace, registry, alice)
+    bob.run("pull")
+    assert bob.log_ids() == alice.log_ids() and len(bob.log_ids()) == 5
+    old = alice.log_ids()[3]  # "step 1"
+    assert bob.run("diff", old, "HEAD~2").stdout == "M  f\nA  file2\n"
+    bob.run("checkout", old)
+    assert (bob.path / "f").read_text() == "1\n" and not (bob.path / "file2").exists()
+    bob.run("checkout", "main")
+    assert tree_state(bob.path) == tree_state(alice.path)
+    assert bob.run("verify").returncode == 0
+
+
+def test_depth_limits_and_a_later_fetch_deepens(
+    alice: Workspace, make_workspace: WorkspaceFactory, registry: Registry
+) -> None:
+    bob = teammate(make_workspace, registry, alice)
+    bob.run("pull", "--depth", "2")
+    assert bob.log_ids() == alice.log_ids()[:2]
+    bob.run("fetch")
+    assert bob.log_ids() == alice.log_ids()
+
+
+def test_a_second_push_carries_the_new_history(
+    alice: Workspace, make_workspace: WorkspaceFactory, registry: Registry
+) -> None:
+    bob = teammate(make_workspace, registry, alice)
+    bob.run("pull", "--depth", "1")
+    (bob.path / "f").write_text("bob\n")
+    bob.commit("bob")
+    bob.run("push")  # his store knows one ancestor: it carries that one
+    carol = make_workspace("carol", store=alice.store.parent / "carol-store")
+    carol.run("remote", "add", "origin", f"{registry.url}/{REPO}", "--insecure")
+    carol.run("pull")
+    assert carol.log_ids() == bob.log_ids()[:2]  # history ends where bob's did
+
+
+def test_forged_history_records_are_not_taken(
+    alice: Workspace, make_workspace: WorkspaceFactory, registry: Registry
+) -> None:
+    """A history layer whose record of HEAD~1 was altered (its message): it
+    no longer hashes to the id HEAD names, so history ends at HEAD."""
+    ids = alice.log_ids()
+    store = Store.open(alice.store)
+    with store.lock(True, 10):
+        plan = plan_push(store, get_remote(store, "origin"), SnapshotId(ids[0]), "main")
+        image = plan.image
+        desc = history_descriptor(image.manifest)
+        assert desc is not None
+        entries = read_history(lambda d: blob_of(image, d).open("rb"), desc)
+        forged = []
+        for sid in snapshot_ids(ids[1:]):
+            e = entries[sid]
+            rec = e.record
+            if sid.hex == ids[1]:
+                rec = SnapshotRecord(rec.parents, rec.layer, "forged", rec.author, rec.time_ns)
+            forged.append(HistoryEntry(rec, e.chain, e.proof))
+        plan = type(plan)(
+            plan.remote, plan.snapshot, plan.tag, replace_history(store, image, forged)
+        )
+        send_image(store, plan, force=True)
+    bob = teammate(make_workspace, registry, alice)
+    bob.run("pull")
+    assert bob.log_ids() == alice.log_ids()[:1]
+    assert "forged" not in bob.run("log", "--all").stdout
+
+
+def snapshot_ids(ids: list[str]) -> list[SnapshotId]:
+    return [SnapshotId(x) for x in ids]
+
+
+def blob_of(image: Image, d: Descriptor) -> Path:
+    return next(b.path for b in [*image.layers, image.config] if b.descriptor.digest == d.digest)
+
+
+def replace_history(store: Store, image: Image, entries: list[HistoryEntry]) -> Image:
+    """``image`` with its history layer's document replaced by ``entries``."""
+    doc = canonical_json(
+        {
+            "mediaType": "application/vnd.snapws.history.v1+json",
+            "snapshots": [e.to_json() for e in entries],
+        }
+    )
+    raw = EMPTY_TAR + doc
+    blob = gzip.compress(raw, mtime=0)
+    digest, path = put_blob_bytes(store, blob)
+    config = json.loads(image.config.path.read_bytes())
+    config["config"]["Labels"]["org.snapws.history"] = digest
+    config["rootfs"]["diff_ids"][-1] = sha256_digest(raw)
+    cbytes = canonical_json(config)
+    cdigest, cpath = put_blob_bytes(store, cbytes)
+    manifest = json.loads(image.manifest)
+    manifest["config"]["digest"], manifest["config"]["size"] = cdigest, len(cbytes)
+    manifest["layers"][-1]["digest"], manifest["layers"][-1]["size"] = digest, len(blob)
+    data = canonical_json(manifest)
+    last = Blob(Descriptor.from_json(manifest["layers"][-1]), path)
+    config_blob = Blob(Descriptor.from_json(manifest["config"]), cpath)
+    return Image(data, sha256_digest(data), config_blob, [*image.layers[:-1], last])
+
+
+def test_skopeo_and_umoci_accept_the_history_layer(
+    alice: Workspace, registry: Registry, tmp_path: Path
+) -> None:
+    layout = tmp_path / "copied"
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--src-tls-verify=false",
+            f"docker://{registry.url}/{REPO}:main",
+            f"oci:{layout}:main",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    bundle = tmp_path / "bundle"
+    subprocess.run(
+        ["umoci", "unpack", "--rootless", "--image", f"{layout}:main", str(bundle)],
+        check=True,
+        capture_output=True,
+    )
+    names = sorted(p.name for p in (bundle / "rootfs").iterdir())
+    assert names == ["f", "file1", "file2", "file3", "file4"]
+    assert (bundle / "rootfs" / "f").read_text() == "4\n"
