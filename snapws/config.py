@@ -53,6 +53,8 @@ class Config:
     # the remote `snapws cache` uses when given no --remote: a remote's name or
     # a registry URL ("": the store's remote named cache, else origin)
     cache_remote: str = ""
+    # gitignore patterns every workspace ignores, below its .snapwsignore files
+    ignore: tuple[str, ...] = ()
 
     def author_or_default(self) -> str:
         if self.author:
@@ -85,6 +87,7 @@ _TYPES: dict[str, type] = {
     "gc_grace": float,
     "backend": str,
     "cache_remote": str,
+    "ignore": list,
 }
 BACKEND_CHOICES = ("auto", "kernel", "rootless", "fuse", "plain")
 #: Inclusive bounds of the numeric settings (prune_keep_* counts: -1 or more).
@@ -123,6 +126,12 @@ def _apply(cfg: Config, data: Mapping[str, Any], origin: str) -> Config:
             raise ConfigError(
                 f"{origin}: {key} must be a {want.__name__}, not {type(value).__name__}"
             )
+        if key == "ignore" and isinstance(value, list):
+            if not all(isinstance(x, str) and "\n" not in x for x in value):
+                raise ConfigError(
+                    f"{origin}: ignore must be a list of patterns (strings of one line)"
+                )
+            value = tuple(value)
         if key == "store":
             value = Path(os.path.expanduser(str(value)))
             if not value.is_absolute():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from snapws.layers.entries import child, has_opaque_marker, is_under, is_whiteout
 from snapws.layers.view import ChainView
@@ -43,6 +43,16 @@ def _opaque(path: bytes) -> bool:
     return has_opaque_marker(path)  # trusted.* or user.* form
 
 
+def _skipped(path: bytes, skip: Collection[bytes]) -> bool:
+    while True:
+        if path in skip:
+            return True
+        i = path.rfind(b"/")
+        if i < 0:
+            return False
+        path = path[:i]
+
+
 def _selected(path: bytes, under: Sequence[bytes]) -> bool:
     if not under:
         return True
@@ -54,11 +64,13 @@ def diff_views(
     new: ChainView,
     layer_dirs: Sequence[bytes],
     under: Sequence[bytes] = (),
+    skip: Collection[bytes] = (),
 ) -> list[Change]:
     """Changes from ``old`` to ``new``, given every layer tree that is in one
     chain but not the other (``layer_dirs``). ``under`` restricts the result
-    to paths at or below the given ones. Sorted by path; directories appear as
-    entries of their own. Raises OSError on unreadable layers."""
+    to paths at or below the given ones; paths at or below one of ``skip``
+    (ignored paths) are left out unread. Sorted by path; directories appear
+    as entries of their own. Raises OSError on unreadable layers."""
     paths, expand = touched_paths(layer_dirs)
     candidates = {p for p in paths if _selected(p, under)}
     for top in expand:
@@ -70,6 +82,8 @@ def diff_views(
                 candidates.update(
                     w.node.path for w in view.walk(top) if _selected(w.node.path, under)
                 )
+    if skip:
+        candidates = {p for p in candidates if not _skipped(p, skip)}
     changes = []
     for p in sorted(candidates):
         if under and not any(is_under(p, u) for u in under):

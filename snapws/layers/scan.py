@@ -23,6 +23,7 @@ from snapws.layers.entries import (
     read_node,
 )
 from snapws.layers.hashing import hash_files
+from snapws.layers.ignore import IgnoreRules, Visit, drop_ignored, ignored_tops
 from snapws.layers.view import ChainView, HashCache
 from snapws.model import ROOT, Change, Entry, Kind, display_path
 
@@ -98,17 +99,41 @@ class CommitPlan:
     """What committing an upperdir means, computed without changing anything.
 
     ``prune`` lists upper paths (deepest first) that are copy-ups equal to what
-    lies below and can be removed; ``changes`` is what a user would see;
-    ``keep`` are the nodes that stay and make the new layer."""
+    lies below and can be removed (directories holding ignored paths among
+    them: they are empty once those are moved out); ``changes`` is what a
+    user would see; ``keep`` are the nodes that stay and make the new layer;
+    ``ignored`` the topmost ignored paths (untracked, excluded by the ignore
+    rules), which are in none of the others."""
 
     changes: list[Change] = field(default_factory=list)
     prune: list[bytes] = field(default_factory=list)
     keep: list[Node] = field(default_factory=list)
     forbidden: list[tuple[bytes, str]] = field(default_factory=list)
+    ignored: list[bytes] = field(default_factory=list)
+
+    def prune_around_ignored(self) -> list[bytes]:
+        """``prune`` without the directories that hold ignored paths (for an
+        upperdir that stays, ignored paths included)."""
+        holders = {a for p in self.ignored for a in _ancestors(p)}
+        return [p for p in self.prune if p not in holders]
 
 
-def plan_upper(upper: bytes, lower: ChainView, form: str = "overlay") -> CommitPlan:
+def _ancestors(path: bytes) -> list[bytes]:
+    out = []
+    while b"/" in path:
+        path = path[: path.rfind(b"/")]
+        out.append(path)
+    return out
+
+
+def plan_upper(
+    upper: bytes, lower: ChainView, form: str = "overlay", ignore: IgnoreRules | None = None
+) -> CommitPlan:
     """Compare the upperdir ``upper`` with the merged ``lower`` view.
+
+    With ``ignore``, paths of U that are not in ``lower`` (HEAD) and that
+    the rules exclude are no change: they are listed in ``ignored`` (see
+    :mod:`snapws.layers.ignore`), unread beyond their names.
 
     ``form`` is how U encodes its changes: "overlay" (the kernel's) or
     "fuse" (fuse-overlayfs's: bookkeeping names are skipped and opaque
@@ -133,8 +158,15 @@ def plan_upper(upper: bytes, lower: ChainView, form: str = "overlay") -> CommitP
             "snapws never writes (left by a mount with redirect_dir or metacopy on, "
             "or planted), so the upperdir is not a complete diff"
         )
+    tops: list[bytes] = []
+    if ignore is not None:
+        visits = (Visit(n.path, n.kind) for n in nodes)
+        tops = ignored_tops(visits, lambda p: lower.locate(p) is not None, ignore)
     merged = ChainView([upper, *lower.layers], lower.hashes, upper_form=form)
-    plan.changes = diff_views(lower, merged, [upper])
+    plan.changes = diff_views(lower, merged, [upper], skip=set(tops))
+    if tops:
+        plan.changes, plan.ignored = drop_ignored(plan.changes, tops)
+    ignored = set(plan.ignored)  # and, below, everything under them
     changed = {c.path for c in plan.changes}
     # a node must stay if it changed, or is a directory holding a kept node,
     # or is an opaque directory / whiteout (they change what lies below), or
@@ -143,6 +175,9 @@ def plan_upper(upper: bytes, lower: ChainView, form: str = "overlay") -> CommitP
     keep_paths: set[bytes] = {ROOT}
     hiding: set[bytes] = set()  # opaque directories of U and all below them
     for n in nodes:  # parents come before children
+        if ignored and n.path != ROOT and (n.path in ignored or parent_of(n.path) in ignored):
+            ignored.add(n.path)
+            continue
         if n.opaque or (n.path != ROOT and parent_of(n.path) in hiding):
             hiding.add(n.path)
         if n.path in changed or n.kind is Kind.WHITEOUT or n.path in hiding:
@@ -158,10 +193,20 @@ def plan_upper(upper: bytes, lower: ChainView, form: str = "overlay") -> CommitP
         if n.path in keep_paths:
             plan.keep.append(n)
     plan.prune = sorted(
-        (n.path for n in nodes if n.path not in keep_paths),
+        (n.path for n in nodes if n.path not in keep_paths and n.path not in ignored),
         key=lambda p: (-p.count(b"/"), p),
     )
     return plan
+
+
+def ignored_in_upper(upper: bytes, lower: ChainView, form: str, ignore: IgnoreRules) -> list[bytes]:
+    """The topmost ignored paths of upperdir ``upper`` over HEAD's view
+    ``lower`` (what :func:`plan_upper` puts in ``ignored``, without
+    collapsing directories that hold only ignored paths, and without
+    comparing anything). Raises OSError, LayerRejectedError."""
+    nodes = read_tree(upper, form)
+    visits = (Visit(n.path, n.kind) for n in nodes)
+    return ignored_tops(visits, lambda p: lower.locate(p) is not None, ignore)
 
 
 def prune_upper(upper: bytes, paths: list[bytes]) -> None:
