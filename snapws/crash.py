@@ -76,8 +76,9 @@ STEPS = (
 
 #: Counted steps: ``<name>:<N>`` crashes at the N-th time (dedup: after the
 #: N-th link made, after the N-th rename over a file, before the index
-#: transaction is committed).
-COUNTED_STEPS = ("dedup:link", "dedup:rename", "dedup:commit")
+#: transaction is committed; carry: after the N-th ignored path moved into
+#: the next upperdir by commit, checkout or reset).
+COUNTED_STEPS = ("dedup:link", "dedup:rename", "dedup:commit", "carry:moved")
 
 
 def steps_of(operation: str) -> tuple[str, ...]:

@@ -1,8 +1,8 @@
 """``snapws checkout`` and ``snapws reset``: remount the workspace on another
 snapshot's chain. Both are one "switch": freeze, journal, then an idempotent
-finish (move refs, new upperdir or the kept one with a new work dir, write the
-state, put the new mount in place of the frozen one without a gap, drop the
-discarded upperdir)."""
+finish (move refs, new upperdir or the kept one with a new work dir, ignored
+paths carried into a new upperdir, write the state, put the new mount in
+place of the frozen one without a gap, drop the discarded upperdir)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from snapws.crash import crashpoint
 from snapws.errors import NameExistsError, UncommittedChangesError
 from snapws.ids import SnapshotId, WorkspaceId
 from snapws.layers.diff import diff_views
-from snapws.layers.scan import plan_upper, prune_upper
+from snapws.layers.scan import ignored_in_upper, plan_upper, prune_upper
 from snapws.model import Change, Kind, WorkspaceState, display_path
+from snapws.ops.ignoring import carriable, carry_ignored, ignore_rules
 from snapws.ops.workspace import (
     Session,
     ensure_mounted,
@@ -40,13 +41,16 @@ class SwitchResult:
 
 
 def uncommitted(session: Session) -> list[Change]:
-    """The working tree's changes against HEAD."""
+    """The working tree's changes against HEAD (ignored paths are none)."""
     if session.state.backend == "plain":
         from snapws.backends.plain import ops as plain_ops
 
         return plain_ops.uncommitted(session)
     return plan_upper(
-        os.fsencode(session.upper), session.chain_view(session.state.head), session.upper_form
+        os.fsencode(session.upper),
+        session.chain_view(session.state.head),
+        session.upper_form,
+        ignore_rules(session),
     ).changes
 
 
@@ -123,7 +127,10 @@ def reset(
     store = session.store
     state = session.state
     plan = plan_upper(
-        os.fsencode(session.upper), session.chain_view(state.head), session.upper_form
+        os.fsencode(session.upper),
+        session.chain_view(state.head),
+        session.upper_form,
+        ignore_rules(session),
     )
     changes = plan.changes
     if not hard and changes:
@@ -203,14 +210,20 @@ def _switch(session: Session, j: dict[str, Any], refuse_changes: bool = False) -
             late = uncommitted(session)
             if late:
                 raise _refuse(late, "check out")
+        rules = ignore_rules(session)
+        head_view = session.chain_view(session.state.head)
         if j["keep_upper"]:
-            # copy-ups that changed nothing would show HEAD's content over the target's
-            plan = plan_upper(
-                os.fsencode(session.upper),
-                session.chain_view(session.state.head),
-                session.upper_form,
-            )
-            j["prune"] = [os.fsdecode(p) for p in plan.prune]
+            # copy-ups that changed nothing would show HEAD's content over the
+            # target's; ignored paths stay where they are, in the kept upperdir
+            plan = plan_upper(os.fsencode(session.upper), head_view, session.upper_form, rules)
+            j["prune"] = [os.fsdecode(p) for p in plan.prune_around_ignored()]
+        else:
+            # ignored paths go into the new upperdir, unless the target has
+            # something there (its tracked path wins, as in git)
+            upper = os.fsencode(session.upper)
+            tops = ignored_in_upper(upper, head_view, session.upper_form, rules)
+            target_view = session.chain_view(WorkspaceState.from_json(j["new_state"]).head)
+            j["carry"] = [os.fsdecode(p) for p in carriable(upper, tops, target_view)]
         store.write_journal(j)
     except BaseException:
         backend.thaw(target)
@@ -239,6 +252,9 @@ def finish_switch(store: Store, j: dict[str, Any]) -> None:
         if j.get("prune"):
             _prune_kept_upper(store.workspace_dir(wid) / new_state.upper, j["prune"])
         make_upper(store, new_state, top_root(store, new_state.head))
+        if j.get("carry"):
+            wsdir = store.workspace_dir(wid)
+            carry_ignored(wsdir / j["old_upper"], wsdir / new_state.upper, j["carry"])
         if (state.head, state.branch) != (new_state.head, new_state.branch):
             store.append_reflog_once(
                 f"workspaces/{wid.hex}/HEAD",

@@ -6,7 +6,8 @@ Steps (each named for crash tests, see :mod:`snapws.crash`):
 1. freeze: remount the workspace read-only (fails if a file is open for
    writing: nothing changes then); plan the layer from U (O(changes));
 2. journal: write the planned record and staging dir;
-3. finish (idempotent, also run by recovery): prune no-op copy-ups, publish
+3. finish (idempotent, also run by recovery): move ignored paths (see
+   :mod:`snapws.ops.ignoring`) into the new upperdir, prune no-op copy-ups, publish
    the layer (rename U into the store: the frozen mount keeps showing it),
    write the snapshot, move the branch, create a new upperdir, write the
    workspace state, then put the new mount in place of the frozen one
@@ -34,6 +35,7 @@ from snapws.layers import fuseform
 from snapws.layers.scan import entries_of, plan_upper, prune_upper, strip_overlay_xattrs
 from snapws.model import Change, Kind, SnapshotRecord, decode_manifest, encode_manifest, manifest_id
 from snapws.mounts import mounter
+from snapws.ops.ignoring import carry_ignored, ignore_rules
 from snapws.ops.workspace import (
     Session,
     ensure_mounted,
@@ -81,7 +83,10 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
     try:
         mounter.syncfs(session.upper)
         plan = plan_upper(
-            os.fsencode(session.upper), session.chain_view(state.head), backend.upper_form
+            os.fsencode(session.upper),
+            session.chain_view(state.head),
+            backend.upper_form,
+            ignore_rules(session),
         )
         if not plan.changes and not allow_empty:
             backend.thaw(target)
@@ -115,6 +120,7 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
             "staging": staging.name,
             "layer": lid.hex,
             "prune": [os.fsdecode(p) for p in plan.prune],
+            "carry": [os.fsdecode(p) for p in plan.ignored],
             "record": record.canonical().decode(),
             "chain": [x.hex for x in chain],
             "branch": state.branch,
@@ -154,6 +160,12 @@ def finish_commit(store: Store, j: dict[str, Any]) -> SnapshotId:
     staging = store.root / "staging" / j["staging"]
     upper = wsdir / j["upper"]
     record = SnapshotRecord.from_canonical(j["record"].encode())
+    if j.get("carry") and upper.exists() and state.upper == j["upper"]:
+        # ignored paths stay in the working tree: into the next upperdir
+        # (made now, its root as U's) before U becomes a layer or is dropped
+        next_state = replace(state, upper=j["new_upper"], work=j["new_work"])
+        make_upper(store, next_state, upper)
+        carry_ignored(upper, wsdir / j["new_upper"], j["carry"])
     if not store.has_layer(lid):
         pending = staging / "manifest.pending"
         manifest = (pending if pending.exists() else staging / "manifest").read_bytes()

@@ -50,11 +50,23 @@ def status(session: Session) -> list[Change]:
     return diff(session, None, None).changes
 
 
-def status_ignored(session: Session) -> tuple[list[Change], list[bytes]]:
-    """:func:`status`, and the working tree's topmost ignored paths
-    (``status --ignored``)."""
+def status_ignored(session: Session) -> tuple[list[Change], list[tuple[bytes, bool]]]:
+    """:func:`status`, and the working tree's topmost ignored paths, each
+    with whether it is a directory (``status --ignored``). Raises as
+    :func:`status` does."""
+    import stat
+
+    check_shown(session.store, session.state)
     result = diff(session, None, None)
-    return result.changes, result.ignored
+    root = os.fsencode(session.path)
+    ignored = []
+    for p in result.ignored:
+        try:
+            is_dir = stat.S_ISDIR(os.lstat(root + b"/" + p).st_mode)
+        except OSError:
+            is_dir = False
+        ignored.append((p, is_dir))
+    return result.changes, ignored
 
 
 def diff(
