@@ -67,7 +67,7 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
                 opaque_xattr(store.xattr_form),
                 is_root(),
             )
-            stager.stage(changes, result.recreated)
+            stager.stage(changes, result.recreated, result.ignored)
             stager.finish()
             crashpoint("plain-commit:staged")
             entries = entries_of(

@@ -42,10 +42,12 @@ from snapws.backends.plain.index import (
 from snapws.errors import BadPathError
 from snapws.ids import ContentHash
 from snapws.layers.entries import Node, list_xattrs, node_entry, read_node, user_xattrs
+from snapws.layers.ignore import IGNORE_FILE, IgnoreRules, drop_ignored
 from snapws.model import ROOT, Change, ChangeType, Entry, Kind, classify
 
 _DIR = Kind.DIR.value
 _INO, _INO_END = 24, 32  # the inode field in a child's packed stats
+_IGNORE_NAME = os.fsdecode(IGNORE_FILE)
 #: Below this many recorded entries the walk stays in one process.
 PARALLEL_MIN_ENTRIES = 20_000
 #: Environment override of the number of walking processes (1: no fork).
@@ -54,12 +56,14 @@ PROCS_ENV = "SNAPWS_PLAIN_SCAN_PROCS"
 
 @dataclass(slots=True)
 class ScanResult:
-    """Uncommitted changes (sorted by path), and directories that exist in
+    """Uncommitted changes (sorted by path), directories that exist in
     both HEAD and the working tree but were deleted and made again (their
-    inode changed): commit writes them as opaque directories."""
+    inode changed): commit writes them as opaque directories, and the
+    topmost ignored paths (sorted; in no change)."""
 
     changes: list[Change] = field(default_factory=list)
     recreated: set[bytes] = field(default_factory=set)
+    ignored: list[bytes] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,18 +148,30 @@ class _Pending:
 
 class Walker:
     """Walks (part of) a working tree against an index (read only: it
-    collects new scan records, changes and recreated directories)."""
+    collects new scan records, changes, recreated directories and ignored
+    paths). With ``ignore``, untracked entries the rules exclude are left
+    out of everything (an ignored directory is not entered)."""
 
-    def __init__(self, index: Index, root: bytes, rules: WorkRules, hash_threads: int) -> None:
+    def __init__(
+        self,
+        index: Index,
+        root: bytes,
+        rules: WorkRules,
+        hash_threads: int,
+        ignore: IgnoreRules | None = None,
+    ) -> None:
         self.index = index
         self.root = root
         self.rules = rules
         self.hash_threads = hash_threads
+        self.ignore = ignore
         self.racy = index.racy_from
         self.changes: list[Change] = []
         self.records: dict[bytes, ScanRecord] = {}
         self.visited: list[bytes] = []
         self.recreated: list[bytes] = []
+        self.ignored: list[bytes] = []
+        self._excluded: set[bytes] = set()  # excluded (tracked) directories
         self._pending: list[_Pending] = []
         # (pending dir, child index, path, abspath, stat, head tuple)
         self._todo: list[tuple[_Pending, int, bytes, bytes, os.stat_result, Any]] = []
@@ -216,6 +232,8 @@ class Walker:
                             subdirs.append(de.name)
             finally:
                 os.close(fd)
+            if self.ignore is not None:
+                self._drop_ignored(rel, names, vals, sts, subdirs)
             self.visited.append(rel)
             self._compare(rel, names, vals, sts)
             kids = []
@@ -227,6 +245,48 @@ class Walker:
             else:
                 found += kids
         return found
+
+    def _drop_ignored(
+        self,
+        rel: bytes,
+        names: list[str],
+        vals: list[int],
+        sts: list[os.stat_result],
+        subdirs: list[str],
+    ) -> None:
+        """Take the ignored entries of directory ``rel`` out of its listing
+        (in place), noting them and the excluded directories that stay."""
+        ignore = self.ignore
+        assert ignore is not None
+        fsencode = os.fsencode
+        ignore.listed(rel, _IGNORE_NAME in names)
+        if not ignore.applies(rel):
+            return
+        parent_excluded = rel in self._excluded
+        heads: dict[bytes, Any] | None = None
+        drop: list[int] = []
+        for i, text in enumerate(names):
+            name = fsencode(text)
+            path = name if rel == ROOT else rel + b"/" + name
+            is_dir = stat.S_ISDIR(sts[i].st_mode)
+            if not parent_excluded and not ignore.match(path, is_dir):
+                continue
+            if heads is None:
+                heads = self.index.head_map(rel)
+            if name in heads:
+                if is_dir:
+                    self._excluded.add(path)
+                continue
+            drop.append(i)
+            self.ignored.append(path)
+        if not drop:
+            return
+        gone = set(drop)
+        dropped_dirs = {names[i] for i in drop if stat.S_ISDIR(sts[i].st_mode)}
+        names[:] = [n for i, n in enumerate(names) if i not in gone]
+        sts[:] = [s for i, s in enumerate(sts) if i not in gone]
+        vals[:] = [v for i, v in enumerate(vals) if i // 5 not in gone]
+        subdirs[:] = [d for d in subdirs if d not in dropped_dirs]
 
     def _compare(
         self, rel: bytes, names: list[str], vals: list[int], sts: list[os.stat_result]
@@ -378,16 +438,19 @@ class Walker:
     def export(self) -> bytes:
         """This walker's results as marshal bytes (for the parent process)."""
         records = {d: r.to_tuple() for d, r in self.records.items()}
-        return marshal.dumps((_changes_blob(self.changes), records, self.visited, self.recreated))
+        return marshal.dumps(
+            (_changes_blob(self.changes), records, self.visited, self.recreated, self.ignored)
+        )
 
     def absorb(self, data: bytes) -> None:
         """Add the results :meth:`export` produced in another process."""
-        changes, records, visited, recreated = marshal.loads(data)
+        changes, records, visited, recreated, ignored = marshal.loads(data)
         self.changes += _changes_from(changes)
         for d, t in records.items():
             self.records[d] = ScanRecord(*t)
         self.visited += visited
         self.recreated += recreated
+        self.ignored += ignored
 
 
 def _changes_blob(changes: list[Change]) -> bytes:
@@ -439,12 +502,19 @@ def _unreadable(path: bytes) -> BadPathError:
     )
 
 
-def scan(index: Index, root: bytes, rules: WorkRules, hash_threads: int = 8) -> ScanResult:
+def scan(
+    index: Index,
+    root: bytes,
+    rules: WorkRules,
+    hash_threads: int = 8,
+    ignore: IgnoreRules | None = None,
+) -> ScanResult:
     """Compare the working tree at ``root`` with ``index``'s HEAD, and put
     what this scan saw into ``index`` (its ``modified`` flag tells whether
-    the index should be written back). Raises OSError if the root is
-    unreadable."""
-    w = Walker(index, root, rules, hash_threads)
+    the index should be written back). With ``ignore``, ignored paths are
+    skipped (see :class:`Walker`) and reported apart. Raises OSError if the
+    root is unreadable."""
+    w = Walker(index, root, rules, hash_threads, ignore)
     units = w.walk_root()
     procs = _procs(index)
     if procs > 1 and units:
@@ -457,7 +527,9 @@ def scan(index: Index, root: bytes, rules: WorkRules, hash_threads: int = 8) -> 
         index.set_scan(d, rec)
     for d in [d for d, r in index.dirs.items() if r[1] is not None and d not in visited]:
         index.set_scan(d, None)  # no longer a directory of the working tree
-    return ScanResult(sorted(w.changes, key=lambda c: c.path), set(w.recreated))
+    changes = sorted(w.changes, key=lambda c: c.path)
+    changes, ignored = drop_ignored(changes, w.ignored)
+    return ScanResult(changes, set(w.recreated), ignored)
 
 
 def _procs(index: Index) -> int:
@@ -540,7 +612,7 @@ def _walk_share(w: Walker, share: list[tuple[bytes, bytes]], out: Any) -> None:
     walker and write the results to ``out`` (nothing if anything fails:
     the parent then walks the share itself)."""
     try:
-        w.changes, w.records, w.visited, w.recreated = [], {}, [], []
+        w.changes, w.records, w.visited, w.recreated, w.ignored = [], {}, [], [], []
         w.drop_pending()  # the parent finishes what it walked itself
         w.walk(share)
         w.finish()

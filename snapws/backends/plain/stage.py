@@ -40,6 +40,7 @@ class Stager:
         self._dirs: list[tuple[Node, bytes]] = []  # metadata to apply, parents first
         self._staged: set[bytes] = {ROOT}
         self._closed: set[bytes] = set()  # paths below which nothing more is staged
+        self._ignored: set[bytes] = set()  # ignored paths: never staged
 
     def _work_node(self, path: bytes) -> Node | None:
         try:
@@ -103,6 +104,8 @@ class Stager:
                 kids = sorted(it, key=lambda de: de.name)
             for de in kids:
                 p = de.name if d.path == ROOT else d.path + b"/" + de.name
+                if p in self._ignored:
+                    continue
                 kid = read_node(p, de.path, de.stat(follow_symlinks=False))
                 if kid.kind is Kind.DIR:
                     self._mkdir(kid)
@@ -110,10 +113,14 @@ class Stager:
                 else:
                     self._copy(kid)
 
-    def stage(self, changes: Iterable[Change], recreated: set[bytes]) -> None:
+    def stage(
+        self, changes: Iterable[Change], recreated: set[bytes], ignored: Iterable[bytes] = ()
+    ) -> None:
         """Stage ``changes`` (status against HEAD, sorted by path); directories
-        in ``recreated`` that have changes below them become opaque.
+        in ``recreated`` that have changes below them become opaque, with
+        their subtrees but the ``ignored`` paths.
         Raises OSError, LayerRejectedError, UnsupportedError."""
+        self._ignored.update(ignored)
         changes = sorted(changes, key=lambda c: c.path)
         root = self._work_node(ROOT)
         if root is None or root.kind is not Kind.DIR:

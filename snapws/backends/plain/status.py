@@ -14,6 +14,7 @@ from snapws.errors import BadPathError
 from snapws.ids import SnapshotId
 from snapws.layers.diff import diff_views, touched_paths
 from snapws.layers.entries import is_under
+from snapws.layers.ignore import IgnoreRules
 from snapws.layers.view import ChainView
 from snapws.model import Change, Kind, classify
 from snapws.ops.workspace import Session
@@ -48,6 +49,7 @@ def scan_workspace(
             root,
             WorkRules.for_workspace(os.fsencode(state.path)),
             session.config.hash_threads,
+            IgnoreRules.for_tree(root, session.config.ignore),
         )
     except BaseException:
         if writer is not None:
@@ -109,7 +111,10 @@ def diff(session: Session, old: SnapshotId | None, paths: tuple[bytes, ...] = ()
     if paths:
         changes = [c for c in changes if any(is_under(c.path, u) for u in paths)]
     work_view = ChainView([os.fsencode(session.path)], session.hashes)
-    return DiffResult(changes, old_view, work_view, old_sid.short(), "working tree")
+    ignored = result.ignored
+    if paths:
+        ignored = [p for p in ignored if any(is_under(p, u) for u in paths)]
+    return DiffResult(changes, old_view, work_view, old_sid.short(), "working tree", ignored)
 
 
 def snapshot_changes(

@@ -85,6 +85,7 @@ def checkout(
         f"checkout: moving from {_name(state)} to {label or target.short()}",
     )
     j["create_ref"] = [create_branch, target.hex] if create_branch else None
+    j["keep"] = [os.fsdecode(p) for p in result.ignored]
     store.write_journal(j)
     crashpoint("plain-switch:journaled")
     finish_switch(store, j, index, writer, between, view)
@@ -152,6 +153,7 @@ def reset(
     meta = _meta_only(between, changes if hard else [])
     j = _switch_journal(state, new_state, target, paths, meta, who, message)
     j["move_ref"] = [state.branch, target.hex] if state.branch else None
+    j["keep"] = [os.fsdecode(p) for p in result.ignored]
     store.write_journal(j)
     crashpoint("plain-switch:journaled")
     finish_switch(store, j, index, writer, between, view)
@@ -282,6 +284,7 @@ def finish_switch(
                 is_root(),
                 [os.fsencode(p) for p in j.get("meta_only", ())],
                 halfway=lambda: crashpoint("plain-switch:rewriting"),
+                keep=[os.fsencode(p) for p in j.get("keep", ())],
             )
             crashpoint("plain-switch:rewritten")
             j = {**j, "rewritten": True}

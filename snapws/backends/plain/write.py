@@ -42,6 +42,7 @@ def rewrite_paths(
     as_root: bool,
     meta_only: Collection[bytes] = (),
     halfway: Callable[[], None] | None = None,
+    keep: Collection[bytes] = (),
 ) -> None:
     """Make each of ``paths`` (relative to the workspace ``root``) what
     ``view`` shows there: absent, a directory (kept if it is one; its
@@ -49,13 +50,15 @@ def rewrite_paths(
     in ``meta_only`` (same kind and content) only gets the view's metadata.
     Directories listed get the view's metadata, deepest first; parents of
     changed paths get the view's mtime only (their other metadata may be an
-    uncommitted change). ``halfway`` is called once half of the paths are
+    uncommitted change). A directory to remove that holds one of ``keep``
+    (ignored paths) stays, with only its listed entries removed, as git
+    leaves ignored files. ``halfway`` is called once half of the paths are
     done (crash tests). Every write is resolved beneath ``root``, opened
     once (:mod:`snapws.beneath`): a parent that is not a directory is
     replaced as the view says, and one that turns into a symlink meanwhile
     is refused, never followed. Raises OSError, UnsafePathError."""
     with Beneath(root) as dest:
-        _rewrite(dest, view, paths, as_root, meta_only, halfway)
+        _rewrite(dest, view, paths, as_root, meta_only, halfway, keep)
 
 
 def _rewrite(
@@ -65,8 +68,11 @@ def _rewrite(
     as_root: bool,
     meta_only: Collection[bytes],
     halfway: Callable[[], None] | None,
+    keep: Collection[bytes] = (),
 ) -> None:
     order = sorted(set(paths))
+    holders = {parent_of(k) for k in keep}
+    holders |= {a for h in list(holders) for a in _ancestors(h)}
     meta_only = set(meta_only)
     dirs: dict[bytes, Node] = {}
     unlocked: dict[bytes, int] = {}  # parents made writable: their modes before
@@ -79,6 +85,8 @@ def _rewrite(
             continue
         cur = dest.lstat(p)
         if loc is None:
+            if cur is not None and stat.S_ISDIR(cur.st_mode) and p in holders:
+                continue  # holds ignored paths: stays
             if cur is not None:
                 _unlock_parent(dest, p, as_root, unlocked)
                 dest.remove(p, force=True)
@@ -119,6 +127,14 @@ def _rewrite(
 
 def _same_kind(st: os.stat_result, node: Node) -> bool:
     return stat.S_IFMT(st.st_mode) == stat.S_IFMT(node.st.st_mode)
+
+
+def _ancestors(path: bytes) -> list[bytes]:
+    out = []
+    while b"/" in path:
+        path = path[: path.rfind(b"/")]
+        out.append(path)
+    return out
 
 
 def _below(path: bytes, tops: set[bytes]) -> bool:
