@@ -11,7 +11,7 @@ from snapws.cli.app import App, PathsAfterDashDash, emit_bytes, emit_json, pass_
 from snapws.cli.render import change_line, change_path, changes_json
 from snapws.errors import ExitCode
 from snapws.model import Change, ChangeType, Entry, Kind, display_path
-from snapws.ops.diff import DiffResult, diff, status
+from snapws.ops.diff import DiffResult, diff, status, status_ignored
 from snapws.textdiff import StatRow, format_stat, line_stat, unified_diff
 
 
@@ -29,8 +29,21 @@ from snapws.textdiff import StatRow, format_stat, line_stat, unified_diff
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--exit-code", is_flag=True, help="Exit with 1 if there are changes.")
+@click.option(
+    "--ignored",
+    "show_ignored",
+    is_flag=True,
+    help="Also list ignored paths (.snapwsignore, config ignore): '!!' in porcelain.",
+)
 @pass_app
-def status_cmd(app: App, porcelain: str | None, nul: bool, as_json: bool, exit_code: bool) -> None:
+def status_cmd(
+    app: App,
+    porcelain: str | None,
+    nul: bool,
+    as_json: bool,
+    exit_code: bool,
+    show_ignored: bool,
+) -> None:
     """What changed since HEAD: A added, M modified, D deleted, T type changed.
 
     Costs the number of changes, not the size of the tree. Copy-ups that
@@ -38,8 +51,12 @@ def status_cmd(app: App, porcelain: str | None, nul: bool, as_json: bool, exit_c
     changes show what changed, e.g. `M  run.sh  (mode)`. Formats:
     docs/formats-output.md.
     """
+    ignored: list[tuple[bytes, bool]] = []
     with app.session(exclusive=False) as s:
-        changes = status(s)
+        if show_ignored:
+            changes, ignored = status_ignored(s)
+        else:
+            changes = status(s)
         branch, head = s.state.branch, s.state.head
     if as_json:
         emit_json(
@@ -48,16 +65,21 @@ def status_cmd(app: App, porcelain: str | None, nul: bool, as_json: bool, exit_c
                 "branch": branch,
                 "clean": not changes,
                 "changes": changes_json(changes),
+                **({"ignored": [display_path(p) for p, _ in ignored]} if show_ignored else {}),
             }
         )
     elif porcelain or nul:
-        emit_bytes(gitformat.porcelain(changes, nul))
+        emit_bytes(gitformat.porcelain(changes, nul) + gitformat.ignored_lines(ignored, nul))
     else:
         click.echo(f"On branch {branch}" if branch else f"HEAD detached at {head.short()}")
         if not changes:
             click.echo("nothing to commit, working tree clean")
         for c in changes:
             click.echo(f"  {change_line(c)}")
+        if ignored:
+            click.echo("Ignored files:")
+            for p, is_dir in ignored:
+                click.echo(f"  {display_path(p)}{'/' if is_dir else ''}")
     if exit_code and changes:
         raise SystemExit(int(ExitCode.DIFFERENCES))
 

@@ -90,6 +90,15 @@ def porcelain(changes: Iterable[Change], nul: bool = False) -> bytes:
     )
 
 
+def ignored_lines(ignored: Iterable[tuple[bytes, bool]], nul: bool = False) -> bytes:
+    """``git status --porcelain --ignored`` lines for ignored paths (each
+    with whether it is a directory, shown with a trailing ``/``): ``!! path``."""
+    return b"".join(
+        b"!! " + _field(p + b"/" if is_dir else p, nul, quote_space=True) + _end(nul)
+        for p, is_dir in sorted(ignored)
+    )
+
+
 def name_status(changes: Iterable[Change], nul: bool = False) -> bytes:
     """``git diff --name-status [-z]``: ``X<TAB>path`` (``X<NUL>path<NUL>``)."""
     sep = b"\0" if nul else b"\t"
