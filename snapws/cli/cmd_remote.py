@@ -17,6 +17,7 @@ from snapws.ops.workspace import Session
 from snapws.store.store import Store
 
 if TYPE_CHECKING:
+    from snapws.oci.platform import Platform
     from snapws.ops.pull import FetchResult
     from snapws.ops.remotes import TransferSettings
 
@@ -107,6 +108,18 @@ def _ref_line(move: str, old: str | None, new: str, src: str, dst: str) -> str:
         "forced": ("+", f"{old}...{new}", "  (forced update)"),
     }[move]
     return f" {flag} {summary:<27} {src:<10} -> {dst}{suffix}"
+
+
+def _platform(text: str | None) -> Platform | None:
+    """``--platform``'s value (None: the host's); a bad one is a usage error."""
+    from snapws.oci.platform import Platform
+
+    if text is None:
+        return None
+    try:
+        return Platform.parse(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--platform") from None
 
 
 def _parse_size(text: str) -> int:
@@ -345,10 +358,21 @@ def push_cmd(
     type=click.IntRange(min=1),
     help="Bring at most N snapshots of each tag's history (1: the tip only).",
 )
+@click.option(
+    "--platform",
+    "platform_text",
+    metavar="OS/ARCH[/VARIANT]",
+    help="The image of a multi-platform index to take (default: this machine's).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
 @pass_app
 def fetch_cmd(
-    app: App, remote: str | None, tag: str | None, depth: int | None, as_json: bool
+    app: App,
+    remote: str | None,
+    tag: str | None,
+    depth: int | None,
+    platform_text: str | None,
+    as_json: bool,
 ) -> None:
     """Import TAG (default: every tag) of REMOTE (default origin) into the store.
 
@@ -359,13 +383,16 @@ def fetch_cmd(
     from snapws.ops.pull import fetch
     from snapws.ops.remotes import get_remote
 
+    platform = _platform(platform_text)
     bar = ByteBar(app, "fetching")
     try:
         with _store(app, exclusive=True) as (store, _s):
             remote_name, tag = _split_remote_arg(store, remote, tag)
             entry = get_remote(store, remote_name)
             tags = [tag] if tag else None
-            result = fetch(store, entry, tags, app.who(), progress=bar, depth=depth)
+            result = fetch(
+                store, entry, tags, app.who(), progress=bar, depth=depth, platform=platform
+            )
     finally:
         bar.close()
     if as_json:
@@ -396,10 +423,21 @@ def _print_fetched(result: FetchResult) -> None:
     type=click.IntRange(min=1),
     help="Bring at most N snapshots of each tag's history (1: the tip only).",
 )
+@click.option(
+    "--platform",
+    "platform_text",
+    metavar="OS/ARCH[/VARIANT]",
+    help="The image of a multi-platform index to take (default: this machine's).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
 @pass_app
 def pull_cmd(
-    app: App, remote: str | None, tag: str | None, depth: int | None, as_json: bool
+    app: App,
+    remote: str | None,
+    tag: str | None,
+    depth: int | None,
+    platform_text: str | None,
+    as_json: bool,
 ) -> None:
     """Fetch TAG (default: the current branch's name) and check it out.
 
@@ -411,12 +449,13 @@ def pull_cmd(
     from snapws.ops.pull import pull
     from snapws.ops.remotes import get_remote
 
+    platform = _platform(platform_text)
     bar = ByteBar(app, "fetching")
     try:
         with app.session(exclusive=True) as s:
             remote_name, tag = _split_remote_arg(s.store, remote, tag)
             entry = get_remote(s.store, remote_name)
-            result = pull(s, entry, tag, app.who(), progress=bar, depth=depth)
+            result = pull(s, entry, tag, app.who(), progress=bar, depth=depth, platform=platform)
     finally:
         bar.close()
     if as_json:

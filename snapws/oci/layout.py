@@ -8,8 +8,8 @@ leaves the old layout valid. ``FILE.tar`` gets the same content as a
 reproducible tar (fixed order, times and owners).
 
 Reading (:func:`open_source`): an OCI layout directory or tar, choosing the
-image by ``ref`` (or the only one; an image index picks linux and this
-machine's architecture), or a docker archive (``docker save``, ``skopeo copy
+image by ``ref`` (or the only one; an image index picks this machine's
+platform, snapws.oci.platform), or a docker archive (``docker save``, ``skopeo copy
 ... docker-archive:``): its ``manifest.json`` is turned into an OCI manifest
 whose layers are the archive's uncompressed layer tars.
 """
@@ -47,9 +47,9 @@ from snapws.oci.image import (
     Descriptor,
     Image,
     canonical_json,
-    host_architecture,
     sha256_digest,
 )
+from snapws.oci.platform import choose_manifest
 from snapws.store.atomic import fsync_dir, write_atomic
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -496,31 +496,12 @@ def _open_oci(files: _Files, where: str, ref: str | None) -> ImageSource:
         if desc.media_type not in (OCI_INDEX, DOCKER_LIST):
             break
         nested = json.loads(_verified_blob(files, desc))
-        desc = Descriptor.from_json(_platform_manifest(nested, where))
+        desc = choose_manifest(nested, where, None)  # the host's platform
     if desc.media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
         raise BadImageError(f"{where}: {desc.digest} is a {desc.media_type}, not an image")
     manifest = _verified_blob(files, desc)
     name = ref or (_ref_names(chosen) or [desc.digest[:19]])[0]
     return ImageSource(f"{where}:{name}", manifest, files)
-
-
-def _platform_manifest(index: Any, where: str) -> Any:
-    manifests = index.get("manifests") if isinstance(index, dict) else None
-    if not isinstance(manifests, list):
-        raise BadImageError(f"{where}: an image index without manifests")
-    arch = host_architecture()
-    for m in manifests:
-        plat = m.get("platform") if isinstance(m, dict) else None
-        if (
-            isinstance(plat, dict)
-            and plat.get("os") == "linux"
-            and plat.get("architecture") == arch
-        ):
-            return m
-    raise BadImageError(
-        f"{where}: the image index has no image for linux/{arch}",
-        hint="copy the image for this platform first (skopeo copy --override-arch ...)",
-    )
 
 
 def _open_docker(files: _Files, where: str, ref: str | None) -> ImageSource:

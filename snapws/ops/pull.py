@@ -29,12 +29,13 @@ from snapws.ids import SnapshotId
 from snapws.model import ROOT, Change, decode_manifest, display_path
 from snapws.oci.history import history_descriptor, import_history, read_history
 from snapws.oci.image import LABEL_SNAPSHOT, Descriptor, import_image
+from snapws.oci.platform import INDEX_TYPES, Platform, choose_manifest
 from snapws.ops.checkout import checkout, reset, uncommitted
 from snapws.ops.fastforward import Move, classify_move, is_ancestor
 from snapws.ops.remotes import RemoteEntry, TransferSettings, open_remote
 from snapws.ops.workspace import Session
 from snapws.refnames import validate_ref_name
-from snapws.remote.base import DOCKER_LIST, OCI_INDEX, Remote, TransferStats
+from snapws.remote.base import Manifest, Remote, TransferStats, sha256_digest
 from snapws.store.store import Store
 
 #: progress callback: (phase, bytes done, bytes total or None)
@@ -83,13 +84,16 @@ def fetch(
     progress: FetchProgress | None = None,
     remote: Remote | None = None,
     depth: int | None = None,
+    platform: Platform | None = None,
 ) -> FetchResult:
     """Import ``tags`` (None: every tag of the remote) with the history
     their images carry (``depth``: at most that many snapshots from each
     tip, counting it; None: all; see :func:`snapws.oci.history.import_history`),
     and record remote-tracking refs. The caller holds the store's exclusive
-    lock. Raises RemoteNotFoundError (no such tag), RemoteError, AuthError,
-    BadImageError."""
+    lock. A tag naming an image index gives its image for ``platform``
+    (None: the host's, as docker and skopeo choose). Raises
+    RemoteNotFoundError (no such tag), RemoteError, AuthError,
+    BadImageError (also: no image for the platform)."""
     owned = remote is None
     remote = remote or open_remote(store, entry, push=False, settings=settings)
     result = FetchResult(entry.name, remote.display, stats=remote.stats)
@@ -104,11 +108,8 @@ def fetch(
                     hint=f"`snapws remote list` shows the remotes; tags there: "
                     f"{', '.join(remote.list_tags()[:10]) or 'none'}",
                 )
-            if manifest.media_type in (OCI_INDEX, DOCKER_LIST):
-                raise BadImageError(
-                    f"{remote.display}:{tag} is a multi-platform index, not one image",
-                    hint="fetch the platform's image by its tag or digest",
-                )
+            tagged = manifest.digest
+            manifest = _platform_image(remote, manifest, f"{remote.display}:{tag}", platform)
 
             def open_blob(d: Descriptor, r: Remote = remote) -> BinaryIO:
                 def bar(done: int, total: int | None) -> None:
@@ -135,11 +136,31 @@ def fetch(
                 if previous != sid:
                     store.write_ref("remotes", ref, sid, who, f"fetch: {tag}")
             move = classify_move(store, previous, sid)
-            result.fetched.append(FetchedTag(tag, sid, previous, manifest.digest, move))
+            result.fetched.append(FetchedTag(tag, sid, previous, tagged, move))
     finally:
         if owned:
             remote.close()
     return result
+
+
+def _platform_image(
+    remote: Remote, manifest: Manifest, where: str, platform: Platform | None
+) -> Manifest:
+    """``manifest`` itself, or for an image index the image it has for
+    ``platform`` (None: the host's), fetched by digest and checked against
+    it. Raises BadImageError (no image for the platform: the message lists
+    those there are; nested too deep; a manifest not matching its digest)."""
+    for _ in range(4):  # an index may name an index
+        if manifest.media_type not in INDEX_TYPES and b'"manifests"' not in manifest.data:
+            return manifest
+        desc = choose_manifest(manifest.data, where, platform)
+        chosen = remote.get_manifest(desc.digest)
+        if chosen is None or sha256_digest(chosen.data) != desc.digest:
+            raise BadImageError(
+                f"{where}: the index names {desc.digest}, which is missing or damaged"
+            )
+        manifest = Manifest(chosen.data, desc.media_type, desc.digest)
+    raise BadImageError(f"{where}: image indexes nested too deep")
 
 
 def _known_snapshot(store: Store, manifest: bytes) -> SnapshotId | None:
@@ -230,6 +251,7 @@ def pull(
     progress: FetchProgress | None = None,
     remote: Remote | None = None,
     depth: int | None = None,
+    platform: Platform | None = None,
 ) -> PullResult:
     """Fetch ``tag`` (default: the current branch's name) and check it out
     on the branch of that name. Session: exclusive. Raises
@@ -252,7 +274,7 @@ def pull(
     changes = uncommitted(session)
     if changes:
         raise _refuse_changes(changes)
-    fetched = fetch(store, entry, [tag], who, settings, progress, remote, depth)
+    fetched = fetch(store, entry, [tag], who, settings, progress, remote, depth, platform)
     target = fetched.fetched[0].snapshot
     local = store.read_ref("heads", branch)
     label = f"{entry.name}/{tag}"
