@@ -25,7 +25,8 @@ CREDENTIALS_HELP = (
     "Credentials are never taken from the command line: snapws reads "
     "SNAPWS_REGISTRY_USERNAME + SNAPWS_REGISTRY_PASSWORD (or SNAPWS_REGISTRY_TOKEN), "
     "$XDG_CONFIG_HOME/snapws/credentials.toml, then docker/podman's auth.json "
-    "($REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json)."
+    "($REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json), "
+    "with their credential helpers (credHelpers, credsStore: docker-credential-NAME)."
 )
 
 

@@ -9,7 +9,11 @@ Credentials are looked up, first match wins, in:
    or ``token``);
 3. docker/podman auth files: ``$REGISTRY_AUTH_FILE``,
    ``$XDG_RUNTIME_DIR/containers/auth.json``, ``$DOCKER_CONFIG/config.json``
-   or ``~/.docker/config.json`` (``auths.<host>.auth``: base64 ``user:pass``).
+   or ``~/.docker/config.json``: in each, a credential helper named for the
+   host (``credHelpers.<host>``), else the default one (``credsStore``), run
+   as docker does (``docker-credential-<name> get``, the host on stdin, JSON
+   ``{"Username", "Secret"}`` out; a helper that has nothing for the host
+   lets the lookup go on), then ``auths.<host>.auth`` (base64 ``user:pass``).
 
 Secrets never appear in messages: :class:`Credentials` hides them from
 ``repr``, and errors name the source and the user only.
@@ -22,6 +26,8 @@ import binascii
 import json
 import os
 import re
+import shutil
+import subprocess
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -94,7 +100,7 @@ def find_credentials(host: str, env: Mapping[str, str] | None = None) -> Credent
     if found is not None:
         return found
     for path in auth_files(env):
-        found = _from_auth_json(path, host)
+        found = _from_auth_json(path, host, env)
         if found is not None:
             return found
     return None
@@ -129,13 +135,87 @@ def _normalise_key(key: str) -> str:
     return key.split("/", 1)[0]
 
 
-def _from_auth_json(path: Path, host: str) -> Credentials | None:
+HELPER_TIMEOUT = 30.0  # seconds a credential helper may take (it may ask a keychain)
+MAX_HELPER_OUTPUT = 1 << 20
+
+
+def _helper_for(data: object, host: str) -> str | None:
+    """The credential helper an auth file names for ``host``: its
+    ``credHelpers`` entry, else ``credsStore`` (None: neither)."""
+    if not isinstance(data, dict):
+        return None
+    helpers = data.get("credHelpers")
+    if isinstance(helpers, dict):
+        for key, name in helpers.items():
+            if _normalise_key(str(key)) == host and isinstance(name, str) and name:
+                return name
+    store = data.get("credsStore")
+    return store if isinstance(store, str) and store else None
+
+
+def run_helper(name: str, host: str, path: Path, env: Mapping[str, str]) -> Credentials | None:
+    """Ask ``docker-credential-<name> get`` for ``host``'s credentials, as
+    docker and podman do (the host on stdin, ``{"Username", "Secret"}`` on
+    stdout; a user name ``<token>`` means the secret is a token). None when
+    the helper has none for the host (it exits non-zero saying so). Raises
+    AuthError naming the helper and the host, never its output, when the
+    helper is missing, fails otherwise or answers something unusable."""
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
+        raise AuthError(f"{path}: {name!r} is not a credential helper name")
+    program = f"docker-credential-{name}"
+    exe = shutil.which(program, path=env.get("PATH", os.defpath))
+    where = f"credential helper {program} (named in {path})"
+    if exe is None:
+        raise AuthError(
+            f"{where} is not installed (not found on PATH)",
+            hint=f"install {program}, or remove it from {path}",
+        )
+    try:
+        proc = subprocess.run(
+            [exe, "get"],
+            input=host.encode(),
+            capture_output=True,
+            timeout=HELPER_TIMEOUT,
+            env=dict(env),
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        what = "timed out" if isinstance(e, subprocess.TimeoutExpired) else f"failed: {e}"
+        raise AuthError(f"{where} {what} for {host}") from None
+    if proc.returncode != 0:
+        said = proc.stdout + proc.stderr
+        if b"not found" in said.lower() or b"no credentials" in said.lower():
+            return None  # docker's "credentials not found in native keychain"
+        raise AuthError(f"{where} exited {proc.returncode} for {host}")
+    try:
+        if len(proc.stdout) > MAX_HELPER_OUTPUT:
+            raise ValueError("too long")
+        answer = json.loads(proc.stdout)
+        user, secret = answer["Username"], answer["Secret"]
+        if not isinstance(user, str) or not isinstance(secret, str) or not secret:
+            raise ValueError("no Username or Secret")
+    except (ValueError, KeyError, TypeError):
+        raise AuthError(f"{where} answered something other than JSON credentials") from None
+    source = f"{program} ({path})"
+    if user == "<token>":
+        return Credentials(token=secret, source=source)
+    return Credentials(user, secret, source=source)
+
+
+def _from_auth_json(
+    path: Path, host: str, env: Mapping[str, str] | None = None
+) -> Credentials | None:
     try:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
         raise AuthError(f"cannot read the auth file {path} (not JSON)") from None
+    helper = _helper_for(data, host)
+    if helper is not None:
+        found = run_helper(helper, host, path, os.environ if env is None else env)
+        if found is not None:
+            return found
     auths = data.get("auths") if isinstance(data, dict) else None
     if not isinstance(auths, dict):
         return None
