@@ -1,4 +1,7 @@
-"""The only module of snapws that performs mount syscalls (through ctypes on libc).
+"""The only module of snapws that mounts (with its syscall bindings,
+:mod:`snapws.mounts.syscalls`, and the legacy mount(2) path,
+:mod:`snapws.mounts.legacy`); what is mounted where is read by
+:mod:`snapws.mounts.mountinfo`, re-exported here.
 
 Never runs the ``mount``/``umount`` programs. Every failing syscall becomes a
 :class:`~snapws.errors.MountError` (or a subclass) whose message names the
@@ -24,21 +27,65 @@ Facts this module relies on (checked on Linux 6.18 by tests/mounts):
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import suppress
 from pathlib import Path
 from typing import Literal
 
 from snapws.errors import MountError, UnsupportedError
+from snapws.mounts.legacy import MAX_LEGACY_OPTIONS
+from snapws.mounts.legacy import mount_legacy as _mount_legacy
+from snapws.mounts.mountinfo import (
+    MountInfo,
+    is_readonly,
+    mount_at,
+    mounts_at,
+    parse_mountinfo,
+    read_mountinfo,
+)
 from snapws.mounts.plan import MountPlan
+from snapws.mounts.syscalls import (
+    _AT_FDCWD,
+    _FSCONFIG_CMD_CREATE,
+    _FSCONFIG_SET_FD,
+    _FSCONFIG_SET_FLAG,
+    _FSCONFIG_SET_STRING,
+    _FSMOUNT_CLOEXEC,
+    _FSOPEN_CLOEXEC,
+    _MNT_DETACH,
+    _MOUNT_ATTR_RDONLY,
+    _MOUNT_FLAG_BITS,
+    _MOVE_MOUNT_BENEATH,
+    _MOVE_MOUNT_F_EMPTY_PATH,
+    _MS_BIND,
+    _MS_PRIVATE,
+    _MS_RDONLY,
+    _MS_REC,
+    _MS_REMOUNT,
+    _MS_STRICTATIME,
+    _OPEN_TREE_CLONE,
+    _SUPER_FLAG_BITS,
+    _SYS_FSCONFIG,
+    _SYS_FSMOUNT,
+    _SYS_FSOPEN,
+    _SYS_MOVE_MOUNT,
+    _SYS_OPEN_TREE,
+    _UMOUNT_NOFOLLOW,
+    BeneathUnsupportedError,
+    MountBusyError,
+)
+from snapws.mounts.syscalls import FallBack as _FallBack
+from snapws.mounts.syscalls import KernelLog as _KernelLog
+from snapws.mounts.syscalls import fc_log as _fc_log
+from snapws.mounts.syscalls import fs as _fs
+from snapws.mounts.syscalls import libc as _libc
+from snapws.mounts.syscalls import mount_call as _mount_call
+from snapws.mounts.syscalls import mount_error as _mount_error
+from snapws.mounts.syscalls import raise_errno as _raise_errno
+from snapws.mounts.syscalls import syscall as _syscall
 
 __all__ = [
-    "LEGACY_FD_PATHS",
     "MAX_LEGACY_OPTIONS",
     "Api",
     "BeneathUnsupportedError",
@@ -61,241 +108,6 @@ __all__ = [
 ]
 
 Api = Literal["auto", "new", "legacy"]
-
-#: mount(2) copies its option string into one page: at most 4095 bytes + NUL.
-MAX_LEGACY_OPTIONS = 4095
-
-#: Legacy fallback: when the option string with paths relative to the layers'
-#: common parent is still too long, name each layer by an O_PATH descriptor
-#: ("lowerdir=5:6:7", resolved from cwd ``/proc/self/fd``). Tests switch it off
-#: to exercise the "too many layers" error.
-LEGACY_FD_PATHS = True
-
-# Syscall numbers: the same on x86_64 and aarch64 (the common table from 424 on).
-_SYS_MOVE_MOUNT = 429
-_SYS_FSOPEN = 430
-_SYS_FSCONFIG = 431
-_SYS_FSMOUNT = 432
-
-_FSOPEN_CLOEXEC = 0x1
-_FSMOUNT_CLOEXEC = 0x1
-_FSCONFIG_SET_FLAG = 0
-_FSCONFIG_SET_STRING = 1
-_FSCONFIG_SET_FD = 5
-_FSCONFIG_CMD_CREATE = 6
-_MOUNT_ATTR_RDONLY = 0x1
-_MOVE_MOUNT_F_EMPTY_PATH = 0x4
-_MOVE_MOUNT_BENEATH = 0x200  # Linux >= 6.5
-_SYS_OPEN_TREE = 428
-_OPEN_TREE_CLONE = 0x1
-_AT_FDCWD = -100
-
-_MS_RDONLY = 0x1
-_MS_NOSUID = 0x2
-_MS_NODEV = 0x4
-_MS_NOEXEC = 0x8
-_MS_SYNCHRONOUS = 0x10
-_MS_REMOUNT = 0x20
-_MS_DIRSYNC = 0x80
-_MS_NOSYMFOLLOW = 0x100
-_MS_NOATIME = 0x400
-_MS_NODIRATIME = 0x800
-_MS_BIND = 0x1000
-_MS_REC = 0x4000
-_MS_PRIVATE = 0x40000
-_MS_RELATIME = 0x200000
-_MS_STRICTATIME = 0x1000000
-_MS_LAZYTIME = 0x2000000
-
-_MNT_DETACH = 0x2
-_UMOUNT_NOFOLLOW = 0x8
-
-# Per-mount flags (mountinfo field 6) and superblock flags (super options) that
-# a remount must pass again, or the kernel would clear them.
-_MOUNT_FLAG_BITS = {
-    "nosuid": _MS_NOSUID,
-    "nodev": _MS_NODEV,
-    "noexec": _MS_NOEXEC,
-    "nosymfollow": _MS_NOSYMFOLLOW,
-    "noatime": _MS_NOATIME,
-    "nodiratime": _MS_NODIRATIME,
-    "relatime": _MS_RELATIME,
-}
-_SUPER_FLAG_BITS = {"sync": _MS_SYNCHRONOUS, "dirsync": _MS_DIRSYNC, "lazytime": _MS_LAZYTIME}
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_libc.mount.argtypes = [
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_char_p,
-]
-_libc.mount.restype = ctypes.c_int
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.umount2.restype = ctypes.c_int
-_libc.syncfs.argtypes = [ctypes.c_int]
-_libc.syncfs.restype = ctypes.c_int
-
-
-class MountBusyError(MountError):
-    """A remount or unmount failed with EBUSY: files are in use under the target.
-
-    Callers that want the culprits call :func:`snapws.mounts.busy.find_writers`.
-    """
-
-    default_hint = (
-        "close the files open for writing there (or stop the processes) and retry; "
-        "`snapws` names them in its busy report"
-    )
-
-
-class BeneathUnsupportedError(MountError):
-    """The kernel cannot put a mount beneath another (``MOVE_MOUNT_BENEATH``,
-    Linux >= 6.5), or not on this mount point (it is the caller's root, or
-    mount propagation would cover it). Nothing was mounted: callers fall back
-    to detach-then-mount (see :meth:`snapws.backends.base.Backend.replace`)."""
-
-    default_hint = "Linux 6.5 or newer replaces a mount without a gap"
-
-
-class _FallBack(Exception):
-    """Internal: the new mount API is missing (or lacks ``lowerdir+``)."""
-
-
-# --------------------------------------------------------------------------- syscalls
-
-
-def _raise_errno(what: str) -> None:
-    err = ctypes.get_errno()
-    raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _syscall(what: str, *args: int | bytes | None) -> int:
-    cargs: list[ctypes.c_long | ctypes.c_char_p | None] = []
-    for arg in args:
-        if isinstance(arg, int):
-            cargs.append(ctypes.c_long(arg))
-        elif isinstance(arg, bytes):
-            cargs.append(ctypes.c_char_p(arg))
-        else:
-            cargs.append(None)
-    ret = int(_libc.syscall(*cargs))
-    if ret < 0:
-        _raise_errno(what)
-    return ret
-
-
-def _mount_call(
-    source: bytes | None,
-    target: bytes,
-    fstype: bytes | None,
-    flags: int,
-    data: bytes | None,
-    what: str,
-) -> None:
-    if int(_libc.mount(source, target, fstype, flags, data)) != 0:
-        _raise_errno(what)
-
-
-def _fs(path: Path | str) -> bytes:
-    return os.fsencode(os.fspath(path))
-
-
-def _fc_log(fd: int) -> list[str]:
-    """Drain the fs context's message log ("e overlay: ..." lines)."""
-    lines: list[str] = []
-    while len(lines) < 64:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        lines.append(chunk.decode("utf-8", "replace").rstrip("\n"))
-    return lines
-
-
-class _KernelLog:
-    """Collects ``overlayfs:`` lines the kernel logs while a mount call runs.
-
-    The overlay reports most reasons with ``pr_err`` (kernel log), not in the fs
-    context's log. Best effort: without read access to /dev/kmsg it collects nothing.
-    """
-
-    def __init__(self) -> None:
-        self._fd: int | None = None
-        try:
-            fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            os.lseek(fd, 0, os.SEEK_END)
-        except OSError:
-            os.close(fd)
-            return
-        self._fd = fd
-
-    def lines(self) -> list[str]:
-        out: list[str] = []
-        if self._fd is None:
-            return out
-        for _ in range(256):
-            try:
-                record = os.read(self._fd, 8192)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno.EPIPE:  # records were overwritten; go on
-                    continue
-                break
-            if not record:
-                break
-            text = record.decode("utf-8", "replace").split("\n", 1)[0]
-            message = text.split(";", 1)[-1]
-            if message.startswith(("overlayfs:", "overlay:")):
-                out.append(message)
-        return out
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-_HINTS: dict[int, str] = {
-    errno.ENOENT: "check that the directory named above exists",
-    errno.ENOTDIR: "every layer, upper, work and target path must be a directory",
-    errno.EPERM: "mounting needs root (CAP_SYS_ADMIN)",
-    errno.EACCES: "mounting needs root (CAP_SYS_ADMIN)",
-    errno.EBUSY: "the mount is in use; close its files (or `cd` out of it) and retry",
-    errno.EROFS: "the upper directory's filesystem is read-only",
-    errno.ELOOP: "layers, upper and work directories must not overlap or be reused",
-}
-
-
-def _mount_error(
-    exc: OSError,
-    action: str,
-    target: Path | str,
-    details: Sequence[str] = (),
-    hint: str | None = None,
-    *,
-    busy: bool = False,
-) -> MountError:
-    """The MountError for a failed syscall; a MountBusyError on EBUSY when ``busy``."""
-    code = exc.errno or 0
-    name = errno.errorcode.get(code, str(code))
-    text = exc.strerror or os.strerror(code)
-    message = f"{action} {os.fspath(target)!r} failed: {text} ({name})"
-    extra = [d for d in details if d]
-    if extra:
-        message += "; kernel says: " + " | ".join(extra)
-    chosen = hint if hint is not None else _HINTS.get(code)
-    if busy and code == errno.EBUSY:
-        return MountBusyError(message, chosen)
-    return MountError(message, chosen)
 
 
 # --------------------------------------------------------------------------- mounting
@@ -355,6 +167,9 @@ def mount_overlay(plan: MountPlan, *, api: Api = "auto", beneath: bool = False) 
                     "this kernel lacks the new mount API with lowerdir+ (Linux >= 6.8); "
                     "use the legacy mount(2) path",
                 ) from None
+    if plan.is_view and len(plan.lowers) == 1:
+        _bind_readonly(plan.lowers[0], target)  # the kernel refuses a one-layer overlay
+        return
     _mount_legacy(plan, target)
 
 
@@ -554,124 +369,6 @@ def _bind_readonly(lower: Path, target: Path) -> None:
         raise _mount_error(exc, "making the bind mount read-only on", target) from None
 
 
-def _escape_legacy(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
-
-
-def _legacy_data(
-    lowers: Sequence[str], upper: str | None, work: str | None, plan: MountPlan
-) -> str:
-    parts = ["lowerdir=" + ":".join(lowers)]
-    if upper is not None and work is not None:
-        parts += [f"upperdir={upper}", f"workdir={work}"]
-    for key, value in plan.options():
-        parts.append(key if value is None else f"{key}={value}")
-    return ",".join(parts)
-
-
-def _fitting_layers(
-    lowers: Sequence[str], upper: str | None, work: str | None, plan: MountPlan
-) -> int:
-    """How many of ``lowers`` (topmost first) fit in the option string."""
-    budget = MAX_LEGACY_OPTIONS - len(os.fsencode(_legacy_data([], upper, work, plan)))
-    count = 0
-    for i, lower in enumerate(lowers):
-        budget -= len(os.fsencode(lower)) + (1 if i else 0)
-        if budget < 0:
-            break
-        count += 1
-    return count
-
-
-@contextmanager
-def _cwd(path: str) -> Iterator[None]:
-    """chdir into ``path``; restore the previous cwd (by descriptor) afterwards."""
-    saved = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.chdir(path)
-        try:
-            yield
-        finally:
-            os.fchdir(saved)
-    finally:
-        os.close(saved)
-
-
-def _mount_legacy(plan: MountPlan, target: Path) -> None:
-    if plan.is_view and len(plan.lowers) == 1:
-        _bind_readonly(plan.lowers[0], target)
-        return
-    lowers = [_abs(p) for p in plan.lowers]
-    upper = _abs(plan.upper) if plan.upper is not None else None
-    work = _abs(plan.work) if plan.work is not None else None
-    every = lowers + [p for p in (upper, work) if p is not None]
-    base = os.path.commonpath(every)
-
-    def rel(path: str) -> str:
-        return _escape_legacy(os.path.relpath(path, base))
-
-    rel_lowers = [rel(p) for p in lowers]
-    rel_upper = rel(upper) if upper is not None else None
-    rel_work = rel(work) if work is not None else None
-    data = _legacy_data(rel_lowers, rel_upper, rel_work, plan)
-    flags = _MS_RDONLY if plan.readonly else 0
-    if len(os.fsencode(data)) <= MAX_LEGACY_OPTIONS:
-        _legacy_mount_in(base, data, flags, plan, target)
-        return
-    size = len(os.fsencode(data))
-    fits = _fitting_layers(rel_lowers, rel_upper, rel_work, plan)
-    if LEGACY_FD_PATHS:
-        fds: list[int] = []
-        try:
-            for path in every:
-                try:
-                    fds.append(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
-                except OSError as exc:
-                    raise _mount_error(exc, f"opening layer {path!r} to mount on", target) from None
-            names = [str(fd) for fd in fds]
-            n = len(lowers)
-            fd_upper = names[n] if upper is not None else None
-            fd_work = names[n + 1] if work is not None else None
-            data = _legacy_data(names[:n], fd_upper, fd_work, plan)
-            if len(data) <= MAX_LEGACY_OPTIONS:
-                _legacy_mount_in("/proc/self/fd", data, flags, plan, target)
-                return
-            fits = max(fits, _fitting_layers(names[:n], fd_upper, fd_work, plan))
-        finally:
-            for fd in fds:
-                os.close(fd)
-    raise MountError(
-        f"cannot mount overlay on {os.fspath(target)!r} with mount(2): its option string "
-        f"for {len(lowers)} layers is {size} bytes, more than the "
-        f"kernel's {MAX_LEGACY_OPTIONS}; at most {fits} layers fit with these paths",
-        "`snapws flatten` reduces the number of layers (or use a kernel >= 6.8, "
-        "whose lowerdir+ has no such limit)",
-    )
-
-
-def _legacy_mount_in(base: str, data: str, flags: int, plan: MountPlan, target: Path) -> None:
-    klog = _KernelLog()
-    try:
-        try:
-            with _cwd(base):
-                _mount_call(
-                    plan.source.encode(),
-                    _fs(target),
-                    b"overlay",
-                    flags,
-                    os.fsencode(data),
-                    "mount overlay",
-                )
-        except OSError as exc:
-            if exc.errno == errno.ENODEV:
-                raise UnsupportedError(
-                    "this kernel has no overlay filesystem", "load it: `modprobe overlay`"
-                ) from None
-            raise _mount_error(exc, "mounting overlay on", target, klog.lines()) from None
-    finally:
-        klog.close()
-
-
 # --------------------------------------------------------------------------- remount
 
 
@@ -844,130 +541,3 @@ def syncfs(path: Path) -> None:
         raise _mount_error(exc, "syncing the filesystem of", path) from None
     finally:
         os.close(fd)
-
-
-# --------------------------------------------------------------------------- mountinfo
-
-
-@dataclass(frozen=True, slots=True)
-class MountInfo:
-    """One line of /proc/self/mountinfo, unescaped.
-
-    ``mount_options`` are the per-mount flags (``rw``/``ro``, ``nosuid``,
-    ``relatime``...). ``super_options`` are the superblock's: ``rw``/``ro``
-    then the filesystem's own, each ``name -> value`` (None for a flag).
-
-    For an overlay the kernel lists the layers as given: a mount made with
-    the new API shows one ``lowerdir+`` per layer, topmost first (the dict keeps
-    only the last: read them with :meth:`super_values`), plus ``upperdir`` and
-    ``workdir`` as absolute paths. A legacy mount shows ``lowerdir=a:b:c`` with
-    the (relative, or descriptor-number) strings it was given, which are
-    meaningless afterwards. ``redirect_dir``, ``metacopy``, ``index`` appear
-    only when they differ from the module's defaults: with the defaults of
-    Linux 6.18 a snapws mount lists none of them, except ``redirect_dir=on``
-    on views (the kernel shows "follow" as "on" without upper; it creates no
-    redirect there) and ``redirect_dir=nofollow`` with ``userxattr``.
-    """
-
-    mount_id: int
-    parent_id: int
-    mountpoint: Path
-    fstype: str
-    source: str
-    mount_options: tuple[str, ...]
-    super_options: dict[str, str | None]
-    super_items: tuple[tuple[str, str | None], ...] = ()
-
-    def super_values(self, name: str) -> list[str | None]:
-        """Every value of super option ``name``, in order (``lowerdir+`` repeats)."""
-        return [value for key, value in self.super_items if key == name]
-
-
-_OCTAL = re.compile(rb"\\([0-7]{3})")
-
-
-def _unescape(raw: bytes) -> str:
-    return os.fsdecode(_OCTAL.sub(lambda m: bytes([int(m.group(1), 8) & 0xFF]), raw))
-
-
-def parse_mountinfo(data: bytes) -> list[MountInfo]:
-    """Parse the bytes of a mountinfo file (see proc(5)); malformed lines are skipped."""
-    result: list[MountInfo] = []
-    for line in data.split(b"\n"):
-        fields = line.split(b" ")
-        if len(fields) < 10:
-            continue
-        try:
-            sep = fields.index(b"-", 6)
-            mount_id = int(fields[0])
-            parent_id = int(fields[1])
-        except ValueError:
-            continue
-        if len(fields) < sep + 3:
-            continue
-        supers = fields[sep + 3] if len(fields) > sep + 3 else b""
-        items: list[tuple[str, str | None]] = []
-        for opt in supers.split(b","):
-            if not opt:
-                continue
-            key, eq, value = opt.partition(b"=")
-            items.append((_unescape(key), _unescape(value) if eq else None))
-        result.append(
-            MountInfo(
-                mount_id=mount_id,
-                parent_id=parent_id,
-                mountpoint=Path(_unescape(fields[4])),
-                fstype=_unescape(fields[sep + 1]),
-                source=_unescape(fields[sep + 2]),
-                mount_options=tuple(o.decode() for o in fields[5].split(b",") if o),
-                super_options=dict(items),
-                super_items=tuple(items),
-            )
-        )
-    return result
-
-
-def read_mountinfo() -> list[MountInfo]:
-    """The mounts of this process's mount namespace, in /proc/self/mountinfo order.
-
-    Raises :class:`MountError` when /proc is not readable.
-    """
-    try:
-        with open("/proc/self/mountinfo", "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise _mount_error(exc, "reading", "/proc/self/mountinfo", hint="mount /proc") from None
-    return parse_mountinfo(data)
-
-
-def mounts_at(path: Path) -> list[MountInfo]:
-    """The stack of mounts whose mountpoint is the realpath of ``path``,
-    topmost first (what the path shows) down to the bottom one.
-
-    Ordered by parentage, not by mountinfo order: a mount put beneath
-    another (``MOVE_MOUNT_BENEATH``) is listed after it in mountinfo but is
-    its parent."""
-    real = Path(os.path.realpath(path))
-    here = [info for info in read_mountinfo() if info.mountpoint == real]
-    if len(here) <= 1:
-        return here
-    ids = {info.mount_id for info in here}
-    by_parent = {info.parent_id: info for info in here if info.parent_id in ids}
-    bottom = [info for info in here if info.parent_id not in ids]
-    if len(bottom) != 1:  # not one stack (cannot happen in one namespace)
-        return list(reversed(here))
-    stack = [bottom[0]]
-    while stack[-1].mount_id in by_parent and len(stack) <= len(here):
-        stack.append(by_parent[stack[-1].mount_id])
-    return list(reversed(stack))
-
-
-def mount_at(path: Path) -> MountInfo | None:
-    """The topmost mount whose mountpoint is the realpath of ``path``, or None."""
-    stack = mounts_at(path)
-    return stack[0] if stack else None
-
-
-def is_readonly(info: MountInfo) -> bool:
-    """True when writes through this mount fail with EROFS (mount or superblock ro)."""
-    return "ro" in info.mount_options or "ro" in info.super_options

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from snapws.errors import MountError
-from snapws.mounts import mounter
+from snapws.mounts import legacy, mounter
 from snapws.mounts.busy import find_cwd_users, find_writers
 from snapws.mounts.mounter import (
     MountBusyError,
@@ -291,7 +291,7 @@ def test_400_layers_legacy_relative_only_says_what_fits(
 ) -> None:
     # Relative to the common parent (tmp_path), a layer is "store/layers/<32 hex>/tree",
     # 50 bytes + ":": 400 of them cannot fit in 4095 bytes.
-    monkeypatch.setattr(mounter, "LEGACY_FD_PATHS", False)
+    monkeypatch.setattr(legacy, "LEGACY_FD_PATHS", False)
     lowers = make_store(lab, 400)
     target, upper, work = lab.workspace()
     cwd = os.getcwd()
