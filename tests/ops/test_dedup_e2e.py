@@ -17,7 +17,7 @@ from conftest import Workspace, WorkspaceFactory, run_cli
 from helpers import file_hash
 from robust.verify import assert_store_ok
 
-from snapws.store.dedup import CRASH_ENV
+from snapws.crash import ENV as CRASH_ENV
 
 pytestmark = pytest.mark.root
 
@@ -314,7 +314,7 @@ def test_sigkill_mid_dedup_of_a_commit(
     cp_a(source, ws.path / "d" / "big.bin")
     cp_a(small, ws.path / "d" / "small.txt")
     (ws.path / "d" / "new").write_text("new\n")
-    proc = ws.run("commit", "-m", "copies", env={CRASH_ENV: at}, check=False)
+    proc = ws.run("commit", "-m", "copies", env={CRASH_ENV: "dedup:" + at}, check=False)
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     # the workspace is unmounted: name the store; the command recovers first
     status = ws.run("--store", ws.store, "status", "--porcelain")
@@ -352,7 +352,7 @@ def test_sigkill_mid_dedup_of_an_init(
         "two",
         two_dir,
         cwd=one.outside,
-        env={CRASH_ENV: at},
+        env={CRASH_ENV: "dedup:" + at},
         check=False,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
