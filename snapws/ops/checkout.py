@@ -255,7 +255,7 @@ def finish_switch(store: Store, j: dict[str, Any]) -> None:
         if j.get("carry"):
             wsdir = store.workspace_dir(wid)
             carry_ignored(wsdir / j["old_upper"], wsdir / new_state.upper, j["carry"])
-        if (state.head, state.branch) != (new_state.head, new_state.branch):
+        if j.get("log", True):  # flatten's remount moves no HEAD
             store.append_reflog_once(
                 f"workspaces/{wid.hex}/HEAD",
                 SnapshotId(j["old_head"]),

@@ -378,6 +378,7 @@ def flatten_in_workspace(
         "old_head": state.head.hex,
         "who": session.config.author_or_default(),
         "message": "flatten",
+        "log": False,
     }
     store.write_journal(j)
     frozen = False
