@@ -393,9 +393,15 @@ def main() -> None:
         core.Runner(snapws_argv(args.snapws), False, work / "pycache").warm_bytecode(work)
         for n in sizes:
             result["sizes"].append(bench_size(args, n, work))
+        if args.json:  # the sizes' samples survive a failure of what follows
+            args.json.write_text(json.dumps(result, indent=1) + "\n")
         if args.growth_commits > 0:
             log(f"store growth: {args.growth_commits} commits on {args.growth_files:,} files")
-            result["growth"] = growth(args, work)
+            try:
+                result["growth"] = growth(args, work)
+            except Exception as e:  # report the sizes' table all the same
+                log(f"store growth failed: {type(e).__name__}: {e}")
+                result["growth_error"] = f"{type(e).__name__}: {e}"
     finally:
         if args.keep:
             log(f"kept {work}")
