@@ -65,12 +65,13 @@ _REAL_PROCESS_COMMANDS = {"shell", "run"}
 
 def needs_real_process(argv: list[str], env: Mapping[str, str] | None) -> bool:
     """A real ``python -m snapws`` where it matters: a crash injection (the
-    process kills itself), a namespace-entering command, a non-root user,
-    or SNAPWS_TESTS_REAL_PROCESS=1 (run the whole suite that way)."""
+    process kills itself), PYTHON* variables (read at start-up), a
+    namespace-entering command, a non-root user, or
+    SNAPWS_TESTS_REAL_PROCESS=1 (run the whole suite that way)."""
     if os.environ.get("SNAPWS_TESTS_REAL_PROCESS") == "1" or os.geteuid() != 0:
         return True
-    if env and any("CRASH" in key for key in env):
-        return True
+    if env and any("CRASH" in key or key.startswith("PYTHON") for key in env):
+        return True  # a crash kills the process; PYTHON* settings act at start-up
     return bool(_REAL_PROCESS_COMMANDS & set(argv))
 
 
