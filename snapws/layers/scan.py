@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from snapws.errors import LayerRejectedError
@@ -204,9 +204,33 @@ def ignored_in_upper(upper: bytes, lower: ChainView, form: str, ignore: IgnoreRu
     ``lower`` (what :func:`plan_upper` puts in ``ignored``, without
     collapsing directories that hold only ignored paths, and without
     comparing anything). Raises OSError, LayerRejectedError."""
-    nodes = read_tree(upper, form)
-    visits = (Visit(n.path, n.kind) for n in nodes)
-    return ignored_tops(visits, lambda p: lower.locate(p) is not None, ignore)
+    return ignored_tops(_visits(upper, form), lambda p: lower.locate(p) is not None, ignore)
+
+
+def _visits(root: bytes, form: str) -> Iterator[Visit]:
+    """The entries of upperdir ``root``, parents before children, by name
+    and kind only (a cheap walk: no attributes read); fuse-overlayfs
+    bookkeeping names are skipped."""
+    stack = [(ROOT, root)]
+    while stack:
+        rel, abspath = stack.pop()
+        with os.scandir(abspath) as it:
+            ents = sorted(it, key=lambda d: d.name)
+        dirs = []
+        for de in ents:
+            if form == fuseform.FORM and fuseform.is_bookkeeping(de.name):
+                continue
+            p = child(rel, de.name)
+            kind = Kind.FILE  # (or any other kind: only directories and whiteouts matter)
+            if de.is_dir(follow_symlinks=False):
+                kind = Kind.DIR
+                dirs.append((p, de.path))
+            elif not de.is_file(follow_symlinks=False) and not de.is_symlink():
+                st = de.stat(follow_symlinks=False)
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                    kind = Kind.WHITEOUT
+            yield Visit(p, kind)
+        stack.extend(reversed(dirs))
 
 
 def prune_upper(upper: bytes, paths: list[bytes]) -> None:
