@@ -7,7 +7,15 @@ media type :data:`HISTORY_MEDIA_TYPE`::
 
     {"mediaType": "application/vnd.snapws.history.v1+json",
      "snapshots": [{"record": "<canonical record>", "chain": ["<layer id>", ...],
-                    "proof": "<base64 zlib manifest>"}, ...]}
+                    "proof": "<base64 zlib manifest>"}, ...],
+     "layers": {"<layer id>": {"mediaType", "digest", "size"}, ...}}
+
+``layers`` names the blobs of chain layers the image itself does not carry
+(older snapshots' chains after compaction or flatten): a push uploads them
+beside the image, and a fetch downloads those the store lacks, so older
+snapshots check out too. (Only the tagged manifest's own blobs are kept by
+a registry's garbage collection with ``--delete-untagged``; those blobs are
+kept by the manifests that first pushed them.)
 
 Being a layer of the tagged manifest, registry garbage collection keeps it
 as long as the tag lives (Distribution 2.8 has no referrers API), and every
@@ -24,22 +32,31 @@ chain against its parent's as an image import does.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from snapws.errors import BadImageError
+from snapws.errors import BadImageError, RemoteNotFoundError
 from snapws.ids import LayerId, SnapshotId
 from snapws.model import SnapshotRecord
-from snapws.oci.blobcache import put_blob_bytes
+from snapws.oci.blobcache import blob_path, put_blob_bytes
+from snapws.oci.compress import GZIP
 from snapws.oci.image import (
     ANNOTATION_HISTORY,
+    ANNOTATION_LAYER,
     HISTORY_MEDIA_TYPE,
     LABEL_HISTORY,
+    LABEL_LAYER_MANIFEST,
+    LABEL_LAYERS,
+    LABEL_RECORD,
+    LABEL_SNAPSHOT,
+    LAYER_MEDIA_TYPE,
     OCI_CONFIG,
     OCI_LAYER_GZIP,
+    OCI_MANIFEST,
     Blob,
     Descriptor,
     Image,
@@ -47,6 +64,8 @@ from snapws.oci.image import (
     _layer_proof,
     _read_proof,
     canonical_json,
+    export_layer,
+    import_image,
     sha256_digest,
 )
 from snapws.store.store import EMPTY_LAYER, Store
@@ -104,23 +123,68 @@ def history_entries(store: Store, sid: SnapshotId) -> list[HistoryEntry]:
     return out
 
 
-def history_layer(entries: list[HistoryEntry]) -> tuple[bytes, str]:
+@dataclass(frozen=True, slots=True)
+class History:
+    """A history document: entries by the id their record hashes to, and
+    the blobs of chain layers the image does not carry."""
+
+    entries: dict[SnapshotId, HistoryEntry]
+    layers: dict[LayerId, Descriptor]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPlan:
+    """An image with its history layer, and the blobs of older snapshots'
+    layers it does not carry, each with the snapshot that needs it."""
+
+    image: Image
+    extra: list[tuple[SnapshotId, Blob]]
+
+
+def history_layer(
+    entries: list[HistoryEntry], layers: dict[LayerId, Descriptor] | None = None
+) -> tuple[bytes, str]:
     """The history layer's blob (gzip, reproducible) and its diff_id."""
+    table = {
+        lid.hex: {"mediaType": d.media_type, "digest": d.digest, "size": d.size}
+        for lid, d in (layers or {}).items()
+    }
     doc = canonical_json(
-        {"mediaType": HISTORY_MEDIA_TYPE, "snapshots": [e.to_json() for e in entries]}
+        {
+            "mediaType": HISTORY_MEDIA_TYPE,
+            "snapshots": [e.to_json() for e in entries],
+            "layers": table,
+        }
     )
     raw = EMPTY_TAR + doc
     return gzip.compress(raw, compresslevel=6, mtime=0), sha256_digest(raw)
 
 
-def add_history(store: Store, image: Image, sid: SnapshotId) -> Image:
+def add_history(
+    store: Store, image: Image, sid: SnapshotId, compression: str = GZIP
+) -> HistoryPlan:
     """``image`` (of ``sid``) with a history layer carrying the records of
-    every ancestor of ``sid`` the store has (unchanged when it has none).
-    Precondition: the store lock is held (shared is enough)."""
+    every ancestor of ``sid`` the store has (unchanged when it has none),
+    and the blobs (compressed once, then cached) of their chains' layers
+    that ``image`` does not carry and the store has. Precondition: the
+    store lock is held (shared is enough). Raises what export_layer raises."""
     entries = history_entries(store, sid)
     if not entries:
-        return image
-    blob, diff_id = history_layer(entries)
+        return HistoryPlan(image, [])
+    carried = {b.descriptor.annotations.get(ANNOTATION_LAYER) for b in image.layers}
+    table: dict[LayerId, Descriptor] = {}
+    extra: list[tuple[SnapshotId, Blob]] = []
+    for e in entries:
+        for lid in e.chain:
+            if lid.hex in carried or not store.has_layer(lid):
+                continue
+            if lid not in table:
+                cached = export_layer(store, lid, compression)
+                table[lid] = Descriptor(LAYER_MEDIA_TYPE[compression], cached.digest, cached.size)
+            d = table[lid]
+            desc = Descriptor(d.media_type, d.digest, d.size, {ANNOTATION_LAYER: lid.hex})
+            extra.append((e.record.id, Blob(desc, blob_path(store, d.digest))))
+    blob, diff_id = history_layer(entries, table)
     digest, path = put_blob_bytes(store, blob)
     layer = Blob(
         Descriptor(OCI_LAYER_GZIP, digest, len(blob), {ANNOTATION_HISTORY: HISTORY_MEDIA_TYPE}),
@@ -136,7 +200,8 @@ def add_history(store: Store, image: Image, sid: SnapshotId) -> Image:
     manifest["config"] = config_blob.descriptor.to_json()
     manifest["layers"].append(layer.descriptor.to_json())
     data = canonical_json(manifest)
-    return Image(data, sha256_digest(data), config_blob, [*image.layers, layer])
+    full = Image(data, sha256_digest(data), config_blob, [*image.layers, layer])
+    return HistoryPlan(full, extra)
 
 
 def history_descriptor(manifest: bytes) -> Descriptor | None:
@@ -151,11 +216,9 @@ def history_descriptor(manifest: bytes) -> Descriptor | None:
     return None
 
 
-def read_history(
-    open_blob: Callable[[Descriptor], BinaryIO], desc: Descriptor
-) -> dict[SnapshotId, HistoryEntry]:
-    """The entries of history layer ``desc`` by the id their record hashes
-    to. Raises BadImageError (a blob not matching its descriptor, not a
+def read_history(open_blob: Callable[[Descriptor], BinaryIO], desc: Descriptor) -> History:
+    """The history layer ``desc``: its entries by the id their record
+    hashes to, and its layer table. Raises BadImageError (a blob not matching its descriptor, not a
     history document, oversized, malformed)."""
     with open_blob(desc) as f:
         data = f.read(desc.size + 1)
@@ -183,17 +246,27 @@ def read_history(
             chain = [LayerId(str(x)) for x in item["chain"]]
             proof = item.get("proof")
             out[rec.id] = HistoryEntry(rec, chain, str(proof) if proof is not None else None)
+        table = doc.get("layers") or {}
+        if not isinstance(table, dict):
+            raise ValueError("'layers' is not an object")
+        layers = {LayerId(str(k)): Descriptor.from_json(v) for k, v in table.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise BadImageError(f"history blob {desc.digest[:19]} is malformed: {e}") from None
-    return out
+    return History(out, layers)
 
 
 def import_history(
-    store: Store, tip: SnapshotId, entries: dict[SnapshotId, HistoryEntry], depth: int | None
+    store: Store,
+    tip: SnapshotId,
+    history: History,
+    depth: int | None,
+    open_blob: Callable[[Descriptor], BinaryIO] | None = None,
 ) -> list[SnapshotId]:
-    """Write the records of ``tip``'s ancestors found in ``entries`` whose
-    layers the store has, down to ``depth`` snapshots counting ``tip`` as 1
-    (None: all), oldest first. Each record is reached through a parent id
+    """Write the records of ``tip``'s ancestors found in ``history`` whose
+    layers the store has or ``open_blob`` brings (those in its layer
+    table: each is verified as an image's layer, and must unpack to the
+    layer id the chain names), down to ``depth`` snapshots counting ``tip``
+    as 1 (None: all), oldest first. Each record is reached through a parent id
     of one already taken and hashes to that id (entries are keyed by their
     own hash), and its chain is checked against its parent's as an image's
     is (:func:`snapws.oci.image._check_record`). History ends at the first
@@ -201,13 +274,22 @@ def import_history(
     Returns the snapshots written. Precondition: the caller holds the store
     lock exclusively. Raises BadImageError for a chain that does not show
     its record."""
+    entries = history.entries
     wanted = _within_depth(store, tip, entries, depth)
     written = []
     for sid in reversed(wanted):  # oldest first: parents are checked before children
         entry = entries[sid]
         chain = entry.chain
-        if not all(store.has_layer(lid) for lid in chain):
-            continue  # its layers did not travel: history ends here
+        missing = [lid for lid in chain if not store.has_layer(lid)]
+        if missing:
+            if open_blob is None or not all(lid in history.layers for lid in missing):
+                continue  # its layers did not travel: history ends here
+            try:
+                if _import_entry(store, entry, history.layers, open_blob) == sid:
+                    written.append(sid)
+            except RemoteNotFoundError:
+                pass  # the registry no longer has a blob (collected): history ends here
+            continue
         rec = entry.record
         # (a parent not taken, beyond depth or without its layers, is checked
         # as an imported image's is: its chain must show the record's layer)
@@ -221,6 +303,48 @@ def import_history(
             if not store.has_snapshot(parent) and not store.is_forgotten(parent):
                 store.delete_snapshot(parent)  # the tombstone only
     return written
+
+
+def _import_entry(
+    store: Store,
+    entry: HistoryEntry,
+    table: dict[LayerId, Descriptor],
+    open_blob: Callable[[Descriptor], BinaryIO],
+) -> SnapshotId:
+    """Import one history snapshot whose chain has layers the store lacks,
+    as the image of it :func:`snapws.oci.image.build_image` would give
+    (same record, chain and proof; layers the store has are not read), so
+    that every check of an import applies. Raises BadImageError."""
+    rec = entry.record
+    placeholder = "sha256:" + "0" * 64  # a layer the store has: never opened
+    descs = []
+    for lid in entry.chain:
+        d = table.get(lid)
+        if d is None:
+            d = Descriptor(OCI_LAYER_GZIP, placeholder, 0)
+        descs.append(Descriptor(d.media_type, d.digest, d.size, {ANNOTATION_LAYER: lid.hex}))
+    labels = {
+        LABEL_SNAPSHOT: rec.id.hex,
+        LABEL_RECORD: rec.canonical().decode(),
+        LABEL_LAYERS: ",".join(lid.hex for lid in entry.chain),
+    }
+    if entry.proof is not None:
+        labels[LABEL_LAYER_MANIFEST] = entry.proof
+    config = canonical_json({"config": {"Labels": labels}})  # layers are checked by their ids
+    cdesc = Descriptor(OCI_CONFIG, sha256_digest(config), len(config))
+    manifest = canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": cdesc.to_json(),
+            "layers": [d.to_json() for d in descs],
+        }
+    )
+
+    def opener(d: Descriptor) -> BinaryIO:
+        return io.BytesIO(config) if d.digest == cdesc.digest else open_blob(d)
+
+    return import_image(store, manifest, opener, source="a pushed history")
 
 
 def _within_depth(

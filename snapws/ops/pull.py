@@ -124,7 +124,7 @@ def fetch(
                 mark_shallow(store, sid)
             history = history_descriptor(manifest.data)
             if history is not None and not _history_complete(store, sid, depth):
-                import_history(store, sid, read_history(open_blob, history), depth)
+                import_history(store, sid, read_history(open_blob, history), depth, open_blob)
             ref = f"{entry.name}/{tag}"
             previous = None
             try:

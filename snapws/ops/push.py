@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from snapws.crash import crashpoint, steps_of
 from snapws.errors import BadNameError
 from snapws.ids import SnapshotId
-from snapws.oci.history import add_history
+from snapws.oci.history import add_history, ancestors
 from snapws.oci.image import Blob, Image, build_image
 from snapws.ops.fastforward import Lease, Move, check_push, read_tip
 from snapws.ops.remotes import RemoteEntry, TransferSettings, open_remote
@@ -53,6 +53,9 @@ class PushPlan:
     snapshot: SnapshotId
     tag: str
     image: Image
+    #: blobs of older snapshots' layers the image does not carry, each with
+    #: the snapshot whose history needs it (sent when the remote lacks them)
+    extra: tuple[tuple[SnapshotId, Blob], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +128,11 @@ def plan_push(
     store lock. Raises what build_image raises."""
     check_tag(tag)
     image = build_image(store, sid, compression=compression, progress=progress)
+    extra: list[tuple[SnapshotId, Blob]] = []
     if history:
-        image = add_history(store, image, sid)
-    return PushPlan(remote, sid, tag, image)
+        planned = add_history(store, image, sid, compression)
+        image, extra = planned.image, planned.extra
+    return PushPlan(remote, sid, tag, image, tuple(extra))
 
 
 def send_image(
@@ -155,10 +160,11 @@ def send_image(
     try:
         tip = read_tip(remote, plan.tag)
         check_push(store, where, tip, plan.snapshot, force, lease)
+        to_check = [*blobs, *_extra_to_check(store, plan, tip.snapshot)]
         missing = []
-        for i, blob in enumerate(blobs):
+        for i, blob in enumerate(to_check):
             if progress is not None:
-                progress("checking", i, len(blobs))
+                progress("checking", i, len(to_check))
             if remote.has_blob(blob.descriptor.digest):
                 remote.stats.blobs_skipped += 1
             else:
@@ -195,6 +201,22 @@ def send_image(
     finally:
         if owned:
             remote.close()
+
+
+def _extra_to_check(store: Store, plan: PushPlan, remote_tip: SnapshotId | None) -> list[Blob]:
+    """The extra blobs (older snapshots' layers) worth asking the remote
+    about: those of snapshots that are not the remote tag's snapshot or
+    its ancestors (pushed with it before), once each."""
+    known: set[SnapshotId] = set()
+    if remote_tip is not None and store.has_snapshot(remote_tip):
+        known = {remote_tip, *ancestors(store, remote_tip)}
+    inside = {b.descriptor.digest for b in plan.image.layers}
+    out: dict[str, Blob] = {}
+    for owner, blob in plan.extra:
+        d = blob.descriptor.digest
+        if owner not in known and d not in inside:
+            out.setdefault(d, blob)
+    return list(out.values())
 
 
 def _media_type(manifest: bytes) -> str:

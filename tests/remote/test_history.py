@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import Workspace, WorkspaceFactory
 from helpers import tree_state
-from registry import Registry
+from registry import REGISTRY_BIN, Registry
 
 from snapws.ids import SnapshotId
 from snapws.model import SnapshotRecord
@@ -22,6 +22,8 @@ from snapws.oci.history import EMPTY_TAR, HistoryEntry, history_descriptor, read
 from snapws.oci.image import Blob, Descriptor, Image, canonical_json, sha256_digest
 from snapws.ops.push import plan_push, send_image
 from snapws.ops.remotes import get_remote
+from snapws.remote.registry import RegistryRemote
+from snapws.remote.url import parse_remote_url
 from snapws.store.store import Store
 
 REPO = "team/history"
@@ -97,7 +99,7 @@ def test_forged_history_records_are_not_taken(
         image = plan.image
         desc = history_descriptor(image.manifest)
         assert desc is not None
-        entries = read_history(lambda d: blob_of(image, d).open("rb"), desc)
+        entries = read_history(lambda d: blob_of(image, d).open("rb"), desc).entries
         forged = []
         for sid in snapshot_ids(ids[1:]):
             e = entries[sid]
@@ -146,6 +148,81 @@ def replace_history(store: Store, image: Image, entries: list[HistoryEntry]) -> 
     last = Blob(Descriptor.from_json(manifest["layers"][-1]), path)
     config_blob = Blob(Descriptor.from_json(manifest["config"]), cpath)
     return Image(data, sha256_digest(data), config_blob, [*image.layers[:-1], last])
+
+
+def test_old_snapshots_of_a_compacted_chain_bring_their_layers(
+    make_workspace: WorkspaceFactory, registry: Registry, tmp_path: Path
+) -> None:
+    """max_depth = 3: commits compact the chain, so old snapshots mount
+    layers the tip's image does not carry; the push sends them beside it,
+    and a fresh store checks every old snapshot out as it was committed."""
+    cfg = tmp_path / "snapws.toml"
+    cfg.write_text("max_depth = 3\n")
+    env = {"SNAPWS_CONFIG": str(cfg)}
+    ws = make_workspace("deep", {"f": "0\n"})
+    states = {}
+    for i in range(1, 8):
+        (ws.path / "f").write_text(f"{i}\n")
+        (ws.path / f"g{i}").write_text(f"{i}\n")
+        if i > 2:
+            (ws.path / f"g{i - 2}").unlink()
+        sid = json.loads(ws.run("commit", "-m", f"c{i}", "--json", env=env).stdout)["id"]
+        states[sid] = tree_state(ws.path)
+    ws.run("remote", "add", "origin", f"{registry.url}/{REPO}", "--insecure")
+    first = json.loads(ws.run("push", "--json").stdout)
+    remote = RegistryRemote(parse_remote_url(f"{registry.url}/{REPO}", insecure=True))
+    tagged = remote.get_manifest("main")
+    assert tagged is not None
+    in_image = len(json.loads(tagged.data)["layers"]) + 1  # and the config
+    assert first["blobs_sent"] > in_image  # older layers went beside the image
+    bob = teammate(make_workspace, registry, ws)
+    bob.run("pull")
+    assert bob.log_ids() == ws.log_ids()
+    for sid, state in states.items():
+        bob.run("checkout", "--detach", sid)
+        assert tree_state(bob.path) == state, sid
+    assert bob.run("verify").returncode == 0
+    # the next push asks only about what is new
+    bob.run("checkout", "main")
+    (bob.path / "h").write_text("new\n")
+    bob.commit("bob")
+    second = json.loads(bob.run("push", "--json").stdout)
+    tagged = remote.get_manifest("main")
+    assert tagged is not None
+    asked = second["blobs_skipped"] + second["blobs_sent"]
+    assert asked == len(json.loads(tagged.data)["layers"]) + 1  # no older layer asked about
+
+
+@pytest.mark.parametrize("untagged", [False, True], ids=["gc", "gc-delete-untagged"])
+def test_registry_garbage_collection_keeps_the_history_layer(
+    make_workspace: WorkspaceFactory, registry: Registry, tmp_path: Path, untagged: bool
+) -> None:
+    """The history layer is part of the tagged manifest: gc keeps it. Older
+    layers sent beside the image are referenced by no manifest: gc drops
+    them, and a fetch then takes the history down to the first snapshot
+    whose layers are gone (a shallow end, not an error)."""
+    cfg = tmp_path / "snapws.toml"
+    cfg.write_text("max_depth = 3\n")
+    env = {"SNAPWS_CONFIG": str(cfg)}
+    ws = make_workspace("deep", {"f": "0\n"})
+    for i in range(1, 8):
+        (ws.path / f"g{i}").write_text(f"{i}\n")
+        ws.run("commit", "-m", f"c{i}", env=env)
+    ws.run("remote", "add", "origin", f"{registry.url}/{REPO}", "--insecure")
+    ws.run("push")
+    registry.stop()
+    gc = [REGISTRY_BIN, "garbage-collect", str(registry.config_path)]
+    subprocess.run(
+        gc + (["--delete-untagged"] if untagged else []), check=True, capture_output=True
+    )
+    registry.start()
+    bob = teammate(make_workspace, registry, ws)
+    bob.run("pull")
+    ids = ws.log_ids()
+    got = bob.log_ids()
+    assert 2 <= len(got) < len(ids) and got == ids[: len(got)]
+    bob.run("checkout", "--detach", got[-1])
+    assert bob.run("verify").returncode == 0
 
 
 def test_skopeo_and_umoci_accept_the_history_layer(
