@@ -325,7 +325,7 @@ def parse_manifest(manifest: bytes) -> ParsedManifest:
         raise BadImageError(f"an image manifest of {len(manifest)} bytes (too large)")
     try:
         obj = json.loads(manifest)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deeply
         raise BadImageError(f"the image manifest is not JSON: {e}") from None
     if not isinstance(obj, dict):
         raise BadImageError("the image manifest is not a JSON object")
@@ -377,7 +377,7 @@ def _read_config(open_blob: Callable[[Descriptor], BinaryIO], desc: Descriptor) 
         raise BadImageError(f"config blob {desc.digest} does not match its descriptor")
     try:
         obj = json.loads(data)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise BadImageError(f"the image config is not JSON: {e}") from None
     if not isinstance(obj, dict):
         raise BadImageError("the image config is not a JSON object")
@@ -404,7 +404,7 @@ def _snapws_info(
         rec = SnapshotRecord.from_canonical(str(labels[LABEL_RECORD]).encode())
         sid = SnapshotId(str(labels.get(LABEL_SNAPSHOT, "")))
         listed = [LayerId(x) for x in str(labels.get(LABEL_LAYERS, "")).split(",") if x]
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise BadImageError(f"the snapws labels of the image config are malformed: {e}") from None
     if rec.id != sid:
         raise BadImageError(

@@ -436,7 +436,7 @@ class ImageSource:
 def _json(files: _Files, name: str, cap: int = MAX_INDEX) -> Any:
     try:
         return json.loads(files.read(name, cap))
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deeply
         raise BadImageError(f"{name} is not valid JSON: {e}") from None
 
 
@@ -495,7 +495,10 @@ def _open_oci(files: _Files, where: str, ref: str | None) -> ImageSource:
     for _ in range(4):  # an index may name an index
         if desc.media_type not in (OCI_INDEX, DOCKER_LIST):
             break
-        nested = json.loads(_verified_blob(files, desc))
+        try:
+            nested = json.loads(_verified_blob(files, desc))
+        except (ValueError, RecursionError) as e:
+            raise BadImageError(f"{where}: image index {desc.digest} is not JSON: {e}") from None
         desc = choose_manifest(nested, where, None)  # the host's platform
     if desc.media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
         raise BadImageError(f"{where}: {desc.digest} is a {desc.media_type}, not an image")
@@ -525,7 +528,7 @@ def _open_docker(files: _Files, where: str, ref: str | None) -> ImageSource:
         cobj = json.loads(config)
         diff_ids = cobj["rootfs"]["diff_ids"]
         labels = (cobj.get("config") or {}).get("Labels") or {}
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         raise BadImageError(f"{where}: the image config is unreadable: {e}") from None
     if not isinstance(diff_ids, list) or len(diff_ids) != len(layer_names):
         raise BadImageError(f"{where}: the config's diff_ids do not match the layer list")

@@ -82,7 +82,7 @@ def choose_manifest(index: bytes | dict[str, Any], where: str, want: Platform | 
     try:
         obj = json.loads(index) if isinstance(index, bytes) else index
         manifests = obj.get("manifests")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         manifests = None
     if not isinstance(manifests, list):
         raise BadImageError(f"{where}: an image index without a manifest list")
