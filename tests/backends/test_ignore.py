@@ -75,6 +75,14 @@ def test_ignored_paths_are_not_committed_and_stay(
             "?? sub/b.swp",
         ]
     )
+    diffed = ws.run("diff", "--name-only").stdout.split()
+    assert sorted(diffed) == [
+        ".snapwsignore",
+        "keep.swp",
+        "sub/.snapwsignore",
+        "sub/b.swp",
+        "tracked.swp",
+    ]
     s1 = ws.commit("with ignore rules")
     shown = _names(ws, s1)
     assert all(".venv" not in n and "local" not in n and "newdir" not in n for n in shown), shown
