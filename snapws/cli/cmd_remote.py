@@ -299,13 +299,17 @@ def push_cmd(
     """
     from snapws.ops.fastforward import Lease
     from snapws.ops.push import plan_push, record_pushed, send_image, tag_for
-    from snapws.ops.remotes import get_remote
+    from snapws.ops.remotes import get_remote, read_remotes
     from snapws.ops.revs import branch_named, resolve_rev
 
     settings = _settings(chunk_size)
     bar = ByteBar(app, "building image")
     try:
         with _store(app, exclusive=False) as (store, session):
+            if lease and rev is None and lease in read_remotes(store):
+                # `--force-with-lease origin [REV]`: the value is written with "=" (as
+                # git's); a remote's name after the bare option is the REMOTE argument
+                remote, rev, lease = lease, remote, ""
             remote_name, rev = _split_remote_arg(store, remote, rev)
             entry = get_remote(store, remote_name)
             head = session.state.head if session is not None else None

@@ -114,7 +114,7 @@ def test_force_with_lease_refuses_when_the_remote_moved(
     assert explicit.returncode == 8 and tag_names(registry) == SnapshotId(b2)
     # once she has seen it, the lease holds and the forced push goes through
     alice.run("fetch")
-    out = alice.run("push", "--force-with-lease")
+    out = alice.run("push", "--force-with-lease", "origin")  # (git's form: a remote after it)
     assert line("+", moved(b2, a2, "..."), "main", "main", "  (forced update)") in out.stdout
     assert tag_names(registry) == SnapshotId(a2)
     # a lease naming what the tag now holds works as well
