@@ -86,5 +86,11 @@ def _make_parents(src: Path, dst: Path, rel: Path) -> None:
         missing.append(d)
         d = d.parent
     for d in reversed(missing):
-        (dst / d).mkdir()
-        copy_dir_meta(src / d, dst / d)
+        # made whole under a temporary name, then renamed: a crash never
+        # leaves a directory without its metadata (a mode change to show)
+        tmp = dst / d.parent / f".{d.name}.snapws-tmp"
+        if tmp.exists():
+            tmp.rmdir()
+        tmp.mkdir()
+        copy_dir_meta(src / d, tmp)
+        os.rename(tmp, dst / d)
