@@ -61,6 +61,7 @@ from snapws.oci.image import (
     Descriptor,
     Image,
     _check_record,
+    _content,
     _layer_proof,
     _read_proof,
     canonical_json,
@@ -220,6 +221,8 @@ def read_history(open_blob: Callable[[Descriptor], BinaryIO], desc: Descriptor) 
     """The history layer ``desc``: its entries by the id their record
     hashes to, and its layer table. Raises BadImageError (a blob not matching its descriptor, not a
     history document, oversized, malformed)."""
+    if desc.size > MAX_HISTORY:
+        raise BadImageError(f"history blob {desc.digest[:19]} of {desc.size} bytes (too large)")
     with open_blob(desc) as f:
         data = f.read(desc.size + 1)
     if len(data) != desc.size or sha256_digest(data) != desc.digest:
@@ -294,6 +297,8 @@ def import_history(
         # (a parent not taken, beyond depth or without its layers, is checked
         # as an imported image's is: its chain must show the record's layer)
         if not _extends_parent(store, rec, chain):
+            if not rec.parents and not _shows_own_layer(store, rec, chain):
+                continue  # a first snapshot is its layer: any other content is refused
             carried = _read_proof(entry.proof, rec.layer) if entry.proof is not None else None
             _check_record(store, rec, chain, carried)
         store.write_snapshot(rec, chain)
@@ -371,6 +376,15 @@ def _within_depth(
         level = nxt
         generation += 1
     return out
+
+
+def _shows_own_layer(store: Store, rec: SnapshotRecord, chain: list[LayerId]) -> bool:
+    """True when ``chain`` shows exactly the tree of first snapshot ``rec``:
+    its layer's (whose manifest the store must have)."""
+    if rec.layer != EMPTY_LAYER and not store.has_layer(rec.layer):
+        return False
+    own = [rec.layer] if rec.layer != EMPTY_LAYER else []
+    return _content(store, chain) == _content(store, own)
 
 
 def _extends_parent(store: Store, rec: SnapshotRecord, chain: list[LayerId]) -> bool:

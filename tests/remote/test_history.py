@@ -117,6 +117,36 @@ def test_forged_history_records_are_not_taken(
     assert "forged" not in bob.run("log", "--all").stdout
 
 
+def test_a_history_chain_showing_other_content_is_not_taken(
+    alice: Workspace, make_workspace: WorkspaceFactory, registry: Registry
+) -> None:
+    """The first snapshot's record is genuine, but its chain is forged to
+    stack a later layer under its own: its tree would show files it never
+    had. It is not taken; everything above it is."""
+    ids = alice.log_ids()
+    store = Store.open(alice.store)
+    with store.lock(True, 10):
+        plan = plan_push(store, get_remote(store, "origin"), SnapshotId(ids[0]), "main")
+        image = plan.image
+        desc = history_descriptor(image.manifest)
+        assert desc is not None
+        entries = read_history(lambda d: blob_of(image, d).open("rb"), desc).entries
+        forged = []
+        for sid in snapshot_ids(ids[1:]):
+            e = entries[sid]
+            chain = e.chain
+            if sid.hex == ids[-1]:
+                chain = [entries[SnapshotId(ids[1])].chain[-1], *e.chain]  # a later layer below
+            forged.append(HistoryEntry(e.record, chain, e.proof))
+        plan = type(plan)(
+            plan.remote, plan.snapshot, plan.tag, replace_history(store, image, forged)
+        )
+        send_image(store, plan, force=True)
+    bob = teammate(make_workspace, registry, alice)
+    bob.run("pull")
+    assert bob.log_ids() == ids[:-1]
+
+
 def snapshot_ids(ids: list[str]) -> list[SnapshotId]:
     return [SnapshotId(x) for x in ids]
 
