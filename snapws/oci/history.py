@@ -1,9 +1,12 @@
 """A snapshot's history travelling with its image.
 
 A pushed image carries the records of the pushed snapshot's ancestors in
-one more layer, the *history layer*: a gzip'd tar that is empty (its
+*history layers* after its own: each a gzip'd tar that is empty (its
 end-of-archive marker, 1024 zero bytes) followed by a JSON document of
-media type :data:`HISTORY_MEDIA_TYPE`::
+media type :data:`HISTORY_MEDIA_TYPE`. A push that fast-forwards a tag
+keeps the tag's history layers and adds one holding only the records they
+lack (:func:`with_history`); past :data:`MAX_CHUNKS` layers, or when the
+push is not a fast-forward, one layer holds them all::
 
     {"mediaType": "application/vnd.snapws.history.v1+json",
      "snapshots": [{"record": "<canonical record>", "chain": ["<layer id>", ...],
@@ -19,10 +22,10 @@ kept by the manifests that first pushed them.)
 
 Being a layer of the tagged manifest, registry garbage collection keeps it
 as long as the tag lives (Distribution 2.8 has no referrers API), and every
-OCI tool accepts it: umoci, skopeo, podman and docker unpack an empty layer
-(tar readers stop at the marker). Its descriptor is annotated
-``org.snapws.history`` and the config names its digest in the label of the
-same name, so importers leave it out of the snapshot's chain.
+OCI tool accepts them: umoci, skopeo, podman and docker unpack an empty
+layer (tar readers stop at the marker). Their descriptors are annotated
+``org.snapws.history`` and the config lists their digests in the label of
+the same name, so importers leave them out of the snapshot's chain.
 
 Nothing in it is trusted: :func:`import_history` takes a record only when it
 hashes to an id that an imported record names as a parent, and checks its
@@ -37,12 +40,13 @@ import json
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from snapws.errors import BadImageError, RemoteNotFoundError
 from snapws.ids import LayerId, SnapshotId
 from snapws.model import SnapshotRecord
-from snapws.oci.blobcache import blob_path, put_blob_bytes
+from snapws.oci.blobcache import blob_path
 from snapws.oci.compress import GZIP
 from snapws.oci.image import (
     ANNOTATION_HISTORY,
@@ -74,6 +78,9 @@ from snapws.store.store import EMPTY_LAYER, Store
 EMPTY_TAR = bytes(1024)  # a tar's end-of-archive marker: no entries
 MAX_HISTORY = 1 << 28  # bytes of the document, uncompressed
 MAX_SNAPSHOTS = 1_000_000
+#: history layers one image carries at most: each push adds one with the
+#: records the remote lacks; past this many, one layer carries them all
+MAX_CHUNKS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,17 +142,30 @@ class History:
 
 @dataclass(frozen=True, slots=True)
 class HistoryPlan:
-    """An image with its history layer, and the blobs of older snapshots'
-    layers it does not carry, each with the snapshot that needs it."""
+    """What a push of a snapshot can carry: an entry for every ancestor the
+    store has, and the blobs of their chains' layers its image does not
+    carry (the table a history layer lists; each blob with the snapshot
+    that needs it)."""
 
-    image: Image
+    entries: list[HistoryEntry]
+    layers: dict[LayerId, Descriptor]
     extra: list[tuple[SnapshotId, Blob]]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteHistory:
+    """The history layers a remote's tagged image carries (each blob kept
+    in a local file, with its diff_id) and the snapshots they hold."""
+
+    layers: list[tuple[Blob, str]]
+    snapshots: set[SnapshotId]
+    listed: set[LayerId]  # layers whose blobs their tables name
 
 
 def history_layer(
     entries: list[HistoryEntry], layers: dict[LayerId, Descriptor] | None = None
 ) -> tuple[bytes, str]:
-    """The history layer's blob (gzip, reproducible) and its diff_id."""
+    """A history layer's blob (gzip, reproducible) and its diff_id."""
     table = {
         lid.hex: {"mediaType": d.media_type, "digest": d.digest, "size": d.size}
         for lid, d in (layers or {}).items()
@@ -161,17 +181,15 @@ def history_layer(
     return gzip.compress(raw, compresslevel=6, mtime=0), sha256_digest(raw)
 
 
-def add_history(
+def plan_history(
     store: Store, image: Image, sid: SnapshotId, compression: str = GZIP
 ) -> HistoryPlan:
-    """``image`` (of ``sid``) with a history layer carrying the records of
-    every ancestor of ``sid`` the store has (unchanged when it has none),
-    and the blobs (compressed once, then cached) of their chains' layers
-    that ``image`` does not carry and the store has. Precondition: the
-    store lock is held (shared is enough). Raises what export_layer raises."""
+    """The :class:`HistoryPlan` of ``image`` (of ``sid``): the entries of
+    every ancestor of ``sid`` the store has, and the blobs (compressed once,
+    then cached) of their chains' layers that ``image`` does not carry and
+    the store has. Precondition: the store lock is held (shared is
+    enough). Raises what export_layer raises."""
     entries = history_entries(store, sid)
-    if not entries:
-        return HistoryPlan(image, [])
     carried = {b.descriptor.annotations.get(ANNOTATION_LAYER) for b in image.layers}
     table: dict[LayerId, Descriptor] = {}
     extra: list[tuple[SnapshotId, Blob]] = []
@@ -185,48 +203,128 @@ def add_history(
             d = table[lid]
             desc = Descriptor(d.media_type, d.digest, d.size, {ANNOTATION_LAYER: lid.hex})
             extra.append((e.record.id, Blob(desc, blob_path(store, d.digest))))
-    blob, diff_id = history_layer(entries, table)
-    digest, path = put_blob_bytes(store, blob)
-    layer = Blob(
-        Descriptor(OCI_LAYER_GZIP, digest, len(blob), {ANNOTATION_HISTORY: HISTORY_MEDIA_TYPE}),
-        path,
-    )
+    return HistoryPlan(entries, table, extra)
+
+
+def with_history(
+    image: Image, plan: HistoryPlan, reuse: RemoteHistory | None, workdir: Path
+) -> Image:
+    """``image`` with its history layers: those of ``reuse`` (the remote
+    tag's, when the push is a fast-forward of it; dropped once there are
+    :data:`MAX_CHUNKS` of them, then one layer carries everything again),
+    then one with the entries of ``plan`` they do not hold (the records the
+    remote lacks) and their blobs' table. New blobs (that layer, the
+    config) are written in ``workdir``. ``image`` itself when there is no
+    history at all."""
+    if reuse is not None and len(reuse.layers) >= MAX_CHUNKS:
+        reuse = None
+    kept = list(reuse.layers) if reuse is not None else []
+    have = reuse.snapshots if reuse is not None else set()
+    listed = reuse.listed if reuse is not None else set()
+    fresh = [e for e in plan.entries if e.record.id not in have]
+    # every older layer this image does not carry must be named somewhere
+    # (a layer an earlier image carried may no longer be in this one)
+    table = {lid: d for lid, d in plan.layers.items() if lid not in listed}
+    if not kept and not fresh and not table:
+        return image
+    layers = list(kept)
+    if fresh or table:
+        blob, diff_id = history_layer(fresh, table)
+        digest = sha256_digest(blob)
+        path = workdir / digest[7:]
+        path.write_bytes(blob)
+        layers.append((Blob(_history_descriptor(digest, len(blob)), path), diff_id))
     config = json.loads(image.config.path.read_bytes())
-    config["config"]["Labels"][LABEL_HISTORY] = digest
-    config["rootfs"]["diff_ids"].append(diff_id)
+    config["config"]["Labels"][LABEL_HISTORY] = ",".join(b.descriptor.digest for b, _ in layers)
+    config["rootfs"]["diff_ids"].extend(diff_id for _, diff_id in layers)
     config_bytes = canonical_json(config)
-    cdigest, cpath = put_blob_bytes(store, config_bytes)
+    cdigest = sha256_digest(config_bytes)
+    cpath = workdir / cdigest[7:]
+    cpath.write_bytes(config_bytes)
     config_blob = Blob(Descriptor(OCI_CONFIG, cdigest, len(config_bytes)), cpath)
     manifest = json.loads(image.manifest)
     manifest["config"] = config_blob.descriptor.to_json()
-    manifest["layers"].append(layer.descriptor.to_json())
+    manifest["layers"].extend(b.descriptor.to_json() for b, _ in layers)
     data = canonical_json(manifest)
-    full = Image(data, sha256_digest(data), config_blob, [*image.layers, layer])
-    return HistoryPlan(full, extra)
+    return Image(data, sha256_digest(data), config_blob, [*image.layers, *(b for b, _ in layers)])
+
+
+def _history_descriptor(digest: str, size: int) -> Descriptor:
+    return Descriptor(OCI_LAYER_GZIP, digest, size, {ANNOTATION_HISTORY: HISTORY_MEDIA_TYPE})
+
+
+def history_descriptors(manifest: bytes) -> list[Descriptor]:
+    """The history layers' descriptors in an image manifest, in order."""
+    try:
+        layers = json.loads(manifest).get("layers") or []
+        return [
+            Descriptor.from_json(obj)
+            for obj in layers
+            if (obj.get("annotations") or {}).get(ANNOTATION_HISTORY) == HISTORY_MEDIA_TYPE
+        ][-MAX_CHUNKS:]
+    except (ValueError, AttributeError, TypeError, BadImageError):
+        return []
 
 
 def history_descriptor(manifest: bytes) -> Descriptor | None:
-    """The history layer's descriptor in an image manifest (None: none)."""
-    try:
-        layers = json.loads(manifest).get("layers") or []
-        for obj in reversed(layers):
-            if (obj.get("annotations") or {}).get(ANNOTATION_HISTORY) == HISTORY_MEDIA_TYPE:
-                return Descriptor.from_json(obj)
-    except (ValueError, AttributeError, TypeError):
+    """The last history layer's descriptor in an image manifest (None: none)."""
+    found = history_descriptors(manifest)
+    return found[-1] if found else None
+
+
+def read_remote_history(
+    manifest: bytes, open_blob: Callable[[Descriptor], BinaryIO], workdir: Path
+) -> RemoteHistory:
+    """The history layers of a remote's image ``manifest``, each downloaded
+    into ``workdir`` and read. Raises BadImageError, RemoteError."""
+    layers = []
+    held: set[SnapshotId] = set()
+    listed: set[LayerId] = set()
+    for desc in history_descriptors(manifest):
+        data = _history_bytes(open_blob, desc)
+        history, diff_id = _decode(data, desc)
+        path = workdir / desc.digest[7:]
+        path.write_bytes(data)
+        layers.append((Blob(_history_descriptor(desc.digest, desc.size), path), diff_id))
+        held |= set(history.entries)
+        listed |= set(history.layers)
+    return RemoteHistory(layers, held, listed)
+
+
+def read_histories(open_blob: Callable[[Descriptor], BinaryIO], manifest: bytes) -> History | None:
+    """Every history layer of ``manifest`` read and merged (None: none).
+    Raises BadImageError, RemoteError."""
+    descs = history_descriptors(manifest)
+    if not descs:
         return None
-    return None
+    entries: dict[SnapshotId, HistoryEntry] = {}
+    layers: dict[LayerId, Descriptor] = {}
+    for desc in descs:
+        h = read_history(open_blob, desc)
+        entries.update(h.entries)
+        layers.update(h.layers)
+    return History(entries, layers)
 
 
 def read_history(open_blob: Callable[[Descriptor], BinaryIO], desc: Descriptor) -> History:
     """The history layer ``desc``: its entries by the id their record
-    hashes to, and its layer table. Raises BadImageError (a blob not matching its descriptor, not a
-    history document, oversized, malformed)."""
+    hashes to, and its layer table. Raises BadImageError (a blob not
+    matching its descriptor, not a history document, oversized, malformed)."""
+    return _decode(_history_bytes(open_blob, desc), desc)[0]
+
+
+def _history_bytes(open_blob: Callable[[Descriptor], BinaryIO], desc: Descriptor) -> bytes:
     if desc.size > MAX_HISTORY:
         raise BadImageError(f"history blob {desc.digest[:19]} of {desc.size} bytes (too large)")
     with open_blob(desc) as f:
         data = f.read(desc.size + 1)
     if len(data) != desc.size or sha256_digest(data) != desc.digest:
         raise BadImageError(f"history blob {desc.digest} does not match its descriptor")
+    return data
+
+
+def _decode(data: bytes, desc: Descriptor) -> tuple[History, str]:
+    """A history blob's document and the diff_id of its uncompressed bytes."""
     z = zlib.decompressobj(wbits=31)
     try:
         raw = z.decompress(data, MAX_HISTORY + len(EMPTY_TAR))
@@ -255,7 +353,7 @@ def read_history(open_blob: Callable[[Descriptor], BinaryIO], desc: Descriptor) 
         layers = {LayerId(str(k)): Descriptor.from_json(v) for k, v in table.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise BadImageError(f"history blob {desc.digest[:19]} is malformed: {e}") from None
-    return History(out, layers)
+    return History(out, layers), sha256_digest(raw)
 
 
 def import_history(

@@ -433,19 +433,22 @@ def _annotated_ids(layers: list[Descriptor]) -> list[LayerId | None]:
 def _without_history(
     parsed: ParsedManifest, config: dict[str, Any], diff_ids: list[str] | None
 ) -> tuple[ParsedManifest, list[str] | None]:
-    """The manifest and diff_ids without a snapws history layer (the last
-    layer, named by the config's :data:`LABEL_HISTORY` label or annotated
-    so): it carries ancestors' records, not content (snapws.oci.history)."""
-    if not parsed.layers:
-        return parsed, diff_ids
-    last = parsed.layers[-1]
+    """The manifest and diff_ids without snapws history layers (the last
+    layers, named by the config's :data:`LABEL_HISTORY` label or annotated
+    so): they carry ancestors' records, not content (snapws.oci.history)."""
     cfg = config.get("config")
     labels = cfg.get("Labels") if isinstance(cfg, dict) else None
-    named = isinstance(labels, dict) and labels.get(LABEL_HISTORY) == last.digest
-    if not named and last.annotations.get(ANNOTATION_HISTORY) != HISTORY_MEDIA_TYPE:
+    named = str(labels.get(LABEL_HISTORY, "")).split(",") if isinstance(labels, dict) else []
+    n = len(parsed.layers)
+    while n and (
+        parsed.layers[n - 1].digest in named
+        or parsed.layers[n - 1].annotations.get(ANNOTATION_HISTORY) == HISTORY_MEDIA_TYPE
+    ):
+        n -= 1
+    if n == len(parsed.layers):
         return parsed, diff_ids
-    kept = ParsedManifest(parsed.media_type, parsed.config, parsed.layers[:-1], parsed.annotations)
-    return kept, diff_ids[:-1] if diff_ids is not None else None
+    kept = ParsedManifest(parsed.media_type, parsed.config, parsed.layers[:n], parsed.annotations)
+    return kept, diff_ids[:n] if diff_ids is not None else None
 
 
 def _read_proof(text: Any, layer: LayerId) -> bytes | None:

@@ -39,6 +39,7 @@ class RemoteTip:
 
     digest: str | None
     snapshot: SnapshotId | None
+    manifest: bytes | None = None  # the tag's manifest, as read
 
     @property
     def exists(self) -> bool:
@@ -67,7 +68,7 @@ def tip_of(manifest: Manifest | None) -> RemoteTip:
     """The :class:`RemoteTip` of a tag's manifest (None: the tag is absent)."""
     if manifest is None:
         return RemoteTip(None, None)
-    return RemoteTip(manifest.digest, snapshot_of_manifest(manifest.data))
+    return RemoteTip(manifest.digest, snapshot_of_manifest(manifest.data), manifest.data)
 
 
 def read_tip(remote: Remote, tag: str) -> RemoteTip:

@@ -27,7 +27,7 @@ from snapws.errors import (
 )
 from snapws.ids import SnapshotId
 from snapws.model import ROOT, Change, decode_manifest, display_path
-from snapws.oci.history import history_descriptor, import_history, read_history
+from snapws.oci.history import history_descriptors, import_history, read_histories
 from snapws.oci.image import LABEL_SNAPSHOT, Descriptor, import_image
 from snapws.oci.platform import INDEX_TYPES, Platform, choose_manifest
 from snapws.ops.checkout import checkout, reset, uncommitted
@@ -122,9 +122,10 @@ def fetch(
             if sid is None:
                 sid = import_image(store, manifest.data, open_blob)
                 mark_shallow(store, sid)
-            history = history_descriptor(manifest.data)
-            if history is not None and not _history_complete(store, sid, depth):
-                import_history(store, sid, read_history(open_blob, history), depth, open_blob)
+            if history_descriptors(manifest.data) and not _history_complete(store, sid, depth):
+                history = read_histories(open_blob, manifest.data)
+                if history is not None:
+                    import_history(store, sid, history, depth, open_blob)
             ref = f"{entry.name}/{tag}"
             previous = None
             try:

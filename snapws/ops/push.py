@@ -24,15 +24,17 @@ both pass: the window is one request long.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from snapws.crash import crashpoint, steps_of
-from snapws.errors import BadNameError
+from snapws.errors import BadImageError, BadNameError, RemoteError
 from snapws.ids import SnapshotId
-from snapws.oci.history import add_history, ancestors
+from snapws.oci.history import HistoryPlan, plan_history, read_remote_history, with_history
 from snapws.oci.image import Blob, Image, build_image
-from snapws.ops.fastforward import Lease, Move, check_push, read_tip
+from snapws.ops.fastforward import Lease, Move, RemoteTip, check_push, read_tip
 from snapws.ops.remotes import RemoteEntry, TransferSettings, open_remote
 from snapws.refnames import ref_name_problem
 from snapws.remote.base import OCI_MANIFEST, Remote, TransferStats, is_tag
@@ -52,10 +54,9 @@ class PushPlan:
     remote: RemoteEntry
     snapshot: SnapshotId
     tag: str
-    image: Image
-    #: blobs of older snapshots' layers the image does not carry, each with
-    #: the snapshot whose history needs it (sent when the remote lacks them)
-    extra: tuple[tuple[SnapshotId, Blob], ...] = ()
+    image: Image  # without its history layers: they depend on the remote's
+    #: the ancestors' records and older layers it may carry (None: none)
+    history: HistoryPlan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,17 +123,15 @@ def plan_push(
     progress: Callable[[int, int | None], None] | None = None,
     history: bool = True,
 ) -> PushPlan:
-    """Build (or take from the cache) the image of ``sid``, with the records
-    of every ancestor the store has in its history layer when ``history``
-    (snapws.oci.history: a fetch brings them back). The caller holds the
-    store lock. Raises what build_image raises."""
+    """Build (or take from the cache) the image of ``sid`` and, when
+    ``history``, plan its history: the records of every ancestor the store
+    has and the older layers they need (snapws.oci.history: a fetch brings
+    them back; :func:`send_image` sends those the remote lacks). The
+    caller holds the store lock. Raises what build_image raises."""
     check_tag(tag)
     image = build_image(store, sid, compression=compression, progress=progress)
-    extra: list[tuple[SnapshotId, Blob]] = []
-    if history:
-        planned = add_history(store, image, sid, compression)
-        image, extra = planned.image, planned.extra
-    return PushPlan(remote, sid, tag, image, tuple(extra))
+    planned = plan_history(store, image, sid, compression) if history else None
+    return PushPlan(remote, sid, tag, image, planned)
 
 
 def send_image(
@@ -154,13 +153,14 @@ def send_image(
     it was."""
     owned = remote is None
     remote = remote or open_remote(store, plan.remote, push=True, settings=settings)
-    image = plan.image
-    blobs: list[Blob] = [*image.layers, image.config]
     where = f"{remote.display}:{plan.tag}"
+    work = tempfile.TemporaryDirectory(prefix="snapws-push-")  # new history and config blobs
     try:
         tip = read_tip(remote, plan.tag)
-        check_push(store, where, tip, plan.snapshot, force, lease)
-        to_check = [*blobs, *_extra_to_check(store, plan, tip.snapshot)]
+        first = check_push(store, where, tip, plan.snapshot, force, lease)
+        image, known = _with_history(plan, remote, tip, first, Path(work.name))
+        blobs: list[Blob] = [*image.layers, image.config]
+        to_check = [*blobs, *_extra_to_check(plan, image, known)]
         missing = []
         for i, blob in enumerate(to_check):
             if progress is not None:
@@ -201,18 +201,43 @@ def send_image(
     finally:
         if owned:
             remote.close()
+        work.cleanup()
 
 
-def _extra_to_check(store: Store, plan: PushPlan, remote_tip: SnapshotId | None) -> list[Blob]:
-    """The extra blobs (older snapshots' layers) worth asking the remote
-    about: those of snapshots that are not the remote tag's snapshot or
-    its ancestors (pushed with it before), once each."""
+def _with_history(
+    plan: PushPlan, remote: Remote, tip: RemoteTip, move: Move, workdir: Path
+) -> tuple[Image, set[SnapshotId]]:
+    """``plan``'s image with its history layers, and the snapshots the
+    remote already has with their layers. On a fast-forward (or the same
+    snapshot) the remote tag's history layers are kept and one more carries
+    the records they lack; otherwise one carries them all. A remote
+    history layer that cannot be read is not kept."""
+    if plan.history is None:
+        return plan.image, set()
+    reuse = None
+    if move in (Move.FAST_FORWARD, Move.UP_TO_DATE) and tip.manifest is not None:
+        try:
+            reuse = read_remote_history(
+                tip.manifest, lambda d: remote.open_blob(d.digest, d.size), workdir
+            )
+        except (BadImageError, RemoteError):
+            reuse = None
+    image = with_history(plan.image, plan.history, reuse, workdir)
     known: set[SnapshotId] = set()
-    if remote_tip is not None and store.has_snapshot(remote_tip):
-        known = {remote_tip, *ancestors(store, remote_tip)}
-    inside = {b.descriptor.digest for b in plan.image.layers}
+    if reuse is not None and tip.snapshot is not None:
+        known = {tip.snapshot, *reuse.snapshots}
+    return image, known
+
+
+def _extra_to_check(plan: PushPlan, image: Image, known: set[SnapshotId]) -> list[Blob]:
+    """The extra blobs (older snapshots' layers) worth asking the remote
+    about: those of snapshots the remote does not have yet (``known``: the
+    tag's snapshot and those its history layers hold), once each."""
+    if plan.history is None:
+        return []
+    inside = {b.descriptor.digest for b in image.layers}
     out: dict[str, Blob] = {}
-    for owner, blob in plan.extra:
+    for owner, blob in plan.history.extra:
         d = blob.descriptor.digest
         if owner not in known and d not in inside:
             out.setdefault(d, blob)

@@ -18,7 +18,14 @@ from registry import REGISTRY_BIN, Registry
 from snapws.ids import SnapshotId
 from snapws.model import SnapshotRecord
 from snapws.oci.blobcache import put_blob_bytes
-from snapws.oci.history import EMPTY_TAR, HistoryEntry, history_descriptor, read_history
+from snapws.oci.history import (
+    EMPTY_TAR,
+    HistoryEntry,
+    history_descriptor,
+    history_descriptors,
+    read_history,
+    with_history,
+)
 from snapws.oci.image import Blob, Descriptor, Image, canonical_json, sha256_digest
 from snapws.ops.push import plan_push, send_image
 from snapws.ops.remotes import get_remote
@@ -87,8 +94,42 @@ def test_a_second_push_carries_the_new_history(
     assert carol.log_ids() == bob.log_ids()[:2]  # history ends where bob's did
 
 
-def test_forged_history_records_are_not_taken(
+def history_layers(registry: Registry) -> list[set[str]]:
+    """The snapshot ids each history layer of ``main`` holds, in order."""
+    remote = RegistryRemote(parse_remote_url(f"{registry.url}/{REPO}", insecure=True))
+    tagged = remote.get_manifest("main")
+    assert tagged is not None
+    out = []
+    for desc in history_descriptors(tagged.data):
+        history = read_history(lambda d: remote.open_blob(d.digest, d.size), desc)
+        out.append({sid.hex for sid in history.entries})
+    remote.close()
+    return out
+
+
+def test_each_push_adds_only_the_records_the_remote_lacks(
     alice: Workspace, make_workspace: WorkspaceFactory, registry: Registry
+) -> None:
+    first = alice.log_ids()
+    assert history_layers(registry) == [set(first[1:])]
+    for i in range(2):
+        (alice.path / "f").write_text(f"more {i}\n")
+        alice.commit(f"more {i}")
+    alice.run("push")
+    ids = alice.log_ids()
+    # the first layer is kept as it was; one more holds the two records it lacks
+    assert history_layers(registry) == [set(first[1:]), {ids[1], ids[2]}]
+    bob = teammate(make_workspace, registry, alice)
+    bob.run("pull")
+    assert bob.log_ids() == ids
+    # a forced push starts over: one layer with everything
+    alice.run("reset", "--hard", "HEAD~1")
+    alice.run("push", "--force")
+    assert history_layers(registry) == [set(ids[2:])]
+
+
+def test_forged_history_records_are_not_taken(
+    alice: Workspace, make_workspace: WorkspaceFactory, registry: Registry, tmp_path: Path
 ) -> None:
     """A history layer whose record of HEAD~1 was altered (its message): it
     no longer hashes to the id HEAD names, so history ends at HEAD."""
@@ -96,7 +137,8 @@ def test_forged_history_records_are_not_taken(
     store = Store.open(alice.store)
     with store.lock(True, 10):
         plan = plan_push(store, get_remote(store, "origin"), SnapshotId(ids[0]), "main")
-        image = plan.image
+        assert plan.history is not None
+        image = with_history(plan.image, plan.history, None, tmp_path)
         desc = history_descriptor(image.manifest)
         assert desc is not None
         entries = read_history(lambda d: blob_of(image, d).open("rb"), desc).entries
@@ -118,7 +160,7 @@ def test_forged_history_records_are_not_taken(
 
 
 def test_a_history_chain_showing_other_content_is_not_taken(
-    alice: Workspace, make_workspace: WorkspaceFactory, registry: Registry
+    alice: Workspace, make_workspace: WorkspaceFactory, registry: Registry, tmp_path: Path
 ) -> None:
     """The first snapshot's record is genuine, but its chain is forged to
     stack a later layer under its own: its tree would show files it never
@@ -127,7 +169,8 @@ def test_a_history_chain_showing_other_content_is_not_taken(
     store = Store.open(alice.store)
     with store.lock(True, 10):
         plan = plan_push(store, get_remote(store, "origin"), SnapshotId(ids[0]), "main")
-        image = plan.image
+        assert plan.history is not None
+        image = with_history(plan.image, plan.history, None, tmp_path)
         desc = history_descriptor(image.manifest)
         assert desc is not None
         entries = read_history(lambda d: blob_of(image, d).open("rb"), desc).entries
