@@ -33,10 +33,14 @@ from pathlib import Path
 WRITER = r"""
 import errno, os, select, sys, time
 root, log, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])
+parent = os.getppid()
 n = 0
 with open(log, "w") as out:
     print("ready", flush=True)
-    while not select.select([sys.stdin], [], [], 0)[0]:
+    while not select.select([sys.stdin], [], [], 0)[0] and os.getppid() == parent:
+        if n >= 200_000:  # bounded: never fills a disk
+            time.sleep(0.05)
+            continue
         rel = f"race/w{n:07d}"
         n += 1
         try:

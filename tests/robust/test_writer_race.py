@@ -48,14 +48,24 @@ pytestmark = pytest.mark.root
 #: rounds of (commit, checkout -b, reset, flatten) per backend; more with SNAPWS_RACE_ROUNDS
 ROUNDS = int(os.environ.get("SNAPWS_RACE_ROUNDS", "4"))
 
+#: the writer's bounds: it never outlives its test and never fills a disk
+WRITER_MAX_FILES = 20_000
+WRITER_PAUSE = 0.0005  # seconds between files: at most ~2,000 files a second
+
 WRITER = r"""
 import errno, json, os, select, sys, time
-root, log = sys.argv[1], sys.argv[2]
+root, log, most, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+parent = os.getppid()
 seen = {}
 n = 0
 with open(log, "w") as out:
     print("ready", flush=True)
     while not select.select([sys.stdin], [], [], 0)[0]:
+        if os.getppid() != parent:
+            break  # the test is gone: never write on as an orphan
+        if n >= most:
+            time.sleep(0.05)
+            continue
         rel = ("d/" if n % 2 else "") + f"w{n:06d}"
         n += 1
         try:
@@ -70,6 +80,7 @@ with open(log, "w") as out:
             continue
         out.write(f"{time.monotonic()} {rel}\n")
         out.flush()
+        time.sleep(pause)
 print(json.dumps(seen), flush=True)
 """
 
@@ -79,7 +90,15 @@ def writer(root: Path, log: Path) -> Iterator[dict[str, int]]:
     """Run the writer on ``root`` for the ``with`` block; yields the errno
     counts it reports when stopped."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(root), str(log)],
+        [
+            sys.executable,
+            "-c",
+            WRITER,
+            str(root),
+            str(log),
+            str(WRITER_MAX_FILES),
+            str(WRITER_PAUSE),
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
