@@ -372,9 +372,9 @@ def import_history(
     own hash), and its chain is checked against its parent's as an image's
     is (:func:`snapws.oci.image._check_record`). History ends at the first
     snapshot not taken: a tombstone marks it, as in a shallow clone.
-    Returns the snapshots written. Precondition: the caller holds the store
-    lock exclusively. Raises BadImageError for a chain that does not show
-    its record."""
+    A record that fails a check is not taken (nothing of it is kept). Returns
+    the snapshots written. Precondition: the caller holds the store lock
+    exclusively. Raises RemoteError, AuthError (a failing remote), OSError."""
     entries = history.entries
     wanted = _within_depth(store, tip, entries, depth)
     written = []
@@ -390,6 +390,8 @@ def import_history(
                     written.append(sid)
             except RemoteNotFoundError:
                 pass  # the registry no longer has a blob (collected): history ends here
+            except BadImageError:
+                pass  # forged or damaged: not taken (the import kept nothing)
             continue
         rec = entry.record
         # (a parent not taken, beyond depth or without its layers, is checked
@@ -397,8 +399,11 @@ def import_history(
         if not _extends_parent(store, rec, chain):
             if not rec.parents and not _shows_own_layer(store, rec, chain):
                 continue  # a first snapshot is its layer: any other content is refused
-            carried = _read_proof(entry.proof, rec.layer) if entry.proof is not None else None
-            _check_record(store, rec, chain, carried)
+            try:
+                carried = _read_proof(entry.proof, rec.layer) if entry.proof is not None else None
+                _check_record(store, rec, chain, carried)
+            except BadImageError:
+                continue  # its chain does not show its record: not taken
         store.write_snapshot(rec, chain)
         written.append(sid)
     for sid in [tip, *written]:

@@ -159,12 +159,17 @@ def test_forged_history_records_are_not_taken(
     assert "forged" not in bob.run("log", "--all").stdout
 
 
+@pytest.mark.parametrize("forged_at", [-1, 2], ids=["first-snapshot", "middle"])
 def test_a_history_chain_showing_other_content_is_not_taken(
-    alice: Workspace, make_workspace: WorkspaceFactory, registry: Registry, tmp_path: Path
+    alice: Workspace,
+    make_workspace: WorkspaceFactory,
+    registry: Registry,
+    tmp_path: Path,
+    forged_at: int,
 ) -> None:
-    """The first snapshot's record is genuine, but its chain is forged to
-    stack a later layer under its own: its tree would show files it never
-    had. It is not taken; everything above it is."""
+    """A genuine record whose chain is forged to stack a later layer under
+    its own: its tree would show files it never had. It is not taken, and
+    the pull still succeeds: history ends above it."""
     ids = alice.log_ids()
     store = Store.open(alice.store)
     with store.lock(True, 10):
@@ -178,7 +183,7 @@ def test_a_history_chain_showing_other_content_is_not_taken(
         for sid in snapshot_ids(ids[1:]):
             e = entries[sid]
             chain = e.chain
-            if sid.hex == ids[-1]:
+            if sid.hex == ids[forged_at]:
                 chain = [entries[SnapshotId(ids[1])].chain[-1], *e.chain]  # a later layer below
             forged.append(HistoryEntry(e.record, chain, e.proof))
         plan = type(plan)(
@@ -187,7 +192,8 @@ def test_a_history_chain_showing_other_content_is_not_taken(
         send_image(store, plan, force=True)
     bob = teammate(make_workspace, registry, alice)
     bob.run("pull")
-    assert bob.log_ids() == ids[:-1]
+    assert bob.log_ids() == ids[: forged_at if forged_at > 0 else len(ids) - 1]
+    assert bob.run("verify").returncode == 0
 
 
 def snapshot_ids(ids: list[str]) -> list[SnapshotId]:
