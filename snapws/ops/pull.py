@@ -292,8 +292,8 @@ def pull(
         or is_empty_root(store, local)
     ):
         # the remote's tag moved on from what we last saw there and the
-        # branch holds nothing newer (pushes send one snapshot, not the
-        # history between: the ancestry walk may stop short)
+        # branch holds nothing newer (a history cut short by --depth, or
+        # whose older layers are gone, can stop the ancestry walk short)
         action = "fast-forward"
     else:
         raise InvalidOperationError(

@@ -172,7 +172,7 @@ class DirRemote:
 
     # ---- manifests -------------------------------------------------------------------
     def get_manifest(self, reference: str) -> Manifest | None:
-        fresh = not self.path.exists() or not any(self.path.iterdir())
+        fresh = not self.path.exists() or (self.path.is_dir() and not any(self.path.iterdir()))
         if self._create and fresh:
             return None  # a push will create it: nothing is tagged yet
         self._ensure(write=False)
