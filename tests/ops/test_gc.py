@@ -15,6 +15,7 @@ from conftest import Workspace, WorkspaceFactory, run_cli
 from helpers import state_diff, tree_state
 
 from snapws.ids import LayerId
+from snapws.model import SnapshotRecord
 from snapws.ops.gc import format_grace, freed_bytes, parse_grace, plan_gc
 from snapws.store.store import EMPTY_LAYER, Store
 
@@ -81,7 +82,23 @@ def test_plan_keeps_young_journaled_and_empty_layers(tmp_path: Path) -> None:
     named = fake_layer(store, "named by a journal")
     (store.root / "staging" / "junk").mkdir()
     (store.root / "trash" / "left").write_bytes(b"x" * 3000)
-    store.write_journal({"op": "commit", "layer": named.hex, "staging": "junk"})
+    store.write_journal(
+        {
+            "op": "commit",
+            "ws": "0" * 32,
+            "upper": "upper-1",
+            "new_upper": "upper-2",
+            "new_work": "work-2",
+            "staging": "junk",
+            "layer": named.hex,
+            "record": SnapshotRecord(
+                parents=(), layer=named, message="m", author="a", time_ns=0, tz_offset_min=0
+            )
+            .canonical()
+            .decode(),
+            "chain": [named.hex],
+        }
+    )
     later = time.time() + 7200
     plan = plan_gc(store, grace=3600, now=later)
     assert plan.layers == [old]
@@ -243,4 +260,6 @@ def test_gc_keeps_layers_a_workspace_still_has_mounted(make_workspace: Workspace
 def test_gc_refuses_a_bad_grace(workspace: Workspace) -> None:
     proc = workspace.run("gc", "--grace", "soon", check=False)
     assert proc.returncode == 2 and "bad duration" in proc.stderr
-    assert "Usage:" in proc.stderr
+    assert (
+        proc.stderr.startswith("snapws: error:") and "hint: see `snapws gc --help`" in proc.stderr
+    )

@@ -7,6 +7,8 @@ is refused cleanly (exit 12, nothing changed), never a RecursionError."""
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,16 @@ from snapws.errors import ExitCode
 from tests.conftest import Workspace, run_cli
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+@pytest.fixture(autouse=True)
+def _remove_deep_trees(tmp_path: Path) -> Iterator[None]:
+    """Remove the test's trees once its workspace is unmounted (this fixture
+    is set up first, so torn down last): pytest's own clean-up of old
+    temporary directories recurses, and these trees are ~2,000 and 10,000
+    levels deep. ``rm -rf`` walks them without recursion limits."""
+    yield
+    subprocess.run(["rm", "-rf", "--one-file-system", str(tmp_path)], check=False)
 
 
 def _make_deep(root: Path, depth: int, content: bytes = b"deep") -> None:
