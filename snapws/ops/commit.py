@@ -160,53 +160,60 @@ def finish_commit(store: Store, j: dict[str, Any]) -> SnapshotId:
     staging = store.root / "staging" / j["staging"]
     upper = wsdir / j["upper"]
     record = SnapshotRecord.from_canonical(j["record"].encode())
-    if j.get("carry") and upper.exists() and state.upper == j["upper"]:
-        # ignored paths stay in the working tree: into the next upperdir
-        # (made now, its root as U's) before U becomes a layer or is dropped
-        next_state = replace(state, upper=j["new_upper"], work=j["new_work"])
-        make_upper(store, next_state, upper)
-        carry_ignored(upper, wsdir / j["new_upper"], j["carry"])
-    if not store.has_layer(lid):
-        pending = staging / "manifest.pending"
-        manifest = (pending if pending.exists() else staging / "manifest").read_bytes()
-        if upper.exists() and state.upper == j["upper"]:
-            _prepare_layer_tree(
-                upper,
-                [os.fsencode(p) for p in j["prune"]],
-                manifest,
-                j.get("upper_form", "overlay"),
-                store.xattr_form,
+    # Everything up to the workspace record is idempotent under the journal
+    # (durable since commit() wrote it): it may reach the disk in any order,
+    # so it shares one syncfs, at the batch's end, instead of an fsync per
+    # file and directory. That syncfs is the barrier before the record.
+    new_state = state
+    with store.durable_batch():
+        if j.get("carry") and upper.exists() and state.upper == j["upper"]:
+            # ignored paths stay in the working tree: into the next upperdir
+            # (made now, its root as U's) before U becomes a layer or is dropped
+            next_state = replace(state, upper=j["new_upper"], work=j["new_work"])
+            make_upper(store, next_state, upper)
+            carry_ignored(upper, wsdir / j["new_upper"], j["carry"])
+        if not store.has_layer(lid):
+            pending = staging / "manifest.pending"
+            manifest = (pending if pending.exists() else staging / "manifest").read_bytes()
+            if upper.exists() and state.upper == j["upper"]:
+                _prepare_layer_tree(
+                    upper,
+                    [os.fsencode(p) for p in j["prune"]],
+                    manifest,
+                    j.get("upper_form", "overlay"),
+                    store.xattr_form,
+                )
+                crashpoint("commit:pruned")
+                if j.get("dedup"):
+                    dedup_tree(store, upper, lid, manifest)
+                os.rename(upper, staging / "tree")
+            if not (staging / "tree").exists():
+                (staging / "tree").mkdir()  # an --allow-empty commit
+            store.publish_pending(staging)
+        elif upper.exists() and state.upper == j["upper"]:
+            store.discard(upper)  # identical layer already stored
+        crashpoint("commit:layer-published")
+        sid = store.write_snapshot(record, [LayerId(x) for x in j["chain"]])
+        crashpoint("commit:snapshot-written")
+        who = record.author
+        summary = "commit: " + record.message.splitlines()[0] if record.message else "commit"
+        if state.upper == j["upper"]:
+            branch = j["branch"]
+            if branch is not None and store.read_ref("heads", branch) != sid:
+                store.write_ref("heads", branch, sid, who, summary)
+            crashpoint("commit:ref-moved")
+            new_state = replace(state, head=sid, upper=j["new_upper"], work=j["new_work"])
+            make_upper(store, new_state, top_root(store, sid))
+            store.append_reflog_once(
+                f"workspaces/{wid.hex}/HEAD",
+                SnapshotId(j["old_head"]),
+                sid,
+                who,
+                summary,
+                record.time_ns,
             )
-            crashpoint("commit:pruned")
-            if j.get("dedup"):
-                dedup_tree(store, upper, lid, manifest)
-            os.rename(upper, staging / "tree")
-        if not (staging / "tree").exists():
-            (staging / "tree").mkdir()  # an --allow-empty commit
-        store.publish_pending(staging)
-    elif upper.exists() and state.upper == j["upper"]:
-        store.discard(upper)  # identical layer already stored
-    crashpoint("commit:layer-published")
-    sid = store.write_snapshot(record, [LayerId(x) for x in j["chain"]])
-    crashpoint("commit:snapshot-written")
-    who = record.author
-    summary = "commit: " + record.message.splitlines()[0] if record.message else "commit"
+            crashpoint("commit:logged")
     if state.upper == j["upper"]:
-        branch = j["branch"]
-        if branch is not None and store.read_ref("heads", branch) != sid:
-            store.write_ref("heads", branch, sid, who, summary)
-        crashpoint("commit:ref-moved")
-        new_state = replace(state, head=sid, upper=j["new_upper"], work=j["new_work"])
-        make_upper(store, new_state, top_root(store, sid))
-        store.append_reflog_once(
-            f"workspaces/{wid.hex}/HEAD",
-            SnapshotId(j["old_head"]),
-            sid,
-            who,
-            summary,
-            record.time_ns,
-        )
-        crashpoint("commit:logged")
         store.write_workspace(new_state)
         state = new_state
     crashpoint("commit:state-written")
