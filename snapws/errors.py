@@ -229,7 +229,7 @@ class LayerRejectedError(SnapwsError):
 
     exit_code = ExitCode.UNSUPPORTED
     default_hint = (
-        "mount workspaces only with snapws (redirect_dir=off,metacopy=off); "
+        "mount workspaces only with snapws (redirect_dir=nofollow,metacopy=off); "
         "`snapws umount` then `snapws mount` fixes a hand-made mount"
     )
 

@@ -29,11 +29,20 @@ from typing import Any
 
 from snapws.backends import backend_for, get_backend
 from snapws.crash import crashpoint
-from snapws.errors import SnapwsError
+from snapws.errors import LayerRejectedError, SnapwsError
 from snapws.ids import LayerId, SnapshotId
 from snapws.layers import fuseform
+from snapws.layers.entries import Node, opaque_xattr
 from snapws.layers.scan import entries_of, plan_upper, prune_upper, strip_overlay_xattrs
-from snapws.model import Change, Kind, SnapshotRecord, decode_manifest, encode_manifest, manifest_id
+from snapws.model import (
+    Change,
+    Kind,
+    SnapshotRecord,
+    decode_manifest,
+    display_path,
+    encode_manifest,
+    manifest_id,
+)
 from snapws.mounts import mounter
 from snapws.ops.ignoring import carry_ignored, ignore_rules
 from snapws.ops.workspace import (
@@ -88,6 +97,7 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
             backend.upper_form,
             ignore_rules(session),
         )
+        _refuse_foreign_opaque(plan.keep, backend.upper_form, store.xattr_form)
         if not plan.changes and not allow_empty:
             backend.thaw(target)
             return CommitResult(None, None, [], state.branch)
@@ -229,6 +239,25 @@ def finish_commit(store: Store, j: dict[str, Any]) -> SnapshotId:
         store.discard(staging)
     sweep_workspace_dir(store, state)
     return sid
+
+
+def _refuse_foreign_opaque(nodes: list[Node], upper_form: str, xattr_form: str) -> None:
+    """Refuse (LayerRejectedError) an opaque marker of the other xattr form in
+    an overlay upperdir: anyone who can write the workspace can set
+    ``user.overlay.opaque=y`` through a trusted-form mount; the kernel ignores
+    it, so recording the directory as opaque would make the layer differ from
+    what the mount showed. (fuse-overlayfs's form is made canonical apart.)"""
+    if upper_form == fuseform.FORM:
+        return
+    own = opaque_xattr(xattr_form)
+    for node in nodes:
+        foreign = [name for name, _ in node.overlay if name.endswith(".opaque") and name != own]
+        if foreign:
+            raise LayerRejectedError(
+                f"{display_path(node.path)} carries {foreign[0]}, an opaque marker this "
+                f"workspace's mounts ignore (they use {own}): refusing to record it",
+                hint=f"remove it (setfattr -x {foreign[0]} PATH), then commit again",
+            )
 
 
 def _prepare_layer_tree(

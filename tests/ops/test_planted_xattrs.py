@@ -132,3 +132,25 @@ def test_changed_directory_mtime_is_reported(make_workspace: WorkspaceFactory) -
         ("metadata", "shown", ["mtime"])
     ]
     assert "mtime 1000000000" in problems[0]["message"]
+
+
+def test_commit_refuses_an_opaque_marker_of_the_other_form(
+    make_workspace: WorkspaceFactory,
+) -> None:
+    """A trusted-form mount ignores ``user.overlay.opaque``, which anyone who
+    can write the workspace can set: recording the directory as opaque would
+    make the layer hide what the mount showed. commit refuses, changes nothing."""
+    ws = make_workspace(spec={"dir": {"kept.txt": "kept\n"}})
+    head = ws.log_ids()[0]
+    (ws.path / "dir" / "new.txt").write_text("new\n")
+    os.setxattr(ws.path / "dir", "user.overlay.opaque", b"y")
+    proc = ws.run("commit", "-m", "planted", check=False)
+    assert proc.returncode == 9, proc.stderr  # LayerRejectedError: UNSUPPORTED
+    assert "user.overlay.opaque" in proc.stderr and "setfattr -x" in proc.stderr
+    assert ws.log_ids()[0] == head
+    assert sorted(os.listdir(ws.path / "dir")) == ["kept.txt", "new.txt"]
+    os.removexattr(ws.path / "dir", "user.overlay.opaque")
+    ws.commit("clean")
+    ws.run("checkout", "HEAD~1")
+    ws.run("checkout", "main")
+    assert (ws.path / "dir" / "kept.txt").read_text() == "kept\n"
