@@ -94,19 +94,44 @@ STORE_ENTRIES = frozenset(
 )
 
 
+def _check_store_owner(store_root: Path) -> None:
+    """Refuse an existing store directory that another user owns, or that
+    group or others may write: whoever can rename its entries can change
+    what the workspace shows (a store another user made in /tmp before root
+    ran ``snapws init /tmp/x`` is the case). Raises BadPathError."""
+    st = os.stat(store_root)
+    if st.st_uid != os.geteuid():
+        who = f"uid {st.st_uid}"
+        raise BadPathError(
+            f"the store directory {store_root} belongs to {who}, not to this user "
+            f"(uid {os.geteuid()}): its owner could change what the workspace shows",
+            hint="give the workspace a store of your own (`snapws --store PATH init DIR`), "
+            "or have its owner run snapws",
+        )
+    if st.st_mode & 0o022:
+        raise BadPathError(
+            f"the store directory {store_root} is writable by group or others "
+            f"(mode {st.st_mode & 0o7777:o}): they could change what the workspace shows",
+            hint=f"chmod go-w {store_root}, or give the workspace another store (--store PATH)",
+        )
+
+
 def check_store_dir(store_root: Path) -> None:
     """Refuse a store directory that exists, is not empty and is not a
     snapws store (no ``snapws-store.json``, entries a store does not
     have): a venv, a project, anything whose owner may delete or recreate
     it with the workspace's state inside. Missing, empty and existing
-    stores (also one whose creation was interrupted) pass. Raises
-    BadPathError naming the directory and what is in it."""
+    stores (also one whose creation was interrupted) pass, if they belong to
+    this user and group and others cannot write them. Raises BadPathError
+    naming the directory and what is in it, or whose it is."""
     try:
         names = sorted(os.listdir(store_root))
     except FileNotFoundError:
         return
     except NotADirectoryError:
         names = None
+    if names is not None:
+        _check_store_owner(store_root)
     if names is not None and (
         MARKER in names or all(n in STORE_ENTRIES or n.startswith(".") for n in names)
     ):

@@ -240,3 +240,31 @@ def test_init_takes_an_existing_empty_or_half_made_store(mount_guard: Path) -> N
     (tmp_path / "half" / "layers").mkdir(parents=True)
     (tmp_path / "half" / "refs" / "heads").mkdir(parents=True)
     run_cli("--store", tmp_path / "half", "init", tmp_path / "w3", cwd=tmp_path)
+
+
+def test_a_store_another_user_made_is_refused(mount_guard: Path) -> None:
+    """Root's ``snapws init /tmp/x`` must not adopt a ``.snapws`` that another
+    user created first (in a world-writable parent): its owner could rename
+    the layers and change what root's workspace shows. Nothing is made."""
+    store = mount_guard / ".snapws"
+    store.mkdir()
+    os.chown(store, 4242, 4242)
+    (mount_guard / "proj").mkdir()
+    (mount_guard / "proj" / "f").write_text("mine\n")
+    proc = run_cli("init", mount_guard / "proj", cwd=mount_guard, check=False)
+    assert proc.returncode == 12, proc.stderr
+    assert "belongs to uid 4242" in proc.stderr and "--store" in proc.stderr
+    assert os.listdir(store) == [] and mounts_under(mount_guard / "proj") == []
+    assert (mount_guard / "proj" / "f").read_text() == "mine\n"
+
+
+def test_a_store_others_may_write_is_refused(mount_guard: Path) -> None:
+    store = mount_guard / ".snapws"
+    store.mkdir()
+    os.chmod(store, 0o777)
+    proc = run_cli("init", mount_guard / "proj", cwd=mount_guard, check=False)
+    assert proc.returncode == 12, proc.stderr
+    assert "writable by group or others" in proc.stderr and "chmod go-w" in proc.stderr
+    os.chmod(store, 0o755)
+    run_cli("init", mount_guard / "proj", cwd=mount_guard)
+    assert mounts_under(mount_guard / "proj")
