@@ -28,7 +28,8 @@ from snapws.crash import crashpoint
 from snapws.errors import BadPathError
 from snapws.ids import WorkspaceId
 from snapws.layers.materialise import materialise
-from snapws.mounts import mounter
+from snapws.mounts import busy, mounter
+from snapws.mounts.mounter import MountBusyError
 from snapws.ops.workspace import Session, copy_dir_meta
 from snapws.store.store import Store
 
@@ -75,12 +76,31 @@ def eject(session: Session) -> EjectResult:
     crashpoint("eject:journaled")
     try:
         backend.unmount(path, lazy=False)
+    except MountBusyError as e:
+        rollback_eject(store, j)
+        raise _busy_with_holders(path, e) from None
     except BaseException:
         rollback_eject(store, j)
         raise
     crashpoint("eject:unmounted")
     finish_eject(store, j)
     return EjectResult(state.path, state.backend, count)
+
+
+def _busy_with_holders(path: Path, error: MountBusyError) -> MountBusyError:
+    """``error`` with the processes that use the workspace named (their
+    current directory or an open file inside), as the busy report of a
+    freeze names its writers."""
+    holders = busy.find_cwd_users(path) + busy.find_writers(path)
+    lines = [f"  pid {h.pid} ({h.command}): {h.how} {h.path}" for h in holders]
+    message = f"cannot eject {path}: processes use the workspace"
+    if lines:
+        message += "\n" + "\n".join(lines)
+    return MountBusyError(
+        message,
+        "`cd` out of the workspace in those shells and close its files (or stop the "
+        "processes), then run `snapws eject` again; nothing was changed",
+    )
 
 
 def rollback_eject(store: Store, j: dict[str, Any]) -> None:

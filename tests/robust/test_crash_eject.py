@@ -77,6 +77,7 @@ def test_eject_refuses_while_a_process_uses_the_workspace(mount_guard: Path) -> 
         r = run_cli("--store", store, "-C", ws, "eject", cwd=mount_guard, check=False)
         assert r.returncode == 10, r.stderr
         assert "hint:" in r.stderr
+        assert f"pid {holder.pid} (sleep): cwd" in r.stderr  # the holder is named
         # nothing changed: still a mounted, writable workspace, no staging left
         assert [t for p, t in mounts_under(ws) if p == str(ws)] == ["overlay"]
         (ws / "more.txt").write_text("more\n")
