@@ -233,6 +233,27 @@ def _switch(session: Session, j: dict[str, Any], refuse_changes: bool = False) -
     session.reload()
 
 
+def remount_journal(state: WorkspaceState, who: str, message: str) -> dict[str, Any]:
+    """The journal of a switch to the same HEAD and upperdir on an equivalent
+    chain (flatten, repair): a new work dir tells the new mount from the old
+    one; no ref moves and HEAD's reflog gets no entry. Finish it with
+    :func:`finish_switch` once the workspace is frozen."""
+    new_state = replace(state, work=new_dir_names()[1])
+    return {
+        "op": "switch",
+        "ws": state.id.hex,
+        "old_upper": state.upper,
+        "keep_upper": True,
+        "new_state": new_state.to_json(),
+        "create_ref": None,
+        "move_ref": None,
+        "old_head": state.head.hex,
+        "who": who,
+        "message": message,
+        "log": False,
+    }
+
+
 def finish_switch(store: Store, j: dict[str, Any]) -> None:
     """Complete a journaled checkout/reset (idempotent, run by recovery too)."""
     wid = WorkspaceId(j["ws"])

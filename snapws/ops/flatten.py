@@ -86,7 +86,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,7 @@ from snapws.errors import StoreCorruptError
 from snapws.ids import LayerId, SnapshotId
 from snapws.layers.merge import RunLayer, build_merged_tree
 from snapws.model import Entry, decode_manifest, manifest_id
-from snapws.ops.workspace import Session, new_dir_names
+from snapws.ops.workspace import Session
 from snapws.store.atomic import fsync_dir, write_atomic
 from snapws.store.store import EMPTY_LAYER, Store
 
@@ -360,26 +360,14 @@ def flatten_in_workspace(
     a crash, the next command (any command: a journal makes even read-only
     ones recover) sweeps the unpublished layer and mounts the workspace if a
     crash left it frozen or detached. Raises WorkspaceBusyError, MountError."""
-    from snapws.ops.checkout import finish_switch
+    from snapws.ops.checkout import finish_switch, remount_journal
 
     store, state = session.store, session.state
     backend = backend_for(state)
     before = store.chain(state.head)
-    # the same upperdir, on the new chain: a new work dir tells the two mounts apart
-    new_state = replace(state, work=new_dir_names()[1]) if backend.mounts else state
-    j = {
-        "op": "switch",
-        "ws": state.id.hex,
-        "old_upper": state.upper,
-        "keep_upper": True,
-        "new_state": new_state.to_json(),
-        "create_ref": None,
-        "move_ref": None,
-        "old_head": state.head.hex,
-        "who": session.config.author_or_default(),
-        "message": "flatten",
-        "log": False,
-    }
+    j = remount_journal(state, session.config.author_or_default(), "flatten")
+    if not backend.mounts:  # nothing to remount: the journal only marks the merge
+        j["new_state"] = state.to_json()
     store.write_journal(j)
     frozen = False
     try:

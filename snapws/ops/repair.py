@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,7 @@ def _remount_users(store: Store, layers: set[LayerId], report: RepairReport) -> 
     (their mount still shows the deleted directory), keeping their upperdir:
     a switch to the same record with a new workdir, journaled as flatten's."""
     from snapws.backends import backend_for
-    from snapws.ops.checkout import finish_switch
+    from snapws.ops.checkout import finish_switch, remount_journal
 
     states, _ = store.workspace_records()
     for state in states:
@@ -93,19 +93,7 @@ def _remount_users(store: Store, layers: set[LayerId], report: RepairReport) -> 
             continue
         if not uses or not backend.mounts or backend.mount_state(store, state) != "mounted":
             continue
-        new_state = replace(state, work=new_dir_names()[1])
-        j = {
-            "op": "switch",
-            "ws": state.id.hex,
-            "old_upper": state.upper,
-            "keep_upper": True,
-            "new_state": new_state.to_json(),
-            "create_ref": None,
-            "move_ref": None,
-            "old_head": state.head.hex,
-            "who": "snapws verify --repair",
-            "message": "repair",
-        }
+        j = remount_journal(state, "snapws verify --repair", "repair")
         store.write_journal(j)
         try:
             backend.freeze(Path(state.path), "mount it again on the fetched layers")

@@ -195,11 +195,14 @@ def test_missing_layer(workspace: Workspace) -> None:
     affected = {s for p in report["problems"] for s in p["affected"]}
     assert {first, second} <= affected
     _doctor_reports(ws, lid[:12])
+    reflog = ws.json("reflog")["entries"]
     r = ws.run("--store", ws.store, "verify", "--repair", check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"fetched layer {lid[:12]}" in r.stdout
     ws.run("status")
     assert (ws.path / "a.txt").read_text() == "one"
+    # remounting on the fetched layer moved no HEAD: nothing in HEAD's reflog
+    assert ws.json("reflog")["entries"] == reflog
 
 
 @pytest.mark.parametrize("case", ["integer head", "climbing upper", "garbage"])
