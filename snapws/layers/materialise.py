@@ -16,6 +16,7 @@ from snapws.model import Kind
 
 _COPY_CHUNK = 1 << 20
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NOT_SUPPORTED = (errno.ENOTSUP, errno.EOPNOTSUPP)
 
 
 def copy_file_data(src: bytes, dst: bytes, mode: int) -> None:
@@ -30,7 +31,9 @@ def copy_file_data(src: bytes, dst: bytes, mode: int) -> None:
 
 def copy_into(src: bytes, fout: int) -> None:
     """Copy the bytes of regular file ``src`` (opened without following a
-    symlink) into the open, empty file ``fout``, keeping holes."""
+    symlink) into the open, empty file ``fout``, keeping holes, in the
+    kernel where it can (``copy_file_range``, which may share blocks), else
+    by reads and writes. Raises OSError."""
     fin = os.open(src, _READ)
     try:
         size = os.fstat(fin).st_size
@@ -43,19 +46,36 @@ def copy_into(src: bytes, fout: int) -> None:
                     break  # only a hole remains
                 raise
             hole_at = os.lseek(fin, data_at, os.SEEK_HOLE)
-            os.lseek(fin, data_at, os.SEEK_SET)
-            os.lseek(fout, data_at, os.SEEK_SET)
-            left = hole_at - data_at
-            while left > 0:
-                buf = os.read(fin, min(_COPY_CHUNK, left))
-                if not buf:
-                    break
-                os.write(fout, buf)
-                left -= len(buf)
+            _copy_range(fin, fout, data_at, hole_at)
             pos = hole_at
         os.ftruncate(fout, size)
     finally:
         os.close(fin)
+
+
+def _copy_range(fin: int, fout: int, start: int, end: int) -> None:
+    pos = start
+    while pos < end:
+        try:
+            n = os.copy_file_range(fin, fout, end - pos, pos, pos)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, *_NOT_SUPPORTED):
+                raise
+            n = 0
+        if n == 0:  # not supported here (or a file that shrank): plain reads
+            while pos < end:
+                buf = os.pread(fin, min(_COPY_CHUNK, end - pos), pos)
+                if not buf:
+                    return
+                view = memoryview(buf)
+                at = pos
+                while view:
+                    w = os.pwrite(fout, view, at)
+                    view = view[w:]
+                    at += w
+                pos = at
+            return
+        pos += n
 
 
 def apply_meta(node: Node, dest: Beneath, rel: bytes) -> None:

@@ -15,6 +15,7 @@ from snapws.beneath import CREATE_FLAGS, Beneath, NodeRef
 from snapws.errors import UnsupportedError
 from snapws.ids import ContentHash
 from snapws.layers.entries import Node
+from snapws.layers.materialise import copy_into
 from snapws.model import Kind
 
 CHUNK = 1 << 20
@@ -66,63 +67,6 @@ def copy_with_hash_into(src: bytes, fout: int) -> ContentHash:
     return ContentHash(h.hexdigest())
 
 
-def copy_data(src: bytes, dst: bytes) -> None:
-    """Copy regular file ``src`` to the new file ``dst`` (mode 0600) in the
-    kernel where it can (``copy_file_range``, which may share blocks), holes
-    kept. Raises OSError."""
-    fout = os.open(dst, CREATE_FLAGS, 0o600)
-    try:
-        copy_data_into(src, fout)
-    finally:
-        os.close(fout)
-
-
-def copy_data_into(src: bytes, fout: int) -> None:
-    """:func:`copy_data` into the open, empty file ``fout``."""
-    fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        size = os.fstat(fin).st_size
-        pos = 0
-        while pos < size:
-            try:
-                start = os.lseek(fin, pos, os.SEEK_DATA)
-            except OSError as e:
-                if e.errno == errno.ENXIO:
-                    break  # only a hole is left
-                raise
-            end = os.lseek(fin, start, os.SEEK_HOLE)
-            _copy_range(fin, fout, start, end)
-            pos = end
-        os.ftruncate(fout, size)
-    finally:
-        os.close(fin)
-
-
-def _copy_range(fin: int, fout: int, start: int, end: int) -> None:
-    pos = start
-    while pos < end:
-        try:
-            n = os.copy_file_range(fin, fout, end - pos, pos, pos)
-        except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, *_NOT_SUPPORTED):
-                raise
-            n = 0
-        if n == 0:  # not supported here (or a file that shrank): plain reads
-            while pos < end:
-                buf = os.pread(fin, min(CHUNK, end - pos), pos)
-                if not buf:
-                    return
-                view = memoryview(buf)
-                at = pos
-                while view:
-                    w = os.pwrite(fout, view, at)
-                    view = view[w:]
-                    at += w
-                pos += len(buf)
-            return
-        pos += n
-
-
 def _split(path: bytes) -> tuple[bytes, bytes]:
     parent, _, name = path.rstrip(b"/").rpartition(b"/")
     return parent or b"/", name
@@ -151,7 +95,7 @@ def create_node_at(
         try:
             if hashed:
                 return copy_with_hash_into(node.abspath, fd)
-            copy_data_into(node.abspath, fd)
+            copy_into(node.abspath, fd)
         finally:
             os.close(fd)
     elif kind is Kind.SYMLINK:
