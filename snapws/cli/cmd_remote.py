@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -355,20 +355,25 @@ def push_cmd(
 # ---- fetch / pull -------------------------------------------------------------------
 
 
+def _fetch_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--depth`` and ``--platform``: what fetch and pull take alike."""
+    command = click.option(
+        "--platform",
+        "platform_text",
+        metavar="OS/ARCH[/VARIANT]",
+        help="The image of a multi-platform index to take (default: this machine's).",
+    )(command)
+    return click.option(
+        "--depth",
+        type=click.IntRange(min=1),
+        help="Bring at most N snapshots of each tag's history (1: the tip only).",
+    )(command)
+
+
 @click.command("fetch")
 @click.argument("remote", required=False)
 @click.argument("tag", required=False)
-@click.option(
-    "--depth",
-    type=click.IntRange(min=1),
-    help="Bring at most N snapshots of each tag's history (1: the tip only).",
-)
-@click.option(
-    "--platform",
-    "platform_text",
-    metavar="OS/ARCH[/VARIANT]",
-    help="The image of a multi-platform index to take (default: this machine's).",
-)
+@_fetch_options
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
 @pass_app
 def fetch_cmd(
@@ -423,17 +428,7 @@ def _print_fetched(result: FetchResult) -> None:
 @click.command("pull")
 @click.argument("remote", required=False)
 @click.argument("tag", required=False)
-@click.option(
-    "--depth",
-    type=click.IntRange(min=1),
-    help="Bring at most N snapshots of each tag's history (1: the tip only).",
-)
-@click.option(
-    "--platform",
-    "platform_text",
-    metavar="OS/ARCH[/VARIANT]",
-    help="The image of a multi-platform index to take (default: this machine's).",
-)
+@_fetch_options
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as JSON.")
 @pass_app
 def pull_cmd(
