@@ -78,6 +78,14 @@ class App:
 pass_app = click.make_pass_decorator(App)
 
 
+def note_if_below_new_mount(app: App, path: str, backend: str) -> None:
+    """After init or clone: a shell whose cwd is inside the new workspace sees
+    the directory under the mount until it runs ``cd .``; say so."""
+    cwd = str(app.cwd)
+    if backend in ("kernel", "fuse") and (cwd == path or cwd.startswith(path + os.sep)):
+        app.info("note: your shell is below the new mount; run `cd .` to see the workspace")
+
+
 class PathsAfterDashDash(click.Command):
     """A command whose arguments after ``--`` are paths (kept in
     ``ctx.meta["snapws.paths"]``), as in ``snapws diff REV -- PATH``."""

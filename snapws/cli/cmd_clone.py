@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from snapws.cli.app import App, emit_json, pass_app
+from snapws.cli.app import App, emit_json, note_if_below_new_mount, pass_app
 from snapws.cli.cmd_remote import CREDENTIALS_HELP, ByteBar
 
 
@@ -85,9 +85,7 @@ def clone_cmd(
         f"Cloned {result.source} into {state.path} (branch {state.branch}, "
         f"snapshot {state.head.short()}, backend {state.backend})"
     )
-    below = str(app.cwd) == state.path or str(app.cwd).startswith(state.path + os.sep)
-    if below and state.backend in ("kernel", "fuse"):
-        app.info("note: your shell is below the new mount; run `cd .` to see the workspace")
+    note_if_below_new_mount(app, state.path, state.backend)
 
 
 clone_cmd.help = (clone_cmd.help or "") + "\n\n" + CREDENTIALS_HELP

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from snapws.cli.app import App, emit_json, pass_app
+from snapws.cli.app import App, emit_json, note_if_below_new_mount, pass_app
 from snapws.cli.progress import ProgressBar
 from snapws.ops.init import init
 from snapws.ops.workspace import resolve_store
@@ -86,9 +86,7 @@ def init_cmd(
         f"Initialized workspace {state.path} (branch {state.branch}, "
         f"snapshot {state.head.short()}, backend {state.backend}, store {store.root})"
     )
-    below = str(app.cwd) == state.path or str(app.cwd).startswith(state.path + os.sep)
-    if below and state.backend in ("kernel", "fuse"):
-        app.info("note: your shell is below the new mount; run `cd .` to see the workspace")
+    note_if_below_new_mount(app, state.path, state.backend)
     if state.backend == "rootless":
         app.info(
             "note: rootless: the workspace is mounted in a user namespace of its own; other "
