@@ -268,3 +268,16 @@ def test_a_store_others_may_write_is_refused(mount_guard: Path) -> None:
     os.chmod(store, 0o755)
     run_cli("init", mount_guard / "proj", cwd=mount_guard)
     assert mounts_under(mount_guard / "proj")
+
+
+def test_init_from_inside_says_to_cd(mount_guard: Path) -> None:
+    """A shell inside the directory sees what is under the new mount until
+    ``cd .``: init says so (and only then)."""
+    ws = mount_guard / "proj"
+    (ws / "sub").mkdir(parents=True)
+    inside = run_cli("init", ws, cwd=ws / "sub")
+    assert "run `cd .` to see the workspace" in inside.stderr
+    other = mount_guard / "other"
+    other.mkdir()
+    outside = run_cli("init", other, "-b", "b2", cwd=mount_guard)
+    assert "cd ." not in outside.stderr
