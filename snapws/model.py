@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -328,7 +329,10 @@ class WorkspaceState:
     ``branch`` is the checked-out branch (None: detached HEAD at ``head``);
     ``upper`` and ``work`` name directories inside the workspace's folder of
     the store; ``path`` is where it is (or should be) mounted; ``backend``
-    names the backend that shows it (kernel, rootless, fuse or plain).
+    names the backend that shows it (kernel, rootless, fuse or plain);
+    ``namespace`` names the store's branch namespace the workspace's refs
+    live in ("": the store's shared root namespace, also of every record
+    written before namespaces existed).
     """
 
     id: WorkspaceId
@@ -338,9 +342,10 @@ class WorkspaceState:
     upper: str
     work: str
     backend: str = "kernel"
+    namespace: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id.hex,
             "path": self.path,
             "head": self.head.hex,
@@ -349,6 +354,9 @@ class WorkspaceState:
             "work": self.work,
             "backend": self.backend,
         }
+        if self.namespace:  # the root namespace is written as older records were
+            out["namespace"] = self.namespace
+        return out
 
     @classmethod
     def from_json(cls, obj: object) -> WorkspaceState:
@@ -371,7 +379,34 @@ class WorkspaceState:
             upper=dir_name_field(obj, "upper"),
             work=dir_name_field(obj, "work"),
             backend=_field(obj, "backend", str) if "backend" in obj else "kernel",
+            namespace=_namespace_field(obj),
         )
+
+
+#: A branch namespace's name: one path component of at most 100 bytes that
+#: is also a valid ref name component (letters, digits, ``.``, ``_``, ``-``).
+NAMESPACE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+
+def namespace_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a branch namespace (None: it can). The root
+    namespace ("") is not named."""
+    if not NAMESPACE_RE.fullmatch(name):
+        return (
+            "a namespace is 1 to 100 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+        )
+    if ".." in name or name.endswith((".", ".lock")):
+        return "a namespace may not contain '..' or end with '.' or '.lock'"
+    return None
+
+
+def _namespace_field(obj: Mapping[str, Any]) -> str:
+    if "namespace" not in obj:
+        return ""  # written before namespaces: the shared root namespace
+    name: str = _field(obj, "namespace", str)
+    if name and namespace_problem(name) is not None:
+        raise ValueError(f"'namespace' is not a namespace name: {name[:80]!r}")
+    return name
 
 
 def _json_type(value: object) -> str:

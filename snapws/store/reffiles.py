@@ -2,6 +2,8 @@
 
 A ref ``name`` of kind ``heads``, ``tags`` or ``remotes`` is the file
 ``<store>/refs/<kind>/<name>``; its reflog is ``<store>/logs/refs/<kind>/<name>``.
+In a branch namespace ``<ns>`` (see :mod:`snapws.store.refs`) they are
+``<store>/refs/ns/<ns>/<kind>/<name>`` and ``<store>/logs/refs/ns/<ns>/<kind>/<name>``.
 Workspaces log their HEAD in ``<store>/logs/workspaces/<id>/HEAD``. Only names
 that :func:`snapws.refnames.ref_name_problem` accepts ever become paths here,
 and every file is opened with :mod:`snapws.store.nofollow`: a link on the way
@@ -36,20 +38,29 @@ MAX_REF_FILE = 4096  # a ref file holds one id and a newline; more is damage
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def ref_parts(kind: str, name: str) -> list[str] | None:
-    """``["refs", kind, *components]``: the path of ref ``name`` below the store;
-    None if ``name`` cannot be a ref name (then no such ref exists). ValueError
-    for an unknown ``kind``."""
+def refs_base(namespace: str) -> list[str]:
+    """The directory (below the store) that holds the ``heads``, ``tags``
+    and ``remotes`` of ``namespace``: ``["refs"]`` for the root namespace
+    (""), ``["refs", "ns", namespace]`` for any other. The caller has
+    checked the name (:func:`snapws.model.namespace_problem`)."""
+    return ["refs", "ns", namespace] if namespace else ["refs"]
+
+
+def ref_parts(kind: str, name: str, namespace: str = "") -> list[str] | None:
+    """``[*refs_base(namespace), kind, *components]``: the path of ref ``name``
+    below the store; None if ``name`` cannot be a ref name (then no such ref
+    exists). ValueError for an unknown ``kind``."""
     if kind not in REF_KINDS:
         raise ValueError(f"unknown ref kind {kind!r}")
     if ref_name_problem(name) is not None:
         return None
-    return ["refs", kind, *name.split("/")]
+    return [*refs_base(namespace), kind, *name.split("/")]
 
 
-def log_parts(ref: str) -> list[str] | None:
+def log_parts(ref: str, namespace: str = "") -> list[str] | None:
     """``["logs", *components]``: the path of the reflog of ``ref`` ("HEAD",
-    "workspaces/<id>/HEAD" or "refs/<kind>/<name>"); None for any other ``ref``."""
+    "workspaces/<id>/HEAD" or "refs/<kind>/<name>", the last in
+    ``namespace``); None for any other ``ref``."""
     parts = ref.split("/")
     if ref == "HEAD":
         return ["logs", "HEAD"]
@@ -59,8 +70,9 @@ def log_parts(ref: str) -> list[str] | None:
         except ValueError:
             return None
         return ["logs", *parts]
-    if len(parts) >= 3 and parts[0] == "refs" and ref_parts(parts[1], "/".join(parts[2:])):
-        return ["logs", *parts]
+    if len(parts) >= 3 and parts[0] == "refs" and parts[1] in REF_KINDS:
+        found = ref_parts(parts[1], "/".join(parts[2:]), namespace)
+        return None if found is None else ["logs", *found]
     return None
 
 
@@ -135,15 +147,27 @@ def remove_file(root: Path, parts: Sequence[str], keep: int) -> None:
             fsync_fd(fds[i])
 
 
-def ref_entries(root: Path, kind: str) -> list[str]:
-    """The names of every entry below ``refs/<kind>`` (sorted), found without
+def namespace_entries(root: Path) -> list[str]:
+    """The names of the entries of ``refs/ns`` (sorted, found without
+    following links; names starting with '.' left out), valid namespace
+    names or not. Raises UnsafeEntryError (``refs`` or ``refs/ns`` is a link)."""
+    try:
+        with open_dirs(root, ["refs", "ns"]) as fds, os.scandir(fds[-1]) as it:
+            return sorted(e.name for e in it if not e.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def ref_entries(root: Path, kind: str, namespace: str = "") -> list[str]:
+    """The names of every entry below ``refs/<kind>`` of ``namespace``
+    (:func:`refs_base`; sorted), found without
     following links: files, links and directories alike; a directory is
     entered only if its name is a valid ref name (that bounds the depth).
     Entries whose names start with '.' (temp files) are left out. Raises
     UnsafeEntryError (``refs`` or ``refs/<kind>`` is a link)."""
     out: list[str] = []
     try:
-        with open_dirs(root, ["refs", kind]) as fds:
+        with open_dirs(root, [*refs_base(namespace), kind]) as fds:
             _walk(fds[-1], "", out)
     except (FileNotFoundError, NotADirectoryError):
         return []

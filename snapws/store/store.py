@@ -8,6 +8,7 @@
     <store>/chains/<id>.json    layer chain to mount a snapshot (bottom first)
     <store>/refs/heads|tags/    one file per branch / tag
     <store>/refs/remotes/<r>/   remote-tracking refs: one file per tag fetched from r
+    <store>/refs/ns/<ns>/       heads/, tags/, remotes/ of branch namespace <ns>
     <store>/logs/               reflogs (JSON lines)
     <store>/workspaces/<id>/    state.json, upper-N/, work-N/, ns/<pid> (rootless)
     <store>/staging/            layers and trees under construction
@@ -15,12 +16,12 @@
     <store>/forgotten/<id>      tombstones of snapshots deleted by prune
 
 Every record is published with write-temp, fsync, rename, fsync-dir. This
-module is the only one that writes store records.
+module (with :mod:`snapws.store.refs`, its refs and reflogs in branch
+namespaces) is the only one that writes store records.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import stat
@@ -33,13 +34,11 @@ from typing import Any
 from snapws.errors import (
     DamagedRecordError,
     MissingLayerError,
-    NameExistsError,
     StoreCorruptError,
     StoreNotFoundError,
 )
 from snapws.ids import LayerId, SnapshotId, WorkspaceId
-from snapws.model import ReflogEntry, SnapshotRecord, WorkspaceState, manifest_id
-from snapws.refnames import check_ref_format, ref_name_problem
+from snapws.model import SnapshotRecord, WorkspaceState, manifest_id
 from snapws.store.atomic import (
     DurableBatch,
     durable_batch,
@@ -49,20 +48,7 @@ from snapws.store.atomic import (
 )
 from snapws.store.journal import journal_problem
 from snapws.store.lock import StoreLock
-from snapws.store.nofollow import UnsafeEntryError
-from snapws.store.reffiles import (
-    MAX_REF_FILE,
-    REF_KINDS,
-    append_file,
-    entry_kind,
-    log_parts,
-    read_file,
-    read_tail,
-    ref_entries,
-    ref_parts,
-    remove_file,
-    write_file,
-)
+from snapws.store.refs import RefStore
 
 FORMAT = 1
 MARKER = "snapws-store.json"
@@ -91,18 +77,21 @@ def default_xattr_form() -> str:
     return "trusted" if os.geteuid() == 0 and in_initial_user_namespace() else "user"
 
 
-class Store:
-    """An opened store. Methods raise StoreCorruptError for unreadable records
-    and OSError for I/O failures not otherwise described.
+class Store(RefStore):
+    """An opened store, seen from one branch namespace (``namespace``, ""
+    for the root namespace; :meth:`in_namespace`, :mod:`snapws.store.refs`).
+    Methods raise StoreCorruptError for unreadable records and OSError for
+    I/O failures not otherwise described.
 
     ``xattr_form`` is the namespace of the overlay attributes (opaque markers)
     in its layer trees, fixed when the store was made: "trusted" (made by
     root; read by the kernel's default mounts) or "user" (made by a non-root
     user; mounted with ``userxattr``, rootless or by root)."""
 
-    def __init__(self, root: Path, xattr_form: str = "trusted") -> None:
+    def __init__(self, root: Path, xattr_form: str = "trusted", namespace: str = "") -> None:
         self.root = root
         self.xattr_form = xattr_form
+        self.namespace = namespace
 
     # ---- opening -------------------------------------------------------
     @classmethod
@@ -375,233 +364,6 @@ class Store:
                 except ValueError:
                     continue
         return sorted(out)
-
-    # ---- refs ----------------------------------------------------------
-    # Ref and reflog files are reached through snapws.store.reffiles: only
-    # valid ref names become paths, and links are reported, never followed.
-    def _ref_damage(self, rel: str, what: str) -> StoreCorruptError:
-        path = self.root / rel
-        return StoreCorruptError(
-            f"damaged ref: {path} is {what} (snapws never follows it)",
-            hint=f"remove {path}; `snapws reflog NAME` shows where the ref pointed, "
-            "`snapws branch -f` or `snapws tag` sets it again",
-        )
-
-    def read_ref(self, kind: str, name: str) -> SnapshotId | None:
-        """The snapshot ref ``name`` of ``kind`` ("heads", "tags", "remotes") points at.
-
-        None if there is no such ref, and for a ``name`` that cannot be a ref name
-        (``snapws.refnames.ref_name_problem``): nothing is read then. The file is
-        opened beneath ``refs/<kind>`` without following links. Raises
-        StoreCorruptError naming the file if it, or a directory above it, is a
-        link; if it is not a regular file; if it is a directory while its reflog
-        says the ref exists (a ref replaced by a directory); or if it does not
-        hold an id."""
-        parts = ref_parts(kind, name)
-        if parts is None:
-            return None
-        rel = "/".join(parts)
-        try:
-            mode = entry_kind(self.root, parts)
-            if mode is None:
-                return None
-            if stat.S_ISDIR(mode):
-                if self._reflog_says_live(f"refs/{kind}/{name}"):
-                    raise self._ref_damage(rel, "a directory")
-                return None  # "a/" of the refs "a/b"...: not a ref
-            data = read_file(self.root, parts, MAX_REF_FILE)
-        except UnsafeEntryError as e:
-            raise self._ref_damage(e.path, e.what) from None
-        if data is None:
-            return None
-        try:
-            return SnapshotId.parse(data.decode("ascii").strip())
-        except ValueError as e:
-            raise StoreCorruptError(f"ref file {self.root / rel} is unreadable") from e
-
-    def _reflog_says_live(self, ref: str) -> bool:
-        last = self.last_reflog(ref)
-        return last is not None and last.new is not None
-
-    def ref_entries(self, kind: str) -> list[str]:
-        """The name of every entry below ``refs/<kind>`` (sorted), found without
-        following links, valid ref names or not: what ``snapws verify`` checks
-        with :meth:`read_ref` and ``snapws.refnames.ref_name_problem``."""
-        if kind not in REF_KINDS:
-            raise ValueError(f"unknown ref kind {kind!r}")
-        try:
-            return ref_entries(self.root, kind)
-        except UnsafeEntryError as e:
-            raise self._ref_damage(e.path, e.what) from None
-
-    def list_refs(self, kind: str) -> dict[str, SnapshotId]:
-        """Every ref of ``kind`` by name, sorted. Entries whose names are not
-        valid ref names are skipped, never read (``snapws verify`` reports them).
-        Raises StoreCorruptError for a damaged ref (see :meth:`read_ref`)."""
-        out = {}
-        for name in self.ref_entries(kind):
-            if ref_name_problem(name) is not None:
-                continue
-            sid = self.read_ref(kind, name)
-            if sid is not None:
-                out[name] = sid
-        return out
-
-    def write_ref(self, kind: str, name: str, sid: SnapshotId, who: str, message: str) -> None:
-        """Point ref ``name`` of ``kind`` at ``sid`` and log the move in its reflog.
-
-        The file is replaced atomically beneath ``refs/<kind>`` (directories made
-        as needed), never through a link. Raises BadNameError (``name`` is not a
-        valid ref name: nothing is written), NameExistsError (it clashes with an
-        existing ref as a path prefix, ``a`` vs ``a/b``), StoreCorruptError (a
-        damaged ref in the way)."""
-        check_ref_format(name)
-        parts = ref_parts(kind, name)
-        assert parts is not None
-        old = self.read_ref(kind, name)
-        try:
-            write_file(self.root, parts, sid.hex.encode() + b"\n")
-        except UnsafeEntryError as e:
-            raise self._ref_damage(e.path, e.what) from None
-        except OSError as e:  # a directory where the file goes, a file where a directory does
-            if e.errno not in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOTEMPTY):
-                raise
-            raise NameExistsError(
-                f"cannot create {'branch' if kind == 'heads' else 'tag'} {name!r}: "
-                "it clashes with an existing name that is a prefix of it or has it as a prefix"
-            ) from e
-        if old != sid:
-            self.append_reflog(f"refs/{kind}/{name}", old, sid, who, message)
-
-    def delete_ref(self, kind: str, name: str, who: str, message: str) -> SnapshotId | None:
-        """Delete ref ``name`` of ``kind`` (and the directories it leaves empty)
-        and log it; returns where it pointed, None if there was no such ref
-        (an invalid name is none). Raises StoreCorruptError (a damaged ref)."""
-        parts = ref_parts(kind, name)
-        old = self.read_ref(kind, name)
-        if parts is None or old is None:
-            return None
-        try:
-            remove_file(self.root, parts, keep=2)
-        except UnsafeEntryError as e:
-            raise self._ref_damage(e.path, e.what) from None
-        self.append_reflog(f"refs/{kind}/{name}", old, None, who, message)
-        return old
-
-    # ---- reflog --------------------------------------------------------
-    # A reflog is named "HEAD", "workspaces/<id>/HEAD" or "refs/<kind>/<name>";
-    # reading any other name finds nothing, appending to one is a bug.
-    def _log_parts(self, ref: str) -> list[str]:
-        parts = log_parts(ref)
-        if parts is None:
-            raise ValueError(f"not a reflog name: {ref!r}")
-        return parts
-
-    def append_reflog_once(
-        self,
-        ref: str,
-        old: SnapshotId | None,
-        new: SnapshotId | None,
-        who: str,
-        message: str,
-        time_ns: int,
-    ) -> None:
-        """:meth:`append_reflog` with a time fixed by the caller's journal,
-        unless the log's last entry is this very move (the step run again
-        after a crash). Reads only the log's tail."""
-        last = self.last_reflog(ref)
-        if last is not None and (last.old, last.new, last.message, last.time_ns) == (
-            old,
-            new,
-            message,
-            time_ns,
-        ):
-            return
-        self.append_reflog(ref, old, new, who, message, time_ns)
-
-    def last_reflog(self, ref: str) -> ReflogEntry | None:
-        """The newest entry of ``ref``'s log (None: empty, torn, or not a
-        reflog name). Raises StoreCorruptError (the log is a link)."""
-        parts = log_parts(ref)
-        if parts is None:
-            return None
-        try:
-            tail = read_tail(self.root, parts, 8192)
-        except UnsafeEntryError as e:
-            if e.what == "a directory":
-                return None  # logs of longer names ("a/b" when asked for "a")
-            raise self._ref_damage(e.path, e.what) from None
-        if tail is None:
-            return None
-        lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
-        try:
-            return ReflogEntry.from_json(json.loads(lines[-1]))
-        except (ValueError, KeyError, TypeError):
-            return None
-
-    def append_reflog(
-        self,
-        ref: str,
-        old: SnapshotId | None,
-        new: SnapshotId | None,
-        who: str,
-        message: str,
-        time_ns: int | None = None,
-    ) -> None:
-        """Append one entry to ``ref``'s log, beneath ``logs/`` without following
-        links. ValueError if ``ref`` is not a reflog name; StoreCorruptError if
-        a link is on the way."""
-        entry = ReflogEntry(
-            ref, old, new, time.time_ns() if time_ns is None else time_ns, who, message
-        )
-        line = json.dumps(entry.to_json(), sort_keys=True).encode()
-        parts = self._log_parts(ref)
-        try:
-            try:
-                append_file(self.root, parts, line)
-            except (UnsafeEntryError, NotADirectoryError) as e:
-                if isinstance(e, UnsafeEntryError) and e.what != "a directory":
-                    raise
-                # the log of a deleted ref is in the way ("a/b" deleted, then "a"
-                # created, or the reverse): it goes, as git drops such reflogs
-                self._drop_logs_in_the_way(parts)
-                append_file(self.root, parts, line)
-        except UnsafeEntryError as e:
-            raise self._ref_damage(e.path, e.what) from None
-
-    def _drop_logs_in_the_way(self, parts: list[str]) -> None:
-        for i in range(2, len(parts) + 1):
-            mode = entry_kind(self.root, parts[:i])
-            if mode is None:
-                return
-            if i < len(parts) and stat.S_ISREG(mode):
-                self.discard(self.root.joinpath(*parts[:i]))  # the log of a shorter name
-                return
-            if i == len(parts) and stat.S_ISDIR(mode):
-                self.discard(self.root.joinpath(*parts))  # logs of longer names
-
-    def read_reflog(self, ref: str) -> list[ReflogEntry]:
-        """Entries oldest first; a torn last line (crash) is skipped. Empty if
-        the log is missing or ``ref`` is not a reflog name. Raises
-        StoreCorruptError (the log is a link or not a regular file)."""
-        parts = log_parts(ref)
-        if parts is None:
-            return []
-        try:
-            data = read_file(self.root, parts)
-        except UnsafeEntryError as e:
-            if e.what == "a directory":
-                return []  # never logged ("a" when only "a/b" was)
-            raise self._ref_damage(e.path, e.what) from None
-        if data is None:
-            return []  # never logged ("a/b" when only "a" was)
-        out = []
-        for line in data.splitlines():
-            try:
-                out.append(ReflogEntry.from_json(json.loads(line)))
-            except (ValueError, KeyError):
-                continue
-        return out
 
     # ---- workspaces ----------------------------------------------------
     def workspace_dir(self, wid: WorkspaceId) -> Path:
