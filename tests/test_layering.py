@@ -5,7 +5,8 @@
 - only snapws/cli (and the ``python -m snapws`` entry point) uses click or
   snapws.cli;
 - only snapws/mounts/ mounts: mounter.py (with its bindings, syscalls.py,
-  and the legacy path, legacy.py) performs the mount syscalls, and
+  the new mount API path, newapi.py, and the legacy path, legacy.py)
+  performs the mount syscalls, and
   only modules of snapws.mounts run mount programs (fuse-overlayfs,
   fusermount);
 - the library (everything but the CLI) never prints, prompts or exits.
@@ -22,8 +23,13 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "snapws"
-#: The modules that perform mount syscalls: the mounter, its bindings and its legacy path.
-MOUNTERS = {"snapws.mounts.mounter", "snapws.mounts.syscalls", "snapws.mounts.legacy"}
+#: The modules that perform mount syscalls: the mounter, its bindings and its two paths.
+MOUNTERS = {
+    "snapws.mounts.mounter",
+    "snapws.mounts.syscalls",
+    "snapws.mounts.newapi",
+    "snapws.mounts.legacy",
+}
 ENTRY_POINT = "snapws.__main__"
 
 #: Mount-related syscalls and flags nobody but the mounter may name.

@@ -1,5 +1,6 @@
 """The only module of snapws that mounts (with its syscall bindings,
-:mod:`snapws.mounts.syscalls`, and the legacy mount(2) path,
+:mod:`snapws.mounts.syscalls`, the new mount API path,
+:mod:`snapws.mounts.newapi`, and the legacy mount(2) path,
 :mod:`snapws.mounts.legacy`); what is mounted where is read by
 :mod:`snapws.mounts.mountinfo`, re-exported here.
 
@@ -33,7 +34,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Literal
 
-from snapws.errors import MountError, UnsupportedError
+from snapws.errors import MountError
 from snapws.mounts.legacy import MAX_LEGACY_OPTIONS
 from snapws.mounts.legacy import mount_legacy as _mount_legacy
 from snapws.mounts.mountinfo import (
@@ -44,46 +45,29 @@ from snapws.mounts.mountinfo import (
     parse_mountinfo,
     read_mountinfo,
 )
+from snapws.mounts.newapi import EmptyLayerRefused, mount_new, move_beneath
+from snapws.mounts.newapi import absolute as _abs
 from snapws.mounts.plan import MountPlan
 from snapws.mounts.syscalls import (
-    _AT_FDCWD,
-    _FSCONFIG_CMD_CREATE,
-    _FSCONFIG_SET_FD,
-    _FSCONFIG_SET_FLAG,
-    _FSCONFIG_SET_STRING,
-    _FSMOUNT_CLOEXEC,
-    _FSOPEN_CLOEXEC,
     _MNT_DETACH,
-    _MOUNT_ATTR_RDONLY,
     _MOUNT_FLAG_BITS,
-    _MOVE_MOUNT_BENEATH,
-    _MOVE_MOUNT_F_EMPTY_PATH,
     _MS_BIND,
     _MS_PRIVATE,
     _MS_RDONLY,
     _MS_REC,
     _MS_REMOUNT,
     _MS_STRICTATIME,
-    _OPEN_TREE_CLONE,
     _SUPER_FLAG_BITS,
-    _SYS_FSCONFIG,
-    _SYS_FSMOUNT,
-    _SYS_FSOPEN,
-    _SYS_MOVE_MOUNT,
-    _SYS_OPEN_TREE,
     _UMOUNT_NOFOLLOW,
     BeneathUnsupportedError,
     MountBusyError,
 )
 from snapws.mounts.syscalls import FallBack as _FallBack
-from snapws.mounts.syscalls import KernelLog as _KernelLog
-from snapws.mounts.syscalls import fc_log as _fc_log
 from snapws.mounts.syscalls import fs as _fs
 from snapws.mounts.syscalls import libc as _libc
 from snapws.mounts.syscalls import mount_call as _mount_call
 from snapws.mounts.syscalls import mount_error as _mount_error
 from snapws.mounts.syscalls import raise_errno as _raise_errno
-from snapws.mounts.syscalls import syscall as _syscall
 
 __all__ = [
     "MAX_LEGACY_OPTIONS",
@@ -103,7 +87,6 @@ __all__ = [
     "remount_readonly",
     "remount_readwrite",
     "remount_superblock",
-    "syncfs",
     "unmount",
 ]
 
@@ -154,7 +137,15 @@ def mount_overlay(plan: MountPlan, *, api: Api = "auto", beneath: bool = False) 
         raise BeneathUnsupportedError(f"cannot mount beneath {os.fspath(target)!r} with mount(2)")
     if api != "legacy":
         try:
-            _mount_new(plan, target, allow_bind=api == "auto" and not beneath, beneath=beneath)
+            mount_new(plan, target, beneath=beneath)
+            return
+        except EmptyLayerRefused as refused:
+            if api == "new" or beneath:
+                raise refused.error from None
+            try:
+                _bind_readonly(plan.lowers[0], target)
+            except MountError:
+                raise refused.error from None
             return
         except _FallBack as why:
             if beneath:
@@ -171,186 +162,6 @@ def mount_overlay(plan: MountPlan, *, api: Api = "auto", beneath: bool = False) 
         _bind_readonly(plan.lowers[0], target)  # the kernel refuses a one-layer overlay
         return
     _mount_legacy(plan, target)
-
-
-def _abs(path: Path) -> str:
-    return os.path.abspath(os.fspath(path))
-
-
-def _mount_new(plan: MountPlan, target: Path, *, allow_bind: bool, beneath: bool = False) -> None:
-    klog = _KernelLog()
-    try:
-        try:
-            fd = _syscall("fsopen overlay", _SYS_FSOPEN, b"overlay", _FSOPEN_CLOEXEC)
-        except OSError as exc:
-            if exc.errno == errno.ENOSYS:
-                raise _FallBack("fsopen(2) is not implemented") from None
-            if exc.errno == errno.ENODEV:
-                raise UnsupportedError(
-                    "this kernel has no overlay filesystem", "load it: `modprobe overlay`"
-                ) from None
-            raise _mount_error(exc, "mounting overlay on", target) from None
-        try:
-            _configure_and_mount(fd, plan, target, klog, allow_bind=allow_bind, beneath=beneath)
-        finally:
-            os.close(fd)
-    finally:
-        klog.close()
-
-
-def _configure_and_mount(
-    fd: int,
-    plan: MountPlan,
-    target: Path,
-    klog: _KernelLog,
-    *,
-    allow_bind: bool,
-    beneath: bool = False,
-) -> None:
-    step = "setting the overlay source of"
-
-    def set_string(key: str, value: str) -> None:
-        _syscall(
-            f"fsconfig {key}",
-            _SYS_FSCONFIG,
-            fd,
-            _FSCONFIG_SET_STRING,
-            key.encode(),
-            os.fsencode(value),
-            0,
-        )
-
-    empty_fd: int | None = None
-    single_view = False
-    fc_lines: list[str] = []
-    try:
-        set_string("source", plan.source)
-        for index, lower in enumerate(plan.lowers):
-            step = f"adding lower layer {_abs(lower)!r} for"
-            try:
-                set_string("lowerdir+", _abs(lower))
-            except OSError as exc:
-                if index == 0 and exc.errno == errno.EINVAL:
-                    fc_lines += _fc_log(fd)
-                    if any("nknown parameter" in line for line in fc_lines):
-                        raise _FallBack("the overlay has no 'lowerdir+' parameter") from None
-                raise
-        if plan.upper is not None and plan.work is not None:
-            # upperdir/workdir values are unescaped by the kernel, lowerdir+ ones are not
-            step = "setting the upper directory of"
-            set_string("upperdir", _abs(plan.upper).replace("\\", "\\\\"))
-            step = "setting the work directory of"
-            set_string("workdir", _abs(plan.work).replace("\\", "\\\\"))
-        elif len(plan.lowers) == 1:
-            step = "adding an empty bottom layer for"
-            single_view = True
-            empty_fd = _empty_tree()
-            try:
-                _syscall(
-                    "fsconfig lowerdir+ (fd)",
-                    _SYS_FSCONFIG,
-                    fd,
-                    _FSCONFIG_SET_FD,
-                    b"lowerdir+",
-                    None,
-                    empty_fd,
-                )
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                _fc_log(fd)
-                set_string("lowerdir+", f"/proc/self/fd/{empty_fd}")
-        for key, value in plan.options():
-            step = f"setting option {key} of"
-            if value is None:
-                _syscall(
-                    f"fsconfig {key}", _SYS_FSCONFIG, fd, _FSCONFIG_SET_FLAG, key.encode(), None, 0
-                )
-            else:
-                set_string(key, value)
-        step = "creating the overlay for"
-        _syscall("fsconfig create", _SYS_FSCONFIG, fd, _FSCONFIG_CMD_CREATE, None, None, 0)
-        step = "mounting overlay on"
-        attrs = _MOUNT_ATTR_RDONLY if plan.readonly else 0
-        mfd = _syscall("fsmount", _SYS_FSMOUNT, fd, _FSMOUNT_CLOEXEC, attrs)
-        try:
-            if beneath:
-                step = "mounting overlay beneath the mount on"
-            _move_mount_fd(mfd, target, beneath=beneath)
-        finally:
-            os.close(mfd)
-    except OSError as exc:
-        details = fc_lines + _fc_log(fd) + klog.lines()
-        error = _mount_error(exc, step, target, details)
-        if single_view and allow_bind and exc.errno in (errno.EINVAL, errno.ENODEV):
-            # Before Linux 6.15 an overlay refuses a detached mount as a layer
-            # (EINVAL); without tmpfs there is no empty layer (ENODEV).
-            try:
-                _bind_readonly(plan.lowers[0], target)
-            except MountError:
-                raise error from None
-            return
-        raise error from None
-    finally:
-        if empty_fd is not None:
-            os.close(empty_fd)
-
-
-def _move_mount_fd(mfd: int, target: Path, *, beneath: bool) -> None:
-    """Attach the detached mount ``mfd`` on ``target`` (beneath the mount
-    there when ``beneath``). EINVAL/ENOSYS for ``beneath`` become
-    :class:`BeneathUnsupportedError`; other failures raise OSError."""
-    flags = _MOVE_MOUNT_F_EMPTY_PATH | (_MOVE_MOUNT_BENEATH if beneath else 0)
-    try:
-        _syscall("move_mount", _SYS_MOVE_MOUNT, mfd, b"", _AT_FDCWD, _fs(target), flags)
-    except OSError as exc:
-        if beneath and exc.errno in (errno.EINVAL, errno.ENOSYS):
-            raise BeneathUnsupportedError(
-                f"cannot mount beneath the mount on {os.fspath(target)!r}: "
-                f"move_mount: {os.strerror(exc.errno)}"
-            ) from None
-        raise
-
-
-def move_beneath(source: Path, target: Path) -> None:
-    """Put a copy of the mount on ``source`` beneath the mount on ``target``
-    (``open_tree(OPEN_TREE_CLONE)`` then ``move_mount(MOVE_MOUNT_BENEATH)``):
-    afterwards both show the same filesystem (the same superblock, so a FUSE
-    server keeps serving it), ``target`` still shows its old top mount until
-    that is detached, and the caller may detach ``source``.
-
-    Raises :class:`BeneathUnsupportedError` when the kernel cannot (nothing
-    changed), :class:`MountError` on other failures.
-    """
-    try:
-        tfd = _syscall(
-            "open_tree",
-            _SYS_OPEN_TREE,
-            _AT_FDCWD,
-            _fs(_abs(source)),
-            _OPEN_TREE_CLONE | os.O_CLOEXEC,
-        )
-    except OSError as exc:
-        if exc.errno == errno.ENOSYS:
-            raise BeneathUnsupportedError("open_tree(2) is not implemented") from None
-        raise _mount_error(exc, "cloning the mount on", source) from None
-    try:
-        _move_mount_fd(tfd, Path(_abs(target)), beneath=True)
-    except OSError as exc:
-        raise _mount_error(exc, "mounting beneath the mount on", target) from None
-    finally:
-        os.close(tfd)
-
-
-def _empty_tree() -> int:
-    """An O_PATH-like fd on the root of a new, empty, detached, read-only tmpfs."""
-    tfd = _syscall("fsopen tmpfs", _SYS_FSOPEN, b"tmpfs", _FSOPEN_CLOEXEC)
-    try:
-        _syscall("fsconfig tmpfs", _SYS_FSCONFIG, tfd, _FSCONFIG_SET_STRING, b"size", b"4k", 0)
-        _syscall("fsconfig tmpfs", _SYS_FSCONFIG, tfd, _FSCONFIG_CMD_CREATE, None, None, 0)
-        return _syscall("fsmount tmpfs", _SYS_FSMOUNT, tfd, _FSMOUNT_CLOEXEC, _MOUNT_ATTR_RDONLY)
-    finally:
-        os.close(tfd)
 
 
 def _bind_readonly(lower: Path, target: Path) -> None:
@@ -523,21 +334,3 @@ def make_mounts_private() -> None:
         _mount_call(None, b"/", None, _MS_REC | _MS_PRIVATE, None, "make-rprivate")
     except OSError as exc:
         raise _mount_error(exc, "making the mounts private under", Path("/")) from None
-
-
-def syncfs(path: Path) -> None:
-    """Write the dirty data of the filesystem holding directory ``path`` to disk.
-
-    Raises :class:`MountError` when ``path`` cannot be opened or syncfs fails.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise _mount_error(exc, "opening for syncfs", path) from None
-    try:
-        if int(_libc.syncfs(fd)) != 0:
-            _raise_errno("syncfs")
-    except OSError as exc:
-        raise _mount_error(exc, "syncing the filesystem of", path) from None
-    finally:
-        os.close(fd)

@@ -83,8 +83,6 @@ libc.mount.argtypes = [
 libc.mount.restype = ctypes.c_int
 libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 libc.umount2.restype = ctypes.c_int
-libc.syncfs.argtypes = [ctypes.c_int]
-libc.syncfs.restype = ctypes.c_int
 
 
 class MountBusyError(MountError):

@@ -43,7 +43,6 @@ from snapws.model import (
     encode_manifest,
     manifest_id,
 )
-from snapws.mounts import mounter
 from snapws.ops.ignoring import carry_ignored, ignore_rules
 from snapws.ops.workspace import (
     Session,
@@ -53,6 +52,7 @@ from snapws.ops.workspace import (
     sweep_workspace_dir,
     top_root,
 )
+from snapws.store.atomic import syncfs
 from snapws.store.dedup import dedup_tree
 from snapws.store.store import EMPTY_LAYER, Store
 
@@ -90,7 +90,7 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
     crashpoint("commit:frozen")
     staging: Path | None = None
     try:
-        mounter.syncfs(session.upper)
+        syncfs(session.upper)
         plan = plan_upper(
             os.fsencode(session.upper),
             session.chain_view(state.head),

@@ -28,9 +28,10 @@ from snapws.crash import crashpoint
 from snapws.errors import BadPathError
 from snapws.ids import WorkspaceId
 from snapws.layers.materialise import materialise
-from snapws.mounts import busy, mounter
+from snapws.mounts import busy
 from snapws.mounts.mounter import MountBusyError
 from snapws.ops.workspace import Session, copy_dir_meta
+from snapws.store.atomic import syncfs
 from snapws.store.store import Store
 
 
@@ -66,7 +67,7 @@ def eject(session: Session) -> EjectResult:
     try:
         tree = os.fsencode(staging / "tree")
         count = materialise((loc.node for loc in session.working_view().walk()), tree)
-        mounter.syncfs(store.root)
+        syncfs(store.root)
     except BaseException:
         store.discard(staging)
         backend.thaw(path)
@@ -152,7 +153,7 @@ def finish_eject(store: Store, j: dict[str, Any]) -> None:
                     )
                 os.rename(os.fsencode(tree) + b"/" + name, dst)
             copy_dir_meta(tree, Path(os.fsdecode(path)))
-            mounter.syncfs(store.root)  # the moves are durable before the record goes
+            syncfs(store.root)  # the moves are durable before the record goes
             crashpoint("eject:moved")
             store.discard(staging)
     store.remove_workspace_record(WorkspaceId(j["ws"]))

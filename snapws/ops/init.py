@@ -33,6 +33,7 @@ from snapws.ops.workspace import (
     top_root,
 )
 from snapws.refnames import validate_ref_name
+from snapws.store.atomic import syncfs
 from snapws.store.dedup import dedup_staging
 from snapws.store.store import MARKER, Store
 
@@ -252,7 +253,7 @@ def init(
             rollback_init(store, j)  # every entry goes back into DIR
             raise
         store.write_pending_manifest(staging, manifest)
-        mounter.syncfs(store.root)  # the moved entries are durable before roll-forward
+        syncfs(store.root)  # the moved entries are durable before roll-forward
         j["layer"] = manifest_id(manifest).hex
         store.write_journal(j)
         state = finish_init(store, j, entries)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -91,6 +92,21 @@ def test_a_failing_block_still_syncs_and_raises_its_error(
 def test_syncfs_reports_a_missing_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         atomic.syncfs(tmp_path / "missing")
+
+
+def test_syncfs_syncs_the_filesystem_of_a_directory_or_a_file(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    atomic.syncfs(tmp_path)
+    atomic.syncfs(tmp_path / "f")
+
+
+def test_syncfs_reports_a_failing_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    atomic.syncfs(tmp_path)  # binds libc's syncfs
+    monkeypatch.setattr(atomic, "_syncfs", lambda fd: errno.EIO)
+    with pytest.raises(OSError) as caught:
+        atomic.syncfs(tmp_path)
+    assert caught.value.errno == errno.EIO
+    assert caught.value.filename == str(tmp_path)
 
 
 def test_a_commit_s_records_in_a_store_batch_cost_one_syncfs(
