@@ -3,15 +3,19 @@ a snapshot, or between two snapshots, at the cost of the layers in between."""
 
 from __future__ import annotations
 
+import mmap
 import os
 from dataclasses import dataclass, field
 
+from snapws.errors import StoreCorruptError
 from snapws.ids import SnapshotId
 from snapws.layers.diff import diff_views
 from snapws.layers.ignore import drop_ignored
+from snapws.layers.manifestdiff import SMALL_MANIFEST, ManifestChain, SortedManifest, diff_chains
 from snapws.layers.view import ChainView
 from snapws.model import Change, Kind
 from snapws.ops.workspace import Session, check_shown
+from snapws.store.store import Store
 
 
 @dataclass(slots=True)
@@ -96,22 +100,41 @@ def diff(
         new_view = session.working_view()
         upper = os.fsencode(session.upper)
         extra.append(upper)
-        new_label = "working tree"
         rules = ignore_rules(session)
         tops = ignored_in_upper(upper, session.chain_view(head), session.upper_form, rules)
     else:
-        unshared = store.unshared_layers(old_sid, new)
         new_view = session.chain_view(new)
-        new_label = new.short()
+        changes = diff_chains(manifest_chain(store, old_sid), manifest_chain(store, new), paths)
+        return DiffResult(changes, old_view, new_view, old_sid.short(), new.short())
     dirs = [os.fsencode(store.layer_tree(x)) for x in unshared]
     changes = diff_views(old_view, new_view, [*dirs, *extra], paths, skip=set(tops))
     changes, ignored = drop_ignored(changes, tops)
-    return DiffResult(changes, old_view, new_view, old_sid.short(), new_label, ignored)
+    return DiffResult(changes, old_view, new_view, old_sid.short(), "working tree", ignored)
 
 
 def diff_from_nothing(session: Session, sid: SnapshotId) -> list[Change]:
     """Everything in a root snapshot, as additions (``show`` of a first snapshot)."""
-    store = session.store
-    dirs = [os.fsencode(store.layer_tree(x)) for x in store.chain_layers(sid)]
-    changes = diff_views(ChainView([], session.hashes), session.chain_view(sid), dirs)
+    changes = diff_chains(ManifestChain([]), manifest_chain(session.store, sid))
     return [c for c in changes if c.path != b"."]
+
+
+def manifest_chain(store: Store, sid: SnapshotId) -> ManifestChain:
+    """``sid``'s chain, topmost first, as manifests searched in place (a big
+    layer's manifest is mapped, never read whole). Raises DamagedRecordError,
+    MissingLayerError, StoreCorruptError."""
+    chain = store.chain_layers(sid)
+    store.check_layers(sid, chain)
+    layers = []
+    for lid in reversed(chain):
+        path = store.layer_dir(lid) / "manifest"
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > SMALL_MANIFEST:
+                    data: bytes | mmap.mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                else:
+                    data = f.read()
+            layers.append((lid, SortedManifest(data)))
+        except (OSError, ValueError) as e:
+            raise StoreCorruptError(f"layer {lid.short()} has an unreadable manifest: {e}") from e
+    return ManifestChain(layers)

@@ -1,0 +1,171 @@
+"""snapws.layers.manifestdiff: diffs from manifests give exactly what
+diffs from layer trees (:func:`snapws.layers.diff.diff_views`) give.
+
+Differential: random chains (hand-built layer trees with whiteouts, opaque
+directories, files over directories and the reverse, hardlinks, symlinks,
+fifos, random modes, owners and xattrs; chains sharing prefixes, and merged
+layers standing for runs of other chains), every ordered pair compared,
+whole and restricted to paths; then real commits of a workspace, every pair
+of snapshots through ``ops.diff`` against the tree diff."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from conftest import WorkspaceFactory
+
+from layers.test_merge import layer_manifest, random_edit, random_layer
+from snapws.config import Config
+from snapws.ids import LayerId
+from snapws.layers.diff import diff_views
+from snapws.layers.manifestdiff import ManifestChain, SortedManifest, diff_chains
+from snapws.layers.merge import RunLayer, build_merged_tree
+from snapws.layers.view import ChainView
+from snapws.model import Entry, Kind, encode_manifest, manifest_id
+from snapws.ops.commit import commit
+from snapws.ops.diff import diff as ops_diff
+from snapws.ops.session import open_session
+
+Layer = tuple[LayerId, bytes, bytes]  # id, tree, manifest bytes
+
+
+def _chain(layers: list[Layer], big: bool) -> ManifestChain:
+    """Topmost first. ``big``: search every manifest in place (as for a
+    base layer) instead of decoding it whole."""
+    out = []
+    for lid, _, data in layers:
+        m = SortedManifest(data)
+        if big:
+            m = _searched(data)
+        out.append((lid, m))
+    return ManifestChain(out)
+
+
+def _searched(data: bytes) -> SortedManifest:
+    return SortedManifest(data, small=-1)
+
+
+def _unshared_trees(a: list[Layer], b: list[Layer]) -> list[bytes]:
+    ra, rb = list(reversed(a)), list(reversed(b))
+    common = 0
+    while common < min(len(ra), len(rb)) and ra[common][0] == rb[common][0]:
+        common += 1
+    return [x[1] for x in ra[common:]] + [x[1] for x in rb[common:]]
+
+
+def _tree_diff(a: list[Layer], b: list[Layer], under: tuple[bytes, ...] = ()) -> list[object]:
+    return list(
+        diff_views(
+            ChainView([x[1] for x in a]),
+            ChainView([x[1] for x in b]),
+            _unshared_trees(a, b),
+            under,
+        )
+    )
+
+
+def _layer(tree: Path) -> Layer:
+    data = encode_manifest(layer_manifest(tree))
+    return manifest_id(data), os.fsencode(tree), data
+
+
+def _merged(root: Path, run: list[Layer], name: str, bottom: bool) -> Layer:
+    """One layer equal to ``run`` (topmost first), as compaction makes it."""
+    from snapws.model import decode_manifest
+
+    layers = [RunLayer(t, decode_manifest(data)) for _, t, data in run]
+    dest = root / name
+    data = build_merged_tree(layers, os.fsencode(dest), bottom)
+    return manifest_id(data), os.fsencode(dest), data
+
+
+@pytest.mark.root
+def test_manifest_diffs_equal_tree_diffs_on_random_chains(tmp_path: Path) -> None:
+    compared = changed = 0
+    for it in range(6):
+        rng = random.Random(7100 + it)
+        root = tmp_path / f"s{it}"
+        pool = [_layer(random_layer(rng, root / f"L{n}", n)) for n in range(7)]
+        base = pool[0]
+        chains: list[list[Layer]] = [[]]  # topmost first; the empty chain too
+        for _ in range(6):
+            k = rng.randrange(1, 5)
+            picks = rng.sample(pool[1:], k)
+            chains.append([*picks, base])
+        # chains that share prefixes with others and go on differently
+        for c in list(chains[1:4]):
+            chains.append([rng.choice(pool[1:]), *c])
+        # merged layers standing for runs: equivalent chains, other layer ids
+        for n, c in enumerate(list(chains[1:])):
+            if len(c) >= 3:
+                run_end = rng.randrange(2, len(c) + 1)
+                merged = _merged(root, c[:run_end], f"M{n}", run_end == len(c))
+                chains.append([merged, *c[run_end:]])
+        for a in chains:
+            for b in chains:
+                want = _tree_diff(a, b)
+                big = rng.random() < 0.5
+                got = diff_chains(_chain(a, big), _chain(b, big))
+                assert got == want, (it, [x[0].short() for x in a], [x[0].short() for x in b])
+                compared += 1
+                changed += bool(want)
+                under = (rng.choice((b"a", b"b/c", b"c/a/b", b"zz")),)
+                got = diff_chains(_chain(a, not big), _chain(b, not big), under)
+                assert got == _tree_diff(a, b, under)
+    assert compared > 500 and changed > compared // 2
+
+
+def test_searched_manifest_finds_every_entry_and_subtree() -> None:
+    names = [b"a", b"a-b", b"a/b", b"a/b/c", b"a0", b"b", b'q"uote', b"sl\\ash", b"\xff\xfe"]
+    entries = [Entry(path=b".", kind=Kind.DIR)]
+    entries += [Entry(path=n, kind=Kind.FILE, hash=None, size=len(n)) for n in names]
+    data = encode_manifest(entries)
+    m = _searched(data)
+    for e in entries:
+        got = m.get(e.path)
+        assert got is not None and got.path == e.path and got.size == e.size
+    for missing in (b"", b"0", b"a/", b"a/a", b"zz", b"a-", b"\xff"):
+        assert m.get(missing) is None
+    assert [e.path for e in m.below(b"a")] == [b"a/b", b"a/b/c"]
+    assert [e.path for e in m.below(b".")] == sorted(names)
+    assert [e.path for e in m.entries()] == [b".", *sorted(names)]
+
+
+@pytest.mark.root
+def test_snapshot_diffs_from_manifests_equal_tree_diffs_on_real_commits(
+    make_workspace: WorkspaceFactory, tmp_path: Path
+) -> None:
+    # compaction on (max_depth 6): chains get merged layers as they would
+    config = Config(author="diff-test <t@example.org>", lock_timeout=30, max_depth=6)
+    spec = {
+        "src": {"a": "a0\n", "b": "b0\n", "sub": {"s": "s0\n", "t": {"deep": "d\n"}}},
+        "doc": {"a": "doc a\n", "sub": {"x": "x\n"}},
+        "x": "plain file\n",
+        "counter": "0\n",
+    }
+    compared = 0
+    for it in range(2):
+        rng = random.Random(4200 + it)
+        ws = make_workspace(name=f"ws{it}", spec=spec, store=tmp_path / f"store{it}")
+        sids = []
+        for step in range(1, 12):
+            random_edit(rng, ws.path, step)
+            with open_session(ws.path, config) as session:
+                made = commit(session, f"step {step}", config.author)
+            assert made.snapshot is not None
+            sids.append(made.snapshot)
+        with open_session(ws.path, config, exclusive=False) as session:
+            store = session.store
+            for a in sids:
+                for b in sids:
+                    got = ops_diff(session, a, b).changes
+                    unshared = [
+                        os.fsencode(store.layer_tree(x)) for x in store.unshared_layers(a, b)
+                    ]
+                    want = diff_views(session.chain_view(a), session.chain_view(b), unshared)
+                    assert got == want
+                    compared += 1
+    assert compared == 2 * 11 * 11
