@@ -201,6 +201,15 @@ class BadPathError(SnapwsError):
     default_hint = "paths are relative to the current directory and must lie inside the workspace"
 
 
+class MissingArgumentError(SnapwsError):
+    """A command line that lacks what this situation needs (a revision to
+    push outside a workspace): a usage error found only once the store is
+    read."""
+
+    exit_code = ExitCode.USAGE
+    default_hint = "see the command's --help"
+
+
 class ConfigError(SnapwsError):
     exit_code = ExitCode.CONFIG
     default_hint = "see snapws.toml.example for the options and their types"

@@ -12,8 +12,6 @@ import click
 
 from snapws.cli.app import App, emit_json, pass_app
 from snapws.cli.progress import ProgressBar
-from snapws.errors import NotAWorkspaceError
-from snapws.ops.workspace import Session
 from snapws.store.store import Store
 
 if TYPE_CHECKING:
@@ -34,23 +32,13 @@ CREDENTIALS_HELP = (
 
 
 @contextmanager
-def _store(app: App, exclusive: bool) -> Iterator[tuple[Store, Session | None]]:
+def _store(app: App, exclusive: bool) -> Iterator[Store]:
     """The store of the current workspace (locked), or the one --store /
     SNAPWS_STORE names when the command runs outside a workspace."""
-    from snapws.ops.workspace import find_workspace
+    from snapws.ops.push import workspace_or_store
 
-    try:
-        find_workspace(app.cwd, app.config, app.store)
-    except NotAWorkspaceError:
-        root = app.store or app.config.store
-        if root is None:
-            raise
-        store = Store.open(root)
-        with store.lock(exclusive, app.config.lock_timeout):
-            yield store, None
-        return
-    with app.session(exclusive=exclusive, mount=False) as s:
-        yield s.store, s
+    with workspace_or_store(app.cwd, app.config, app.store, exclusive) as (store, _state):
+        yield store
 
 
 def _human(n: float) -> str:
@@ -133,18 +121,6 @@ def _parse_size(text: str) -> int:
     return int(number) * units[unit]
 
 
-def _split_remote_arg(
-    store: Store, first: str | None, second: str | None
-) -> tuple[str, str | None]:
-    """``[REMOTE] [X]``: a lone argument is the remote if one has that name,
-    else X (with the default remote)."""
-    from snapws.ops.remotes import DEFAULT_REMOTE, read_remotes
-
-    if first is not None and second is None and first not in read_remotes(store):
-        return DEFAULT_REMOTE, first
-    return first or DEFAULT_REMOTE, second
-
-
 def _settings(chunk_size: str | None) -> TransferSettings:
     from snapws.ops.remotes import TransferSettings
 
@@ -182,7 +158,7 @@ def remote_add_cmd(app: App, name: str, url: str, insecure: bool, as_json: bool)
     """Add remote NAME at URL."""
     from snapws.ops.remotes import add_remote
 
-    with _store(app, exclusive=True) as (store, _s):
+    with _store(app, exclusive=True) as store:
         entry = add_remote(store, name, url, insecure, app.cwd)
     if as_json:
         emit_json(
@@ -204,7 +180,7 @@ def remote_remove_cmd(app: App, name: str) -> None:
     """Remove remote NAME and its remote-tracking refs."""
     from snapws.ops.remotes import remove_remote
 
-    with _store(app, exclusive=True) as (store, _s):
+    with _store(app, exclusive=True) as store:
         entry = remove_remote(store, name, app.who())
     app.info(f"removed remote {entry.name} ({entry.url})")
 
@@ -216,7 +192,7 @@ def remote_list_cmd(app: App, as_json: bool = False) -> None:
     """List remotes."""
     from snapws.ops.remotes import read_remotes, tracking_refs
 
-    with _store(app, exclusive=False) as (store, _s):
+    with _store(app, exclusive=False) as store:
         remotes = read_remotes(store)
         tracked = {name: tracking_refs(store, name) for name in remotes}
     if as_json:
@@ -297,47 +273,15 @@ def push_cmd(
     replaces it only if it still names what you last fetched or pushed
     (or EXPECTED), so work pushed meanwhile is never lost.
     """
-    from snapws.ops.fastforward import Lease
-    from snapws.ops.push import plan_push, record_pushed, send_image, tag_for
-    from snapws.ops.remotes import get_remote, read_remotes
-    from snapws.ops.revs import branch_named, resolve_rev
+    from snapws.ops.push import PushRequest, push
 
+    request = PushRequest(remote, rev, tag, compression, force, lease)
     settings = _settings(chunk_size)
     bar = ByteBar(app, "building image")
     try:
-        with _store(app, exclusive=False) as (store, session):
-            if lease and rev is None and lease in read_remotes(store):
-                # `--force-with-lease origin [REV]`: the value is written with "=" (as
-                # git's); a remote's name after the bare option is the REMOTE argument
-                remote, rev, lease = lease, remote, ""
-            remote_name, rev = _split_remote_arg(store, remote, rev)
-            entry = get_remote(store, remote_name)
-            head = session.state.head if session is not None else None
-            if rev is None and session is None:
-                raise click.UsageError("outside a workspace, name the revision to push")
-            sid = resolve_rev(store, head, rev or "HEAD")
-            if rev is None or rev in ("HEAD", "@"):
-                branch = session.state.branch if session is not None else None
-                local_tag = None
-            else:
-                branch = branch_named(store, rev)
-                local_tag = rev if store.read_ref("tags", rev) is not None else None
-            remote_tag = tag or tag_for(branch, local_tag, sid)
-            lease_of = None
-            if lease is not None:
-                expected = (
-                    resolve_rev(store, head, lease)
-                    if lease
-                    else store.read_ref("remotes", f"{remote_name}/{remote_tag}")
-                )
-                lease_of = Lease(expected)
-            built = bar.simple("building image")
-            plan = plan_push(store, entry, sid, remote_tag, compression, built)
-        result = send_image(store, plan, settings, bar, force=force, lease=lease_of)
+        result = push(app.cwd, app.config, app.store, request, app.who(), settings, bar)
     finally:
         bar.close()
-    with store.lock(True, app.config.lock_timeout):
-        record_pushed(store, result, app.who())
     if as_json:
         emit_json(result.to_json())
         return
@@ -391,13 +335,14 @@ def fetch_cmd(
     `snapws checkout -b NAME origin/main`). The workspace is not changed.
     """
     from snapws.ops.pull import fetch
+    from snapws.ops.push import split_remote_arg
     from snapws.ops.remotes import get_remote
 
     platform = _platform(platform_text)
     bar = ByteBar(app, "fetching")
     try:
-        with _store(app, exclusive=True) as (store, _s):
-            remote_name, tag = _split_remote_arg(store, remote, tag)
+        with _store(app, exclusive=True) as store:
+            remote_name, tag = split_remote_arg(store, remote, tag)
             entry = get_remote(store, remote_name)
             tags = [tag] if tag else None
             result = fetch(
@@ -447,13 +392,14 @@ def pull_cmd(
     diverged from the remote's (exit 8).
     """
     from snapws.ops.pull import pull
+    from snapws.ops.push import split_remote_arg
     from snapws.ops.remotes import get_remote
 
     platform = _platform(platform_text)
     bar = ByteBar(app, "fetching")
     try:
         with app.session(exclusive=True) as s:
-            remote_name, tag = _split_remote_arg(s.store, remote, tag)
+            remote_name, tag = split_remote_arg(s.store, remote, tag)
             entry = get_remote(s.store, remote_name)
             result = pull(s, entry, tag, app.who(), progress=bar, depth=depth, platform=platform)
     finally:

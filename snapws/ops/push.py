@@ -10,7 +10,10 @@ cached in the store, so a layer is compressed once) under the store lock;
 3. PUT the manifest under the tag, last.
 
 So a push killed at any point never leaves a tag naming missing blobs, and
-the next push sends only what is still missing.
+the next push sends only what is still missing. :func:`push` runs the
+three phases for a command: choose and build under the shared store lock,
+send without the lock, record the remote-tracking ref under the exclusive
+lock.
 
 A push never drops what the remote tag names unless told to: the tag is
 read before anything is sent and again just before the manifest is PUT,
@@ -25,17 +28,34 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from snapws.config import Config
 from snapws.crash import crashpoint, steps_of
-from snapws.errors import BadImageError, BadNameError, RemoteError
+from snapws.errors import (
+    BadImageError,
+    BadNameError,
+    MissingArgumentError,
+    NotAWorkspaceError,
+    RemoteError,
+)
 from snapws.ids import SnapshotId
+from snapws.model import WorkspaceState
 from snapws.oci.history import HistoryPlan, plan_history, read_remote_history, with_history
 from snapws.oci.image import Blob, Image, build_image
 from snapws.ops.fastforward import Lease, Move, RemoteTip, check_push, read_tip
-from snapws.ops.remotes import RemoteEntry, TransferSettings, open_remote
+from snapws.ops.remotes import (
+    DEFAULT_REMOTE,
+    RemoteEntry,
+    TransferSettings,
+    get_remote,
+    open_remote,
+    read_remotes,
+)
+from snapws.ops.revs import branch_named, resolve_rev
 from snapws.refnames import ref_name_problem
 from snapws.remote.base import OCI_MANIFEST, Remote, TransferStats, is_tag
 from snapws.store.store import Store
@@ -262,3 +282,140 @@ def record_pushed(store: Store, result: PushResult, who: str) -> None:
         return
     if store.read_ref("remotes", ref) != result.snapshot:
         store.write_ref("remotes", ref, result.snapshot, who, f"push: {result.tag}")
+
+
+# ---- the push command: choose, build, send, record -------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PushRequest:
+    """What ``snapws push`` is asked: send ``rev`` (None: HEAD) to ``remote``
+    (None: origin; a lone argument that names no remote is the revision) as
+    ``tag`` (None: :func:`tag_for`), new layer blobs compressed with
+    ``compression``. ``force``: move the tag whatever it names. ``lease``
+    (``--force-with-lease``): None for none; ``""`` for what REMOTE/TAG names
+    in this store (no tag when it never saw one); else the revision the tag
+    must still name."""
+
+    remote: str | None = None
+    rev: str | None = None
+    tag: str | None = None
+    compression: str = "gzip"
+    force: bool = False
+    lease: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PushTarget:
+    """A request resolved against the store: what goes where."""
+
+    remote: RemoteEntry
+    snapshot: SnapshotId
+    tag: str
+    lease: Lease | None
+
+
+def split_remote_arg(store: Store, first: str | None, second: str | None) -> tuple[str, str | None]:
+    """``[REMOTE] [X]`` of push, fetch and pull: a lone argument is the remote
+    if one has that name, else X (with the default remote)."""
+    if first is not None and second is None and first not in read_remotes(store):
+        return DEFAULT_REMOTE, first
+    return first or DEFAULT_REMOTE, second
+
+
+def choose_target(store: Store, state: WorkspaceState | None, request: PushRequest) -> PushTarget:
+    """Resolve ``request`` in ``store`` (``state``: the workspace the
+    command runs in, None outside one): the remote, the snapshot, the tag
+    (:func:`tag_for` the branch pushed, else the local tag, else the id)
+    and the lease. Only reads the store (the caller holds its lock).
+    Raises RemoteNotFoundError, RevisionNotFoundError, BadNameError,
+    MissingArgumentError (outside a workspace with no revision)."""
+    remote, rev, lease = request.remote, request.rev, request.lease
+    if lease and rev is None and lease in read_remotes(store):
+        # `--force-with-lease origin [REV]`: the value is written with "=" (as
+        # git's); a remote's name after the bare option is the REMOTE argument
+        remote, rev, lease = lease, remote, ""
+    remote_name, rev = split_remote_arg(store, remote, rev)
+    entry = get_remote(store, remote_name)
+    head = state.head if state is not None else None
+    if rev is None and state is None:
+        raise MissingArgumentError(
+            "outside a workspace, name the revision to push", hint="see `snapws push --help`"
+        )
+    sid = resolve_rev(store, head, rev or "HEAD")
+    if rev is None or rev in ("HEAD", "@"):
+        branch = state.branch if state is not None else None
+        local_tag = None
+    else:
+        branch = branch_named(store, rev)
+        local_tag = rev if store.read_ref("tags", rev) is not None else None
+    tag = request.tag or tag_for(branch, local_tag, sid)
+    lease_of = None
+    if lease is not None:
+        expected = (
+            resolve_rev(store, head, lease)
+            if lease
+            else store.read_ref("remotes", f"{remote_name}/{tag}")
+        )
+        lease_of = Lease(expected)
+    return PushTarget(entry, sid, tag, lease_of)
+
+
+@contextmanager
+def workspace_or_store(
+    cwd: Path, config: Config, store_path: Path | None, exclusive: bool
+) -> Iterator[tuple[Store, WorkspaceState | None]]:
+    """The store of the workspace around ``cwd`` and its state, locked
+    (shared or ``exclusive``; the workspace is not mounted); outside a
+    workspace the store ``store_path`` (``--store``) or ``config.store``
+    names, with no state. Raises NotAWorkspaceError (neither),
+    StoreNotFoundError, StoreLockedError."""
+    from snapws.ops.session import open_session
+    from snapws.ops.workspace import find_workspace
+
+    try:
+        find_workspace(cwd, config, store_path)
+    except NotAWorkspaceError:
+        root = store_path or config.store
+        if root is None:
+            raise
+        store = Store.open(root)
+        with store.lock(exclusive, config.lock_timeout):
+            yield store, None
+        return
+    with open_session(cwd, config, store_path, exclusive, mount=False) as s:
+        yield s.store, s.state
+
+
+def push(
+    cwd: Path,
+    config: Config,
+    store_path: Path | None,
+    request: PushRequest,
+    who: str,
+    settings: TransferSettings | None = None,
+    progress: PushProgress | None = None,
+) -> PushResult:
+    """``snapws push``: resolve ``request`` (:func:`choose_target`) and build
+    the image (:func:`plan_push`; progress phase ``building image``) under
+    the shared store lock of the workspace around ``cwd`` (outside one: the
+    store ``store_path`` or ``config.store`` names); send it without the
+    lock (:func:`send_image`: phases ``checking`` (in blobs) and
+    ``sending``); then, under the exclusive lock, point the
+    remote-tracking ref at it (:func:`record_pushed`). Raises what those
+    raise (PushRejectedError when the tag's move is refused); a failure
+    before the manifest leaves the remote tag as it was."""
+
+    def built(done: int, total: int | None) -> None:
+        if progress is not None:
+            progress("building image", done, total)
+
+    with workspace_or_store(cwd, config, store_path, exclusive=False) as (store, state):
+        target = choose_target(store, state, request)
+        plan = plan_push(
+            store, target.remote, target.snapshot, target.tag, request.compression, built
+        )
+    result = send_image(store, plan, settings, progress, force=request.force, lease=target.lease)
+    with store.lock(True, config.lock_timeout):
+        record_pushed(store, result, who)
+    return result
