@@ -47,7 +47,9 @@ from snapws.errors import BadImageError, RemoteNotFoundError
 from snapws.ids import LayerId, SnapshotId
 from snapws.model import SnapshotRecord
 from snapws.oci.blobcache import blob_path
+from snapws.oci.chaincheck import check_record, content_of
 from snapws.oci.compress import GZIP
+from snapws.oci.export import export_layer, layer_proof
 from snapws.oci.image import (
     ANNOTATION_HISTORY,
     ANNOTATION_LAYER,
@@ -64,15 +66,11 @@ from snapws.oci.image import (
     Blob,
     Descriptor,
     Image,
-    _check_record,
-    _content,
-    _layer_proof,
-    _read_proof,
     canonical_json,
-    export_layer,
-    import_image,
     sha256_digest,
 )
+from snapws.oci.imageconfig import read_proof
+from snapws.oci.importer import import_image
 from snapws.store.store import EMPTY_LAYER, Store
 
 EMPTY_TAR = bytes(1024)  # a tar's end-of-archive marker: no entries
@@ -127,7 +125,7 @@ def history_entries(store: Store, sid: SnapshotId) -> list[HistoryEntry]:
     for a in ancestors(store, sid):
         rec = store.read_snapshot(a)
         chain = [lid for lid in store.chain(a) if lid != EMPTY_LAYER]
-        out.append(HistoryEntry(rec, chain, _layer_proof(store, rec, chain)))
+        out.append(HistoryEntry(rec, chain, layer_proof(store, rec, chain)))
     return out
 
 
@@ -370,7 +368,7 @@ def import_history(
     as 1 (None: all), oldest first. Each record is reached through a parent id
     of one already taken and hashes to that id (entries are keyed by their
     own hash), and its chain is checked against its parent's as an image's
-    is (:func:`snapws.oci.image._check_record`). History ends at the first
+    is (:func:`snapws.oci.chaincheck.check_record`). History ends at the first
     snapshot not taken: a tombstone marks it, as in a shallow clone.
     A record that fails a check is not taken (nothing of it is kept). Returns
     the snapshots written. Precondition: the caller holds the store lock
@@ -400,8 +398,8 @@ def import_history(
             if not rec.parents and not _shows_own_layer(store, rec, chain):
                 continue  # a first snapshot is its layer: any other content is refused
             try:
-                carried = _read_proof(entry.proof, rec.layer) if entry.proof is not None else None
-                _check_record(store, rec, chain, carried)
+                carried = read_proof(entry.proof, rec.layer) if entry.proof is not None else None
+                check_record(store, rec, chain, carried)
             except BadImageError:
                 continue  # its chain does not show its record: not taken
         store.write_snapshot(rec, chain)
@@ -420,7 +418,7 @@ def _import_entry(
     open_blob: Callable[[Descriptor], BinaryIO],
 ) -> SnapshotId:
     """Import one history snapshot whose chain has layers the store lacks,
-    as the image of it :func:`snapws.oci.image.build_image` would give
+    as the image of it :func:`snapws.oci.export.build_image` would give
     (same record, chain and proof; layers the store has are not read), so
     that every check of an import applies. Raises BadImageError."""
     rec = entry.record
@@ -487,7 +485,7 @@ def _shows_own_layer(store: Store, rec: SnapshotRecord, chain: list[LayerId]) ->
     if rec.layer != EMPTY_LAYER and not store.has_layer(rec.layer):
         return False
     own = [rec.layer] if rec.layer != EMPTY_LAYER else []
-    return _content(store, chain) == _content(store, own)
+    return content_of(store, chain) == content_of(store, own)
 
 
 def _extends_parent(store: Store, rec: SnapshotRecord, chain: list[LayerId]) -> bool:

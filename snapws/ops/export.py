@@ -17,7 +17,7 @@ from pathlib import Path
 from snapws.config import Config
 from snapws.errors import BadNameError, NotAWorkspaceError
 from snapws.ids import SnapshotId
-from snapws.oci.image import build_image
+from snapws.oci.export import build_image
 from snapws.oci.layout import DEFAULT_REF, write_layout_dir, write_layout_tar
 from snapws.ops.revs import resolve_rev
 from snapws.ops.workspace import find_workspace

@@ -22,7 +22,7 @@ from snapws.config import Config
 from snapws.errors import BadPathError, NameExistsError
 from snapws.ids import SnapshotId, WorkspaceId
 from snapws.model import WorkspaceState
-from snapws.oci.image import import_image
+from snapws.oci.importer import import_image
 from snapws.oci.layout import open_source
 from snapws.ops.export import locate_store
 from snapws.ops.workspace import new_dir_names

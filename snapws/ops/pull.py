@@ -28,7 +28,8 @@ from snapws.errors import (
 from snapws.ids import SnapshotId
 from snapws.model import ROOT, Change, decode_manifest, display_path
 from snapws.oci.history import history_descriptors, import_history, read_histories
-from snapws.oci.image import LABEL_SNAPSHOT, Descriptor, import_image
+from snapws.oci.image import LABEL_SNAPSHOT, Descriptor
+from snapws.oci.importer import import_image
 from snapws.oci.platform import INDEX_TYPES, Platform, choose_manifest
 from snapws.ops.checkout import checkout, reset, uncommitted
 from snapws.ops.fastforward import Move, classify_move, is_ancestor

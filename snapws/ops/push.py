@@ -44,8 +44,9 @@ from snapws.errors import (
 )
 from snapws.ids import SnapshotId
 from snapws.model import WorkspaceState
+from snapws.oci.export import build_image
 from snapws.oci.history import HistoryPlan, plan_history, read_remote_history, with_history
-from snapws.oci.image import Blob, Image, build_image
+from snapws.oci.image import Blob, Image
 from snapws.ops.fastforward import Lease, Move, RemoteTip, check_push, read_tip
 from snapws.ops.remotes import (
     DEFAULT_REMOTE,

@@ -13,7 +13,8 @@ from typing import BinaryIO
 
 from snapws.errors import SnapwsError
 from snapws.ids import LayerId
-from snapws.oci.image import Descriptor, import_image
+from snapws.oci.image import Descriptor
+from snapws.oci.importer import import_image
 from snapws.ops.remotes import open_remote, read_remotes
 from snapws.remote.base import DOCKER_LIST, OCI_INDEX, Remote
 from snapws.store.store import Store

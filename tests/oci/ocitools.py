@@ -17,7 +17,7 @@ from typing import Any
 from snapws.ids import SnapshotId
 from snapws.layers.view import ChainView
 from snapws.model import ROOT, Entry
-from snapws.oci.image import import_image
+from snapws.oci.importer import import_image
 from snapws.oci.layout import open_source
 from snapws.store.store import EMPTY_LAYER, Store
 

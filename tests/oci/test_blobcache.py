@@ -11,7 +11,8 @@ from conftest import Workspace
 
 from snapws.ids import SnapshotId
 from snapws.oci.blobcache import blob_path, cached_layer, prune_blob_cache
-from snapws.oci.image import build_image, layer_ids_of
+from snapws.oci.export import build_image
+from snapws.oci.image import layer_ids_of
 from snapws.oci.layout import write_layout_dir
 from snapws.store.store import EMPTY_LAYER, Store
 

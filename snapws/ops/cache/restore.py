@@ -17,7 +17,8 @@ from typing import BinaryIO
 from snapws.errors import BadPathError, NotMountedError, UncommittedChangesError
 from snapws.ids import SnapshotId
 from snapws.model import Change, WorkspaceState, display_path
-from snapws.oci.image import Descriptor, import_image
+from snapws.oci.image import Descriptor
+from snapws.oci.importer import import_image
 from snapws.ops.cache.context import (
     CacheContext,
     CacheProgress,

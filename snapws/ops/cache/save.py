@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from snapws.errors import BadPathError, InvalidOperationError, RemoteError
 from snapws.ids import SnapshotId
-from snapws.oci.image import build_image
+from snapws.oci.export import build_image
 from snapws.ops.cache.context import (
     CacheContext,
     CacheProgress,
