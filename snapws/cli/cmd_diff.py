@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import stat as statmod
-
 import click
 
 from snapws.cli import gitformat
 from snapws.cli.app import App, PathsAfterDashDash, emit_bytes, emit_json, pass_app
-from snapws.cli.render import change_line, change_path, changes_json
+from snapws.cli.gitpatch import patch_lines
+from snapws.cli.render import change_line, changes_json
 from snapws.errors import ExitCode
-from snapws.model import Change, ChangeType, Entry, Kind, display_path
+from snapws.model import Change, ChangeType, Kind, display_path
 from snapws.ops.diff import DiffResult, diff, status, status_ignored
-from snapws.textdiff import StatRow, format_stat, line_stat, unified_diff
+from snapws.textdiff import StatRow, format_stat, line_stat
 
 
 @click.command("status")
@@ -84,19 +83,6 @@ def status_cmd(
         raise SystemExit(int(ExitCode.DIFFERENCES))
 
 
-def _mode_str(e: Entry) -> str:
-    fmt = {
-        Kind.FILE: statmod.S_IFREG,
-        Kind.DIR: statmod.S_IFDIR,
-        Kind.SYMLINK: statmod.S_IFLNK,
-        Kind.FIFO: statmod.S_IFIFO,
-        Kind.CHARDEV: statmod.S_IFCHR,
-        Kind.BLOCKDEV: statmod.S_IFBLK,
-        Kind.SOCKET: statmod.S_IFSOCK,
-    }.get(e.kind, 0)
-    return f"{fmt | e.mode:06o}"
-
-
 def _content(result: DiffResult, c: Change, side: str) -> bytes | None:
     e = c.old if side == "old" else c.new
     if e is None or e.kind not in (Kind.FILE, Kind.SYMLINK):
@@ -104,28 +90,6 @@ def _content(result: DiffResult, c: Change, side: str) -> bytes | None:
     if e.kind is Kind.SYMLINK:
         return e.target
     return result.read_old(c.path) if side == "old" else result.read_new(c.path)
-
-
-def _patch(result: DiffResult, c: Change) -> list[str]:
-    p = change_path(c).rstrip("/")
-    out = [f"diff --git a/{p} b/{p}"]
-    if c.type is ChangeType.ADDED and c.new:
-        out.append(f"new file mode {_mode_str(c.new)}")
-    elif c.type is ChangeType.DELETED and c.old:
-        out.append(f"deleted file mode {_mode_str(c.old)}")
-    elif c.old and c.new and (c.old.mode != c.new.mode or c.old.kind is not c.new.kind):
-        out += [f"old mode {_mode_str(c.old)}", f"new mode {_mode_str(c.new)}"]
-    for what in ("owner", "xattrs"):
-        if what in c.what and c.old and c.new:
-            if what == "owner":
-                out.append(f"# owner {c.old.uid}:{c.old.gid} -> {c.new.uid}:{c.new.gid}")
-            else:
-                out.append("# extended attributes changed")
-    old = _content(result, c, "old")
-    new = _content(result, c, "new")
-    if (old is not None or new is not None) and old != new:
-        out += unified_diff(old, new, f"a/{p}", f"b/{p}")
-    return out
 
 
 @click.command("diff", cls=PathsAfterDashDash)
@@ -195,7 +159,7 @@ def diff_cmd(
                 )
                 rows.append(
                     StatRow(
-                        display_path(c.path),
+                        gitformat.quote_path(c.path),
                         st,
                         e_old.size if e_old else 0,
                         e_new.size if e_new else 0,
@@ -205,9 +169,7 @@ def diff_cmd(
                 click.echo(line)
         elif patch:
             for c in changes:
-                if all(e is None or e.kind is Kind.DIR for e in (c.old, c.new)):
-                    continue  # git shows files, not directories
-                for line in _patch(result, c):
+                for line in patch_lines(c, lambda c, side: _content(result, c, side)):
                     click.echo(line)
         elif name_only:
             emit_bytes(gitformat.name_only(changes, nul))

@@ -528,20 +528,20 @@ EDIT = (
     touch("dir/up"),
 )
 
-#: diff --stat of EDIT (the same for every backend)
+#: diff --stat of EDIT (the same for every backend; names quoted as git's)
 EDIT_STAT = [
-    " a.txt                | 2 +-",
-    " dangling             | 1 -",
-    " dir/sub/c.txt        | 1 -",
-    " dir/sub/deeper/d.txt | 1 -",
-    " empty                | 1 +",
-    " fresh/deep/f         | 1 +",
-    " gone                 | 1 -",
-    " hollow               | 1 +",
-    " link                 | 2 +-",
-    " new.txt              | 1 +",
-    " run.sh               | 0",
-    " sp ace ünï.txt       | 1 +",
+    " a.txt                          | 2 +-",
+    " dangling                       | 1 -",
+    " dir/sub/c.txt                  | 1 -",
+    " dir/sub/deeper/d.txt           | 1 -",
+    " empty                          | 1 +",
+    " fresh/deep/f                   | 1 +",
+    " gone                           | 1 -",
+    " hollow                         | 1 +",
+    " link                           | 2 +-",
+    " new.txt                        | 1 +",
+    " run.sh                         | 0",
+    ' "sp ace \\303\\274n\\303\\257.txt" | 1 +',
     " 12 files changed, 7 insertions(+), 6 deletions(-)",
 ]
 

@@ -188,6 +188,101 @@ def test_diff_between_snapshots_and_show_are_gits(pair: tuple[Path, Path]) -> No
         assert ours == git(repo, "show", "--no-renames", "--format=", *form)
 
 
+def _without_index_lines(patch: bytes) -> bytes:
+    """git's patch without its ``index OLD..NEW`` lines (blob ids snapws
+    does not print)."""
+    return b"".join(line for line in patch.splitlines(True) if not line.startswith(b"index "))
+
+
+def test_diff_patch_is_gits_and_applies(pair: tuple[Path, Path]) -> None:
+    """``diff -p``: the same bytes as git's patch (headers quoted as git
+    quotes them, a file that became a symlink as a deletion and an
+    addition), and ``git apply`` of it on the base tree gives the changed
+    tree."""
+    ws, repo = pair
+    ours = snapws("-C", str(ws), "diff", "-p").stdout_bytes
+    git(repo, "add", "-A")
+    theirs = git(repo, "diff", "--cached", "--no-renames")
+    assert ours == _without_index_lines(theirs)
+    assert b'diff --git "a/caf\\303\\251.txt" "b/caf\\303\\251.txt"\n' in ours
+    assert b'+++ "b/new\\ttab"\n' in ours
+    assert b"diff --git a/my file.txt b/my file.txt\n" in ours  # a space is not quoted
+    assert b"--- a/my file.txt\t\n" in ours  # but ends the ---/+++ name with a TAB
+    assert b"new file mode 120000\n" in ours
+    git(repo, "reset", "-q", "--hard")
+    patch = repo.parent / "ours.patch"
+    patch.write_bytes(ours)
+    git(repo, "apply", "--check", str(patch))
+    git(repo, "apply", str(patch))
+    git(repo, "add", "-A")
+    assert git(repo, "diff", "--cached", "--no-renames") == theirs
+
+
+def test_diff_stat_is_gits(pair: tuple[Path, Path]) -> None:
+    ws, repo = pair
+    ours = snapws("-C", str(ws), "diff", "--stat").stdout_bytes
+    git(repo, "add", "-A")
+    assert ours == git(repo, "diff", "--cached", "--no-renames", "--stat")
+    assert b' "caf\\303\\251.txt" | 1 +\n' in ours
+
+
+def test_diff_patch_between_snapshots_is_gits(pair: tuple[Path, Path]) -> None:
+    ws, repo = pair
+    snapws("-C", str(ws), "commit", "-q", "-m", "changes")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "changes")
+    for form in (["-p"], ["--stat"]):
+        ours = snapws("-C", str(ws), "diff", "HEAD~1", "HEAD", *form).stdout_bytes
+        theirs = git(repo, "diff", "--no-renames", "HEAD~1", "HEAD", *form)
+        assert ours == _without_index_lines(theirs)
+
+
+def test_diff_patch_notes_what_git_cannot_record(tmp_path: Path) -> None:
+    """Modes git does not record (0600 -> 0640), FIFOs, owners: ``# PATH:``
+    lines before the path's patch, which git apply skips; git's modes are
+    canonical (100644, 100755, 120000); the patch still applies and changes
+    exactly what git records."""
+    ws, repo = tmp_path / "ws", tmp_path / "repo"
+    base = {b"a.txt": b"a\n", b"b b.txt": b"b\n", b"c.txt": b"c\n", "é".encode(): b"e\n"}
+    write_tree(ws, base)
+    os.chmod(ws / "c.txt", 0o600)
+    snapws("init", "-q", "--backend", "plain", str(ws))
+    write_tree(repo, base)
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "base")
+    os.chmod(ws / "a.txt", 0o600)  # git records 100644 on both sides
+    os.chmod(ws / "c.txt", 0o700)  # git records 100644 -> 100755
+    (ws / "b b.txt").write_bytes(b"b\nb2\n")
+    os.chmod(ws / "é", 0o640)
+    os.mkfifo(ws / "pipe")
+    expected_owner = []
+    if os.geteuid() == 0:
+        os.chown(ws / "b b.txt", 1234, 5678)
+        expected_owner = ["# b b.txt: owner 0:0 -> 1234:5678"]
+    out = snapws("-C", str(ws), "diff", "-p").stdout
+    assert out.splitlines() == [
+        "# a.txt: mode 0644 -> 0600",
+        *expected_owner,
+        "diff --git a/b b.txt b/b b.txt",
+        "--- a/b b.txt\t",
+        "+++ b/b b.txt\t",
+        "@@ -1 +1,2 @@",
+        " b",
+        "+b2",
+        "diff --git a/c.txt b/c.txt",
+        "old mode 100644",
+        "new mode 100755",
+        "# pipe: fifo added",
+        '# "\\303\\251": mode 0644 -> 0640',
+    ]
+    patch = tmp_path / "p.patch"
+    patch.write_text(out)
+    git(repo, "apply", str(patch))
+    assert (repo / "b b.txt").read_bytes() == b"b\nb2\n"
+    assert git(repo, "status", "--porcelain") == b' M "b b.txt"\n M c.txt\n'
+
+
 def test_directories_end_in_slash(tmp_path: Path) -> None:
     """git tracks no directories; snapws does. A new directory is listed as
     git lists it (``?? dir/``), then each path below it; lines for
