@@ -63,6 +63,16 @@ class App:
             out.append(os.fsencode(rel))
         return tuple(out)
 
+    def cwd_in_workspace(self, session: Session) -> bytes:
+        """The current directory's path relative to the workspace root
+        (``b""`` at the root, or when the current directory is outside the
+        workspace), for showing paths relative to it as git's status does."""
+        root = os.path.realpath(session.path)
+        cwd = os.path.realpath(self.cwd)
+        if cwd == root or not cwd.startswith(root + os.sep):
+            return b""
+        return os.fsencode(os.path.relpath(cwd, root))
+
     def say(self, text: str) -> None:
         """A report for people on stdout (``Switched to branch ...``),
         silenced by --quiet as git's -q silences it."""

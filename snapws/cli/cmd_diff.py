@@ -7,7 +7,7 @@ import click
 from snapws.cli import gitformat
 from snapws.cli.app import App, PathsAfterDashDash, emit_bytes, emit_json, pass_app
 from snapws.cli.gitpatch import patch_lines
-from snapws.cli.render import change_line, changes_json
+from snapws.cli.render import change_line, changes_json, relative_to
 from snapws.errors import ExitCode
 from snapws.model import Change, ChangeType, Kind, display_path
 from snapws.ops.diff import DiffResult, diff, status, status_ignored
@@ -57,6 +57,7 @@ def status_cmd(
         else:
             changes = status(s)
         branch, head = s.state.branch, s.state.head
+        here = app.cwd_in_workspace(s)
     if as_json:
         emit_json(
             {
@@ -73,12 +74,12 @@ def status_cmd(
         click.echo(f"On branch {branch}" if branch else f"HEAD detached at {head.short()}")
         if not changes:
             click.echo("nothing to commit, working tree clean")
-        for c in changes:
-            click.echo(f"  {change_line(c)}")
+        for c in changes:  # relative to the current directory, as git's status
+            click.echo(f"  {change_line(c, base=here)}")
         if ignored:
             click.echo("Ignored files:")
             for p, is_dir in ignored:
-                click.echo(f"  {display_path(p)}{'/' if is_dir else ''}")
+                click.echo(f"  {display_path(relative_to(p, here))}{'/' if is_dir else ''}")
     if exit_code and changes:
         raise SystemExit(int(ExitCode.DIFFERENCES))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import time
 from collections import Counter
 from typing import Any
@@ -17,14 +18,28 @@ from snapws.model import (
 from snapws.ops.history import LogEntry
 
 
-def change_path(c: Change) -> str:
+def relative_to(path: bytes, base: bytes) -> bytes:
+    """Workspace path ``path`` as seen from the workspace directory ``base``
+    (both relative to the workspace root, ``b""`` for the root itself), as
+    git's human status shows it: ``sub/y`` from the root, ``y`` from
+    ``sub``, ``../x`` from ``sub`` for ``x``."""
+    if not base:
+        return path
+    return posixpath.relpath(b"/" + path, b"/" + base)
+
+
+def change_path(c: Change, base: bytes = b"") -> str:
+    """``c``'s path for people: relative to ``base`` (:func:`relative_to`),
+    quoted as git quotes odd names, ``/`` after a directory."""
     entry = c.new or c.old
     suffix = "/" if entry is not None and entry.kind is Kind.DIR else ""
-    return display_path(c.path) + suffix
+    return display_path(relative_to(c.path, base)) + suffix
 
 
-def change_line(c: Change, detail: bool = True) -> str:
-    line = f"{c.type.value}  {change_path(c)}"
+def change_line(c: Change, detail: bool = True, base: bytes = b"") -> str:
+    """``M  path  (mode)``: the human line for ``c``, its path relative to
+    ``base`` (the current directory's path in the workspace)."""
+    line = f"{c.type.value}  {change_path(c, base)}"
     if detail and c.type is ChangeType.MODIFIED and c.what != ("content",):
         line += f"  ({', '.join(c.what)})"
     if detail and c.type is ChangeType.TYPE_CHANGED and c.old and c.new:

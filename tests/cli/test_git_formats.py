@@ -369,6 +369,46 @@ def test_paths_are_relative_to_the_current_directory(
     assert snapws("status", "--porcelain").stdout == ""
 
 
+def test_human_status_is_relative_to_the_current_directory(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As git's ``status``: ``../a`` and ``b`` from ``sub`` (porcelain and
+    ``--json`` stay relative to the root, as git's porcelain)."""
+    (ws / "a").write_text("a1\n")
+    (ws / "sub" / "b").write_text("b1\n")
+    (ws / "sub" / "deeper").mkdir()
+    (ws / ".snapwsignore").write_text("*.log\n")
+    (ws / "x.log").write_text("ignored\n")
+    monkeypatch.chdir(ws / "sub" / "deeper")
+    assert snapws("status", "--ignored").stdout.splitlines() == [
+        "On branch main",
+        "  A  ../../.snapwsignore",
+        "  M  ../../a",
+        "  M  ../b",
+        "  A  ./",
+        "Ignored files:",
+        "  ../../x.log",
+    ]
+    monkeypatch.chdir(ws / "sub")
+    assert snapws("status").stdout.splitlines()[1:] == [
+        "  A  ../.snapwsignore",
+        "  M  ../a",
+        "  M  b",
+        "  A  deeper/",
+    ]
+    assert snapws("-C", "..", "status").stdout.splitlines()[1:] == [
+        "  A  .snapwsignore",
+        "  M  a",
+        "  M  sub/b",
+        "  A  sub/deeper/",
+    ]
+    assert snapws("status", "--porcelain").stdout.splitlines()[:3] == [
+        " M a",
+        " M sub/b",
+        "?? .snapwsignore",
+    ]
+
+
 @pytest.mark.parametrize(
     "args",
     [["init", "--bogus"], ["--bogus"], ["status", "--porcelain=v2"], ["diff", "-z"], ["nope"]],
