@@ -25,7 +25,7 @@ import ctypes
 import errno
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -35,7 +35,6 @@ from snapws.errors import UnsafePathError
 #: openat2(2): syscall number on x86_64 and aarch64 (and every other arch
 #: since 5.6, which share the generic table for new syscalls).
 SYS_OPENAT2 = 437
-RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 
@@ -45,11 +44,7 @@ CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEX
 
 
 class _OpenHow(ctypes.Structure):
-    _fields_ = [
-        ("flags", ctypes.c_uint64),
-        ("mode", ctypes.c_uint64),
-        ("resolve", ctypes.c_uint64),
-    ]
+    _fields_ = [(name, ctypes.c_uint64) for name in ("flags", "mode", "resolve")]
 
 
 class _Openat2:
@@ -57,22 +52,16 @@ class _Openat2:
     first ENOSYS (or when libc cannot be loaded)."""
 
     def __init__(self) -> None:
-        self.available = True
         self._syscall: Any = None
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fn = libc.syscall
-            fn.restype = ctypes.c_long
-            self._syscall = fn
-        except (OSError, AttributeError):
-            self.available = False
+        with contextlib.suppress(OSError, AttributeError):
+            self._syscall = ctypes.CDLL(None, use_errno=True).syscall
+            self._syscall.restype = ctypes.c_long
+        self.available = self._syscall is not None
 
     def open(self, dirfd: int, path: bytes, flags: int) -> int:
         """The descriptor, or raises OSError (ENOSYS: no openat2 here)."""
-        if self._syscall is None:
-            raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
         how = _OpenHow(flags, 0, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
-        while True:
+        while self._syscall is not None:
             fd = self._syscall(
                 ctypes.c_long(SYS_OPENAT2),
                 ctypes.c_int(dirfd),
@@ -83,9 +72,9 @@ class _Openat2:
             if fd >= 0:
                 return int(fd)
             err = ctypes.get_errno()
-            if err in (errno.EINTR, errno.EAGAIN):  # EAGAIN: a rename raced: try again
-                continue
-            raise OSError(err, os.strerror(err))
+            if err not in (errno.EINTR, errno.EAGAIN):  # EAGAIN: a rename raced: try again
+                raise OSError(err, os.strerror(err))
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
 
 
 _openat2 = _Openat2()
@@ -124,6 +113,58 @@ def proc_path(fd: int, name: bytes = b"") -> bytes:
     return base + b"/" + name if name else base
 
 
+class EntryNotADirectoryError(NotADirectoryError):
+    """What :func:`open_subdir` found where a directory should be: a symlink
+    (never followed) or another non-directory; ``mode`` is its lstat mode."""
+
+    def __init__(self, name: bytes | str, mode: int) -> None:
+        self.mode, self.is_symlink = mode, stat.S_ISLNK(mode)
+        self.what = "a symlink" if self.is_symlink else "not a directory"
+        super().__init__(errno.ENOTDIR, f"{os.fsdecode(name)} is {self.what}")
+
+
+def open_subdir(
+    dirfd: int,
+    name: bytes | str,
+    flags: int = os.O_PATH,
+    *,
+    create: bool = False,
+    mode: int = 0o700,
+    made: Callable[[int], None] | None = None,
+) -> int:
+    """A descriptor (``flags`` | O_DIRECTORY | O_NOFOLLOW) of directory
+    ``name`` of ``dirfd``, never through a symlink: the step of every walk
+    beneath a descriptor (:class:`Beneath`, :mod:`snapws.store.nofollow`).
+    ``create``: a missing one is made (``mode``), then ``made(dirfd)`` runs
+    (to sync the parent, say). Raises FileNotFoundError, EntryNotADirectoryError
+    (a symlink or another non-directory is there), OSError."""
+    flags |= os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(name, flags, dir_fd=dirfd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    except OSError as e:
+        # O_NOFOLLOW|O_DIRECTORY on a symlink: ENOTDIR (O_PATH) or ELOOP
+        if e.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        raise EntryNotADirectoryError(
+            name, os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode
+        ) from None
+    try:
+        os.mkdir(name, mode, dir_fd=dirfd)
+    except FileExistsError:
+        pass  # made meanwhile: open what is there (checked)
+    else:
+        if made is not None:
+            made(dirfd)
+    return open_subdir(dirfd, name, flags)
+
+
+class SymlinkOnTheWayError(UnsafePathError):
+    """The UnsafePathError of a symlink on the way (not another non-directory)."""
+
+
 @dataclass(frozen=True, slots=True)
 class NodeRef:
     """One node pinned for metadata changes: ``path`` is a name path-based
@@ -159,6 +200,25 @@ class NodeRef:
 
     def utime(self, mtime_ns: int) -> None:
         os.utime(self.path, ns=(mtime_ns, mtime_ns), follow_symlinks=self.follow)
+
+    def set_meta(
+        self,
+        uid: int | None,
+        gid: int | None,
+        mode: int | None,
+        xattrs: Mapping[str, bytes],
+        mtime_ns: int | None,
+    ) -> None:
+        """Owner (if ``uid`` is not None), then mode (chown clears set-id
+        bits; ignored for a symlink), xattrs, mtime."""
+        if uid is not None and gid is not None:
+            self.chown(uid, gid)
+        if mode is not None:
+            self.chmod(mode)
+        for name, value in xattrs.items():
+            self.setxattr(name, value)
+        if mtime_ns is not None:
+            self.utime(mtime_ns)
 
 
 class Beneath:
@@ -214,23 +274,9 @@ class Beneath:
         try:
             for n, part in enumerate(parts):
                 try:
-                    nxt = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    with contextlib.suppress(FileExistsError):  # made meanwhile: checked below
-                        os.mkdir(part, mode, dir_fd=fd)
-                    try:
-                        nxt = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
-                    except (NotADirectoryError, OSError) as e:
-                        if isinstance(e, NotADirectoryError) or e.errno == errno.ELOOP:
-                            raise self._refused(parts[: n + 1]) from None
-                        raise
-                except (NotADirectoryError, OSError) as e:
-                    # O_PATH|O_NOFOLLOW|O_DIRECTORY on a symlink: ENOTDIR
-                    if isinstance(e, NotADirectoryError) or e.errno == errno.ELOOP:
-                        raise self._refused(parts[: n + 1]) from None
-                    raise
+                    nxt = open_subdir(fd, part, _DIR_FLAGS, create=create, mode=mode)
+                except EntryNotADirectoryError as e:
+                    raise self._unsafe(parts[: n + 1], e) from None
                 os.close(fd)
                 fd = nxt
             return fd
@@ -238,29 +284,21 @@ class Beneath:
             os.close(fd)
             raise
 
+    def _unsafe(self, parts: list[bytes], found: EntryNotADirectoryError) -> UnsafePathError:
+        error = SymlinkOnTheWayError if found.is_symlink else UnsafePathError
+        return error(
+            f"refusing to write below {_show(b'/'.join(parts))} in "
+            f"{os.fsdecode(self.root)}: it is {found.what}"
+        )
+
     def _refused(self, parts: list[bytes]) -> UnsafePathError:
         """Name the first component that is a symlink or not a directory."""
-        fd = os.dup(self.fd)
         try:
-            for n, part in enumerate(parts):
-                try:
-                    st = os.stat(part, dir_fd=fd, follow_symlinks=False)
-                except OSError:
-                    break
-                if not stat.S_ISDIR(st.st_mode):
-                    what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
-                    return UnsafePathError(
-                        f"refusing to write below {_show(b'/'.join(parts[: n + 1]))} in "
-                        f"{os.fsdecode(self.root)}: it is {what}"
-                    )
-                try:
-                    nxt = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
-                except OSError:
-                    break
-                os.close(fd)
-                fd = nxt
-        finally:
-            os.close(fd)
+            os.close(self._walk(parts, False, 0o700))
+        except UnsafePathError as e:
+            return e
+        except OSError:
+            pass
         return UnsafePathError(
             f"refusing to write below {_show(b'/'.join(parts))} in {os.fsdecode(self.root)}: "
             "a component changed into a symlink or a non-directory"
@@ -293,31 +331,10 @@ class Beneath:
                 return os.stat(name, dir_fd=fd, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except SymlinkOnTheWayError:
+            raise
         except UnsafePathError:
-            if self._parent_is_symlink(parts):
-                raise
             return None
-
-    def _parent_is_symlink(self, parts: list[bytes]) -> bool:
-        fd = os.dup(self.fd)
-        try:
-            for part in parts[:-1]:
-                try:
-                    st = os.stat(part, dir_fd=fd, follow_symlinks=False)
-                except OSError:
-                    return False
-                if stat.S_ISLNK(st.st_mode):
-                    return True
-                if not stat.S_ISDIR(st.st_mode):
-                    return False
-                nxt = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
-                os.close(fd)
-                fd = nxt
-            return False
-        except OSError:
-            return True  # changed under us: treat as hostile
-        finally:
-            os.close(fd)
 
     def is_dir(self, rel: bytes) -> bool:
         """True if ``rel`` is a directory itself (not a symlink to one)."""
@@ -412,29 +429,9 @@ class Beneath:
         mtime_ns: int | None,
         kind: int | None = None,
     ) -> None:
-        """Owner (if ``uid`` is not None), then mode (chown clears set-id
-        bits; ignored for a symlink), xattrs, mtime, on ``rel`` itself."""
+        """:meth:`NodeRef.set_meta` on ``rel`` itself."""
         with self.node(rel, kind) as ref:
-            set_meta_of(ref, uid, gid, mode, xattrs, mtime_ns)
-
-
-def set_meta_of(
-    ref: NodeRef,
-    uid: int | None,
-    gid: int | None,
-    mode: int | None,
-    xattrs: Mapping[str, bytes],
-    mtime_ns: int | None,
-) -> None:
-    """:meth:`Beneath.set_meta` on a pinned node."""
-    if uid is not None and gid is not None:
-        ref.chown(uid, gid)
-    if mode is not None:
-        ref.chmod(mode)
-    for name, value in xattrs.items():
-        ref.setxattr(name, value)
-    if mtime_ns is not None:
-        ref.utime(mtime_ns)
+            ref.set_meta(uid, gid, mode, xattrs, mtime_ns)
 
 
 def set_meta_fd(
@@ -445,16 +442,9 @@ def set_meta_fd(
     xattrs: Mapping[str, bytes],
     mtime_ns: int | None,
 ) -> None:
-    """:meth:`Beneath.set_meta` on an open regular file (as created by
+    """:meth:`NodeRef.set_meta` on an open regular file (as created by
     :meth:`Beneath.create`)."""
-    if uid is not None and gid is not None:
-        os.fchown(fd, uid, gid)
-    if mode is not None:
-        os.fchmod(fd, mode)
-    for name, value in xattrs.items():
-        os.setxattr(fd, name, value)
-    if mtime_ns is not None:
-        os.utime(fd, ns=(mtime_ns, mtime_ns))
+    NodeRef(proc_path(fd), True, os.fstat(fd)).set_meta(uid, gid, mode, xattrs, mtime_ns)
 
 
 def _remove_at(dirfd: int, name: bytes, force: bool) -> bool:
@@ -475,21 +465,19 @@ def _remove_at(dirfd: int, name: bytes, force: bool) -> bool:
             os.unlink(name, dir_fd=dirfd)
         return True
     try:
-        fd = os.open(
-            name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd
-        )
-    except PermissionError:
-        if not force:
-            raise
-        with _pinned(dirfd, name) as p:
-            os.chmod(p, 0o700)
-        fd = os.open(
-            name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd
-        )
-    except (NotADirectoryError, OSError) as e:
-        if isinstance(e, NotADirectoryError) or e.errno == errno.ELOOP:
-            return _remove_at(dirfd, name, force)  # swapped for a non-directory
-        raise
+        try:
+            fd = open_subdir(dirfd, name, os.O_RDONLY)
+        except PermissionError:
+            if not force:
+                raise
+            pin = open_subdir(dirfd, name)
+            try:
+                os.chmod(proc_path(pin), 0o700)
+            finally:
+                os.close(pin)
+            fd = open_subdir(dirfd, name, os.O_RDONLY)
+    except EntryNotADirectoryError:
+        return _remove_at(dirfd, name, force)  # swapped for a non-directory
     try:
         names = [de.name for de in os.scandir(fd)]
         for child in names:
@@ -509,12 +497,3 @@ def _remove_at(dirfd: int, name: bytes, force: bool) -> bool:
 def _make_writable(dirfd: int) -> None:
     st = os.fstat(dirfd)
     os.chmod(proc_path(dirfd), stat.S_IMODE(st.st_mode) | 0o700)
-
-
-@contextlib.contextmanager
-def _pinned(dirfd: int, name: bytes) -> Iterator[bytes]:
-    fd = os.open(name, _NODE_FLAGS | os.O_DIRECTORY, dir_fd=dirfd)
-    try:
-        yield proc_path(fd)
-    finally:
-        os.close(fd)

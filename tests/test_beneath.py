@@ -197,3 +197,64 @@ def test_a_missing_directory_without_create(tree: tuple[Path, Path, Beneath]) ->
     _root, _outside, b = tree
     with pytest.raises(FileNotFoundError):
         b.mkdir(b"nope/x")
+
+
+def test_open_subdir_refuses_a_symlink_and_a_file_saying_which(tmp_path: Path) -> None:
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_text("f")
+    os.symlink("dir", tmp_path / "link")
+    top = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.close(beneath.open_subdir(top, b"dir"))
+        with pytest.raises(beneath.EntryNotADirectoryError) as caught:
+            beneath.open_subdir(top, "link", os.O_RDONLY)
+        assert caught.value.is_symlink and caught.value.what == "a symlink"
+        with pytest.raises(beneath.EntryNotADirectoryError) as caught:
+            beneath.open_subdir(top, b"file")
+        assert not caught.value.is_symlink and stat.S_ISREG(caught.value.mode)
+        with pytest.raises(FileNotFoundError):
+            beneath.open_subdir(top, b"missing")
+    finally:
+        os.close(top)
+
+
+def test_open_subdir_creates_and_reports_what_it_made(tmp_path: Path) -> None:
+    made: list[int] = []
+    top = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = beneath.open_subdir(top, b"new", create=True, mode=0o750, made=made.append)
+        os.close(fd)
+        assert made == [top]
+        assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o750 & ~_umask()
+        os.close(beneath.open_subdir(top, b"new", create=True, made=made.append))
+        assert made == [top]  # there already: nothing made
+    finally:
+        os.close(top)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_lstat_raises_only_for_a_symlink_on_the_way(tree: tuple[Path, Path, Beneath]) -> None:
+    _, outside, b = tree
+    with pytest.raises(beneath.SymlinkOnTheWayError):
+        b.lstat(b"link/victim")
+    assert b.lstat(b"file/below") is None  # a file on the way: nothing there
+    assert b.lstat(b"dir/missing/x") is None
+    outside_unchanged(outside)
+
+
+def test_set_meta_fd_sets_an_open_file_s_metadata(tree: tuple[Path, Path, Beneath]) -> None:
+    root, _, b = tree
+    fd = b.create(b"dir/new", 0o600)
+    try:
+        beneath.set_meta_fd(fd, os.getuid(), os.getgid(), 0o640, {"user.k": b"v"}, 10**9)
+    finally:
+        os.close(fd)
+    st = os.lstat(root / "dir" / "new")
+    assert stat.S_IMODE(st.st_mode) == 0o640
+    assert st.st_mtime_ns == 10**9
+    assert os.getxattr(root / "dir" / "new", "user.k") == b"v"

@@ -2,8 +2,9 @@
 
 A path below a store directory is reached one component at a time, each
 directory opened with ``openat(parent, name, O_NOFOLLOW | O_DIRECTORY)``
-relative to the one before, and the file itself opened relative to its
-directory with ``O_NOFOLLOW``. A symbolic link anywhere on the way, or a file
+relative to the one before (:func:`snapws.beneath.open_subdir`, the step
+:class:`snapws.beneath.Beneath` walks with too), and the file itself opened
+relative to its directory with ``O_NOFOLLOW``. A symbolic link anywhere on the way, or a file
 that is not what it should be, is an error naming the relative path; it is
 never followed, so nothing outside the directory is read or written. Callers
 turn these errors into :class:`snapws.errors.StoreCorruptError`.
@@ -13,7 +14,7 @@ user. Unlike :mod:`snapws.beneath` (writes inside workspaces and trees, which
 refuses anything unexpected with exit 12), this tells the store's readers
 what it found (missing, a file where a directory should be, a link), so that
 a missing ref is "no such ref" and a link is damage to report. Imports
-nothing from the package.
+only :mod:`snapws.beneath` and :mod:`snapws.store.atomic` from the package.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from snapws.beneath import EntryNotADirectoryError, open_subdir
 from snapws.store.atomic import fsync_fd
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -57,34 +58,13 @@ def describe_mode(mode: int) -> str:
     return "a device node"
 
 
-def _classify(dir_fd: int, name: str, rel: str) -> OSError:
-    """The error to raise for ``name`` (in ``dir_fd``), which could not be
-    opened as a directory: UnsafeEntryError for a link, else NotADirectoryError."""
-    try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError as e:
-        return e
-    if stat.S_ISLNK(st.st_mode):
-        return UnsafeEntryError(rel, "a symbolic link")
-    return NotADirectoryError(errno.ENOTDIR, f"{rel} is {describe_mode(st.st_mode)}")
-
-
 def _open_dir(dir_fd: int, name: str, rel: str, create: bool) -> int:
     try:
-        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-    except FileNotFoundError:
-        if not create:
-            raise
-    except (NotADirectoryError, OSError) as e:
-        if e.errno not in (errno.ENOTDIR, errno.ELOOP):
-            raise
-        raise _classify(dir_fd, name, rel) from None
-    try:
-        os.mkdir(name, 0o755, dir_fd=dir_fd)
-        fsync_fd(dir_fd)
-    except FileExistsError:
-        pass  # made meanwhile: open what is there (checked below)
-    return _open_dir(dir_fd, name, rel, create=False)
+        return open_subdir(dir_fd, name, os.O_RDONLY, create=create, mode=0o755, made=fsync_fd)
+    except EntryNotADirectoryError as e:
+        if e.is_symlink:
+            raise UnsafeEntryError(rel, "a symbolic link") from None
+        raise NotADirectoryError(errno.ENOTDIR, f"{rel} is {describe_mode(e.mode)}") from None
 
 
 @contextmanager
