@@ -87,6 +87,31 @@ class App:
 
 pass_app = click.make_pass_decorator(App)
 
+#: the hint after ``cannot change to 'DIR'`` (``-C DIR``)
+CANNOT_ENTER_HINT = (
+    "-C takes an existing directory, relative to the current one (as git -C); "
+    "to create a workspace there, `snapws init DIR`"
+)
+
+
+def cannot_enter(path: Path) -> str | None:
+    """Why ``-C path`` cannot be entered, in the system's words (``No such
+    file or directory``, ``Not a directory``, ``Permission denied``), or
+    None when it can. snapws does not chdir (the process must not hold a
+    workspace busy), so this checks what chdir would refuse."""
+    import errno
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return os.strerror(e.errno) if e.errno else str(e)
+    if not stat.S_ISDIR(st.st_mode):
+        return os.strerror(errno.ENOTDIR)
+    if not os.access(path, os.X_OK):
+        return os.strerror(errno.EACCES)
+    return None
+
 
 def note_if_below_new_mount(app: App, path: str, backend: str) -> None:
     """After init or clone: a shell whose cwd is inside the new workspace sees

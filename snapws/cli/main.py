@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from snapws import __version__
-from snapws.cli.app import App
+from snapws.cli.app import CANNOT_ENTER_HINT, App, cannot_enter
 from snapws.config import load_config
 from snapws.errors import ExitCode, SnapwsError, environment_error
 
@@ -101,7 +101,7 @@ class SnapwsGroup(click.Group):
 @click.option(
     "-C",
     "directory",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Run as if started in DIR (as git -C).",
 )
 @click.option(
@@ -131,8 +131,11 @@ def cli(ctx: click.Context, directory: Path | None, store: Path | None, quiet: b
     if directory is not None:
         # not a chdir: the process must not hold the workspace busy (umount)
         cwd = Path(os.path.normpath(cwd / directory))
-        if not cwd.is_dir():
-            raise click.UsageError(f"cannot change to {directory}: not a directory")
+        why = cannot_enter(cwd)
+        if why is not None:  # as git's "fatal: cannot change to 'DIR': ..."
+            click.echo(f"snapws: error: cannot change to '{directory}': {why}", err=True)
+            click.echo(f"hint: {CANNOT_ENTER_HINT}", err=True)
+            ctx.exit(int(ExitCode.USAGE))
     ctx.obj = App(
         config=config,
         cwd=cwd,

@@ -421,3 +421,22 @@ def test_usage_errors_say_error_and_hint(ws: Path, args: list[str]) -> None:
     assert lines[1].startswith("hint: see `snapws"), result.stderr
     assert len(lines) == 2
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("what", ["missing", "file"])
+def test_dash_c_that_cannot_be_entered(tmp_path: Path, what: str) -> None:
+    """``-C DIR`` that is missing or not a directory: git's message
+    (``cannot change to 'DIR': <strerror>``) in snapws's form, exit 2."""
+    target = tmp_path / "nowhere"
+    if what == "file":
+        target.write_text("")
+    result = snapws("-C", str(target), "status", code=2)
+    reason = "No such file or directory" if what == "missing" else "Not a directory"
+    assert result.stderr.splitlines() == [
+        f"snapws: error: cannot change to '{target}': {reason}",
+        "hint: -C takes an existing directory, relative to the current one (as git -C); "
+        "to create a workspace there, `snapws init DIR`",
+    ]
+    assert result.stdout == ""
+    git_err = subprocess.run(["git", "-C", str(target), "status"], capture_output=True, text=True)
+    assert git_err.stderr == f"fatal: cannot change to '{target}': {reason}\n"
