@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -24,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from snapws.ids import LayerId
+from snapws.ids import BlobDigest, LayerId
 from snapws.store.atomic import fsync_dir, write_atomic
 from snapws.store.store import Store
 
 OCI_DIR = "oci"
-_DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +45,7 @@ class CachedLayer:
 
 def digest_hex(digest: str) -> str:
     """The hex part of ``sha256:<hex>``; raises ValueError otherwise."""
-    m = _DIGEST_RE.match(digest)
-    if m is None:
-        raise ValueError(f"not a sha256 digest: {digest!r}")
-    return m.group(1)
+    return BlobDigest.parse(digest).hex
 
 
 def blobs_dir(store: Store) -> Path:
@@ -143,7 +138,7 @@ class BlobWriter:
 
     @property
     def digest(self) -> str:
-        return self._digest or "sha256:" + self._h.hexdigest()
+        return self._digest or str(BlobDigest(self._h.hexdigest()))
 
     def commit(self, synced: bool = False) -> Path:
         """Publish the blob; returns its path. ``synced``: its bytes are on
@@ -183,7 +178,7 @@ class BlobWriter:
 
 def put_blob_bytes(store: Store, data: bytes) -> tuple[str, Path]:
     """Store ``data`` as a blob (once); returns its digest and path."""
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    digest = str(BlobDigest.of(data))
     path = blob_path(store, digest)
     if path.is_file() and path.stat().st_size == len(data):
         return digest, path

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from snapws.errors import BadImageError
+from snapws.ids import BlobDigest
 from snapws.oci.compress import GZIP, GZIP_MAGIC, NONE, ZSTD, ZSTD_MAGIC, zstd_module
 
 RAW_CHUNK = 4 << 20  # bytes of the blob read at once
@@ -238,8 +239,8 @@ class LayerBlobStream:
         if not self._eof:
             raise self._bad("the decompressed stream was not read to its end")
         self._thread.join()
-        raw = "sha256:" + self._raw_hash.hexdigest() if self._raw_hash is not None else None
-        return raw, "sha256:" + self._diff.hexdigest()
+        raw = str(BlobDigest(self._raw_hash.hexdigest())) if self._raw_hash is not None else None
+        return raw, str(BlobDigest(self._diff.hexdigest()))
 
     def close(self) -> None:
         """Stop the background thread (idempotent)."""

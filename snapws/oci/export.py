@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Callable
 
 from snapws.errors import StoreCorruptError
-from snapws.ids import LayerId, SnapshotId
+from snapws.ids import BlobDigest, LayerId, SnapshotId
 from snapws.model import Kind, SnapshotRecord, decode_manifest
 from snapws.oci.blobcache import (
     BlobWriter,
@@ -38,7 +38,6 @@ from snapws.oci.image import (
     Image,
     canonical_json,
     host_architecture,
-    sha256_digest,
 )
 from snapws.oci.tarwriter import write_layer_tar
 from snapws.store.store import EMPTY_LAYER, Store
@@ -88,7 +87,7 @@ def export_layer(
         write_layer_tar(store.layer_tree(lid), entries, emit, progress)
         w.write(c.flush())
         w.commit()
-        entry = CachedLayer(w.digest, "sha256:" + diff.hexdigest(), w.size)
+        entry = CachedLayer(w.digest, str(BlobDigest(diff.hexdigest())), w.size)
     record_layer(store, lid, compression, entry)
     return entry
 
@@ -163,7 +162,7 @@ def build_image(
     )
     if progress is not None:
         progress(total, total)
-    return Image(manifest, sha256_digest(manifest), config_blob, layers)
+    return Image(manifest, str(BlobDigest.of(manifest)), config_blob, layers)
 
 
 def layer_proof(store: Store, rec: SnapshotRecord, chain: list[LayerId]) -> str | None:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from snapws.errors import BadImageError, RemoteNotFoundError
-from snapws.ids import LayerId, SnapshotId
+from snapws.ids import BlobDigest, LayerId, SnapshotId
 from snapws.model import SnapshotRecord
 from snapws.oci.blobcache import blob_path
 from snapws.oci.chaincheck import check_record, content_of
@@ -67,7 +67,6 @@ from snapws.oci.image import (
     Descriptor,
     Image,
     canonical_json,
-    sha256_digest,
 )
 from snapws.oci.imageconfig import read_proof
 from snapws.oci.importer import import_image
@@ -176,7 +175,7 @@ def history_layer(
         }
     )
     raw = EMPTY_TAR + doc
-    return gzip.compress(raw, compresslevel=6, mtime=0), sha256_digest(raw)
+    return gzip.compress(raw, compresslevel=6, mtime=0), str(BlobDigest.of(raw))
 
 
 def plan_history(
@@ -228,7 +227,7 @@ def with_history(
     layers = list(kept)
     if fresh or table:
         blob, diff_id = history_layer(fresh, table)
-        digest = sha256_digest(blob)
+        digest = str(BlobDigest.of(blob))
         path = workdir / digest[7:]
         path.write_bytes(blob)
         layers.append((Blob(_history_descriptor(digest, len(blob)), path), diff_id))
@@ -236,7 +235,7 @@ def with_history(
     config["config"]["Labels"][LABEL_HISTORY] = ",".join(b.descriptor.digest for b, _ in layers)
     config["rootfs"]["diff_ids"].extend(diff_id for _, diff_id in layers)
     config_bytes = canonical_json(config)
-    cdigest = sha256_digest(config_bytes)
+    cdigest = str(BlobDigest.of(config_bytes))
     cpath = workdir / cdigest[7:]
     cpath.write_bytes(config_bytes)
     config_blob = Blob(Descriptor(OCI_CONFIG, cdigest, len(config_bytes)), cpath)
@@ -244,7 +243,9 @@ def with_history(
     manifest["config"] = config_blob.descriptor.to_json()
     manifest["layers"].extend(b.descriptor.to_json() for b, _ in layers)
     data = canonical_json(manifest)
-    return Image(data, sha256_digest(data), config_blob, [*image.layers, *(b for b, _ in layers)])
+    return Image(
+        data, str(BlobDigest.of(data)), config_blob, [*image.layers, *(b for b, _ in layers)]
+    )
 
 
 def _history_descriptor(digest: str, size: int) -> Descriptor:
@@ -316,7 +317,7 @@ def _history_bytes(open_blob: Callable[[Descriptor], BinaryIO], desc: Descriptor
         raise BadImageError(f"history blob {desc.digest[:19]} of {desc.size} bytes (too large)")
     with open_blob(desc) as f:
         data = f.read(desc.size + 1)
-    if len(data) != desc.size or sha256_digest(data) != desc.digest:
+    if len(data) != desc.size or str(BlobDigest.of(data)) != desc.digest:
         raise BadImageError(f"history blob {desc.digest} does not match its descriptor")
     return data
 
@@ -351,7 +352,7 @@ def _decode(data: bytes, desc: Descriptor) -> tuple[History, str]:
         layers = {LayerId(str(k)): Descriptor.from_json(v) for k, v in table.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise BadImageError(f"history blob {desc.digest[:19]} is malformed: {e}") from None
-    return History(out, layers), sha256_digest(raw)
+    return History(out, layers), str(BlobDigest.of(raw))
 
 
 def import_history(
@@ -437,7 +438,7 @@ def _import_entry(
     if entry.proof is not None:
         labels[LABEL_LAYER_MANIFEST] = entry.proof
     config = canonical_json({"config": {"Labels": labels}})  # layers are checked by their ids
-    cdesc = Descriptor(OCI_CONFIG, sha256_digest(config), len(config))
+    cdesc = Descriptor(OCI_CONFIG, str(BlobDigest.of(config)), len(config))
     manifest = canonical_json(
         {
             "schemaVersion": 2,

@@ -14,7 +14,6 @@ turns images into snapshots (the API the remotes build on).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from dataclasses import dataclass, field
@@ -69,10 +68,6 @@ def host_architecture() -> str:
 def canonical_json(obj: Any) -> bytes:
     """Sorted keys, no spaces, ASCII: equal objects give equal bytes."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

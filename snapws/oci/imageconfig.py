@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from snapws.errors import BadImageError
-from snapws.ids import LayerId, SnapshotId
+from snapws.ids import BlobDigest, LayerId, SnapshotId
 from snapws.model import SnapshotRecord, manifest_id
 from snapws.oci.blobcache import digest_hex
 from snapws.oci.image import (
@@ -34,7 +34,6 @@ from snapws.oci.image import (
     Descriptor,
     ParsedManifest,
     annotated_layer_ids,
-    sha256_digest,
 )
 
 
@@ -43,7 +42,7 @@ def read_config(open_blob: Callable[[Descriptor], BinaryIO], desc: Descriptor) -
         raise BadImageError(f"an image config of {desc.size} bytes (too large)")
     with open_blob(desc) as f:
         data = f.read(desc.size + 1)
-    if len(data) != desc.size or sha256_digest(data) != desc.digest:
+    if len(data) != desc.size or str(BlobDigest.of(data)) != desc.digest:
         raise BadImageError(f"config blob {desc.digest} does not match its descriptor")
     try:
         obj = json.loads(data)
@@ -138,7 +137,7 @@ def chain_ids_of(diff_ids: list[str]) -> list[str | None]:
     out: list[str | None] = []
     prev: str | None = None
     for d in diff_ids:
-        prev = d if prev is None else sha256_digest(f"{prev} {d}".encode())
+        prev = d if prev is None else str(BlobDigest.of(f"{prev} {d}".encode()))
         out.append(prev)
     return out
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from snapws.errors import BadImageError, SnapwsError
-from snapws.ids import LayerId, SnapshotId
+from snapws.ids import BlobDigest, LayerId, SnapshotId
 from snapws.model import SnapshotRecord
 from snapws.oci import tarformat as tf
 from snapws.oci.blobcache import (
@@ -75,7 +75,7 @@ def _check_authentic(open_blob: Callable[[Descriptor], BinaryIO], desc: Descript
             f"blob {desc.digest} does not match its descriptor "
             f"(it is longer than the {desc.size} bytes its descriptor says)"
         )
-    if size != desc.size or "sha256:" + h.hexdigest() != desc.digest:
+    if size != desc.size or str(BlobDigest(h.hexdigest())) != desc.digest:
         raise BadImageError(f"blob {desc.digest} does not match its descriptor")
 
 

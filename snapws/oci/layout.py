@@ -33,6 +33,7 @@ from snapws.errors import (
     BadPathError,
     RevisionNotFoundError,
 )
+from snapws.ids import BlobDigest
 from snapws.oci import tarformat as tf
 from snapws.oci.blobcache import digest_hex
 from snapws.oci.image import (
@@ -47,7 +48,6 @@ from snapws.oci.image import (
     Descriptor,
     Image,
     canonical_json,
-    sha256_digest,
 )
 from snapws.oci.platform import choose_manifest
 from snapws.store.atomic import fsync_dir, write_atomic
@@ -445,7 +445,7 @@ def _verified_blob(files: _Files, desc: Descriptor, cap: int = MAX_INDEX) -> byt
         raise BadImageError(f"blob {desc.digest} is too large for a manifest ({desc.size} bytes)")
     with files.open(f"blobs/sha256/{digest_hex(desc.digest)}") as f:
         data = f.read(desc.size + 1)
-    if len(data) != desc.size or sha256_digest(data) != desc.digest:
+    if len(data) != desc.size or str(BlobDigest.of(data)) != desc.digest:
         raise BadImageError(f"blob {desc.digest} does not match its descriptor")
     return data
 
@@ -533,7 +533,7 @@ def _open_docker(files: _Files, where: str, ref: str | None) -> ImageSource:
     if not isinstance(diff_ids, list) or len(diff_ids) != len(layer_names):
         raise BadImageError(f"{where}: the config's diff_ids do not match the layer list")
     snapws_ids = str(labels.get(LABEL_LAYERS, "")).split(",") if isinstance(labels, dict) else []
-    blob_names = {sha256_digest(config): config_name}
+    blob_names = {str(BlobDigest.of(config)): config_name}
     layers = []
     for i, lname in enumerate(layer_names):
         if not isinstance(lname, str):
@@ -554,7 +554,7 @@ def _open_docker(files: _Files, where: str, ref: str | None) -> ImageSource:
             "mediaType": OCI_MANIFEST,
             "config": {
                 "mediaType": OCI_CONFIG,
-                "digest": sha256_digest(config),
+                "digest": str(BlobDigest.of(config)),
                 "size": len(config),
             },
             "layers": layers,

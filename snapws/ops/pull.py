@@ -25,7 +25,7 @@ from snapws.errors import (
     RemoteNotFoundError,
     UncommittedChangesError,
 )
-from snapws.ids import SnapshotId
+from snapws.ids import BlobDigest, SnapshotId
 from snapws.model import ROOT, Change, decode_manifest, display_path
 from snapws.oci.history import history_descriptors, import_history, read_histories
 from snapws.oci.image import LABEL_SNAPSHOT, Descriptor
@@ -36,7 +36,7 @@ from snapws.ops.fastforward import Move, classify_move, is_ancestor
 from snapws.ops.remotes import RemoteEntry, TransferSettings, open_remote
 from snapws.ops.workspace import Session
 from snapws.refnames import validate_ref_name
-from snapws.remote.base import Manifest, Remote, TransferStats, sha256_digest
+from snapws.remote.base import Manifest, Remote, TransferStats
 from snapws.store.store import Store
 
 #: progress callback: (phase, bytes done, bytes total or None)
@@ -157,7 +157,7 @@ def _platform_image(
             return manifest
         desc = choose_manifest(manifest.data, where, platform)
         chosen = remote.get_manifest(desc.digest)
-        if chosen is None or sha256_digest(chosen.data) != desc.digest:
+        if chosen is None or str(BlobDigest.of(chosen.data)) != desc.digest:
             raise BadImageError(
                 f"{where}: the index names {desc.digest}, which is missing or damaged"
             )

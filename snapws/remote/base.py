@@ -1,14 +1,14 @@
 """The interface every remote implements (a registry repository, an OCI
-layout directory), the transfer statistics they keep, and sha256 digests.
+layout directory), and the transfer statistics they keep.
 
 A remote stores content-addressed blobs and manifests named by tags, as the
-OCI distribution spec does. Blobs are named by ``sha256:<64 hex>`` digests.
+OCI distribution spec does. Blobs are named by ``sha256:<64 hex>`` digests
+(:class:`snapws.ids.BlobDigest`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import re
@@ -24,32 +24,12 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST)
 
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-
-
-def is_digest(text: str) -> bool:
-    """True for ``sha256:`` followed by 64 lowercase hex digits."""
-    return bool(_DIGEST_RE.match(text))
 
 
 def is_tag(text: str) -> bool:
     """True for a valid OCI tag (``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}``)."""
     return bool(_TAG_RE.match(text))
-
-
-def sha256_digest(data: bytes) -> str:
-    """``sha256:<hex>`` of ``data``."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """``sha256:<hex>`` of a file's content."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
 
 
 @dataclass(slots=True)

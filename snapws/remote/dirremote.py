@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from snapws.errors import RemoteError, RemoteNotFoundError
-from snapws.remote.base import ByteProgress, Manifest, TransferStats, is_digest, sha256_digest
+from snapws.ids import BlobDigest, is_blob_digest
+from snapws.remote.base import ByteProgress, Manifest, TransferStats
 from snapws.store.atomic import fsync_dir, write_atomic
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -50,7 +51,7 @@ class DirRemote:
 
     # ---- layout ----------------------------------------------------------------------
     def _blob(self, digest: str) -> Path:
-        if not is_digest(digest):
+        if not is_blob_digest(digest):
             raise RemoteError(f"not a sha256 digest: {digest!r}")
         return self.path / "blobs" / "sha256" / digest.split(":", 1)[1]
 
@@ -132,7 +133,7 @@ class DirRemote:
                         progress(done, size)
                 out.flush()
                 os.fsync(out.fileno())
-            if "sha256:" + h.hexdigest() != digest or done != size:
+            if str(BlobDigest(h.hexdigest())) != digest or done != size:
                 raise RemoteError(f"{path} does not match {digest} ({done} bytes, want {size})")
             os.rename(tmp, dest)
             fsync_dir(dest.parent)
@@ -157,7 +158,7 @@ class DirRemote:
             done += len(block)
             if progress is not None:
                 progress(done, size)
-        if "sha256:" + h.hexdigest() != digest or (size is not None and done != size):
+        if str(BlobDigest(h.hexdigest())) != digest or (size is not None and done != size):
             f.close()
             raise RemoteError(f"{self.display}: blob {digest} does not match its digest")
         f.seek(0)
@@ -176,7 +177,7 @@ class DirRemote:
         if self._create and fresh:
             return None  # a push will create it: nothing is tagged yet
         self._ensure(write=False)
-        if is_digest(reference):
+        if is_blob_digest(reference):
             entry: dict[str, Any] | None = {"digest": reference}
         else:
             entry = next(
@@ -194,19 +195,19 @@ class DirRemote:
         try:
             data = self._blob(digest).read_bytes()
         except FileNotFoundError:
-            if is_digest(reference):
+            if is_blob_digest(reference):
                 return None
             raise RemoteError(
                 f"{self.display}: tag {reference} names missing blob {digest}"
             ) from None
-        if sha256_digest(data) != digest:
+        if str(BlobDigest.of(data)) != digest:
             raise RemoteError(f"{self.display}: manifest {digest} does not match its digest")
         media_type = str(entry.get("mediaType") or _media_type(data))
         return Manifest(data, media_type, digest)
 
     def put_manifest(self, tag: str, data: bytes, media_type: str) -> str:
         self._ensure(write=True)
-        digest = sha256_digest(data)
+        digest = str(BlobDigest.of(data))
         dest = self._blob(digest)
         if not dest.is_file():
             write_atomic(dest, data)

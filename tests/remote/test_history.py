@@ -15,7 +15,7 @@ from conftest import Workspace, WorkspaceFactory
 from helpers import tree_state
 from registry import REGISTRY_BIN, Registry
 
-from snapws.ids import SnapshotId
+from snapws.ids import BlobDigest, SnapshotId
 from snapws.model import SnapshotRecord
 from snapws.oci.blobcache import put_blob_bytes
 from snapws.oci.history import (
@@ -26,7 +26,7 @@ from snapws.oci.history import (
     read_history,
     with_history,
 )
-from snapws.oci.image import Blob, Descriptor, Image, canonical_json, sha256_digest
+from snapws.oci.image import Blob, Descriptor, Image, canonical_json
 from snapws.ops.push import plan_push, send_image
 from snapws.ops.remotes import get_remote
 from snapws.remote.registry import RegistryRemote
@@ -217,7 +217,7 @@ def replace_history(store: Store, image: Image, entries: list[HistoryEntry]) -> 
     digest, path = put_blob_bytes(store, blob)
     config = json.loads(image.config.path.read_bytes())
     config["config"]["Labels"]["org.snapws.history"] = digest
-    config["rootfs"]["diff_ids"][-1] = sha256_digest(raw)
+    config["rootfs"]["diff_ids"][-1] = str(BlobDigest.of(raw))
     cbytes = canonical_json(config)
     cdigest, cpath = put_blob_bytes(store, cbytes)
     manifest = json.loads(image.manifest)
@@ -226,7 +226,7 @@ def replace_history(store: Store, image: Image, entries: list[HistoryEntry]) -> 
     data = canonical_json(manifest)
     last = Blob(Descriptor.from_json(manifest["layers"][-1]), path)
     config_blob = Blob(Descriptor.from_json(manifest["config"]), cpath)
-    return Image(data, sha256_digest(data), config_blob, [*image.layers[:-1], last])
+    return Image(data, str(BlobDigest.of(data)), config_blob, [*image.layers[:-1], last])
 
 
 def test_old_snapshots_of_a_compacted_chain_bring_their_layers(

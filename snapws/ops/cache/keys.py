@@ -23,8 +23,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from snapws.errors import BadImageError, BadNameError, BadPathError
+from snapws.ids import BlobDigest
 from snapws.oci.image import LABEL_SNAPSHOT, Image, canonical_json, parse_manifest
-from snapws.remote.base import Manifest, Remote, sha256_digest
+from snapws.remote.base import Manifest, Remote
 
 ANNOTATION_KEY = "org.snapws.cache.key"
 ANNOTATION_CREATED = "org.opencontainers.image.created"
@@ -274,7 +275,7 @@ def annotate(image: Image, key: str, created_ns: int) -> Image:
     ann[ANNOTATION_CREATED] = format_time(created_ns)
     obj["annotations"] = ann
     data = canonical_json(obj)
-    return replace(image, manifest=data, manifest_digest=sha256_digest(data))
+    return replace(image, manifest=data, manifest_digest=str(BlobDigest.of(data)))
 
 
 def plan_cache_prune(
