@@ -124,11 +124,7 @@ class RegistryRemote:
     def get_manifest(self, reference: str) -> Manifest | None:
         headers = {"Accept": ", ".join(MANIFEST_TYPES)}
         resp = self.client.request(
-            "GET",
-            self._url("manifests", reference),
-            headers,
-            scope=self.scope,
-            also=(404,),
+            "GET", self._url("manifests", reference), headers, scope=self.scope, also=(404,)
         )
         if resp.status == 404:
             return None
@@ -138,13 +134,9 @@ class RegistryRemote:
         digest = str(BlobDigest.of(data))
         claimed = resp.header("Docker-Content-Digest")
         if is_blob_digest(reference) and digest != reference:
-            raise RemoteError(
-                f"{self.display}: manifest {reference} does not match its digest"
-            )
+            raise RemoteError(f"{self.display}: manifest {reference} does not match its digest")
         if claimed and claimed.startswith("sha256:") and claimed != digest:
-            raise RemoteError(
-                f"{self.display}:{reference}: manifest does not match its digest"
-            )
+            raise RemoteError(f"{self.display}:{reference}: manifest does not match its digest")
         media_type = resp.header("Content-Type").split(";")[0].strip()
         if media_type not in MANIFEST_TYPES:
             media_type = _media_type_of(data) or media_type
@@ -163,9 +155,7 @@ class RegistryRemote:
         digest = str(BlobDigest.of(data))
         claimed = resp.header("Docker-Content-Digest")
         if claimed and claimed != digest:
-            raise RemoteError(
-                f"{self.display}: the registry stored the manifest as {claimed}"
-            )
+            raise RemoteError(f"{self.display}: the registry stored the manifest as {claimed}")
         return digest
 
     def list_tags(self, page_size: int = 1000) -> list[str]:
@@ -228,9 +218,7 @@ class RegistryRemote:
         blob = StreamingBlob(fd, Path(name), digest)
 
         def fetch() -> None:
-            self._download(
-                url, digest, size, blob.append, progress, blob.stop, blob.answered
-            )
+            self._download(url, digest, size, blob.append, progress, blob.stop, blob.answered)
             self.stats.blobs_received += 1
 
         blob.start(fetch)
@@ -260,15 +248,9 @@ class RegistryRemote:
                 base = 0  # the offset of the answer's first byte
                 if resp.status == 404:
                     resp.read()
-                    raise RemoteNotFoundError(
-                        f"{self.display}: blob {digest} is missing"
-                    )
+                    raise RemoteNotFoundError(f"{self.display}: blob {digest} is missing")
                 if resp.status == 206:
-                    start = (
-                        (resp.getheader("Content-Range") or "")
-                        .split(" ")[-1]
-                        .split("-")[0]
-                    )
+                    start = (resp.getheader("Content-Range") or "").split(" ")[-1].split("-")[0]
                     if start != str(got):
                         resp.read()
                         raise _Retryable(f"answered range {start!r}, asked for {got}")
@@ -278,9 +260,7 @@ class RegistryRemote:
                     body = resp.read()
                     if resp.status in RETRY_STATUSES:
                         raise _Retryable(f"{resp.status} {resp.reason}")
-                    raise RemoteError(
-                        f"GET {url}: {resp.status} {resp.reason} {body[:200]!r}"
-                    )
+                    raise RemoteError(f"GET {url}: {resp.status} {resp.reason} {body[:200]!r}")
                 # (a 200 after a failure: the registry ignored Range and sends
                 # everything again; the bytes we have already are skipped)
                 if answered is not None:
@@ -305,9 +285,7 @@ class RegistryRemote:
                     got += len(block)
                     pos = got
                     if size is not None and got > size:
-                        raise RemoteError(
-                            f"{self.display}: blob {digest} is longer than {size}"
-                        )
+                        raise RemoteError(f"{self.display}: blob {digest} is longer than {size}")
                     if progress is not None:
                         progress(got, size)
                 if resp.will_close:
@@ -326,9 +304,7 @@ class RegistryRemote:
                 self.stats.retries += 1
                 self.retry.wait(failures)
         if size is not None and got != size:
-            raise RemoteError(
-                f"{self.display}: blob {digest} has {got} bytes, expected {size}"
-            )
+            raise RemoteError(f"{self.display}: blob {digest} has {got} bytes, expected {size}")
         if str(BlobDigest(h.hexdigest())) != digest:
             raise RemoteError(
                 f"{self.display}: blob {digest} does not match its digest (corrupt or tampered)"
@@ -353,9 +329,7 @@ class RegistryRemote:
             try:
                 resp = self.client.request(
                     "POST",
-                    self._url(
-                        "blobs", "uploads", "", query={"mount": digest, "from": source}
-                    ),
+                    self._url("blobs", "uploads", "", query={"mount": digest, "from": source}),
                     {"Content-Length": "0"},
                     scope=f"{self.scope} repository:{source}:pull",
                     ok=(201, 202),
@@ -384,20 +358,13 @@ class RegistryRemote:
         )
         location = resp.header("Location")
         if not location:
-            raise RemoteError(
-                f"{self.display}: the registry opened an upload without a Location"
-            )
+            raise RemoteError(f"{self.display}: the registry opened an upload without a Location")
         return urljoin(resp.url, location)
 
     def _cancel(self, location: str) -> None:
         with contextlib.suppress(RemoteError):
             self.client.request(
-                "DELETE",
-                location,
-                scope=self.scope,
-                ok=(204,),
-                also=(400, 404),
-                retry=False,
+                "DELETE", location, scope=self.scope, ok=(204,), also=(400, 404), retry=False
             )
 
     def _upload(
@@ -446,9 +413,7 @@ class RegistryRemote:
         move it to the registry's offset, or drop it when the registry lost
         it (the upload then begins again)."""
         assert up.location is not None
-        resp = self.client.request(
-            "GET", up.location, scope=self.scope, ok=(204,), also=(400, 404)
-        )
+        resp = self.client.request("GET", up.location, scope=self.scope, ok=(204,), also=(400, 404))
         if resp.status != 204:
             self.stats.restarted += 1
             up.location = None
@@ -483,9 +448,7 @@ class RegistryRemote:
             f.seek(up.offset)
             data = f.read(min(self.chunk_size, size - up.offset))
             if not data:
-                raise RemoteError(
-                    f"{f.name}: shorter than {size} bytes (changed while sent?)"
-                )
+                raise RemoteError(f"{f.name}: shorter than {size} bytes (changed while sent?)")
             end = up.offset + len(data) - 1
             self.stats.bytes_sent += len(data)
             resp = self.client.send(
@@ -525,10 +488,7 @@ class RegistryRemote:
         resp = self.client.send(
             "PUT",
             f"{location}{sep}{urlencode({'digest': digest})}",
-            {
-                "Content-Type": "application/octet-stream",
-                "Content-Length": str(len(data)),
-            },
+            {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))},
             data,
             scope=self.scope,
             follow=False,
@@ -536,10 +496,7 @@ class RegistryRemote:
         body = resp.read()
         if resp.status in (201, 204):
             return
-        if resp.status in (
-            400,
-            404,
-        ):  # DIGEST_INVALID (a chunk went astray), session lost
+        if resp.status in (400, 404):  # DIGEST_INVALID (a chunk went astray), session lost
             raise _Restart(f"{resp.status} {resp.reason}")
         if resp.status in RETRY_STATUSES:
             raise _Retryable(f"{resp.status} {resp.reason}")
@@ -547,11 +504,7 @@ class RegistryRemote:
 
 
 _DOWNLOAD_FAILURES: tuple[type[BaseException], ...] = (_Retryable, *NETWORK_ERRORS)
-_UPLOAD_FAILURES: tuple[type[BaseException], ...] = (
-    _Retryable,
-    _Restart,
-    *NETWORK_ERRORS,
-)
+_UPLOAD_FAILURES: tuple[type[BaseException], ...] = (_Retryable, _Restart, *NETWORK_ERRORS)
 
 
 def _text(e: BaseException) -> str:
