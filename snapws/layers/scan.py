@@ -75,7 +75,7 @@ def entries_of(
     digests.update(
         zip(
             (n.path for n in todo),
-            hash_files([n.abspath for n in todo], threads, progress),
+            hash_files([n.abspath for n in todo], threads, progress, [n.st.st_size for n in todo]),
             strict=True,
         )
     )

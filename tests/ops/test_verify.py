@@ -343,7 +343,9 @@ def test_max_duration_stops_hashing_but_keeps_findings(
             self.now += 10.0
             return self.now
 
-    monkeypatch.setattr("snapws.ops.verify.time", Clock())
+    clock = Clock()  # one clock for verify's deadline and the hashing pool's checks
+    monkeypatch.setattr("snapws.ops.verify.time", clock)
+    monkeypatch.setattr("snapws.layers.hashing.time", clock)
     report = verify(Store.open(ws.store), max_duration=5.0)
     assert report.complete is False
     assert report.files_hashed == 0 < report.files_to_hash
