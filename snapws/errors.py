@@ -186,6 +186,29 @@ class StoreUnwritableError(SnapwsError):
     )
 
 
+class StorePermissionError(StoreUnwritableError):
+    """This user may not read or write the store: it belongs to another user
+    (a store made by root, used by someone else). :func:`permission_denied`
+    builds one from the OS error, naming the owner."""
+
+    default_hint = (
+        "run snapws as the store's owner, or use a store of your own "
+        "(--store PATH or SNAPWS_STORE; `snapws init` makes one)"
+    )
+
+
+class PermissionDeniedError(SnapwsError):
+    """The OS refused snapws a file it must read or write (EACCES, EPERM)
+    outside the store: a workspace file or directory of another user. The
+    message names the path and its owner."""
+
+    exit_code = ExitCode.UNSUPPORTED
+    default_hint = (
+        "run snapws as a user who may read and write that path (its owner), "
+        "or change its permissions"
+    )
+
+
 class NotMountedError(SnapwsError):
     """The workspace's directory does not show the workspace: it is not
     mounted (git has no such state: a work tree is always there), so its
@@ -294,10 +317,12 @@ class BadImageError(SnapwsError):
 
 def environment_error(e: OSError) -> SnapwsError | None:
     """The error to report for an OS error the environment caused (full disk,
-    quota, read-only or failing filesystem, a path beyond PATH_MAX), None for
-    any other."""
+    quota, read-only or failing filesystem, a path beyond PATH_MAX, a file
+    this user may not access), None for any other."""
     import errno
 
+    if e.errno in (errno.EACCES, errno.EPERM):  # one no entry point wrapped
+        return permission_denied(e)
     where = f" ({e.filename})" if e.filename else ""
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         what = "no space left" if e.errno == errno.ENOSPC else "disk quota exceeded"
@@ -315,6 +340,57 @@ def environment_error(e: OSError) -> SnapwsError | None:
             "one-letter names): move the deeper part out of the workspace; nothing was changed",
         )
     return None
+
+
+def path_owner(path: str | os.PathLike[str]) -> int | None:
+    """The uid owning ``path``, or its nearest ancestor this process can
+    stat (a file in a directory it may not search); None if none can be."""
+    current = os.path.abspath(path)
+    while True:
+        try:
+            return os.stat(current).st_uid
+        except OSError:
+            parent = os.path.dirname(current)
+            if parent == current:
+                return None
+            current = parent
+
+
+def user_name(uid: int) -> str:
+    """``name (uid N)``, or ``uid N`` when no user has that id."""
+    import pwd
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def permission_denied(e: OSError, store: str | os.PathLike[str] | None = None) -> SnapwsError:
+    """The error for an OS error EACCES/EPERM on ``e.filename``: a
+    :class:`StorePermissionError` when it concerns ``store`` (its root,
+    given by the caller that knows it is the store's path), else a
+    :class:`PermissionDeniedError`. The message names the path, its owner and
+    who runs snapws; for a store of root's, the hint offers sudo."""
+    name = os.fsdecode(e.filename) if isinstance(e.filename, bytes | str) else ""
+    target = name or (os.fspath(store) if store is not None else "")
+    owner = path_owner(target) if target else None
+    whose = f", owned by {user_name(owner)}" if owner is not None else ""
+    me = user_name(os.geteuid())
+    if store is not None:
+        message = (
+            f"permission denied on the store {os.fspath(store)} "
+            f"({target}{whose}; snapws runs as {me})"
+        )
+        if owner == 0 and os.geteuid() != 0:
+            return StorePermissionError(
+                message,
+                hint="the store is root's: run the command as root (sudo), or use a store "
+                "of your own (--store PATH or SNAPWS_STORE; `snapws init` makes one)",
+            )
+        return StorePermissionError(message)
+    shown = target or "a file"
+    return PermissionDeniedError(f"permission denied: {shown}{whose} (snapws runs as {me})")
 
 
 class UnsafePathError(SnapwsError):

@@ -65,11 +65,7 @@ class SnapwsGroup(click.Group):
             if e.hint:
                 click.echo(f"hint: {e.hint}", err=True)
             ctx.exit(int(e.exit_code))
-        except PermissionError as e:
-            click.echo(f"snapws: error: {e}", err=True)
-            click.echo("hint: snapws needs root for workspaces it mounts (sudo)", err=True)
-            ctx.exit(int(ExitCode.UNSUPPORTED))
-        except OSError as e:
+        except OSError as e:  # one no entry point wrapped: say what it is, never guess
             env = environment_error(e)
             if env is not None:
                 click.echo(f"snapws: error: {env.message}", err=True)
@@ -106,7 +102,8 @@ class SnapwsGroup(click.Group):
 )
 @click.option(
     "--store",
-    type=click.Path(file_okay=False, path_type=Path),
+    # readable=False: a store this user may not read is the library's error (exit 18)
+    type=click.Path(file_okay=False, readable=False, path_type=Path),
     envvar="SNAPWS_STORE",
     help="The store directory (default: found from the workspace; for init, .snapws beside it).",
 )

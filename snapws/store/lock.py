@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from snapws.errors import StoreLockedError
+from snapws.errors import StoreLockedError, permission_denied
 
 
 class StoreLock:
@@ -30,8 +30,9 @@ class StoreLock:
 
     def acquire(self) -> None:
         """Take the lock, waiting up to ``timeout`` seconds. Raises
-        StoreLockedError on timeout; OSError when the lock file cannot be
-        opened (a writer on a read-only store). A reader on a read-only store
+        StoreLockedError on timeout; StorePermissionError when this user may
+        not open the lock file; OSError when it cannot be opened otherwise (a
+        writer on a read-only store). A reader on a read-only store
         whose lock file was never made (no snapws command ever wrote it)
         proceeds without a lock: nothing writes that store."""
         fd = self._open()
@@ -56,15 +57,21 @@ class StoreLock:
         self._fd = fd
 
     def _open(self) -> int | None:
+        """The lock file's descriptor. Raises StorePermissionError when this
+        user may not open it (another user's store)."""
         try:
             return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as e:
+            if e.errno in (errno.EACCES, errno.EPERM) and self.exclusive:
+                raise permission_denied(e, self.path.parent) from e
             if self.exclusive or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise
         try:
             return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
+        except PermissionError as e:
+            raise permission_denied(e, self.path.parent) from e
 
     def release(self) -> None:
         if self._fd is not None:

@@ -36,6 +36,7 @@ from snapws.errors import (
     MissingLayerError,
     StoreCorruptError,
     StoreNotFoundError,
+    permission_denied,
 )
 from snapws.ids import LayerId, SnapshotId, WorkspaceId
 from snapws.model import SnapshotRecord, WorkspaceState, manifest_id
@@ -96,14 +97,21 @@ class Store(RefStore):
     # ---- opening -------------------------------------------------------
     @classmethod
     def open(cls, root: Path) -> Store:
-        """Open an existing store; raises StoreNotFoundError."""
+        """Open an existing store; raises StoreNotFoundError,
+        StorePermissionError (this user may not read it)."""
         root = root.absolute()
-        if not (root / MARKER).is_file():
+        try:
+            found = (root / MARKER).is_file()
+        except PermissionError as e:
+            raise permission_denied(e, root) from e
+        if not found:
             raise StoreNotFoundError(f"no snapws store at {root}")
         try:
             marker = json.loads((root / MARKER).read_bytes())
             fmt = marker.get("format")
             form = marker.get("xattrs", "trusted")  # stores made before the field: trusted
+        except PermissionError as e:
+            raise permission_denied(e, root) from e
         except (OSError, ValueError, AttributeError) as e:
             raise StoreCorruptError(f"unreadable store marker {root / MARKER}: {e}") from e
         if fmt != FORMAT:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import secrets
 import shutil
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from backends.users import UserArea
 from conftest import Workspace, WorkspaceFactory, run_cli
 
 from snapws.errors import ExitCode
@@ -361,3 +363,110 @@ def test_not_root_hint_names_only_backends_that_work_without_root(
     assert err.value.exit_code == ExitCode.UNSUPPORTED
     assert "--backend rootless|plain` works without root" in err.value.hint
     assert "fuse needs root too" in err.value.hint
+
+
+# ---- permission denied: typed where the OS call fails, with advice that fits ----------
+
+ROOT_ONLY_HINT = "needs root for workspaces it mounts"  # the old guess for every EACCES
+
+
+@pytest.fixture
+def area() -> Iterator[UserArea]:
+    a = UserArea()
+    try:
+        yield a
+    finally:
+        a.cleanup()
+
+
+@pytest.fixture
+def roots_plain_store(area: UserArea) -> tuple[Path, Path]:
+    """A plain workspace (``ws``) and its store (``st``), both root's, in the
+    test user's area: the user may read the store but not write it."""
+    ws, store = area.root / "ws", area.root / "st"
+    ws.mkdir()
+    (ws / "f").write_text("f\n")
+    run_cli("--store", store, "init", "--backend", "plain", ws, cwd=area.root)
+    return ws, store
+
+
+def as_user(area: UserArea, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    repo = Path(__file__).resolve().parent.parent.parent
+    return area.snapws(*args, check=False, env={"PYTHONPATH": str(repo)})
+
+
+def test_writing_roots_store_as_another_user_says_whose_it_is(
+    area: UserArea, roots_plain_store: tuple[Path, Path]
+) -> None:
+    ws, store = roots_plain_store
+    assert as_user(area, "--store", store, "-C", ws, "status").returncode == 0
+    for args in (("commit", "--allow-empty", "-m", "x"), ("branch", "b"), ("tag", "t")):
+        r = as_user(area, "--store", store, "-C", ws, *args)
+        assert_error(r, 18, f"permission denied on the store {store} ({store}/lock")
+        assert "owned by root (uid 0); snapws runs as snapwst" in r.stderr
+        assert "sudo" in r.stderr and "--store" in r.stderr
+        assert ROOT_ONLY_HINT not in r.stderr
+    # nothing changed: one branch, no tag, one snapshot
+    branches = run_cli("--store", store, "-C", ws, "branch", cwd=area.root).stdout
+    assert [line.split()[:2] for line in branches.splitlines()] == [["*", "main"]]
+    assert run_cli("--store", store, "-C", ws, "tag", cwd=area.root).stdout == ""
+    log = run_cli("--store", store, "-C", ws, "log", "--json", cwd=area.root).stdout
+    assert len(json.loads(log)["snapshots"]) == 1
+
+
+def test_reading_a_store_this_user_may_not_enter(
+    area: UserArea, roots_plain_store: tuple[Path, Path]
+) -> None:
+    ws, store = roots_plain_store
+    store.chmod(0o700)
+    for args in (("status",), ("log",), ("commit", "-m", "x")):
+        r = as_user(area, "--store", store, "-C", ws, *args)
+        assert_error(r, 18, f"permission denied on the store {store}")
+        assert "owned by root (uid 0)" in r.stderr
+        assert ROOT_ONLY_HINT not in r.stderr
+
+
+def test_another_users_store_gets_no_sudo_advice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sudo is advice for a store of root's only; for another user's store
+    the hint names its owner and --store."""
+    from snapws.errors import StorePermissionError, permission_denied
+
+    store = tmp_path / "st"
+    store.mkdir()
+    os.chown(store, 4242, 4242)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    err = permission_denied(PermissionError(13, "Permission denied", str(store / "lock")), store)
+    assert isinstance(err, StorePermissionError)
+    assert err.exit_code == ExitCode.STORE_UNWRITABLE
+    assert f"{store}/lock, owned by uid 4242" in err.message
+    assert "sudo" not in err.hint and "store's owner" in err.hint and "--store" in err.hint
+    os.chown(store, 0, 0)
+    err = permission_denied(PermissionError(13, "Permission denied", str(store / "lock")), store)
+    assert "owned by root (uid 0)" in err.message
+    assert "sudo" in err.hint
+
+
+def test_an_unwrapped_permission_error_is_named_not_blamed_on_root(
+    shared: Shared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's last resort for an EACCES no entry point wrapped: the path
+    and its owner, exit 9, never 'needs root' (wrong for plain and rootless)."""
+    from snapws.errors import PermissionDeniedError, environment_error
+
+    ws, _ = shared
+    env = environment_error(PermissionError(13, "Permission denied", str(ws.store / "x")))
+    assert isinstance(env, PermissionDeniedError)
+    assert env.exit_code == ExitCode.UNSUPPORTED
+    assert env.message.startswith(f"permission denied: {ws.store / 'x'}, owned by ")
+    assert ROOT_ONLY_HINT not in env.hint and "root" not in env.hint
+    from snapws.store import store as store_module
+
+    def refuse(self: object, *_a: object) -> object:
+        raise PermissionError(13, "Permission denied", "/somewhere/file")
+
+    monkeypatch.setattr(store_module.Store, "read_workspace", refuse)
+    r = ws.run("status", check=False)
+    assert_error(r, 9, "permission denied: /somewhere/file")
+    assert ROOT_ONLY_HINT not in r.stderr

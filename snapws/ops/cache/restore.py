@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from snapws.errors import BadPathError, NotMountedError, UncommittedChangesError
+from snapws.errors import (
+    BadPathError,
+    NotMountedError,
+    UncommittedChangesError,
+    permission_denied,
+)
 from snapws.ids import SnapshotId
 from snapws.model import Change, WorkspaceState, display_path
 from snapws.oci.image import Descriptor
@@ -81,7 +86,8 @@ def restore_cache(
     on a new branch (it must be missing or empty: BadPathError otherwise).
     A miss changes nothing; on a hit the refusals come before the download. Raises
     BadNameError, RemoteNotFoundError, RemoteError, AuthError, BadImageError,
-    and what ``init``/``checkout`` raise."""
+    PermissionDeniedError (a directory this user may not read), and what
+    ``init``/``checkout`` raise."""
     from snapws.ops.checkout import checkout, uncommitted
     from snapws.ops.session import open_session
 
@@ -102,7 +108,7 @@ def restore_cache(
             changes = uncommitted(s)
         if changes:
             raise refuse_changes(changes)
-    elif target.exists() and (not target.is_dir() or any(target.iterdir())):
+    elif hides_files(target):
         raise BadPathError(
             f"{target} is not empty and not a workspace: restoring would hide its files",
             hint="restore into a new or empty directory, or `snapws init` it first "
@@ -144,6 +150,16 @@ def restore_cache(
     return RestoreResult(
         match, remote.display, state.path, sid, action, match.entry.layers, fetched, remote.stats
     )
+
+
+def hides_files(target: Path) -> bool:
+    """Whether a workspace started at ``target`` would hide files: it exists
+    and is not an empty directory. Raises PermissionDeniedError when this
+    user may not look into it."""
+    try:
+        return target.exists() and (not target.is_dir() or any(target.iterdir()))
+    except PermissionError as e:
+        raise permission_denied(e) from e
 
 
 def check_restore_shown(store_root: Path, state: WorkspaceState) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from snapws.errors import BadPathError, InvalidOperationError, RemoteError
+from snapws.errors import BadPathError, InvalidOperationError, RemoteError, permission_denied
 from snapws.ids import SnapshotId
 from snapws.oci.export import build_image
 from snapws.ops.cache.context import (
@@ -71,7 +71,8 @@ def save_cache(
     an older entry of the same key is replaced (its manifest deleted when the
     registry allows). Raises BadPathError (no such directory), BadNameError
     (key), RemoteNotFoundError, InvalidOperationError (the tag holds an image
-    that is no cache entry of this key), RemoteError, AuthError, and what
+    that is no cache entry of this key), RemoteError, AuthError,
+    PermissionDeniedError (a directory this user may not read), and what
     ``init``/``commit`` raise."""
     from snapws.ops.commit import commit
     from snapws.ops.init import init
@@ -80,7 +81,11 @@ def save_cache(
 
     tag = cache_tag(key)
     target, store, state = locate_dir(ctx, path)
-    if state is None and not target.is_dir():
+    try:
+        missing = state is None and not target.is_dir()
+    except PermissionError as e:
+        raise permission_denied(e) from e
+    if missing:
         raise BadPathError(
             f"{target} does not exist: there is nothing to save",
             hint="save the directory the build wrote (--path DIR)",
