@@ -203,7 +203,7 @@ def _git_unified(tmp_path: Path, old: bytes | None, new: bytes | None, *opts: st
     """git's output for the pair, from the ``---`` (or ``Binary files``) line on."""
     left, right = _write_pair(tmp_path, old, new)
     out = _git(tmp_path, "diff", "--no-index", "--no-color", *opts, left, right)
-    lines = out.decode("utf-8", errors="replace").split("\n")
+    lines = out.decode("utf-8", errors="surrogateescape").split("\n")
     assert lines[-1] == ""
     lines.pop()
     for k, line in enumerate(lines):
@@ -232,7 +232,7 @@ HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 
 def _apply(old: bytes | None, diff: list[str]) -> str:
     """Apply our unified diff to ``old`` (as text); checks every line it meets."""
-    src = (old or b"").decode("utf-8", errors="replace").split("\n")
+    src = (old or b"").decode("utf-8", errors="surrogateescape").split("\n")
     old_lines = [line + "\n" for line in src[:-1]] + ([src[-1]] if src[-1] else [])
     if not diff:
         return "".join(old_lines)
@@ -270,7 +270,7 @@ def _apply(old: bytes | None, diff: list[str]) -> str:
 
 
 def _check_consistent(old: bytes | None, new: bytes | None, diff: list[str]) -> None:
-    assert _apply(old, diff) == (new or b"").decode("utf-8", errors="replace")
+    assert _apply(old, diff) == (new or b"").decode("utf-8", errors="surrogateescape")
     stat = line_stat(old, new)
     body = [line for line in diff[2:] if not line.startswith(("@@ ", "\\ "))]
     assert stat.added == sum(line.startswith("+") for line in body)

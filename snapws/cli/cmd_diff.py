@@ -169,9 +169,11 @@ def diff_cmd(
             for line in format_stat(rows):
                 click.echo(line)
         elif patch:
-            for c in changes:
-                for line in patch_lines(c, lambda c, side: _content(result, c, side)):
-                    click.echo(line)
+            for c in changes:  # the bytes of the files: a patch must apply
+                lines = patch_lines(c, lambda c, side: _content(result, c, side))
+                if lines:
+                    text = "\n".join(lines) + "\n"
+                    emit_bytes(text.encode("utf-8", errors="surrogateescape"))
         elif name_only:
             emit_bytes(gitformat.name_only(changes, nul))
         elif name_status:

@@ -57,6 +57,7 @@ BASE: dict[bytes, bytes] = {
     b"link.txt": b"becomes a symlink\n",
     b"sub/deep.txt": b"deep\n",
     b"sub/keep.txt": b"keep\n",
+    b"latin1.txt": b"caf\xe9\n",
 }
 
 
@@ -99,6 +100,8 @@ def change_tree(root: Path) -> None:
             f.write(b"more\n")
     for name in (b"del.txt", b"tab\tname", b"sub/deep.txt"):
         os.unlink(os.path.join(r, name))
+    with open(os.path.join(r, b"latin1.txt"), "ab") as f:
+        f.write(b"na\xefve\n")  # content that is not UTF-8: kept byte for byte in -p
     write_tree(
         root,
         {
