@@ -6,10 +6,11 @@ Metadata counts (mode, owner, mtime, xattrs), not only content: the names of
 one inode share all of them, and manifests must stay true, so a layer's id
 never changes through deduplication.
 
-The index, ``<store>/dedup/index.sqlite`` (SQLite, table ``entries(key
-TEXT PRIMARY KEY, data BLOB NOT NULL)``), maps a key (XXH3-128 of a file's manifest
-line without path and hardlink fields: content hash, size, mode, uid, gid,
-mtime, xattrs) to one file of a published layer::
+The index, ``<store>/dedup/index.sqlite`` (:mod:`snapws.store.dedupindex`;
+SQLite, table ``entries(key TEXT PRIMARY KEY, data BLOB NOT NULL)``), maps a
+key (XXH3-128 of a file's manifest line without path and hardlink fields:
+content hash, size, mode, uid, gid, mtime, xattrs) to one file of a
+published layer::
 
     dedup/index.sqlite       key -> {"key": ..., "layer": ..., "path": ..., "meta": {...}, "v": 1}
     dedup/tmp/               links being moved into a tree (swept at each run)
@@ -52,7 +53,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import shutil
 import sqlite3
@@ -60,20 +60,24 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from snapws.crash import crashpoint
 from snapws.ids import Digest, LayerId
 from snapws.layers.entries import host_ids, list_xattrs
-from snapws.model import ROOT, Entry, Kind, decode_manifest, path_to_text, text_to_path
+from snapws.model import ROOT, Entry, Kind, decode_manifest
 from snapws.store.atomic import fsync_fd
+from snapws.store.dedupindex import (
+    INDEX_DB,
+    DedupIndex,
+    IndexRecord,
+    canonical,
+    material,
+    parse_entry,
+)
 from snapws.store.store import Store
 
 INDEX_DIR = "dedup"
-INDEX_DB = "index.sqlite"
-CORRUPT_DB = "index.sqlite.corrupt"  # a damaged index, moved aside
 TMP_DIR = "tmp"
-FORMAT = 1  # of an entry ("v"), and the database's user_version
 #: Links kept free below the filesystem's limit (flatten links every file of
 #: the layers it merges once more).
 LINK_HEADROOM = 1000
@@ -93,7 +97,7 @@ class DedupStats:
 
 def dedup_key(e: Entry) -> str:
     """The index key of a regular file's manifest entry: 32 hex digits."""
-    return Digest.of(_canonical(_material(e))).hex
+    return Digest.of(canonical(material(e))).hex
 
 
 def index_root(store: Store) -> Path:
@@ -173,14 +177,14 @@ def prune_index(store: Store) -> int:
     _remove_old_layout(base)
     if not (base / INDEX_DB).exists():
         return 0
-    index = _Index.open(base)
+    index = DedupIndex.open(base)
     if index.db is None:
         return 0
     published: dict[LayerId, bool] = {}
     doomed: list[str] = []
     try:
         for key, data in index.db.execute("SELECT key, data FROM entries"):
-            rec = _parse_entry(data, key) if isinstance(key, str) else None
+            rec = parse_entry(data, key) if isinstance(key, str) else None
             if rec is None or _check_candidate(store, rec, None, published) is None:
                 doomed.append(key)
         index.db.executemany("DELETE FROM entries WHERE key = ?", ((k,) for k in doomed))
@@ -191,16 +195,6 @@ def prune_index(store: Store) -> int:
 
 
 # ---- one run ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Record:
-    """A parsed index entry."""
-
-    key: str
-    layer: LayerId
-    path: bytes
-    meta: dict[str, Any]
 
 
 class _Run:
@@ -220,15 +214,15 @@ class _Run:
         _remove_old_layout(self.base)
         self.tmp_prefix = os.fsencode(self.base / TMP_DIR) + f"/{os.getpid()}-".encode()
         self.published: dict[LayerId, bool] = {}
-        self.index = _Index.open(self.base)  # last: nothing after it may raise
+        self.index = DedupIndex.open(self.base)  # last: nothing after it may raise
 
     def abspath(self, rel: bytes) -> bytes:
         return self.root if rel == ROOT else self.root + b"/" + rel
 
     def group(self, lead: Entry, members: list[bytes], stats: DedupStats) -> None:
-        material = _material(lead)
-        canonical = _canonical(material)
-        key = Digest.of(canonical).hex
+        meta = material(lead)
+        meta_json = canonical(meta)
+        key = Digest.of(meta_json).hex
         sts = [os.lstat(self.abspath(p)) for p in members]
         if key in self.used_keys:
             # a second group of this layer with the same key keeps its own inode
@@ -237,7 +231,7 @@ class _Run:
         self.used_keys.add(key)
         rec = self.index.get(key)
         cand = None
-        if rec is not None and rec.meta == material and rec.layer != self.layer:
+        if rec is not None and rec.meta == meta and rec.layer != self.layer:
             cand = _check_candidate(self.store, rec, lead, self.published)
         if cand is not None and cand[1].st_dev == self.dev and cand[1].st_ino not in self.claimed:
             cpath, cst = cand
@@ -268,7 +262,7 @@ class _Run:
         self.claimed.add(ino)
         nlink = sts[0].st_nlink if sts[0].st_ino == ino else 0
         if nlink == len(members):  # no name outside this tree (0: just relinked)
-            if self.index.put(key, self.layer, members[0], canonical):
+            if self.index.put(key, self.layer, members[0], meta_json):
                 stats.indexed += 1
         elif rec is not None:
             self.index.drop(key)
@@ -292,14 +286,14 @@ class _Run:
         self.tmp_count += 1
         tmp = self.tmp_prefix + str(self.tmp_count).encode()
         os.link(src, tmp)
-        _crash_hook("link", self.tmp_count)
+        crashpoint("dedup:link", self.tmp_count)
         dst = self.abspath(rel)
         try:
             os.rename(tmp, dst)
         except OSError:
             os.unlink(tmp)
             raise
-        _crash_hook("rename", self.tmp_count)
+        crashpoint("dedup:rename", self.tmp_count)
         self.touched.add(os.path.dirname(dst))
 
     def restore_dir_mtimes(
@@ -322,184 +316,11 @@ class _Run:
             _fsync_dir(path)
 
 
-class _Index:
-    """The index database during one run: one transaction, begun by
-    :meth:`open` and ended by :meth:`close`. Writes are kept in memory and
-    made at the end, in key order (much faster than one by one). Once the
-    database is unusable (``db`` is None: it could not be opened, or an
-    SQLite error happened) lookups miss and writes are skipped; what the
-    transaction held is rolled back."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.db: sqlite3.Connection | None = None
-        self.empty = False  # no entries: lookups need not ask
-        self.pending: dict[str, bytes | None] = {}  # key -> data, or None: delete
-
-    @classmethod
-    def open(cls, base: Path) -> _Index:
-        """Open ``base/index.sqlite`` (created if missing) and begin the
-        transaction. Never raises."""
-        index = cls(base)
-        try:
-            index.db = db = sqlite3.connect(base / INDEX_DB, isolation_level=None)
-            db.execute("PRAGMA synchronous = OFF")  # a cache: a crash loses entries
-            db.execute("BEGIN IMMEDIATE")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
-                db.execute(
-                    "CREATE TABLE entries (key TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID"
-                )
-                db.execute(f"PRAGMA user_version = {FORMAT}")
-            elif version != FORMAT:
-                index.fail(None, damaged=True)  # not our database
-                return index
-            try:
-                probe = db.execute("SELECT key, data FROM entries LIMIT 1").fetchone()
-            except sqlite3.OperationalError as e:
-                # no such table or column: not our schema
-                index.fail(e, damaged=getattr(e, "sqlite_errorcode", 0) == sqlite3.SQLITE_ERROR)
-                return index
-            index.empty = probe is None
-        except sqlite3.Error as e:
-            index.fail(e)
-        return index
-
-    def get(self, key: str) -> _Record | None:
-        if key in self.pending:
-            data = self.pending[key]
-        elif self.db is None or self.empty:
-            return None
-        else:
-            try:
-                row = self.db.execute("SELECT data FROM entries WHERE key = ?", (key,)).fetchone()
-            except sqlite3.Error as e:
-                self.fail(e)
-                return None
-            data = None if row is None else row[0]
-        return None if data is None else _parse_entry(data, key)
-
-    def put(self, key: str, layer: LayerId, rel: bytes, meta: bytes) -> bool:
-        """Record that ``rel`` of ``layer`` has the metadata ``meta`` (its
-        canonical JSON, hashing to ``key``)."""
-        if self.db is None:
-            return False
-        # the canonical JSON of {"key", "layer", "meta", "path", "v"}, built
-        # from the canonical JSON of "meta"
-        self.pending[key] = b"".join(
-            (
-                b'{"key":"',
-                key.encode(),
-                b'","layer":"',
-                layer.hex.encode(),
-                b'","meta":',
-                meta,
-                b',"path":',
-                json.dumps(path_to_text(rel), ensure_ascii=True).encode(),
-                b',"v":%d}' % FORMAT,
-            )
-        )
-        return True
-
-    def drop(self, key: str) -> None:
-        if self.db is not None:
-            self.pending[key] = None
-
-    def close(self, commit: bool) -> bool:
-        """End the transaction: make the pending writes and commit
-        (``commit``), or roll back. Returns whether it was committed."""
-        db, self.db = self.db, None
-        if db is None:
-            return False
-        try:
-            if commit:
-                pending = sorted(self.pending.items())
-                db.executemany(
-                    "DELETE FROM entries WHERE key = ?", ((k,) for k, v in pending if v is None)
-                )
-                db.executemany(
-                    "INSERT OR REPLACE INTO entries (key, data) VALUES (?, ?)",
-                    ((k, v) for k, v in pending if v is not None),
-                )
-                _crash_hook("commit", 1)
-                db.execute("COMMIT")
-            else:
-                db.execute("ROLLBACK")
-            db.close()
-        except sqlite3.Error as e:
-            self.db = db
-            self.fail(e)
-            return False
-        finally:
-            self.pending.clear()
-        return commit
-
-    def fail(self, error: sqlite3.Error | None, damaged: bool = False) -> None:
-        """Give the index up for this run (rolling back). A damaged database
-        is renamed ``index.sqlite.corrupt``, its journals deleted: the next
-        run starts a new one."""
-        db, self.db = self.db, None
-        if db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                db.close()  # rolls back what is pending
-        if not (damaged or (error is not None and _is_damage(error))):
-            return  # cannot open, disk full, locked...: the database may be fine
-        for suffix in ("-journal", "-wal", "-shm"):
-            with contextlib.suppress(OSError):
-                os.unlink(self.base / (INDEX_DB + suffix))
-        with contextlib.suppress(OSError):
-            os.replace(self.base / INDEX_DB, self.base / CORRUPT_DB)
-
-
 # ---- helpers ------------------------------------------------------------------------
 
 
-def _material(e: Entry) -> dict[str, Any]:
-    """What must be equal for two files to share an inode: the manifest
-    line without the path and the hardlink leader."""
-    obj = e.to_json()
-    obj.pop("p", None)
-    obj.pop("hl", None)
-    return obj
-
-
-def _canonical(obj: Mapping[str, Any]) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
-def _parse_entry(data: object, key: str) -> _Record | None:
-    """The entry ``data`` (an index row's bytes) if it is well formed and
-    names ``key``."""
-    if not isinstance(data, bytes):
-        return None
-    try:
-        obj = json.loads(data)
-        meta = obj["meta"]
-        if (
-            obj.get("v") != FORMAT
-            or obj["key"] != key
-            or not isinstance(meta, dict)
-            or Digest.of(_canonical(meta)).hex != key
-        ):
-            return None
-        rel = text_to_path(obj["path"])
-        if not rel or rel == ROOT or rel.startswith(b"/") or b".." in rel.split(b"/"):
-            return None
-        return _Record(key, LayerId(obj["layer"]), rel, meta)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-
-
-def _is_damage(error: sqlite3.Error) -> bool:
-    """Whether ``error`` says the database file is damaged (or no database)."""
-    code = getattr(error, "sqlite_errorcode", None)
-    if isinstance(code, int):
-        return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
-    return type(error) is sqlite3.DatabaseError
-
-
 def _check_candidate(
-    store: Store, rec: _Record, want: Entry | None, published: dict[LayerId, bool] | None = None
+    store: Store, rec: IndexRecord, want: Entry | None, published: dict[LayerId, bool] | None = None
 ) -> tuple[bytes, os.stat_result] | None:
     """The file an entry names and its lstat, if its layer is published and
     the file still has the metadata the entry records (and ``want``'s).
@@ -529,7 +350,7 @@ def _check_candidate(
             return None  # overlay bookkeeping or changed attributes: not ours
     except OSError:
         return None
-    if want is not None and _material(want) != meta:
+    if want is not None and material(want) != meta:
         return None
     return path, st
 
@@ -593,7 +414,3 @@ def _fsync_dir(path: bytes) -> None:
         fsync_fd(fd)
     finally:
         os.close(fd)
-
-
-def _crash_hook(what: str, n: int) -> None:
-    crashpoint(f"dedup:{what}", n)

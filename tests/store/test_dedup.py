@@ -25,7 +25,7 @@ from snapws.layers.materialise import materialise
 from snapws.layers.scan import entries_of, read_tree
 from snapws.layers.view import ChainView
 from snapws.model import Entry, decode_manifest, encode_manifest, manifest_id
-from snapws.store import dedup
+from snapws.store import dedup, dedupindex
 from snapws.store.dedup import DedupStats, dedup_key, dedup_tree, prune_index
 from snapws.store.store import Store
 
@@ -141,8 +141,8 @@ def test_index_rows_hold_canonical_json(store: Store) -> None:
         assert isinstance(data, bytes)
         obj = json.loads(data)
         assert obj["key"] == key and obj["layer"] == a.hex and obj["v"] == 1
-        assert data == dedup._canonical(obj)
-        assert dedup._parse_entry(data, key) is not None
+        assert data == dedupindex.canonical(obj)
+        assert dedupindex.parse_entry(data, key) is not None
     assert sorted(json.loads(d)["path"] for d in rows.values()) == ["d/y", "x", "\u00e9t\u00e9"]
     assert sorted(os.listdir(store.root / "dedup")) == ["index.sqlite", "tmp"]
 

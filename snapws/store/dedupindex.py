@@ -1,0 +1,214 @@
+"""The store's deduplication index, ``<store>/dedup/index.sqlite``: which
+published file holds a given content and metadata (see
+:mod:`snapws.store.dedup`, its only user, for the format and the rules).
+
+SQLite, table ``entries(key TEXT PRIMARY KEY, data BLOB NOT NULL)``; a key
+is the XXH3-128 of a file's manifest line without path and hardlink fields
+(:func:`material`, :func:`canonical`); an entry is the canonical JSON
+``{"key", "layer", "meta", "path", "v"}``. A cache, never trusted: an entry
+that does not parse or name its own key is no entry (:func:`parse_entry`).
+One run is one transaction (:class:`DedupIndex`), without fsync; a database
+found damaged is renamed ``index.sqlite.corrupt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from snapws.crash import crashpoint
+from snapws.ids import Digest, LayerId
+from snapws.model import ROOT, Entry, path_to_text, text_to_path
+
+INDEX_DB = "index.sqlite"
+CORRUPT_DB = "index.sqlite.corrupt"  # a damaged index, moved aside
+FORMAT = 1  # of an entry ("v"), and the database's user_version
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRecord:
+    """A parsed index entry."""
+
+    key: str
+    layer: LayerId
+    path: bytes
+    meta: dict[str, Any]
+
+
+class DedupIndex:
+    """The index database during one run: one transaction, begun by
+    :meth:`open` and ended by :meth:`close`. Writes are kept in memory and
+    made at the end, in key order (much faster than one by one). Once the
+    database is unusable (``db`` is None: it could not be opened, or an
+    SQLite error happened) lookups miss and writes are skipped; what the
+    transaction held is rolled back."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.db: sqlite3.Connection | None = None
+        self.empty = False  # no entries: lookups need not ask
+        self.pending: dict[str, bytes | None] = {}  # key -> data, or None: delete
+
+    @classmethod
+    def open(cls, base: Path) -> DedupIndex:
+        """Open ``base/index.sqlite`` (created if missing) and begin the
+        transaction. Never raises."""
+        index = cls(base)
+        try:
+            index.db = db = sqlite3.connect(base / INDEX_DB, isolation_level=None)
+            db.execute("PRAGMA synchronous = OFF")  # a cache: a crash loses entries
+            db.execute("BEGIN IMMEDIATE")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                db.execute(
+                    "CREATE TABLE entries (key TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID"
+                )
+                db.execute(f"PRAGMA user_version = {FORMAT}")
+            elif version != FORMAT:
+                index.fail(None, damaged=True)  # not our database
+                return index
+            try:
+                probe = db.execute("SELECT key, data FROM entries LIMIT 1").fetchone()
+            except sqlite3.OperationalError as e:
+                # no such table or column: not our schema
+                index.fail(e, damaged=getattr(e, "sqlite_errorcode", 0) == sqlite3.SQLITE_ERROR)
+                return index
+            index.empty = probe is None
+        except sqlite3.Error as e:
+            index.fail(e)
+        return index
+
+    def get(self, key: str) -> IndexRecord | None:
+        if key in self.pending:
+            data = self.pending[key]
+        elif self.db is None or self.empty:
+            return None
+        else:
+            try:
+                row = self.db.execute("SELECT data FROM entries WHERE key = ?", (key,)).fetchone()
+            except sqlite3.Error as e:
+                self.fail(e)
+                return None
+            data = None if row is None else row[0]
+        return None if data is None else parse_entry(data, key)
+
+    def put(self, key: str, layer: LayerId, rel: bytes, meta: bytes) -> bool:
+        """Record that ``rel`` of ``layer`` has the metadata ``meta`` (its
+        canonical JSON, hashing to ``key``)."""
+        if self.db is None:
+            return False
+        # the canonical JSON of {"key", "layer", "meta", "path", "v"}, built
+        # from the canonical JSON of "meta"
+        self.pending[key] = b"".join(
+            (
+                b'{"key":"',
+                key.encode(),
+                b'","layer":"',
+                layer.hex.encode(),
+                b'","meta":',
+                meta,
+                b',"path":',
+                json.dumps(path_to_text(rel), ensure_ascii=True).encode(),
+                b',"v":%d}' % FORMAT,
+            )
+        )
+        return True
+
+    def drop(self, key: str) -> None:
+        if self.db is not None:
+            self.pending[key] = None
+
+    def close(self, commit: bool) -> bool:
+        """End the transaction: make the pending writes and commit
+        (``commit``), or roll back. Returns whether it was committed."""
+        db, self.db = self.db, None
+        if db is None:
+            return False
+        try:
+            if commit:
+                pending = sorted(self.pending.items())
+                db.executemany(
+                    "DELETE FROM entries WHERE key = ?", ((k,) for k, v in pending if v is None)
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO entries (key, data) VALUES (?, ?)",
+                    ((k, v) for k, v in pending if v is not None),
+                )
+                crashpoint("dedup:commit", 1)
+                db.execute("COMMIT")
+            else:
+                db.execute("ROLLBACK")
+            db.close()
+        except sqlite3.Error as e:
+            self.db = db
+            self.fail(e)
+            return False
+        finally:
+            self.pending.clear()
+        return commit
+
+    def fail(self, error: sqlite3.Error | None, damaged: bool = False) -> None:
+        """Give the index up for this run (rolling back). A damaged database
+        is renamed ``index.sqlite.corrupt``, its journals deleted: the next
+        run starts a new one."""
+        db, self.db = self.db, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()  # rolls back what is pending
+        if not (damaged or (error is not None and _is_damage(error))):
+            return  # cannot open, disk full, locked...: the database may be fine
+        for suffix in ("-journal", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.unlink(self.base / (INDEX_DB + suffix))
+        with contextlib.suppress(OSError):
+            os.replace(self.base / INDEX_DB, self.base / CORRUPT_DB)
+
+
+def material(e: Entry) -> dict[str, Any]:
+    """What must be equal for two files to share an inode: the manifest
+    line without the path and the hardlink leader."""
+    obj = e.to_json()
+    obj.pop("p", None)
+    obj.pop("hl", None)
+    return obj
+
+
+def canonical(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def parse_entry(data: object, key: str) -> IndexRecord | None:
+    """The entry ``data`` (an index row's bytes) if it is well formed and
+    names ``key``."""
+    if not isinstance(data, bytes):
+        return None
+    try:
+        obj = json.loads(data)
+        meta = obj["meta"]
+        if (
+            obj.get("v") != FORMAT
+            or obj["key"] != key
+            or not isinstance(meta, dict)
+            or Digest.of(canonical(meta)).hex != key
+        ):
+            return None
+        rel = text_to_path(obj["path"])
+        if not rel or rel == ROOT or rel.startswith(b"/") or b".." in rel.split(b"/"):
+            return None
+        return IndexRecord(key, LayerId(obj["layer"]), rel, meta)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _is_damage(error: sqlite3.Error) -> bool:
+    """Whether ``error`` says the database file is damaged (or no database)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    return type(error) is sqlite3.DatabaseError
