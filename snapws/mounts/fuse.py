@@ -96,11 +96,7 @@ def device_problem() -> str:
 
 def _relative_paths(plan: MountPlan) -> tuple[str, list[str], str | None, str | None]:
     """(cwd, lowers, upper, work) with every path relative to their common parent."""
-    lowers = [os.path.abspath(p) for p in plan.lowers]
-    upper = os.path.abspath(plan.upper) if plan.upper is not None else None
-    work = os.path.abspath(plan.work) if plan.work is not None else None
-    every = lowers + [p for p in (upper, work) if p is not None]
-    base = os.path.commonpath(every)
+    base, lowers, upper, work = plan.absolute_dirs()
 
     def rel(path: str) -> str:
         r = os.path.relpath(path, base)

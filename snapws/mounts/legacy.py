@@ -12,9 +12,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from snapws.errors import MountError, UnsupportedError
+from snapws.errors import MountError
 from snapws.mounts.plan import MountPlan
-from snapws.mounts.syscalls import _MS_RDONLY, KernelLog, fs, mount_call, mount_error
+from snapws.mounts.syscalls import (
+    _MS_RDONLY,
+    KernelLog,
+    fs,
+    mount_call,
+    mount_error,
+    overlay_missing,
+)
 
 #: mount(2) copies its option string into one page: at most 4095 bytes + NUL.
 MAX_LEGACY_OPTIONS = 4095
@@ -74,11 +81,8 @@ def mount_legacy(plan: MountPlan, target: Path) -> None:
     Precondition: not a view of a single lower (the kernel refuses it; the
     caller binds it instead). Raises UnsupportedError (no overlay), MountError
     (also when the option string cannot fit: the message says how many fit)."""
-    lowers = [os.path.abspath(p) for p in plan.lowers]
-    upper = os.path.abspath(plan.upper) if plan.upper is not None else None
-    work = os.path.abspath(plan.work) if plan.work is not None else None
+    base, lowers, upper, work = plan.absolute_dirs()
     every = lowers + [p for p in (upper, work) if p is not None]
-    base = os.path.commonpath(every)
 
     def rel(path: str) -> str:
         return _escape_legacy(os.path.relpath(path, base))
@@ -137,9 +141,7 @@ def _legacy_mount_in(base: str, data: str, flags: int, plan: MountPlan, target: 
                 )
         except OSError as exc:
             if exc.errno == errno.ENODEV:
-                raise UnsupportedError(
-                    "this kernel has no overlay filesystem", "load it: `modprobe overlay`"
-                ) from None
+                raise overlay_missing() from None
             raise mount_error(exc, "mounting overlay on", target, klog.lines()) from None
     finally:
         klog.close()

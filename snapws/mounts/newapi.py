@@ -16,7 +16,7 @@ import errno
 import os
 from pathlib import Path
 
-from snapws.errors import MountError, UnsupportedError
+from snapws.errors import MountError
 from snapws.mounts.plan import MountPlan
 from snapws.mounts.syscalls import (
     _AT_FDCWD,
@@ -41,6 +41,7 @@ from snapws.mounts.syscalls import (
     fc_log,
     fs,
     mount_error,
+    overlay_missing,
     syscall,
 )
 
@@ -76,9 +77,7 @@ def mount_new(plan: MountPlan, target: Path, *, beneath: bool = False) -> None:
             if exc.errno == errno.ENOSYS:
                 raise FallBack("fsopen(2) is not implemented") from None
             if exc.errno == errno.ENODEV:
-                raise UnsupportedError(
-                    "this kernel has no overlay filesystem", "load it: `modprobe overlay`"
-                ) from None
+                raise overlay_missing() from None
             raise mount_error(exc, "mounting overlay on", target) from None
         try:
             _configure_and_mount(fd, plan, target, klog, beneath=beneath)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,16 @@ class MountPlan:
     def is_view(self) -> bool:
         """True for a read-only view (no upper layer)."""
         return self.upper is None
+
+    def absolute_dirs(self) -> tuple[str, list[str], str | None, str | None]:
+        """``(base, lowers, upper, work)``: the layer directories as absolute
+        paths (lowers topmost first) and ``base``, their common parent, from
+        which mount(2) and fuse-overlayfs are given shorter, relative names."""
+        lowers = [os.path.abspath(p) for p in self.lowers]
+        upper = os.path.abspath(self.upper) if self.upper is not None else None
+        work = os.path.abspath(self.work) if self.work is not None else None
+        base = os.path.commonpath(lowers + [p for p in (upper, work) if p is not None])
+        return base, lowers, upper, work
 
     def options(self) -> list[tuple[str, str | None]]:
         """The overlay options, in a fixed order: ``(name, value)``; value None is a flag.

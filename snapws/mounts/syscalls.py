@@ -17,7 +17,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from snapws.errors import MountError
+from snapws.errors import MountError, UnsupportedError
 
 # Syscall numbers: the same on x86_64 and aarch64 (the common table from 424 on).
 _SYS_MOVE_MOUNT = 429
@@ -104,6 +104,11 @@ class BeneathUnsupportedError(MountError):
     to detach-then-mount (see :meth:`snapws.backends.base.Backend.replace`)."""
 
     default_hint = "Linux 6.5 or newer replaces a mount without a gap"
+
+
+def overlay_missing() -> UnsupportedError:
+    """The error for ENODEV from the overlay's fsopen or mount(2)."""
+    return UnsupportedError("this kernel has no overlay filesystem", "load it: `modprobe overlay`")
 
 
 class FallBack(Exception):

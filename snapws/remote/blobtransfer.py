@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -267,17 +268,7 @@ class Uploader:
                 scope=self.scope,
                 follow=False,
             )
-            body = resp.read()
-            if resp.status in (400, 404):  # BLOB_UPLOAD_INVALID / _UNKNOWN
-                raise Restart(f"{resp.status} {resp.reason}")
-            if resp.status == 416:
-                raise Retryable("range not accepted")
-            if resp.status != 202:
-                if resp.status in RETRY_STATUSES:
-                    raise Retryable(f"{resp.status} {resp.reason}")
-                raise RemoteError(
-                    f"PATCH {up.location}: {resp.status} {resp.reason} {body[:200]!r}"
-                )
+            _check_answer(resp, (202,), f"PATCH {up.location}")
             new = resp.getheader("Location")
             if new:
                 up.location = urljoin(up.location, new)
@@ -297,14 +288,7 @@ class Uploader:
             scope=self.scope,
             follow=False,
         )
-        body = resp.read()
-        if resp.status in (201, 204):
-            return
-        if resp.status in (400, 404):  # DIGEST_INVALID (a chunk went astray), session lost
-            raise Restart(f"{resp.status} {resp.reason}")
-        if resp.status in RETRY_STATUSES:
-            raise Retryable(f"{resp.status} {resp.reason}")
-        raise RemoteError(f"PUT {location}: {resp.status} {resp.reason} {body[:200]!r}")
+        _check_answer(resp, (201, 204), f"PUT {location}")
 
 
 _DOWNLOAD_FAILURES: tuple[type[BaseException], ...] = (Retryable, *NETWORK_ERRORS)
@@ -313,6 +297,23 @@ _UPLOAD_FAILURES: tuple[type[BaseException], ...] = (Retryable, Restart, *NETWOR
 
 def _text(e: BaseException) -> str:
     return str(e) or type(e).__name__
+
+
+def _check_answer(resp: http.client.HTTPResponse, ok: tuple[int, ...], what: str) -> None:
+    """Read the answer to an upload request; unless its status is in ``ok``
+    raise Restart (400/404: the session is lost or unknown, or the digest is
+    invalid: a chunk went astray), Retryable (416: the range was not taken;
+    408, 429, 5xx) or RemoteError (any other status)."""
+    body = resp.read()
+    if resp.status in ok:
+        return
+    if resp.status in (400, 404):
+        raise Restart(f"{resp.status} {resp.reason}")
+    if resp.status == 416:
+        raise Retryable("range not accepted")
+    if resp.status in RETRY_STATUSES:
+        raise Retryable(f"{resp.status} {resp.reason}")
+    raise RemoteError(f"{what}: {resp.status} {resp.reason} {body[:200]!r}")
 
 
 def _range_end(value: str | None) -> int:
