@@ -131,6 +131,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_synced(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, then fsync it (:func:`fsync_fd`)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    fsync_fd(fd)
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new
     content, never a mix. Creates missing parent directories."""
@@ -138,11 +146,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        fsync_fd(fd)
+        write_synced(fd, data)
     finally:
         os.close(fd)
     try:

@@ -27,7 +27,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from snapws.beneath import EntryNotADirectoryError, open_subdir
-from snapws.store.atomic import fsync_fd
+from snapws.store.atomic import fsync_fd, write_synced
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -149,10 +149,7 @@ def replace_file(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None
         dir_fd=dir_fd,
     )
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        fsync_fd(fd)
+        write_synced(fd, data)
     finally:
         os.close(fd)
     try:

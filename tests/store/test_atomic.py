@@ -134,3 +134,19 @@ def test_a_commit_s_records_in_a_store_batch_cost_one_syncfs(
     assert unbatched["fsync"] >= 10 and unbatched["syncfs"] == 0
     assert syncs == {"fsync": 0, "syncfs": 1}
     assert store.read_ref("heads", "main") == record("batched").id
+
+
+def test_write_synced_writes_everything_then_fsyncs(
+    tmp_path: Path, syncs: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = os.write
+    monkeypatch.setattr(
+        os, "write", lambda fd, data: real_write(fd, bytes(data[:3]))
+    )  # short writes
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    try:
+        atomic.write_synced(fd, b"0123456789")
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == b"0123456789"
+    assert syncs == {"fsync": 1, "syncfs": 0}
