@@ -38,7 +38,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
 
 from snapws.layers.entries import join, ns_ids, opaque_xattr, parent_of, read_node
@@ -150,6 +151,114 @@ def _relink(merged: list[MergedEntry]) -> list[MergedEntry]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class BuildStep:
+    """One entry of a merged tree to make, parents before children.
+    ``source``: the run's layer (0 = topmost) whose node a non-directory
+    links; ``key``: its inode group in the tree made (-1 for directories and
+    whiteouts); ``alias``: the source inode is another group's too (store
+    dedup), so this group gets a copy of its own."""
+
+    entry: Entry
+    source: int | None
+    key: int = -1
+    alias: bool = False
+
+
+def plan_merged_tree(layers: Sequence[RunLayer], bottom: bool) -> tuple[list[BuildStep], bytes]:
+    """What :func:`build_merged_tree` makes for the run ``layers`` (topmost
+    first), without making it: the steps, and the canonical manifest of the
+    tree they make. Costs the run's entries and an ``lstat`` per
+    non-directory (inode groups). Raises OSError."""
+    merged = merge_entries([layer.entries for layer in layers], bottom)
+    keys: dict[tuple[object, ...], int] = {}
+    owners: dict[tuple[object, ...], tuple[int, bytes]] = {}
+    groups: dict[int, list[int]] = {}  # key -> files (index in merged)
+    steps: list[BuildStep] = []
+    for n, m in enumerate(merged):
+        e = m.entry
+        if e.kind in (Kind.DIR, Kind.WHITEOUT) or m.source is None:
+            steps.append(BuildStep(e, None))
+            continue
+        st = os.lstat(join(layers[m.source].tree, e.path))
+        ident: tuple[object, ...] = (st.st_dev, st.st_ino)
+        alias = False
+        if e.kind is Kind.FILE:
+            group = (m.source, e.link or e.path)
+            if owners.setdefault(ident, group) != group:
+                ident, alias = ("group", *group), True
+        key = keys.setdefault(ident, len(keys))
+        if e.kind is Kind.FILE:
+            groups.setdefault(key, []).append(n)
+        steps.append(BuildStep(e, m.source, key, alias))
+    for members in groups.values():
+        leader = min(steps[n].entry.path for n in members)
+        for n in members:
+            e = steps[n].entry
+            want = None if e.path == leader else leader
+            if e.link != want:
+                steps[n] = replace(steps[n], entry=replace(e, link=want))
+    return steps, encode_manifest(step.entry for step in steps)
+
+
+class TreeBuilder:
+    """Makes a merged tree at ``dest`` from :class:`BuildStep` s, in as many
+    calls as the caller likes (a compaction spreads a big merge over
+    commits): :meth:`make` the steps in order, then :meth:`finish_dirs`
+    with the directories children first. ``copies`` (inode group -> path
+    made, for groups that got a copy) is the state between calls. Making a
+    step again (after a crash) replaces what an earlier try made."""
+
+    def __init__(
+        self,
+        trees: Sequence[bytes],
+        dest: bytes,
+        xattr_form: str = "trusted",
+        copies: dict[int, bytes] | None = None,
+    ) -> None:
+        self.trees = list(trees)
+        self.dest = dest
+        self.marker = opaque_xattr(xattr_form)
+        self.copies: dict[int, bytes] = dict(copies or {})
+
+    def make(self, steps: Iterable[BuildStep]) -> None:
+        """Make these steps' entries (directories bare: see
+        :meth:`finish_dirs`). Raises OSError."""
+        for step in steps:
+            dst = join(self.dest, step.entry.path)
+            if step.entry.kind is Kind.DIR:
+                with suppress(FileExistsError):  # made by an interrupted earlier try
+                    os.mkdir(dst, 0o700)
+                continue
+            try:
+                self._make(step, dst)
+            except FileExistsError:  # made by an interrupted earlier try
+                os.unlink(dst)
+                self._make(step, dst)
+
+    def _make(self, step: BuildStep, dst: bytes) -> None:
+        e = step.entry
+        if e.kind is Kind.WHITEOUT:
+            os.mknod(dst, stat.S_IFCHR | 0o600, 0)
+            return
+        assert step.source is not None
+        src = join(self.trees[step.source], e.path)
+        made = self.copies.get(step.key)
+        if made is not None:
+            os.link(join(self.dest, made), dst, follow_symlinks=False)
+        elif step.alias:
+            materialise([read_node(e.path, src)], self.dest)
+            self.copies[step.key] = e.path
+        elif not _link(src, dst, self.dest, e.path):
+            self.copies[step.key] = e.path
+
+    def finish_dirs(self, dirs: Iterable[Entry]) -> None:
+        """Owner, mode, xattrs, opaque marker and mtime of these directories
+        (give children before parents: mtimes stay). Raises OSError."""
+        for e in dirs:
+            _dir_meta(join(self.dest, e.path), e, self.marker)
+
+
 def build_merged_tree(
     layers: Sequence[RunLayer],
     dest: bytes,
@@ -168,55 +277,15 @@ def build_merged_tree(
     one inode. That is a source layer's groups only: files of different
     layers that store deduplication made one inode are no hardlinks, so each
     group after the first of such an inode gets a copy of its own."""
-    merged = merge_entries([layer.entries for layer in layers], bottom)
+    steps, manifest = plan_merged_tree(layers, bottom)
     os.mkdir(dest, 0o700)
-    dirs: list[tuple[bytes, Entry]] = []
-    copies: dict[tuple[object, ...], bytes] = {}  # source inode -> its copy here
-    inodes: dict[tuple[object, ...], list[int]] = {}  # source inode -> files (index in merged)
-    owners: dict[tuple[object, ...], tuple[int, bytes]] = {}  # source inode -> its group
-    for count, m in enumerate(merged, 1):
-        e = m.entry
-        dst = join(dest, e.path)
-        if e.kind is Kind.DIR:
-            if e.path != ROOT:
-                os.mkdir(dst, 0o700)
-            dirs.append((dst, e))
-        elif e.kind is Kind.WHITEOUT:
-            os.mknod(dst, stat.S_IFCHR | 0o600, 0)
-        else:
-            assert m.source is not None
-            src = join(layers[m.source].tree, e.path)
-            st = os.lstat(src)
-            key: tuple[object, ...] = (st.st_dev, st.st_ino)
-            alias = False
-            if e.kind is Kind.FILE:
-                group = (m.source, e.link or e.path)
-                if owners.setdefault(key, group) != group:
-                    # store dedup made files of two layers one inode: they are
-                    # no hardlinks, so this group gets a copy of its own
-                    key, alias = group, True
-                inodes.setdefault(key, []).append(count - 1)
-            made = copies.get(key)
-            if made is not None:
-                os.link(made, dst, follow_symlinks=False)
-            elif alias:
-                materialise([read_node(e.path, src)], dest)
-                copies[key] = dst
-            elif not _link(src, dst, dest, e.path):
-                copies[key] = dst
-        if progress is not None and count % 1000 == 0:
-            progress(count)
-    marker = opaque_xattr(xattr_form)
-    for dst, e in reversed(dirs):  # children before parents: mtimes stay
-        _dir_meta(dst, e, marker)
-    entries = [m.entry for m in merged]
-    for members in inodes.values():
-        leader = min(entries[n].path for n in members)
-        for n in members:
-            want = None if entries[n].path == leader else leader
-            if entries[n].link != want:
-                entries[n] = replace(entries[n], link=want)
-    return encode_manifest(entries)
+    builder = TreeBuilder([layer.tree for layer in layers], dest, xattr_form)
+    for at in range(0, len(steps), 1000):
+        builder.make(steps[at : at + 1000])
+        if progress is not None and at + 1000 <= len(steps):
+            progress(at + 1000)
+    builder.finish_dirs(reversed([s.entry for s in steps if s.entry.kind is Kind.DIR]))
+    return manifest
 
 
 def _link(src: bytes, dst: bytes, dest: bytes, path: bytes) -> bool:

@@ -7,63 +7,12 @@ chains of the snapshots that contain them and that commits build on (ids,
 history and content do not change; see :func:`rewrite_chains`) keeps chains
 short.
 
-Compaction policy (after each commit; :func:`compact`)
--------------------------------------------------------
-
-A geometric ("leveled by size") scheme. The chain is ``[B, L1 .. Lk, N]``:
-the bottom layer ``B`` (the whole tree), older merged layers, and ``N``, the
-layer the commit just made, which always stays separate (a diff against the
-parent then costs ``N`` alone). Sizes are manifest sizes in bytes (a stat per
-layer; proportional to entries). The invariant, from the top down:
-
-    every layer below N is more than RATIO (4) times bigger than all the
-    layers between it and N together.
-
-After a commit, the layers just below ``N`` that break it are merged, in one
-run ending at the parent's top layer: starting from ``Lk``, accumulate while
-the next older layer is at most ``RATIO`` times the accumulated size.
-
-- Depth: sizes grow by a factor RATIO + 1 per layer going down, so a chain
-  has at most about ``2 + log5(tree / smallest commit)`` layers. Measured
-  (bench/bench_depth.py: 1,000 commits of 3 files on 100,000 files): 4.9 on
-  average, 6 at most, against 17 / 32 for full flattens past max_depth 32.
-- Cost: a merge reads and links only the layers it merges. An entry is
-  merged again only when the layers above it have grown to a quarter of
-  its layer's size, so merges cost a small multiple of the entries
-  committed, times the number of levels (O(changes x log)), and the big
-  merges are rare.
-- The bottom layer (cost: the whole tree) is merged only when the layers
-  above it together reach a quarter of its size: after changes of the order
-  of the tree, never for a few files a commit. Measured: the slowest of the
-  1,000 commits took 0.18 s (full flattens: 3.5 s every 32 commits).
-- Store: every merged layer stays (the snapshots whose chains it ended
-  when it was made still use it), so the store grows by the merges'
-  metadata: directories (4 KiB each) and manifests; files are hardlinks.
-  Measured: 261 MiB for the 1,000 commits, against 114 MiB without any
-  merging and 620 MiB with full flattens.
-
-Why not size-tiered (merge K similar layers)? It needs up to (K - 1) layers
-per level for the same write cost, so deeper chains; and why not full flattens
-(the previous scheme)? A merge of the whole tree each ``max_depth`` commits,
-and an average depth of ``max_depth / 2``.
-
-Chains of at most MIN_DEPTH (5) layers are left alone: lookups through a
-few layers cost little more than through one (a warm ``find`` of 100,000
-files through the compacted chains: 1.12x one layer), while a merge has
-fixed costs (a new layer directory and manifest, chain files rewritten), and
-short histories keep sharing their layers with their older snapshots.
-
-The run always ends at the parent's top layer, so the parent (and every
-snapshot whose chain starts like it: siblings, the new snapshot) is rewritten
-with the merged layer too, and diffs between neighbours keep a long common
-chain prefix (:mod:`snapws.ops.diff` costs only the layers after it).
-
-``max_depth`` stays a hard cap, as before: a chain still deeper than that
-is flattened whole below ``N`` (``snapws flatten``). With the policy on and
-the default of 32 that does not happen (chains stay far shallower), unless
-``max_depth`` is set below the policy's depth. ``max_depth`` at its maximum
-(:data:`NO_COMPACTION`, 400) turns the policy off and leaves only the cap
-(the previous behaviour).
+Compaction (after each commit; :func:`compact`): which runs to merge, and
+the budget that spreads a big merge over commits, are in
+:mod:`snapws.ops.compaction`. The run always ends at the parent's top
+layer, so the parent (and every snapshot whose chain starts like it:
+siblings, the new snapshot) is rewritten with the merged layer too, and
+diffs between neighbours keep a long common chain prefix.
 
 Crash safety. A merge is: build the tree in ``staging/flatten-*`` with its
 manifest as ``manifest.pending`` (step ``flatten:staged``); write a plan
@@ -96,16 +45,11 @@ from snapws.errors import StoreCorruptError
 from snapws.ids import LayerId, SnapshotId
 from snapws.layers.merge import RunLayer, build_merged_tree
 from snapws.model import Entry, decode_manifest, manifest_id
-from snapws.ops.workspace import Session
+from snapws.ops.compaction import NO_COMPACTION as NO_COMPACTION
+from snapws.session import Session
 from snapws.store.atomic import fsync_dir, write_atomic
 from snapws.store.store import EMPTY_LAYER, Store
 
-#: Each layer must be more than RATIO times the layers above it (below the newest).
-RATIO = 4
-#: Chains of at most this many layers are left alone (unless ``max_depth`` is lower).
-MIN_DEPTH = 5
-#: ``max_depth`` from this value on (the configuration's maximum) disables compaction.
-NO_COMPACTION = 400
 _PLAN_SUFFIX = ".plan"
 
 
@@ -118,67 +62,16 @@ class FlattenResult:
     chains_rewritten: int
 
 
-# --------------------------------------------------------------------------- policy
-
-
-def layer_sizes(store: Store, chain: Sequence[LayerId]) -> list[int]:
-    """Manifest size in bytes of each layer (a stat each)."""
-    out = []
-    for lid in chain:
-        try:
-            out.append(os.stat(store.layer_dir(lid) / "manifest").st_size)
-        except OSError as e:
-            raise StoreCorruptError(f"layer {lid.short()} is missing its manifest: {e}") from e
-    return out
-
-
-def next_run(
-    sizes: Sequence[int],
-    max_depth: int,
-    tiered: bool = True,
-    ratio: int = RATIO,
-    floor: int = MIN_DEPTH,
-) -> tuple[int, int] | None:
-    """The run ``[start, end)`` of a chain (bottom first, with these layer
-    sizes) to merge next, or None. The newest layer is never part of it.
-
-    ``tiered``: restore the geometric invariant (see the module docstring)
-    if the chain is deeper than ``floor``; then, if it is still deeper than
-    ``max_depth``, everything below the newest layer (a full flatten)."""
-    n = len(sizes)
-    top = n - 2  # the parent's top layer; n - 1 is the newest
-    if top < 0:
-        return None
-    if tiered and top >= 1 and n > floor:
-        j, acc = top, sizes[top]
-        while j > 0 and sizes[j - 1] <= ratio * acc:
-            j -= 1
-            acc += sizes[j]
-        if j < top:
-            return (j, top + 1)
-    if n > max_depth and top >= 1:
-        return (0, top + 1)
-    return None
-
-
 def compact(store: Store, sid: SnapshotId, max_depth: int) -> list[FlattenResult]:
-    """Compaction after a commit made ``sid`` (see the module docstring):
-    finish a merge a crash interrupted, then merge what the policy asks for.
-    Idempotent. Raises OSError, StoreCorruptError."""
-    resume_pending(store)
-    tiered = max_depth < NO_COMPACTION
-    results = []
-    for _ in range(64):  # each merge makes the chain shorter: a few at most
-        chain = store.chain_layers(sid)
-        run = next_run(layer_sizes(store, chain), max_depth, tiered)
-        if run is None:
-            break
-        start, end = run
-        lid, rewritten = merge_run(store, chain, start, end, tip=sid)
-        results.append(
-            FlattenResult(lid, end - start, len(chain), len(chain) - (end - start) + 1, rewritten)
-        )
-    return results
+    """Compaction after a commit made ``sid`` (:func:`snapws.ops.compaction.compact`):
+    finish a merge a crash interrupted, then merge within the commit's
+    budget. Idempotent. Raises OSError, StoreCorruptError."""
+    from snapws.ops.compaction import compact as compact_within_budget
+
+    return [
+        FlattenResult(lid, merged, 0, 0, rewritten)
+        for lid, merged, rewritten in compact_within_budget(store, sid, max_depth)
+    ]
 
 
 # --------------------------------------------------------------------------- merging
@@ -221,11 +114,27 @@ def merge_run(
         with suppress(OSError):
             store.discard(staging)
         raise
+    return publish_staged(store, staging, manifest_id(manifest), chain[:end], start, tip)
+
+
+def publish_staged(
+    store: Store,
+    staging: Path,
+    lid: LayerId,
+    prefix: Sequence[LayerId],
+    start: int,
+    tip: SnapshotId | None,
+) -> tuple[LayerId, int]:
+    """Publish ``staging`` (its ``tree`` built, its ``manifest.pending``
+    written: the layer ``lid``, equal to ``prefix[start:]``) and put it in
+    place of that run in the chains that start with ``prefix``; crash-safe
+    through a plan that :func:`resume_pending` finishes. Returns (the layer,
+    how many chains changed)."""
     crashpoint("flatten:staged")
     plan = {
-        "prefix": [lid.hex for lid in chain[:end]],
+        "prefix": [x.hex for x in prefix],
         "start": start,
-        "layer": manifest_id(manifest).hex,
+        "layer": lid.hex,
         "staging": staging.name,
         "tip": tip.hex if tip is not None else None,
     }
@@ -366,21 +275,16 @@ def flatten_in_workspace(
     backend = backend_for(state)
     before = store.chain(state.head)
     j = remount_journal(state, session.config.author_or_default(), "flatten")
-    if not backend.mounts:  # nothing to remount: the journal only marks the merge
-        j["new_state"] = state.to_json()
-    store.write_journal(j)
-    frozen = False
+    store.write_journal(j.to_json())
     try:
         result = flatten(store, sid, keep, progress)
-        if store.chain(state.head) == before or not backend.mounts:
+        if store.chain(state.head) == before:
             store.clear_journal()
             return result
-        backend.freeze(session.path, "remount the flattened workspace")
-        frozen = True
+        backend.quiesce(store, state, "remount the flattened workspace")
         crashpoint("flatten:frozen")
     except BaseException:
-        if frozen:
-            backend.thaw(session.path)
+        backend.release(store, state, None)
         store.clear_journal()
         raise
     finish_switch(store, j)  # the new mount in place of the frozen one; clear the journal

@@ -68,4 +68,5 @@ def _sweep(store: Store) -> None:
     """Remove leftovers no journal refers to: staging and trash."""
     store.empty_trash()
     for p in store.iter_staging():
-        store.discard(p)
+        if not p.name.startswith("compact-"):  # a merge spread over commits: ops.compaction
+            store.discard(p)

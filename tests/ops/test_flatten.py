@@ -16,7 +16,8 @@ from snapws.config import Config
 from snapws.ids import SnapshotId
 from snapws.model import Kind, decode_manifest
 from snapws.ops.commit import commit
-from snapws.ops.flatten import MIN_DEPTH, NO_COMPACTION, merge_run, next_run
+from snapws.ops.compaction import MIN_DEPTH, NO_COMPACTION, next_run
+from snapws.ops.flatten import merge_run
 from snapws.ops.session import open_session
 from snapws.store.store import Store
 
@@ -111,23 +112,26 @@ def test_flatten_merges_deletions_and_replaced_directories(
 # --------------------------------------------------------------------------- the compaction policy
 
 
-def test_policy_merges_the_small_layers_below_the_newest() -> None:
-    # [B, L1 .. Lk, N]: the newest is never merged; a layer at most RATIO
-    # times the layers above it joins them
+def test_policy_merges_four_similar_layers_below_the_newest() -> None:
+    # [B, L1 .. Lk, N]: the newest is never merged; a layer at most as big
+    # as the layers above it in the run joins them; four or more are merged
     def run(*sizes: int) -> tuple[int, int] | None:
         return next_run(sizes, max_depth=32, floor=0)
 
-    assert run(1000, 10, 10) is None  # one layer between B and N: nothing
-    assert run(1000, 10, 10, 10) == (1, 3)
-    assert run(1000, 100, 10, 10) is None  # 100 > 4 * 10
-    assert run(1000, 100, 30, 10, 5) == (1, 4)  # 30 <= 40, 100 <= 160
-    assert run(1000, 600, 30, 10, 5) == (2, 4)
-    # the bottom joins only when the layers above it reach a quarter of it
-    assert run(1000, 200, 5) is None
-    assert run(1000, 250, 5) == (0, 2)
+    assert run(1000, 10, 10, 10, 10) is None  # three similar layers: not yet
+    assert run(1000, 10, 10, 10, 10, 10) == (1, 5)
+    assert run(1000, 100, 10, 10, 10, 10, 10) == (2, 6)  # 100 > 40: not rewritten
+    assert run(1000, 40, 10, 10, 10, 10, 10) == (1, 6)  # 40 <= 40: joins
+    assert run(1000, 40, 40, 40, 10, 10, 10, 10, 3) == (1, 8)
+    # the bottom joins only when the layers above it reach its size
+    assert run(100, 10, 10, 10, 10, 5) == (1, 5)
+    assert run(100, 30, 30, 20, 20, 5) == (0, 5)
     # the newest layer alone on the bottom, or alone: nothing to do
     assert run(1000, 5000) is None
     assert run(5) is None
+    # layers below ``lowest`` (a merge in progress) are left alone
+    assert next_run([1000, 10, 10, 10, 10, 10, 10], max_depth=32, floor=0, lowest=3) is None
+    assert next_run([1000, 10, 10, 10, 10, 10, 10, 1], 32, floor=0, lowest=2) == (2, 7)
 
 
 def test_policy_leaves_short_chains_alone() -> None:
@@ -138,7 +142,7 @@ def test_policy_leaves_short_chains_alone() -> None:
 
 
 def test_policy_keeps_max_depth_as_a_hard_cap() -> None:
-    sizes = [10_000, 5000, 1000, 200, 40, 5]  # the invariant holds
+    sizes = [10_000, 5000, 1000, 200, 40, 5]  # nothing similar
     assert next_run(sizes, max_depth=32) is None
     # too deep for max_depth 5: a full flatten below the newest layer
     assert next_run(sizes, max_depth=5) == (0, 5)
@@ -149,12 +153,12 @@ def test_policy_keeps_max_depth_as_a_hard_cap() -> None:
     assert next_run([100] * 401, max_depth=NO_COMPACTION, tiered=False) == (0, 400)
 
 
-def test_policy_depth_and_cost_over_thousands_of_commits() -> None:
+def test_policy_depth_and_merging_over_thousands_of_commits() -> None:
     """A simulation of 3000 commits of 10 entries on a 100,000-entry tree
     (merged size = sum of sizes: no path committed twice, the worst case):
-    depth stays at a handful, the bottom is merged once (when the layers
-    above it reach a quarter of it), and the work (entries read by merges)
-    per commit stays a small multiple of the commit's entries."""
+    depth stays bounded (log4 of the history, 3 similar layers a level),
+    the bottom is never merged, and each entry is merged again about once
+    per level (what the store grows by: merged layers stay)."""
     sizes = [100_000]
     work = bottom = 0
     depths = []
@@ -167,10 +171,10 @@ def test_policy_depth_and_cost_over_thousands_of_commits() -> None:
             work += sum(sizes[start:end])
             sizes[start:end] = [sum(sizes[start:end])]
         depths.append(len(sizes))
-    assert max(depths) <= 8
-    assert sum(depths) / len(depths) <= 6
-    assert bottom == 1
-    assert work / 3000 <= 10 * 20  # O(changes x log), the bottom merge included
+    assert max(depths) <= 20
+    assert sum(depths) / len(depths) <= 12
+    assert bottom == 0
+    assert work / (3000 * 10) <= 7  # log4(3000) = 5.8 merges an entry at most
 
 
 # --------------------------------------------------------------------------- compaction at commit
@@ -207,7 +211,7 @@ def test_commits_stay_shallow_and_keep_history(make_workspace: WorkspaceFactory)
             # the parent was rewritten with the same layers: its diff to the
             # new snapshot costs the newest layer only
             assert _chain(ws, ids[-2]) == _chain(ws, ids[-1])[:-1], i
-    assert max(depths) <= 7, depths
+    assert max(depths) <= 11, depths  # 3 similar layers a level, log4(60) levels
     assert _chain(ws, ids[-1])[0] == base, "a few files a commit merged the 2000-file base"
     assert ws.log_ids()[:60] == list(reversed(ids))
     assert_store_ok(ws.store)
