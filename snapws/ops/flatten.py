@@ -46,7 +46,7 @@ from snapws.ids import LayerId, SnapshotId
 from snapws.layers.merge import RunLayer, build_merged_tree
 from snapws.model import Entry, decode_manifest, manifest_id
 from snapws.ops.compaction import NO_COMPACTION as NO_COMPACTION
-from snapws.session import Session
+from snapws.ops.workspace import Session
 from snapws.store.atomic import fsync_dir, write_atomic
 from snapws.store.store import EMPTY_LAYER, Store
 
@@ -275,16 +275,21 @@ def flatten_in_workspace(
     backend = backend_for(state)
     before = store.chain(state.head)
     j = remount_journal(state, session.config.author_or_default(), "flatten")
-    store.write_journal(j.to_json())
+    if not backend.mounts:  # nothing to remount: the journal only marks the merge
+        j["new_state"] = state.to_json()
+    store.write_journal(j)
+    frozen = False
     try:
         result = flatten(store, sid, keep, progress)
-        if store.chain(state.head) == before:
+        if store.chain(state.head) == before or not backend.mounts:
             store.clear_journal()
             return result
-        backend.quiesce(store, state, "remount the flattened workspace")
+        backend.freeze(session.path, "remount the flattened workspace")
+        frozen = True
         crashpoint("flatten:frozen")
     except BaseException:
-        backend.release(store, state, None)
+        if frozen:
+            backend.thaw(session.path)
         store.clear_journal()
         raise
     finish_switch(store, j)  # the new mount in place of the frozen one; clear the journal
