@@ -34,202 +34,32 @@ from HEAD's manifests (:func:`snapws.backends.plain.headtree.rebuild_index`).
 from __future__ import annotations
 
 import bisect
-import contextlib
 import marshal
 import mmap
-import os
 import struct
-import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import xxhash
 
-from snapws.ids import ContentHash, SnapshotId
+from snapws.backends.plain.records import (
+    VIRTUAL,
+    ZERO_STAT,
+    Blob,
+    EntryTuple,
+    ScanRecord,
+    child_path,
+    entry_tuple,
+    split_names,
+    split_path,
+    tuple_entry,
+    unpack_stats,
+)
+from snapws.ids import SnapshotId
 from snapws.model import ROOT, Entry, Kind
 
 MAGIC = b"snapws-plain-index 4\n"
-INDEX_NAME = "index"
-TMP_PREFIX = ".index.tmp-"
-VIRTUAL = b""  # the parent of the root: its only child is b"."
-NFIELDS = 5
-ZERO_STAT = (0,) * NFIELDS
-RECORD_SIZE = 8 * NFIELDS  # bytes of one child's packed stats
-ZERO_RECORD = bytes(RECORD_SIZE)
-#: Added to racy checks when the workspace is on another filesystem than the
-#: store (another timestamp granularity): covers up to 2 s granularity.
-FOREIGN_SLACK_NS = 2_000_000_000
-_M64 = 1 << 64
-_H63 = 1 << 63
-
-EntryTuple = tuple[Any, ...]
-StatKey = tuple[int, ...]
-#: Bulk data of the index: bytes, or a zero-copy view of the mapped file.
-Blob = bytes | memoryview
 _HEADER = struct.Struct("<QQ")  # lengths of the records section and of the blob area
-
-
-# ---- entries and stats in compact form ---------------------------------------
-
-
-def entry_tuple(e: Entry) -> EntryTuple:
-    """The compact, marshal-able form of an entry (path, ``opaque`` and
-    ``link`` are not kept: they do not make two trees differ)."""
-    return (
-        e.kind.value,
-        e.mode,
-        e.uid,
-        e.gid,
-        e.mtime_ns,
-        e.size,
-        e.hash.hex if e.hash is not None else None,
-        e.target,
-        e.rdev,
-        tuple(sorted(e.xattrs.items())),
-    )
-
-
-def tuple_entry(path: bytes, t: EntryTuple) -> Entry:
-    """Inverse of :func:`entry_tuple` for the entry at ``path``."""
-    kind, mode, uid, gid, mtime_ns, size, digest, target, rdev, xattrs = t
-    return Entry(
-        path=path,
-        kind=Kind(kind),
-        mode=mode,
-        uid=uid,
-        gid=gid,
-        mtime_ns=mtime_ns,
-        size=size,
-        hash=ContentHash(digest) if digest is not None else None,
-        target=target,
-        rdev=tuple(rdev) if rdev is not None else None,
-        xattrs=dict(xattrs),
-    )
-
-
-def _signed(v: int) -> int:
-    return ((v + _H63) % _M64) - _H63
-
-
-def stat_key(st: os.stat_result) -> StatKey:
-    """The five recorded stat fields of ``st`` (as :func:`unpack_stats` gives them back)."""
-    return (
-        _signed(st.st_size),
-        _signed(st.st_mtime_ns),
-        _signed(st.st_ctime_ns),
-        _signed(st.st_ino),
-        _signed(st.st_mode),
-    )
-
-
-def pack_stats(vals: list[int]) -> bytes:
-    """Pack raw stat values (five per child) as signed 64-bit integers;
-    values outside that range (huge inode numbers) wrap around."""
-    try:
-        return struct.pack(f"{len(vals)}q", *vals)
-    except (struct.error, OverflowError):
-        return struct.pack(f"{len(vals)}Q", *(v % _M64 for v in vals))
-
-
-def unpack_stats(blob: Blob) -> list[StatKey]:
-    """Inverse of :func:`pack_stats`: one 5-tuple per child."""
-    flat = struct.unpack(f"{len(blob) // 8}q", blob)
-    return [flat[i : i + NFIELDS] for i in range(0, len(flat), NFIELDS)]
-
-
-def _plain(t: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Blobs as bytes (comparing views item by item is slow)."""
-    return tuple(bytes(x) if isinstance(x, memoryview) else x for x in t)
-
-
-def join_names(names: list[bytes]) -> bytes:
-    """The recorded form of a directory's names (see the module docstring)."""
-    return b"\0".join(names)
-
-
-def split_names(blob: Blob) -> list[bytes]:
-    """Inverse of :func:`join_names`."""
-    return bytes(blob).split(b"\0") if blob else []
-
-
-def child_path(parent: bytes, name: bytes) -> bytes:
-    """Path of ``name`` in directory ``parent`` (``b""`` is the root's parent)."""
-    if parent in (VIRTUAL, ROOT):
-        return name
-    return parent + b"/" + name
-
-
-def split_path(path: bytes) -> tuple[bytes, bytes]:
-    """(parent directory, name) of ``path``; the root's parent is ``b""``."""
-    if path == ROOT:
-        return VIRTUAL, ROOT
-    i = path.rfind(b"/")
-    return (ROOT, path) if i < 0 else (path[:i], path[i + 1 :])
-
-
-# ---- scan records --------------------------------------------------------------
-
-
-class ScanRecord:
-    """What the last scan saw in one directory (see the module docstring).
-
-    ``changes``, when set, holds the directory's changes against HEAD as
-    that scan found them (its children's, and the subtrees of children
-    that are gone): a scan that finds the directory as recorded replays
-    them instead of comparing child by child. Anything that moves HEAD's
-    entries drops it (:meth:`Index.drop_replays`)."""
-
-    __slots__ = ("changed", "changes", "dirty", "maxtime", "names", "stats")
-
-    def __init__(
-        self,
-        names: Blob,
-        stats: Blob,
-        maxtime: int,
-        dirty: Blob | None,
-        changed: bool,
-        changes: Blob | None = None,
-    ) -> None:
-        self.names = names
-        self.stats = stats
-        self.maxtime = maxtime
-        self.dirty = dirty  # marshal blob of {name: work entry tuple}, or None
-        self.changed = changed  # some child differs from HEAD (dirty or deleted)
-        self.changes = changes  # marshal blob of change tuples (see scan.py), or None
-
-    def to_tuple(self) -> tuple[Blob, Blob, int, Blob | None, bool, Blob | None]:
-        return (self.names, self.stats, self.maxtime, self.dirty, self.changed, self.changes)
-
-    def same(self, other: ScanRecord | None) -> bool:
-        return other is not None and _plain(self.to_tuple()) == _plain(other.to_tuple())
-
-    def matches(self, names: bytes, stats: bytes) -> bool:
-        """True if the directory lists exactly ``names`` with ``stats``."""
-        return bytes(self.stats) == stats and bytes(self.names) == names
-
-    def dirty_map(self) -> dict[bytes, EntryTuple]:
-        return marshal.loads(self.dirty) if self.dirty else {}
-
-    @classmethod
-    def build(
-        cls,
-        names: list[bytes],
-        keys: list[StatKey],
-        dirty: dict[bytes, EntryTuple],
-        changed: bool,
-    ) -> ScanRecord:
-        """A record from per-child stat keys (``ZERO_STAT``: unverified),
-        with no replayable changes."""
-        flat = [v for k in keys for v in k]
-        maxtime = max((max(k[1], k[2]) for k in keys if k != ZERO_STAT), default=0)
-        return cls(
-            join_names(names),
-            pack_stats(flat),
-            maxtime,
-            marshal.dumps(dirty) if dirty else None,
-            changed or bool(dirty),
-        )
 
 
 # ---- the index ---------------------------------------------------------------
@@ -574,112 +404,3 @@ class Index:
             return cls(SnapshotId(head_hex), int(ref_ns), int(slack_ns), dirs)
         except (ValueError, TypeError, EOFError, IndexError):
             return None
-
-
-def index_path(wsdir: Path) -> Path:
-    return wsdir / INDEX_NAME
-
-
-def load_index(wsdir: Path, head: SnapshotId) -> Index | None:
-    """The workspace's index if it is readable and describes ``head``. The
-    file is mapped, not read: a status touches only the pages it compares."""
-    try:
-        with open(index_path(wsdir), "rb") as f:
-            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
-        return None
-    index = Index.decode(data)
-    if index is None or index.head != head:
-        return None
-    return index
-
-
-class IndexWriter:
-    """One write of the index: the temp file is created first, so that its
-    timestamp (the store filesystem's clock, before any stat is read) is the
-    reference time of the stats the coming scan records."""
-
-    def __init__(self, wsdir: Path, fd: int, tmp: Path, ref_ns: int, slack_ns: int) -> None:
-        self.wsdir = wsdir
-        self.fd = fd
-        self.tmp = tmp
-        self.ref_ns = ref_ns
-        self.slack_ns = slack_ns
-
-    @classmethod
-    def begin(cls, wsdir: Path, workspace: Path) -> IndexWriter | None:
-        """Create the temp file and take the reference time. None when the
-        store is not writable here (a read-only status: no refresh)."""
-        tmp = wsdir / f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        except OSError:
-            return None
-        st = os.fstat(fd)
-        try:
-            same_fs = os.stat(workspace).st_dev == st.st_dev
-        except OSError:
-            same_fs = False
-        ref = max(st.st_mtime_ns, st.st_ctime_ns)
-        return cls(wsdir, fd, tmp, ref, 0 if same_fs else FOREIGN_SLACK_NS)
-
-    def commit(self, index: Index, durable: bool = False) -> None:
-        """Write ``index`` and rename it into place (fsync'd if ``durable``)."""
-        try:
-            view = memoryview(index.encode())
-            while view:
-                view = view[os.write(self.fd, view) :]
-            if durable:
-                os.fsync(self.fd)
-        finally:
-            os.close(self.fd)
-        os.rename(self.tmp, index_path(self.wsdir))
-        if durable:
-            dfd = os.open(self.wsdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        index.modified = False
-        _sweep_tmp(self.wsdir)
-
-    def abort(self) -> None:
-        """Drop the temp file (nothing is written)."""
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-        with contextlib.suppress(OSError):
-            os.unlink(self.tmp)
-
-
-def save_index(
-    wsdir: Path, index: Index, writer: IndexWriter | None = None, durable: bool = False
-) -> None:
-    """Write ``index`` (atomically; fsync'd only if ``durable``: an index
-    lost to a power failure, or older than the workspace's HEAD, is rebuilt
-    from the manifests, so it is a cache), through ``writer`` if the caller
-    scanned (opened before the scan), else keeping the index's own
-    reference time. Raises OSError (PermissionError where the store is not
-    writable)."""
-    if writer is None:
-        wsdir.mkdir(parents=True, exist_ok=True)
-        writer = IndexWriter.begin(wsdir, wsdir)
-        if writer is None:
-            raise PermissionError(f"cannot write the index in {wsdir}")
-    writer.commit(index, durable)
-
-
-def _sweep_tmp(wsdir: Path, age_s: float = 600.0) -> None:
-    """Remove temp files of index writes that a crash left (older than ``age_s``)."""
-    now = time.time()
-    try:
-        names = os.listdir(wsdir)
-    except OSError:
-        return
-    for name in names:
-        if name.startswith(TMP_PREFIX):
-            p = wsdir / name
-            try:
-                if now - p.stat().st_mtime > age_s:
-                    p.unlink()
-            except OSError:
-                continue

@@ -10,9 +10,7 @@ HEAD's entry exactly as the other backends compare (:func:`classify`), so a
 touch or a chmod to the same mode is no change.
 
 On trees big enough to pay for it, the walk runs in several processes
-(forked, with :mod:`multiprocessing`'s fork context: each child walks some
-subtrees and sends back only what differs from the index), since
-lstat-bound Python does not scale with threads.
+(:mod:`snapws.backends.plain.parallelwalk`).
 """
 
 from __future__ import annotations
@@ -21,17 +19,19 @@ import marshal
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from snapws.backends.plain.index import (
-    NFIELDS,
+from snapws.backends.plain.index import Index
+from snapws.backends.plain.parallelwalk import walk_parallel, walking_procs
+from snapws.backends.plain.records import (
     RECORD_SIZE,
     VIRTUAL,
     ZERO_RECORD,
     EntryTuple,
-    Index,
     ScanRecord,
+    changes_blob,
+    changes_from,
     child_path,
     entry_tuple,
     join_names,
@@ -39,19 +39,15 @@ from snapws.backends.plain.index import (
     split_names,
     tuple_entry,
 )
+from snapws.backends.plain.workentry import WorkRules, work_entry
 from snapws.errors import BadPathError
 from snapws.ids import ContentHash
-from snapws.layers.entries import Node, list_xattrs, node_entry, read_node, user_xattrs
 from snapws.layers.ignore import IGNORE_FILE, IgnoreRules, drop_ignored
 from snapws.model import ROOT, Change, ChangeType, Entry, Kind, classify
 
 _DIR = Kind.DIR.value
 _INO, _INO_END = 24, 32  # the inode field in a child's packed stats
 _IGNORE_NAME = os.fsdecode(IGNORE_FILE)
-#: Below this many recorded entries the walk stays in one process.
-PARALLEL_MIN_ENTRIES = 20_000
-#: Environment override of the number of walking processes (1: no fork).
-PROCS_ENV = "SNAPWS_PLAIN_SCAN_PROCS"
 
 
 @dataclass(slots=True)
@@ -64,67 +60,6 @@ class ScanResult:
     changes: list[Change] = field(default_factory=list)
     recreated: set[bytes] = field(default_factory=set)
     ignored: list[bytes] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkRules:
-    """How this process reads the working tree.
-
-    Not root, a file that the user owns takes HEAD's owner (it could not be
-    given any other on checkout), and HEAD's ``trusted.*`` attributes (which
-    only root can read or write) count as present. On a filesystem without
-    extended attributes, HEAD's attributes count as present."""
-
-    as_root: bool
-    euid: int
-    xattrs_supported: bool
-
-    @classmethod
-    def for_workspace(cls, root: bytes) -> WorkRules:
-        euid = os.geteuid()
-        return cls(euid == 0, euid, _xattrs_supported(root))
-
-
-def _xattrs_supported(path: bytes) -> bool:
-    try:
-        os.listxattr(path, follow_symlinks=False)
-    except OSError as e:
-        import errno
-
-        return e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP)
-    return True
-
-
-def work_entry(
-    path: bytes,
-    abspath: bytes,
-    st: os.stat_result,
-    head: EntryTuple | None,
-    digest: ContentHash | None,
-    rules: WorkRules,
-) -> Entry:
-    """The manifest-style entry of a working-tree node (``digest``: its
-    content hash, for regular files), under ``rules``. Raises OSError."""
-    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-        # a 0/0 device in a workspace is just a device (commit refuses it)
-        xattrs = user_xattrs(list_xattrs(abspath))
-        node = Node(path, abspath, st, Kind.CHARDEV, xattrs, False, (), None)
-    else:
-        node = read_node(path, abspath, st)
-    e = node_entry(node, digest)
-    if e.opaque:
-        e = replace(e, opaque=False)
-    if head is not None:
-        h = tuple_entry(path, head)
-        if not rules.as_root:
-            if (e.uid, e.gid) != (h.uid, h.gid) and e.uid == rules.euid:
-                e = replace(e, uid=h.uid, gid=h.gid)
-            hidden = {k: v for k, v in h.xattrs.items() if k.startswith("trusted.")}
-            if hidden:
-                e = replace(e, xattrs={**hidden, **e.xattrs})
-        if not rules.xattrs_supported:
-            e = replace(e, xattrs=h.xattrs)
-    return e
 
 
 class _Pending:
@@ -301,7 +236,7 @@ class Walker:
             if not scan.changed:
                 return
             if scan.changes is not None:
-                self.changes += _changes_from(scan.changes)
+                self.changes += changes_from(scan.changes)
                 return
         self._slow(rel, names, sts, packed, scan)
 
@@ -421,7 +356,7 @@ class Walker:
                 pend.maxtime,
                 marshal.dumps(pend.dirty) if pend.dirty else None,
                 changed,
-                _changes_blob(pend.out) if changed and not pend.zero else None,
+                changes_blob(pend.out) if changed and not pend.zero else None,
             )
             if not rec.same(pend.old):
                 self.records[pend.rel] = rec
@@ -439,48 +374,18 @@ class Walker:
         """This walker's results as marshal bytes (for the parent process)."""
         records = {d: r.to_tuple() for d, r in self.records.items()}
         return marshal.dumps(
-            (_changes_blob(self.changes), records, self.visited, self.recreated, self.ignored)
+            (changes_blob(self.changes), records, self.visited, self.recreated, self.ignored)
         )
 
     def absorb(self, data: bytes) -> None:
         """Add the results :meth:`export` produced in another process."""
         changes, records, visited, recreated, ignored = marshal.loads(data)
-        self.changes += _changes_from(changes)
+        self.changes += changes_from(changes)
         for d, t in records.items():
             self.records[d] = ScanRecord(*t)
         self.visited += visited
         self.recreated += recreated
         self.ignored += ignored
-
-
-def _changes_blob(changes: list[Change]) -> bytes:
-    """Changes as marshal data (recorded in the index, sent between processes)."""
-    return marshal.dumps(
-        [
-            (
-                c.path,
-                c.type.value,
-                entry_tuple(c.old) if c.old is not None else None,
-                entry_tuple(c.new) if c.new is not None else None,
-                c.what,
-            )
-            for c in changes
-        ]
-    )
-
-
-def _changes_from(blob: bytes | memoryview) -> list[Change]:
-    """Inverse of :func:`_changes_blob`."""
-    return [
-        Change(
-            path,
-            ChangeType(kind),
-            tuple_entry(path, old) if old is not None else None,
-            tuple_entry(path, new) if new is not None else None,
-            tuple(what),
-        )
-        for path, kind, old, new, what in marshal.loads(blob)
-    ]
 
 
 def _try_hash(path: bytes) -> ContentHash | None:
@@ -516,9 +421,9 @@ def scan(
     root is unreadable."""
     w = Walker(index, root, rules, hash_threads, ignore)
     units = w.walk_root()
-    procs = _procs(index)
+    procs = walking_procs(index)
     if procs > 1 and units:
-        _walk_parallel(w, units, procs)
+        walk_parallel(w, units, procs)
     else:
         w.walk(units)
         w.finish()
@@ -530,93 +435,3 @@ def scan(
     changes = sorted(w.changes, key=lambda c: c.path)
     changes, ignored = drop_ignored(changes, w.ignored)
     return ScanResult(changes, set(w.recreated), ignored)
-
-
-def _procs(index: Index) -> int:
-    env = os.environ.get(PROCS_ENV)
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            pass
-    if not hasattr(os, "fork"):
-        return 1
-    entries = sum(len(r[1].stats) for r in index.dirs.values() if r[1] is not None) // (8 * NFIELDS)
-    if entries < PARALLEL_MIN_ENTRIES:
-        return 1
-    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
-
-
-def _subtree_sizes(index: Index) -> dict[bytes, int]:
-    """Recorded entries at and below each directory (an estimate of walking cost)."""
-    sizes: dict[bytes, int] = {}
-    for d, r in index.dirs.items():
-        if r[1] is None or d == VIRTUAL:
-            continue
-        n = 1 + len(r[1].stats) // (8 * NFIELDS)
-        p = d
-        while True:
-            sizes[p] = sizes.get(p, 0) + n
-            if p == ROOT:
-                break
-            i = p.rfind(b"/")
-            p = ROOT if i < 0 else p[:i]
-    return sizes
-
-
-def _walk_parallel(w: Walker, units: list[tuple[bytes, bytes]], procs: int) -> None:
-    """Walk the top directories here until there are enough subtrees, then
-    share the subtrees between this process and ``procs - 1`` forked ones."""
-    sizes = _subtree_sizes(w.index)
-    frontier = list(units)
-    done_shallow = 0
-    while frontier and len(frontier) < 8 * procs and done_shallow < 64:
-        frontier.sort(key=lambda u: sizes.get(u[0], 1))
-        big = frontier.pop()
-        frontier += w.walk([big], recurse=False)
-        done_shallow += 1
-    shares: list[list[tuple[bytes, bytes]]] = [[] for _ in range(procs)]
-    loads = [0] * procs
-    for u in sorted(frontier, key=lambda u: -sizes.get(u[0], 1)):
-        k = loads.index(min(loads))
-        shares[k].append(u)
-        loads[k] += sizes.get(u[0], 1)
-    import multiprocessing
-    import tempfile
-
-    fork = multiprocessing.get_context("fork")
-    children: list[tuple[Any, Any, list[tuple[bytes, bytes]]]] = []
-    for share in shares[1:]:
-        if not share:
-            continue
-        out = tempfile.TemporaryFile()  # noqa: SIM115 (closed below, after the child ends)
-        child = fork.Process(target=_walk_share, args=(w, share, out), daemon=True)
-        child.start()
-        children.append((child, out, share))
-    w.walk(shares[0])
-    w.finish()
-    for child, out, share in children:
-        child.join()
-        out.seek(0)
-        data = out.read()
-        out.close()
-        if child.exitcode == 0 and data:
-            w.absorb(data)
-        else:  # the child failed: walk its share here
-            w.walk(share)
-            w.finish()
-
-
-def _walk_share(w: Walker, share: list[tuple[bytes, bytes]], out: Any) -> None:
-    """In a forked process: walk ``share`` with a copy of the parent's
-    walker and write the results to ``out`` (nothing if anything fails:
-    the parent then walks the share itself)."""
-    try:
-        w.changes, w.records, w.visited, w.recreated, w.ignored = [], {}, [], [], []
-        w.drop_pending()  # the parent finishes what it walked itself
-        w.walk(share)
-        w.finish()
-        out.write(w.export())
-        out.flush()
-    except BaseException:  # reported by an empty result (never printed)
-        out.truncate(0)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from conftest import Workspace
 
-from snapws.backends.plain.index import (
+from snapws.backends.plain.index import Index
+from snapws.backends.plain.indexfile import load_index
+from snapws.backends.plain.records import (
     ZERO_STAT,
-    Index,
     ScanRecord,
-    load_index,
     split_names,
     stat_key,
     unpack_stats,
