@@ -12,7 +12,11 @@ added (30%) or deleted (10%).
 Reported, per scenario:
 
 - chain depth after the commits, and its mean and maximum over them;
-- total commit time, the median and the slowest commit (compaction spikes);
+- total commit time, the median and the slowest commit (compaction spikes),
+  and their ratio (issue 12's target: at most 3);
+- ``snapws log -n 20`` and ``snapws diff --stat HEAD~1 HEAD`` (each its own
+  process, median of 5) right after init and after the commits: neither
+  may grow with the history's length;
 - how many layers compaction made (layers in the store, less init's and
   the commits');
 - store size growth over the commits (GNU ``du`` of the store: hardlinks
@@ -34,7 +38,7 @@ Scenarios (each with its own copy of the tree and its own store):
 - ``full-flatten``: the scheme before compaction, for reference: max_depth
   32 without the policy (the commit past 32 layers flattens all but the
   newest layer). The library has no setting for it: the bench lowers
-  ``snapws.ops.flatten.NO_COMPACTION`` to 32 in its own process.
+  ``snapws.ops.compaction.NO_COMPACTION`` to 32 in its own process.
 
 Needs root (snapws mounts overlayfs). See bench/README.md.
 
@@ -201,7 +205,7 @@ def lower_layers(ws: Path) -> int:
 # --------------------------------------------------------------- bench ----
 def scenario(name: str, max_depth: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from snapws.config import Config
-    from snapws.ops import flatten
+    from snapws.ops import compaction
     from snapws.ops.commit import commit
     from snapws.ops.session import open_session
     from snapws.store.store import Store
@@ -228,7 +232,8 @@ def scenario(name: str, max_depth: int, args: argparse.Namespace, work: Path) ->
     layers_after_init = len(store.layer_ids())
     store_after_init = du_bytes(store_path)
     apparent_after_init = du_bytes(store_path, apparent=True)
-    flatten.NO_COMPACTION = 32 if name == "full-flatten" else 400
+    compaction.NO_COMPACTION = 32 if name == "full-flatten" else 400
+    log_before = cli_time(ws, env, "log", "-n", "20")
 
     rng = random.Random(SEED + 1)
     times: list[float] = []
@@ -252,6 +257,8 @@ def scenario(name: str, max_depth: int, args: argparse.Namespace, work: Path) ->
         apparent_after = du_bytes(store_path, apparent=True)
         depth = lower_layers(ws)
         assert depth == depths[-1], (depth, depths[-1])
+        log_after = cli_time(ws, env, "log", "-n", "20")
+        diff_after = cli_time(ws, env, "diff", "--stat", "HEAD~1", "HEAD")
         find_deep = find_time(ws, args.repeat)
         mount_deep = find_after_mount(ws, args.repeat, env)
         t = time.perf_counter()
@@ -285,6 +292,10 @@ def scenario(name: str, max_depth: int, args: argparse.Namespace, work: Path) ->
         "commit_p99_s": sorted(times)[int(len(times) * 0.99) - 1] if len(times) >= 100 else None,
         "commit_slowest_s": times[slowest],
         "commit_slowest_no": slowest,
+        "commit_slowest_over_median": times[slowest] / statistics.median(times),
+        "log20_after_init_s": log_before,
+        "log20_after_commits_s": log_after,
+        "diff_stat_after_commits_s": diff_after,
         "merged_layers": layers - layers_after_init - args.commits,
         "changed_bytes": changed,
         "store_after_init": store_after_init,
@@ -301,6 +312,16 @@ def scenario(name: str, max_depth: int, args: argparse.Namespace, work: Path) ->
         "commit_times_s": times if args.json else None,
         "depths": depths if args.json else None,
     }
+
+
+def cli_time(ws: Path, env: dict[str, str], *args: str, runs: int = 5) -> float:
+    """Median wall time of ``snapws -C WS ARGS`` (its own process each run)."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        snapws("-C", str(ws), *args, cwd=ws.parent, env=env)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def fmt_bytes(n: float) -> str:
@@ -327,6 +348,18 @@ def render(results: list[dict[str, Any]]) -> str:
         (
             "commit: slowest (commit no.)",
             lambda r: f"{r['commit_slowest_s'] * 1000:.0f} ms (#{r['commit_slowest_no']})",
+        ),
+        (
+            "commit: slowest / median (target <= 3)",
+            lambda r: f"{r['commit_slowest_over_median']:.1f}",
+        ),
+        (
+            "log -n 20: after init / after the commits",
+            lambda r: f"{r['log20_after_init_s']:.3f} s / {r['log20_after_commits_s']:.3f} s",
+        ),
+        (
+            "diff --stat HEAD~1 HEAD, after the commits",
+            lambda r: f"{r['diff_stat_after_commits_s']:.3f} s",
         ),
         ("layers made by compaction", lambda r: str(r["merged_layers"])),
         ("changed bytes (sum over commits)", lambda r: fmt_bytes(r["changed_bytes"])),
