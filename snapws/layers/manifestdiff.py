@@ -67,6 +67,7 @@ class SortedManifest:
         self._all: dict[bytes, Entry] | None = None
         self._sorted: list[Entry] | None = None
         self._got: dict[bytes, Entry | None] = {}
+        self._probes: dict[tuple[int, int], tuple[int, int, bytes]] = {}
         if self._size <= small:
             entries = decode_manifest(bytes(data))
             self._sorted = entries
@@ -125,13 +126,18 @@ class SortedManifest:
     def _lower_bound(self, key: bytes) -> int:
         """Offset of the first line whose path is >= ``key`` (the size if none)."""
         lo, hi = 0, self._size
+        probes = self._probes
         while lo < hi:
             mid = (lo + hi) // 2
-            start = self._buf.rfind(b"\n", lo, mid) + 1
-            start = max(start, lo)
-            end = self._line_end(start)
-            line = self._buf[start:end]
-            if not line.strip() or _line_path(line) < key:
+            probe = probes.get((lo, mid))  # the first probes are the same for every key
+            if probe is None:
+                start = max(self._buf.rfind(b"\n", lo, mid) + 1, lo)
+                end = self._line_end(start)
+                line = self._buf[start:end]
+                probe = (start, end, _line_path(line) if line.strip() else b"")
+                probes[(lo, mid)] = probe
+            start, end, path = probe
+            if path < key:
                 lo = min(end + 1, self._size)
             else:
                 hi = start
