@@ -48,9 +48,10 @@ the same plan-and-rewrite steps as any merge. One job at a time; smaller
 merges above its run go on meanwhile (they rewrite what lies above the
 job's prefix, which the job's own rewrite keeps).
 
-Crash safety: a job is unpublished work in staging/. Rebuilding a step
-replaces what an interrupted try made; a recovery after a crash sweeps
-staging/, job included, and a later commit starts over. The publication is
+Crash safety: a job is unpublished work in staging/ (recovery's sweep of
+staging/ leaves ``compact-*`` alone; ``gc`` drops one older than its grace).
+Making a step again replaces what an interrupted try made; a torn
+``job.json`` drops the job, and a later commit plans afresh. The publication is
 the merge steps of :mod:`snapws.ops.flatten` (``flatten:staged``, plan,
 ``flatten:published``, ``flatten:chain-rewritten``), finished by
 :func:`snapws.ops.flatten.resume_pending` after a crash.
@@ -219,9 +220,18 @@ def _start_job(
         layers.append(RunLayer(os.fsencode(store.layer_tree(lid)), entries))
     staging = store.new_staging(_JOB)
     steps, manifest = plan_merged_tree(layers, start == 0)
-    (staging / "steps").write_bytes(b"".join(_step_line(s) for s in steps))
-    dirs = [s.entry for s in reversed(steps) if s.entry.kind is Kind.DIR]
-    (staging / "dirs").write_bytes(b"".join(_entry_line(e) for e in dirs))
+    # built in the manifest's order (sorted by path: parents first), so that
+    # a step is its manifest line and a line of "source key alias" in steps/
+    steps.sort(key=lambda step: step.entry.path)
+    meta, dirs, at = [], [], 0
+    for step, line in zip(steps, manifest.splitlines(keepends=True), strict=True):
+        source = -1 if step.source is None else step.source
+        meta.append(b"%d %d %d\n" % (source, step.key, step.alias))
+        if step.entry.kind is Kind.DIR:
+            dirs.append(b"%d\n" % at)
+        at += len(line)
+    (staging / "steps").write_bytes(b"".join(meta))
+    (staging / "dirs").write_bytes(b"".join(reversed(dirs)))  # manifest offsets, children first
     store.write_pending_manifest(staging, manifest)
     (staging / "tree").mkdir(mode=0o700)
     state = {
@@ -231,6 +241,7 @@ def _start_job(
         "tip": tip.hex,
         "phase": "steps",
         "offset": 0,
+        "manifest_offset": 0,
         "copies": {},
     }
     _save(staging, state)
@@ -262,21 +273,26 @@ def _advance(store: Store, job: Job, budget: int) -> tuple[int, tuple[LayerId, i
     builder = TreeBuilder(trees, os.fsencode(staging / "tree"), store.xattr_form, copies)
     while budget > 0 and state["phase"] != "built":
         name = state["phase"]
-        with open(staging / name, "rb") as f:
+        with open(staging / name, "rb") as f, open(staging / "manifest.pending", "rb") as m:
             f.seek(int(state["offset"]))
-            lines = []
+            m.seek(int(state["manifest_offset"]))
+            steps: list[BuildStep] = []
             while budget > 0 and (line := f.readline()):
-                lines.append(line)
-                budget -= len(line)
-            offset = f.tell()
+                if name == "dirs":
+                    m.seek(int(line))
+                entry = m.readline()
+                budget -= len(entry)
+                steps.append(_step(entry, line if name == "steps" else None))
+            offset, manifest_offset = f.tell(), m.tell()
             at_end = not f.read(1)
         if name == "steps":
-            builder.make(_parse_step(line) for line in lines)
+            builder.make(steps)
         else:
-            builder.finish_dirs(Entry.from_json(json.loads(line)) for line in lines)
-        state["offset"] = offset
+            builder.finish_dirs(step.entry for step in steps)
+        state["offset"], state["manifest_offset"] = offset, manifest_offset
         if at_end:
-            state["phase"], state["offset"] = ("dirs" if name == "steps" else "built"), 0
+            state["phase"] = "dirs" if name == "steps" else "built"
+            state["offset"] = state["manifest_offset"] = 0
     state["copies"] = {str(k): os.fsdecode(v) for k, v in builder.copies.items()}
     if state["phase"] != "built":
         _save(staging, state)
@@ -289,22 +305,18 @@ def _advance(store: Store, job: Job, budget: int) -> tuple[int, tuple[LayerId, i
 
 
 def _save(staging: Path, state: dict[str, Any]) -> None:
-    """The job's state, replaced atomically (not synced: a crash's recovery
-    sweeps the job anyway)."""
+    """The job's state, replaced atomically, not synced: after a crash a
+    torn state drops the job, and an older one makes its steps again."""
     tmp = staging / "job.json.tmp"
     tmp.write_bytes(json.dumps(state).encode())
     os.replace(tmp, staging / "job.json")
 
 
-def _step_line(step: BuildStep) -> bytes:
-    obj = [step.entry.to_json(), step.source, step.key, step.alias]
-    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
-
-
-def _parse_step(line: bytes) -> BuildStep:
-    obj = json.loads(line)
-    return BuildStep(Entry.from_json(obj[0]), obj[1], int(obj[2]), bool(obj[3]))
-
-
-def _entry_line(e: Entry) -> bytes:
-    return json.dumps(e.to_json(), separators=(",", ":")).encode() + b"\n"
+def _step(entry_line: bytes, meta: bytes | None) -> BuildStep:
+    """A step from its manifest line and its line of steps/ (None: a
+    directory's attributes, in the dirs phase)."""
+    entry = Entry.from_json(json.loads(entry_line))
+    if meta is None:
+        return BuildStep(entry, None)
+    source, key, alias = (int(x) for x in meta.split())
+    return BuildStep(entry, None if source < 0 else source, key, alias == 1)
