@@ -22,21 +22,22 @@ STEPS = (
     "init:snapshot-written",
     "init:state-written",
     "commit:frozen",
+    "commit:staged",
     "commit:journaled",
-    "commit:pruned",
     "commit:layer-published",
     "commit:snapshot-written",
     "commit:ref-moved",
     "commit:logged",
     "commit:state-written",
     "commit:beneath",
-    "commit:mounted",
+    "commit:shown",
     "checkout:journaled",
     "checkout:ref-moved",
+    "checkout:rewriting",
     "checkout:logged",
     "checkout:state-written",
     "checkout:beneath",
-    "checkout:mounted",
+    "checkout:shown",
     "flatten:staged",
     "flatten:published",
     "flatten:chain-rewritten",
@@ -49,30 +50,21 @@ STEPS = (
     "gc:removed",
     "push:blob-sent",
     "push:manifest-sent",
-    "plain-init:journaled",
-    "plain-init:layer-published",
-    "plain-init:snapshot-written",
-    "plain-init:state-written",
-    "plain-commit:staged",
-    "plain-commit:journaled",
-    "plain-commit:layer-published",
-    "plain-commit:snapshot-written",
-    "plain-commit:ref-moved",
-    "plain-commit:logged",
-    "plain-commit:indexed",
-    "plain-commit:state-written",
-    "plain-switch:journaled",
-    "plain-switch:rewriting",
-    "plain-switch:rewritten",
-    "plain-switch:ref-moved",
-    "plain-switch:logged",
-    "plain-switch:indexed",
-    "plain-switch:state-written",
     "eject:journaled",
     "eject:unmounted",
     "eject:moved",
     "eject:record-removed",
 )
+
+#: Steps inside one kind of backend's hooks, reached only by those backends
+#: (every other step is in the one flow every backend runs): a mount put
+#: beneath the old one (the overlay backends), paths rewritten in place (the
+#: plain backend).
+BACKEND_STEPS = {
+    "commit:beneath": frozenset({"kernel", "rootless", "fuse"}),
+    "checkout:beneath": frozenset({"kernel", "rootless", "fuse"}),
+    "checkout:rewriting": frozenset({"plain"}),
+}
 
 #: Counted steps: ``<name>:<N>`` crashes at the N-th time (dedup: after the
 #: N-th link made, after the N-th rename over a file, before the index
@@ -81,9 +73,15 @@ STEPS = (
 COUNTED_STEPS = ("dedup:link", "dedup:rename", "dedup:commit", "carry:moved")
 
 
-def steps_of(operation: str) -> tuple[str, ...]:
-    """The named steps of ``operation`` (e.g. "commit"), in order."""
-    return tuple(s for s in STEPS if s.split(":", 1)[0] == operation)
+def steps_of(operation: str, backend: str | None = None) -> tuple[str, ...]:
+    """The named steps of ``operation`` (e.g. "commit"), in order; with
+    ``backend``, those that backend's workspaces reach."""
+    return tuple(
+        s
+        for s in STEPS
+        if s.split(":", 1)[0] == operation
+        and (backend is None or backend in BACKEND_STEPS.get(s, (backend,)))
+    )
 
 
 def crashpoint(step: str, count: int | None = None) -> None:

@@ -132,6 +132,70 @@ def test_beneath_imports_only_errors() -> None:
     assert bad == set()
 
 
+#: Packages below the operations: they never import snapws.ops or snapws.cli.
+BELOW_OPS = ("snapws.backends", "snapws.store", "snapws.layers", "snapws.mounts")
+#: What the workspace backends are called (WorkspaceState.backend).
+BACKEND_NAMES = frozenset({"kernel", "rootless", "fuse", "plain"})
+
+
+def climbs(mod: Module) -> list[str]:
+    """Imports of ``mod`` that reach up into the operations or the CLI."""
+    return sorted(n for n in imports(mod) if is_under(n, "snapws.ops") or is_under(n, "snapws.cli"))
+
+
+def test_nothing_below_the_operations_imports_them() -> None:
+    offenders = {}
+    for mod in modules():
+        if any(is_under(mod.name, top) for top in BELOW_OPS):
+            found = climbs(mod)
+            if found:
+                offenders[mod.name] = found
+    assert offenders == {}
+
+
+def test_the_climb_check_sees_a_climb() -> None:
+    tree = ast.parse("from snapws.ops.workspace import Session\nimport snapws.cli.app\n")
+    mod = Module("snapws.backends.x", PACKAGE / "backends" / "x.py", tree)
+    assert climbs(mod) == ["snapws.cli.app", "snapws.ops.workspace", "snapws.ops.workspace.Session"]
+
+
+def backend_name_tests(mod: Module) -> list[str]:
+    """Comparisons in ``mod`` against a backend's name (``x == "plain"``,
+    ``name in ("kernel", "fuse")``): generic code asks its backend instead."""
+
+    def names(node: ast.expr) -> set[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return {node.value} & BACKEND_NAMES
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return {v for e in node.elts for v in names(e)}
+        return set()
+
+    hits = []
+    for node in ast.walk(mod.tree):
+        if isinstance(node, ast.Compare):
+            found = set().union(*(names(x) for x in (node.left, *node.comparators)))
+            if found:
+                hits.append(f"{mod.path.name}:{node.lineno} compares with {sorted(found)}")
+    return hits
+
+
+def test_no_module_outside_the_backends_tests_a_backend_name() -> None:
+    offenders = {}
+    for mod in modules():
+        if is_under(mod.name, "snapws.backends"):
+            continue
+        hits = backend_name_tests(mod)
+        if hits:
+            offenders[mod.name] = hits
+    assert offenders == {}
+
+
+def test_the_backend_name_check_sees_one() -> None:
+    code = 'if state.backend == "plain":\n    pass\nok = name in ("kernel", "fuse")\n'
+    mod = Module("snapws.ops.x", PACKAGE / "ops" / "x.py", ast.parse(code))
+    assert len(backend_name_tests(mod)) == 2
+
+
 def test_only_the_cli_uses_click_and_the_cli() -> None:
     offenders = {}
     for mod in modules():

@@ -5,8 +5,11 @@
   with ``userxattr`` (:class:`snapws.backends.kernel.RootlessBackend`,
   :mod:`snapws.backends.userns`);
 - ``fuse``: fuse-overlayfs, as root (:mod:`snapws.backends.fuse`);
-- ``plain``: no mount at all (:mod:`snapws.backends.plain`; here only its
-  mount-level stand-in :class:`~snapws.backends.base.NoMountBackend`).
+- ``plain``: no mount at all, an ordinary directory
+  (:class:`snapws.backends.plain.backend.PlainBackend`).
+
+Every one implements the whole :class:`~snapws.backends.base.Backend`
+interface; the overlay ones share :class:`~snapws.backends.overlay.OverlayBackend`.
 
 A workspace's backend is chosen once, by ``snapws init`` (``--backend``,
 ``backend =`` in snapws.toml, default ``auto``: :func:`choose_backend`), and
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from snapws.backends.base import Availability, Backend, MountStatus, NoMountBackend
+from snapws.backends.base import Availability, Backend, MountStatus
 from snapws.config import Config
 from snapws.errors import ConfigError, UnsupportedError
 from snapws.model import WorkspaceState
@@ -69,7 +72,9 @@ def get_backend(name: str) -> Backend:
 
         backend = FuseBackend()
     elif name == "plain":
-        backend = NoMountBackend()
+        from snapws.backends.plain.backend import PlainBackend
+
+        backend = PlainBackend()
     else:
         raise UnsupportedError(
             f"unknown backend {name!r}",

@@ -1,39 +1,45 @@
-"""The contract every backend keeps, and the pieces they share.
+"""The contract every backend keeps, in full.
 
-A backend decides how a workspace's directory shows HEAD's layer chain plus
-the workspace's upperdir U. The upper-based backends (kernel, rootless,
-fuse) mount an overlay of the chain below U on the workspace path; they
-differ only in who performs the mount and in the on-disk form U takes. The
-plain backend mounts nothing (the workspace is an ordinary directory; its
-operations live in :mod:`snapws.backends.plain`), and is represented here by
-:class:`NoMountBackend` so that generic code can ask any workspace's backend
-the same questions.
+A backend decides how a workspace's directory shows HEAD's tree plus the
+uncommitted changes, and so three things, which are all the backends differ
+in (containerd's Snapshotter has the same shape: one interface, every
+snapshotter implements all of it):
 
-Ops code never calls :mod:`snapws.mounts` for a workspace: it asks
-``backend_for(state)`` (see :mod:`snapws.backends`), which performs mounts
-through the mounts package, the one place that mounts.
+- **where changes come from**: the overlay backends (kernel, rootless,
+  fuse) scan the workspace's upperdir U; the plain backend compares the
+  directory with a stat cache of HEAD (:meth:`Backend.changes`);
+- **how a new layer's tree is staged**: the frozen U becomes it by a rename
+  vs the changed paths are copied (:meth:`Backend.stage_layer`,
+  :meth:`Backend.finish_layer`);
+- **how a snapshot is shown**: a new U and a mount of the new chain vs the
+  differing paths rewritten in place (:meth:`Backend.plan_switch`,
+  :meth:`Backend.show`, :meth:`Backend.ensure_shown`);
+
+plus probing, quiescing the working tree around a change and releasing it.
+The operations in :mod:`snapws.ops` run one flow per verb for every backend
+(validation, refusals, journal, publication, dedup, records, refs, reflog,
+state, compaction, recovery) and never ask which backend they have.
 
 Every method states its contract: preconditions, effects, errors raised.
+Hooks that run inside a journaled operation's finish are idempotent: the
+finish runs again after a crash.
 """
 
 from __future__ import annotations
 
 import abc
 import os
-import shutil
-import stat
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from snapws.ids import WorkspaceId
-from snapws.model import WorkspaceState
-from snapws.mounts import busy, mounter
-from snapws.mounts.mounter import BeneathUnsupportedError, MountBusyError
-from snapws.mounts.plan import MountPlan
+from snapws.config import Config
+from snapws.ids import SnapshotId, WorkspaceId
+from snapws.layers.view import ChainView
+from snapws.model import Change, Entry, WorkspaceState
+from snapws.session import Session
 from snapws.store.store import Store
 
 #: What :meth:`Backend.mount_state` finds on a workspace path:
@@ -41,16 +47,17 @@ from snapws.store.store import Store
 #: read-only: left by an interrupted command), ``stale`` (a mount of this
 #: workspace with another upperdir, or one whose server died), ``foreign``
 #: (something else is mounted there) or ``unmounted``; ``plain`` for a
-#: workspace whose backend mounts nothing.
+#: workspace whose directory is the working tree itself (nothing mounted).
 MountStatus = Literal["mounted", "frozen", "stale", "foreign", "unmounted", "plain"]
 
-#: How U encodes deletions and opaque directories: ``overlay`` (the kernel's
-#: form: 0/0 character devices, an ``overlay.opaque`` xattr) or ``fuse``
-#: (fuse-overlayfs's, see :mod:`snapws.layers.fuseform`).
+#: How a layer tree being staged encodes deletions and opaque directories:
+#: ``overlay`` (the kernel's form: 0/0 character devices, an
+#: ``overlay.opaque`` xattr) or ``fuse`` (fuse-overlayfs's, see
+#: :mod:`snapws.layers.fuseform`).
 UpperForm = Literal["overlay", "fuse"]
 
-#: How long :meth:`Backend.freeze` waits for files open for writing to be closed.
-FREEZE_WAIT = 1.0
+#: A backend's own part of a journal: JSON values only.
+JournalPart = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,45 +74,68 @@ class Availability:
     fix: str = ""
 
 
+@dataclass(slots=True)
+class WorkChanges:
+    """The working tree against HEAD, as :meth:`Backend.changes` found it.
+
+    ``changes``: the uncommitted changes (ignored paths are none);
+    ``ignored``: the topmost ignored paths present in the working tree;
+    ``hiding``: paths whose uncommitted state hides what another snapshot
+    has below them (deleted paths, non-directories, opaque or re-made
+    directories): a ``reset --keep`` must not move anything under them;
+    ``memo``: what the backend learnt while looking, for its later hooks in
+    the same operation (None after a crash: hooks then read the store)."""
+
+    changes: list[Change]
+    ignored: list[bytes] = field(default_factory=list)
+    hiding: set[bytes] = field(default_factory=set)
+    memo: Any = None
+
+
+@dataclass(slots=True)
+class Adopted:
+    """What :meth:`Backend.adopt` staged of a new workspace's directory:
+    the base layer's manifest entries (None: hash the staged tree), and
+    the backend's journal part (what :meth:`Backend.install` needs)."""
+
+    entries: list[Entry] | None
+    part: JournalPart = field(default_factory=dict)
+
+
 class Backend(abc.ABC):
-    """How workspaces of one kind are shown, mounted, frozen and unmounted.
+    """How workspaces of one kind show their snapshots and yield their changes.
 
     Implementations are stateless singletons (one per name, see
     :func:`snapws.backends.get_backend`); every method takes what it acts on.
-    Targets are workspace paths; plans come from
-    :func:`snapws.ops.workspace.plan_mount`.
     """
 
     #: the name recorded in WorkspaceState.backend and accepted by --backend
     name: ClassVar[str]
-    #: False for the plain backend: nothing to mount, freeze or detach
-    mounts: ClassVar[bool] = True
-    #: the form of U this backend's mounts write (what commit's scan reads)
-    upper_form: ClassVar[UpperForm] = "overlay"
-    #: True when a mount made by one command stays and every process of the
-    #: machine sees it (kernel, fuse); False for rootless, whose mount lives
+    #: True when what one command shows stays shown to every process of the
+    #: machine (kernel, fuse, plain); False for rootless, whose mount lives
     #: in a user namespace: a lone command's mount dies with it
     mount_is_shared: ClassVar[bool] = True
+    #: True when showing another state replaces what is mounted on the
+    #: path: a process whose current directory is inside stays on the old
+    #: (frozen) view until it changes directory (``cd .``); False when the
+    #: directory itself is changed in place
+    replaces_mount: ClassVar[bool] = True
 
-    def reach_hint(self, path: Path) -> str:
-        """How a user makes ``path`` show its workspace (for error hints):
-        a command to run."""
-        return f"`snapws -C {path} mount`"
-
-    def shown_after_exit(self, store: Store, state: WorkspaceState) -> bool:
-        """Whether the workspace's directory goes on showing the workspace
-        to other processes once this command exits. Default: the workspace
-        is mounted (:meth:`mount_state` says ``mounted``)."""
-        return self.mount_state(store, state) == "mounted"
+    # ---- probing ---------------------------------------------------------
 
     @abc.abstractmethod
     def probe(self, store_root: Path) -> Availability:
         """Whether this backend can run here for a store at ``store_root``
         (which may not exist yet: its nearest existing ancestor is probed).
-
         May perform a real test mount in a temporary directory beside the
-        store and removes it again. Never raises for a negative answer.
-        """
+        store and removes it again. Never raises for a negative answer."""
+
+    def prepare_process(self, store_root: Path) -> None:
+        """Make this process ready to operate a new workspace of this
+        backend with its store at ``store_root``, before any thread starts
+        (rootless enters a private user namespace). Default: nothing is
+        needed. Raises UnsupportedError."""
+        return
 
     def check_privileges(self) -> None:
         """Raise :class:`UnsupportedError` when this process cannot operate
@@ -113,247 +143,247 @@ class Backend(abc.ABC):
         Default: any user can."""
         return
 
-    def check_store(self, store_root: Path) -> None:
+    def check_store(self, store_root: Path, workspace: Path) -> None:
         """Raise :class:`UnsupportedError` when the existing directory
-        ``store_root`` is on a filesystem this backend cannot use for layers
-        and upperdirs. Default: every filesystem will do."""
+        ``store_root`` cannot hold the layers of a workspace at
+        ``workspace`` (a filesystem the backend cannot use, or another one
+        than the workspace's when the backend moves files between them).
+        Default: any will do."""
         return
+
+    def reach_hint(self, path: Path) -> str:
+        """How a user makes ``path`` show its workspace (for error hints)."""
+        return f"`snapws -C {path} mount`"
+
+    # ---- what the directory shows -------------------------------------------
 
     @abc.abstractmethod
     def mount_state(self, store: Store, state: WorkspaceState) -> MountStatus:
-        """What is mounted on ``state.path`` as seen from this process
-        (``mounted``, ``frozen``, ``stale``, ``foreign``, ``unmounted``; see
+        """What shows on ``state.path`` as seen from this process (see
         :data:`MountStatus`). Reads only; raises MountError when /proc is
         unreadable."""
 
-    @abc.abstractmethod
     def owner_of(self, path: Path) -> tuple[Path, WorkspaceId] | None:
-        """The (store root, workspace id) of the mount of this backend whose
-        mount point is exactly ``path``, or None when ``path`` is not such a
-        mount (or its owner cannot be told). Reads only."""
-
-    @abc.abstractmethod
-    def mount(self, plan: MountPlan) -> None:
-        """Mount ``plan`` (lower chain below ``plan.upper``) on ``plan.target``.
-
-        Precondition: nothing of this workspace is mounted there and the
-        upper and work directories exist (work empty, or left by a previous
-        mount of the same upper). Raises :class:`MountError` (the message
-        says why), :class:`UnsupportedError` when the machine lacks what the
-        backend needs."""
-
-    @abc.abstractmethod
-    def mount_beneath(self, plan: MountPlan) -> None:
-        """Mount ``plan`` BENEATH the mount now on ``plan.target``: the path
-        keeps showing the old mount until it is detached, then shows the new
-        one, and never the directory below.
-
-        Precondition: a mount of this backend is on ``plan.target``; as for
-        :meth:`mount`, the upper and work directories exist. Raises
-        :class:`~snapws.mounts.mounter.BeneathUnsupportedError` (nothing
-        mounted) when the kernel cannot, :class:`MountError` on failures."""
-
-    def replace(
-        self,
-        plan: MountPlan,
-        action: str = "remount",
-        after_beneath: Callable[[], None] | None = None,
-    ) -> int:
-        """Show ``plan`` on ``plan.target`` in place of the mount there now (an
-        older mount of the same workspace), with no moment at which the path
-        resolves to the directory below it: a write that succeeds lands in
-        the old (then frozen) mount's upperdir or in the new one's.
-
-        Freezes the old mount first if it is writable (refusing, changing
-        nothing, while files are open for writing: WorkspaceBusyError naming
-        ``action``), mounts ``plan`` beneath it (:meth:`mount_beneath`), then
-        detaches it. Where the kernel cannot mount beneath (before Linux
-        6.5), detaches first, mounts, and moves whatever was written into the
-        directory below in between into the new mount. Returns how many
-        entries it so moved (0 with mount-beneath). ``after_beneath`` is
-        called between mounting beneath and detaching (crash tests).
-        Raises MountError."""
-        target = plan.target
-        top = mounter.mount_at(target)
-        if top is not None and not mounter.is_readonly(top):
-            self.freeze(target, action)
-        try:
-            self.mount_beneath(plan)
-        except BeneathUnsupportedError:
-            return self._replace_with_sweep(plan)
-        if after_beneath is not None:
-            after_beneath()
-        self.detach(target)
-        return 0
-
-    def _replace_with_sweep(self, plan: MountPlan) -> int:
-        """Detach, mount, then move into the new mount what was written into
-        the bare directory in between (the fallback of :meth:`replace`)."""
-        target = plan.target
-        self.detach(target)
-        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            self.mount(plan)
-            return move_into_mount(fd, target)
-        finally:
-            os.close(fd)
-
-    def freeze(self, target: Path, action: str) -> None:
-        """Make the mount on ``target`` read-only so that U stops changing:
-        afterwards, until :meth:`thaw` or :meth:`detach`, no process can write
-        to U through it, and U's data is in the upper filesystem (not yet
-        synced to disk: syncfs does that).
-
-        While some process holds a file of the workspace open for writing
-        (or mapped shared-writable, or open after deletion), retries for up
-        to :data:`FREEZE_WAIT` seconds (a program writing file after file
-        closes each soon), then refuses, changing nothing: raises
-        :class:`WorkspaceBusyError` naming the processes, ``action`` (e.g.
-        "commit") saying what was refused. A process whose cwd is inside
-        does not block it. Raises :class:`MountError` on other failures."""
-        deadline = time.monotonic() + FREEZE_WAIT
-        pause = 0.001
-        while True:
-            try:
-                self._remount(target, readonly=True)
-                return
-            except MountBusyError:
-                if time.monotonic() >= deadline:
-                    raise busy.busy_error(target, action) from None
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
-
-    def thaw(self, target: Path) -> None:
-        """Undo :meth:`freeze`: make the mount on ``target`` writable again.
-        Raises :class:`MountError` (nothing mounted there, or it failed)."""
-        self._remount(target, readonly=False)
-
-    @abc.abstractmethod
-    def _remount(self, target: Path, readonly: bool) -> None:
-        """Remount the workspace mount on ``target`` read-only or read-write
-        (the superblock: every mount of it). Raises a MountError, whose class
-        is ``MountBusyError`` when files are open for writing."""
-
-    @abc.abstractmethod
-    def detach(self, target: Path) -> None:
-        """Lazily unmount ``target``: the path shows the directory below at
-        once; processes inside keep the old (frozen) view until they leave it.
-        Never busy. Precondition: frozen (read-only), so U no longer changes.
-        Raises :class:`MountError` when nothing is mounted there."""
-
-    @abc.abstractmethod
-    def unmount(self, target: Path, lazy: bool = False) -> None:
-        """Unmount the workspace on ``target``. Not ``lazy``: only when no
-        process uses it (raises ``MountBusyError`` naming the reason
-        otherwise). ``lazy``: freeze (refusing while files are open for
-        writing, :class:`WorkspaceBusyError`), then detach. Raises
-        :class:`MountError` when nothing is mounted there."""
-
-
-class NoMountBackend(Backend):
-    """The plain backend as the mount-level code sees it: nothing to mount.
-
-    Its workspaces are ordinary directories; its operations are in
-    :mod:`snapws.backends.plain`. Every mount-level method is a no-op, and
-    :meth:`mount_state` says ``plain``.
-    """
-
-    name: ClassVar[str] = "plain"
-    mounts: ClassVar[bool] = False
-
-    def probe(self, store_root: Path) -> Availability:
-        """Available wherever the store's directory (or its nearest existing
-        ancestor) is writable: any POSIX filesystem, any user."""
-        where = nearest_existing(store_root)
-        try:
-            os.rmdir(tempfile.mkdtemp(prefix=".snapws-probe-", dir=where))
-        except OSError as exc:
-            return Availability(
-                self.name,
-                False,
-                f"cannot write in {where}: {exc.strerror}",
-                "put the store in a writable directory (--store PATH)",
-            )
-        return Availability(self.name, True, "needs no mount: works on any filesystem, as any user")
-
-    def mount_state(self, store: Store, state: WorkspaceState) -> MountStatus:
-        """Always ``plain``."""
-        return "plain"
-
-    def reach_hint(self, path: Path) -> str:
-        """Nothing to run: the directory is the workspace."""
-        return f"use {path} as it is"
-
-    def shown_after_exit(self, store: Store, state: WorkspaceState) -> bool:
-        """Always: the directory is the workspace."""
-        return True
-
-    def owner_of(self, path: Path) -> tuple[Path, WorkspaceId] | None:
-        """Never a mount: None."""
+        """The (store root, workspace id) of this backend's workspace shown
+        exactly on ``path`` when the directory itself tells (a mount names
+        its store), else None. Reads only. Default: None."""
         return None
 
-    def mount(self, plan: MountPlan) -> None:
-        """Nothing to do."""
+    def shown_after_exit(self, store: Store, state: WorkspaceState) -> bool:
+        """Whether the directory goes on showing the workspace to other
+        processes once this command exits."""
+        return self.mount_state(store, state) in ("mounted", "plain")
 
-    def mount_beneath(self, plan: MountPlan) -> None:
-        """Nothing to do."""
+    @abc.abstractmethod
+    def ensure_shown(self, store: Store, state: WorkspaceState, crash_step: str = "") -> bool:
+        """Make the directory show ``state`` (writable), repairing what an
+        interrupted command left. Returns True if it had to do anything.
+        ``crash_step`` names the crash-test step inside a gapless swap.
+        Raises MountError, BadPathError (entries that showing would hide),
+        WorkspaceBusyError."""
 
-    def freeze(self, target: Path, action: str) -> None:
-        """Nothing to do."""
+    @abc.abstractmethod
+    def check_shown(self, store: Store, state: WorkspaceState) -> None:
+        """Raise unless the directory shows the workspace to this process,
+        so that what is read from it is the workspace: NotMountedError with
+        a hint, BadPathError naming entries that do not belong. Reads only."""
 
-    def thaw(self, target: Path) -> None:
-        """Nothing to do."""
+    @abc.abstractmethod
+    def hide(self, store: Store, state: WorkspaceState, lazy: bool = False) -> bool:
+        """Stop showing the workspace on its directory, keeping uncommitted
+        changes in the store (``snapws umount``). Returns False when there
+        is nothing to stop (not shown, or the directory is the working tree
+        itself). Raises MountBusyError while used (unless ``lazy``)."""
 
-    def _remount(self, target: Path, readonly: bool) -> None:
-        """Nothing to do."""
+    @abc.abstractmethod
+    def check_dirs(self, store: Store, state: WorkspaceState) -> list[str]:
+        """What is wrong with the workspace's own directories in the store
+        (``verify``): missing upper or work directories, for instance.
+        Empty when all is well. Reads only."""
 
-    def detach(self, target: Path) -> None:
-        """Nothing to do."""
+    @abc.abstractmethod
+    def rebuild_dirs(
+        self,
+        store: Store,
+        wid: WorkspaceId,
+        recorded: tuple[object, object],
+        mounted: tuple[str, str] | None,
+    ) -> tuple[str, str]:
+        """``verify --repair`` of a damaged workspace record: the upper and
+        work directory names to record, from what a damaged record still
+        says (``recorded``, unchecked values), what is mounted (the mount's
+        own names) and what is on disk; makes what is missing. Raises
+        OSError."""
 
-    def unmount(self, target: Path, lazy: bool = False) -> None:
-        """Nothing to do."""
+    @abc.abstractmethod
+    def sweep(self, store: Store, state: WorkspaceState) -> None:
+        """Remove the workspace's leftovers in the store that ``state`` no
+        longer names (old upperdirs, temporary files). Never raises for
+        what it cannot remove."""
 
+    # ---- around a change ---------------------------------------------------
 
-def move_into_mount(below_fd: int, target: Path) -> int:
-    """Move every entry of the directory ``below_fd`` (the directory under a
-    mount) into the mount on ``target``, entries of the same name replaced
-    (what was written below is the newer). Returns the number of entries
-    moved. Copies (a rename cannot cross the mount), then removes; a file
-    is copied once no process holds it open for writing any more (a
-    program that opened it below may still be writing it)."""
-    below = f"/proc/self/fd/{below_fd}"  # a magic link: the directory itself
-    return _move_tree(below, os.fspath(target))
+    @abc.abstractmethod
+    def quiesce(self, store: Store, state: WorkspaceState, action: str) -> None:
+        """Make the working tree stop changing under this process for the
+        length of an operation, so that what :meth:`changes` sees is what
+        the operation records. Raises WorkspaceBusyError naming the writers
+        (``action`` says what was refused), changing nothing."""
 
+    @abc.abstractmethod
+    def release(self, store: Store, state: WorkspaceState, work: WorkChanges | None) -> None:
+        """Undo :meth:`quiesce` when the operation stops without changing
+        anything (nothing to commit, a refusal, an error), and let go of
+        what :meth:`changes` held in ``work``. Never raises for a cache it
+        could not save."""
 
-def _move_tree(src_dir: str, dst_dir: str) -> int:
-    moved = 0
-    for name in os.listdir(src_dir):
-        src = os.path.join(src_dir, name)
-        dst = os.path.join(dst_dir, name)
-        st = os.lstat(src)
-        if stat.S_ISDIR(st.st_mode):
-            if os.path.lexists(dst) and not os.path.isdir(dst):
-                os.unlink(dst)
-            if not os.path.lexists(dst):
-                os.mkdir(dst, stat.S_IMODE(st.st_mode))
-                shutil.copystat(src, dst, follow_symlinks=False)
-            moved += _move_tree(src, dst)
-            os.rmdir(src)
-            continue
-        if stat.S_ISREG(st.st_mode):
-            deadline = time.monotonic() + FREEZE_WAIT * 10
-            while busy.inode_open_for_writing(st.st_dev, st.st_ino):
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.005)
-        if os.path.isdir(dst) and not os.path.islink(dst):
-            shutil.rmtree(dst)
-        elif os.path.lexists(dst):
-            os.unlink(dst)
-        shutil.copy2(src, dst, follow_symlinks=False)
-        os.unlink(src)
-        moved += 1
-    return moved
+    @abc.abstractmethod
+    def changes(self, session: Session, hold: bool = False) -> WorkChanges:
+        """The working tree's changes against HEAD. O(changes) where the
+        backend can (an upperdir holds only changes; a stat cache skips
+        unchanged directories). ``hold``: the caller goes on to change the
+        workspace and calls :meth:`release` or a finish hook with the result;
+        otherwise the backend keeps what it learnt now (a stat cache).
+        Raises BadPathError (the directory is gone, a path unreadable),
+        LayerRejectedError (something a layer cannot record)."""
+
+    @abc.abstractmethod
+    def working_view(self, session: Session) -> ChainView:
+        """The working tree, to read contents and entries from (``diff``)."""
+
+    @abc.abstractmethod
+    def copy_tree(self, session: Session, tree: Path) -> int | None:
+        """``snapws eject``, the working tree quiesced: copy it into ``tree``
+        (a new path in a staging directory) when the directory does not hold
+        it by itself (a mount shows it from the store); returns how many
+        entries were copied, None when the directory is the working tree
+        already. Raises OSError (a full disk)."""
+
+    # ---- commit ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def stage_layer(self, session: Session, work: WorkChanges, tree: Path) -> list[Entry]:
+        """Before the commit is journaled: the manifest entries of the new
+        layer holding ``work``'s changes, its tree either written now into
+        ``tree`` (a new directory in the operation's staging directory) or
+        left where :meth:`finish_layer` finds it. Raises LayerRejectedError,
+        OSError (a full disk: the caller discards the staging directory)."""
+
+    @abc.abstractmethod
+    def commit_part(self, session: Session, work: WorkChanges) -> JournalPart:
+        """The backend's part of the commit journal (what the finish hooks
+        need after a crash)."""
+
+    @abc.abstractmethod
+    def finish_layer(
+        self,
+        store: Store,
+        old: WorkspaceState,
+        new: WorkspaceState,
+        part: JournalPart,
+        tree: Path | None,
+        manifest: bytes,
+    ) -> None:
+        """In the commit's finish (idempotent): make ``tree`` hold the new
+        layer, described by ``manifest``, if :meth:`stage_layer` left it
+        elsewhere; ``tree`` None: the same layer is stored already, drop
+        what was left elsewhere. ``old`` is the workspace as recorded now
+        (before the commit unless an earlier run got further), ``new`` the
+        state the commit records."""
+
+    # ---- showing another snapshot -------------------------------------------
+
+    @abc.abstractmethod
+    def next_state(
+        self, state: WorkspaceState, head: SnapshotId, branch: str | None, keep: bool
+    ) -> WorkspaceState:
+        """The state that shows ``head`` on ``branch``: with the uncommitted
+        changes kept on top (``keep``: reset --keep, flatten) or with none
+        (after a commit, checkout, reset --hard). Pure."""
+
+    @abc.abstractmethod
+    def plan_switch(
+        self,
+        session: Session,
+        work: WorkChanges,
+        target: SnapshotId,
+        between: Callable[[], list[Change]],
+        keep: bool,
+    ) -> JournalPart:
+        """Before a switch to ``target`` is journaled (the tree quiesced):
+        what :meth:`show` must do, given the uncommitted ``work``, the
+        changes from HEAD to ``target`` (``between()``: computed when first
+        asked for, at the cost of the layers in between), and whether the
+        uncommitted changes are kept. Raises UnsupportedError (a path this
+        user cannot write), changing nothing."""
+
+    @abc.abstractmethod
+    def show(
+        self,
+        store: Store,
+        old: WorkspaceState,
+        new: WorkspaceState,
+        part: JournalPart,
+        work: WorkChanges | None,
+        done: Callable[[], None],
+    ) -> None:
+        """In a commit's or switch's finish (idempotent, before ``new`` is
+        written): prepare what :meth:`ensure_shown` then shows, from
+        ``part`` (the commit's or switch's journal part). A backend that
+        changes the working tree in place calls ``done`` once it has (the
+        caller then marks the journal, so a later run does not write over
+        edits made since). ``work``: what the operation's own
+        :meth:`changes` found (None in recovery)."""
+
+    # ---- starting a workspace -------------------------------------------
+
+    @abc.abstractmethod
+    def adopt(
+        self,
+        store: Store,
+        path: Path,
+        tree: Path,
+        config: Config,
+        progress: Callable[[int], None] | None,
+    ) -> Adopted:
+        """``snapws init``: stage the directory ``path``'s current content
+        as the base layer's tree in ``tree`` (a new path in a staging
+        directory of ``store``). Raises OSError; the caller then calls
+        :meth:`unadopt`."""
+
+    @abc.abstractmethod
+    def unadopt(self, path: Path, tree: Path) -> None:
+        """Undo :meth:`adopt` before the base layer is published: ``path``
+        holds its content again. Idempotent."""
+
+    @abc.abstractmethod
+    def first_state(
+        self, wid: WorkspaceId, path: Path, head: SnapshotId, branch: str | None
+    ) -> WorkspaceState:
+        """The state of a new workspace at ``path`` showing ``head``. Pure."""
+
+    @abc.abstractmethod
+    def install(
+        self,
+        store: Store,
+        state: WorkspaceState,
+        part: JournalPart,
+        fill: bool,
+        done: Callable[[], None],
+    ) -> None:
+        """In the finish of an init or a start on a stored snapshot
+        (idempotent, before ``state`` is written): make the workspace's own
+        directories in the store, with ``part`` from :meth:`adopt` or
+        :meth:`plan_start`. ``fill``: the directory does not hold HEAD's
+        tree yet (a start on a stored snapshot); a backend that writes it in
+        place calls ``done`` once it has."""
+
+    @abc.abstractmethod
+    def plan_start(self, path: Path, store: Store, head: SnapshotId) -> JournalPart:
+        """Before a workspace is started on the stored snapshot ``head``
+        (``init --from``, ``clone``, ``cache restore``): check that ``path``
+        can take it (raises BadPathError, UnsupportedError) and return the
+        journal part :meth:`install` needs."""
 
 
 def nearest_existing(path: Path) -> Path:
@@ -362,3 +392,25 @@ def nearest_existing(path: Path) -> Path:
     while not p.exists() and p != p.parent:
         p = p.parent
     return p
+
+
+def writable_here(where: Path) -> str:
+    """Empty if a directory can be made in ``where``; else why not."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".snapws-probe-", dir=where))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ""
+
+
+__all__ = [
+    "Adopted",
+    "Availability",
+    "Backend",
+    "JournalPart",
+    "MountStatus",
+    "UpperForm",
+    "WorkChanges",
+    "nearest_existing",
+    "writable_here",
+]

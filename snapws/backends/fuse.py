@@ -28,8 +28,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
-from snapws.backends.base import Availability, Backend, MountStatus, nearest_existing
+from snapws.backends.base import Availability, MountStatus, nearest_existing
 from snapws.backends.kernel import _remove_probe_dir, store_of_upper
+from snapws.backends.overlay import OverlayBackend
 from snapws.errors import SnapwsError, UnsupportedError
 from snapws.ids import WorkspaceId
 from snapws.model import WorkspaceState
@@ -55,7 +56,7 @@ def mount_name(upper: Path, work: Path | None = None) -> str:
 STAGING_MOUNT_PREFIX = ".mnt-"
 
 
-class FuseBackend(Backend):
+class FuseBackend(OverlayBackend):
     """fuse-overlayfs mounts, made and frozen by root."""
 
     name: ClassVar[str] = "fuse"
@@ -91,7 +92,7 @@ class FuseBackend(Backend):
             )
         where = nearest_existing(store_root)
         try:
-            self.check_store(where)
+            self.check_filesystem(where)
         except UnsupportedError as exc:
             return Availability(self.name, False, exc.message, exc.hint or "")
         except OSError as exc:
@@ -121,7 +122,7 @@ class FuseBackend(Backend):
                 "`snapws init --backend rootless` (or plain)",
             )
 
-    def check_store(self, store_root: Path) -> None:
+    def check_filesystem(self, store_root: Path) -> None:
         """The store's filesystem must report d_type and hold whiteouts (0/0
         character devices): layers keep deletions so, and fuse-overlayfs
         writes them so only where it can (an overlay refuses them: there it

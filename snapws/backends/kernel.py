@@ -15,7 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
-from snapws.backends.base import Availability, Backend, MountStatus, nearest_existing
+from snapws.backends.base import Availability, MountStatus, nearest_existing
+from snapws.backends.overlay import OverlayBackend
 from snapws.errors import SnapwsError, UnsupportedError
 from snapws.ids import WorkspaceId
 from snapws.model import WorkspaceState
@@ -25,7 +26,7 @@ from snapws.store.probe import check_store_filesystem
 from snapws.store.store import MARKER, Store
 
 
-class KernelBackend(Backend):
+class KernelBackend(OverlayBackend):
     """overlayfs mounted by root in the caller's mount namespace."""
 
     name: ClassVar[str] = "kernel"
@@ -71,7 +72,7 @@ class KernelBackend(Backend):
                 "Backends)",
             )
 
-    def check_store(self, store_root: Path) -> None:
+    def check_filesystem(self, store_root: Path) -> None:
         """overlayfs needs d_type and trusted.* xattrs, and refuses an
         upperdir on an overlay or a FUSE filesystem. Raises UnsupportedError."""
         check_store_filesystem(store_root)
@@ -211,6 +212,12 @@ class RootlessBackend(KernelBackend):
     name: ClassVar[str] = "rootless"
     mount_is_shared: ClassVar[bool] = False
 
+    def prepare_process(self, store_root: Path) -> None:
+        """Enter a private user namespace (this process becomes its root)."""
+        from snapws.backends.userns import enter_private_namespace
+
+        enter_private_namespace(store_root)
+
     def reach_hint(self, path: Path) -> str:
         """A rootless mount is seen only in its namespace: the shell."""
         return f"`snapws shell {path}` (or `snapws -C {path} run -- CMD`), which see its mount"
@@ -277,7 +284,7 @@ class RootlessBackend(KernelBackend):
                 hint="run snapws as the user who owns the workspace (not as root)",
             )
 
-    def check_store(self, store_root: Path) -> None:
+    def check_filesystem(self, store_root: Path) -> None:
         """As the kernel backend, with user.* xattrs instead of trusted.*."""
         check_store_filesystem(store_root, "user")
 

@@ -18,7 +18,7 @@ from snapws.errors import BadPathError
 from snapws.ids import SnapshotId
 
 if TYPE_CHECKING:
-    from snapws.ops.workspace import Session
+    from snapws.session import Session
 
 
 @dataclass(slots=True)
@@ -115,9 +115,14 @@ def cannot_enter(path: Path) -> str | None:
 
 def note_if_below_new_mount(app: App, path: str, backend: str) -> None:
     """After init or clone: a shell whose cwd is inside the new workspace sees
-    the directory under the mount until it runs ``cd .``; say so."""
+    the directory under the mount until it runs ``cd .``; say so (not for a
+    rootless mount, which that shell does not see at all)."""
+    from snapws.backends import get_backend
+
     cwd = str(app.cwd)
-    if backend in ("kernel", "fuse") and (cwd == path or cwd.startswith(path + os.sep)):
+    shown = get_backend(backend)
+    below = shown.replaces_mount and shown.mount_is_shared
+    if below and (cwd == path or cwd.startswith(path + os.sep)):
         app.info("note: your shell is below the new mount; run `cd .` to see the workspace")
 
 

@@ -73,7 +73,7 @@ def workspaces_cmd(app: App, as_json: bool) -> None:
         return
     for i in infos:
         where = i.state.branch or f"detached {i.state.head.short()}"
-        mount = i.mount if i.state.backend == "kernel" else f"{i.mount}, {i.state.backend}"
+        mount = f"{i.mount}, {i.state.backend}"
         click.echo(f"{i.state.path}  {where}  {i.state.head.short()}  [{mount}]")
 
 

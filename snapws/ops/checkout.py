@@ -1,34 +1,28 @@
-"""``snapws checkout`` and ``snapws reset``: remount the workspace on another
-snapshot's chain. Both are one "switch": freeze, journal, then an idempotent
-finish (move refs, new upperdir or the kept one with a new work dir, ignored
-paths carried into a new upperdir, write the state, put the new mount in
-place of the frozen one without a gap, drop the discarded upperdir)."""
+"""``snapws checkout`` and ``snapws reset``: show another snapshot; one flow
+for every backend. Both are one "switch": quiesce the working tree, find
+its changes, refuse what would lose or clash with them, let the backend
+plan how to show the target, journal, then an idempotent finish
+(:func:`finish_switch`: refs, the backend's :meth:`show`, HEAD's reflog,
+the state, then the new state shown, without a gap for a mount)."""
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 
 from snapws.backends import backend_for
+from snapws.backends.base import WorkChanges
 from snapws.crash import crashpoint
 from snapws.errors import NameExistsError, UncommittedChangesError
-from snapws.ids import SnapshotId, WorkspaceId
+from snapws.ids import SnapshotId
 from snapws.layers.diff import diff_views
-from snapws.layers.scan import ignored_in_upper, plan_upper, prune_upper
-from snapws.model import Change, Kind, WorkspaceState, display_path
-from snapws.ops.ignoring import carriable, carry_ignored, ignore_rules
-from snapws.ops.workspace import (
-    Session,
-    ensure_mounted,
-    make_upper,
-    new_dir_names,
-    sweep_workspace_dir,
-    top_root,
-)
+from snapws.model import Change, WorkspaceState, display_path
+from snapws.ops.journals import SwitchJournal
 from snapws.refnames import validate_ref_name
+from snapws.session import Session
 from snapws.store.store import Store
 
 
@@ -40,21 +34,17 @@ class SwitchResult:
     discarded: list[Change]
 
 
+#: What a refused switch says it was refused for (a busy workspace).
+ACTION = "switch snapshots"
+
+
 def uncommitted(session: Session) -> list[Change]:
     """The working tree's changes against HEAD (ignored paths are none)."""
-    if session.state.backend == "plain":
-        from snapws.backends.plain import ops as plain_ops
-
-        return plain_ops.uncommitted(session)
-    return plan_upper(
-        os.fsencode(session.upper),
-        session.chain_view(session.state.head),
-        session.upper_form,
-        ignore_rules(session),
-    ).changes
+    return backend_for(session.state).changes(session).changes
 
 
-def _refuse(changes: list[Change], action: str) -> UncommittedChangesError:
+def refuse(changes: list[Change], action: str) -> UncommittedChangesError:
+    """The error for a switch refused because of uncommitted ``changes``."""
     shown = [display_path(c.path) for c in changes]
     listing = "\n".join(f"  {c.type.value} {p}" for c, p in zip(changes[:20], shown, strict=False))
     more = f"\n  ... and {len(changes) - 20} more" if len(changes) > 20 else ""
@@ -63,6 +53,16 @@ def _refuse(changes: list[Change], action: str) -> UncommittedChangesError:
         f"{listing}{more}",
         shown,
     )
+
+
+def snapshot_changes(session: Session, a: SnapshotId, b: SnapshotId) -> list[Change]:
+    """Changes from snapshot ``a`` to ``b``, at the cost of the layers the
+    two chains do not share."""
+    if a == b:
+        return []
+    store = session.store
+    dirs = [os.fsencode(store.layer_tree(x)) for x in store.unshared_layers(a, b)]
+    return diff_views(session.chain_view(a), session.chain_view(b), dirs)
 
 
 def checkout(
@@ -77,38 +77,34 @@ def checkout(
     """Switch the workspace to ``target`` (on ``branch``, or detached if None).
 
     ``create_branch`` makes a new branch at ``target`` first. Refuses with
-    UncommittedChangesError when U holds changes, unless ``discard``."""
-    if session.state.backend == "plain":
-        from snapws.backends.plain import ops as plain_ops
-
-        return plain_ops.checkout(session, target, branch, create_branch, discard, who, label)
-    store = session.store
+    UncommittedChangesError when the working tree has changes, unless
+    ``discard``. Raises NameExistsError, BadNameError, WorkspaceBusyError,
+    UnsupportedError (a path this user cannot write), MountError."""
+    store, state = session.store, session.state
     if create_branch is not None:
         validate_ref_name("branch", create_branch)
         if store.read_ref("heads", create_branch) is not None:
             raise NameExistsError(f"a branch named {create_branch!r} already exists")
         branch = create_branch
-    changes = uncommitted(session)
-    if changes and not discard:
-        raise _refuse(changes, "check out")
-    state = session.state
-    new_upper, new_work = new_dir_names()
-    new_state = replace(state, head=target, branch=branch, upper=new_upper, work=new_work)
-    j = {
-        "op": "switch",
-        "ws": state.id.hex,
-        "old_upper": state.upper,
-        "keep_upper": False,
-        "new_state": new_state.to_json(),
-        "create_ref": [create_branch, target.hex] if create_branch else None,
-        "move_ref": None,
-        "old_head": state.head.hex,
-        "who": who,
-        "time_ns": time.time_ns(),
-        "message": f"checkout: moving from {_name(state)} to {label or target.short()}",
-    }
-    _switch(session, j, refuse_changes=not discard)
-    return SwitchResult(target, branch, state.head, changes)
+    message = f"checkout: moving from {_name(state)} to {label or target.short()}"
+
+    def journal(work: WorkChanges, between: Callable[[], list[Change]]) -> SwitchJournal:
+        if work.changes and not discard:
+            raise refuse(work.changes, "check out")
+        backend = backend_for(state)
+        return SwitchJournal(
+            ws=state.id,
+            old_head=state.head,
+            new_state=backend.next_state(state, target, branch, keep=False),
+            who=who,
+            message=message,
+            time_ns=time.time_ns(),
+            create_ref=(create_branch, target) if create_branch else None,
+            part=backend.plan_switch(session, work, target, between, keep=False),
+        )
+
+    work = _switch(session, target, journal)
+    return SwitchResult(target, branch, state.head, work.changes)
 
 
 def reset(
@@ -119,69 +115,76 @@ def reset(
     ``hard``: the working tree becomes exactly ``target`` (uncommitted changes
     are discarded). Otherwise uncommitted changes are kept on top of
     ``target`` (git's ``reset --keep``), and the reset is refused if one of
-    them touches a path that differs between HEAD and ``target``."""
-    if session.state.backend == "plain":
-        from snapws.backends.plain import ops as plain_ops
-
-        return plain_ops.reset(session, target, hard, who, label)
-    store = session.store
+    them touches a path that differs between HEAD and ``target``. Raises
+    UncommittedChangesError, WorkspaceBusyError, MountError."""
     state = session.state
-    plan = plan_upper(
-        os.fsencode(session.upper),
-        session.chain_view(state.head),
-        session.upper_form,
-        ignore_rules(session),
-    )
-    changes = plan.changes
-    if not hard and changes:
-        unshared = store.unshared_layers(state.head, target)
-        dirs = [os.fsencode(store.layer_tree(x)) for x in unshared]
-        between = diff_views(session.chain_view(state.head), session.chain_view(target), dirs)
-        moved = {c.path for c in between}
-        moved_dirs = {a for q in moved for a in _ancestors(q)}
-        # a clash: the same path, or one below the other (an uncommitted
-        # deletion or replacement of d hides what REV changes below d)
-        clash = [
-            c.path
-            for c in changes
-            if c.path in moved
-            or c.path in moved_dirs
-            or any(a in moved for a in _ancestors(c.path))
-        ]
-        # what stays of U (copy-ups that changed nothing are pruned by the
-        # switch): its whiteouts, opaque directories and non-directories hide
-        # what REV adds below them
-        hiding = {n.path for n in plan.keep if n.kind is not Kind.DIR or n.opaque}
-        clash += [q for q in moved if any(a in hiding for a in (q, *_ancestors(q)))]
-        clash = sorted(set(clash))
-        if clash:
-            raise UncommittedChangesError(
-                "cannot reset: uncommitted changes touch paths that differ between "
-                f"HEAD and {label or target.short()}: "
-                + ", ".join(display_path(p) for p in clash[:10]),
-                [display_path(p) for p in clash],
-                hint="commit them first, or use `snapws reset --hard` to discard them",
-            )
-    if hard:
-        new_upper, new_work = new_dir_names()
-    else:
-        new_upper, new_work = state.upper, new_dir_names()[1]
-    new_state = replace(state, head=target, upper=new_upper, work=new_work)
-    j = {
-        "op": "switch",
-        "ws": state.id.hex,
-        "old_upper": state.upper,
-        "keep_upper": not hard,
-        "new_state": new_state.to_json(),
-        "create_ref": None,
-        "move_ref": [state.branch, target.hex] if state.branch else None,
-        "old_head": state.head.hex,
-        "who": who,
-        "time_ns": time.time_ns(),
-        "message": f"reset: moving to {label or target.short()}",
-    }
-    _switch(session, j)
-    return SwitchResult(target, state.branch, state.head, changes if hard else [])
+
+    def journal(work: WorkChanges, between: Callable[[], list[Change]]) -> SwitchJournal:
+        if not hard and work.changes:
+            _refuse_clash(work, between(), label or target.short())
+        backend = backend_for(state)
+        return SwitchJournal(
+            ws=state.id,
+            old_head=state.head,
+            new_state=backend.next_state(state, target, state.branch, keep=not hard),
+            who=who,
+            message=f"reset: moving to {label or target.short()}",
+            time_ns=time.time_ns(),
+            move_ref=(state.branch, target) if state.branch else None,
+            part=backend.plan_switch(session, work, target, between, keep=not hard),
+        )
+
+    work = _switch(session, target, journal)
+    return SwitchResult(target, state.branch, state.head, work.changes if hard else [])
+
+
+def _refuse_clash(work: WorkChanges, between: list[Change], target: str) -> None:
+    """Refuse a ``reset --keep`` whose kept changes touch a path that
+    differs between HEAD and the target: the same path, one below the
+    other, or one below what the working tree hides (a deleted path, a
+    non-directory, an opaque directory). Raises UncommittedChangesError."""
+    moved = {c.path for c in between}
+    moved_dirs = {a for q in moved for a in _ancestors(q)}
+    clash = [
+        c.path
+        for c in work.changes
+        if c.path in moved or c.path in moved_dirs or any(a in moved for a in _ancestors(c.path))
+    ]
+    clash += [q for q in moved if any(a in work.hiding for a in (q, *_ancestors(q)))]
+    clash = sorted(set(clash))
+    if clash:
+        raise UncommittedChangesError(
+            "cannot reset: uncommitted changes touch paths that differ between "
+            f"HEAD and {target}: " + ", ".join(display_path(p) for p in clash[:10]),
+            [display_path(p) for p in clash],
+            hint="commit them first, or use `snapws reset --hard` to discard them",
+        )
+
+
+def _switch(
+    session: Session,
+    target: SnapshotId,
+    plan: Callable[[WorkChanges, Callable[[], list[Change]]], SwitchJournal],
+) -> WorkChanges:
+    """Quiesce, find the changes, ``plan`` the journal (which refuses what
+    it must: then nothing changed), write it and finish. Returns the
+    changes found."""
+    store, state = session.store, session.state
+    backend = backend_for(state)
+    backend.quiesce(store, state, ACTION)
+    work = None
+    try:
+        work = backend.changes(session, hold=True)
+        between = cache(lambda: snapshot_changes(session, state.head, target))
+        j = plan(work, between)
+        store.write_journal(j.to_json())
+    except BaseException:
+        backend.release(store, state, work)
+        raise
+    crashpoint("checkout:journaled")
+    finish_switch(store, j, work)
+    session.reload()
+    return work
 
 
 def _ancestors(path: bytes) -> list[bytes]:
@@ -196,105 +199,60 @@ def _name(state: WorkspaceState) -> str:
     return state.branch or state.head.short()
 
 
-def _switch(session: Session, j: dict[str, Any], refuse_changes: bool = False) -> None:
-    """Freeze, journal ``j`` and finish the switch. ``refuse_changes``: the
-    upperdir is discarded, so check again, frozen, that it holds no change
-    (a program may have written since the caller's check): refuse with
-    UncommittedChangesError, thawed and changed nothing, if it does."""
-    store = session.store
-    target = session.path
-    backend = backend_for(session.state)
-    backend.freeze(target, "switch snapshots")
-    try:
-        if refuse_changes and not j["keep_upper"]:
-            late = uncommitted(session)
-            if late:
-                raise _refuse(late, "check out")
-        rules = ignore_rules(session)
-        head_view = session.chain_view(session.state.head)
-        if j["keep_upper"]:
-            # copy-ups that changed nothing would show HEAD's content over the
-            # target's; ignored paths stay where they are, in the kept upperdir
-            plan = plan_upper(os.fsencode(session.upper), head_view, session.upper_form, rules)
-            j["prune"] = [os.fsdecode(p) for p in plan.prune_around_ignored()]
-        else:
-            # ignored paths go into the new upperdir, unless the target has
-            # something there (its tracked path wins, as in git)
-            upper = os.fsencode(session.upper)
-            tops = ignored_in_upper(upper, head_view, session.upper_form, rules)
-            target_view = session.chain_view(WorkspaceState.from_json(j["new_state"]).head)
-            j["carry"] = [os.fsdecode(p) for p in carriable(upper, tops, target_view)]
-        store.write_journal(j)
-    except BaseException:
-        backend.thaw(target)
-        raise
-    crashpoint("checkout:journaled")
-    finish_switch(store, j)
-    session.reload()
+def remount_journal(state: WorkspaceState, who: str, message: str) -> SwitchJournal:
+    """The journal of a switch to the same HEAD, keeping the uncommitted
+    changes, on an equivalent chain (flatten, repair): no ref moves and
+    HEAD's reflog gets no entry. Finish it with :func:`finish_switch` once
+    the workspace is quiesced."""
+    backend = backend_for(state)
+    return SwitchJournal(
+        ws=state.id,
+        old_head=state.head,
+        new_state=backend.next_state(state, state.head, state.branch, keep=True),
+        who=who,
+        message=message,
+        time_ns=time.time_ns(),
+        log=False,
+    )
 
 
-def remount_journal(state: WorkspaceState, who: str, message: str) -> dict[str, Any]:
-    """The journal of a switch to the same HEAD and upperdir on an equivalent
-    chain (flatten, repair): a new work dir tells the new mount from the old
-    one; no ref moves and HEAD's reflog gets no entry. Finish it with
-    :func:`finish_switch` once the workspace is frozen."""
-    new_state = replace(state, work=new_dir_names()[1])
-    return {
-        "op": "switch",
-        "ws": state.id.hex,
-        "old_upper": state.upper,
-        "keep_upper": True,
-        "new_state": new_state.to_json(),
-        "create_ref": None,
-        "move_ref": None,
-        "old_head": state.head.hex,
-        "who": who,
-        "message": message,
-        "log": False,
-    }
-
-
-def finish_switch(store: Store, j: dict[str, Any]) -> None:
-    """Complete a journaled checkout/reset (idempotent, run by recovery too)."""
-    wid = WorkspaceId(j["ws"])
-    state = store.read_workspace(wid)
-    new_state = WorkspaceState.from_json(j["new_state"])
-    who, msg = j["who"], j["message"]
-    if j["create_ref"]:
-        name, sid = j["create_ref"]
+def finish_switch(store: Store, j: SwitchJournal, work: WorkChanges | None = None) -> None:
+    """Complete a journaled switch (idempotent, run by recovery too).
+    ``work``: what the switching process's backend found (None in
+    recovery)."""
+    state = store.read_workspace(j.ws)
+    backend = backend_for(state)
+    new = j.new_state
+    if j.create_ref is not None:
+        name, sid = j.create_ref
         if store.read_ref("heads", name) is None:
-            store.write_ref("heads", name, SnapshotId(sid), who, "branch: created at " + sid[:12])
-    if j["move_ref"]:
-        name, sid = j["move_ref"]
-        if store.read_ref("heads", name) != SnapshotId(sid):
-            store.write_ref("heads", name, SnapshotId(sid), who, msg)
+            store.write_ref("heads", name, sid, j.who, "branch: created at " + sid.hex[:12])
+    if j.move_ref is not None:
+        name, sid = j.move_ref
+        if store.read_ref("heads", name) != sid:
+            store.write_ref("heads", name, sid, j.who, j.message)
     crashpoint("checkout:ref-moved")
-    if state != new_state:
-        if j.get("prune"):
-            _prune_kept_upper(store.workspace_dir(wid) / new_state.upper, j["prune"])
-        make_upper(store, new_state, top_root(store, new_state.head))
-        if j.get("carry"):
-            wsdir = store.workspace_dir(wid)
-            carry_ignored(wsdir / j["old_upper"], wsdir / new_state.upper, j["carry"])
-        if j.get("log", True):  # flatten's remount moves no HEAD
-            store.append_reflog_once(
-                f"workspaces/{wid.hex}/HEAD",
-                SnapshotId(j["old_head"]),
-                new_state.head,
-                who,
-                msg,
-                int(j.get("time_ns") or time.time_ns()),
-            )
-        crashpoint("checkout:logged")
-        store.write_workspace(new_state)
+    if not j.shown:
+        backend.show(store, state, new, j.part, work, lambda: _mark_shown(store, j))
+    if j.log:
+        store.append_reflog_once(
+            f"workspaces/{j.ws.hex}/HEAD",
+            j.old_head,
+            new.head,
+            j.who,
+            j.message,
+            j.time_ns or time.time_ns(),
+        )
+    crashpoint("checkout:logged")
+    if state != new:
+        store.write_workspace(new)
     crashpoint("checkout:state-written")
-    ensure_mounted(store, new_state, crash_step="checkout:beneath")
-    crashpoint("checkout:mounted")
+    backend.ensure_shown(store, new, crash_step="checkout:beneath")
+    crashpoint("checkout:shown")
     store.clear_journal()
-    sweep_workspace_dir(store, new_state)
+    backend.sweep(store, new)
 
 
-def _prune_kept_upper(upper: Path, prune: list[str]) -> None:
-    """Drop no-op copy-ups (deepest first) from a detached upperdir that a
-    reset keeps; kept directories keep their mtimes. Idempotent."""
-    prune_upper(os.fsencode(upper), [os.fsencode(p) for p in prune])
+def _mark_shown(store: Store, j: SwitchJournal) -> None:
+    j.shown = True
+    store.write_journal(j.to_json())

@@ -7,14 +7,14 @@ import mmap
 import os
 from dataclasses import dataclass, field
 
+from snapws.backends import backend_for
 from snapws.errors import StoreCorruptError
 from snapws.ids import SnapshotId
-from snapws.layers.diff import diff_views
-from snapws.layers.ignore import drop_ignored
+from snapws.layers.entries import is_under
 from snapws.layers.manifestdiff import SMALL_MANIFEST, ManifestChain, SortedManifest, diff_chains
 from snapws.layers.view import ChainView
-from snapws.model import Change, Kind
-from snapws.ops.workspace import Session, check_shown
+from snapws.model import Change, Kind, classify
+from snapws.session import Session
 from snapws.store.store import Store
 
 
@@ -50,7 +50,7 @@ def status(session: Session) -> list[Change]:
     """Uncommitted changes: HEAD against the working tree (a scan of U).
     Raises NotMountedError when the workspace is not mounted (never "clean"
     then), BadPathError naming entries written into its bare directory."""
-    check_shown(session.store, session.state)
+    backend_for(session.state).check_shown(session.store, session.state)
     return diff(session, None, None).changes
 
 
@@ -60,7 +60,7 @@ def status_ignored(session: Session) -> tuple[list[Change], list[tuple[bytes, bo
     :func:`status` does."""
     import stat
 
-    check_shown(session.store, session.state)
+    backend_for(session.state).check_shown(session.store, session.state)
     result = diff(session, None, None)
     root = os.fsencode(session.path)
     ignored = []
@@ -82,34 +82,32 @@ def diff(
     """Changes from ``old`` (default HEAD) to ``new`` (default: the working
     tree), restricted to ``paths`` if given. Costs the layers that differ
     between the two chains, not the size of the tree."""
-    if new is None and session.state.backend == "plain":
-        from snapws.backends.plain import ops as plain_ops
-
-        return plain_ops.diff(session, old, paths)
     store = session.store
     head = session.state.head
     old_sid = old if old is not None else head
     old_view = session.chain_view(old_sid)
-    extra: list[bytes] = []
-    tops: list[bytes] = []
-    if new is None:
-        from snapws.layers.scan import ignored_in_upper
-        from snapws.ops.ignoring import ignore_rules
-
-        unshared = store.unshared_layers(old_sid, head)
-        new_view = session.working_view()
-        upper = os.fsencode(session.upper)
-        extra.append(upper)
-        rules = ignore_rules(session)
-        tops = ignored_in_upper(upper, session.chain_view(head), session.upper_form, rules)
-    else:
+    if new is not None:
         new_view = session.chain_view(new)
         changes = diff_chains(manifest_chain(store, old_sid), manifest_chain(store, new), paths)
         return DiffResult(changes, old_view, new_view, old_sid.short(), new.short())
-    dirs = [os.fsencode(store.layer_tree(x)) for x in unshared]
-    changes = diff_views(old_view, new_view, [*dirs, *extra], paths, skip=set(tops))
-    changes, ignored = drop_ignored(changes, tops)
-    return DiffResult(changes, old_view, new_view, old_sid.short(), "working tree", ignored)
+    backend = backend_for(session.state)
+    work = backend.changes(session)
+    work_view = backend.working_view(session)
+    changes = work.changes
+    if old_sid != head:
+        # HEAD's changes since ``old``, then the working tree's over them
+        between = diff_chains(manifest_chain(store, old_sid), manifest_chain(store, head), paths)
+        candidates = sorted({c.path for c in between} | {c.path for c in changes})
+        changes = [
+            c
+            for c in (classify(p, old_view.entry(p), work_view.entry(p)) for p in candidates)
+            if c is not None
+        ]
+    ignored = work.ignored
+    if paths:
+        changes = [c for c in changes if any(is_under(c.path, u) for u in paths)]
+        ignored = [p for p in ignored if any(is_under(p, u) for u in paths)]
+    return DiffResult(changes, old_view, work_view, old_sid.short(), "working tree", ignored)
 
 
 def diff_from_nothing(session: Session, sid: SnapshotId) -> list[Change]:

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from snapws.backends import backend_for
+from snapws.backends.upperdir import copy_dir_meta
 from snapws.crash import crashpoint
 from snapws.errors import BadPathError
 from snapws.ids import WorkspaceId
-from snapws.layers.materialise import materialise
 from snapws.mounts import busy
 from snapws.mounts.mounter import MountBusyError
-from snapws.ops.workspace import Session, copy_dir_meta
+from snapws.session import Session
 from snapws.store.atomic import syncfs
 from snapws.store.store import Store
 
@@ -57,26 +57,23 @@ def eject(session: Session) -> EjectResult:
     backend = backend_for(state)
     path = Path(state.path)
     j: dict[str, Any] = {"op": "eject", "ws": state.id.hex, "path": state.path}
-    if not backend.mounts:
-        store.write_journal(j)
-        crashpoint("eject:journaled")
-        finish_eject(store, j)
-        return EjectResult(state.path, state.backend, 0)
-    backend.freeze(path, "eject")
+    backend.quiesce(store, state, "eject")
     staging = store.new_staging("eject")
     try:
-        tree = os.fsencode(staging / "tree")
-        count = materialise((loc.node for loc in session.working_view().walk()), tree)
+        count = backend.copy_tree(session, staging / "tree")
         syncfs(store.root)
     except BaseException:
         store.discard(staging)
-        backend.thaw(path)
+        backend.release(store, state, None)
         raise
-    j["staging"] = staging.name
+    if count is None:  # the directory is the working tree: nothing to move back
+        store.discard(staging)
+    else:
+        j["staging"] = staging.name
     store.write_journal(j)
     crashpoint("eject:journaled")
     try:
-        backend.unmount(path, lazy=False)
+        backend.hide(store, state, lazy=False)
     except MountBusyError as e:
         rollback_eject(store, j)
         raise _busy_with_holders(path, e) from None
@@ -85,7 +82,7 @@ def eject(session: Session) -> EjectResult:
         raise
     crashpoint("eject:unmounted")
     finish_eject(store, j)
-    return EjectResult(state.path, state.backend, count)
+    return EjectResult(state.path, state.backend, count or 0)
 
 
 def _busy_with_holders(path: Path, error: MountBusyError) -> MountBusyError:
@@ -111,9 +108,7 @@ def rollback_eject(store: Store, j: dict[str, Any]) -> None:
     if staging.exists():
         store.discard(staging)
     state = store.read_workspace(WorkspaceId(j["ws"]))
-    backend = backend_for(state)
-    if backend.mount_state(store, state) == "frozen":
-        backend.thaw(Path(state.path))
+    backend_for(state).ensure_shown(store, state)  # writable again
     store.clear_journal()
 
 

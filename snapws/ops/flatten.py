@@ -46,7 +46,7 @@ from snapws.ids import LayerId, SnapshotId
 from snapws.layers.merge import RunLayer, build_merged_tree
 from snapws.model import Entry, decode_manifest, manifest_id
 from snapws.ops.compaction import NO_COMPACTION as NO_COMPACTION
-from snapws.ops.workspace import Session
+from snapws.session import Session
 from snapws.store.atomic import fsync_dir, write_atomic
 from snapws.store.store import EMPTY_LAYER, Store
 
@@ -205,7 +205,7 @@ def rewrite_chains(
     keep their equivalent, longer chains. Costs those snapshots, not the
     history. Returns how many chains changed."""
     n = len(prefix)
-    tips = {*store.list_refs("heads").values(), *store.list_refs("tags").values()}
+    tips = set(store.every_ref(("heads", "tags")).values())  # of every branch namespace
     tips.update(ws.head for ws in store.workspaces())
     tips.update(extra_tips)
     seen: set[SnapshotId] = set()
@@ -275,21 +275,16 @@ def flatten_in_workspace(
     backend = backend_for(state)
     before = store.chain(state.head)
     j = remount_journal(state, session.config.author_or_default(), "flatten")
-    if not backend.mounts:  # nothing to remount: the journal only marks the merge
-        j["new_state"] = state.to_json()
-    store.write_journal(j)
-    frozen = False
+    store.write_journal(j.to_json())
     try:
         result = flatten(store, sid, keep, progress)
-        if store.chain(state.head) == before or not backend.mounts:
+        if store.chain(state.head) == before:
             store.clear_journal()
             return result
-        backend.freeze(session.path, "remount the flattened workspace")
-        frozen = True
+        backend.quiesce(store, state, "remount the flattened workspace")
         crashpoint("flatten:frozen")
     except BaseException:
-        if frozen:
-            backend.thaw(session.path)
+        backend.release(store, state, None)
         store.clear_journal()
         raise
     finish_switch(store, j)  # the new mount in place of the frozen one; clear the journal

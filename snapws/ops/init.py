@@ -1,10 +1,14 @@
-"""``snapws init DIR``: DIR's content becomes the base layer, DIR the mount.
+"""``snapws init DIR``: DIR's content becomes the base layer; and starting a
+workspace on a stored snapshot (``init --from``, ``clone``, a cache
+restore). One flow for every backend.
 
-Steps: validate (nothing changes on bad input), journal, move DIR's entries
-into a staging tree (renames: same filesystem), hash it into a manifest,
-publish the layer, write the root snapshot, the branch and the workspace
-state, mount. Until the layer is published a crash rolls back (the entries
-go back into DIR); after it, recovery rolls forward.
+Steps: validate (nothing changes on bad input), journal, the backend stages
+DIR's content as the base layer's tree (:meth:`~snapws.backends.base.Backend.adopt`:
+moved by renames for the overlay backends, copied by the plain one), hash
+it into a manifest, publish the layer, write the root snapshot, the branch,
+the backend's own directories (:meth:`install`) and the workspace state,
+then show it. Until the layer is hashed a crash rolls back (what was moved
+goes back into DIR); after it, recovery rolls forward.
 """
 
 from __future__ import annotations
@@ -14,28 +18,28 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from snapws.backends import choose_backend, get_backend
+from snapws.backends.base import Backend
 from snapws.config import Config
 from snapws.crash import crashpoint
-from snapws.errors import BadPathError, NameExistsError, UnsupportedError
-from snapws.ids import LayerId, SnapshotId, WorkspaceId
+from snapws.errors import BadPathError, NameExistsError
+from snapws.ids import SnapshotId, WorkspaceId
 from snapws.layers.scan import entries_of, read_tree
 from snapws.model import Entry, SnapshotRecord, WorkspaceState, encode_manifest, manifest_id
 from snapws.mounts import mounter
-from snapws.ops.workspace import (
-    copy_dir_meta,
-    ensure_mounted,
-    make_upper,
-    new_dir_names,
-    top_root,
-)
+from snapws.ops.commit import tz_offset_min
+from snapws.ops.journals import InitJournal
+from snapws.ops.workspace import new_workspace_namespace
 from snapws.refnames import validate_ref_name
 from snapws.store.atomic import syncfs
 from snapws.store.dedup import dedup_staging
 from snapws.store.store import MARKER, Store
+
+#: The head a new workspace's journal records until its base snapshot is written.
+PENDING_HEAD = SnapshotId("0" * 32)
 
 
 def check_root() -> None:
@@ -167,153 +171,200 @@ def init(
     path = Path(os.path.abspath(path))
     branch = validate_ref_name("branch", branch or config.default_branch)
     validate_init(path, store_root)
-    backend_name, _why = choose_backend(config, store_root, backend)
-    if backend_name == "rootless":  # mount in a user namespace of this process
-        from snapws.backends.userns import enter_private_namespace
-
-        enter_private_namespace(store_root)
-    if backend_name == "plain":  # mounts nothing: copies the directory into a layer
-        from snapws.backends.plain.ops import init_plain
-
-        return init_plain(path, store_root, config, branch, message, progress)
-    chosen = get_backend(backend_name)
-    chosen.check_privileges()
+    chosen = ready_backend(config, store_root, backend)
     created = not path.exists()
     store_created = not store_root.exists()
     path.mkdir(parents=True, exist_ok=True)
     try:
-        store_root.mkdir(parents=True, exist_ok=True)
-        chosen.check_store(store_root)
-        if os.stat(store_root).st_dev != os.stat(path).st_dev:
-            raise UnsupportedError(
-                f"the store {store_root} and the workspace {path} are on different filesystems",
-                hint="keep them on one filesystem, so that a commit is a rename "
-                "(--store PATH or SNAPWS_STORE)",
-            )
-        store = Store.create(store_root)
+        store = create_store_for(store_root, chosen.name, path)
     except BaseException:
-        if created:
-            path.rmdir()
-        if store_created:
-            shutil.rmtree(store_root, ignore_errors=True)
+        undo_new_workspace(path, store_root, created, store_created)
         raise
     with store.lock(True, config.lock_timeout):
         from snapws.ops.recovery import recover
 
         recover(store)
         try:
-            for ws in store.workspaces():
-                if os.path.realpath(ws.path) == str(os.path.realpath(path)):
-                    raise BadPathError(
-                        f"{path} is already a workspace of the store {store.root}",
-                        hint="`snapws mount` mounts it again",
-                    )
-            if store.read_ref("heads", branch) is not None:
-                raise NameExistsError(
-                    f"branch {branch!r} already exists in the store {store.root}",
-                    hint="pass --branch NAME for this workspace's first branch",
-                )
+            store = store.in_namespace(new_workspace_namespace(store, path, config.namespace))
+            check_new_workspace(store, path, branch)
         except BaseException:
             if created:
                 path.rmdir()  # nothing changes on bad input
             raise
-        wid = WorkspaceId(secrets.token_hex(16))
+        state = replace(
+            chosen.first_state(WorkspaceId(secrets.token_hex(16)), path, PENDING_HEAD, branch),
+            namespace=store.namespace,
+        )
         staging = store.new_staging("init")
-        upper, work = new_dir_names()
-        j = {
-            "op": "init",
-            "ws": wid.hex,
-            "path": str(path),
-            "staging": staging.name,
-            "branch": branch,
-            "message": message,
-            "author": config.author_or_default(),
-            "time_ns": time.time_ns(),
-            "tz": int(time.localtime().tm_gmtoff // 60),
-            "upper": upper,
-            "work": work,
-            "layer": None,
-            "dedup": config.dedup,
-            "backend": backend_name,
-        }
-        store.write_journal(j)
+        j = InitJournal(
+            state,
+            staging.name,
+            message,
+            config.author_or_default(),
+            time.time_ns(),
+            tz_offset_min(),
+            config.dedup,
+        )
+        store.write_journal(j.to_json())
         crashpoint("init:journaled")
-        tree = staging / "tree"
-        tree.mkdir()
-        copy_dir_meta(path, tree)
         try:
-            for name in os.listdir(os.fsencode(path)):
-                os.rename(os.fsencode(path) + b"/" + name, os.fsencode(tree) + b"/" + name)
-            copy_dir_meta(path, tree)  # renames changed the mtimes
+            adopted = chosen.adopt(store, path, staging / "tree", config, progress)
             crashpoint("init:moved")
-            nodes = read_tree(os.fsencode(tree))
-            entries = entries_of(nodes, config.hash_threads, progress)
+            entries = adopted.entries
+            if entries is None:
+                entries = entries_of(
+                    read_tree(os.fsencode(staging / "tree")), config.hash_threads, progress
+                )
             manifest = encode_manifest(entries)
         except BaseException:
-            rollback_init(store, j)  # every entry goes back into DIR
+            rollback_init(store, j)  # what was moved goes back into DIR
             raise
         store.write_pending_manifest(staging, manifest)
-        syncfs(store.root)  # the moved entries are durable before roll-forward
-        j["layer"] = manifest_id(manifest).hex
-        store.write_journal(j)
+        syncfs(store.root)  # the staged tree is durable before roll-forward
+        j.layer, j.part = manifest_id(manifest), adopted.part
+        store.write_journal(j.to_json())
         state = finish_init(store, j, entries)
     return store, state
 
 
-def finish_init(
-    store: Store, j: dict[str, Any], entries: list[Entry] | None = None
+def ready_backend(config: Config, store_root: Path, backend: str | None = None) -> Backend:
+    """The backend of a new workspace (``backend``: a name, "auto", or None
+    for ``config.backend``; see :func:`snapws.backends.choose_backend`),
+    made ready in this process (:meth:`~snapws.backends.base.Backend.prepare_process`:
+    rootless enters a private user namespace now, so call this before any
+    thread starts). Raises UnsupportedError (the hint names a backend that
+    works), ConfigError."""
+    name, _why = choose_backend(config, store_root, backend)
+    chosen = get_backend(name)
+    chosen.prepare_process(store_root)
+    chosen.check_privileges()
+    return chosen
+
+
+def create_store_for(store_root: Path, backend: str, path: Path) -> Store:
+    """Open or create the store at ``store_root`` for a workspace of
+    ``backend`` at ``path`` (checked for it). Raises UnsupportedError."""
+    store_root.mkdir(parents=True, exist_ok=True)
+    get_backend(backend).check_store(store_root, path)
+    return Store.create(store_root)
+
+
+def check_new_workspace(store: Store, path: Path, branch: str) -> None:
+    """Refuse a second workspace at ``path`` and a first branch that exists
+    already. Raises BadPathError, NameExistsError."""
+    for ws in store.workspaces():
+        if os.path.realpath(ws.path) == str(os.path.realpath(path)):
+            raise BadPathError(
+                f"{path} is already a workspace of the store {store.root}",
+                hint=f"to show it again: {get_backend(ws.backend).reach_hint(path)}",
+            )
+    if store.read_ref("heads", branch) is not None:
+        raise NameExistsError(
+            f"branch {branch!r} already exists in the store {store.root}",
+            hint="pass --branch NAME for this workspace's first branch",
+        )
+
+
+def undo_new_workspace(path: Path, store_root: Path, created: bool, store_created: bool) -> None:
+    """After a failed start, before the workspace exists: remove the
+    directory if it was made for it (and is still empty and no mount), and
+    the store if it was made for it and no journal awaits recovery."""
+    if created and path.is_dir() and not os.path.ismount(path) and not any(path.iterdir()):
+        path.rmdir()
+    if store_created and not (store_root / "journal.json").exists():
+        shutil.rmtree(store_root, ignore_errors=True)
+
+
+def start_on_snapshot(
+    store: Store,
+    path: Path,
+    sid: SnapshotId,
+    config: Config,
+    branch: str,
+    message: str,
+    backend: str,
+    author: str | None = None,
 ) -> WorkspaceState:
-    """Roll a journaled init forward once its layer is published."""
-    lid = LayerId(j["layer"])
-    staging = store.root / "staging" / j["staging"]
-    if not store.has_layer(lid):
-        if j.get("dedup"):
-            dedup_staging(store, staging, lid, entries)
-        store.publish_pending(staging)
-    if staging.exists():
-        store.discard(staging)  # the same layer was already stored
-    crashpoint("init:layer-published")
-    record = SnapshotRecord(
-        parents=(),
-        layer=lid,
-        message=j["message"],
-        author=j["author"],
-        time_ns=j["time_ns"],
-        tz_offset_min=j["tz"],
+    """Make ``path`` (an existing, empty directory, not a workspace) a
+    workspace on the stored snapshot ``sid``, on the new branch ``branch``,
+    shown by ``backend`` (made ready by :func:`ready_backend`): the one
+    way every verb starts a workspace on a stored snapshot (``init
+    --from``, ``clone``, a cache restore). The journal names the snapshot;
+    :func:`finish_init` (which recovery runs again) makes the branch, the
+    backend's directories (and for the plain backend, HEAD's files), the
+    reflog and the state, and shows it. ``message`` and ``author`` go into
+    the journal (the snapshot keeps its own).
+
+    Preconditions: the caller holds the store lock exclusively, the store
+    is in the new workspace's namespace; ``sid`` and every layer of its
+    chain are stored; ``branch`` is free. Raises BadPathError,
+    UnsupportedError (checked before anything is written), MountError."""
+    chosen = get_backend(backend)
+    part = chosen.plan_start(path, store, sid)
+    state = replace(
+        chosen.first_state(WorkspaceId(secrets.token_hex(16)), path, sid, branch),
+        namespace=store.namespace,
     )
-    # init --from: the imported snapshot is stored already
-    sid = SnapshotId(j["snapshot"]) if j.get("snapshot") else store.write_snapshot(record, [lid])
+    j = InitJournal(
+        state,
+        f"none-{secrets.token_hex(4)}",
+        message,
+        author or config.author_or_default(),
+        time.time_ns(),
+        tz_offset_min(),
+        False,
+        snapshot=sid,
+        part=part,
+    )
+    store.write_journal(j.to_json())
+    return finish_init(store, j)
+
+
+def finish_init(store: Store, j: InitJournal, entries: list[Entry] | None = None) -> WorkspaceState:
+    """Roll a journaled init forward once its layer is hashed (or it
+    starts on a stored snapshot). Idempotent."""
+    staging = store.root / "staging" / j.staging
+    if j.snapshot is not None:
+        sid = j.snapshot
+    else:
+        assert j.layer is not None
+        if not store.has_layer(j.layer):
+            if j.dedup:
+                dedup_staging(store, staging, j.layer, entries)
+            store.publish_pending(staging)
+        if staging.exists():
+            store.discard(staging)  # the same layer was already stored
+        crashpoint("init:layer-published")
+        record = SnapshotRecord((), j.layer, j.message, j.author, j.time_ns, j.tz)
+        sid = store.write_snapshot(record, [j.layer])
     crashpoint("init:snapshot-written")
-    if store.read_ref("heads", j["branch"]) is None:
-        store.write_ref("heads", j["branch"], sid, j["author"], "init")
-    state = WorkspaceState(
-        id=WorkspaceId(j["ws"]),
-        path=j["path"],
-        head=sid,
-        branch=j["branch"],
-        upper=j["upper"],
-        work=j["work"],
-        backend=j.get("backend", "kernel"),
-    )
-    make_upper(store, state, top_root(store, sid))
+    branch = j.state.branch
+    if branch is not None and store.read_ref("heads", branch) is None:
+        store.write_ref("heads", branch, sid, j.author, "init")
+    state = replace(j.state, head=sid)
+    backend = get_backend(state.backend)
+    if not j.shown:
+        backend.install(store, state, j.part, j.snapshot is not None, lambda: _mark_shown(store, j))
     store.append_reflog_once(
-        f"workspaces/{state.id.hex}/HEAD", None, sid, j["author"], "init", j["time_ns"]
+        f"workspaces/{state.id.hex}/HEAD", None, sid, j.author, "init", j.time_ns
     )
     store.write_workspace(state)
     crashpoint("init:state-written")
-    ensure_mounted(store, state)
+    backend.ensure_shown(store, state)
     store.clear_journal()
     return state
 
 
-def rollback_init(store: Store, j: dict[str, Any]) -> None:
-    """Undo a journaled init whose layer was not published: entries go back."""
-    staging = store.root / "staging" / j["staging"]
-    tree = staging / "tree"
-    path = os.fsencode(j["path"])
-    if tree.is_dir():
-        for name in os.listdir(os.fsencode(tree)):
-            os.rename(os.fsencode(tree) + b"/" + name, path + b"/" + name)
+def _mark_shown(store: Store, j: InitJournal) -> None:
+    j.shown = True
+    store.write_journal(j.to_json())
+
+
+def rollback_init(store: Store, j: InitJournal) -> None:
+    """Undo a journaled init whose layer was not hashed: what the backend
+    staged goes back (:meth:`~snapws.backends.base.Backend.unadopt`)."""
+    staging = store.root / "staging" / j.staging
+    get_backend(j.state.backend).unadopt(Path(j.path), staging / "tree")
     if staging.exists():
         store.discard(staging)
     store.clear_journal()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snapws.backends import backend_for
 from snapws.model import WorkspaceState
-from snapws.ops.workspace import ensure_mounted, mounted_state
+from snapws.ops.workspace import mounted_state
 from snapws.store.store import Store
 
 
@@ -19,20 +19,18 @@ class WorkspaceInfo:
 
 
 def mount(store: Store, state: WorkspaceState) -> bool:
-    """Mount the workspace if it is not (by its backend; the plain backend
-    mounts nothing); True if something was done."""
+    """Show the workspace in its directory if it is not (by its backend: a
+    mount, or nothing for a directory that is the working tree); True if
+    something was done."""
     Path(state.path).mkdir(parents=True, exist_ok=True)
-    return ensure_mounted(store, state)
+    return backend_for(state).ensure_shown(store, state)
 
 
 def umount(store: Store, state: WorkspaceState, lazy: bool = False) -> bool:
     """Unmount the workspace. Uncommitted changes stay in the store (its
     upperdir) and come back with ``snapws mount``. Raises MountBusyError
     when a process uses it (unless ``lazy``). True if it was mounted."""
-    if mounted_state(state, store) in ("unmounted", "plain"):
-        return False
-    backend_for(state).unmount(Path(state.path), lazy)
-    return True
+    return backend_for(state).hide(store, state, lazy)
 
 
 def workspaces(store: Store) -> list[WorkspaceInfo]:

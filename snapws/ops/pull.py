@@ -33,10 +33,11 @@ from snapws.oci.importer import import_image
 from snapws.oci.platform import INDEX_TYPES, Platform, choose_manifest
 from snapws.ops.checkout import checkout, reset, uncommitted
 from snapws.ops.fastforward import Move, classify_move, is_ancestor
+from snapws.ops.refs import checked_out_in
 from snapws.ops.remotes import RemoteEntry, TransferSettings, open_remote
-from snapws.ops.workspace import Session
 from snapws.refnames import validate_ref_name
 from snapws.remote.base import Manifest, Remote, TransferStats
+from snapws.session import Session
 from snapws.store.store import Store
 
 #: progress callback: (phase, bytes done, bytes total or None)
@@ -308,7 +309,7 @@ def pull(
             reset(session, target, hard=True, who=who, label=label)
     else:
         if action == "fast-forward":
-            users = [ws.path for ws in store.workspaces() if ws.branch == branch]
+            users = checked_out_in(store, branch)
             if users:
                 raise InvalidOperationError(
                     f"cannot move branch {branch!r}: it is checked out in {', '.join(users)}",

@@ -8,6 +8,7 @@ published yet."""
 from __future__ import annotations
 
 from snapws.errors import StoreCorruptError
+from snapws.ops.journals import CommitJournal, InitJournal, SwitchJournal, parse
 from snapws.store.store import Store
 
 
@@ -20,29 +21,33 @@ def recover(store: Store) -> str | None:
     if j is None:
         _sweep(store)
         return None
+    store = store.in_namespace(store.journal_namespace(j))  # refs of the journal's workspace
+    store = store.in_namespace(store.journal_namespace(j))  # refs of the journal's workspace
     op = j.get("op")
-    if op in ("plain-commit", "plain-switch") or j.get("backend") == "plain":
-        from snapws.backends.plain.ops import recover_journal
-
-        done = recover_journal(store, j) or ""
-    elif op == "init":
+    if op == "plain-commit" and j.get("layer") is None:  # an earlier snapws, staging
+        j = {"op": "rolled-back", "staging": j.get("staging")}
+    typed = parse(j, store.root / "journal.json")
+    if op == "plain-commit" and typed is None:
+        store.clear_journal()  # its staging directory goes with the sweep below
+        done = "rolled back an interrupted commit"
+    elif isinstance(typed, InitJournal):
         from snapws.ops.init import finish_init, rollback_init
 
-        if j.get("layer") is None:
-            rollback_init(store, j)
+        if typed.layer is None and typed.snapshot is None:
+            rollback_init(store, typed)
             done = "rolled back an interrupted init"
         else:
-            finish_init(store, j)
+            finish_init(store, typed)
             done = "finished an interrupted init"
-    elif op == "commit":
+    elif isinstance(typed, CommitJournal):
         from snapws.ops.commit import finish_commit
 
-        finish_commit(store, j)
+        finish_commit(store, typed)
         done = "finished an interrupted commit"
-    elif op == "switch":
+    elif isinstance(typed, SwitchJournal):
         from snapws.ops.checkout import finish_switch
 
-        finish_switch(store, j)
+        finish_switch(store, typed)
         done = "finished an interrupted checkout/reset"
     elif op == "prune":
         from snapws.ops.prune import finish_forget

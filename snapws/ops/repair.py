@@ -26,14 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snapws.backends import BACKEND_NAMES
-from snapws.backends.plain.init import NO_UPPER
+from snapws.backends import BACKEND_NAMES, get_backend
 from snapws.errors import SnapwsError, StoreCorruptError
 from snapws.ids import LayerId, SnapshotId, WorkspaceId
-from snapws.model import WorkspaceState, dir_name_problem
+from snapws.model import WorkspaceState, dir_name_problem, namespace_problem
 from snapws.mounts import mounter
 from snapws.ops.storecheck import cache_problems, store_damage
-from snapws.ops.workspace import new_dir_names
 from snapws.store.store import EMPTY_LAYER, Store
 
 
@@ -91,12 +89,12 @@ def _remount_users(store: Store, layers: set[LayerId], report: RepairReport) -> 
             uses = layers & set(store.chain(state.head))
         except StoreCorruptError:
             continue
-        if not uses or not backend.mounts or backend.mount_state(store, state) != "mounted":
-            continue
+        if not uses or backend.mount_state(store, state) != "mounted":
+            continue  # (a directory that is the working tree shows no layer)
         j = remount_journal(state, "snapws verify --repair", "repair")
-        store.write_journal(j)
+        store.write_journal(j.to_json())
         try:
-            backend.freeze(Path(state.path), "mount it again on the fetched layers")
+            backend.quiesce(store, state, "mount it again on the fetched layers")
         except BaseException:
             store.clear_journal()
             raise
@@ -163,29 +161,23 @@ def rebuild_workspace_record(store: Store, wid: WorkspaceId) -> tuple[WorkspaceS
         key=lambda p: p.stat().st_mtime_ns,
     )
     backend = old.get("backend") if old.get("backend") in BACKEND_NAMES else None
-    if backend is None:
-        backend = "fuse" if mount is not None and mount.fstype.startswith("fuse") else "kernel"
+    if backend is None:  # the backend whose mount it is (kernel: none is)
+        owners = [n for n in BACKEND_NAMES if mount and get_backend(n).owner_of(mount.mountpoint)]
+        backend = owners[0] if owners else BACKEND_NAMES[0]
+    mounted = None
     if mount is not None and mount.super_options.get("upperdir"):
-        upper = os.path.basename(str(mount.super_options["upperdir"]))
-        work = os.path.basename(str(mount.super_options.get("workdir") or ""))
-    elif backend == "plain":
-        upper = work = NO_UPPER
-    elif _valid_name(old.get("upper")) and (wsdir / old["upper"]).is_dir():
-        upper, work = old["upper"], old.get("work", "")
-    elif uppers:
-        upper, work = uppers[-1].name, ""  # the newest
-    else:
-        upper, work = new_dir_names()
-        (wsdir / upper).mkdir()
-    if backend != "plain" and not (_valid_name(work) and (wsdir / work).is_dir()):
-        work = "work-" + upper[len("upper-") :] if upper.startswith("upper-") else ""
-        if not _valid_name(work) or ((wsdir / work).exists() and not (wsdir / work).is_dir()):
-            work = new_dir_names()[1]
-        (wsdir / work).mkdir(exist_ok=True)
+        mounted = (
+            os.path.basename(str(mount.super_options["upperdir"])),
+            os.path.basename(str(mount.super_options.get("workdir") or "")),
+        )
+    recorded = (old.get("upper"), old.get("work"))
+    upper, work = get_backend(backend).rebuild_dirs(store, wid, recorded, mounted)
     head = _head(store, wid, old)
     path = _path(mount, old)
-    branch = _branch(store, head, old.get("branch"))
-    state = WorkspaceState(wid, path, head, branch, upper, work, backend)
+    ns = old.get("namespace")
+    ns = ns if isinstance(ns, str) and namespace_problem(ns) is None else ""
+    branch = _branch(store.in_namespace(ns), head, old.get("branch"))
+    state = WorkspaceState(wid, path, head, branch, upper, work, backend, ns)
     kept = []
     for p in uppers:
         if p.name != upper:

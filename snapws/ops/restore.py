@@ -1,5 +1,7 @@
 """``snapws restore``: bring paths back from a snapshot into the working tree,
-through the mount (so the changes land in the upperdir like any edit)."""
+for every backend by writing into the workspace's directory (through the
+mount, where there is one: the changes land in the upperdir like any
+edit), every write resolved beneath it (:mod:`snapws.beneath`)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from snapws.layers.entries import parent_of
 from snapws.layers.materialise import materialise
 from snapws.layers.view import ChainView
 from snapws.model import ROOT, Kind, display_path
-from snapws.ops.workspace import Session
+from snapws.session import Session
 
 
 def restore(session: Session, source: SnapshotId, paths: list[bytes]) -> list[bytes]:
@@ -19,10 +21,6 @@ def restore(session: Session, source: SnapshotId, paths: list[bytes]) -> list[by
     absent from ``source`` is an error and nothing is changed. Returns the
     paths restored. Raises BadPathError, UnsafePathError (a path changed
     into a symlink while restoring: refused, never followed)."""
-    if session.state.backend == "plain":
-        from snapws.backends.plain import ops as plain_ops
-
-        return plain_ops.restore(session, source, paths)
     if ROOT in paths:
         raise BadPathError(
             "cannot restore the whole workspace",

@@ -13,7 +13,8 @@ from snapws.errors import MountError, NotAWorkspaceError
 from snapws.layers.view import HashCache
 from snapws.model import WorkspaceState
 from snapws.ops.recovery import recover
-from snapws.ops.workspace import Session, ensure_mounted, find_workspace, mounted_state
+from snapws.ops.workspace import find_workspace, mounted_state
+from snapws.session import Session
 from snapws.store.store import Store
 
 
@@ -29,8 +30,9 @@ def open_session(
 
     Exclusive sessions first finish any interrupted operation and (if
     ``mount``) make sure the workspace is mounted. Shared sessions only read;
-    if a journal is pending, or a crash left the mount frozen (read-only),
-    they take the exclusive lock briefly to recover.
+    if a journal is pending, or a crash left the mount frozen (read-only) or
+    a staged layer no journal names, they take the exclusive lock briefly to
+    recover.
     Raises NotAWorkspaceError, StoreLockedError, MountError, UnsupportedError
     (the workspace's backend cannot run in this process: the kernel's as
     non-root)."""
@@ -38,7 +40,9 @@ def open_session(
     if exclusive:
         backend_for(_state).check_privileges()  # e.g. the kernel backend needs root
     if not exclusive and (
-        store.read_journal() is not None or mounted_state(_state, store) == "frozen"
+        store.read_journal() is not None
+        or mounted_state(_state, store) == "frozen"
+        or _staging_left(store)
     ):
         with store.lock(True, config.lock_timeout):
             recover(store)
@@ -46,15 +50,25 @@ def open_session(
             state = store.read_workspace(_state.id)
             if mounted_state(state, store) == "frozen":  # a crash left it read-only
                 with suppress(MountError):  # (not root: it stays read-only)
-                    ensure_mounted(store, state)
+                    backend_for(state).ensure_shown(store, state)
     with store.lock(exclusive, config.lock_timeout):
         if exclusive:
             recover(store)
             _check_still_a_workspace(store, _state, start)
         state = store.read_workspace(_state.id)
         if exclusive and mount:
-            ensure_mounted(store, state)
+            backend_for(state).ensure_shown(store, state)
         yield Session(store, state, config, HashCache())
+
+
+def _staging_left(store: Store) -> bool:
+    """Whether the store's staging directory holds anything (an operation
+    killed before its journal, or one running now: then the exclusive lock
+    waits for it)."""
+    try:
+        return any(True for _ in store.iter_staging())
+    except OSError:
+        return False
 
 
 def _check_still_a_workspace(store: Store, state: WorkspaceState, start: Path) -> None:

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from snapws.backends import get_backend
 from snapws.errors import SnapwsError, StoreCorruptError
 from snapws.ids import LayerId, SnapshotId, WorkspaceId
 from snapws.oci.blobcache import OCI_DIR, digest_hex
@@ -51,15 +52,8 @@ def workspace_problems(store: Store) -> list[RecordProblem]:
         except StoreCorruptError as e:
             out.append(RecordProblem("bad-workspace", e.message, ref))
             continue
-        if state.backend != "plain" and not (p / state.upper).is_dir():
-            out.append(
-                RecordProblem(
-                    "bad-workspace",
-                    f"the upperdir {p / state.upper} named by workspace record "
-                    f"{p / 'state.json'} is missing",
-                    ref,
-                )
-            )
+        for problem in get_backend(state.backend).check_dirs(store, state):
+            out.append(RecordProblem("bad-workspace", problem, ref))
     return out
 
 
@@ -74,11 +68,17 @@ def journal_problems(store: Store) -> list[RecordProblem]:
 def remotes_problems(store: Store) -> list[RecordProblem]:
     from snapws.ops.remotes import read_remotes
 
+    out = []
     try:
-        read_remotes(store)
-    except SnapwsError as e:
-        return [RecordProblem("bad-remotes", e.message)]
-    return []
+        namespaces = store.namespaces()
+    except SnapwsError:
+        namespaces = [""]  # a damaged refs/ns: reported with the refs
+    for ns in namespaces:  # each branch namespace has its remotes
+        try:
+            read_remotes(store.in_namespace(ns))
+        except SnapwsError as e:
+            out.append(RecordProblem("bad-remotes", e.message))
+    return out
 
 
 def cache_problems(store: Store) -> list[RecordProblem]:

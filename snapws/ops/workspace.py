@@ -3,279 +3,176 @@
 from __future__ import annotations
 
 import os
-import secrets
-from contextlib import suppress
-from dataclasses import dataclass
+import re
+import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 from snapws.backends import BACKEND_NAMES, backend_for, get_backend
-from snapws.config import Config
-from snapws.crash import crashpoint
+from snapws.config import SHARED_NAMESPACE, Config
 from snapws.errors import (
+    BadNameError,
     BadPathError,
-    MountError,
     NotAWorkspaceError,
-    NotMountedError,
     StoreNotFoundError,
 )
-from snapws.ids import SnapshotId, WorkspaceId
-from snapws.layers.view import ChainView, HashCache
-from snapws.model import WorkspaceState
-from snapws.mounts import mounter
-from snapws.mounts.plan import MountPlan
-from snapws.store.store import EMPTY_LAYER, Store
+from snapws.ids import WorkspaceId
+from snapws.model import WorkspaceState, namespace_problem
+from snapws.store.store import Store
 
+#: The store's name beside the workspace: the default before per-user stores
+#: (still found by every command, never made by default any more).
 STORE_DIRNAME = ".snapws"
+#: Root's per-user store when ``XDG_DATA_HOME`` is not set (podman's is
+#: /var/lib/containers).
+ROOT_DATA_STORE = Path("/var/lib/snapws")
 
 
-def default_store_for(workspace: Path) -> Path:
-    """The default store of a workspace: ``.snapws`` beside it (same filesystem)."""
+def user_data_store(env: Mapping[str, str] | None = None) -> Path:
+    """This user's store in its data directory: ``$XDG_DATA_HOME/snapws``
+    when that variable is set to an absolute path, else
+    ``/var/lib/snapws`` for root and ``~/.local/share/snapws`` for others."""
+    env = os.environ if env is None else env
+    xdg = env.get("XDG_DATA_HOME", "")
+    if xdg.startswith("/"):
+        return Path(xdg) / "snapws"
+    if os.geteuid() == 0:
+        return ROOT_DATA_STORE
+    home = env.get("HOME") or os.path.expanduser("~")
+    return Path(home) / ".local" / "share" / "snapws"
+
+
+def topdir_store_name() -> str:
+    """The name of this user's store at the top of a filesystem:
+    ``.snapws-<uid>``, as the freedesktop trash spec's ``.Trash-<uid>``."""
+    return f".snapws-{os.geteuid()}"
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists."""
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _device(path: Path) -> int:
+    return os.stat(_existing(path)).st_dev
+
+
+def filesystem_top(path: Path) -> Path:
+    """The top directory of the filesystem ``path`` (or its nearest existing
+    ancestor) is on: the highest ancestor on the same device."""
+    here = Path(os.path.realpath(_existing(path)))
+    dev = os.stat(here).st_dev
+    while here != here.parent and os.stat(here.parent).st_dev == dev:
+        here = here.parent
+    return here
+
+
+def private_dir_problem(path: Path) -> str | None:
+    """Why the existing per-user store directory ``path`` must not be used
+    (a link, not a directory, another user's, writable by group or others:
+    whoever can rename its entries can change what a workspace shows); None
+    if it is fine or missing."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if st.st_uid != os.geteuid():
+        return f"belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()})"
+    if st.st_mode & 0o022:
+        return f"is writable by group or others (mode {st.st_mode & 0o7777:o})"
+    return None
+
+
+def default_store_for(workspace: Path, env: Mapping[str, str] | None = None) -> Path:
+    """The default store of a new workspace at ``workspace``: a per-user store
+    on the workspace's filesystem, away from its parent directory (where a
+    venv, ``git clean`` or a sibling could take it).
+
+    :func:`user_data_store` if that is on the workspace's filesystem and not
+    inside the workspace; else ``<top>/.snapws-<uid>`` at the top of that
+    filesystem (:func:`filesystem_top`) if it exists or the top is writable;
+    else (a filesystem whose top this user cannot write) ``.snapws`` beside
+    the workspace. Computes only: nothing is made (see :func:`resolve_store`)."""
+    workspace = Path(os.path.abspath(workspace))
+    where = workspace.parent  # the workspace itself may be a mount (its own device)
+    data = user_data_store(env)
+    inside = data == workspace or workspace in data.parents
+    if not inside and _device(data) == _device(where):
+        return data
+    top = filesystem_top(where)
+    topdir = top / topdir_store_name()
+    if os.path.lexists(topdir) or os.access(top, os.W_OK):
+        return topdir
     return workspace.parent / STORE_DIRNAME
 
 
-@dataclass(slots=True)
-class Session:
-    """An opened workspace: its store, its recorded state and the settings."""
-
-    store: Store
-    state: WorkspaceState
-    config: Config
-    hashes: HashCache
-
-    @property
-    def path(self) -> Path:
-        return Path(self.state.path)
-
-    @property
-    def wsdir(self) -> Path:
-        return self.store.workspace_dir(self.state.id)
-
-    @property
-    def upper(self) -> Path:
-        return self.wsdir / self.state.upper
-
-    @property
-    def upper_form(self) -> str:
-        """How the upperdir encodes changes: "overlay" or "fuse" (its backend's)."""
-        return backend_for(self.state).upper_form
-
-    def head_ref(self) -> str:
-        return f"workspaces/{self.state.id.hex}/HEAD"
-
-    def chain_view(self, sid: SnapshotId) -> ChainView:
-        return ChainView([os.fsencode(p) for p in self.store.layer_trees(sid)], self.hashes)
-
-    def working_view(self) -> ChainView:
-        """The working tree as U over HEAD's chain, read without the mount."""
-        return ChainView(
-            [
-                os.fsencode(self.upper),
-                *[os.fsencode(p) for p in self.store.layer_trees(self.state.head)],
-            ],
-            self.hashes,
-            upper_form=self.upper_form,
-        )
-
-    def reload(self) -> None:
-        self.state = self.store.read_workspace(self.state.id)
+def store_candidates(ancestors: list[Path]) -> list[Path]:
+    """Where the store of a workspace at one of ``ancestors`` (a path and
+    its parents, deepest first) may be when none is named: for each, the
+    default a new workspace there gets (:func:`default_store_for`) and the
+    older default ``.snapws`` beside it; each once, unsafe per-user
+    directories (:func:`private_dir_problem`) left out."""
+    out: list[Path] = []
+    for anc in ancestors:
+        if anc == anc.parent:
+            continue
+        try:
+            new = default_store_for(anc)
+        except OSError:
+            new = None
+        for cand in (new, anc.parent / STORE_DIRNAME):
+            if cand is None or cand in out:
+                continue
+            if cand.name.startswith(".snapws-") and private_dir_problem(cand) is not None:
+                continue
+            out.append(cand)
+    return out
 
 
-def plan_mount(store: Store, state: WorkspaceState, readonly: bool = False) -> MountPlan:
-    """The mount that shows ``state``: HEAD's chain below its upperdir."""
-    lowers = store.layer_trees(state.head) or [store.layer_tree(EMPTY_LAYER)]
-    wsdir = store.workspace_dir(state.id)
-    return MountPlan(
-        target=Path(state.path),
-        lowers=tuple(lowers),
-        upper=wsdir / state.upper,
-        work=wsdir / state.work,
-        userxattr=store.xattr_form == "user",
-        readonly=readonly,
-    )
-
-
-def new_dir_names() -> tuple[str, str]:
-    token = secrets.token_hex(4)
-    return f"upper-{token}", f"work-{token}"
-
-
-def make_upper(store: Store, state: WorkspaceState, root_from: Path) -> None:
-    """Create ``state``'s empty upper and work dirs (idempotent). The upper's
-    root takes mode, owner and xattrs of ``root_from`` (the merged root), since
-    overlay shows the upper root as the workspace root."""
-    wsdir = store.workspace_dir(state.id)
-    upper = wsdir / state.upper
-    work = wsdir / state.work
-    wsdir.mkdir(parents=True, exist_ok=True)
-    if not upper.exists():
-        tmp = wsdir / f".{state.upper}.tmp"
-        if tmp.exists():
-            os.rmdir(tmp)
-        tmp.mkdir()
-        copy_dir_meta(root_from, tmp)
-        os.rename(tmp, upper)
-    work.mkdir(exist_ok=True)
-
-
-def copy_dir_meta(src: Path, dst: Path) -> None:
-    """Mode, owner, user xattrs and mtime of directory ``src`` onto ``dst``."""
-    from snapws.layers.entries import list_xattrs, user_xattrs
-
-    st = os.lstat(src)
-    os.chown(dst, st.st_uid, st.st_gid)
-    os.chmod(dst, st.st_mode & 0o7777)
-    for name, value in user_xattrs(list_xattrs(os.fsencode(src))).items():
-        os.setxattr(dst, name, value, follow_symlinks=False)
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def top_root(store: Store, sid: SnapshotId) -> Path:
-    """The directory whose metadata is the root of ``sid``'s tree."""
-    trees = store.layer_trees(sid)
-    return trees[0] if trees else store.layer_tree(EMPTY_LAYER)
+def new_workspace_namespace(store: Store, path: Path, requested: str) -> str:
+    """The branch namespace of a new workspace at ``path`` in ``store``
+    (``requested`` as ``Config.namespace``): "" (the root namespace) for
+    ``shared``; ``requested`` itself for any other name (joining that
+    namespace's branches on purpose); for "" the root namespace if no
+    workspace of the store has it yet (the first workspace of a store keeps
+    its refs where every store before namespaces kept them), else a
+    namespace of its own, named after the directory and not used yet in the
+    store by refs or a workspace (``app``, ``app-2``, ...). Raises
+    BadNameError (an invalid name)."""
+    if requested == SHARED_NAMESPACE:
+        return ""
+    if requested:
+        problem = namespace_problem(requested)
+        if problem is not None:
+            raise BadNameError(f"{requested!r} is not a namespace name: {problem}")
+        return requested
+    states, damaged = store.workspace_records()
+    if not damaged and all(s.namespace for s in states):
+        return ""
+    base = re.sub(r"\.\.+", "-", re.sub(r"[^A-Za-z0-9._-]+", "-", path.name))
+    base = base.removesuffix(".lock").strip(".-")[:90].rstrip(".-")
+    if not base or namespace_problem(base) is not None:
+        base = "ws"
+    states, _damaged = store.workspace_records()
+    used = {*store.namespaces(), *(s.namespace for s in states), SHARED_NAMESPACE}
+    name, n = base, 2
+    while name in used:
+        name, n = f"{base}-{n}", n + 1
+    return name
 
 
 def mounted_state(state: WorkspaceState, store: Store) -> str:
     """``mounted``, ``frozen`` (read-only, left by an interrupted command),
     ``stale`` (mounted with another upperdir), ``foreign`` (something else is
-    mounted there), ``unmounted``, or ``plain`` (a workspace of the plain
-    backend: nothing to mount). Asks the workspace's backend."""
+    mounted there), ``unmounted``, or ``plain`` (the directory is the working
+    tree itself). Asks the workspace's backend."""
     return backend_for(state).mount_state(store, state)
-
-
-def ensure_mounted(store: Store, state: WorkspaceState, crash_step: str | None = None) -> bool:
-    """Make the workspace mounted read-write as ``state`` says, by its
-    backend. Returns True if it had to do anything (never for the plain
-    backend).
-
-    An older mount of this workspace on the path (``stale``: a commit,
-    checkout or flatten on its way, or interrupted) is replaced without a
-    gap (:meth:`~snapws.backends.base.Backend.replace`); ``crash_step`` names
-    the crash-test step between mounting beneath it and detaching it.
-    Raises MountError, BadPathError, WorkspaceBusyError (a stale mount that
-    is still writable while files are open for writing)."""
-    backend = backend_for(state)
-    if not backend.mounts:
-        return False
-    status = backend.mount_state(store, state)
-    if status == "mounted":
-        return False
-    path = Path(state.path)
-    # A crash between mounting beneath and detaching leaves an older mount of
-    # this workspace on top of the right one: peel it off (something stays
-    # mounted below it, so the path never shows the bare directory).
-    while status == "stale" and len(mounter.mounts_at(path)) > 1:
-        backend.detach(path)
-        status = backend.mount_state(store, state)
-    if status == "mounted":
-        return True
-    if status == "frozen":
-        backend.thaw(path)
-        return True
-    if status == "stale":
-        # an older mount of this workspace (a commit, switch or flatten on
-        # its way): the new one goes in place of it, without a gap
-        make_upper(store, state, top_root(store, state.head))
-        backend.replace(
-            plan_mount(store, state), after_beneath=lambda: crashpoint(crash_step or "")
-        )
-        return True
-    if status == "foreign":
-        raise MountError(
-            f"something else is mounted on the workspace {path}",
-            hint=f"unmount it (umount {path}), then run `snapws mount`",
-        )
-    stray = stray_entries(path)
-    if stray:
-        raise stray_entries_error(state, stray)
-    make_upper(store, state, top_root(store, state.head))
-    backend.mount(plan_mount(store, state))
-    return True
-
-
-#: How many stray entries an error names before "... and N more".
-STRAY_SHOWN = 10
-
-
-def stray_entries(path: Path) -> list[str]:
-    """The entries in the (unmounted) directory ``path``, sorted: what a
-    mount on it would hide. Empty when it is missing or no directory."""
-    try:
-        return sorted(os.fsdecode(n) for n in os.listdir(os.fsencode(path)))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def stray_entries_error(state: WorkspaceState, stray: list[str]) -> BadPathError:
-    """The error for an unmounted workspace directory holding ``stray``
-    entries (written while it was unmounted, or from outside a rootless
-    workspace's namespace): names up to :data:`STRAY_SHOWN` of them, and
-    says how to bring them into the workspace with its backend."""
-    path = Path(state.path)
-    shown = ", ".join(stray[:STRAY_SHOWN])
-    if len(stray) > STRAY_SHOWN:
-        shown += f" ... and {len(stray) - STRAY_SHOWN} more"
-    backend = backend_for(state)
-    where = (
-        "written there while it was unmounted"
-        if backend.mount_is_shared
-        else "written there from outside the workspace's namespace, where its mount is not seen"
-    )
-    return BadPathError(
-        f"the unmounted workspace directory {path} is not empty: mounting would hide "
-        f"{len(stray)} {'entry' if len(stray) == 1 else 'entries'} {where}: {shown}",
-        hint=f"move them elsewhere, then copy them into the workspace through "
-        f"{backend.reach_hint(path)}",
-    )
-
-
-def check_shown(store: Store, state: WorkspaceState) -> None:
-    """Raise unless the workspace's directory shows the workspace to this
-    process, so that what is read from it (status, a cache save) is the
-    workspace: :class:`NotMountedError` when a mounting backend's workspace
-    is not mounted (``unmounted``, or ``foreign``: something else is), with
-    a hint saying how to mount it; :class:`BadPathError` naming the entries
-    written into the bare directory. A rootless workspace not mounted in
-    this command's own namespace is fine when its directory is empty (every
-    command mounts it for itself). Reads only."""
-    backend = backend_for(state)
-    if not backend.mounts:
-        return
-    status = backend.mount_state(store, state)
-    if status in ("mounted", "frozen", "stale"):
-        return
-    path = Path(state.path)
-    if status == "foreign":
-        raise NotMountedError(
-            f"the workspace {path} is not mounted: something else is mounted there",
-            hint=f"unmount it (umount {path}), then run {backend.reach_hint(path)}",
-        )
-    stray = stray_entries(path)
-    if stray:
-        raise stray_entries_error(state, stray)
-    if not backend.mount_is_shared:
-        return
-    raise NotMountedError(
-        f"the workspace {path} is not mounted: its directory is empty, and its files and "
-        "uncommitted changes are in the store (git has no such state)",
-        hint=f"mount it with {backend.reach_hint(path)}; nothing is lost",
-    )
-
-
-def sweep_workspace_dir(store: Store, state: WorkspaceState) -> None:
-    """Discard old upper/work dirs that ``state`` no longer names."""
-    wsdir = store.workspace_dir(state.id)
-    for p in wsdir.iterdir():
-        if p.name in (state.upper, state.work, "state.json") or p.name.startswith(".state"):
-            continue
-        if p.name.startswith(("upper-", "work-", ".upper-")):
-            with suppress(OSError):
-                store.discard(p)
-        elif p.name.startswith(".mnt-"):  # a staging mount point left by a crash
-            with suppress(OSError):
-                if mounter.mount_at(p) is not None:
-                    mounter.detach(p)
-                os.rmdir(p)
 
 
 # ---- finding the workspace --------------------------------------------------
@@ -284,23 +181,24 @@ def sweep_workspace_dir(store: Store, state: WorkspaceState) -> None:
 def _store_from_mount(path: Path) -> tuple[Path, WorkspaceId] | None:
     """(store root, workspace id) of the workspace mounted on ``path``, as
     its mount tells (any backend that mounts), or None."""
-    for name in BACKEND_NAMES:
-        backend = get_backend(name)
-        if backend.mounts and name != "rootless":  # rootless mounts look like kernel ones
-            found = backend.owner_of(path)
-            if found is not None:
-                return found
+    for name in BACKEND_NAMES:  # (rootless mounts look like kernel ones: found as those)
+        found = get_backend(name).owner_of(path)
+        if found is not None:
+            return found
     return None
 
 
 def find_workspace(
     start: Path, config: Config, store_path: Path | None = None
 ) -> tuple[Store, WorkspaceState]:
-    """The workspace that contains ``start`` (itself or an ancestor).
+    """The workspace that contains ``start`` (itself or an ancestor), and its
+    store seen from the workspace's branch namespace.
 
     Looks at mounts first (the mount names its store), then at the given store,
-    the configured one, and the default store beside each ancestor.
-    Raises NotAWorkspaceError."""
+    the configured one, or else at the default stores of each ancestor
+    (:func:`store_candidates`: the per-user store of its filesystem and the
+    older ``.snapws`` beside it), which finds workspaces of every backend,
+    mounted or not. Raises NotAWorkspaceError."""
     real = Path(os.path.realpath(start))
     ancestors = [real, *real.parents]
     explicit = store_path or config.store
@@ -310,12 +208,9 @@ def find_workspace(
             root, wid = found
             if explicit is None or Path(os.path.realpath(explicit)) == Path(os.path.realpath(root)):
                 store = Store.open(root)
-                return store, store.read_workspace(wid)
-    stores: list[Path] = []
-    if explicit is not None:
-        stores.append(explicit)
-    else:
-        stores.extend(default_store_for(a) for a in ancestors if a != a.parent)
+                state = store.read_workspace(wid)
+                return store.in_namespace(state.namespace), state
+    stores = [explicit] if explicit is not None else store_candidates(ancestors)
     for sp in stores:
         try:
             store = Store.open(sp)
@@ -328,7 +223,7 @@ def find_workspace(
         for anc in ancestors:
             st = by_path.get(str(anc))
             if st is not None:
-                return store, st
+                return store.in_namespace(st.namespace), st
         if _recover_interrupted_init(store, ancestors, config):
             return find_workspace(start, config, store_path)
         if damaged:  # perhaps the record of this very workspace
@@ -340,7 +235,8 @@ def find_store(start: Path, config: Config, store_path: Path | None = None) -> S
     """The store of the workspace around ``start`` without reading any
     workspace record (for verify, repair and doctor, which must work when a
     record is damaged): the given or configured store, the store a mount on
-    an ancestor names, or the default store beside an ancestor. Raises
+    an ancestor names, or a default store of an ancestor
+    (:func:`store_candidates`); seen from the root namespace. Raises
     NotAWorkspaceError, StoreNotFoundError."""
     explicit = store_path or config.store
     if explicit is not None:
@@ -351,12 +247,20 @@ def find_store(start: Path, config: Config, store_path: Path | None = None) -> S
         found = _store_from_mount(anc)
         if found is not None:
             return Store.open(found[0])
-    for anc in ancestors:
-        if anc != anc.parent:
-            try:
-                return Store.open(default_store_for(anc))
-            except StoreNotFoundError:
-                continue
+    candidates = store_candidates(ancestors)
+    for sp in candidates:  # first the one that records a workspace around start
+        try:
+            store = Store.open(sp)
+            states, _ = store.workspace_records()
+        except (StoreNotFoundError, OSError):
+            continue
+        if any(Path(os.path.realpath(s.path)) in ancestors for s in states):
+            return store
+    for sp in candidates:
+        try:
+            return Store.open(sp)
+        except StoreNotFoundError:
+            continue
     raise NotAWorkspaceError(f"{start} is not inside a snapws workspace")
 
 
@@ -376,10 +280,50 @@ def _recover_interrupted_init(store: Store, ancestors: list[Path], config: Confi
     return True
 
 
+def open_named_store(root: Path, config: Config) -> Store:
+    """The store ``root`` (``--store``, ``store =``) for a command run outside
+    any workspace, seen from the namespace ``namespace =`` or
+    ``SNAPWS_NAMESPACE`` names (the root namespace when it is unset or
+    ``shared``). Raises StoreNotFoundError."""
+    store = Store.open(root)
+    named = config.namespace if config.namespace != SHARED_NAMESPACE else ""
+    return store.in_namespace(named)
+
+
 def resolve_store(path_hint: Path, config: Config, store_path: Path | None) -> Path:
-    """The store to use for a new workspace at ``path_hint``."""
+    """The store to use for a new workspace at ``path_hint``: ``store_path``
+    (``--store``), the configured one (``SNAPWS_STORE``, ``store =``), else
+    :func:`default_store_for`. A default store is made here if missing
+    (mode 0700, as the trash spec's directories). An existing
+    ``.snapws-<uid>`` at the top of a filesystem that is a link, another
+    user's or writable by group or others is refused (BadPathError; an
+    override is the way out); any store directory is checked again by
+    :func:`snapws.ops.init.check_store_dir`."""
     if store_path is not None:
         return store_path.absolute()
     if config.store is not None:
         return config.store
-    return default_store_for(path_hint)
+    path = default_store_for(path_hint)
+    if path.name == STORE_DIRNAME:
+        return path  # the old default: where the top of the filesystem is not this user's
+    if not os.path.lexists(path):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # made meanwhile: checked below
+        except OSError as e:
+            raise BadPathError(
+                f"cannot make the default store {path}: {e.strerror}",
+                hint="give the workspace a store (`snapws --store PATH init DIR`, "
+                "SNAPWS_STORE or `store =` in snapws.toml)",
+            ) from e
+    if path.name == topdir_store_name():
+        problem = private_dir_problem(path)
+        if problem is not None:
+            raise BadPathError(
+                f"the default store {path} {problem}: it cannot hold this user's workspaces",
+                hint=f"remove {path} if nobody uses it, or give the workspace a store "
+                "(`snapws --store PATH init DIR`, SNAPWS_STORE or `store =` in snapws.toml)",
+            )
+    return path

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from snapws.ids import Digest
-from snapws.model import SnapshotRecord, WorkspaceState, dir_name_problem
+from snapws.model import SnapshotRecord, WorkspaceState, dir_name_problem, namespace_problem
 
 OPS = ("init", "commit", "switch", "prune", "gc", "plain-commit", "plain-switch", "eject")
 
@@ -105,6 +105,41 @@ def _is_record(v: Any) -> str | None:
     return None
 
 
+def _is_namespace(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return "is not a string"
+    if v and namespace_problem(v) is not None:
+        return "is not a namespace name"
+    return None
+
+
+#: Fields of a workspace backend's part of a journal (``part``).
+_PART: dict[str, Check] = {
+    "upper": _is_name,
+    "new_upper": _is_name,
+    "new_work": _is_name,
+    "carry_from": _is_name,
+    "index_staging": _is_name,
+    "prune": _list_of(_is_rel_path),
+    "prune_kept": _list_of(_is_rel_path),
+    "carry": _list_of(_is_rel_path),
+    "paths": _list_of(_is_rel_path),
+    "meta_only": _list_of(_is_rel_path),
+    "keep": _list_of(_is_rel_path),
+}
+
+
+def _part_problem(v: Any) -> str | None:
+    if not isinstance(v, Mapping):
+        return "is not an object"
+    for key, check in _PART.items():
+        if key in v:
+            problem = check(v[key])
+            if problem is not None:
+                return f"has a field {key!r} that {problem}"
+    return None
+
+
 _COMMON: dict[str, Check] = {
     "ws": _is_id,
     "staging": _is_name,
@@ -122,7 +157,11 @@ _COMMON: dict[str, Check] = {
     "layers": _list_of(_is_id),
     "prune": _list_of(_is_rel_path),
     "record": _is_record,
-    "new_state": _is_state,
+    "new_state": _opt(_is_state),
+    "state": _is_state,
+    "part": lambda v: _part_problem(v),
+    "shown": _is_bool,
+    "log": _is_bool,
     "create_ref": _is_ref_move,
     "move_ref": _is_ref_move,
     "branch": _opt(_is_str),
@@ -138,13 +177,14 @@ _COMMON: dict[str, Check] = {
     "paths": _list_of(_is_rel_path),
     "meta_only": _list_of(_is_rel_path),
     "who": _is_str,
+    "namespace": _is_namespace,
 }
 
 #: Fields each operation's recovery cannot do without.
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "init": ("ws", "path", "staging"),
-    "commit": ("ws", "upper", "new_upper", "new_work", "staging", "layer", "record", "chain"),
-    "switch": ("ws", "old_upper", "new_state"),
+    "commit": ("ws", "staging", "layer", "record", "chain"),
+    "switch": ("ws", "new_state"),
     "prune": ("forget",),
     "gc": ("layers",),
     "plain-commit": ("ws",),

@@ -44,12 +44,13 @@ def is_fuse(ws: Workspace) -> bool:
 COMMIT_STEPS = [
     "commit:frozen",
     "commit:journaled",
+    "commit:staged",
     "commit:beneath",
-    "commit:pruned",
+    "commit:layer-published",
     "commit:state-written",
-    "commit:mounted",
+    "commit:shown",
 ]
-SWITCH_STEPS = ["checkout:journaled", "checkout:beneath", "checkout:mounted"]
+SWITCH_STEPS = ["checkout:journaled", "checkout:beneath", "checkout:shown"]
 
 
 def test_the_chosen_steps_exist() -> None:

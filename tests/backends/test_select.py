@@ -10,9 +10,11 @@ import pytest
 
 from snapws import backends
 from snapws.backends import AUTO_ORDER, choose_backend, get_backend
-from snapws.backends.base import Availability, NoMountBackend
+from snapws.backends.base import Availability
 from snapws.backends.fuse import FuseBackend
 from snapws.backends.kernel import KernelBackend, RootlessBackend
+from snapws.backends.overlay import OverlayBackend
+from snapws.backends.plain.backend import PlainBackend
 from snapws.config import Config, load_config
 from snapws.errors import ConfigError, ExitCode, UnsupportedError
 from snapws.ids import SnapshotId, WorkspaceId
@@ -22,7 +24,7 @@ CLASSES = {
     "kernel": KernelBackend,
     "rootless": RootlessBackend,
     "fuse": FuseBackend,
-    "plain": NoMountBackend,
+    "plain": PlainBackend,
 }
 
 
@@ -175,8 +177,9 @@ def test_backend_for_gives_the_recorded_backend(name: str) -> None:
     assert isinstance(found, CLASSES[name])
     assert found.name == name
     assert found is get_backend(name)  # one instance per name
-    assert found.mounts is (name != "plain")
-    assert found.upper_form == ("fuse" if name == "fuse" else "overlay")
+    assert isinstance(found, OverlayBackend) is (name != "plain")
+    if isinstance(found, OverlayBackend):
+        assert found.upper_form == ("fuse" if name == "fuse" else "overlay")
 
 
 def test_a_workspace_of_an_unknown_backend_is_refused() -> None:

@@ -5,7 +5,7 @@ without leaving a mount behind even when a test fails.
 Layout of one test's ``tmp_path``::
 
     ws/          the workspace (the overlay mount)
-    .snapws/     its store (the default: beside the workspace)
+    .snapws/     its store (named in snapws.toml)
     snapws.toml  the config every command reads (SNAPWS_CONFIG)
     xdg/         an empty XDG_CONFIG_HOME, so no user config leaks in
 """
@@ -168,7 +168,7 @@ class Workspace:
 
     # ---- setup ---------------------------------------------------------------
     def set_config(self, **settings: Any) -> None:
-        lines = [f'author = "{AUTHOR}"']
+        lines = [f'author = "{AUTHOR}"', f"store = {json.dumps(str(self.store_path))}"]
         for key, value in settings.items():
             lines.append(f"{key} = {json.dumps(value)}")
         self.config.write_text("\n".join(lines) + "\n")

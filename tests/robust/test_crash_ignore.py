@@ -34,8 +34,8 @@ BACKENDS = ("kernel", "fuse", "plain")
 
 def _steps(backend: str, op: str) -> list[str]:
     if backend == "plain":
-        return list(steps_of("plain-commit" if op == "commit" else "plain-switch"))
-    return [*steps_of(op), "carry:moved:1", "carry:moved:2"]
+        return list(steps_of(op, backend))
+    return [*steps_of(op, backend), "carry:moved:1", "carry:moved:2"]
 
 
 def _cases(op: str) -> list[tuple[str, str]]:

@@ -14,7 +14,7 @@ def _reflog(ws: Workspace) -> list[dict[str, object]]:
 
 
 @pytest.mark.parametrize(
-    "step", ["commit:ref-moved", "commit:logged", "commit:state-written", "commit:mounted"]
+    "step", ["commit:ref-moved", "commit:logged", "commit:state-written", "commit:shown"]
 )
 def test_a_crashed_commit_is_logged_once(ws: Workspace, step: str) -> None:
     ws.init({"a": "1\n"})

@@ -36,11 +36,11 @@ from conftest import run_cli
 from helpers import mounts_under
 
 from snapws.backends import get_backend
+from snapws.backends.upperdir import make_upper, new_dir_names, plan_mount, top_root
 from snapws.errors import ExitCode, WorkspaceBusyError
 from snapws.mounts import fuse
 from snapws.mounts.mounter import BeneathUnsupportedError
 from snapws.mounts.plan import MountPlan
-from snapws.ops.workspace import make_upper, new_dir_names, plan_mount, top_root
 from snapws.store.store import Store
 
 pytestmark = pytest.mark.root

@@ -162,22 +162,25 @@ def _check_snapshots(root: Path, layers: set[LayerId], problems: list[str]) -> s
 
 
 def _check_refs(root: Path, snapshots: set[SnapshotId], problems: list[str]) -> None:
-    for kind in ("heads", "tags"):
-        base = root / "refs" / kind
+    namespaces = [root / "refs"]  # the root namespace, then every other (refs/ns/<ns>)
+    if (root / "refs" / "ns").is_dir():
+        namespaces += sorted((root / "refs" / "ns").iterdir())
+    for refs, kind in ((r, k) for r in namespaces for k in ("heads", "tags")):
+        base = refs / kind
         for dirpath, _dirs, files in os.walk(base):
             for f in files:
                 path = Path(dirpath) / f
-                name = path.relative_to(base)
+                name = path.relative_to(root / "refs")
                 if f.startswith("."):
-                    problems.append(f"refs/{kind}/{name}: a temporary file is left")
+                    problems.append(f"refs/{name}: a temporary file is left")
                     continue
                 try:
                     sid = SnapshotId.parse(path.read_text())
                 except (OSError, ValueError) as e:
-                    problems.append(f"refs/{kind}/{name} is unreadable: {e}")
+                    problems.append(f"refs/{name} is unreadable: {e}")
                     continue
                 if sid not in snapshots:
-                    problems.append(f"refs/{kind}/{name} points at a missing snapshot")
+                    problems.append(f"refs/{name} points at a missing snapshot")
 
 
 def _check_workspaces(root: Path, snapshots: set[SnapshotId], problems: list[str]) -> None:
@@ -195,7 +198,8 @@ def _check_workspaces(root: Path, snapshots: set[SnapshotId], problems: list[str
         if state.head not in snapshots:
             problems.append(f"workspace {wid.short()}: HEAD points at a missing snapshot")
         if state.branch is not None:
-            branch = root / "refs" / "heads" / state.branch
+            refs = root / "refs" / "ns" / state.namespace if state.namespace else root / "refs"
+            branch = refs / "heads" / state.branch
             if not branch.is_file():
                 problems.append(f"workspace {wid.short()} is on a missing branch")
         for name in (state.upper, state.work):

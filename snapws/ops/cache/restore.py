@@ -254,21 +254,20 @@ def _start_workspace(
 ) -> tuple[WorkspaceState, int, Remote]:
     """Import the matched image and make ``target`` (missing or empty) a
     workspace on it, as ``init --from`` does (the backend this machine
-    chooses: :func:`snapws.ops.importing.choose_new_backend`; then
-    :func:`~snapws.ops.importing.init_on_snapshot`, or
-    :func:`~snapws.ops.importing.start_plain_on_snapshot`)."""
-    from snapws.ops.importing import (
-        choose_new_backend,
+    chooses, :func:`snapws.ops.init.ready_backend`; then
+    :func:`~snapws.ops.init.start_on_snapshot`)."""
+    from snapws.ops.init import (
         create_store_for,
-        init_on_snapshot,
-        start_plain_on_snapshot,
+        ready_backend,
+        start_on_snapshot,
         undo_new_workspace,
+        validate_init,
     )
-    from snapws.ops.init import validate_init
     from snapws.ops.recovery import recover
+    from snapws.ops.workspace import new_workspace_namespace
 
     validate_init(target, store_root)
-    backend = choose_new_backend(ctx.config, store_root)
+    backend = ready_backend(ctx.config, store_root)
     assert match.entry is not None
     message = f"cache restore {match.entry.key}"
     author = ctx.who or ctx.config.author_or_default()
@@ -276,23 +275,20 @@ def _start_workspace(
     store_created = not store_root.exists()
     target.mkdir(parents=True, exist_ok=True)
     try:
-        store = create_store_for(store_root, backend)
+        store = create_store_for(store_root, backend.name, target)
         remote = open_cache_remote(store, entry, False, ctx.settings)
         try:
             with store.lock(True, ctx.config.lock_timeout):
                 recover(store)
+                ns = new_workspace_namespace(store, target, ctx.config.namespace)
+                store = store.in_namespace(ns)
                 sid, fetched = _import(store, ctx, remote, match, progress)
-                if backend != "plain":
-                    state = init_on_snapshot(
-                        store, target, sid, ctx.config, branch, message, backend, author
-                    )
-                    return state, fetched, remote
+                state = start_on_snapshot(
+                    store, target, sid, ctx.config, branch, message, backend.name, author
+                )
+                return state, fetched, remote
         finally:
             remote.close()
     except BaseException:
         undo_new_workspace(target, store_root, created, store_created)
         raise
-    _store, state = start_plain_on_snapshot(
-        target, store_root, sid, ctx.config, branch, message, author
-    )
-    return state, fetched, remote

@@ -123,7 +123,7 @@ def test_a_plain_workspace_as_an_ordinary_user(area: UserArea) -> None:
     # a crash in the middle of a commit, recovered by the next command
     area.run(sys.executable, "-c", MAKE, ws, json.dumps({"new.txt": "new\n"}))
     crashed = area.snapws(
-        "-C", ws, "commit", "-m", "x", check=False, env={"SNAPWS_CRASH_AT": "plain-commit:logged"}
+        "-C", ws, "commit", "-m", "x", check=False, env={"SNAPWS_CRASH_AT": "commit:logged"}
     )
     assert crashed.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL), crashed.stderr
     assert _status(area, ws) == []

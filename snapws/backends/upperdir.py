@@ -1,0 +1,219 @@
+"""The workspace's upperdir U, as the overlay backends (kernel, rootless,
+fuse) keep it: naming and making U and its work directory, the mount plan
+of a state, carrying ignored paths from one U into the next (so that they
+stay where they are, as git's ignored files do), turning a frozen U into a
+layer tree, and sweeping old ones."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from contextlib import suppress
+from pathlib import Path
+
+from snapws.crash import crashpoint
+from snapws.errors import LayerRejectedError
+from snapws.ids import SnapshotId
+from snapws.layers import fuseform
+from snapws.layers.entries import Node, list_xattrs, opaque_xattr, read_node, user_xattrs
+from snapws.layers.scan import prune_upper, strip_overlay_xattrs
+from snapws.layers.view import ChainView
+from snapws.model import Kind, WorkspaceState, decode_manifest, display_path
+from snapws.mounts import mounter
+from snapws.mounts.plan import MountPlan
+from snapws.store.store import EMPTY_LAYER, Store
+
+
+def new_dir_names() -> tuple[str, str]:
+    """Fresh names for an upperdir and its work directory."""
+    token = secrets.token_hex(4)
+    return f"upper-{token}", f"work-{token}"
+
+
+def plan_mount(store: Store, state: WorkspaceState, readonly: bool = False) -> MountPlan:
+    """The mount that shows ``state``: HEAD's chain below its upperdir."""
+    lowers = store.layer_trees(state.head) or [store.layer_tree(EMPTY_LAYER)]
+    wsdir = store.workspace_dir(state.id)
+    return MountPlan(
+        target=Path(state.path),
+        lowers=tuple(lowers),
+        upper=wsdir / state.upper,
+        work=wsdir / state.work,
+        userxattr=store.xattr_form == "user",
+        readonly=readonly,
+    )
+
+
+def make_upper(store: Store, state: WorkspaceState, root_from: Path) -> None:
+    """Create ``state``'s empty upper and work dirs (idempotent). The upper's
+    root takes mode, owner and xattrs of ``root_from`` (the merged root), since
+    overlay shows the upper root as the workspace root."""
+    wsdir = store.workspace_dir(state.id)
+    upper = wsdir / state.upper
+    work = wsdir / state.work
+    wsdir.mkdir(parents=True, exist_ok=True)
+    if not upper.exists():
+        tmp = wsdir / f".{state.upper}.tmp"
+        if tmp.exists():
+            os.rmdir(tmp)
+        tmp.mkdir()
+        copy_dir_meta(root_from, tmp)
+        os.rename(tmp, upper)
+    work.mkdir(exist_ok=True)
+
+
+def copy_dir_meta(src: Path, dst: Path) -> None:
+    """Mode, owner, user xattrs and mtime of directory ``src`` onto ``dst``."""
+    st = os.lstat(src)
+    os.chown(dst, st.st_uid, st.st_gid)
+    os.chmod(dst, st.st_mode & 0o7777)
+    for name, value in user_xattrs(list_xattrs(os.fsencode(src))).items():
+        os.setxattr(dst, name, value, follow_symlinks=False)
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def top_root(store: Store, sid: SnapshotId) -> Path:
+    """The directory whose metadata is the root of ``sid``'s tree."""
+    trees = store.layer_trees(sid)
+    return trees[0] if trees else store.layer_tree(EMPTY_LAYER)
+
+
+def sweep_workspace_dir(store: Store, state: WorkspaceState) -> None:
+    """Discard old upper/work dirs that ``state`` no longer names, and
+    staging mount points a crash left."""
+    wsdir = store.workspace_dir(state.id)
+    if not wsdir.is_dir():
+        return
+    for p in wsdir.iterdir():
+        if p.name in (state.upper, state.work, "state.json") or p.name.startswith(".state"):
+            continue
+        if p.name.startswith(("upper-", "work-", ".upper-")):
+            with suppress(OSError):
+                store.discard(p)
+        elif p.name.startswith(".mnt-"):  # a staging mount point left by a crash
+            with suppress(OSError):
+                if mounter.mount_at(p) is not None:
+                    mounter.detach(p)
+                os.rmdir(p)
+
+
+# ---- ignored paths ---------------------------------------------------------
+
+
+def fits(view: ChainView, path: bytes) -> bool:
+    """Whether an ignored ``path`` can be carried onto ``view`` (the new
+    chain) unchanged: the view has nothing there and no non-directory above
+    it. Otherwise the view's tracked path wins, as git's checkout overwrites
+    ignored files."""
+    if view.locate(path) is not None:
+        return False
+    while b"/" in path:
+        path = path[: path.rfind(b"/")]
+        loc = view.locate(path)
+        if loc is not None:
+            return loc.node.kind is Kind.DIR
+    return True
+
+
+def carriable(upper: bytes, tops: list[bytes], view: ChainView) -> list[bytes]:
+    """The ignored paths of upperdir ``upper`` (``tops``, topmost) that can
+    go onto ``view`` (:func:`fits`); of an ignored directory the view has a
+    directory at, the entries below that fit, at any depth. Raises OSError."""
+    out = []
+    todo = list(tops)
+    while todo:
+        p = todo.pop()
+        if fits(view, p):
+            out.append(p)
+            continue
+        loc = view.locate(p)
+        src = upper + b"/" + p
+        is_dir = os.path.isdir(src) and not os.path.islink(src)
+        if loc is not None and loc.node.kind is Kind.DIR and is_dir:
+            todo.extend(p + b"/" + name for name in os.listdir(src))
+    return sorted(out)
+
+
+def carry_ignored(src: Path, dst: Path, paths: list[str]) -> None:
+    """Move each of ``paths`` (relative) from upperdir ``src`` to upperdir
+    ``dst`` (both on one filesystem, ``dst`` existing), making its
+    directories in ``dst`` with the metadata of those in ``src``; both
+    parents keep their mtimes. Idempotent: a path gone from ``src`` was
+    moved already (a run after a crash; crash step ``carry:moved:N`` after
+    the N-th move). Raises OSError."""
+    moved = 0
+    for rel in paths:
+        source = src / rel
+        if not os.path.lexists(source):
+            continue
+        target = dst / rel
+        _make_parents(src, dst, Path(rel).parent)
+        times = [os.lstat(source.parent).st_mtime_ns, os.lstat(target.parent).st_mtime_ns]
+        os.rename(source, target)
+        os.utime(source.parent, ns=(times[0], times[0]), follow_symlinks=False)
+        os.utime(target.parent, ns=(times[1], times[1]), follow_symlinks=False)
+        moved += 1
+        crashpoint("carry:moved", moved)
+
+
+def _make_parents(src: Path, dst: Path, rel: Path) -> None:
+    """Make directory ``dst/rel`` and its missing parents as copies of the
+    directories of ``src``."""
+    missing = []
+    d = rel
+    while str(d) != "." and not (dst / d).is_dir():
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        # made whole under a temporary name, then renamed: a crash never
+        # leaves a directory without its metadata (a mode change to show)
+        tmp = dst / d.parent / f".{d.name}.snapws-tmp"
+        if tmp.exists():
+            tmp.rmdir()
+        tmp.mkdir()
+        copy_dir_meta(src / d, tmp)
+        os.rename(tmp, dst / d)
+
+
+# ---- a frozen upperdir becomes a layer -----------------------------------------
+
+
+def refuse_foreign_opaque(nodes: list[Node], upper_form: str, xattr_form: str) -> None:
+    """Refuse (LayerRejectedError) an opaque marker of the other xattr form in
+    an overlay upperdir: anyone who can write the workspace can set
+    ``user.overlay.opaque=y`` through a trusted-form mount; the kernel ignores
+    it, so recording the directory as opaque would make the layer differ from
+    what the mount showed. (fuse-overlayfs's form is made canonical apart.)"""
+    if upper_form == fuseform.FORM:
+        return
+    own = opaque_xattr(xattr_form)
+    for node in nodes:
+        foreign = [name for name, _ in node.overlay if name.endswith(".opaque") and name != own]
+        if foreign:
+            raise LayerRejectedError(
+                f"{display_path(node.path)} carries {foreign[0]}, an opaque marker this "
+                f"workspace's mounts ignore (they use {own}): refusing to record it",
+                hint=f"remove it (setfattr -x {foreign[0]} PATH), then commit again",
+            )
+
+
+def prepare_layer_tree(
+    upper: Path, prune: list[bytes], manifest: bytes, upper_form: str, xattr_form: str
+) -> None:
+    """Make the frozen upperdir equal to its manifest: drop no-op copy-ups,
+    strip overlay bookkeeping, restore directory mtimes changed by pruning.
+    An upperdir of fuse-overlayfs (``upper_form`` "fuse") first loses its
+    ``.wh.`` bookkeeping and opaque markers the manifest does not record, and
+    its opaque directories get the marker of the store's ``xattr_form``.
+    Idempotent."""
+    root = os.fsencode(upper)
+    entries = decode_manifest(manifest)
+    if upper_form == fuseform.FORM:
+        fuseform.canonicalise_upper(root, entries)
+    prune_upper(root, prune)
+    nodes = [read_node(e.path, root if e.path == b"." else root + b"/" + e.path) for e in entries]
+    strip_overlay_xattrs(nodes, xattr_form if upper_form == fuseform.FORM else None)
+    for e in entries:
+        if e.kind is Kind.DIR:
+            p = root if e.path == b"." else root + b"/" + e.path
+            os.utime(p, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
