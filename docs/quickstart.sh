@@ -3,8 +3,8 @@
 # Run as root (overlay mounts). DEMO selects where (default /tmp/snapws-demo).
 set -eu
 DEMO=${DEMO:-/tmp/snapws-demo}
-if [ -e "$DEMO" ]; then
-    snapws -C "$DEMO/project" umount --lazy 2>/dev/null || umount -l "$DEMO/project" 2>/dev/null || true
+if [ -e "$DEMO" ]; then  # a demo of an earlier run: its store forgets it, then it goes
+    snapws -C "$DEMO/project" eject 2>/dev/null || umount -l "$DEMO/project" 2>/dev/null || true
     rm -rf "$DEMO"
 fi
 mkdir -p "$DEMO/project/src"
@@ -12,7 +12,7 @@ echo 'print("hello")' > "$DEMO/project/src/app.py"
 echo 'demo project' > "$DEMO/project/README"
 
 set -x
-snapws init "$DEMO/project"                 # content becomes the base layer
+snapws init "$DEMO/project"                 # content becomes the base layer (says where the store is)
 cd "$DEMO/project"
 echo 'print("hello, world")' > src/app.py
 echo 'data' > data.csv
@@ -36,4 +36,4 @@ snapws workspaces
 set +x
 cd /
 snapws -C "$DEMO/project" umount             # changes stay in the store
-echo "quickstart done: store in $DEMO/.snapws"
+echo "quickstart done: the store is your own, outside $DEMO (see \`snapws init\` above)"

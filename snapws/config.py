@@ -3,8 +3,8 @@
 Precedence, lowest first: built-in defaults, ``/etc/snapws/snapws.toml``,
 ``$XDG_CONFIG_HOME/snapws/snapws.toml`` (default ``~/.config``), the file
 named by ``SNAPWS_CONFIG``, then environment variables (``SNAPWS_STORE``,
-``SNAPWS_AUTHOR``, ``SNAPWS_BACKEND``, ``SNAPWS_CACHE_REMOTE``), then
-command-line options.
+``SNAPWS_AUTHOR``, ``SNAPWS_BACKEND``, ``SNAPWS_CACHE_REMOTE``,
+``SNAPWS_NAMESPACE``), then command-line options.
 snapws.toml.example documents every key.
 
 Every value is checked when read (:func:`load_config` raises ConfigError
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from snapws.errors import ConfigError
+from snapws.model import namespace_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,10 @@ class Config:
     cache_remote: str = ""
     # gitignore patterns every workspace ignores, below its .snapwsignore files
     ignore: tuple[str, ...] = ()
+    # the branch namespace `snapws init` gives new workspaces: "" (one of
+    # their own, named after the directory), "shared" (the store's root
+    # namespace, branches shared as between git worktrees) or a name to join
+    namespace: str = ""
 
     def author_or_default(self) -> str:
         if self.author:
@@ -88,7 +93,10 @@ _TYPES: dict[str, type] = {
     "backend": str,
     "cache_remote": str,
     "ignore": list,
+    "namespace": str,
 }
+#: ``namespace =`` value (and ``init --shared``) for the store's shared root namespace.
+SHARED_NAMESPACE = "shared"
 BACKEND_CHOICES = ("auto", "kernel", "rootless", "fuse", "plain")
 #: Inclusive bounds of the numeric settings (prune_keep_* counts: -1 or more).
 #: A float must also be finite: TOML has nan and inf, and a nan lock_timeout
@@ -145,6 +153,12 @@ def _apply(cfg: Config, data: Mapping[str, Any], origin: str) -> Config:
                 f"{origin}: prune_keep_within must be a duration such as 2y5m7d3h "
                 "(each unit at most once)"
             )
+        if key == "namespace" and value and value != SHARED_NAMESPACE:
+            problem = namespace_problem(value)
+            if problem is not None:
+                raise ConfigError(
+                    f"{origin}: namespace {value!r} is not a namespace name: {problem}"
+                )
         if key == "backend" and value not in BACKEND_CHOICES:
             raise ConfigError(
                 f"{origin}: backend must be one of {', '.join(BACKEND_CHOICES)}, not {value!r}"
@@ -234,4 +248,6 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         cfg = _apply(cfg, {"backend": env["SNAPWS_BACKEND"]}, "SNAPWS_BACKEND")
     if env.get("SNAPWS_CACHE_REMOTE"):
         cfg = replace(cfg, cache_remote=env["SNAPWS_CACHE_REMOTE"])
+    if env.get("SNAPWS_NAMESPACE"):
+        cfg = _apply(cfg, {"namespace": env["SNAPWS_NAMESPACE"]}, "SNAPWS_NAMESPACE")
     return cfg

@@ -24,6 +24,18 @@ import pytest
 from helpers import Spec, gen, mounts_under
 
 MNT_DETACH = 2
+
+#: The default store of this test run ($XDG_DATA_HOME/snapws): never the
+#: user's ~/.local/share or root's /var/lib/snapws, for every snapws the
+#: tests start (the environment is inherited); removed when the run ends.
+TEST_DATA_HOME = tempfile.mkdtemp(prefix="snapws-tests-data-")
+os.environ["XDG_DATA_HOME"] = TEST_DATA_HOME
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    subprocess.run(["rm", "-rf", "--one-file-system", TEST_DATA_HOME], check=False)
+
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 

@@ -46,6 +46,7 @@ def test_quickstart(demo_root: Path) -> None:
     env.update(
         DEMO=str(demo_root / "demo"),
         XDG_CONFIG_HOME=str(demo_root / "no-config"),
+        XDG_DATA_HOME=str(demo_root / "data"),  # the default store: $XDG_DATA_HOME/snapws
         # the snapws installed beside this interpreter comes first
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     )
@@ -69,6 +70,8 @@ def test_quickstart(demo_root: Path) -> None:
     assert shown == 'print("hello, world")', out
     assert "HEAD is now at" in out
     assert "[experiment " in out
-    assert f"quickstart done: store in {demo_root / 'demo'}/.snapws" in out
+    assert f", store {demo_root / 'data' / 'snapws'})" in out  # init says where
+    assert "quickstart done: the store is your own" in out
     assert mounts_below(demo_root) == [], out
-    assert (demo_root / "demo" / ".snapws" / "snapws-store.json").is_file()
+    assert (demo_root / "data" / "snapws" / "snapws-store.json").is_file()
+    assert not (demo_root / "demo" / ".snapws").exists()

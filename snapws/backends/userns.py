@@ -379,14 +379,12 @@ def locate_workspace(
     ``(store, None)``: an interrupted ``init`` of an ancestor of ``start`` is
     journaled in a store of the "user" form (its recovery needs the
     namespace). None: not found (the command reports it)."""
-    from snapws.ops.workspace import default_store_for
+    from snapws.store.location import store_candidates
 
     real = Path(os.path.realpath(start))
     ancestors = [real, *real.parents]
     explicit = store_path or config.store
-    candidates = (
-        [explicit] if explicit is not None else [default_store_for(a) for a in ancestors[:-1]]
-    )
+    candidates = [explicit] if explicit is not None else store_candidates(ancestors)
     for sp in candidates:
         try:
             store = Store.open(sp)
@@ -397,7 +395,7 @@ def locate_workspace(
         for anc in ancestors:
             st = by_path.get(str(anc))
             if st is not None:
-                return store, st
+                return store.in_namespace(st.namespace), st
         try:
             j = store.read_journal()
         except StoreCorruptError:

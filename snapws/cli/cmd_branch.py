@@ -29,7 +29,8 @@ def _ref_command(kind: str) -> click.Command:
                         {"name": n, "id": sid.hex, "current": n == current}
                         for n, sid in refs.items()
                     ]
-                    emit_json({"branches" if kind == "branch" else "tags": listed})
+                    key = "branches" if kind == "branch" else "tags"
+                    emit_json({key: listed, "namespace": s.store.namespace})
                     return
                 for n, sid in refs.items():
                     mark = "*" if n == current else " "

@@ -26,7 +26,8 @@ def doctor_cmd(app: App, as_json: bool) -> None:
     configured by `backend =`) can run."""
     store: Path | None = app.store or app.config.store
     if store is None:
-        from snapws.ops.workspace import default_store_for, find_store, find_workspace
+        from snapws.ops.workspace import find_store, find_workspace
+        from snapws.store.location import default_store_for
 
         try:
             found, _ = find_workspace(app.cwd, app.config, None)

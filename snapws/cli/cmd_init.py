@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
+from snapws.backends import backend_for
 from snapws.cli.app import App, emit_json, note_if_below_new_mount, pass_app
 from snapws.cli.progress import ProgressBar
+from snapws.config import SHARED_NAMESPACE
+from snapws.errors import BadNameError
+from snapws.model import namespace_problem
 from snapws.ops.init import init
 from snapws.ops.workspace import resolve_store
 
@@ -33,6 +38,19 @@ from snapws.ops.workspace import resolve_store
     "the first that works here of kernel, fuse, plain: plain for a user who is not root; "
     "rootless only when asked for; `snapws doctor` says which).",
 )
+@click.option(
+    "--namespace",
+    metavar="NAME",
+    help="Keep the workspace's branches in the store's namespace NAME, shared with the other "
+    "workspaces given NAME (default: `namespace =` in snapws.toml, else a namespace of its "
+    "own, named after DIRECTORY).",
+)
+@click.option(
+    "--shared",
+    is_flag=True,
+    help="Keep the workspace's branches in the store's shared root namespace, with the "
+    "workspaces made before namespaces (as git worktrees share a repository's branches).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
 def init_cmd(
@@ -44,15 +62,28 @@ def init_cmd(
     ref: str | None,
     backend: str | None,
     insecure: bool,
+    namespace: str | None,
+    shared: bool,
     as_json: bool,
 ) -> None:
     """Make DIRECTORY (default: .) a workspace; its content becomes the base layer.
 
-    The store is --store, SNAPWS_STORE, `store =` in snapws.toml, or .snapws
-    beside DIRECTORY. The store must be on the same filesystem.
+    The store is --store, SNAPWS_STORE, `store =` in snapws.toml, or this
+    user's store on DIRECTORY's filesystem: $XDG_DATA_HOME/snapws
+    (~/.local/share/snapws; root: /var/lib/snapws) when that is on it, else
+    .snapws-UID at the top of that filesystem. The store must be on the same
+    filesystem. Each workspace has a branch namespace of its own in the store
+    unless --namespace or --shared says otherwise.
     """
+    if shared and namespace is not None:
+        raise click.UsageError("--shared and --namespace exclude each other")
+    if namespace is not None and namespace_problem(namespace) is not None:  # before any change
+        raise BadNameError(f"{namespace!r} is not a namespace name: {namespace_problem(namespace)}")
+    config = app.config
+    if shared or namespace is not None:
+        config = replace(config, namespace=SHARED_NAMESPACE if shared else str(namespace))
     path = Path(os.path.abspath(app.cwd / directory))
-    store_root = resolve_store(path, app.config, app.store)
+    store_root = resolve_store(path, config, app.store)
     if source is not None:
         from snapws.cli.cmd_remote import ByteBar
         from snapws.ops.clone import clone, resolve_source
@@ -61,14 +92,14 @@ def init_cmd(
         fetching.bar.enabled = fetching.bar.enabled and not as_json
         try:
             src = resolve_source(source, app.cwd, insecure, ref)
-            cloned = clone(path, store_root, app.config, src, app.who(), branch, backend, fetching)
+            cloned = clone(path, store_root, config, src, app.who(), branch, backend, fetching)
             store, state = cloned.store, cloned.state
         finally:
             fetching.close()
     else:
         bar = ProgressBar(app.interactive and not app.quiet and not as_json, "hashing")
         try:
-            store, state = init(path, store_root, app.config, branch, message, bar, backend=backend)
+            store, state = init(path, store_root, config, branch, message, bar, backend=backend)
         finally:
             bar.close()
     if as_json:
@@ -79,6 +110,7 @@ def init_cmd(
                 "workspace": state.path,
                 "store": str(store.root),
                 "backend": state.backend,
+                "namespace": state.namespace,
             }
         )
         return
@@ -87,7 +119,7 @@ def init_cmd(
         f"snapshot {state.head.short()}, backend {state.backend}, store {store.root})"
     )
     note_if_below_new_mount(app, state.path, state.backend)
-    if state.backend == "rootless":
+    if not backend_for(state).mount_is_shared:
         app.info(
             "note: rootless: the workspace is mounted in a user namespace of its own; other "
             f"programs see {state.path} empty: work in it through `snapws shell {state.path}` "

@@ -23,7 +23,7 @@ from snapws.ops.prune import (
     format_local,
     plan_prune,
 )
-from snapws.ops.workspace import find_workspace
+from snapws.ops.workspace import find_workspace, open_named_store
 from snapws.store.store import Store
 
 
@@ -32,7 +32,11 @@ def _locked_store(app: App, exclusive: bool) -> Iterator[Store]:
     """The store (--store/config, else the workspace's) under the lock;
     an exclusive lock first finishes an interrupted operation."""
     explicit = app.store or app.config.store
-    store = Store.open(explicit) if explicit else find_workspace(app.cwd, app.config, None)[0]
+    store = (
+        open_named_store(explicit, app.config)
+        if explicit
+        else find_workspace(app.cwd, app.config, None)[0]
+    )
     if exclusive:
         from snapws.ops.init import check_root
         from snapws.ops.recovery import recover

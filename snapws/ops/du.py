@@ -22,7 +22,7 @@ from typing import Any
 
 from snapws.ids import LayerId, SnapshotId
 from snapws.model import SnapshotRecord
-from snapws.ops.history import all_ref_heads, log, ref_names
+from snapws.ops.history import log, ref_names
 from snapws.store.store import Store
 
 LayerSet = frozenset[LayerId]
@@ -145,8 +145,10 @@ def _disk_inodes(top: bytes) -> Iterable[tuple[tuple[int, int], int]]:
 
 
 def reachable_snapshots(store: Store) -> list[SnapshotId]:
-    """Every snapshot reachable from a branch, tag or workspace HEAD, newest first."""
-    return [e.id for e in log(store, all_ref_heads(store, []))]
+    """Every snapshot reachable from a branch or tag (of any branch namespace:
+    they share the store's disk) or a workspace HEAD, newest first."""
+    tips = {*store.every_ref(("heads", "tags")).values(), *(ws.head for ws in store.workspaces())}
+    return [e.id for e in log(store, sorted(tips))]
 
 
 def disk_usage(store: Store, snapshots: list[SnapshotId] | None = None) -> UsageReport:

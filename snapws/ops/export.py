@@ -20,7 +20,7 @@ from snapws.ids import SnapshotId
 from snapws.oci.export import build_image
 from snapws.oci.layout import DEFAULT_REF, write_layout_dir, write_layout_tar
 from snapws.ops.revs import resolve_rev
-from snapws.ops.workspace import find_workspace
+from snapws.ops.workspace import find_workspace, open_named_store
 from snapws.store.store import Store
 
 
@@ -44,9 +44,10 @@ def locate_store(
     if explicit is None:
         store, state = find_workspace(cwd, config, None)
         return store, state.head
-    store = Store.open(explicit)
+    store = open_named_store(explicit, config)
     try:
-        return store, find_workspace(cwd, config, explicit)[1].head
+        found, state = find_workspace(cwd, config, explicit)
+        return found, state.head
     except NotAWorkspaceError:
         return store, None
 

@@ -59,11 +59,12 @@ def log(store: Store, starts: list[SnapshotId], limit: int | None = None) -> lis
 
 
 def all_ref_heads(store: Store, extra: list[SnapshotId]) -> list[SnapshotId]:
-    """Every branch, tag and workspace HEAD (for ``log --all``)."""
+    """Every branch, tag and workspace HEAD of the store's branch namespace
+    (for ``log --all``)."""
     heads = set(extra)
     heads.update(store.list_refs("heads").values())
     heads.update(store.list_refs("tags").values())
-    heads.update(ws.head for ws in store.workspaces())
+    heads.update(ws.head for ws in store.workspaces() if ws.namespace == store.namespace)
     return sorted(heads)
 
 

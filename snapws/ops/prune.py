@@ -295,12 +295,11 @@ def protected_snapshots(store: Store) -> dict[SnapshotId, list[str]]:
     workspace's HEAD (the snapshot it has mounted) and snapshots named by
     an interrupted operation."""
     out: dict[SnapshotId, list[str]] = {}
-    for name, sid in store.list_refs("heads").items():
-        out.setdefault(sid, []).append(f"branch {name}")
-    for name, sid in store.list_refs("tags").items():
-        out.setdefault(sid, []).append(f"tag {name}")
-    for name, sid in store.list_refs("remotes").items():
-        out.setdefault(sid, []).append(f"remote-tracking ref {name}")
+    what = {"heads": "branch", "tags": "tag", "remotes": "remote-tracking ref"}
+    for (ns, kind, name), sid in store.every_ref().items():  # of every branch namespace
+        where = f" (namespace {ns})" if ns else " (shared namespace)"
+        where = "" if ns == store.namespace else where
+        out.setdefault(sid, []).append(f"{what[kind]} {name}{where}")
     for ws in store.workspaces():
         out.setdefault(ws.head, []).append(f"HEAD of {ws.path}")
     for text in sorted(journal_ids(store)):

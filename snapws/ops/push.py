@@ -372,7 +372,7 @@ def workspace_or_store(
     names, with no state. Raises NotAWorkspaceError (neither),
     StoreNotFoundError, StoreLockedError."""
     from snapws.ops.session import open_session
-    from snapws.ops.workspace import find_workspace
+    from snapws.ops.workspace import find_workspace, open_named_store
 
     try:
         find_workspace(cwd, config, store_path)
@@ -380,7 +380,7 @@ def workspace_or_store(
         root = store_path or config.store
         if root is None:
             raise
-        store = Store.open(root)
+        store = open_named_store(root, config)
         with store.lock(exclusive, config.lock_timeout):
             yield store, None
         return

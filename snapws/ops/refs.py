@@ -1,4 +1,8 @@
-"""``snapws branch`` and ``snapws tag``: named pointers to snapshots."""
+"""``snapws branch`` and ``snapws tag``: named pointers to snapshots.
+
+Every function works in the branch namespace ``store`` is seen from
+(:mod:`snapws.store.refs`): the workspace's, when the store comes from
+:func:`snapws.ops.workspace.find_workspace`."""
 
 from __future__ import annotations
 
@@ -11,7 +15,18 @@ KIND = {"branch": "heads", "tag": "tags"}
 
 
 def list_refs(store: Store, kind: str) -> dict[str, SnapshotId]:
+    """The branches or tags (``kind``) of the store's namespace, by name."""
     return store.list_refs(KIND[kind])
+
+
+def checked_out_in(store: Store, branch: str) -> list[str]:
+    """The paths of the workspaces of the store's namespace that have
+    ``branch`` checked out (a branch of another namespace is another one)."""
+    return [
+        ws.path
+        for ws in store.workspaces()
+        if ws.branch == branch and ws.namespace == store.namespace
+    ]
 
 
 def create_ref(
@@ -23,7 +38,7 @@ def create_ref(
     if store.read_ref(KIND[kind], name) is not None:
         if not force:
             raise NameExistsError(f"a {kind} named {name!r} already exists")
-        users = [ws.path for ws in store.workspaces() if kind == "branch" and ws.branch == name]
+        users = checked_out_in(store, name) if kind == "branch" else []
         if users:
             raise InvalidOperationError(
                 f"cannot move branch {name!r}: it is checked out in {', '.join(users)}",
@@ -39,7 +54,7 @@ def delete_ref(
     out. Returns where it pointed. Raises RevisionNotFoundError,
     InvalidOperationError."""
     if kind == "branch":
-        users = [ws.path for ws in store.workspaces() if ws.branch == name]
+        users = checked_out_in(store, name)
         if name == current_branch or users:
             raise InvalidOperationError(
                 f"cannot delete branch {name!r}: it is checked out in "

@@ -1,5 +1,6 @@
-"""``snapws remote``: the remotes a store knows (``<store>/remotes.json``),
-and opening one for a transfer.
+"""``snapws remote``: the remotes a branch namespace of a store knows
+(``<store>/remotes.json`` for the root namespace, ``<store>/ns/<ns>/remotes.json``
+for namespace ``<ns>``), and opening one for a transfer.
 
     {"format": 1, "remotes": {"origin": {"url": "HOST:PORT/REPO", "insecure": false}}}
 
@@ -52,7 +53,7 @@ class RemoteEntry:
 def read_remotes(store: Store) -> dict[str, RemoteEntry]:
     """Every configured remote by name. Raises DamagedRecordError naming the
     file when it does not parse or breaks the format (docs/format.md)."""
-    path = store.root / FILE
+    path = store.namespace_dir() / FILE
     try:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
@@ -91,7 +92,8 @@ def _remotes_problem(data: Any) -> str | None:
 
 def _write(store: Store, remotes: Mapping[str, RemoteEntry]) -> None:
     data = {"format": FORMAT, "remotes": {n: r.to_json() for n, r in sorted(remotes.items())}}
-    write_atomic(store.root / FILE, json.dumps(data, indent=1).encode() + b"\n")
+    store.namespace_dir().mkdir(parents=True, exist_ok=True)
+    write_atomic(store.namespace_dir() / FILE, json.dumps(data, indent=1).encode() + b"\n")
 
 
 def add_remote(

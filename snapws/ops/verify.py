@@ -34,8 +34,7 @@ from snapws.ops.verifyreport import (
     ProgressFn,
     VerifyReport,
 )
-from snapws.refnames import ref_name_problem, shown
-from snapws.store.reffiles import REF_KINDS
+from snapws.store.refs import ref_problems
 from snapws.store.store import EMPTY_LAYER, Store
 
 __all__ = [
@@ -184,25 +183,8 @@ def _check_chain_matches(
 
 def _check_refs(run: Findings) -> None:
     store = run.store
-    for kind in REF_KINDS:
-        try:
-            names = store.ref_entries(kind)
-        except StoreCorruptError as e:
-            run.add("bad-ref", e.message, ref=f"refs/{kind}")
-            continue
-        for name in names:
-            ref = f"refs/{kind}/{name}"
-            problem = ref_name_problem(name)
-            if problem is not None:  # never read: snapws ignores it
-                run.add("bad-ref", f"{shown(ref)} is not a valid ref name: {problem}", ref=ref)
-                continue
-            try:
-                sid = store.read_ref(kind, name)
-            except StoreCorruptError as e:
-                run.add("bad-ref", e.message, ref=ref)
-                continue
-            if sid is not None and not store.has_snapshot(sid):
-                run.add("dangling-ref", f"{ref} points to missing snapshot {sid.short()}", ref=ref)
+    for kind, message, ref in ref_problems(store):  # the refs of every branch namespace
+        run.add(kind, message, ref=ref)
     for p in sorted((store.root / "workspaces").iterdir()):
         if not (p / "state.json").is_file():
             continue

@@ -8,6 +8,7 @@ writes are those of that namespace:
     <store>/refs/heads|tags|remotes/...          the root namespace ("")
     <store>/refs/ns/<ns>/heads|tags|remotes/...  namespace <ns>
     <store>/logs/refs/...                        their reflogs, likewise
+    <store>/ns/<ns>/remotes.json                 the remotes of namespace <ns>
 
 The root namespace is where every ref of a store made before namespaces
 lives, and where workspaces that share branches on purpose (``snapws init
@@ -32,7 +33,7 @@ from typing import Self
 from snapws.errors import NameExistsError, StoreCorruptError
 from snapws.ids import SnapshotId
 from snapws.model import ReflogEntry, namespace_problem
-from snapws.refnames import check_ref_format, ref_name_problem
+from snapws.refnames import check_ref_format, ref_name_problem, shown
 from snapws.store.nofollow import UnsafeEntryError
 from snapws.store.reffiles import (
     MAX_REF_FILE,
@@ -95,6 +96,12 @@ class RefStore:
             return namespace_entries(self.root)
         except UnsafeEntryError as e:
             raise self._ref_damage(e.path, e.what) from None
+
+    def namespace_dir(self) -> Path:
+        """The directory of the namespace's own records other than refs (its
+        remotes): the store's top for the root namespace, ``ns/<ns>`` below
+        it for any other (made by the first writer)."""
+        return self.root / "ns" / self.namespace if self.namespace else self.root
 
     def every_ref(
         self, kinds: tuple[str, ...] = REF_KINDS
@@ -336,3 +343,49 @@ class RefStore:
             except (ValueError, KeyError):
                 continue
         return out
+
+
+def ref_problems(store: RefStore) -> list[tuple[str, str, str]]:
+    """What ``snapws verify`` reports about the refs of every namespace of
+    ``store``, as (kind, message, ref) with kind "bad-ref" (a damaged ref or
+    directory, a name snapws would never read) or "dangling-ref" (a ref to a
+    snapshot the store lacks). Reads only; ``has_snapshot`` is the store's."""
+    out: list[tuple[str, str, str]] = []
+    try:
+        entries = store.namespace_entries()
+    except StoreCorruptError as e:
+        out.append(("bad-ref", e.message, "refs/ns"))
+        entries = []
+    for ns in entries:
+        problem = namespace_problem(ns)
+        if problem is not None:  # never entered: snapws ignores it
+            ref = f"refs/ns/{ns}"
+            out.append(("bad-ref", f"{shown(ref)} is not a valid namespace: {problem}", ref))
+    for ns in ["", *(n for n in entries if namespace_problem(n) is None)]:
+        view = store.in_namespace(ns)
+        base = "/".join(refs_base(ns))
+        for kind in REF_KINDS:
+            try:
+                names = view.ref_entries(kind)
+            except StoreCorruptError as e:
+                out.append(("bad-ref", e.message, f"{base}/{kind}"))
+                continue
+            for name in names:
+                ref = f"{base}/{kind}/{name}"
+                problem = ref_name_problem(name)
+                if problem is not None:  # never read: snapws ignores it
+                    out.append(("bad-ref", f"{shown(ref)} is not a valid ref name: {problem}", ref))
+                    continue
+                try:
+                    sid = view.read_ref(kind, name)
+                except StoreCorruptError as e:
+                    out.append(("bad-ref", e.message, ref))
+                    continue
+                if sid is not None and not _has_snapshot(store, sid):
+                    msg = f"{ref} points to missing snapshot {sid.short()}"
+                    out.append(("dangling-ref", msg, ref))
+    return out
+
+
+def _has_snapshot(store: RefStore, sid: SnapshotId) -> bool:
+    return (store.root / "snapshots" / f"{sid.hex}.json").is_file()

@@ -480,6 +480,20 @@ class Store(RefStore):
         assert isinstance(obj, dict)
         return obj
 
+    def journal_namespace(self, j: dict[str, Any]) -> str:
+        """The branch namespace the journaled operation ``j`` moves refs in:
+        its ``namespace`` field (init writes one: its workspace has no
+        record yet), else that of the workspace record it names (``ws``),
+        else the root namespace ("": store-wide operations, journals
+        written before namespaces)."""
+        ns = j.get("namespace")
+        if isinstance(ns, str):
+            return ns
+        try:
+            return self.read_workspace(WorkspaceId(j["ws"])).namespace
+        except (KeyError, TypeError, ValueError, DamagedRecordError):
+            return ""
+
     def clear_journal(self) -> None:
         try:
             (self.root / "journal.json").unlink()

@@ -303,7 +303,11 @@ def test_init_errors(make_workspace: WorkspaceFactory, tmp_path: Path) -> None:
         (("--store", tmp_path / "s2", "init", tmp_path / "afile"), 12, "is not a directory"),
         (("--store", ws.store, "init", ws.path), 12, "already a mounted workspace"),
         (("--store", tmp_path / "n" / "st", "init", tmp_path / "n"), 12, "would be inside"),
-        (("--store", ws.store, "init", tmp_path / "other"), 8, "branch 'main' already exists"),
+        (
+            ("--store", ws.store, "init", "--shared", tmp_path / "other"),
+            8,
+            "branch 'main' already exists",
+        ),
         (("--store", tmp_path / "s3", "init", "-b", "a b", tmp_path / "x"), 8, "invalid branch"),
         (("--store", tmp_path / "s4", "init", "/"), 12, "refusing to make / a workspace"),
     ]

@@ -75,7 +75,7 @@ FETCH = {
     **TRANSFER,
 }
 SCHEMA: dict[str, dict[str, Any]] = {
-    "init": NEW_WORKSPACE,
+    "init": {**NEW_WORKSPACE, "namespace": "str"},
     "clone": {
         **NEW_WORKSPACE,
         "source": "str",
@@ -102,8 +102,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "checkout": HEAD_MOVE,
     "reset": HEAD_MOVE,
-    "branch": {"branches": {"name": "str", "id": "id", "current": "bool"}},
-    "tag": {"tags": {"name": "str", "id": "id", "current": "bool"}},
+    "branch": {"branches": {"name": "str", "id": "id", "current": "bool"}, "namespace": "str"},
+    "tag": {"tags": {"name": "str", "id": "id", "current": "bool"}, "namespace": "str"},
     "flatten": {
         "id": "id",
         "layer": "str?",

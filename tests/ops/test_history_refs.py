@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
-from conftest import Workspace, WorkspaceFactory
+from conftest import Workspace, WorkspaceFactory, run_cli
 
 History = tuple[Workspace, list[str]]
 
@@ -256,6 +257,7 @@ def test_branch_list(shared: History) -> None:
             {"name": "feat", "id": ids[4], "current": False},
             {"name": "main", "id": ids[3], "current": True},
         ],
+        "namespace": "",  # the store's first workspace: its root namespace
     }
 
 
@@ -291,12 +293,18 @@ def test_branch_delete_current_refused(hist: History) -> None:
     assert {b["name"] for b in ws.json("branch")["branches"]} == {"main", "feat"}
 
 
-def test_branch_delete_checked_out_elsewhere_refused(make_workspace: WorkspaceFactory) -> None:
-    one = make_workspace("one")
-    two = make_workspace("two", branch="second", store=one.store)
+def test_branch_delete_checked_out_elsewhere_refused(mount_guard: Path) -> None:
+    """Workspaces that share a namespace on purpose share its branches."""
+    store = mount_guard / "store"
+    for name, branch in (("one", "main"), ("two", "second")):
+        path = mount_guard / name
+        run_cli(
+            "--store", store, "init", "--namespace", "team", "-b", branch, path, cwd=store.parent
+        )
+    one = Workspace(mount_guard / "one", store, mount_guard)
     r = one.run("branch", "-d", "second", check=False)
     assert r.returncode == 8
-    assert str(two.path) in r.stderr
+    assert str(mount_guard / "two") in r.stderr
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from conftest import WorkspaceFactory, run_cli
+from conftest import Workspace, WorkspaceFactory, run_cli
 from helpers import File, Symlink, gen, mounts_under, state_diff, tree_state
 
 BASE = {
@@ -82,15 +82,24 @@ def test_init_json(mount_guard: Path) -> None:
     assert [e["id"] for e in log] == [out["id"]]
 
 
-def test_default_store_is_beside_the_directory(mount_guard: Path) -> None:
+def data_env(root: Path) -> dict[str, str]:
+    """An environment whose per-user store ($XDG_DATA_HOME/snapws) is below ``root``."""
+    return {"XDG_DATA_HOME": str(root / "data")}
+
+
+def test_default_store_is_the_users_store(mount_guard: Path) -> None:
     tmp_path = mount_guard
+    env = data_env(tmp_path)
+    store = tmp_path / "data" / "snapws"
     gen(tmp_path / "ws", {"f": "1"})
-    r = run_cli("init", "ws", cwd=tmp_path)
-    assert r.stdout.endswith(f", store {tmp_path / '.snapws'})\n")
-    assert (tmp_path / ".snapws" / "snapws-store.json").is_file()
+    r = run_cli("init", "ws", cwd=tmp_path, env=env)
+    assert r.stdout.endswith(f", store {store})\n")
+    assert (store / "snapws-store.json").is_file()
+    assert os.stat(store).st_mode & 0o777 == 0o700  # made private, as the trash spec's
+    assert not (tmp_path / ".snapws").exists()
     assert overlay_at(tmp_path / "ws")
     # found from the mount, without --store
-    r = run_cli("-C", tmp_path / "ws", "status", "--porcelain", cwd=tmp_path)
+    r = run_cli("-C", tmp_path / "ws", "status", "--porcelain", cwd=tmp_path, env=env)
     assert r.stdout == ""
 
 
@@ -124,7 +133,7 @@ def test_already_a_workspace_even_unmounted(make_workspace: WorkspaceFactory) ->
     r = run_cli("--store", ws.store, "init", ws.path, cwd=ws.outside, check=False)
     assert r.returncode == 12
     assert "already a workspace" in r.stderr
-    assert "snapws mount" in r.stderr
+    assert f"snapws -C {ws.path} mount" in r.stderr  # the hint says how to show it again
     # unmounted, the workspace is found through its store
     assert ws.run("status", check=False).returncode == 3
     ws.run("--store", ws.store, "mount")
@@ -180,16 +189,23 @@ def test_invalid_branch_option(mount_guard: Path) -> None:
     assert (tmp_path / "ws" / "f").read_text() == "1"
 
 
-def test_second_workspace_same_store(make_workspace: WorkspaceFactory, tmp_path: Path) -> None:
-    first = make_workspace("one", spec={"f": "1"})
+def test_second_workspace_sharing_branches(mount_guard: Path) -> None:
+    """``init --shared`` puts a workspace in the store's root namespace, as
+    git worktrees share a repository's branches: a branch name is taken once."""
+    tmp_path = mount_guard
+    store = tmp_path / "store"
+    gen(tmp_path / "one", {"f": "1"})
+    run_cli("--store", store, "init", "--shared", tmp_path / "one", cwd=tmp_path)
+    first = Workspace(tmp_path / "one", store, tmp_path)
     gen(tmp_path / "two", {"g": "2"})
-    r = run_cli("--store", first.store, "init", tmp_path / "two", cwd=first.outside, check=False)
+    r = run_cli("--store", store, "init", "--shared", tmp_path / "two", cwd=tmp_path, check=False)
     assert r.returncode == 8
     assert "branch 'main' already exists" in r.stderr
     assert "hint: pass --branch NAME" in r.stderr
     assert not overlay_at(tmp_path / "two")
     assert (tmp_path / "two" / "g").read_text() == "2"
-    second = make_workspace("two", branch="other", store=first.store)
+    run_cli("--store", store, "init", "--shared", "-b", "other", tmp_path / "two", cwd=tmp_path)
+    second = Workspace(tmp_path / "two", store, tmp_path)
     assert (second.path / "g").read_text() == "2"
     assert second.run("status").stdout.startswith("On branch other\n")
     listed = first.run("workspaces").stdout.splitlines()
@@ -207,15 +223,16 @@ def _venv_like(d: Path) -> None:
 
 
 def test_init_refuses_a_store_dir_that_holds_something_else(mount_guard: Path) -> None:
-    # the default store .snapws beside the directory, here a venv, and --store
+    # the default store, here a venv, and --store
     tmp_path = mount_guard
+    env = data_env(tmp_path)
     gen(tmp_path / "ws", {"a.txt": "a\n"})
-    _venv_like(tmp_path / ".snapws")
-    r = run_cli("init", tmp_path / "ws", cwd=tmp_path, check=False)
+    _venv_like(tmp_path / "data" / "snapws")
+    r = run_cli("init", tmp_path / "ws", cwd=tmp_path, check=False, env=env)
     assert r.returncode == 12, r.stderr
     assert (
-        f"the store directory {tmp_path / '.snapws'} is not a snapws store and not empty; "
-        "it holds bin, lib, pyvenv.cfg"
+        f"the store directory {tmp_path / 'data' / 'snapws'} is not a snapws store and not "
+        "empty; it holds bin, lib, pyvenv.cfg"
     ) in r.stderr
     assert "hint: give the workspace a store of its own" in r.stderr
     assert "--store PATH" in r.stderr
@@ -225,7 +242,7 @@ def test_init_refuses_a_store_dir_that_holds_something_else(mount_guard: Path) -
     assert r.returncode == 12 and str(other) in r.stderr, r.stderr
     # nothing changed: the files stay, no store was made in either
     assert (tmp_path / "ws" / "a.txt").read_text() == "a\n"
-    assert sorted(os.listdir(tmp_path / ".snapws")) == ["bin", "lib", "pyvenv.cfg"]
+    assert sorted(os.listdir(tmp_path / "data" / "snapws")) == ["bin", "lib", "pyvenv.cfg"]
     assert sorted(os.listdir(other)) == ["bin", "lib", "pyvenv.cfg"]
     assert mounts_under(tmp_path / "ws") == []
 
@@ -243,15 +260,16 @@ def test_init_takes_an_existing_empty_or_half_made_store(mount_guard: Path) -> N
 
 
 def test_a_store_another_user_made_is_refused(mount_guard: Path) -> None:
-    """Root's ``snapws init /tmp/x`` must not adopt a ``.snapws`` that another
-    user created first (in a world-writable parent): its owner could rename
-    the layers and change what root's workspace shows. Nothing is made."""
-    store = mount_guard / ".snapws"
-    store.mkdir()
+    """Root's ``snapws init /tmp/x`` must not adopt a store directory that
+    another user created first (in a world-writable parent): its owner could
+    rename the layers and change what root's workspace shows. Nothing is made."""
+    store = mount_guard / "data" / "snapws"
+    store.mkdir(parents=True)
     os.chown(store, 4242, 4242)
     (mount_guard / "proj").mkdir()
     (mount_guard / "proj" / "f").write_text("mine\n")
-    proc = run_cli("init", mount_guard / "proj", cwd=mount_guard, check=False)
+    env = data_env(mount_guard)
+    proc = run_cli("init", mount_guard / "proj", cwd=mount_guard, check=False, env=env)
     assert proc.returncode == 12, proc.stderr
     assert "belongs to uid 4242" in proc.stderr and "--store" in proc.stderr
     assert os.listdir(store) == [] and mounts_under(mount_guard / "proj") == []
@@ -259,14 +277,15 @@ def test_a_store_another_user_made_is_refused(mount_guard: Path) -> None:
 
 
 def test_a_store_others_may_write_is_refused(mount_guard: Path) -> None:
-    store = mount_guard / ".snapws"
-    store.mkdir()
+    store = mount_guard / "data" / "snapws"
+    store.mkdir(parents=True)
     os.chmod(store, 0o777)
-    proc = run_cli("init", mount_guard / "proj", cwd=mount_guard, check=False)
+    env = data_env(mount_guard)
+    proc = run_cli("init", mount_guard / "proj", cwd=mount_guard, check=False, env=env)
     assert proc.returncode == 12, proc.stderr
     assert "writable by group or others" in proc.stderr and "chmod go-w" in proc.stderr
     os.chmod(store, 0o755)
-    run_cli("init", mount_guard / "proj", cwd=mount_guard)
+    run_cli("init", mount_guard / "proj", cwd=mount_guard, env=env)
     assert mounts_under(mount_guard / "proj")
 
 
@@ -275,9 +294,10 @@ def test_init_from_inside_says_to_cd(mount_guard: Path) -> None:
     ``cd .``: init says so (and only then)."""
     ws = mount_guard / "proj"
     (ws / "sub").mkdir(parents=True)
-    inside = run_cli("init", ws, cwd=ws / "sub")
+    env = data_env(mount_guard)
+    inside = run_cli("init", ws, cwd=ws / "sub", env=env)
     assert "run `cd .` to see the workspace" in inside.stderr
     other = mount_guard / "other"
     other.mkdir()
-    outside = run_cli("init", other, "-b", "b2", cwd=mount_guard)
+    outside = run_cli("init", other, "-b", "b2", cwd=mount_guard, env=env)
     assert "cd ." not in outside.stderr

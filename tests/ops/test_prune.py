@@ -287,7 +287,8 @@ def test_refs_and_every_workspace_head_are_always_kept(make_workspace: Workspace
     assert kept[ids[0]] == ["tag v1"]
     assert kept[ids[1]] == ["branch old"]
     assert kept[ids[5]] == ["branch main"]
-    assert kept[other_head] == ["branch other", f"HEAD of {other.path}"]
+    # (the store's first workspace: its branches are in the shared root namespace)
+    assert kept[other_head] == ["branch other (shared namespace)", f"HEAD of {other.path}"]
     assert len(kept) == 5
     removed = {d["id"] for d in out["remove"]}
     assert removed == {ids[2], ids[3], ids[4], ws.json("log", "v1")["snapshots"][0]["parents"][0]}

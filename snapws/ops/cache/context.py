@@ -19,7 +19,7 @@ from snapws.errors import (
 )
 from snapws.model import WorkspaceState
 from snapws.ops.remotes import RemoteEntry, TransferSettings, get_remote, open_remote, read_remotes
-from snapws.ops.workspace import find_workspace, resolve_store
+from snapws.ops.workspace import find_workspace, open_named_store, resolve_store
 from snapws.remote.base import Remote
 from snapws.remote.url import parse_remote_url
 from snapws.store.store import Store
@@ -149,7 +149,7 @@ def store_for_listing(ctx: CacheContext) -> Store | None:
     explicit = ctx.store_path or ctx.config.store
     if explicit is not None:
         try:
-            return Store.open(explicit)
+            return open_named_store(explicit, ctx.config)
         except StoreNotFoundError:
             return None
     try:
