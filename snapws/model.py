@@ -332,7 +332,10 @@ class WorkspaceState:
     names the backend that shows it (kernel, rootless, fuse or plain);
     ``namespace`` names the store's branch namespace the workspace's refs
     live in ("": the store's shared root namespace, also of every record
-    written before namespaces existed).
+    written before namespaces existed); ``base`` is the snapshot whose chain
+    the mount shows below the upperdir while that is not HEAD's (a
+    workspace *held* by running programs, changed through its live mount:
+    see :mod:`snapws.backends.overlay`), else None.
     """
 
     id: WorkspaceId
@@ -343,6 +346,13 @@ class WorkspaceState:
     work: str
     backend: str = "kernel"
     namespace: str = ""
+    base: SnapshotId | None = None
+
+    @property
+    def mounted_head(self) -> SnapshotId:
+        """The snapshot whose chain is below the upperdir: ``base`` if the
+        workspace is held, else HEAD."""
+        return self.base if self.base is not None else self.head
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -356,6 +366,8 @@ class WorkspaceState:
         }
         if self.namespace:  # the root namespace is written as older records were
             out["namespace"] = self.namespace
+        if self.base is not None:
+            out["base"] = self.base.hex
         return out
 
     @classmethod
@@ -380,6 +392,7 @@ class WorkspaceState:
             work=dir_name_field(obj, "work"),
             backend=_field(obj, "backend", str) if "backend" in obj else "kernel",
             namespace=_namespace_field(obj),
+            base=_id_field(obj, "base", SnapshotId) if obj.get("base") is not None else None,
         )
 
 

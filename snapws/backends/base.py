@@ -295,11 +295,18 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def next_state(
-        self, state: WorkspaceState, head: SnapshotId, branch: str | None, keep: bool
+        self,
+        state: WorkspaceState,
+        head: SnapshotId,
+        branch: str | None,
+        keep: bool,
+        work: WorkChanges | None = None,
     ) -> WorkspaceState:
         """The state that shows ``head`` on ``branch``: with the uncommitted
         changes kept on top (``keep``: reset --keep, flatten) or with none
-        (after a commit, checkout, reset --hard). Pure."""
+        (after a commit, checkout, reset --hard). ``work``: what the
+        operation's :meth:`changes` found (how the change is made may depend
+        on it). Pure."""
 
     @abc.abstractmethod
     def plan_switch(
@@ -334,6 +341,14 @@ class Backend(abc.ABC):
         caller then marks the journal, so a later run does not write over
         edits made since). ``work``: what the operation's own
         :meth:`changes` found (None in recovery)."""
+
+    def settle(self, store: Store, state: WorkspaceState) -> JournalPart | None:
+        """When the workspace can now be shown in a cheaper form than it is
+        (an overlay workspace changed through its live mount while programs
+        held it, free now), the journal part of a switch to the same HEAD
+        (with the uncommitted changes) that does it; else None. Reads only.
+        Default: None."""
+        return None
 
     # ---- starting a workspace -------------------------------------------
 

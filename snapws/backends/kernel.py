@@ -30,6 +30,7 @@ class KernelBackend(OverlayBackend):
     """overlayfs mounted by root in the caller's mount namespace."""
 
     name: ClassVar[str] = "kernel"
+    can_hold: ClassVar[bool] = True
 
     def probe(self, store_root: Path) -> Availability:
         """Root, an overlay-capable store filesystem, and a real test mount
@@ -210,6 +211,7 @@ class RootlessBackend(KernelBackend):
     """
 
     name: ClassVar[str] = "rootless"
+    can_hold: ClassVar[bool] = False  # (whiteouts made by copying need root)
     mount_is_shared: ClassVar[bool] = False
 
     def prepare_process(self, store_root: Path) -> None:

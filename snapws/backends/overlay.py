@@ -17,7 +17,7 @@ import abc
 import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -49,9 +49,19 @@ from snapws.backends.upperdir import (
 from snapws.config import Config
 from snapws.crash import crashpoint
 from snapws.errors import MountError, NotMountedError, UnsupportedError
-from snapws.ids import SnapshotId, WorkspaceId
+from snapws.ids import LayerId, SnapshotId, WorkspaceId
+from snapws.layers.diff import diff_views
+from snapws.layers.entries import opaque_xattr
+from snapws.layers.ignore import drop_ignored
 from snapws.layers.materialise import materialise
-from snapws.layers.scan import CommitPlan, entries_of, ignored_in_upper, plan_upper, prune_upper
+from snapws.layers.scan import (
+    CommitPlan,
+    entries_of,
+    ignored_in_upper,
+    plan_upper,
+    prune_upper,
+    read_tree,
+)
 from snapws.layers.view import ChainView
 from snapws.model import Change, Entry, Kind, WorkspaceState, dir_name_problem
 from snapws.mounts import busy, mounter
@@ -67,6 +77,9 @@ class OverlayBackend(Backend):
 
     #: the form of U this backend's mounts write (what the scan of U reads)
     upper_form: ClassVar[UpperForm] = "overlay"
+    #: True when a change of a workspace that running programs hold goes
+    #: through its live mount instead of a remount (see :meth:`holds`)
+    can_hold: ClassVar[bool] = False
 
     # ---- mount primitives, per backend ----------------------------------------
 
@@ -183,7 +196,7 @@ class OverlayBackend(Backend):
             self.thaw(path)
             return True
         if status == "stale":
-            make_upper(store, state, top_root(store, state.head))
+            make_upper(store, state, top_root(store, state.mounted_head))
             self.replace(plan_mount(store, state), after_beneath=lambda: crashpoint(crash_step))
             return True
         if status == "foreign":
@@ -195,7 +208,7 @@ class OverlayBackend(Backend):
         if stray:
             raise stray_entries_error(path, stray, self.mount_is_shared, self.reach_hint(path))
         path.mkdir(parents=True, exist_ok=True)
-        make_upper(store, state, top_root(store, state.head))
+        make_upper(store, state, top_root(store, state.mounted_head))
         self.mount(plan_mount(store, state))
         return True
 
@@ -290,22 +303,47 @@ class OverlayBackend(Backend):
             self.thaw(Path(state.path))
 
     def changes(self, session: Session, hold: bool = False) -> WorkChanges:
-        """The scan of U against HEAD's chain (:func:`plan_upper`)."""
-        plan = plan_upper(
-            os.fsencode(session.upper),
-            session.chain_view(session.state.head),
-            self.upper_form,
-            session.ignore_rules(),
-        )
-        hiding = {n.path for n in plan.keep if n.kind is not Kind.DIR or n.opaque}
-        return WorkChanges(plan.changes, plan.ignored, hiding, plan)
+        """The scan of U against the chain below it (:func:`plan_upper`);
+        for a held workspace (its mount on an older chain than HEAD's), U
+        over that chain compared with HEAD on the paths U holds and those
+        that differ between the two chains. With ``hold``, also whether the
+        change to come goes through the live mount (:meth:`holds`)."""
+        store, state = session.store, session.state
+        rules = session.ignore_rules()
+        upper = os.fsencode(session.upper)
+        plan = plan_upper(upper, session.chain_view(state.mounted_head), self.upper_form, rules)
+        through = hold and self.holds(store, state)
+        if state.base is None:
+            hiding = {n.path for n in plan.keep if n.kind is not Kind.DIR or n.opaque}
+            return WorkChanges(plan.changes, plan.ignored, hiding, _Work(plan, through))
+        head_view = session.chain_view(state.head)
+        tops = ignored_in_upper(upper, head_view, self.upper_form, rules)
+        dirs = [upper, *_layer_dirs(store, store.unshared_layers(state.base, state.head))]
+        found = diff_views(head_view, self.working_view(session), dirs, skip=set(tops))
+        changes, ignored = drop_ignored(found, tops)
+        hiding = {n.path for n in plan.keep if n.opaque} | {
+            c.path
+            for c in changes
+            if c.new is None or (c.old is not None and c.old.kind is not c.new.kind)
+        }
+        return WorkChanges(changes, ignored, hiding, _Work(plan, through))
+
+    def holds(self, store: Store, state: WorkspaceState) -> bool:
+        """Whether a change of the workspace goes through its live mount
+        (:data:`can_hold` backends): it is held already (on an older chain
+        than HEAD's), or a process other than this one has its current
+        directory, an open file or a mapping inside (it would be left on the
+        old, frozen mount by a remount)."""
+        if not self.can_hold:
+            return False
+        return state.base is not None or busy.is_held(Path(state.path))
 
     def working_view(self, session: Session) -> ChainView:
         """U over HEAD's chain, read without the mount."""
         return ChainView(
             [
                 os.fsencode(session.upper),
-                *[os.fsencode(p) for p in session.store.layer_trees(session.state.head)],
+                *[os.fsencode(p) for p in session.store.layer_trees(session.state.mounted_head)],
             ],
             session.hashes,
             upper_form=self.upper_form,
@@ -319,17 +357,40 @@ class OverlayBackend(Backend):
     # ---- commit ------------------------------------------------------------------
 
     def stage_layer(self, session: Session, work: WorkChanges, tree: Path) -> list[Entry]:
-        """Nothing is copied: the frozen U becomes ``tree`` in the finish
-        (:meth:`finish_layer`). Its data is synced now, before the journal
-        claims it; the entries are those of the nodes that stay in it."""
-        plan = _plan(work)
+        """Zero-copy: nothing is copied, the frozen U becomes ``tree`` in the
+        finish (:meth:`finish_layer`); its data is synced now, before the
+        journal claims it; the entries are those of the nodes that stay in
+        it. Held (:meth:`holds`): the changed paths are copied from the
+        frozen mount into ``tree`` (O(changed bytes)) and the mount stays."""
+        memo = _memo(work)
+        plan = memo.plan
         refuse_foreign_opaque(plan.keep, self.upper_form, session.store.xattr_form)
-        syncfs(session.upper)
-        return entries_of(plan.keep, session.config.hash_threads, known=session.hashes)
+        if not memo.through:
+            syncfs(session.upper)
+            return entries_of(plan.keep, session.config.hash_threads, known=session.hashes)
+        from snapws.backends.plain.stage import Stager  # (held only: status never needs it)
+
+        tree.mkdir()
+        stager = Stager(
+            os.fsencode(session.path),
+            os.fsencode(tree),
+            opaque_xattr(session.store.xattr_form),
+            True,
+        )
+        recreated = {n.path for n in plan.keep if n.opaque and n.path != b"."}
+        stager.stage(work.changes, recreated, work.ignored)
+        stager.finish()
+        return entries_of(
+            read_tree(os.fsencode(tree)), session.config.hash_threads, known=stager.hashes
+        )
 
     def commit_part(self, session: Session, work: WorkChanges) -> JournalPart:
-        """U's name, its no-op copy-ups to prune, its ignored paths to carry."""
-        plan = _plan(work)
+        """U's name, its no-op copy-ups to prune, its ignored paths to carry;
+        or, held, only that (the tree is staged, U stays)."""
+        memo = _memo(work)
+        if memo.through:
+            return {"held": True}
+        plan = memo.plan
         return {
             "upper": session.state.upper,
             "prune": [os.fsdecode(p) for p in plan.prune],
@@ -348,7 +409,10 @@ class OverlayBackend(Backend):
     ) -> None:
         """Ignored paths move from U into the next upperdir (made now);
         then U, pruned to its manifest, is renamed to ``tree``, or dropped
-        when ``tree`` is None (the same layer is stored already)."""
+        when ``tree`` is None (the same layer is stored already). Held:
+        nothing (the tree was staged by copying; U stays)."""
+        if part.get("held"):
+            return
         wsdir = store.workspace_dir(old.id)
         upper = wsdir / part["upper"]
         if old.upper != part["upper"] or not upper.exists():
@@ -367,13 +431,28 @@ class OverlayBackend(Backend):
     # ---- showing another snapshot ---------------------------------------------------
 
     def next_state(
-        self, state: WorkspaceState, head: SnapshotId, branch: str | None, keep: bool
+        self,
+        state: WorkspaceState,
+        head: SnapshotId,
+        branch: str | None,
+        keep: bool,
+        work: WorkChanges | None = None,
     ) -> WorkspaceState:
         """A new upperdir (the kept one when ``keep``) and always a new work
-        directory: the new mount is told from the old one by it."""
-        upper, work = new_dir_names()
+        directory: the new mount is told from the old one by it. Held
+        (``work`` found the change goes through the live mount): the same
+        upper and work directories on the same chain, which becomes the
+        ``base`` below the new HEAD."""
+        if work is not None and _memo(work).through:
+            return replace(state, head=head, branch=branch, base=state.mounted_head)
+        upper, workdir = new_dir_names()
         return replace(
-            state, head=head, branch=branch, upper=state.upper if keep else upper, work=work
+            state,
+            head=head,
+            branch=branch,
+            upper=state.upper if keep else upper,
+            work=workdir,
+            base=state.base if keep else None,  # a remount keeps what is mounted
         )
 
     def plan_switch(
@@ -387,7 +466,21 @@ class OverlayBackend(Backend):
         """Kept U: its no-op copy-ups would show HEAD's content over the
         target's, so they are pruned (not those holding ignored paths).
         Discarded U: its ignored paths go into the new U, unless the target
-        has something there (its tracked path wins, as in git)."""
+        has something there (its tracked path wins, as in git). Held: the
+        paths that differ (and the uncommitted ones unless kept) are to be
+        rewritten through the live mount, as the plain backend does."""
+        if _memo(work).through:
+            from snapws.backends.plain.write import meta_only
+
+            changed = between()
+            mine = [] if keep else work.changes
+            paths = {c.path for c in changed} | {c.path for c in mine}
+            return {
+                "held": True,
+                "paths": [os.fsdecode(p) for p in sorted(paths)],
+                "meta_only": [os.fsdecode(p) for p in sorted(meta_only(changed, mine))],
+                "keep": [os.fsdecode(p) for p in work.ignored],
+            }
         if keep:
             return {"prune_kept": [os.fsdecode(p) for p in _plan(work).prune_around_ignored()]}
         upper = os.fsencode(session.upper)
@@ -408,7 +501,18 @@ class OverlayBackend(Backend):
         """Prepare the upperdir ``new`` names (pruned if kept, made if new,
         with the ignored paths carried into it); :meth:`ensure_shown` then
         mounts it. Nothing once ``new`` is recorded: the upperdir may be in
-        use since."""
+        use since. Held: a switch's paths are rewritten through the live
+        mount (thawed first), then ``done``. A settle (:meth:`settle`): the
+        new upperdir is built from the working tree's changes against HEAD,
+        read through the frozen mount."""
+        if part.get("held"):
+            if "paths" in part:
+                self._rewrite_live(store, old, new, part)
+                done()
+            return
+        if part.get("settle"):
+            self._build_upper(store, old, new)
+            return
         if old == new:
             return
         wsdir = store.workspace_dir(new.id)
@@ -419,6 +523,73 @@ class OverlayBackend(Backend):
         make_upper(store, new, top_root(store, new.head))
         if part.get("carry_from"):
             carry_ignored(wsdir / part["carry_from"], wsdir / new.upper, part["carry"])
+
+    def settle(self, store: Store, state: WorkspaceState) -> JournalPart | None:
+        """A held workspace that no process holds any more: the part of a
+        switch to the same HEAD that mounts HEAD's chain below a new
+        upperdir holding only the changes against HEAD (built by
+        :meth:`show`). None otherwise."""
+        if state.base is None or busy.is_held(Path(state.path)):
+            return None
+        if self.mount_state(store, state) != "mounted":
+            return None
+        return {"settle": True}
+
+    def _rewrite_live(
+        self, store: Store, old: WorkspaceState, new: WorkspaceState, part: JournalPart
+    ) -> None:
+        """Rewrite the journaled paths from ``new.head`` through the mount."""
+        from snapws.backends.plain.write import rewrite_paths
+
+        path = Path(new.path)
+        if self.mount_state(store, old) == "frozen":
+            self.thaw(path)
+        view = ChainView([os.fsencode(p) for p in store.layer_trees(new.head)])
+        rewrite_paths(
+            os.fsencode(path),
+            view,
+            [os.fsencode(p) for p in part["paths"]],
+            True,
+            [os.fsencode(p) for p in part.get("meta_only", ())],
+            halfway=lambda: crashpoint("checkout:rewriting"),
+            keep=[os.fsencode(p) for p in part.get("keep", ())],
+        )
+
+    def _build_upper(self, store: Store, old: WorkspaceState, new: WorkspaceState) -> None:
+        """Make ``new``'s upperdir hold the working tree's changes against
+        HEAD, in overlay form (whiteouts, opaque directories), copied from
+        the frozen mount of ``old``; built under a temporary name, then
+        renamed (idempotent: a finished one is kept)."""
+        from snapws.backends.plain.stage import Stager
+
+        wsdir = store.workspace_dir(new.id)
+        target = wsdir / new.upper
+        if target.exists():
+            return
+        tmp = wsdir / f".{new.upper}.build"
+        if tmp.exists():
+            store.discard(tmp)
+        upper = os.fsencode(wsdir / old.upper)
+        head_view = ChainView([os.fsencode(p) for p in store.layer_trees(old.head)])
+        work_view = ChainView(
+            [upper, *[os.fsencode(p) for p in store.layer_trees(old.mounted_head)]],
+            upper_form=self.upper_form,
+        )
+        assert old.base is not None
+        dirs = [upper, *_layer_dirs(store, store.unshared_layers(old.base, old.head))]
+        changes = diff_views(head_view, work_view, dirs)
+        base_view = ChainView([os.fsencode(p) for p in store.layer_trees(old.mounted_head)])
+        plan = plan_upper(upper, base_view, self.upper_form)
+        recreated = {n.path for n in plan.keep if n.opaque and n.path != b"."}
+        tmp.mkdir()
+        stager = Stager(
+            os.fsencode(old.path), os.fsencode(tmp), opaque_xattr(store.xattr_form), True
+        )
+        stager.stage(changes, recreated, [])
+        stager.finish()
+        copy_dir_meta(Path(old.path), tmp)
+        os.rename(tmp, target)
+        (wsdir / new.work).mkdir(exist_ok=True)
 
     # ---- starting a workspace --------------------------------------------------------
 
@@ -492,7 +663,24 @@ def _valid_name(v: object) -> bool:
     return isinstance(v, str) and dir_name_problem(v) is None
 
 
+@dataclass(slots=True)
+class _Work:
+    """What :meth:`OverlayBackend.changes` found: the plan of U against
+    the chain below it, and whether the change goes through the live mount."""
+
+    plan: CommitPlan
+    through: bool = False
+
+
+def _memo(work: WorkChanges) -> _Work:
+    memo = work.memo
+    assert isinstance(memo, _Work), "changes() of this backend made the memo"
+    return memo
+
+
+def _layer_dirs(store: Store, layers: list[LayerId]) -> list[bytes]:
+    return [os.fsencode(store.layer_tree(x)) for x in layers]
+
+
 def _plan(work: WorkChanges) -> CommitPlan:
-    plan = work.memo
-    assert isinstance(plan, CommitPlan), "changes() of this backend made the memo"
-    return plan
+    return _memo(work).plan

@@ -31,8 +31,9 @@ def new_dir_names() -> tuple[str, str]:
 
 
 def plan_mount(store: Store, state: WorkspaceState, readonly: bool = False) -> MountPlan:
-    """The mount that shows ``state``: HEAD's chain below its upperdir."""
-    lowers = store.layer_trees(state.head) or [store.layer_tree(EMPTY_LAYER)]
+    """The mount that shows ``state``: the chain below its upperdir (HEAD's,
+    or the base's of a held workspace)."""
+    lowers = store.layer_trees(state.mounted_head) or [store.layer_tree(EMPTY_LAYER)]
     wsdir = store.workspace_dir(state.id)
     return MountPlan(
         target=Path(state.path),

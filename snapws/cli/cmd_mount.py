@@ -65,6 +65,7 @@ def workspaces_cmd(app: App, as_json: bool) -> None:
                         "head": i.state.head.hex,
                         "mount": i.mount,
                         "backend": i.state.backend,
+                        "base": i.state.base.hex if i.state.base else None,
                     }
                     for i in infos
                 ]
@@ -74,6 +75,8 @@ def workspaces_cmd(app: App, as_json: bool) -> None:
     for i in infos:
         where = i.state.branch or f"detached {i.state.head.short()}"
         mount = f"{i.mount}, {i.state.backend}"
+        if i.state.base is not None:  # changed through its live mount while programs held it
+            mount += f", held on {i.state.base.short()}"
         click.echo(f"{i.state.path}  {where}  {i.state.head.short()}  [{mount}]")
 
 

@@ -172,6 +172,49 @@ def find_cwd_users(root: Path) -> list[Holder]:
     return _holders(found)
 
 
+def is_held(root: Path) -> bool:
+    """Whether a process other than this one uses ``root`` (or anything below
+    it): its current directory or root is there, or it holds a descriptor
+    (any mode) or a mapping of a file there. Such a process would be left on
+    the old mount by a remount. Never raises for vanished or unreadable
+    processes."""
+    real = _real_root(root)
+    me = os.getpid()
+    for pid in _pids():
+        if pid == me:
+            continue
+        for how in ("cwd", "root"):
+            try:
+                target = os.readlink(f"/proc/{pid}/{how}")
+            except OSError:
+                continue
+            if _under(_strip_deleted(target)[0], real):
+                return True
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            fds = []
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if _under(_strip_deleted(target)[0], real):
+                return True
+        try:
+            with open(f"/proc/{pid}/maps", "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        for raw in data.splitlines():
+            fields = raw.split(maxsplit=5)
+            if len(fields) == 6:
+                path = _strip_deleted(os.fsdecode(fields[5].replace(b"\\012", b"\n")))[0]
+                if _under(path, real):
+                    return True
+    return False
+
+
 def inode_open_for_writing(dev: int, ino: int) -> bool:
     """True when some process (that this one can inspect) holds the file
     with device ``dev`` and inode ``ino`` open for writing. Identifies the

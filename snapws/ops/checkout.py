@@ -16,7 +16,7 @@ from functools import cache
 from snapws.backends import backend_for
 from snapws.backends.base import WorkChanges
 from snapws.crash import crashpoint
-from snapws.errors import NameExistsError, UncommittedChangesError
+from snapws.errors import NameExistsError, UncommittedChangesError, WorkspaceBusyError
 from snapws.ids import SnapshotId
 from snapws.layers.diff import diff_views
 from snapws.model import Change, WorkspaceState, display_path
@@ -95,7 +95,7 @@ def checkout(
         return SwitchJournal(
             ws=state.id,
             old_head=state.head,
-            new_state=backend.next_state(state, target, branch, keep=False),
+            new_state=backend.next_state(state, target, branch, keep=False, work=work),
             who=who,
             message=message,
             time_ns=time.time_ns(),
@@ -126,7 +126,7 @@ def reset(
         return SwitchJournal(
             ws=state.id,
             old_head=state.head,
-            new_state=backend.next_state(state, target, state.branch, keep=not hard),
+            new_state=backend.next_state(state, target, state.branch, keep=not hard, work=work),
             who=who,
             message=f"reset: moving to {label or target.short()}",
             time_ns=time.time_ns(),
@@ -214,6 +214,40 @@ def remount_journal(state: WorkspaceState, who: str, message: str) -> SwitchJour
         time_ns=time.time_ns(),
         log=False,
     )
+
+
+def settle(store: Store, state: WorkspaceState) -> WorkspaceState:
+    """Show a workspace in the cheaper form its backend has for it now, if
+    any (:meth:`~snapws.backends.base.Backend.settle`: an overlay workspace
+    changed through its live mount while programs held it, none holding it
+    now, is mounted again on HEAD's chain with an upperdir of only the
+    uncommitted changes). Journaled as a switch to the same HEAD without a
+    reflog entry. Returns the state now recorded; a workspace a writer
+    keeps busy is left as it is. Precondition: the store lock is held
+    exclusively. Raises MountError."""
+    backend = backend_for(state)
+    part = backend.settle(store, state)
+    if part is None:
+        return state
+    j = SwitchJournal(
+        ws=state.id,
+        old_head=state.head,
+        new_state=backend.next_state(state, state.head, state.branch, keep=False),
+        who="",
+        message="settle",
+        time_ns=time.time_ns(),
+        log=False,
+        part=part,
+    )
+    store.write_journal(j.to_json())
+    try:
+        backend.quiesce(store, state, "settle the workspace")
+    except WorkspaceBusyError:
+        store.clear_journal()
+        return state
+    crashpoint("checkout:journaled")
+    finish_switch(store, j)
+    return j.new_state
 
 
 def finish_switch(store: Store, j: SwitchJournal, work: WorkChanges | None = None) -> None:

@@ -90,7 +90,7 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
             chain=parent_chain if lid == EMPTY_LAYER else [*parent_chain, lid],
             branch=state.branch,
             old_head=state.head,
-            new_state=backend.next_state(state, record.id, state.branch, keep=False),
+            new_state=backend.next_state(state, record.id, state.branch, keep=False, work=work),
             max_depth=session.config.max_depth,
             dedup=session.config.dedup,
             part=backend.commit_part(session, work),

@@ -206,7 +206,7 @@ def rewrite_chains(
     history. Returns how many chains changed."""
     n = len(prefix)
     tips = set(store.every_ref(("heads", "tags")).values())  # of every branch namespace
-    tips.update(ws.head for ws in store.workspaces())
+    tips.update(s for ws in store.workspaces() for s in (ws.head, ws.mounted_head))
     tips.update(extra_tips)
     seen: set[SnapshotId] = set()
     todo = sorted(tips)
@@ -273,12 +273,12 @@ def flatten_in_workspace(
 
     store, state = session.store, session.state
     backend = backend_for(state)
-    before = store.chain(state.head)
+    before = store.chain(state.mounted_head)
     j = remount_journal(state, session.config.author_or_default(), "flatten")
     store.write_journal(j.to_json())
     try:
         result = flatten(store, sid, keep, progress)
-        if store.chain(state.head) == before:
+        if store.chain(state.mounted_head) == before:
             store.clear_journal()
             return result
         backend.quiesce(store, state, "remount the flattened workspace")

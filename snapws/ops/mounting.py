@@ -20,10 +20,14 @@ class WorkspaceInfo:
 
 def mount(store: Store, state: WorkspaceState) -> bool:
     """Show the workspace in its directory if it is not (by its backend: a
-    mount, or nothing for a directory that is the working tree); True if
-    something was done."""
+    mount, or nothing for a directory that is the working tree), and settle
+    a held workspace that nothing holds any more
+    (:func:`snapws.ops.checkout.settle`); True if something was done."""
+    from snapws.ops.checkout import settle
+
     Path(state.path).mkdir(parents=True, exist_ok=True)
-    return backend_for(state).ensure_shown(store, state)
+    did = backend_for(state).ensure_shown(store, state)
+    return settle(store, state) != state or did
 
 
 def umount(store: Store, state: WorkspaceState, lazy: bool = False) -> bool:

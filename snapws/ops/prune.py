@@ -302,6 +302,8 @@ def protected_snapshots(store: Store) -> dict[SnapshotId, list[str]]:
         out.setdefault(sid, []).append(f"{what[kind]} {name}{where}")
     for ws in store.workspaces():
         out.setdefault(ws.head, []).append(f"HEAD of {ws.path}")
+        if ws.base is not None:  # mounted below a held workspace's upperdir
+            out.setdefault(ws.base, []).append(f"mounted in {ws.path}")
     for text in sorted(journal_ids(store)):
         sid = SnapshotId(text)
         if store.has_snapshot(sid):

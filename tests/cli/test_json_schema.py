@@ -167,6 +167,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
             "head": "id",
             "mount": "str",
             "backend": "str",
+            "base": "id?",
         }
     },
     "doctor": {

@@ -36,7 +36,7 @@ from snapws.backends.plain.index import Index
 from snapws.backends.plain.indexfile import IndexWriter, load_index, save_index, sweep_tmp
 from snapws.backends.plain.stage import Stager
 from snapws.backends.plain.status import refresh_index, scan_workspace
-from snapws.backends.plain.write import check_writable, rewrite_paths
+from snapws.backends.plain.write import check_writable, meta_only, rewrite_paths
 from snapws.config import Config
 from snapws.crash import crashpoint
 from snapws.ids import SnapshotId, WorkspaceId
@@ -44,7 +44,7 @@ from snapws.layers.diff import diff_views
 from snapws.layers.entries import opaque_xattr
 from snapws.layers.scan import entries_of, read_tree
 from snapws.layers.view import ChainView, HashCache
-from snapws.model import ROOT, Change, ChangeType, Entry, WorkspaceState, decode_manifest
+from snapws.model import ROOT, Change, Entry, WorkspaceState, decode_manifest
 from snapws.session import Session
 from snapws.store.store import EMPTY_LAYER, Store
 
@@ -212,7 +212,12 @@ class PlainBackend(Backend):
     # ---- showing another snapshot ---------------------------------------------------
 
     def next_state(
-        self, state: WorkspaceState, head: SnapshotId, branch: str | None, keep: bool
+        self,
+        state: WorkspaceState,
+        head: SnapshotId,
+        branch: str | None,
+        keep: bool,
+        work: WorkChanges | None = None,
     ) -> WorkspaceState:
         """Only HEAD and the branch change."""
         return replace(state, head=head, branch=branch)
@@ -237,7 +242,7 @@ class PlainBackend(Backend):
         held.between, held.view = changed, view
         return {
             "paths": [os.fsdecode(p) for p in sorted(paths)],
-            "meta_only": [os.fsdecode(p) for p in sorted(_meta_only(changed, mine))],
+            "meta_only": [os.fsdecode(p) for p in sorted(meta_only(changed, mine))],
             "keep": [os.fsdecode(p) for p in work.ignored],
         }
 
@@ -367,20 +372,6 @@ def _all_of(store: Store, head: SnapshotId, view: ChainView) -> list[Change]:
     """Everything in ``head``'s tree, as additions."""
     dirs = [os.fsencode(store.layer_tree(x)) for x in store.chain_layers(head)]
     return diff_views(ChainView([]), view, dirs)
-
-
-def _meta_only(between: list[Change], uncommitted: list[Change]) -> set[bytes]:
-    """Paths whose content is the same in the working tree and the target,
-    only metadata differs: rewritten by chmod/chown/xattrs, not copied."""
-
-    def meta(c: Change) -> bool:
-        return c.type is ChangeType.MODIFIED and not {"content", "target", "rdev"} & set(c.what)
-
-    a = {c.path: meta(c) for c in between}
-    b = {c.path: meta(c) for c in uncommitted}
-    return {p for p, m in a.items() if m and p not in b} | {
-        p for p, m in b.items() if m and p not in a
-    }
 
 
 def _follow_head(

@@ -15,7 +15,7 @@ from snapws.beneath import Beneath
 from snapws.errors import UnsupportedError
 from snapws.layers.entries import Node, parent_of
 from snapws.layers.view import ChainView
-from snapws.model import ROOT, Kind, display_path
+from snapws.model import ROOT, Change, ChangeType, Kind, display_path
 
 
 def check_writable(view: ChainView, paths: Sequence[bytes], as_root: bool) -> None:
@@ -186,3 +186,17 @@ def _unlock_parent(dest: Beneath, path: bytes, as_root: bool, unlocked: dict[byt
         unlocked[q] = stat.S_IMODE(st.st_mode)
         with dest.node(q, stat.S_IFDIR) as ref:
             ref.chmod(stat.S_IMODE(st.st_mode) | 0o700)
+
+
+def meta_only(between: list[Change], uncommitted: list[Change]) -> set[bytes]:
+    """Paths whose content is the same in the working tree and the target,
+    only metadata differs: rewritten by chmod/chown/xattrs, not copied."""
+
+    def meta(c: Change) -> bool:
+        return c.type is ChangeType.MODIFIED and not {"content", "target", "rdev"} & set(c.what)
+
+    a = {c.path: meta(c) for c in between}
+    b = {c.path: meta(c) for c in uncommitted}
+    return {p for p, m in a.items() if m and p not in b} | {
+        p for p, m in b.items() if m and p not in a
+    }

@@ -1,0 +1,247 @@
+"""A workspace held by running programs (issue 10): a process whose current
+directory, open files or memory maps are inside is never stranded on a
+frozen mount. commit, checkout and reset then go through the live mount
+(the commit copies what changed into the new layer; a switch rewrites the
+paths that differ), the mount stays on its chain (the state's ``base``), and
+once nothing holds the workspace the next command mounts HEAD's chain again
+below an upperdir of only the uncommitted changes ("settle"). SIGKILL at
+every step of these flows loses nothing."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+
+import pytest
+
+from snapws.crash import steps_of
+
+from .conftest import Workspace, is_mounted_rw
+from .verify import assert_store_ok
+
+pytestmark = pytest.mark.root
+
+BASE = {
+    "a.txt": "alpha\n",
+    "b.txt": "bravo\n",
+    "docs": {"readme.md": "readme\n", "guide.md": "guide\n"},
+    "old": {"x.txt": "x\n", "sub": {"y.txt": "y\n"}},
+    ".snapwsignore": "*.swp\n",
+}
+
+#: A shell-like process: answers commands read from stdin, one JSON line each.
+SHELL = """\
+import json, mmap, os, sys
+held = []
+print('ready', flush=True)
+for line in sys.stdin:
+    cmd, _, arg = line.strip().partition(' ')
+    try:
+        if cmd == 'ls':
+            out = sorted(os.listdir(arg or '.'))
+        elif cmd == 'cat':
+            with open(arg) as f:
+                out = f.read()
+        elif cmd == 'write':
+            path, _, text = arg.partition(' ')
+            with open(path, 'w') as f:
+                f.write(text)
+            out = 'written'
+        elif cmd == 'hold':
+            f = open(arg, 'rb')
+            held.append(f)
+            out = 'held'
+        elif cmd == 'map':
+            f = open(arg, 'rb')
+            held.append((f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)))
+            out = 'mapped'
+        elif cmd == 'read-held':
+            item = held[int(arg)]
+            if isinstance(item, tuple):
+                out = item[1][:].decode()
+            else:
+                item.seek(0)
+                out = item.read().decode()
+        else:
+            out = 'unknown'
+    except OSError as e:
+        out = 'error: ' + e.strerror
+    print(json.dumps(out), flush=True)
+"""
+
+
+def ask(proc: subprocess.Popen[str], line: str) -> object:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+    return json.loads(proc.stdout.readline())
+
+
+def edit(ws: Workspace) -> None:
+    """Changes of every kind: modified, added, deleted, a deleted directory,
+    a directory replaced by a file, and an ignored file."""
+    p = ws.path
+    (p / "a.txt").write_text("alpha 2\n")
+    (p / "new.txt").write_text("new\n")
+    (p / "docs" / "guide.md").unlink()
+    for sub in ("old/sub/y.txt", "old/x.txt"):
+        (p / sub).unlink()
+    (p / "old" / "sub").rmdir()
+    (p / "old").rmdir()
+    (p / "old").write_text("a file now\n")
+    (p / "notes.swp").write_text("swap\n")
+
+
+CHANGES = [" M a.txt", " D docs/guide.md", " T old", "?? new.txt"]
+
+
+def porcelain(ws: Workspace) -> list[str]:
+    return [line.rstrip("/") for line in ws.status() if "old/" not in line]
+
+
+def test_commit_checkout_reset_through_a_held_workspace(ws: Workspace) -> None:
+    ws.init(BASE)
+    s0 = ws.state().head.hex
+    t0 = ws.tree()
+    shell = ws.spawn(SHELL, cwd=ws.path / "docs")
+    edit(ws)
+    assert porcelain(ws) == CHANGES
+
+    s1 = ws.commit("edits")
+    state = ws.state()
+    assert state.base is not None and state.base.hex == s0, "held: the mount stays on its chain"
+    assert ws.status() == []
+    assert (ws.path / "notes.swp").read_text() == "swap\n", "ignored files stay"
+    assert "notes.swp" not in ws.run("show", "--name-only", "HEAD").stdout
+    # the shell sees what a new process sees, and writes by relative path
+    assert ask(shell, "ls") == ["readme.md"]
+    assert ask(shell, "write mine.md mine") == "written"
+    assert ws.status() == ["?? docs/mine.md"]
+    names = ws.run("diff", "--name-status", s0, s1).stdout.splitlines()
+    assert {"M\ta.txt", "D\tdocs/guide.md", "A\tnew.txt", "D\told/sub/y.txt"} <= set(names)
+    assert not [n for n in names if "notes.swp" in n]
+
+    # a second commit on the held mount, then back to the first snapshot
+    s2 = ws.commit("mine")
+    ws.run("checkout", s0)
+    assert ws.state().head.hex == s0
+    assert ask(shell, "ls") == ["guide.md", "readme.md"]
+    assert ws.tree() == {**t0, "notes.swp": ws.tree()["notes.swp"]}  # ignored: stays
+    assert ws.status() == []
+    assert ws.run("reset", "--hard", s2).returncode == 0  # detached: HEAD moves
+    assert ask(shell, "cat mine.md") == "mine"
+    ws.run("checkout", "main")
+    assert ws.state().head.hex == s2 and ws.status() == []
+
+    # reset keeping an uncommitted change on top
+    assert ask(shell, "write readme.md readme 2") == "written"
+    ws.run("reset", s1)
+    assert ws.status() == [" M docs/readme.md"]
+    assert ask(shell, "ls") == ["readme.md"]
+    assert_store_ok(ws.store_path)
+    ws.stop(shell)
+
+
+def test_open_files_and_memory_maps_keep_working(ws: Workspace) -> None:
+    ws.init(BASE)
+    shell = ws.spawn(SHELL, cwd=ws.root)  # not inside: it holds only files
+    assert ask(shell, f"hold {ws.path / 'a.txt'}") == "held"
+    assert ask(shell, f"map {ws.path / 'b.txt'}") == "mapped"
+    (ws.path / "c.txt").write_text("charlie\n")
+    ws.commit("while files are held")
+    assert ws.state().base is not None, "an open file holds the workspace"
+    assert ask(shell, "read-held 0") == "alpha\n"
+    assert ask(shell, "read-held 1") == "bravo\n"
+    assert ask(shell, f"cat {ws.path / 'c.txt'}") == "charlie\n"
+    assert is_mounted_rw(ws.path)
+    ws.stop(shell)
+
+
+def test_a_held_workspace_settles_once_free(ws: Workspace) -> None:
+    ws.init(BASE)
+    shell = ws.spawn(SHELL, cwd=ws.path)
+    edit(ws)
+    ws.commit("edits")
+    (ws.path / "later.txt").write_text("later\n")
+    (ws.path / "b.txt").unlink()
+    before = ws.tree()
+    assert ws.state().base is not None
+    ws.stop(shell)
+
+    # the next command that takes the lock mounts HEAD's chain again, below
+    # an upperdir holding only the uncommitted changes
+    ws.run("mount")
+    state = ws.state()
+    assert state.base is None
+    upper = ws.store_path / "workspaces" / state.id.hex / state.upper
+    kept = sorted(p.relative_to(upper).as_posix() for p in upper.rglob("*"))
+    assert kept == ["b.txt", "later.txt", "notes.swp"]
+    assert ws.tree() == before
+    assert ws.status() == [" D b.txt", "?? later.txt"]
+    sid = ws.commit("after settling")  # the zero-copy commit again
+    assert ws.state().base is None and ws.log_ids()[0] == sid
+    assert_store_ok(ws.store_path)
+
+
+@pytest.mark.parametrize("step", steps_of("commit", "kernel"))
+def test_crash_during_a_held_commit(ws: Workspace, step: str) -> None:
+    ws.init(BASE)
+    shell = ws.spawn(SHELL, cwd=ws.path / "docs")
+    edit(ws)
+    before = ws.tree()
+    head = ws.state().head.hex
+    proc = ws.run("commit", "-m", "crashing", env={"SNAPWS_CRASH_AT": step}, check=False)
+    if step == "commit:beneath":  # a held commit mounts nothing: never reached
+        assert proc.returncode == 0, proc.stderr
+    else:
+        assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
+    lines = porcelain(ws)
+    assert ws.tree() == before, "nothing of the working tree is lost"
+    if lines:
+        assert step in ("commit:frozen", "commit:staged") and ws.state().head.hex == head
+        assert lines == CHANGES
+    else:
+        assert ws.log_ids()[1] == head
+    assert ask(shell, "write after.md after") == "written"
+    assert "?? docs/after.md" in ws.status()
+    assert_store_ok(ws.store_path)
+    ws.stop(shell)
+
+
+@pytest.mark.parametrize("step", [*steps_of("checkout", "plain")])
+def test_crash_during_a_held_checkout(ws: Workspace, step: str) -> None:
+    ws.init(BASE)
+    s0 = ws.state().head.hex
+    edit(ws)
+    ws.commit("edits")
+    s1_tree = ws.tree()
+    shell = ws.spawn(SHELL, cwd=ws.path / "docs")
+    proc = ws.run("checkout", s0, env={"SNAPWS_CRASH_AT": step}, check=False)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
+    assert ws.status() == []  # recovered: the checkout finished
+    assert ws.state().head.hex == s0
+    assert "guide.md" in ask(shell, "ls")  # type: ignore[operator]
+    ws.run("checkout", "main")
+    assert ws.tree() == s1_tree
+    assert_store_ok(ws.store_path)
+    ws.stop(shell)
+
+
+@pytest.mark.parametrize("step", ["checkout:journaled", "checkout:logged", "checkout:shown"])
+def test_crash_while_settling(ws: Workspace, step: str) -> None:
+    ws.init(BASE)
+    shell = ws.spawn(SHELL, cwd=ws.path)
+    edit(ws)
+    ws.commit("edits")
+    (ws.path / "later.txt").write_text("later\n")
+    before = ws.tree()
+    ws.stop(shell)
+    proc = ws.run("mount", env={"SNAPWS_CRASH_AT": step}, check=False)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
+    assert ws.status() == ["?? later.txt"]
+    assert ws.tree() == before
+    ws.run("mount")
+    assert ws.state().base is None
+    assert ws.tree() == before
+    assert_store_ok(ws.store_path)
