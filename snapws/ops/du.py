@@ -147,7 +147,10 @@ def _disk_inodes(top: bytes) -> Iterable[tuple[tuple[int, int], int]]:
 def reachable_snapshots(store: Store) -> list[SnapshotId]:
     """Every snapshot reachable from a branch or tag (of any branch namespace:
     they share the store's disk) or a workspace HEAD, newest first."""
-    tips = {*store.every_ref(("heads", "tags")).values(), *(s for ws in store.workspaces() for s in (ws.head, ws.mounted_head))}
+    tips = {
+        *store.every_ref(("heads", "tags")).values(),
+        *(s for ws in store.workspaces() for s in (ws.head, ws.mounted_head)),
+    }
     return [e.id for e in log(store, sorted(tips))]
 
 
