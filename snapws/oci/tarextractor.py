@@ -18,9 +18,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections import deque
-from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,8 +45,6 @@ from snapws.store.atomic import syncfs
 from snapws.store.store import Store
 
 _ZERO_CHUNK = bytes(CHUNK)
-#: Files up to this size are read whole and written by the writer pool.
-SMALL_FILE = 1 << 20
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -116,19 +111,8 @@ class LayerExtractor:
 
     #: Directory descriptors kept open at most (entries come grouped by directory).
     MAX_DIR_FDS = 64
-    #: Small files handed to the writer pool and not written yet, at most
-    #: (bounds the memory they hold).
-    MAX_PENDING_FILES = 256
-    MAX_PENDING_BYTES = 32 << 20
 
-    def __init__(
-        self,
-        tree: Path,
-        lower: ChainView | None,
-        what: str,
-        opaque_name: str,
-        writers: int = 0,
-    ) -> None:
+    def __init__(self, tree: Path, lower: ChainView | None, what: str, opaque_name: str) -> None:
         self.root = os.fsencode(tree)
         self.dest = Beneath(self.root)  # every write resolved beneath it
         self._dir_fds: dict[bytes, int] = {}
@@ -157,22 +141,9 @@ class LayerExtractor:
         self.opaque: list[bytes] = []
         self.hashes = HashCache()
         self.file_hash: dict[bytes, ContentHash] = {}
-        # the writer pool (none: every file is written by the caller's thread)
-        self._pool = ThreadPoolExecutor(writers, "tar-writer") if writers > 0 else None
-        self._pending: deque[
-            tuple[Future[tuple[ContentHash, os.stat_result]], bytes, bytes, tf.Header]
-        ] = deque()
-        self._pending_bytes = 0
 
     def close(self) -> None:
-        """Stop the writer pool (its files are complete or failed; their
-        errors are :meth:`_wait`'s to raise), close the descriptors of the
-        tree (idempotent)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-        self._pending.clear()
-        self._pending_bytes = 0
+        """Close the descriptors of the tree (idempotent)."""
         for fd in self._dir_fds.values():
             os.close(fd)
         self._dir_fds.clear()
@@ -186,7 +157,6 @@ class LayerExtractor:
         fd = self._dir_fds.get(parent)
         if fd is None:
             if len(self._dir_fds) >= self.MAX_DIR_FDS:
-                self._wait()  # the pool's files are made below these descriptors
                 for old in self._dir_fds.values():
                     os.close(old)
                 self._dir_fds.clear()
@@ -365,65 +335,19 @@ class LayerExtractor:
         self.explicit.add(rel)
 
     def _file(self, rel: bytes, path: bytes, h: tf.Header, reader: tf.TarReader) -> None:
-        """Create a regular file. A small one (at most :data:`SMALL_FILE`
-        bytes) is read here and written by the writer pool, so the syscalls
-        that make files (open, write, owner, mode, times: most of an
-        unpacking's time) run on every core while this thread reads on;
-        a larger one is written here as it streams in. Either way by
-        :meth:`_write_file`, below the same pinned directory descriptor,
-        with ``O_EXCL``/``O_NOFOLLOW``; the bookkeeping stays here."""
-        dfd, base = self._parent(rel)
-        self.kinds[rel] = Kind.FILE
-        if self._pool is None or h.size > SMALL_FILE:
-            ch, st = self._write_file(rel, dfd, base, h, reader.data(CHUNK))
-            self._file_done(rel, path, h, ch, st)
-            return
-        chunks = list(reader.data(CHUNK))
-        self._wait(self.MAX_PENDING_FILES - 1, self.MAX_PENDING_BYTES - h.size)
-        fut = self._pool.submit(self._write_file, rel, dfd, base, h, chunks)
-        self._pending.append((fut, rel, path, h))
-        self._pending_bytes += h.size
-
-    def _file_done(
-        self, rel: bytes, path: bytes, h: tf.Header, ch: ContentHash, st: os.stat_result
-    ) -> None:
-        if self.stat_files and not h.xattrs:
-            self.file_stats[rel] = st
-        self.hashes.put(path, ch)
-        self.file_hash[rel] = ch
-
-    def _wait(self, files: int = 0, nbytes: int = 0) -> None:
-        """Take the results of the writer pool's oldest files until at most
-        ``files`` files of ``nbytes`` bytes are pending (0, 0: all of them;
-        then every file so far exists, complete). Raises what writing a
-        file raised (as :meth:`add` would have: BadImageError,
-        UnsupportedError, OSError)."""
-        while self._pending and (
-            len(self._pending) > files or self._pending_bytes > max(nbytes, 0)
-        ):
-            fut, rel, path, h = self._pending.popleft()
-            self._pending_bytes -= h.size
-            try:
-                ch, st = fut.result()
-            except OSError as e:
-                raise self._perm(rel, e, "create") from e
-            self._file_done(rel, path, h, ch, st)
-
-    def _write_file(
-        self, rel: bytes, dfd: int, base: bytes, h: tf.Header, chunks: Iterable[bytes]
-    ) -> tuple[ContentHash, os.stat_result]:
-        """Make the file ``base`` in directory ``dfd`` from ``chunks`` (hashed
-        on the way: the manifest needs its XXH3; zero chunks left as
-        holes), then owner, mode, xattrs and mtime, each only when the new
-        file does not have it already. Returns its hash and final fstat.
-        Runs in the writer pool (or this thread): it touches no shared state."""
+        """Create a regular file: the data written as it streams in (and
+        hashed on the way: the manifest needs its XXH3), zero chunks left as
+        holes, then owner, mode, xattrs and mtime, each only when the new
+        file does not have it already."""
         mode = h.mode
         plain = not (mode & ~0o777 or mode & self.umask)  # open() gives the mode
+        dfd, base = self._parent(rel)
         fd = os.open(base, _CREATE, mode if plain else 0o600, dir_fd=dfd)
         try:
+            self.kinds[rel] = Kind.FILE
             digest = xxhash.xxh3_128()
             hole = False
-            for chunk in chunks:
+            for chunk in reader.data(CHUNK):
                 digest.update(chunk)
                 if chunk[:1] == b"\0" and chunk[-1:] == b"\0" and _is_zero(chunk):
                     os.lseek(fd, len(chunk), os.SEEK_CUR)
@@ -451,13 +375,15 @@ class LayerExtractor:
                 except OSError as e:
                     raise self._perm(rel, e, "set xattrs of") from e
             os.utime(fd, ns=(h.mtime_ns, h.mtime_ns))
-            st = os.fstat(fd)
+            if self.stat_files and not h.xattrs:
+                self.file_stats[rel] = os.fstat(fd)
         finally:
             os.close(fd)
-        return ContentHash(digest.hexdigest()), st
+        ch = ContentHash(digest.hexdigest())
+        self.hashes.put(path, ch)
+        self.file_hash[rel] = ch
 
     def _hardlink(self, rel: bytes, path: bytes, h: tf.Header) -> None:
-        self._wait()  # the target (if it is a file of this layer) is complete
         target = self._norm(h.linkname)
         if target not in self.file_hash or target not in self.explicit:
             raise self._bad(
@@ -502,7 +428,6 @@ class LayerExtractor:
     def finish(self) -> None:
         """Apply whiteouts and opaque markers, then directory metadata
         (deepest first, so creating children does not change it again)."""
-        self._wait()
         opaque = list(self.opaque)
         for w in self.whiteouts:
             kind = self.kinds.get(w)
@@ -568,25 +493,16 @@ class LayerExtractor:
                 self._mark_opaque(name)
 
 
-def default_writers() -> int:
-    """Writer threads for an unpacking: one per CPU, 2 to 4 (they mostly
-    wait in the kernel, creating files)."""
-    return max(2, min(4, os.cpu_count() or 1))
-
-
 def extract_layer(
     store: Store,
     reader: tf.TarReader,
     lower_trees: list[Path],
     threads: int = 8,
-    writers: int | None = None,
 ) -> ExtractedLayer:
     """Unpack the tar ``reader`` reads into a new staging dir of ``store`` and
     compute its manifest. ``lower_trees``: the trees of the layers below,
-    topmost first; ``writers``: threads that make small files (default:
-    :func:`default_writers`; 0: this thread makes every file). The caller
-    publishes (:func:`publish_extracted`) or discards the staging dir; on
-    error it is discarded here.
+    topmost first. The caller publishes (:func:`publish_extracted`) or
+    discards the staging dir; on error it is discarded here.
 
     Raises BadImageError, UnsupportedError, OSError."""
     staging = store.new_staging("import")
@@ -594,13 +510,7 @@ def extract_layer(
         tree = staging / "tree"
         tree.mkdir(mode=0o700)
         lower = ChainView([os.fsencode(p) for p in lower_trees]) if lower_trees else None
-        x = LayerExtractor(
-            tree,
-            lower,
-            reader.what,
-            opaque_xattr(store.xattr_form),
-            default_writers() if writers is None else writers,
-        )
+        x = LayerExtractor(tree, lower, reader.what, opaque_xattr(store.xattr_form))
         try:
             for h in reader.entries():
                 x.add(h, reader)
