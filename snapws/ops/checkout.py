@@ -43,8 +43,9 @@ def uncommitted(session: Session) -> list[Change]:
     return backend_for(session.state).changes(session).changes
 
 
-def refuse(changes: list[Change], action: str) -> UncommittedChangesError:
-    """The error for a switch refused because of uncommitted ``changes``."""
+def refuse(changes: list[Change], action: str, hint: str | None = None) -> UncommittedChangesError:
+    """The error for ``action`` (e.g. "check out") refused because of
+    uncommitted ``changes``: lists up to 20 of them."""
     shown = [display_path(c.path) for c in changes]
     listing = "\n".join(f"  {c.type.value} {p}" for c, p in zip(changes[:20], shown, strict=False))
     more = f"\n  ... and {len(changes) - 20} more" if len(changes) > 20 else ""
@@ -52,6 +53,7 @@ def refuse(changes: list[Change], action: str) -> UncommittedChangesError:
         f"cannot {action}: the workspace has {len(changes)} uncommitted change(s):\n"
         f"{listing}{more}",
         shown,
+        hint=hint,
     )
 
 

@@ -24,7 +24,7 @@ from snapws.oci.layout import open_source
 from snapws.ops.export import locate_store
 from snapws.ops.init import (
     check_new_workspace,
-    create_store_for,
+    make_room,
     ready_backend,
     start_on_snapshot,
     undo_new_workspace,
@@ -171,11 +171,8 @@ def start_on_import(
     branch = validate_ref_name("branch", branch or config.default_branch)
     validate_new_workspace(path, store_root)
     chosen = ready_backend(config, store_root, backend)
-    created = not path.exists()
-    store_created = not store_root.exists()
-    path.mkdir(parents=True, exist_ok=True)
+    store, created, store_created = make_room(path, store_root, chosen)
     try:
-        store = create_store_for(store_root, chosen.name, path)
         with store.lock(True, config.lock_timeout):
             recover(store)
             store = store.in_namespace(new_workspace_namespace(store, path, config.namespace))

@@ -172,14 +172,7 @@ def init(
     branch = validate_ref_name("branch", branch or config.default_branch)
     validate_init(path, store_root)
     chosen = ready_backend(config, store_root, backend)
-    created = not path.exists()
-    store_created = not store_root.exists()
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        store = create_store_for(store_root, chosen.name, path)
-    except BaseException:
-        undo_new_workspace(path, store_root, created, store_created)
-        raise
+    store, created, _ = make_room(path, store_root, chosen)
     with store.lock(True, config.lock_timeout):
         from snapws.ops.recovery import recover
 
@@ -247,6 +240,21 @@ def create_store_for(store_root: Path, backend: str, path: Path) -> Store:
     store_root.mkdir(parents=True, exist_ok=True)
     get_backend(backend).check_store(store_root, path)
     return Store.create(store_root)
+
+
+def make_room(path: Path, store_root: Path, backend: Backend) -> tuple[Store, bool, bool]:
+    """Make the directory of a new workspace of ``backend`` and its store,
+    where missing; returns the store and whether the directory and the store
+    were made here. On an error, removes what it made. Raises
+    UnsupportedError (a store ``backend`` cannot use), OSError."""
+    created = not path.exists()
+    store_created = not store_root.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        return create_store_for(store_root, backend.name, path), created, store_created
+    except BaseException:
+        undo_new_workspace(path, store_root, created, store_created)
+        raise
 
 
 def check_new_workspace(store: Store, path: Path, branch: str) -> None:

@@ -21,7 +21,7 @@ from snapws.errors import (
     permission_denied,
 )
 from snapws.ids import SnapshotId
-from snapws.model import Change, WorkspaceState, display_path
+from snapws.model import Change, WorkspaceState
 from snapws.oci.image import Descriptor
 from snapws.oci.importer import import_image
 from snapws.ops.cache.context import (
@@ -183,13 +183,12 @@ def check_restore_shown(store_root: Path, state: WorkspaceState) -> None:
 
 
 def refuse_changes(changes: list[Change]) -> UncommittedChangesError:
-    shown = [display_path(c.path) for c in changes]
-    listing = "\n".join(f"  {c.type.value} {p}" for c, p in zip(changes[:20], shown, strict=False))
-    more = f"\n  ... and {len(changes) - 20} more" if len(changes) > 20 else ""
-    return UncommittedChangesError(
-        f"cannot restore the cache: the workspace has {len(changes)} uncommitted "
-        f"change(s):\n{listing}{more}",
-        shown,
+    """A cache restore refused because of uncommitted ``changes``."""
+    from snapws.ops.checkout import refuse
+
+    return refuse(
+        changes,
+        "restore the cache",
         hint="save them (`snapws cache save KEY` or `snapws commit -m MSG`) or throw them "
         "away (`snapws reset --hard HEAD`), then restore again",
     )
@@ -257,7 +256,7 @@ def _start_workspace(
     chooses, :func:`snapws.ops.init.ready_backend`; then
     :func:`~snapws.ops.init.start_on_snapshot`)."""
     from snapws.ops.init import (
-        create_store_for,
+        make_room,
         ready_backend,
         start_on_snapshot,
         undo_new_workspace,
@@ -271,11 +270,8 @@ def _start_workspace(
     assert match.entry is not None
     message = f"cache restore {match.entry.key}"
     author = ctx.who or ctx.config.author_or_default()
-    created = not target.exists()
-    store_created = not store_root.exists()
-    target.mkdir(parents=True, exist_ok=True)
+    store, created, store_created = make_room(target, store_root, backend)
     try:
-        store = create_store_for(store_root, backend.name, target)
         remote = open_cache_remote(store, entry, False, ctx.settings)
         try:
             with store.lock(True, ctx.config.lock_timeout):
