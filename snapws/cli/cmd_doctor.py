@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from snapws.cli.app import App, emit_json, pass_app
-from snapws.errors import ExitCode, NotAWorkspaceError, StoreCorruptError, StoreNotFoundError
+from snapws.errors import ExitCode, SnapwsError, StoreCorruptError
+from snapws.model import WorkspaceState
 from snapws.ops.doctor import diagnose
 
 MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
@@ -24,19 +25,19 @@ def doctor_cmd(app: App, as_json: bool) -> None:
     the store, says which one `snapws init` picks and why, and how to fix
     each problem. Exits 9 (UNSUPPORTED) when no backend (or not the one
     configured by `backend =`) can run."""
-    store: Path | None = app.store or app.config.store
-    if store is None:
-        from snapws.ops.workspace import find_store, find_workspace
-        from snapws.store.location import default_store_for
+    from snapws.ops.workspace import find_store, find_workspace
+    from snapws.store.location import default_store_for
 
-        try:
-            found, _ = find_workspace(app.cwd, app.config, None)
-            store = found.root
-        except (NotAWorkspaceError, StoreNotFoundError):
-            store = default_store_for(app.cwd)
-        except StoreCorruptError:  # a damaged record: the report says so
-            store = find_store(app.cwd, app.config, None).root
-    report = diagnose(store, app.config.backend)
+    store: Path | None = app.store or app.config.store
+    state: WorkspaceState | None = None
+    try:
+        found, state = find_workspace(app.cwd, app.config, store)
+        store = found.root
+    except StoreCorruptError:  # a damaged record: the report says so
+        store = store or find_store(app.cwd, app.config, None).root
+    except (SnapwsError, OSError):  # not in a workspace (of this store)
+        store = store or default_store_for(app.cwd)
+    report = diagnose(store, app.config.backend, state)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -54,8 +55,19 @@ def doctor_cmd(app: App, as_json: bool) -> None:
         if report.requested != "auto":
             click.echo(f"configured: backend = {report.requested}")
         click.echo(f"backend: {report.backend or 'none'} ({report.reason})")
+        if state is not None:
+            click.echo(f"workspace: {state.path}: {held_text(state)}")
     if not report.ok:
         raise SystemExit(int(ExitCode.UNSUPPORTED))
+
+
+def held_text(state: WorkspaceState) -> str:
+    """Whether the workspace is held (issue 10), in words."""
+    if state.base is None:
+        return "not held (commit and checkout remount it)"
+    return (
+        f"held on {state.base.short()} (changes go through the live mount until nothing holds it)"
+    )
 
 
 COMMANDS = [doctor_cmd]

@@ -6,7 +6,9 @@ overlay (kernel, rootless, fuse-overlayfs) in a temporary directory beside
 the store, which it unmounts and removes at once. Each check gives a status
 (``ok``, ``warn``: a capability is missing, ``fail``: nothing can run because
 of it), what was found, and the fix. Then one line per backend (available or
-not, and why), and the backend ``snapws init`` would pick, and why.
+not, and why), and the backend ``snapws init`` would pick, and why. When
+it runs in a workspace, also whether that workspace is held (issue 10: its
+mount is on an older chain than HEAD's because programs kept it busy).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from snapws.backends import AUTO_ORDER, Availability, probe_all
 from snapws.backends.base import nearest_existing
+from snapws.model import WorkspaceState
 from snapws.mounts import fuse
 from snapws.mounts.plan import fixed_options_text
 from snapws.store import probe
@@ -61,6 +64,8 @@ class Report:
     backend: str | None = None
     reason: str = ""
     requested: str = "auto"
+    #: the workspace doctor runs in (None: none); held when ``base`` is set
+    workspace: WorkspaceState | None = None
 
     @property
     def ok(self) -> bool:
@@ -80,7 +85,19 @@ class Report:
                 for b in self.backends
             ],
             "checks": [c.to_json() for c in self.checks],
+            "workspace": None if self.workspace is None else workspace_json(self.workspace),
         }
+
+
+def workspace_json(state: WorkspaceState) -> dict[str, Any]:
+    """The workspace part of the report: held (``base``, the snapshot whose
+    chain its live mount is on, is set) or not."""
+    return {
+        "path": state.path,
+        "backend": state.backend,
+        "held": state.base is not None,
+        "base": state.base.hex if state.base is not None else None,
+    }
 
 
 def _read(path: str) -> str | None:
@@ -343,12 +360,16 @@ def _record_checks(report: Report, root: Path) -> None:
     )
 
 
-def diagnose(store: Path | None, requested: str = "auto") -> Report:
+def diagnose(
+    store: Path | None, requested: str = "auto", workspace: WorkspaceState | None = None
+) -> Report:
     """Inspect the machine and (if given) the store's filesystem; probe every
     backend for a store at ``store`` (default: the current directory's
     filesystem). ``requested`` is the configured backend (``auto`` or a name):
-    the report is ok when it (or, for auto, any backend) can run here."""
-    report = Report(requested=requested)
+    the report is ok when it (or, for auto, any backend) can run here.
+    ``workspace`` (the one doctor runs in, if any) goes into the report as it
+    is: nothing is read from its mount."""
+    report = Report(requested=requested, workspace=workspace)
     report.checks.append(Check("kernel", "ok", f"Linux {platform.release()}"))
     _overlay_checks(report)
     root = os.geteuid() == 0

@@ -177,6 +177,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "ok": "bool",
         "backends": "list",
         "checks": "list",
+        "workspace": "dict?",
     },
     "export": {
         "id": "id",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
-from conftest import run_cli, unmount_all_under
+from conftest import WorkspaceFactory, run_cli, unmount_all_under
 
 from snapws.mounts.mounter import mount_overlay
 from snapws.mounts.plan import MountPlan
@@ -99,3 +100,36 @@ def test_doctor_as_a_user_names_a_backend_without_root() -> None:
         assert "rootless skipped" not in report["reason"]
     finally:
         area.cleanup()
+
+
+def test_doctor_says_whether_its_workspace_is_held(make_workspace: WorkspaceFactory) -> None:
+    ws = make_workspace(spec={"a.txt": "one\n"})
+    free = ws.json("doctor")["workspace"]
+    assert free == {"path": str(ws.path), "backend": "kernel", "held": False, "base": None}
+    assert f"\nworkspace: {ws.path}: not held (" in ws.run("doctor").stdout
+    first = ws.head()
+    holder = subprocess.Popen(["sleep", "60"], cwd=ws.path)  # keeps the mount busy
+    try:
+        (ws.path / "a.txt").write_text("two\n")
+        ws.commit("while held")
+        report = ws.json("doctor")
+        assert report["workspace"]["held"] is True
+        assert report["workspace"]["base"] == first  # the live mount is still on it
+        text = ws.run("doctor").stdout
+        assert (
+            f"\nworkspace: {ws.path}: held on {first[:12]} (changes go through the live "
+            "mount until nothing holds it)\n" in text
+        ), text
+    finally:
+        holder.kill()
+        holder.wait()
+    # nothing holds it now: the next command that changes it re-bases the mount
+    ws.run("mount")
+    assert ws.json("doctor")["workspace"]["held"] is False
+
+
+def test_doctor_outside_a_workspace_names_none(tmp_path: Path) -> None:
+    r = run_cli("--store", tmp_path / "store", "doctor", "--json", cwd=tmp_path)
+    assert json.loads(r.stdout)["workspace"] is None
+    text = run_cli("--store", tmp_path / "store", "doctor", cwd=tmp_path).stdout
+    assert "workspace:" not in text
