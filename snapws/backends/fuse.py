@@ -61,6 +61,7 @@ class FuseBackend(OverlayBackend):
 
     name: ClassVar[str] = "fuse"
     upper_form = "fuse"
+    can_hold = True  # fuse-overlayfs reads the kernel's whiteouts and opaque markers too
 
     def probe(self, store_root: Path) -> Availability:
         """euid 0, fuse-overlayfs installed, /dev/fuse usable, and a real

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +23,22 @@ from .conftest import Workspace, is_mounted_rw
 from .verify import assert_store_ok
 
 pytestmark = pytest.mark.root
+
+#: The backends that hold (their workspaces are changed through the live
+#: mount); rootless holds too, tested in tests/backends/test_rootless.py.
+HOLDING = ("kernel", "fuse")
+
+
+@pytest.fixture(params=HOLDING)
+def ws(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
+    """The robustness suite's workspace, on each backend that holds."""
+    it = Workspace(tmp_path)
+    it.set_config(lock_timeout=30, backend=request.param)
+    try:
+        yield it
+    finally:
+        it.teardown()
+
 
 BASE = {
     "a.txt": "alpha\n",
@@ -184,7 +202,7 @@ def test_a_held_workspace_settles_once_free(ws: Workspace) -> None:
     assert_store_ok(ws.store_path)
 
 
-@pytest.mark.parametrize("step", steps_of("commit", "kernel"))
+@pytest.mark.parametrize("step", steps_of("commit", "kernel"))  # (fuse's are the same)
 def test_crash_during_a_held_commit(ws: Workspace, step: str) -> None:
     ws.init(BASE)
     shell = ws.spawn(SHELL, cwd=ws.path / "docs")
