@@ -249,6 +249,7 @@ COMMAND_MODULES = {
     "doctor": "cmd_doctor",
     "shell": "cmd_shell",
     "run": "cmd_shell",
+    "hook": "cmd_hook",
     "export": "cmd_export",
     "import": "cmd_import",
     "remote": "cmd_remote",
