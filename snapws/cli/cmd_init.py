@@ -15,7 +15,7 @@ from snapws.config import SHARED_NAMESPACE
 from snapws.errors import BadNameError
 from snapws.model import namespace_problem
 from snapws.ops.init import init
-from snapws.ops.workspace import resolve_store
+from snapws.ops.workspace import forget_unused_store, resolve_store
 
 
 @click.command("init")
@@ -94,12 +94,18 @@ def init_cmd(
             src = resolve_source(source, app.cwd, insecure, ref)
             cloned = clone(path, store_root, config, src, app.who(), branch, backend, fetching)
             store, state = cloned.store, cloned.state
+        except BaseException:
+            forget_unused_store(store_root)  # a default store made for nothing goes again
+            raise
         finally:
             fetching.close()
     else:
         bar = ProgressBar(app.interactive and not app.quiet and not as_json, "hashing")
         try:
             store, state = init(path, store_root, config, branch, message, bar, backend=backend)
+        except BaseException:
+            forget_unused_store(store_root)  # a default store made for nothing goes again
+            raise
         finally:
             bar.close()
     if as_json:

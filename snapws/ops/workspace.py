@@ -199,6 +199,10 @@ def resolve_store(path_hint: Path, config: Config, store_path: Path | None) -> P
     if path.name == STORE_DIRNAME:
         return path  # the old default: where the top of the filesystem is not this user's
     if not os.path.lexists(path):
+        top = path
+        while not os.path.lexists(top.parent) and top.parent != top.parent.parent:
+            top = top.parent
+        _MADE[path] = top  # what a failed init removes again (forget_unused_store)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.mkdir(mode=0o700)
@@ -219,3 +223,24 @@ def resolve_store(path_hint: Path, config: Config, store_path: Path | None) -> P
                 "(`snapws --store PATH init DIR`, SNAPWS_STORE or `store =` in snapws.toml)",
             )
     return path
+
+
+#: Default store directories :func:`resolve_store` made, with the highest
+#: directory it made for each (``~/.local`` when even that was missing).
+_MADE: dict[Path, Path] = {}
+
+
+def forget_unused_store(path: Path) -> None:
+    """Remove the default store directory ``path`` and the directories above
+    it that :func:`resolve_store` made, if they are (still) empty: a failed
+    ``init`` leaves nothing behind. Anything else is left alone."""
+    top = _MADE.pop(path, None)
+    here = path
+    while top is not None:
+        try:
+            os.rmdir(here)
+        except OSError:
+            return
+        if here == top:
+            return
+        here = here.parent

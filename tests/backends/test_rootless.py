@@ -95,7 +95,7 @@ def make_rootless(area: UserArea, spec: dict[str, object] = SPEC) -> RootlessWs:
     ws = RootlessWs(area)
     gen(ws.path, spec)
     own_tree(ws.path, area.uid, area.gid, FIXED_NS)
-    out = area.snapws("init", "--backend", "rootless", "ws", "--json").stdout
+    out = area.snapws("--store", ws.store, "init", "--backend", "rootless", "ws", "--json").stdout
     assert json.loads(out)["workspace"] == str(ws.path)
     assert ws.state()["backend"] == "rootless"
     return ws

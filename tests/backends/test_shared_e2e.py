@@ -782,7 +782,9 @@ def test_one_store_two_backends(drivers: Drivers, first: str, second: str) -> No
     s1 = a.commit("edit in a")
     b.switch("checkout", s1, tree=edited)
     assert b.porcelain() == []
-    assert b.json("log", s1) == a.json("log")
+    # (b's branch namespace is its own: the same snapshots, not the same ref names)
+    no_refs = [{**e, "refs": []} for e in a.json("log")["snapshots"]]
+    assert [{**e, "refs": []} for e in b.json("log", s1)["snapshots"]] == no_refs
 
     b.cli("checkout", "-b", "from-b", s1)
     changed = b.edit(*SIDE, rm("hollow"), mkdir("hollow/in"), write("hollow/in/x", "x\n"))

@@ -125,11 +125,12 @@ def test_miss_save_then_exact_restore_on_another_machine(cache: Cache) -> None:
     assert cache.keys() == [key]
 
     second = machine(cache, "m2")
-    out = cache.run("restore", key, "--path", second)
+    m2 = {"XDG_DATA_HOME": str(second.parent / "data")}  # its user's default store
+    out = cache.run("restore", key, "--path", second, env=m2)
     assert out.stdout.startswith(f"Cache hit: {key}\n")
     assert tree_state(second) == tree_state(first)
-    assert (second.parent / ".snapws").is_dir(), "a store of its own, beside the directory"
-    again = cache.json("restore", key, "--path", second)
+    assert (second.parent / "data" / "snapws").is_dir(), "a store of its own"
+    again = cache.json("restore", key, "--path", second, env=m2)
     assert again["cache_hit"] is True and again["matched_key"] == key
     assert again["action"] == "up-to-date" and again["layers_fetched"] == 0
 
@@ -348,11 +349,11 @@ def test_restore_and_save_on_other_backends(cache: Cache, backend: str) -> None:
     gen(first, TREE)
     cache.json("save", "build-1", "--path", first)
     second = machine(cache, "m2")
-    env = {"SNAPWS_BACKEND": backend}
+    env = {"SNAPWS_BACKEND": backend, "XDG_DATA_HOME": str(second.parent / "data")}
     restored = cache.json("restore", "build-1", "--path", second, env=env)
     assert restored["cache_hit"] is True and restored["action"] == "created"
     assert tree_state(second) == tree_state(first)
-    store = ["--store", str(second.parent / ".snapws")]
+    store = ["--store", str(second.parent / "data" / "snapws")]  # its user's default store
     status = run_cli(*store, "-C", second, "status", "--json", cwd=cache.cwd)
     assert json.loads(status.stdout)["changes"] == []
     workspaces = json.loads(run_cli(*store, "workspaces", "--json", cwd=cache.cwd).stdout)

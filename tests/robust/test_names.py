@@ -39,7 +39,7 @@ class PlainWorkspace:
         self.store = root / ".snapws"  # the default: beside the workspace
         self.path.mkdir()
         (self.path / "a").write_text("a0")
-        self.cli("init", "--backend", "plain", str(self.path))
+        self.cli("--store", str(self.store), "init", "--backend", "plain", str(self.path))
 
     def cli(self, *args: str, code: int = 0) -> Result:
         env = {k: v for k, v in ENV.items() if v}

@@ -232,7 +232,7 @@ def test_fallback_without_mount_beneath_moves_what_was_written_below(
     ws, outside = mount_guard / "ws", mount_guard / "outside"
     (ws / "d").mkdir(parents=True)
     outside.mkdir()
-    run_cli("init", "--backend", "kernel", ws, cwd=outside)
+    run_cli("--store", mount_guard / ".snapws", "init", "--backend", "kernel", ws, cwd=outside)
     store = Store.open(mount_guard / ".snapws")
     (state,) = store.workspaces()
     backend = get_backend("kernel")

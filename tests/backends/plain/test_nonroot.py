@@ -63,9 +63,9 @@ def test_a_plain_workspace_as_an_ordinary_user(area: UserArea) -> None:
     ws = area.root / "ws"
     tree = {"a.txt": "alpha\n", "d/x": "x\n", "d/sub/y": "y\n", "gone/g": "g\n"}
     area.run(sys.executable, "-c", MAKE, ws, json.dumps(tree))
-    out = _json(area, ws.parent, "init", "--backend", "plain", "ws")
+    store = area.root / ".snapws"  # (the default is ~/.local/share/snapws)
+    out = _json(area, ws.parent, "--store", str(store), "init", "--backend", "plain", "ws")
     assert isinstance(out, dict) and out["backend"] == "plain"
-    store = area.root / ".snapws"
     assert os.stat(store).st_uid == area.uid
     assert json.loads((store / "snapws-store.json").read_text())["xattrs"] == "user"
     assert _status(area, ws) == []
