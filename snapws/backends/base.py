@@ -342,6 +342,13 @@ class Backend(abc.ABC):
         edits made since). ``work``: what the operation's own
         :meth:`changes` found (None in recovery)."""
 
+    def holds(self, store: Store, state: WorkspaceState) -> bool:
+        """Whether a change of the workspace now goes through what running
+        programs see in place (a process inside would be left behind by a
+        remount: see :class:`~snapws.backends.overlay.OverlayBackend`).
+        Reads only. Default: False."""
+        return False
+
     def settle(self, store: Store, state: WorkspaceState) -> JournalPart | None:
         """When the workspace can now be shown in a cheaper form than it is
         (an overlay workspace changed through its live mount while programs

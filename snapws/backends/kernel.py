@@ -211,7 +211,7 @@ class RootlessBackend(KernelBackend):
     """
 
     name: ClassVar[str] = "rootless"
-    can_hold: ClassVar[bool] = False  # (whiteouts made by copying need root)
+    can_hold: ClassVar[bool] = True  # (in its namespace, mknod of a whiteout is allowed)
     mount_is_shared: ClassVar[bool] = False
 
     def prepare_process(self, store_root: Path) -> None:

@@ -246,7 +246,7 @@ def _forget_at_exit(store: Store, state: WorkspaceState, ns: NamespaceId, timeou
 
     def forget() -> None:
         try:
-            with store.lock(True, min(timeout, 1.0)):  # housekeeping: never wait long
+            with store.lock(True, min(timeout, 5.0)):  # housekeeping: never wait long
                 if ns not in _our_processes():
                     store.remove_namespace_record(state.id, os.getpid())
         except Exception:  # at exit: a stale record is harmless

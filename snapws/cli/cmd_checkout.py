@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from snapws.backends import backend_for
 from snapws.cli.app import App, emit_json, pass_app
 from snapws.ops.checkout import checkout, reset
 from snapws.ops.revs import branch_named
@@ -59,8 +58,6 @@ def checkout_cmd(
         app.say(f"Switched to branch '{result.branch}' ({result.head.short()})")
     else:
         app.say(f"HEAD is now at {result.head.short()} (detached)")
-    if backend_for(s.state).replaces_mount:  # (a plain workspace is rewritten in place)
-        app.info("note: a shell inside the workspace sees the new tree after `cd .`")
 
 
 @click.command("reset")

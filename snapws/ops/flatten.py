@@ -278,7 +278,9 @@ def flatten_in_workspace(
     store.write_journal(j.to_json())
     try:
         result = flatten(store, sid, keep, progress)
-        if store.chain(state.mounted_head) == before:
+        if store.chain(state.mounted_head) == before or backend.holds(store, state):
+            # (held: the mount keeps its equivalent older chain, whose layers
+            # gc keeps while mounted, until the workspace settles)
             store.clear_journal()
             return result
         backend.quiesce(store, state, "remount the flattened workspace")

@@ -200,7 +200,7 @@ def test_flatten_keeps_deletions_and_opaque_dirs(rws: RootlessWs) -> None:
 
 def test_commit_from_outside_reaches_a_running_holder(rws: RootlessWs) -> None:
     script = (
-        "echo one > f1; echo ready; read go; cd .; ls; "
+        "echo one > f1; echo ready; read go; ls; "
         "grep ' - overlay ' /proc/self/mountinfo; echo two > f2; echo done"
     )
     holder = rws.area.popen(PY, "-m", "snapws", "run", "-C", rws.path, "--", "sh", "-c", script)
@@ -222,10 +222,13 @@ def test_commit_from_outside_reaches_a_running_holder(rws: RootlessWs) -> None:
     lines = out.splitlines()
     assert lines[-1] == "done"
     assert "f1" in lines
-    # after `cd .` the holder is on the mount the commit made: the new upperdir
-    upper = str(rws.state()["upper"])
+    # the holder was not stranded: without `cd .` it wrote f2 after the
+    # commit, which went through its live mount (held: the same upperdir,
+    # HEAD's chain below it recorded as the base)
+    state = rws.state()
+    assert state.get("base"), state
     overlays = [line for line in lines if line.split()[4:5] == [str(rws.path)]]
-    assert len(overlays) == 1 and f"/{upper}," in overlays[0], overlays
+    assert len(overlays) == 1 and f"/{state['upper']}," in overlays[0], overlays
     assert rws.ns_records() == []
     assert rws.porcelain() == {"?? f2"}  # written after the commit: nothing lost
     rws.cli("commit", "-m", "two")
