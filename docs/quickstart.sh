@@ -19,20 +19,16 @@ echo 'data' > data.csv
 rm README
 snapws status                                # A/M/D since HEAD
 snapws diff -p                               # unified diff of text files
-snapws commit -m "second version"            # upperdir -> new layer, remount
-cd .                                         # see the remounted tree
+snapws commit -m "second version"            # the changes become a new layer
 snapws log --oneline
 snapws checkout -b experiment                # a branch is a name, not a copy
-cd .
-echo 'oops' > src/app.py
+echo 'oops' > src/app.py                     # this shell keeps working where it is
 snapws commit -m "experiment"
-cd .
 snapws reset --hard HEAD~1                   # rollback in milliseconds
-cd .
 cat src/app.py
 snapws log --graph --all --oneline
 snapws diff HEAD~1 HEAD --stat               # any two snapshots
-snapws workspaces
+snapws workspaces                            # held: this shell sits in it
 set +x
 cd /
 snapws -C "$DEMO/project" umount             # changes stay in the store
