@@ -163,6 +163,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     for step, path in (("save", a), ("restore", b)):
                         cmd = [*snapws, "cache", step, "k", "--path", str(path), "--json"]
                         key = f"{step} [{name}]"
+                        # each machine its own store (the per-user default would be shared)
+                        env["XDG_DATA_HOME"] = str(path.parent / "data")
                         times.setdefault(key, []).append(timed(key, cmd, env, run, args.v)[0])
                     for d in (a, b):
                         subprocess.run(["umount", "-l", str(d)], capture_output=True, check=False)
