@@ -77,6 +77,7 @@ with open(log, "w") as out:
         except OSError as e:
             name = errno.errorcode.get(e.errno, str(e.errno))
             seen[name] = seen.get(name, 0) + 1
+            time.sleep(pause)  # (a refused write counts too: no burst burns the budget)
             continue
         out.write(f"{time.monotonic()} {rel}\n")
         out.flush()
