@@ -52,7 +52,7 @@ from snapws.errors import MountError, NotMountedError, UnsupportedError
 from snapws.ids import LayerId, SnapshotId, WorkspaceId
 from snapws.layers.diff import diff_views
 from snapws.layers.entries import opaque_xattr
-from snapws.layers.ignore import drop_ignored
+from snapws.layers.ignore import IgnoreRules, drop_ignored, ignored_in_tree
 from snapws.layers.materialise import materialise
 from snapws.layers.scan import (
     CommitPlan,
@@ -620,21 +620,30 @@ class OverlayBackend(Backend):
         progress: Callable[[int], None] | None,
     ) -> Adopted:
         """The directory's entries move into ``tree`` (renames: one
-        filesystem); the directory becomes the mount point."""
+        filesystem); the directory becomes the mount point. Ignored paths
+        (``.snapwsignore``, ``ignore =``) are never in a layer: they move on
+        into a directory beside the staging one (:func:`_ignored_side`),
+        whence :meth:`install` puts them into the first upperdir."""
         tree.mkdir()
         copy_dir_meta(path, tree)
         src, dst = os.fsencode(path), os.fsencode(tree)
         for name in os.listdir(src):
             os.rename(src + b"/" + name, dst + b"/" + name)
         copy_dir_meta(path, tree)  # renames changed the mtimes
-        return Adopted(None)
+        tops = ignored_in_tree(dst, IgnoreRules.for_tree(dst, config.ignore))
+        if not tops:
+            return Adopted(None)
+        side = _ignored_side(tree)
+        side.mkdir()
+        copy_dir_meta(tree, side)
+        carry_ignored(tree, side, [os.fsdecode(p) for p in tops])
+        return Adopted(None, {"ignored_from": side.name, "ignored": [os.fsdecode(p) for p in tops]})
 
     def unadopt(self, path: Path, tree: Path) -> None:
-        """Every entry goes back into the directory."""
-        if tree.is_dir():
-            src, dst = os.fsencode(tree), os.fsencode(path)
-            for name in os.listdir(src):
-                os.rename(src + b"/" + name, dst + b"/" + name)
+        """Every entry goes back into the directory (ignored ones too)."""
+        for src in (tree, _ignored_side(tree)):
+            if src.is_dir():
+                _merge_back(src, path)
 
     def first_state(
         self, wid: WorkspaceId, path: Path, head: SnapshotId, branch: str | None
@@ -655,8 +664,34 @@ class OverlayBackend(Backend):
         fill: bool,
         done: Callable[[], None],
     ) -> None:
-        """The empty upperdir, its root as HEAD's."""
+        """The empty upperdir, its root as HEAD's; an init's ignored paths
+        move into it (they stay in the working tree, in no layer)."""
         make_upper(store, state, top_root(store, state.head))
+        side = part.get("ignored_from")
+        if side:
+            staged = store.root / "staging" / side
+            if staged.is_dir():
+                upper = store.workspace_dir(state.id) / state.upper
+                carry_ignored(staged, upper, part["ignored"])
+                store.discard(staged)
+
+
+def _ignored_side(tree: Path) -> Path:
+    """Where an init's ignored paths wait (beside its staging directory,
+    which becomes the layer)."""
+    return tree.parent.with_name(tree.parent.name + "-ignored")
+
+
+def _merge_back(src: Path, dst: Path) -> None:
+    """Move every entry of ``src`` into ``dst``, into directories that
+    exist there already; ``src``'s emptied directories are removed."""
+    for name in os.listdir(src):
+        s, d = src / name, dst / name
+        if s.is_dir() and not s.is_symlink() and d.is_dir() and not d.is_symlink():
+            _merge_back(s, d)
+            os.rmdir(s)
+        else:
+            os.rename(s, d)
 
 
 def _valid_name(v: object) -> bool:

@@ -291,6 +291,49 @@ class IgnoreRules:
         return self.match(path, is_dir)
 
 
+def ignored_in_tree(root: bytes, rules: IgnoreRules) -> list[bytes]:
+    """The topmost paths the ``rules`` exclude in the directory tree at
+    ``root`` (nothing tracked yet: a directory about to become a base
+    layer), sorted; excluded directories are not walked into. A directory
+    holding only excluded entries (at any depth) counts as excluded itself,
+    as a commit counts a new one (:func:`drop_ignored`). Raises OSError."""
+    mine: dict[bytes, list[bytes]] = {}  # directory -> its excluded entries
+    subdirs: dict[bytes, list[bytes]] = {}  # directory -> its other directories
+    has_files: set[bytes] = set()  # directories with a file (etc.) not excluded
+    order: list[bytes] = []
+    todo = [ROOT]
+    while todo:
+        d = todo.pop()
+        order.append(d)
+        with os.scandir(root if d == ROOT else root + b"/" + d) as it:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        rules.listed(d, any(name == IGNORE_FILE for name, _ in entries))
+        mine[d], subdirs[d] = [], []
+        for name, is_dir in entries:
+            p = name if d == ROOT else d + b"/" + name
+            if rules.match(p, is_dir):
+                mine[d].append(p)
+            elif is_dir:
+                subdirs[d].append(p)
+                todo.append(p)
+            else:
+                has_files.add(d)
+    tops: dict[bytes, list[bytes]] = {}
+    whole: set[bytes] = set()
+    for d in reversed(order):  # children before parents
+        if (
+            d != ROOT
+            and d not in has_files
+            and (mine[d] or subdirs[d])
+            and all(sub in whole for sub in subdirs[d])
+        ):
+            whole.add(d)
+            tops[d] = [d]
+        else:
+            tops[d] = mine[d] + [p for sub in subdirs[d] for p in tops[sub]]
+    return sorted(tops[ROOT])
+
+
 @dataclass(frozen=True, slots=True)
 class Visit:
     """A path met on a top-down walk: ``kind`` of the working tree's node."""

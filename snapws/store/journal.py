@@ -119,6 +119,8 @@ _PART: dict[str, Check] = {
     "new_upper": _is_name,
     "new_work": _is_name,
     "carry_from": _is_name,
+    "ignored_from": _is_name,
+    "ignored": _list_of(_is_rel_path),
     "index_staging": _is_name,
     "prune": _list_of(_is_rel_path),
     "prune_kept": _list_of(_is_rel_path),

@@ -127,7 +127,8 @@ def test_a_directory_removed_by_checkout_keeps_its_ignored_files(
     ws.run("checkout", "--detach", s1)  # as git, the ignored file stays
     assert _files(ws.path / "old") == {"o.swp": "o\n"}
     assert ws.porcelain() == []
-    assert ws.run("status", "--porcelain", "--ignored").stdout == "!! old/\n"
+    # (tracked.swp was ignored when init made the base layer: never tracked)
+    assert ws.run("status", "--porcelain", "--ignored").stdout == "!! old/\n!! tracked.swp\n"
 
 
 @pytest.mark.parametrize("backend", ROOT_BACKENDS)
@@ -176,3 +177,31 @@ def test_status_ignored_agrees_with_git(
         text=True,
     ).stdout
     assert sorted(mine.splitlines()) == sorted(theirs.splitlines())
+
+
+@pytest.mark.parametrize("backend", ROOT_BACKENDS)
+def test_init_leaves_ignored_paths_out_of_the_base_layer(
+    make_backend_workspace: BackendFactory, backend: str
+) -> None:
+    spec: Spec = {
+        **BASE,
+        ".snapwsignore": ROOT_RULES,
+        "keep.swp": "keep\n",
+        ".venv": {"lib": {"site.py": "x\n"}, "bin": {"python": "py\n"}},
+        "a.swp": "swap\n",
+        "sub": {"s.txt": "s\n", ".snapwsignore": SUB_RULES, "local": {"z": "z\n"}},
+    }
+    ws = make_backend_workspace(backend, spec=spec)
+    base = _names(ws, "HEAD")
+    assert ".venv/lib/site.py" not in base and "a.swp" not in base and "sub/local/z" not in base
+    assert "keep.swp" in base and "sub/s.txt" in base  # (!keep.swp)
+    assert "tracked.swp" not in base  # ignored as a.swp is: nothing is tracked yet
+    assert ws.porcelain() == []  # ignored, and still where they were
+    assert (ws.path / ".venv" / "lib" / "site.py").read_text() == "x\n"
+    assert (ws.path / "sub" / "local" / "z").read_text() == "z\n"
+    ignored = ws.run("status", "--ignored", "--porcelain").stdout.splitlines()
+    assert {"!! .venv/", "!! a.swp", "!! sub/local/"} <= set(ignored), ignored
+    (ws.path / "a.txt").write_text("a2\n")
+    ws.run("commit", "-m", "x")
+    assert _names(ws, "HEAD") == ["a.txt"]
+    assert (ws.path / "a.swp").read_text() == "swap\n"

@@ -4,13 +4,15 @@ patterns written as .gitignore files, the same paths asked of
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import gen
 
-from snapws.layers.ignore import IgnoreRules, Visit, drop_ignored, ignored_tops
+from snapws.layers.ignore import IgnoreRules, Visit, drop_ignored, ignored_in_tree, ignored_tops
 from snapws.model import Change, ChangeType, Entry, Kind
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
@@ -221,3 +223,30 @@ def test_drop_ignored_collapses_directories_holding_only_ignored_paths() -> None
     kept, ignored = drop_ignored(changes, tops)
     assert [c.path for c in kept] == [b"mixed", b"mixed/real", b"empty"]
     assert ignored == [b"mixed/b.swp", b"new", b"top.swp"]
+
+
+def test_ignored_in_tree_finds_the_topmost_and_folds_directories_of_only_ignored(
+    tmp_path: Path,
+) -> None:
+    gen(
+        tmp_path,
+        {
+            ".snapwsignore": "*.swp\n.venv/\n!keep.swp\n",
+            "a.txt": "a",
+            "a.swp": "x",
+            "keep.swp": "k",
+            ".venv": {"lib": {"site.py": "s"}},
+            "only": {"deep": {"x.swp": "x"}, "y.swp": "y"},
+            "mixed": {"m.swp": "m", "m.txt": "t", "sub": {"z.swp": "z"}},
+            "sub": {".snapwsignore": "local/\n", "local": {"f": "f"}, "s.txt": "s"},
+        },
+    )
+    rules = IgnoreRules.for_tree(os.fsencode(tmp_path))
+    assert ignored_in_tree(os.fsencode(tmp_path), rules) == [
+        b".venv",
+        b"a.swp",
+        b"mixed/m.swp",
+        b"mixed/sub",
+        b"only",
+        b"sub/local",
+    ]

@@ -136,3 +136,25 @@ def test_crash_during_checkout_keeps_ignored_paths(
     _recover(bws)
     _assert_ignored_kept(bws)
     assert bws.status() == []
+
+
+@pytest.mark.parametrize(
+    ("backend", "step"), [(b, s) for b in BACKENDS for s in steps_of("init", b)]
+)
+def test_crash_during_init_keeps_ignored_paths_out_of_the_base_layer(
+    made: list[Workspace], tmp_path: Path, backend: str, step: str
+) -> None:
+    bws = _workspace(backend, tmp_path)
+    made.append(bws)
+    bws.gen(BASE)
+    _add_ignored(bws)
+    before = tree_of(bws.path)
+    crash(bws, "init", step=step)
+    if step in ("init:journaled", "init:moved"):  # rolled back: DIR holds it all again
+        assert bws.run("status", check=False).returncode == 3  # (and recovers first)
+        assert tree_of(bws.path) == before
+        bws.run("init")
+    assert _recover(bws) == []
+    assert tree_of(bws.path) == before
+    _assert_ignored_kept(bws)
+    _not_in_layers(bws)

@@ -13,6 +13,7 @@ from snapws.backends.plain.fsops import apply_meta, create_node, is_root
 from snapws.backends.plain.records import VIRTUAL, ScanRecord, entry_tuple, stat_key
 from snapws.config import Config
 from snapws.layers.entries import join, node_entry, read_node
+from snapws.layers.ignore import IgnoreRules, ignored_in_tree
 from snapws.layers.scan import entries_of, read_tree
 from snapws.layers.view import HashCache
 from snapws.model import ROOT, Entry, Kind, classify
@@ -25,6 +26,9 @@ def copy_tree(
     copying); returns the staged tree's manifest entries and the scan
     records of the working tree (what was copied, with its stats)."""
     as_root = is_root()
+    # ignored paths stay in the directory, in no layer (a directory of
+    # nothing but ignored entries too, as a commit counts it)
+    ignored = set(ignored_in_tree(root, IgnoreRules.for_tree(root, config.ignore)))
     hashes = HashCache()
     dirs_meta: list[tuple[Any, bytes]] = []
     seen: dict[bytes, tuple[list[bytes], list[tuple[int, ...]], list[Entry]]] = {}
@@ -45,6 +49,8 @@ def copy_tree(
             listing = list(it)
         for de in listing:
             p = de.name if rel == ROOT else rel + b"/" + de.name
+            if p in ignored:
+                continue
             try:
                 st = de.stat(follow_symlinks=False)
                 node = read_node(p, de.path, st)
