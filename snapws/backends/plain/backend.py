@@ -13,6 +13,7 @@ mounted; any user, any POSIX filesystem, the store anywhere.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -39,6 +40,7 @@ from snapws.backends.plain.status import refresh_index, scan_workspace
 from snapws.backends.plain.write import check_writable, meta_only, rewrite_paths
 from snapws.config import Config
 from snapws.crash import crashpoint
+from snapws.errors import permission_denied
 from snapws.ids import SnapshotId, WorkspaceId
 from snapws.layers.diff import diff_views
 from snapws.layers.entries import opaque_xattr
@@ -296,7 +298,10 @@ class PlainBackend(Backend):
         writer = IndexWriter.begin(index_dir, path)
         if writer is None:
             store.discard(index_dir)
-            raise PermissionError(f"cannot write in the store {store.root}")
+            raise permission_denied(
+                PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(index_dir)),
+                store.root,
+            )
         try:
             entries, records = copy_tree(os.fsencode(path), os.fsencode(tree), config, progress)
             index = Index.from_entries(_UNKNOWN_HEAD, entries)
@@ -415,7 +420,11 @@ def _follow_head(
                 index.set_head(c.path, c.new)
         index.head = new.head
     index.invalidate(rewritten)
-    save_index(wsdir, index, writer)
+    try:
+        save_index(wsdir, index, writer)
+    except OSError:  # a cache: the next status rebuilds what it lacks
+        if writer is not None:
+            writer.abort()
 
 
 def _changes_between(store: Store, a: SnapshotId, b: SnapshotId) -> list[Change]:

@@ -8,6 +8,7 @@ sweeping the temp files a crash left. The file holds
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 import time
@@ -111,7 +112,7 @@ def save_index(
         wsdir.mkdir(parents=True, exist_ok=True)
         writer = IndexWriter.begin(wsdir, wsdir)
         if writer is None:
-            raise PermissionError(f"cannot write the index in {wsdir}")
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(wsdir))
     writer.commit(index, durable)
 
 
