@@ -200,6 +200,13 @@ def _check_refs(run: Findings) -> None:
                 f"{state.head.short()}",
                 ref=ref,
             )
+        if state.base is not None and not store.has_snapshot(state.base):
+            run.add(
+                "dangling-ref",
+                f"workspace {state.path} is held on missing snapshot {state.base.short()} "
+                "(the chain its mount shows)",
+                ref=ref,
+            )
 
 
 def _check_other_records(run: Findings) -> None:
