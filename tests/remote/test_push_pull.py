@@ -258,12 +258,20 @@ def test_remote_commands(workspace: Workspace, tmp_path: Path) -> None:
     assert gone.returncode == 4 and "no remote named 'backup'" in gone.stderr
 
 
+def killed_tmp(ws: Workspace) -> dict[str, str]:
+    """TMPDIR for a push that is killed: its temporary directory is then
+    left in the test's own directory, not in /tmp."""
+    return {"TMPDIR": str(ws.path.parent)}
+
+
 def test_push_killed_mid_way_resumes(origin: Workspace, registry: Registry) -> None:
     """SIGKILL after the first blob: no tag on the registry; the next push
     sends only the blobs still missing, and the tag names complete content."""
     origin.gen({"second": noise(40_000, 5)})
     origin.commit("second layer")
-    killed = origin.run("push", env={"SNAPWS_CRASH_AT": "push:blob-sent"}, check=False)
+    killed = origin.run(
+        "push", env={"SNAPWS_CRASH_AT": "push:blob-sent", **killed_tmp(origin)}, check=False
+    )
     assert killed.returncode == -9
     assert registry.tags(REPO) == []
     out = push(origin)
@@ -277,7 +285,9 @@ def test_push_killed_mid_way_resumes(origin: Workspace, registry: Registry) -> N
 def test_push_killed_after_the_manifest(origin: Workspace, registry: Registry) -> None:
     """SIGKILL once the tag is written, before the remote-tracking ref: the
     image is complete; the next push sends no blob and records the ref."""
-    killed = origin.run("push", env={"SNAPWS_CRASH_AT": "push:manifest-sent"}, check=False)
+    killed = origin.run(
+        "push", env={"SNAPWS_CRASH_AT": "push:manifest-sent", **killed_tmp(origin)}, check=False
+    )
     assert killed.returncode == -9
     assert registry.tags(REPO) == ["main"]
     assert origin.json("remote", "list")["remotes"][0]["tracking"] == {}
