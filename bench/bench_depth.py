@@ -38,7 +38,7 @@ Scenarios (each with its own copy of the tree and its own store):
 - ``full-flatten``: the scheme before compaction, for reference: max_depth
   32 without the policy (the commit past 32 layers flattens all but the
   newest layer). The library has no setting for it: the bench lowers
-  ``snapws.ops.compaction.NO_COMPACTION`` to 32 in its own process.
+  ``snapws.ops.maintenance.compaction.NO_COMPACTION`` to 32 in its own process.
 
 Needs root (snapws mounts overlayfs). See bench/README.md.
 
@@ -205,9 +205,9 @@ def lower_layers(ws: Path) -> int:
 # --------------------------------------------------------------- bench ----
 def scenario(name: str, max_depth: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from snapws.config import Config
-    from snapws.ops import compaction
-    from snapws.ops.commit import commit
+    from snapws.ops.maintenance import compaction
     from snapws.ops.session import open_session
+    from snapws.ops.worktree.commit import commit
     from snapws.store.store import Store
 
     base = work / name

@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from snapws import __version__
 from snapws.config import load_config
-from snapws.ops.commit import commit
-from snapws.ops.init import init
 from snapws.ops.session import open_session
+from snapws.ops.worktree.commit import commit
+from snapws.ops.worktree.init import init
 
 COMMANDS: list[tuple[str, list[str]]] = [
     ("log", ["log"]),

@@ -40,7 +40,7 @@ class App:
         return self.config.author_or_default()
 
     def resolve(self, session: Session, rev: str) -> SnapshotId:
-        from snapws.ops.revs import resolve_rev
+        from snapws.ops.history.revs import resolve_rev
 
         return resolve_rev(session.store, session.state.head, rev)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from snapws.cli.app import App, emit_json, pass_app
-from snapws.ops.refs import create_ref, delete_ref, list_refs
+from snapws.ops.history.refs import create_ref, delete_ref, list_refs
 
 
 def _ref_command(kind: str) -> click.Command:

@@ -1,5 +1,5 @@
 """``snapws cache save|restore|list|prune``: a CI build-tree cache in a
-registry (actions/cache semantics; see :mod:`snapws.ops.cache`)."""
+registry (actions/cache semantics; see :mod:`snapws.ops.transfer.cache`)."""
 
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ from snapws.cli.cmd_verify import human_size, plural
 from snapws.errors import ConfigError
 
 if TYPE_CHECKING:
-    from snapws.ops.cache.context import CacheContext
-    from snapws.ops.cache.keys import CacheEntry
+    from snapws.ops.transfer.cache.context import CacheContext
+    from snapws.ops.transfer.cache.keys import CacheEntry
 
 REMOTE_ENV = "SNAPWS_CACHE_REMOTE"
 NOW_ENV = "SNAPWS_NOW"  # hidden: the clock of save and prune (tests, reproducible runs)
 
 
 def _context(app: App, remote: str | None, insecure: bool) -> CacheContext:
-    from snapws.ops.cache.context import CacheContext
+    from snapws.ops.transfer.cache.context import CacheContext
 
     return CacheContext(
         cwd=app.cwd,
@@ -40,7 +40,7 @@ def _context(app: App, remote: str | None, insecure: bool) -> CacheContext:
 
 def _now_ns() -> int | None:
     """The clock SNAPWS_NOW sets (seconds since the epoch, or RFC 3339)."""
-    from snapws.ops.cache.keys import parse_time
+    from snapws.ops.transfer.cache.keys import parse_time
 
     text = os.environ.get(NOW_ENV, "").strip()
     if not text:
@@ -59,7 +59,7 @@ def _now_ns() -> int | None:
 
 
 def _final_key(app: App, key: str, key_from: tuple[str, ...]) -> str:
-    from snapws.ops.cache.keys import check_key, key_from_files
+    from snapws.ops.transfer.cache.keys import check_key, key_from_files
 
     return key_from_files(key, key_from, app.cwd) if key_from else check_key(key)
 
@@ -134,7 +134,7 @@ def save_cmd(
     that exists replaces that entry. Blobs the registry has are not sent:
     after a restore, only the new top layer is uploaded.
     """
-    from snapws.ops.cache.save import save_cache
+    from snapws.ops.transfer.cache.save import save_cache
 
     final = _final_key(app, key, key_from)
     bar = ByteBar(app, "compressing")
@@ -193,7 +193,7 @@ def restore_cmd(
     exits 0 unless --fail-on-cache-miss. With --json, cache_hit is true for
     an exact hit only (as actions/cache's cache-hit output).
     """
-    from snapws.ops.cache.restore import restore_cache
+    from snapws.ops.transfer.cache.restore import restore_cache
 
     final = _final_key(app, key, key_from)
     bar = ByteBar(app, "fetching")
@@ -240,7 +240,7 @@ def _rows(entries: list[CacheEntry]) -> list[str]:
 @pass_app
 def list_cmd(app: App, remote: str | None, insecure: bool, as_json: bool) -> None:
     """List cache entries: key, size of their blobs, when saved (local time)."""
-    from snapws.ops.cache.listing import list_cache
+    from snapws.ops.transfer.cache.listing import list_cache
 
     result = list_cache(_context(app, remote, insecure))
     if as_json:
@@ -254,7 +254,7 @@ def list_cmd(app: App, remote: str | None, insecure: bool, as_json: bool) -> Non
 
 
 def _parse_duration(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
-    from snapws.ops.gc import parse_grace
+    from snapws.ops.maintenance.gc import parse_grace
 
     try:
         return parse_grace(value)
@@ -289,7 +289,7 @@ def prune_cmd(
     registry must allow deletes). Their blobs stay on disk until the
     registry's garbage collection runs (`registry garbage-collect CONFIG`).
     """
-    from snapws.ops.cache.prune import prune_cache
+    from snapws.ops.transfer.cache.prune import prune_cache
 
     result = prune_cache(_context(app, remote, insecure), older_than, dry_run, _now_ns())
     if as_json:

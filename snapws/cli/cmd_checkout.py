@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from snapws.cli.app import App, emit_json, pass_app
-from snapws.ops.checkout import checkout, reset
-from snapws.ops.revs import branch_named
+from snapws.ops.history.revs import branch_named
+from snapws.ops.worktree.checkout import checkout, reset
 
 
 @click.command("checkout")

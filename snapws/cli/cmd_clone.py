@@ -53,7 +53,7 @@ def clone_cmd(
     --store, SNAPWS_STORE, `store =` in snapws.toml, or .snapws beside
     DIRECTORY.
     """
-    from snapws.ops.clone import clone, resolve_source
+    from snapws.ops.transfer.clone import clone, resolve_source
     from snapws.ops.workspace import resolve_store
 
     src = resolve_source(source, app.cwd, insecure, ref)

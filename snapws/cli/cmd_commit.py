@@ -6,7 +6,7 @@ import click
 
 from snapws.cli.app import App, emit_json, pass_app
 from snapws.cli.render import changes_json, summary
-from snapws.ops.commit import commit
+from snapws.ops.worktree.commit import commit
 
 
 @click.command("commit")

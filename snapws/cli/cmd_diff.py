@@ -10,7 +10,7 @@ from snapws.cli.gitpatch import patch_lines
 from snapws.cli.render import change_line, changes_json, relative_to
 from snapws.errors import ExitCode
 from snapws.model import Change, ChangeType, Kind, display_path
-from snapws.ops.diff import DiffResult, diff, status, status_ignored
+from snapws.ops.worktree.diff import DiffResult, diff, status, status_ignored
 from snapws.textdiff import StatRow, format_stat, line_stat
 
 

@@ -9,7 +9,7 @@ import click
 from snapws.cli.app import App, emit_json, pass_app
 from snapws.errors import ExitCode, SnapwsError, StoreCorruptError
 from snapws.model import WorkspaceState
-from snapws.ops.doctor import diagnose
+from snapws.ops.maintenance.doctor import diagnose
 
 MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 

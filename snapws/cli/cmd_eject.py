@@ -18,8 +18,8 @@ def eject_cmd(app: App, directory: Path | None, as_json: bool) -> None:
     the current directory): it becomes an ordinary directory holding its
     current tree, uncommitted changes included, no longer mounted. The store
     keeps every snapshot, branch and tag; it forgets the workspace."""
-    from snapws.ops.eject import eject
     from snapws.ops.session import open_session
+    from snapws.ops.worktree.eject import eject
 
     start = (app.cwd / directory) if directory else app.cwd
     with open_session(start, app.config, app.store, exclusive=True) as s:

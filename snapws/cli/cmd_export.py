@@ -54,7 +54,7 @@ def export_cmd(
 
     Works inside a workspace, or anywhere with --store PATH.
     """
-    from snapws.ops.export import export_rev
+    from snapws.ops.transfer.export import export_rev
 
     bar = byte_bar(app, as_json, "compressing")
     try:

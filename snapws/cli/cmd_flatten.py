@@ -6,7 +6,7 @@ import click
 
 from snapws.cli.app import App, emit_json, pass_app
 from snapws.cli.progress import ProgressBar
-from snapws.ops.flatten import flatten_in_workspace
+from snapws.ops.maintenance.flatten import flatten_in_workspace
 
 
 @click.command("flatten")

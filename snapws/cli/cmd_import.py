@@ -31,7 +31,7 @@ def import_cmd(
     anywhere with --store PATH (created if missing).
     """
     from snapws.oci.layout import source_relative_to
-    from snapws.ops.importing import import_source
+    from snapws.ops.transfer.importing import import_source
 
     if branch and tag:
         raise click.UsageError("give --branch or --tag, not both")

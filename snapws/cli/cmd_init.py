@@ -14,8 +14,8 @@ from snapws.cli.progress import ProgressBar
 from snapws.config import SHARED_NAMESPACE
 from snapws.errors import BadNameError
 from snapws.model import namespace_problem
-from snapws.ops.init import init
 from snapws.ops.workspace import forget_unused_store, resolve_store
+from snapws.ops.worktree.init import init
 
 
 @click.command("init")
@@ -86,7 +86,7 @@ def init_cmd(
     store_root = resolve_store(path, config, app.store)
     if source is not None:
         from snapws.cli.cmd_remote import ByteBar
-        from snapws.ops.clone import clone, resolve_source
+        from snapws.ops.transfer.clone import clone, resolve_source
 
         fetching = ByteBar(app, "fetching")
         fetching.bar.enabled = fetching.bar.enabled and not as_json

@@ -19,8 +19,8 @@ from snapws.cli.render import (
 )
 from snapws.errors import RevisionNotFoundError
 from snapws.ids import SnapshotId
-from snapws.ops.diff import diff
-from snapws.ops.history import LogEntry, all_ref_heads, log, ref_names, reflog
+from snapws.ops.history.log import LogEntry, all_ref_heads, log, ref_names, reflog
+from snapws.ops.worktree.diff import diff
 from snapws.refnames import ref_name_problem, shown
 
 
@@ -105,7 +105,7 @@ def show_cmd(
         if parent is not None and s.store.is_forgotten(parent):
             parent = None  # its parent was pruned: show the whole tree as added
         if parent is None:
-            from snapws.ops.diff import diff_from_nothing
+            from snapws.ops.worktree.diff import diff_from_nothing
 
             changes = diff_from_nothing(s, sid)
         else:

@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from snapws.cli.app import App, emit_json, pass_app
-from snapws.ops.mounting import mount, umount, workspaces
 from snapws.ops.recovery import recover
 from snapws.ops.workspace import find_workspace
+from snapws.ops.worktree.mounting import mount, umount, workspaces
 from snapws.store.store import Store
 
 

@@ -12,8 +12,8 @@ import click
 from snapws.cli.app import App, emit_json, pass_app
 from snapws.cli.cmd_verify import human_size, plural
 from snapws.cli.progress import ProgressBar
-from snapws.ops.gc import collect, format_grace, parse_grace, plan_gc
-from snapws.ops.prune import (
+from snapws.ops.maintenance.gc import collect, format_grace, parse_grace, plan_gc
+from snapws.ops.maintenance.prune import (
     UNLIMITED,
     Decision,
     Policy,
@@ -38,8 +38,8 @@ def _locked_store(app: App, exclusive: bool) -> Iterator[Store]:
         else find_workspace(app.cwd, app.config, None)[0]
     )
     if exclusive:
-        from snapws.ops.init import check_root
         from snapws.ops.recovery import recover
+        from snapws.ops.worktree.init import check_root
 
         check_root()
         with store.lock(True, app.config.lock_timeout):

@@ -16,8 +16,8 @@ from snapws.store.store import Store
 
 if TYPE_CHECKING:
     from snapws.oci.platform import Platform
-    from snapws.ops.pull import FetchResult
-    from snapws.ops.remotes import TransferSettings
+    from snapws.ops.transfer.pull import FetchResult
+    from snapws.ops.transfer.remotes import TransferSettings
 
 CREDENTIALS_HELP = (
     "Credentials are never taken from the command line: snapws reads "
@@ -35,7 +35,7 @@ CREDENTIALS_HELP = (
 def _store(app: App, exclusive: bool) -> Iterator[Store]:
     """The store of the current workspace (locked), or the one --store /
     SNAPWS_STORE names when the command runs outside a workspace."""
-    from snapws.ops.push import workspace_or_store
+    from snapws.ops.transfer.push import workspace_or_store
 
     with workspace_or_store(app.cwd, app.config, app.store, exclusive) as (store, _state):
         yield store
@@ -122,7 +122,7 @@ def _parse_size(text: str) -> int:
 
 
 def _settings(chunk_size: str | None) -> TransferSettings:
-    from snapws.ops.remotes import TransferSettings
+    from snapws.ops.transfer.remotes import TransferSettings
 
     if chunk_size is None:
         return TransferSettings()
@@ -156,7 +156,7 @@ remote_cmd.help = inspect.cleandoc(remote_cmd.help or "") + "\n\n" + CREDENTIALS
 @pass_app
 def remote_add_cmd(app: App, name: str, url: str, insecure: bool, as_json: bool) -> None:
     """Add remote NAME at URL."""
-    from snapws.ops.remotes import add_remote
+    from snapws.ops.transfer.remotes import add_remote
 
     with _store(app, exclusive=True) as store:
         entry = add_remote(store, name, url, insecure, app.cwd)
@@ -178,7 +178,7 @@ def remote_add_cmd(app: App, name: str, url: str, insecure: bool, as_json: bool)
 @pass_app
 def remote_remove_cmd(app: App, name: str) -> None:
     """Remove remote NAME and its remote-tracking refs."""
-    from snapws.ops.remotes import remove_remote
+    from snapws.ops.transfer.remotes import remove_remote
 
     with _store(app, exclusive=True) as store:
         entry = remove_remote(store, name, app.who())
@@ -190,7 +190,7 @@ def remote_remove_cmd(app: App, name: str) -> None:
 @pass_app
 def remote_list_cmd(app: App, as_json: bool = False) -> None:
     """List remotes."""
-    from snapws.ops.remotes import read_remotes, tracking_refs
+    from snapws.ops.transfer.remotes import read_remotes, tracking_refs
 
     with _store(app, exclusive=False) as store:
         remotes = read_remotes(store)
@@ -273,7 +273,7 @@ def push_cmd(
     replaces it only if it still names what you last fetched or pushed
     (or EXPECTED), so work pushed meanwhile is never lost.
     """
-    from snapws.ops.push import PushRequest, push
+    from snapws.ops.transfer.push import PushRequest, push
 
     request = PushRequest(remote, rev, tag, compression, force, lease)
     settings = _settings(chunk_size)
@@ -334,9 +334,9 @@ def fetch_cmd(
     as the remote-tracking ref REMOTE/TAG (`snapws log origin/main`,
     `snapws checkout -b NAME origin/main`). The workspace is not changed.
     """
-    from snapws.ops.pull import fetch
-    from snapws.ops.push import split_remote_arg
-    from snapws.ops.remotes import get_remote
+    from snapws.ops.transfer.pull import fetch
+    from snapws.ops.transfer.push import split_remote_arg
+    from snapws.ops.transfer.remotes import get_remote
 
     platform = _platform(platform_text)
     bar = ByteBar(app, "fetching")
@@ -391,9 +391,9 @@ def pull_cmd(
     out. Refuses with uncommitted changes (exit 5) or when the branch has
     diverged from the remote's (exit 8).
     """
-    from snapws.ops.pull import pull
-    from snapws.ops.push import split_remote_arg
-    from snapws.ops.remotes import get_remote
+    from snapws.ops.transfer.pull import pull
+    from snapws.ops.transfer.push import split_remote_arg
+    from snapws.ops.transfer.remotes import get_remote
 
     platform = _platform(platform_text)
     bar = ByteBar(app, "fetching")

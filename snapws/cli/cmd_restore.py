@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from snapws.cli.app import App, pass_app
-from snapws.ops.restore import restore
+from snapws.ops.worktree.restore import restore
 
 
 @click.command("restore")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from snapws.cli.app import App, pass_app
-from snapws.ops.shell import Place, default_shell, prepare, run_program
+from snapws.ops.worktree.shell import Place, default_shell, prepare, run_program
 
 
 def _run(ctx: click.Context, argv: list[str], place: Place) -> None:

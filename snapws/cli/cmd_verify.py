@@ -13,12 +13,12 @@ from snapws.cli.progress import ProgressBar
 from snapws.errors import NotAWorkspaceError, StoreCorruptError, VerifyFailedError
 from snapws.ids import LayerId, SnapshotId
 from snapws.model import display_path
-from snapws.ops.du import UsageReport, disk_usage
-from snapws.ops.history import ref_names
-from snapws.ops.repair import RepairReport
-from snapws.ops.repair import repair as repair_store
-from snapws.ops.revs import resolve_rev
-from snapws.ops.verify import DataSubset, Problem, Progress, VerifyReport, verify
+from snapws.ops.history.log import ref_names
+from snapws.ops.history.revs import resolve_rev
+from snapws.ops.maintenance.du import UsageReport, disk_usage
+from snapws.ops.maintenance.repair import RepairReport
+from snapws.ops.maintenance.repair import repair as repair_store
+from snapws.ops.maintenance.verify import DataSubset, Problem, Progress, VerifyReport, verify
 from snapws.ops.workspace import find_store, find_workspace
 from snapws.store.store import Store
 

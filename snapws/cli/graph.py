@@ -9,7 +9,7 @@ shift left, so that every edge is drawn.
 from __future__ import annotations
 
 from snapws.ids import SnapshotId
-from snapws.ops.history import LogEntry
+from snapws.ops.history.log import LogEntry
 
 
 def _transition(moves: list[tuple[int, int]]) -> str:

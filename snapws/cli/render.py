@@ -15,7 +15,7 @@ from snapws.model import (
     SnapshotRecord,
     display_path,
 )
-from snapws.ops.history import LogEntry
+from snapws.ops.history.log import LogEntry
 
 
 def relative_to(path: bytes, base: bytes) -> bytes:

@@ -2,7 +2,7 @@
 
 A snapshot's record names its own layer; its chain (the layers mounted,
 bottom first) starts as its parent's chain plus that layer, and compaction
-(:mod:`snapws.ops.flatten`) may later replace a run of it ending at the top
+(:mod:`snapws.ops.maintenance.flatten`) may later replace a run of it ending at the top
 by one merged layer (:func:`snapws.layers.merge.merge_entries`). So the
 chain's top is either the record's layer or a merged layer whose run had it
 (or a layer that did) on top. Both facts are checked from manifests alone:

@@ -31,7 +31,7 @@ def recover(store: Store) -> str | None:
         store.clear_journal()  # its staging directory goes with the sweep below
         done = "rolled back an interrupted commit"
     elif isinstance(typed, InitJournal):
-        from snapws.ops.init import finish_init, rollback_init
+        from snapws.ops.worktree.init import finish_init, rollback_init
 
         if typed.layer is None and typed.snapshot is None:
             rollback_init(store, typed)
@@ -40,26 +40,26 @@ def recover(store: Store) -> str | None:
             finish_init(store, typed)
             done = "finished an interrupted init"
     elif isinstance(typed, CommitJournal):
-        from snapws.ops.commit import finish_commit
+        from snapws.ops.worktree.commit import finish_commit
 
         finish_commit(store, typed)
         done = "finished an interrupted commit"
     elif isinstance(typed, SwitchJournal):
-        from snapws.ops.checkout import finish_switch
+        from snapws.ops.worktree.checkout import finish_switch
 
         finish_switch(store, typed)
         done = "finished an interrupted checkout/reset"
     elif op == "prune":
-        from snapws.ops.prune import finish_forget
+        from snapws.ops.maintenance.prune import finish_forget
 
         finish_forget(store, j)
         done = "finished an interrupted prune"
     elif op == "eject":
-        from snapws.ops.eject import recover_eject
+        from snapws.ops.worktree.eject import recover_eject
 
         done = recover_eject(store, j)
     elif op == "gc":
-        from snapws.ops.gc import finish_gc
+        from snapws.ops.maintenance.gc import finish_gc
 
         finish_gc(store, j)
         done = "finished an interrupted gc"

@@ -58,7 +58,7 @@ def open_session(
         state = store.read_workspace(_state.id)
         if exclusive and mount:
             backend_for(state).ensure_shown(store, state)
-            from snapws.ops.checkout import settle
+            from snapws.ops.worktree.checkout import settle
 
             state = settle(store, state)
         yield Session(store, state, config, HashCache())

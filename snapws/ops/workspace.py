@@ -190,7 +190,7 @@ def resolve_store(path_hint: Path, config: Config, store_path: Path | None) -> P
     ``.snapws-<uid>`` at the top of a filesystem that is a link, another
     user's or writable by group or others is refused (BadPathError; an
     override is the way out); any store directory is checked again by
-    :func:`snapws.ops.init.check_store_dir`."""
+    :func:`snapws.ops.worktree.init.check_store_dir`."""
     if store_path is not None:
         return store_path.absolute()
     if config.store is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from snapws.errors import BadNameError, BadPathError
-from snapws.ops.cache.keys import (
+from snapws.ops.transfer.cache.keys import (
     MAX_TAG,
     CacheEntry,
     cache_tag,

@@ -1,4 +1,4 @@
-"""snapws.ops.cache.restore without a registry: the checks before a download."""
+"""snapws.ops.transfer.cache.restore without a registry: the checks before a download."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from snapws.errors import ExitCode, PermissionDeniedError
-from snapws.ops.cache.restore import hides_files
+from snapws.ops.transfer.cache.restore import hides_files
 
 
 def test_hides_files(tmp_path: Path) -> None:

@@ -25,9 +25,9 @@ from snapws.layers.manifestdiff import ManifestChain, SortedManifest, diff_chain
 from snapws.layers.merge import RunLayer, build_merged_tree
 from snapws.layers.view import ChainView
 from snapws.model import Entry, Kind, encode_manifest, manifest_id
-from snapws.ops.commit import commit
-from snapws.ops.diff import diff as ops_diff
 from snapws.ops.session import open_session
+from snapws.ops.worktree.commit import commit
+from snapws.ops.worktree.diff import diff as ops_diff
 
 Layer = tuple[LayerId, bytes, bytes]  # id, tree, manifest bytes
 

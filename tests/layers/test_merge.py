@@ -32,8 +32,8 @@ from snapws.layers.view import ChainView
 from snapws.model import Entry, Kind, decode_manifest
 from snapws.mounts.mounter import detach, mount_at, mount_overlay, unmount
 from snapws.mounts.plan import MountPlan
-from snapws.ops.commit import commit
 from snapws.ops.session import open_session
+from snapws.ops.worktree.commit import commit
 from snapws.store.store import Store
 
 # --------------------------------------------------------------------------- rules, on manifests

@@ -19,7 +19,7 @@ from conftest import Workspace, WorkspaceFactory, run_cli
 
 from snapws.errors import BadImageError, ExitCode
 from snapws.ids import LayerId, SnapshotId
-from snapws.ops.verify import verify
+from snapws.ops.maintenance.verify import verify
 from snapws.store.store import EMPTY_LAYER, Store
 
 from .ocitools import import_layout, store_listing

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from conftest import Workspace, WorkspaceFactory, run_cli
 from helpers import State, state_diff, tree_state
-from ops.test_roundtrip import SMALL_SPARSE, build_everything, hardlinked, sparse_ok
+from ops.worktree.test_roundtrip import SMALL_SPARSE, build_everything, hardlinked, sparse_ok
 
 from snapws.model import decode_manifest
 

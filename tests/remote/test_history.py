@@ -27,8 +27,8 @@ from snapws.oci.history import (
     with_history,
 )
 from snapws.oci.image import Blob, Descriptor, Image, canonical_json
-from snapws.ops.push import plan_push, send_image
-from snapws.ops.remotes import get_remote
+from snapws.ops.transfer.push import plan_push, send_image
+from snapws.ops.transfer.remotes import get_remote
 from snapws.remote.registry import RegistryRemote
 from snapws.remote.url import parse_remote_url
 from snapws.store.store import Store

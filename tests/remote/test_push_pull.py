@@ -299,8 +299,8 @@ def test_push_killed_after_the_manifest(origin: Workspace, registry: Registry) -
 def test_push_with_the_registry_stopped_mid_upload(origin: Workspace, registry: Registry) -> None:
     """The registry dies while the second layer uploads: push fails (exit
     15) without a tag; once it is back, the push sends what is missing."""
-    from snapws.ops.push import plan_push, send_image
-    from snapws.ops.remotes import TransferSettings, get_remote
+    from snapws.ops.transfer.push import plan_push, send_image
+    from snapws.ops.transfer.remotes import TransferSettings, get_remote
     from snapws.store.store import Store
 
     from .conftest import FAST_RETRY

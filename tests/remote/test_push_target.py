@@ -1,5 +1,5 @@
-"""What a push sends where (snapws.ops.push.choose_target) and the three
-phases of :func:`snapws.ops.push.push`, against an OCI layout directory."""
+"""What a push sends where (snapws.ops.transfer.push.choose_target) and the three
+phases of :func:`snapws.ops.transfer.push.push`, against an OCI layout directory."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from conftest import Workspace, WorkspaceFactory, run_cli
 
 from snapws.errors import ExitCode, MissingArgumentError
 from snapws.ids import SnapshotId
-from snapws.ops.fastforward import Lease
-from snapws.ops.push import PushRequest, choose_target, split_remote_arg
+from snapws.ops.history.fastforward import Lease
+from snapws.ops.transfer.push import PushRequest, choose_target, split_remote_arg
 from snapws.store.store import Store
 
 

@@ -13,9 +13,9 @@ from registry import Registry
 
 from snapws.errors import PushRejectedError
 from snapws.ids import SnapshotId
-from snapws.ops.fastforward import read_tip
-from snapws.ops.push import plan_push, send_image
-from snapws.ops.remotes import get_remote, open_remote
+from snapws.ops.history.fastforward import read_tip
+from snapws.ops.transfer.push import plan_push, send_image
+from snapws.ops.transfer.remotes import get_remote, open_remote
 from snapws.store.store import Store
 
 REPO = "team/app"
@@ -32,7 +32,7 @@ def moved(old: str, new: str, sep: str = "..") -> str:
 
 def tag_names(registry: Registry) -> SnapshotId | None:
     """The snapshot the registry's ``main`` tag names now."""
-    from snapws.ops.remotes import RemoteEntry
+    from snapws.ops.transfer.remotes import RemoteEntry
 
     entry = RemoteEntry("x", f"{registry.url}/{REPO}", insecure=True)
     remote = open_remote(None, entry, push=False)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from snapws.ops.gc import CRASH_STEPS as GC_STEPS
-from snapws.ops.prune import CRASH_STEPS as PRUNE_STEPS
+from snapws.ops.maintenance.gc import CRASH_STEPS as GC_STEPS
+from snapws.ops.maintenance.prune import CRASH_STEPS as PRUNE_STEPS
 
 from .conftest import Workspace, crash, recover
 from .verify import assert_store_ok

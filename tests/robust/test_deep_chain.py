@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from snapws.config import Config
-from snapws.ops.commit import commit
 from snapws.ops.session import open_session
+from snapws.ops.worktree.commit import commit
 
 from .conftest import AUTHOR, Workspace, is_mounted_rw, mount_line
 from .verify import assert_store_ok

@@ -159,8 +159,8 @@ def _fix_conf(ws: Workspace) -> None:
 def test_restore_never_writes_through_a_swapped_symlink(
     backend: str, make_workspace: WorkspaceFactory, mount_guard: Path, outside: Path
 ) -> None:
-    from snapws.ops.restore import restore
     from snapws.ops.session import open_session
+    from snapws.ops.worktree.restore import restore
 
     ws = _kernel(make_workspace) if backend == "kernel" else _plain(mount_guard)
     sid = SnapshotId(ws.head())
@@ -181,8 +181,8 @@ def test_restore_never_writes_through_a_swapped_symlink(
 def test_plain_checkout_and_reset_never_write_through_a_swapped_symlink(
     verb: str, mount_guard: Path, outside: Path
 ) -> None:
-    from snapws.ops.checkout import checkout, reset
     from snapws.ops.session import open_session
+    from snapws.ops.worktree.checkout import checkout, reset
 
     ws = _plain(mount_guard)
     c0 = ws.head()

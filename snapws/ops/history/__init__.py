@@ -1,0 +1,2 @@
+"""History: log, refs (branches and tags), revision parsing, fast-forward
+checks."""

@@ -1,0 +1,2 @@
+"""The working-tree verbs: init, commit, checkout and reset, restore, status
+and diff, eject, mount, shell."""
