@@ -45,6 +45,7 @@ fi
 _ZSH = r"""_snapws_hook() {
   local snapws_status=$?
   emulate -L zsh
+  setopt no_auto_pushd
   if [[ ! . -ef $PWD && -d $PWD ]]; then
     local oldpwd=$OLDPWD
     builtin cd -q "$PWD" >/dev/null 2>&1

@@ -177,11 +177,11 @@ def test_zsh_follows_a_replaced_directory(tmp_path: Path) -> None:
         "(exit 6); _snapws_hook\n"
         'print -r -- "status=$? dirs=${#dirstack} oldpwd=$OLDPWD pwd=$PWD"\n'
         "stat -c %i .\n"
-        "rmdir ../X; (exit 7); _snapws_hook\n"
+        "mv ../X ../X.gone; (exit 7); _snapws_hook\n"
         'print -r -- "status=$? pwd=$PWD"\n'
     )
     out = run_shell([zsh, "-f"], tmp_path, script)
-    old, new = inode(tmp_path / "X.old"), inode(tmp_path / "X")
+    old, new = inode(tmp_path / "X.old"), inode(tmp_path / "X.gone")  # (the new X, moved away)
     assert out == [
         "_snapws_hook user_precmd",
         old,
@@ -203,9 +203,9 @@ def test_fish_follows_a_replaced_directory(tmp_path: Path) -> None:
         "emit fish_prompt\n"
         'echo "pwd=$PWD"\n'
         "stat -c %i .\n"
-        "rmdir ../X; emit fish_prompt\n"
+        "mv ../X ../X.gone; emit fish_prompt\n"
         'echo "pwd=$PWD"\n'
     )
     out = run_shell([fish, "--no-config"], tmp_path, script)
-    old, new = inode(tmp_path / "X.old"), inode(tmp_path / "X")
+    old, new = inode(tmp_path / "X.old"), inode(tmp_path / "X.gone")  # (the new X, moved away)
     assert out == [old, "user", f"pwd={tmp_path}/X", new, "user", f"pwd={tmp_path}/X"]
