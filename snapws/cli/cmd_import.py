@@ -30,7 +30,7 @@ def import_cmd(
     becomes a new snapshot without parents. Works inside a workspace, or
     anywhere with --store PATH (created if missing).
     """
-    from snapws.oci.layout import source_relative_to
+    from snapws.oci.imagesource import source_relative_to
     from snapws.ops.transfer.importing import import_source
 
     if branch and tag:

@@ -17,8 +17,8 @@ from typing import Any
 from snapws.ids import SnapshotId
 from snapws.layers.view import ChainView
 from snapws.model import ROOT, Entry
+from snapws.oci.imagesource import open_source
 from snapws.oci.importer import import_image
-from snapws.oci.layout import open_source
 from snapws.store.store import EMPTY_LAYER, Store
 
 T0 = 1_600_000_000

@@ -73,7 +73,7 @@ def resolve_source(
     """What SOURCE ``text`` names (see the module); relative paths are taken
     from ``cwd``; ``ref`` is the image or tag to take (else a registry
     reference's ``:TAG``). Raises BadRemoteUrlError, saying what was tried."""
-    from snapws.oci.layout import source_relative_to
+    from snapws.oci.imagesource import source_relative_to
 
     if text.startswith("dir:"):
         spec = parse_remote_url(text, insecure, cwd)

@@ -19,8 +19,8 @@ from snapws.config import Config
 from snapws.errors import BadPathError, NameExistsError
 from snapws.ids import SnapshotId
 from snapws.model import WorkspaceState
+from snapws.oci.imagesource import open_source
 from snapws.oci.importer import import_image
-from snapws.oci.layout import open_source
 from snapws.ops.transfer.export import locate_store
 from snapws.ops.workspace import new_workspace_namespace
 from snapws.ops.worktree.init import (
@@ -53,7 +53,7 @@ def import_into(
     ref: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[SnapshotId, str]:
-    """Import image ``src`` (see :func:`snapws.oci.layout.open_source`)
+    """Import image ``src`` (see :func:`snapws.oci.imagesource.open_source`)
     into ``store``. Returns the snapshot and the source's description.
 
     Precondition: the caller holds the store lock exclusively. Raises
