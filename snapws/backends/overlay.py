@@ -13,9 +13,7 @@ a user namespace, fuse-overlayfs) and how U encodes deletions.
 
 from __future__ import annotations
 
-import abc
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,21 +26,18 @@ from snapws.backends.base import (
     UpperForm,
     WorkChanges,
 )
-from snapws.backends.swap import (
-    FREEZE_WAIT,
-    move_into_mount,
-    stray_entries,
-    stray_entries_error,
-)
+from snapws.backends.swap import MountSwapper, stray_entries, stray_entries_error
 from snapws.backends.upperdir import (
+    adopt_entries,
     carriable,
     carry_ignored,
-    copy_dir_meta,
     make_upper,
     new_dir_names,
     plan_mount,
     prepare_layer_tree,
+    rebuild_names,
     refuse_foreign_opaque,
+    return_entries,
     sweep_workspace_dir,
     top_root,
 )
@@ -51,8 +46,7 @@ from snapws.crash import crashpoint
 from snapws.errors import MountError, NotMountedError, UnsupportedError
 from snapws.ids import LayerId, SnapshotId, WorkspaceId
 from snapws.layers.diff import diff_views
-from snapws.layers.entries import opaque_xattr
-from snapws.layers.ignore import IgnoreRules, drop_ignored, ignored_in_tree
+from snapws.layers.ignore import drop_ignored
 from snapws.layers.materialise import materialise
 from snapws.layers.scan import (
     CommitPlan,
@@ -60,19 +54,16 @@ from snapws.layers.scan import (
     ignored_in_upper,
     plan_upper,
     prune_upper,
-    read_tree,
 )
 from snapws.layers.view import ChainView
-from snapws.model import Change, Entry, Kind, WorkspaceState, dir_name_problem
+from snapws.model import Change, Entry, Kind, WorkspaceState
 from snapws.mounts import busy, mounter
-from snapws.mounts.mounter import BeneathUnsupportedError, MountBusyError
-from snapws.mounts.plan import MountPlan
 from snapws.session import Session
 from snapws.store.atomic import syncfs
 from snapws.store.store import Store
 
 
-class OverlayBackend(Backend):
+class OverlayBackend(MountSwapper, Backend):
     """A workspace shown by an overlay mount of HEAD's chain below U."""
 
     #: the form of U this backend's mounts write (what the scan of U reads)
@@ -80,99 +71,6 @@ class OverlayBackend(Backend):
     #: True when a change of a workspace that running programs hold goes
     #: through its live mount instead of a remount (see :meth:`holds`)
     can_hold: ClassVar[bool] = False
-
-    # ---- mount primitives, per backend ----------------------------------------
-
-    @abc.abstractmethod
-    def mount(self, plan: MountPlan) -> None:
-        """Mount ``plan`` (lower chain below ``plan.upper``) on ``plan.target``.
-        Precondition: nothing of this workspace is mounted there; the upper
-        and work directories exist. Raises MountError, UnsupportedError."""
-
-    @abc.abstractmethod
-    def mount_beneath(self, plan: MountPlan) -> None:
-        """Mount ``plan`` BENEATH the mount now on ``plan.target``: the path
-        keeps showing the old mount until it is detached, then the new one,
-        never the directory below. Raises BeneathUnsupportedError (nothing
-        mounted) when the kernel cannot, MountError on failures."""
-
-    @abc.abstractmethod
-    def _remount(self, target: Path, readonly: bool) -> None:
-        """Remount the workspace mount on ``target`` read-only or read-write
-        (every mount of its superblock). Raises MountError, MountBusyError
-        while files are open for writing."""
-
-    @abc.abstractmethod
-    def detach(self, target: Path) -> None:
-        """Lazily unmount ``target``; processes inside keep the old (frozen)
-        view until they leave it. Never busy. Raises MountError."""
-
-    @abc.abstractmethod
-    def unmount(self, target: Path, lazy: bool = False) -> None:
-        """Unmount the workspace on ``target``: only when unused (raises
-        MountBusyError naming why), or ``lazy``: freeze, then detach."""
-
-    # ---- freezing and swapping mounts ----------------------------------------
-
-    def freeze(self, target: Path, action: str) -> None:
-        """Make the mount on ``target`` read-only so that U stops changing.
-        While a process holds a file open for writing (or mapped
-        shared-writable), retries for up to :data:`FREEZE_WAIT` seconds,
-        then refuses, changing nothing: WorkspaceBusyError naming the
-        processes and ``action``. A process whose cwd is inside does not
-        block it. Raises MountError on other failures."""
-        deadline = time.monotonic() + FREEZE_WAIT
-        pause = 0.001
-        while True:
-            try:
-                self._remount(target, readonly=True)
-                return
-            except MountBusyError:
-                if time.monotonic() >= deadline:
-                    raise busy.busy_error(target, action) from None
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
-
-    def thaw(self, target: Path) -> None:
-        """Undo :meth:`freeze`. Raises MountError."""
-        self._remount(target, readonly=False)
-
-    def replace(
-        self,
-        plan: MountPlan,
-        action: str = "remount",
-        after_beneath: Callable[[], None] | None = None,
-    ) -> int:
-        """Show ``plan`` on ``plan.target`` in place of the older mount of the
-        same workspace there, with no moment at which the path resolves to
-        the directory below: freeze the old mount if writable, mount
-        ``plan`` beneath it, detach it. Before Linux 6.5 (no mount-beneath):
-        detach, mount, and move what was written below in between into the
-        new mount; returns how many entries were so moved (0 otherwise).
-        ``after_beneath`` runs between mounting beneath and detaching (crash
-        tests). Raises MountError, WorkspaceBusyError."""
-        target = plan.target
-        top = mounter.mount_at(target)
-        if top is not None and not mounter.is_readonly(top):
-            self.freeze(target, action)
-        try:
-            self.mount_beneath(plan)
-        except BeneathUnsupportedError:
-            return self._replace_with_sweep(plan)
-        if after_beneath is not None:
-            after_beneath()
-        self.detach(target)
-        return 0
-
-    def _replace_with_sweep(self, plan: MountPlan) -> int:
-        target = plan.target
-        self.detach(target)
-        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            self.mount(plan)
-            return move_into_mount(fd, target)
-        finally:
-            os.close(fd)
 
     # ---- what the directory shows ------------------------------------------------
 
@@ -262,30 +160,8 @@ class OverlayBackend(Backend):
         recorded: tuple[object, object],
         mounted: tuple[str, str] | None,
     ) -> tuple[str, str]:
-        """The mounted upperdir, else the recorded one if it exists, else the
-        newest ``upper-*``, else a new one; its work directory, made if
-        missing."""
-        wsdir = store.workspace_dir(wid)
-        uppers = sorted(
-            (p for p in wsdir.iterdir() if p.name.startswith("upper-") and p.is_dir()),
-            key=lambda p: p.stat().st_mtime_ns,
-        )
-        rec_upper, rec_work = recorded
-        if mounted is not None:
-            upper, work = mounted
-        elif _valid_name(rec_upper) and (wsdir / str(rec_upper)).is_dir():
-            upper, work = str(rec_upper), str(rec_work) if _valid_name(rec_work) else ""
-        elif uppers:
-            upper, work = uppers[-1].name, ""  # the newest
-        else:
-            upper, work = new_dir_names()
-            (wsdir / upper).mkdir()
-        if not (_valid_name(work) and (wsdir / work).is_dir()):
-            work = "work-" + upper[len("upper-") :] if upper.startswith("upper-") else ""
-            if not _valid_name(work) or ((wsdir / work).exists() and not (wsdir / work).is_dir()):
-                work = new_dir_names()[1]
-            (wsdir / work).mkdir(exist_ok=True)
-        return upper, work
+        """:func:`~snapws.backends.upperdir.rebuild_names`."""
+        return rebuild_names(store.workspace_dir(wid), recorded, mounted)
 
     def sweep(self, store: Store, state: WorkspaceState) -> None:
         """Old upper and work directories, staging mount points."""
@@ -368,20 +244,17 @@ class OverlayBackend(Backend):
         if not memo.through:
             syncfs(session.upper)
             return entries_of(plan.keep, session.config.hash_threads, known=session.hashes)
-        from snapws.backends.plain.stage import Stager  # (held only: status never needs it)
+        from snapws.backends.held import stage_copied  # (held only: status never needs it)
 
-        tree.mkdir()
-        stager = Stager(
-            os.fsencode(session.path),
-            os.fsencode(tree),
-            opaque_xattr(session.store.xattr_form),
-            True,
-        )
         recreated = {n.path for n in plan.keep if n.opaque and n.path != b"."}
-        stager.stage(work.changes, recreated, work.ignored)
-        stager.finish()
-        return entries_of(
-            read_tree(os.fsencode(tree)), session.config.hash_threads, known=stager.hashes
+        return stage_copied(
+            session.path,
+            tree,
+            work.changes,
+            recreated,
+            work.ignored,
+            session.store.xattr_form,
+            session.config.hash_threads,
         )
 
     def commit_part(self, session: Session, work: WorkChanges) -> JournalPart:
@@ -470,17 +343,9 @@ class OverlayBackend(Backend):
         paths that differ (and the uncommitted ones unless kept) are to be
         rewritten through the live mount, as the plain backend does."""
         if _memo(work).through:
-            from snapws.backends.plain.write import meta_only
+            from snapws.backends.held import switch_part
 
-            changed = between()
-            mine = [] if keep else work.changes
-            paths = {c.path for c in changed} | {c.path for c in mine}
-            return {
-                "held": True,
-                "paths": [os.fsdecode(p) for p in sorted(paths)],
-                "meta_only": [os.fsdecode(p) for p in sorted(meta_only(changed, mine))],
-                "keep": [os.fsdecode(p) for p in work.ignored],
-            }
+            return switch_part(work.changes, between(), work.ignored, keep)
         if keep:
             return {"prune_kept": [os.fsdecode(p) for p in _plan(work).prune_around_ignored()]}
         upper = os.fsencode(session.upper)
@@ -507,11 +372,20 @@ class OverlayBackend(Backend):
         read through the frozen mount."""
         if part.get("held"):
             if "paths" in part:
-                self._rewrite_live(store, old, new, part)
+                from snapws.backends.held import rewrite_live
+
+                if self.mount_state(store, old) == "frozen":
+                    self.thaw(Path(new.path))
+                rewrite_live(store, new, part)
                 done()
             return
         if part.get("settle"):
-            self._build_upper(store, old, new)
+            from snapws.backends.held import build_settled_upper
+
+            def layer_dirs(layers: list[LayerId]) -> list[bytes]:
+                return _layer_dirs(store, layers)
+
+            build_settled_upper(store, old, new, self.upper_form, layer_dirs)
             return
         if old == new:
             return
@@ -534,62 +408,6 @@ class OverlayBackend(Backend):
         if self.mount_state(store, state) != "mounted":
             return None
         return {"settle": True}
-
-    def _rewrite_live(
-        self, store: Store, old: WorkspaceState, new: WorkspaceState, part: JournalPart
-    ) -> None:
-        """Rewrite the journaled paths from ``new.head`` through the mount."""
-        from snapws.backends.plain.write import rewrite_paths
-
-        path = Path(new.path)
-        if self.mount_state(store, old) == "frozen":
-            self.thaw(path)
-        view = ChainView([os.fsencode(p) for p in store.layer_trees(new.head)])
-        rewrite_paths(
-            os.fsencode(path),
-            view,
-            [os.fsencode(p) for p in part["paths"]],
-            True,
-            [os.fsencode(p) for p in part.get("meta_only", ())],
-            halfway=lambda: crashpoint("checkout:rewriting"),
-            keep=[os.fsencode(p) for p in part.get("keep", ())],
-        )
-
-    def _build_upper(self, store: Store, old: WorkspaceState, new: WorkspaceState) -> None:
-        """Make ``new``'s upperdir hold the working tree's changes against
-        HEAD, in overlay form (whiteouts, opaque directories), copied from
-        the frozen mount of ``old``; built under a temporary name, then
-        renamed (idempotent: a finished one is kept)."""
-        from snapws.backends.plain.stage import Stager
-
-        wsdir = store.workspace_dir(new.id)
-        target = wsdir / new.upper
-        if target.exists():
-            return
-        tmp = wsdir / f".{new.upper}.build"
-        if tmp.exists():
-            store.discard(tmp)
-        upper = os.fsencode(wsdir / old.upper)
-        head_view = ChainView([os.fsencode(p) for p in store.layer_trees(old.head)])
-        work_view = ChainView(
-            [upper, *[os.fsencode(p) for p in store.layer_trees(old.mounted_head)]],
-            upper_form=self.upper_form,
-        )
-        assert old.base is not None
-        dirs = [upper, *_layer_dirs(store, store.unshared_layers(old.base, old.head))]
-        changes = diff_views(head_view, work_view, dirs)
-        base_view = ChainView([os.fsencode(p) for p in store.layer_trees(old.mounted_head)])
-        plan = plan_upper(upper, base_view, self.upper_form)
-        recreated = {n.path for n in plan.keep if n.opaque and n.path != b"."}
-        tmp.mkdir()
-        stager = Stager(
-            os.fsencode(old.path), os.fsencode(tmp), opaque_xattr(store.xattr_form), True
-        )
-        stager.stage(changes, recreated, [])
-        stager.finish()
-        copy_dir_meta(Path(old.path), tmp)
-        os.rename(tmp, target)
-        (wsdir / new.work).mkdir(exist_ok=True)
 
     # ---- starting a workspace --------------------------------------------------------
 
@@ -624,26 +442,14 @@ class OverlayBackend(Backend):
         (``.snapwsignore``, ``ignore =``) are never in a layer: they move on
         into a directory beside the staging one (:func:`_ignored_side`),
         whence :meth:`install` puts them into the first upperdir."""
-        tree.mkdir()
-        copy_dir_meta(path, tree)
-        src, dst = os.fsencode(path), os.fsencode(tree)
-        for name in os.listdir(src):
-            os.rename(src + b"/" + name, dst + b"/" + name)
-        copy_dir_meta(path, tree)  # renames changed the mtimes
-        tops = ignored_in_tree(dst, IgnoreRules.for_tree(dst, config.ignore))
-        if not tops:
+        ignored_from, ignored = adopt_entries(path, tree, config.ignore)
+        if not ignored:
             return Adopted(None)
-        side = _ignored_side(tree)
-        side.mkdir()
-        copy_dir_meta(tree, side)
-        carry_ignored(tree, side, [os.fsdecode(p) for p in tops])
-        return Adopted(None, {"ignored_from": side.name, "ignored": [os.fsdecode(p) for p in tops]})
+        return Adopted(None, {"ignored_from": ignored_from, "ignored": ignored})
 
     def unadopt(self, path: Path, tree: Path) -> None:
         """Every entry goes back into the directory (ignored ones too)."""
-        for src in (tree, _ignored_side(tree)):
-            if src.is_dir():
-                _merge_back(src, path)
+        return_entries(path, tree)
 
     def first_state(
         self, wid: WorkspaceId, path: Path, head: SnapshotId, branch: str | None
@@ -674,28 +480,6 @@ class OverlayBackend(Backend):
                 upper = store.workspace_dir(state.id) / state.upper
                 carry_ignored(staged, upper, part["ignored"])
                 store.discard(staged)
-
-
-def _ignored_side(tree: Path) -> Path:
-    """Where an init's ignored paths wait (beside its staging directory,
-    which becomes the layer)."""
-    return tree.parent.with_name(tree.parent.name + "-ignored")
-
-
-def _merge_back(src: Path, dst: Path) -> None:
-    """Move every entry of ``src`` into ``dst``, into directories that
-    exist there already; ``src``'s emptied directories are removed."""
-    for name in os.listdir(src):
-        s, d = src / name, dst / name
-        if s.is_dir() and not s.is_symlink() and d.is_dir() and not d.is_symlink():
-            _merge_back(s, d)
-            os.rmdir(s)
-        else:
-            os.rename(s, d)
-
-
-def _valid_name(v: object) -> bool:
-    return isinstance(v, str) and dir_name_problem(v) is None
 
 
 @dataclass(slots=True)

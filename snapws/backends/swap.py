@@ -1,18 +1,24 @@
-"""Moving what landed in the directory under a workspace mount into the
-mount (the fallback of a gapless swap on kernels without mount-beneath),
-and naming what an unmounted workspace directory holds that a mount would
+"""Swapping a workspace's mounts without a gap: the mount primitives every
+mounting backend supplies, freezing, and putting a new mount in place of
+the old one (:class:`MountSwapper`); moving what landed in the directory
+under a mount into it (the fallback on kernels without mount-beneath); and
+naming what an unmounted workspace directory holds that a mount would
 hide."""
 
 from __future__ import annotations
 
+import abc
 import os
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from snapws.errors import BadPathError
-from snapws.mounts import busy
+from snapws.mounts import busy, mounter
+from snapws.mounts.mounter import BeneathUnsupportedError, MountBusyError
+from snapws.mounts.plan import MountPlan
 
 #: How long a freeze waits for files open for writing to be closed.
 FREEZE_WAIT = 1.0
@@ -92,3 +98,101 @@ def _move_tree(src_dir: str, dst_dir: str) -> int:
         os.unlink(src)
         moved += 1
     return moved
+
+
+class MountSwapper(abc.ABC):
+    """What a backend that mounts supplies (the primitives) and what it gets
+    from them: freezing, thawing, and a gapless replace."""
+
+    # ---- mount primitives, per backend ----------------------------------------
+
+    @abc.abstractmethod
+    def mount(self, plan: MountPlan) -> None:
+        """Mount ``plan`` (lower chain below ``plan.upper``) on ``plan.target``.
+        Precondition: nothing of this workspace is mounted there; the upper
+        and work directories exist. Raises MountError, UnsupportedError."""
+
+    @abc.abstractmethod
+    def mount_beneath(self, plan: MountPlan) -> None:
+        """Mount ``plan`` BENEATH the mount now on ``plan.target``: the path
+        keeps showing the old mount until it is detached, then the new one,
+        never the directory below. Raises BeneathUnsupportedError (nothing
+        mounted) when the kernel cannot, MountError on failures."""
+
+    @abc.abstractmethod
+    def _remount(self, target: Path, readonly: bool) -> None:
+        """Remount the workspace mount on ``target`` read-only or read-write
+        (every mount of its superblock). Raises MountError, MountBusyError
+        while files are open for writing."""
+
+    @abc.abstractmethod
+    def detach(self, target: Path) -> None:
+        """Lazily unmount ``target``; processes inside keep the old (frozen)
+        view until they leave it. Never busy. Raises MountError."""
+
+    @abc.abstractmethod
+    def unmount(self, target: Path, lazy: bool = False) -> None:
+        """Unmount the workspace on ``target``: only when unused (raises
+        MountBusyError naming why), or ``lazy``: freeze, then detach."""
+
+    # ---- freezing and swapping mounts ----------------------------------------
+
+    def freeze(self, target: Path, action: str) -> None:
+        """Make the mount on ``target`` read-only so that U stops changing.
+        While a process holds a file open for writing (or mapped
+        shared-writable), retries for up to :data:`FREEZE_WAIT` seconds,
+        then refuses, changing nothing: WorkspaceBusyError naming the
+        processes and ``action``. A process whose cwd is inside does not
+        block it. Raises MountError on other failures."""
+        deadline = time.monotonic() + FREEZE_WAIT
+        pause = 0.001
+        while True:
+            try:
+                self._remount(target, readonly=True)
+                return
+            except MountBusyError:
+                if time.monotonic() >= deadline:
+                    raise busy.busy_error(target, action) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def thaw(self, target: Path) -> None:
+        """Undo :meth:`freeze`. Raises MountError."""
+        self._remount(target, readonly=False)
+
+    def replace(
+        self,
+        plan: MountPlan,
+        action: str = "remount",
+        after_beneath: Callable[[], None] | None = None,
+    ) -> int:
+        """Show ``plan`` on ``plan.target`` in place of the older mount of the
+        same workspace there, with no moment at which the path resolves to
+        the directory below: freeze the old mount if writable, mount
+        ``plan`` beneath it, detach it. Before Linux 6.5 (no mount-beneath):
+        detach, mount, and move what was written below in between into the
+        new mount; returns how many entries were so moved (0 otherwise).
+        ``after_beneath`` runs between mounting beneath and detaching (crash
+        tests). Raises MountError, WorkspaceBusyError."""
+        target = plan.target
+        top = mounter.mount_at(target)
+        if top is not None and not mounter.is_readonly(top):
+            self.freeze(target, action)
+        try:
+            self.mount_beneath(plan)
+        except BeneathUnsupportedError:
+            return self._replace_with_sweep(plan)
+        if after_beneath is not None:
+            after_beneath()
+        self.detach(target)
+        return 0
+
+    def _replace_with_sweep(self, plan: MountPlan) -> int:
+        target = plan.target
+        self.detach(target)
+        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            self.mount(plan)
+            return move_into_mount(fd, target)
+        finally:
+            os.close(fd)

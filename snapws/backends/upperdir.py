@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 
@@ -16,9 +17,10 @@ from snapws.errors import LayerRejectedError
 from snapws.ids import SnapshotId
 from snapws.layers import fuseform
 from snapws.layers.entries import Node, list_xattrs, opaque_xattr, read_node, user_xattrs
+from snapws.layers.ignore import IgnoreRules, ignored_in_tree
 from snapws.layers.scan import prune_upper, strip_overlay_xattrs
 from snapws.layers.view import ChainView
-from snapws.model import Kind, WorkspaceState, decode_manifest, display_path
+from snapws.model import Kind, WorkspaceState, decode_manifest, dir_name_problem, display_path
 from snapws.mounts import mounter
 from snapws.mounts.plan import MountPlan
 from snapws.store.store import EMPTY_LAYER, Store
@@ -218,3 +220,87 @@ def prepare_layer_tree(
         if e.kind is Kind.DIR:
             p = root if e.path == b"." else root + b"/" + e.path
             os.utime(p, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+
+
+# ---- a new workspace's directory, and a damaged record ---------------------------
+
+
+def adopt_entries(path: Path, tree: Path, ignore: Sequence[str]) -> tuple[str, list[str]]:
+    """Move the entries of the directory ``path`` into the new layer tree
+    ``tree`` (renames: one filesystem), then its ignored paths
+    (``.snapwsignore``, ``ignore``) on into a directory beside the staging
+    one: they are in no layer. Returns that directory's name (in staging/)
+    and the ignored paths moved (none: nothing was). Raises OSError."""
+    tree.mkdir()
+    copy_dir_meta(path, tree)
+    src, dst = os.fsencode(path), os.fsencode(tree)
+    for name in os.listdir(src):
+        os.rename(src + b"/" + name, dst + b"/" + name)
+    copy_dir_meta(path, tree)  # renames changed the mtimes
+    tops = ignored_in_tree(dst, IgnoreRules.for_tree(dst, ignore))
+    if not tops:
+        return "", []
+    side = _ignored_side(tree)
+    side.mkdir()
+    copy_dir_meta(tree, side)
+    carry_ignored(tree, side, [os.fsdecode(p) for p in tops])
+    return side.name, [os.fsdecode(p) for p in tops]
+
+
+def return_entries(path: Path, tree: Path) -> None:
+    """Undo :func:`adopt_entries`: every entry goes back into ``path``
+    (ignored ones too). Idempotent."""
+    for src in (tree, _ignored_side(tree)):
+        if src.is_dir():
+            _merge_back(src, path)
+
+
+def rebuild_names(
+    wsdir: Path, recorded: tuple[object, object], mounted: tuple[str, str] | None
+) -> tuple[str, str]:
+    """For a damaged workspace record: the upper and work directory names
+    to record: the mounted upperdir, else the recorded one if it exists,
+    else the newest ``upper-*``, else a new one; its work directory, made if
+    missing. Raises OSError."""
+    uppers = sorted(
+        (p for p in wsdir.iterdir() if p.name.startswith("upper-") and p.is_dir()),
+        key=lambda p: p.stat().st_mtime_ns,
+    )
+    rec_upper, rec_work = recorded
+    if mounted is not None:
+        upper, work = mounted
+    elif _valid_name(rec_upper) and (wsdir / str(rec_upper)).is_dir():
+        upper, work = str(rec_upper), str(rec_work) if _valid_name(rec_work) else ""
+    elif uppers:
+        upper, work = uppers[-1].name, ""  # the newest
+    else:
+        upper, work = new_dir_names()
+        (wsdir / upper).mkdir()
+    if not (_valid_name(work) and (wsdir / work).is_dir()):
+        work = "work-" + upper[len("upper-") :] if upper.startswith("upper-") else ""
+        if not _valid_name(work) or ((wsdir / work).exists() and not (wsdir / work).is_dir()):
+            work = new_dir_names()[1]
+        (wsdir / work).mkdir(exist_ok=True)
+    return upper, work
+
+
+def _ignored_side(tree: Path) -> Path:
+    """Where an init's ignored paths wait (beside its staging directory,
+    which becomes the layer)."""
+    return tree.parent.with_name(tree.parent.name + "-ignored")
+
+
+def _merge_back(src: Path, dst: Path) -> None:
+    """Move every entry of ``src`` into ``dst``, into directories that
+    exist there already; ``src``'s emptied directories are removed."""
+    for name in os.listdir(src):
+        s, d = src / name, dst / name
+        if s.is_dir() and not s.is_symlink() and d.is_dir() and not d.is_symlink():
+            _merge_back(s, d)
+            os.rmdir(s)
+        else:
+            os.rename(s, d)
+
+
+def _valid_name(v: object) -> bool:
+    return isinstance(v, str) and dir_name_problem(v) is None
