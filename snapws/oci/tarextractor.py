@@ -237,6 +237,15 @@ class LayerExtractor:
                 f"{self.what}: cannot {what} {display_path(rel)}: {e.strerror}",
                 hint="import as root (owners, device nodes and trusted.* xattrs need it)",
             )
+        if e.errno == errno.EINVAL and what == "set the owner of":
+            # a rootless import: the owner is not mapped in this user namespace
+            return UnsupportedError(
+                f"{self.what}: cannot set the owner of {display_path(rel)}: its uid or gid "
+                "is not mapped in this user namespace (a rootless workspace maps only your "
+                "own ids), so the files cannot keep the image's owners",
+                hint="import it as root (`sudo snapws ...`, kernel or plain backend), or "
+                "export the image from a workspace of your own user",
+            )
         if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL) and what == "set xattrs of":
             return UnsupportedError(
                 f"{self.what}: this filesystem refuses an xattr of {display_path(rel)}: "

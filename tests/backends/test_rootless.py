@@ -454,3 +454,27 @@ def test_files_written_from_outside_are_named_never_clean_never_cached(rws: Root
     assert f"`snapws shell {rws.path}`" in restored.stderr
     # inside the namespace the restored tree is there
     assert rws.inside("cat a; test ! -e more.txt && echo gone") == "alpha\ngone\n"
+
+
+def test_an_image_of_other_owners_is_refused_clearly(area: UserArea) -> None:
+    # root exports a tree with files of uid 33; the user cannot give them that
+    # owner in its namespace (only its own ids are mapped): exit 9 naming
+    # why and what to do, never an internal error, and no workspace is left
+    src = area.root / "src"
+    gen(src, {"www": {"index.html": "hi\n"}, "a": "a\n"})
+    os.chown(src / "www" / "index.html", 33, 33)
+    store = area.root / "rootstore"
+    run_cli("--store", store, "init", "--backend", "kernel", src, cwd=area.root)
+    run_cli("--store", store, "-C", src, "export", "-o", area.root / "img", "HEAD", cwd=area.root)
+    run_cli("--store", store, "-C", src, "eject", cwd=area.root)
+    os.chmod(area.root / "img", 0o755)
+    for p in (area.root / "img").rglob("*"):
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    r = area.snapws(
+        "--store", area.root / "ustore", "init", "--backend", "rootless",
+        "--from", area.root / "img", "ws", check=False,
+    )  # fmt: skip
+    assert r.returncode == 9, (r.returncode, r.stderr)
+    assert "not mapped in this user namespace" in r.stderr and "hint: import it as root" in r.stderr
+    assert "Please report it" not in r.stderr
+    assert not (area.root / "ws").exists() or not any((area.root / "ws").iterdir())
