@@ -22,7 +22,6 @@ def recover(store: Store) -> str | None:
         _sweep(store)
         return None
     store = store.in_namespace(store.journal_namespace(j))  # refs of the journal's workspace
-    store = store.in_namespace(store.journal_namespace(j))  # refs of the journal's workspace
     op = j.get("op")
     if op == "plain-commit" and j.get("layer") is None:  # an earlier snapws, staging
         j = {"op": "rolled-back", "staging": j.get("staging")}

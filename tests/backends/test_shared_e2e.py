@@ -595,12 +595,21 @@ def test_branch_and_switch_back_and_forth(drv: Driver) -> None:
     changes = drv.json("diff", "side", "main")["changes"]
     assert changes == drv.changes(side, main)
 
-    # refused with uncommitted changes: exit 5, and nothing moved
+    # uncommitted changes that do not touch what differs are carried over,
+    # as git's checkout carries them
     dirty = drv.edit(write("wip.txt", "wip\n"), rm("run.sh"))
+    drv.cli("checkout", "side")
+    assert drv.porcelain() == [" D run.sh", "?? wip.txt"]
+    assert drv.json("status")["branch"] == "side"
+    drv.cli("checkout", "main")
+    assert drv.tree() == dirty
+    # one that does (a.txt differs between main and side): exit 5, nothing moved
+    dirty = drv.edit(write("a.txt", "alpha, uncommitted\n"))
     refused = drv.cli("checkout", "side", check=False)
     assert refused.returncode == 5, refused.stderr
+    assert "uncommitted changes touch paths that differ" in refused.stderr
     assert drv.tree() == dirty
-    assert drv.porcelain() == [" D run.sh", "?? wip.txt"]
+    assert drv.porcelain() == [" M a.txt", " D run.sh", "?? wip.txt"]
     assert drv.json("status")["branch"] == "main"
 
 

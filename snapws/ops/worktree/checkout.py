@@ -78,9 +78,11 @@ def checkout(
 ) -> SwitchResult:
     """Switch the workspace to ``target`` (on ``branch``, or detached if None).
 
-    ``create_branch`` makes a new branch at ``target`` first. Refuses with
-    UncommittedChangesError when the working tree has changes, unless
-    ``discard``. Raises NameExistsError, BadNameError, WorkspaceBusyError,
+    ``create_branch`` makes a new branch at ``target`` first. Uncommitted
+    changes are carried over, as git's checkout carries them, unless one of
+    them touches a path that differs between HEAD and ``target``: then
+    UncommittedChangesError, nothing changed. ``discard`` throws them away
+    instead. Raises NameExistsError, BadNameError, WorkspaceBusyError,
     UnsupportedError (a path this user cannot write), MountError."""
     store, state = session.store, session.state
     if create_branch is not None:
@@ -91,22 +93,23 @@ def checkout(
     message = f"checkout: moving from {_name(state)} to {label or target.short()}"
 
     def journal(work: WorkChanges, between: Callable[[], list[Change]]) -> SwitchJournal:
-        if work.changes and not discard:
-            raise refuse(work.changes, "check out")
+        keep = bool(work.changes) and not discard
+        if keep:
+            _refuse_clash(work, between(), label or target.short(), "check out")
         backend = backend_for(state)
         return SwitchJournal(
             ws=state.id,
             old_head=state.head,
-            new_state=backend.next_state(state, target, branch, keep=False, work=work),
+            new_state=backend.next_state(state, target, branch, keep=keep, work=work),
             who=who,
             message=message,
             time_ns=time.time_ns(),
             create_ref=(create_branch, target) if create_branch else None,
-            part=backend.plan_switch(session, work, target, between, keep=False),
+            part=backend.plan_switch(session, work, target, between, keep=keep),
         )
 
     work = _switch(session, target, journal)
-    return SwitchResult(target, branch, state.head, work.changes)
+    return SwitchResult(target, branch, state.head, work.changes if discard else [])
 
 
 def reset(
@@ -123,7 +126,7 @@ def reset(
 
     def journal(work: WorkChanges, between: Callable[[], list[Change]]) -> SwitchJournal:
         if not hard and work.changes:
-            _refuse_clash(work, between(), label or target.short())
+            _refuse_clash(work, between(), label or target.short(), "reset")
         backend = backend_for(state)
         return SwitchJournal(
             ws=state.id,
@@ -140,11 +143,13 @@ def reset(
     return SwitchResult(target, state.branch, state.head, work.changes if hard else [])
 
 
-def _refuse_clash(work: WorkChanges, between: list[Change], target: str) -> None:
-    """Refuse a ``reset --keep`` whose kept changes touch a path that
-    differs between HEAD and the target: the same path, one below the
-    other, or one below what the working tree hides (a deleted path, a
-    non-directory, an opaque directory). Raises UncommittedChangesError."""
+def _refuse_clash(work: WorkChanges, between: list[Change], target: str, action: str) -> None:
+    """Refuse a switch that keeps the uncommitted changes (``reset`` without
+    ``--hard``, ``checkout``) when one of them touches a path that differs
+    between HEAD and the target: the same path, one below the other, or one
+    below what the working tree hides (a deleted path, a non-directory, an
+    opaque directory), as git refuses "Your local changes would be
+    overwritten". Raises UncommittedChangesError."""
     moved = {c.path for c in between}
     moved_dirs = {a for q in moved for a in _ancestors(q)}
     clash = [
@@ -155,11 +160,12 @@ def _refuse_clash(work: WorkChanges, between: list[Change], target: str) -> None
     clash += [q for q in moved if any(a in work.hiding for a in (q, *_ancestors(q)))]
     clash = sorted(set(clash))
     if clash:
+        discard = "`snapws reset --hard`" if action == "reset" else "`--discard`"
         raise UncommittedChangesError(
-            "cannot reset: uncommitted changes touch paths that differ between "
+            f"cannot {action}: uncommitted changes touch paths that differ between "
             f"HEAD and {target}: " + ", ".join(display_path(p) for p in clash[:10]),
             [display_path(p) for p in clash],
-            hint="commit them first, or use `snapws reset --hard` to discard them",
+            hint=f"commit them first, or use {discard} to discard them",
         )
 
 

@@ -111,12 +111,13 @@ def test_checkout_refuses_uncommitted_changes_then_discards(make_plain: PlainFac
     s0 = ws.head()
     (p / "a.txt").write_text("alpha 2\n")
     ws.commit("second")
+    (p / "a.txt").write_text("alpha 3\n")  # differs between HEAD and s0: a clash
     (p / "b.txt").write_text("uncommitted\n")
     (p / "extra").write_text("extra\n")
     keep = inodes(p)["other/o1"]
     r = ws.run("checkout", s0, check=False)
     assert r.returncode == 5, r.stderr
-    assert "M b.txt" in r.stderr and "A extra" in r.stderr
+    assert "uncommitted changes touch paths that differ" in r.stderr and ": a.txt" in r.stderr
     assert (p / "b.txt").read_text() == "uncommitted\n"  # nothing changed
     ws.run("checkout", "--discard", s0)
     assert (p / "a.txt").read_text() == "alpha\n"

@@ -33,24 +33,37 @@ def branch_target(ws: Workspace, name: str) -> str:
 # ---- checkout ---------------------------------------------------------------
 
 
-def test_checkout_refuses_uncommitted_changes(hist: History) -> None:
+def test_checkout_refuses_uncommitted_changes_that_clash(hist: History) -> None:
     ws, ids = hist
-    (ws.path / "a").write_text("dirty")
+    (ws.path / "a").write_text("dirty")  # a differs between HEAD and ids[0]
     (ws.path / "new").write_text("n")
     r = ws.run("checkout", ids[0], check=False)
     assert r.returncode == 5
     assert r.stdout == ""
-    assert "snapws: error: cannot check out: the workspace has 2 uncommitted change(s):" in (
+    assert "snapws: error: cannot check out: uncommitted changes touch paths that differ" in (
         r.stderr
     )
-    assert "  M a\n" in r.stderr
-    assert "  A new\n" in r.stderr
+    assert ": a\n" in r.stderr
     assert "hint: commit them" in r.stderr
     assert "--discard" in r.stderr
     # nothing moved, nothing lost
     assert ws.head() == ids[2]
     assert ws.porcelain() == [" M a", "?? new"]
     assert (ws.path / "a").read_text() == "dirty"
+
+
+def test_checkout_carries_uncommitted_changes_over_as_git_does(hist: History) -> None:
+    ws, ids = hist
+    (ws.path / "new").write_text("n")  # untouched by the switch
+    r = ws.run("checkout", "-b", "topic")  # at HEAD: nothing differs
+    assert r.returncode == 0, r.stderr
+    assert ws.porcelain() == ["?? new"]
+    r = ws.run("checkout", ids[0])
+    assert r.returncode == 0, r.stderr
+    assert ws.head() == ids[0]
+    assert ws.porcelain() == ["?? new"]
+    assert (ws.path / "new").read_text() == "n"
+    assert tree_files(ws.path) == {"a": "a0", "b": "b0", "new": "n"}
 
 
 def test_checkout_discard(hist: History) -> None:
