@@ -63,10 +63,15 @@ def doctor_cmd(app: App, as_json: bool) -> None:
 
 def held_text(state: WorkspaceState) -> str:
     """Whether the workspace is held (issue 10), in words."""
+    from snapws.backends import backend_for
+
+    if not backend_for(state).replaces_mount:
+        return "an ordinary directory (changed in place: nothing to remount)"
     if state.base is None:
-        return "not held (commit and checkout remount it)"
+        return "not held (the next commit or checkout remounts it, unless a program is inside)"
     return (
-        f"held on {state.base.short()} (changes go through the live mount until nothing holds it)"
+        f"held: its mount still shows {state.base.short()} below the changes; commit and "
+        "checkout go through the live mount until nothing holds it"
     )
 
 

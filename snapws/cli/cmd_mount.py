@@ -8,7 +8,7 @@ import click
 
 from snapws.cli.app import App, emit_json, pass_app
 from snapws.ops.recovery import recover
-from snapws.ops.workspace import find_workspace
+from snapws.ops.workspace import find_workspace, workspaces_store
 from snapws.ops.worktree.mounting import mount, umount, workspaces
 from snapws.store.store import Store
 
@@ -52,7 +52,7 @@ def workspaces_cmd(app: App, as_json: bool) -> None:
     if app.store is not None or app.config.store is not None:
         store = Store.open(app.store or app.config.store)  # type: ignore[arg-type]
     else:
-        store, _ = find_workspace(app.cwd, app.config, None)
+        store = workspaces_store(app.cwd, app.config)
     infos = workspaces(store)
     if as_json:
         emit_json(
@@ -74,9 +74,9 @@ def workspaces_cmd(app: App, as_json: bool) -> None:
         return
     for i in infos:
         where = i.state.branch or f"detached {i.state.head.short()}"
-        mount = f"{i.mount}, {i.state.backend}"
+        mount = i.mount if i.mount == i.state.backend else f"{i.mount}, {i.state.backend}"
         if i.state.base is not None:  # changed through its live mount while programs held it
-            mount += f", held on {i.state.base.short()}"
+            mount += f", held (its mount still shows {i.state.base.short()} below the changes)"
         click.echo(f"{i.state.path}  {where}  {i.state.head.short()}  [{mount}]")
 
 

@@ -22,6 +22,7 @@ from snapws.store.location import (
     private_dir_problem,
     store_candidates,
     topdir_store_name,
+    user_data_store,
 )
 from snapws.store.store import Store
 
@@ -180,6 +181,27 @@ def open_named_store(root: Path, config: Config) -> Store:
     store = Store.open(root)
     named = config.namespace if config.namespace != SHARED_NAMESPACE else ""
     return store.in_namespace(named)
+
+
+def workspaces_store(start: Path, config: Config) -> Store:
+    """The store ``snapws workspaces`` lists when none is named: that of the
+    workspace around ``start``, else this user's default store (where a new
+    workspace's store goes by default). Raises NotAWorkspaceError when
+    neither exists, with a hint naming --store."""
+    try:
+        return find_workspace(start, config)[0]
+    except NotAWorkspaceError:
+        pass
+    for root in (default_store_for(start), user_data_store()):
+        try:
+            return Store.open(root)
+        except StoreNotFoundError:
+            continue
+    raise NotAWorkspaceError(
+        f"{start} is not inside a snapws workspace, and this user's default store "
+        f"({user_data_store()}) does not exist",
+        hint="pass the store to list: `snapws --store PATH workspaces`",
+    )
 
 
 def resolve_store(path_hint: Path, config: Config, store_path: Path | None) -> Path:

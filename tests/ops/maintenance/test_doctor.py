@@ -117,8 +117,9 @@ def test_doctor_says_whether_its_workspace_is_held(make_workspace: WorkspaceFact
         assert report["workspace"]["base"] == first  # the live mount is still on it
         text = ws.run("doctor").stdout
         assert (
-            f"\nworkspace: {ws.path}: held on {first[:12]} (changes go through the live "
-            "mount until nothing holds it)\n" in text
+            f"\nworkspace: {ws.path}: held: its mount still shows {first[:12]} below the "
+            "changes; commit and checkout go through the live mount until nothing holds it\n"
+            in text
         ), text
     finally:
         holder.kill()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
-from conftest import Workspace, mounts_under
+from conftest import Workspace, mounts_under, run_cli
 
 
 def _mounted(ws: Workspace) -> list[str]:
@@ -93,3 +94,12 @@ def test_stray_entries_that_block_a_mount_are_named(workspace: Workspace) -> Non
         (workspace.path / name).unlink()
     r = workspace.run("--store", workspace.store, "status", check=False)
     assert "1 entry written there while it was unmounted: stray00.txt\n" in r.stderr
+
+
+def test_workspaces_outside_a_workspace_lists_the_default_store(tmp_path: Path) -> None:
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "f").write_text("f\n")
+    (tmp_path / "elsewhere").mkdir()
+    run_cli("init", "--backend", "plain", tmp_path / "proj", cwd=tmp_path)  # the default store
+    listed = run_cli("workspaces", cwd=tmp_path / "elsewhere").stdout
+    assert str(tmp_path / "proj") in listed and "[plain]" in listed, listed
