@@ -71,7 +71,7 @@ def test_mount_state_and_owner_of_a_kernel_workspace(
     backend.thaw(ws.path)
     backend.unmount(ws.path)
     assert backend.mount_state(store, state) == "unmounted"
-    # something else mounted there is foreign; ensure_mounted refuses it
+    # something else mounted there is foreign; ensure_shown refuses it
     mounter.mount_overlay(
         MountPlan(target=ws.path, lowers=(store.layer_tree(store.chain(state.head)[-1]),))
     )

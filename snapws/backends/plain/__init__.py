@@ -15,11 +15,14 @@ the uncommitted changes, like a git checkout.
   :mod:`~snapws.backends.plain.workentry`'s rules, the walk shared among
   processes on big trees (:mod:`~snapws.backends.plain.parallelwalk`);
 - :mod:`~snapws.backends.plain.stage`: commit's layer tree, in the form an
-  overlay upperdir would have (whiteouts, opaque directories);
-- :mod:`~snapws.backends.plain.write`: checkout/reset/restore rewriting only
-  the paths that differ;
-- :mod:`~snapws.backends.plain.ops`: the verbs (init, status/diff, commit,
-  checkout, reset, restore) and their journaled finish steps.
+  overlay upperdir would have (whiteouts, opaque directories); also used by
+  the overlay backends for a held workspace (:mod:`snapws.backends.held`);
+- :mod:`~snapws.backends.plain.write`: checkout/reset rewriting only the
+  paths that differ (and a held overlay workspace's switch);
+- :mod:`~snapws.backends.plain.adopt`: init's copy of the directory;
+- :mod:`~snapws.backends.plain.backend`: :class:`PlainBackend`, the
+  :class:`~snapws.backends.base.Backend` the one flow of every verb in
+  :mod:`snapws.ops` calls.
 
 Nothing here mounts or needs root.
 """
