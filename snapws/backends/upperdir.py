@@ -23,6 +23,7 @@ from snapws.layers.view import ChainView
 from snapws.model import Kind, WorkspaceState, decode_manifest, dir_name_problem, display_path
 from snapws.mounts import mounter
 from snapws.mounts.plan import MountPlan
+from snapws.store.atomic import drop_torn_copies
 from snapws.store.store import EMPTY_LAYER, Store
 
 
@@ -82,14 +83,19 @@ def top_root(store: Store, sid: SnapshotId) -> Path:
 
 
 def sweep_workspace_dir(store: Store, state: WorkspaceState) -> None:
-    """Discard old upper/work dirs that ``state`` no longer names, and
-    staging mount points a crash left."""
+    """Discard old upper/work dirs that ``state`` no longer names, staging
+    mount points a crash left, and temporary copies of the workspace record
+    a killed write left (the record is written only under the exclusive
+    lock, which the caller holds)."""
     wsdir = store.workspace_dir(state.id)
     if not wsdir.is_dir():
         return
+    drop_torn_copies(wsdir / "state.json")
     for p in wsdir.iterdir():
-        if p.name in (state.upper, state.work, "state.json") or p.name.startswith(".state"):
+        if p.name in (state.upper, state.work, "state.json"):
             continue
+        if p.name.startswith(".state.json.tmp-"):
+            continue  # (dropped below)
         if p.name.startswith(("upper-", "work-", ".upper-")):
             with suppress(OSError):
                 store.discard(p)

@@ -65,11 +65,13 @@ def open_session(
 
 
 def _staging_left(store: Store) -> bool:
-    """Whether the store's staging directory holds anything (an operation
-    killed before its journal, or one running now: then the exclusive lock
-    waits for it)."""
+    """Whether the store's staging or trash directory holds anything (an
+    operation killed before its journal, or during its last deletions, or
+    one running now: then the exclusive lock waits for it). Compaction jobs
+    (``staging/compact-*``) stay between commits: they do not count."""
     try:
-        return any(True for _ in store.iter_staging())
+        staged = any(not p.name.startswith("compact-") for p in store.iter_staging())
+        return staged or any(True for _ in (store.root / "trash").iterdir())
     except OSError:
         return False
 

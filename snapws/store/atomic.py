@@ -157,6 +157,21 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     fsync_dir(path.parent)
 
 
+def drop_torn_copies(path: Path) -> None:
+    """Remove the temporary copies :func:`write_atomic` left beside
+    ``path`` when killed before its rename. Only for a file written under a
+    lock the caller holds (no write of it is on its way). Never raises."""
+    prefix = f".{path.name}.tmp-"
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix):
+            with suppress(OSError):
+                os.unlink(path.parent / name)
+
+
 def append_durable(path: Path, line: bytes) -> None:
     """Append one line (O_APPEND, fsync). A crash may leave a torn last line,
     which readers must skip."""

@@ -48,6 +48,7 @@ from snapws.layers.scan import entries_of, read_tree
 from snapws.layers.view import ChainView, HashCache
 from snapws.model import ROOT, Change, Entry, WorkspaceState, decode_manifest
 from snapws.session import Session
+from snapws.store.atomic import drop_torn_copies
 from snapws.store.store import EMPTY_LAYER, Store
 
 #: What a plain workspace records as its upper and work directories (none exist).
@@ -132,8 +133,9 @@ class PlainBackend(Backend):
         return NO_UPPER, NO_UPPER
 
     def sweep(self, store: Store, state: WorkspaceState) -> None:
-        """Index writes a crash cut short."""
+        """Index and record writes a crash cut short."""
         sweep_tmp(store.workspace_dir(state.id))
+        drop_torn_copies(store.workspace_dir(state.id) / "state.json")
 
     # ---- around a change --------------------------------------------------------
 

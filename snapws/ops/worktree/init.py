@@ -360,6 +360,7 @@ def finish_init(store: Store, j: InitJournal, entries: list[Entry] | None = None
     crashpoint("init:state-written")
     backend.ensure_shown(store, state)
     store.clear_journal()
+    backend.sweep(store, state)
     return state
 
 
