@@ -6,6 +6,7 @@ import inspect
 import re
 from pathlib import Path
 
+import click
 import pytest
 
 from snapws import errors
@@ -93,3 +94,56 @@ def test_formats_doc_names_every_machine_format() -> None:
     text = (EXIT_CODES_MD.parent / "formats-output.md").read_text()
     for needle in ("--porcelain", "--name-status", "--name-only", "-z", "core.quotePath"):
         assert needle in text
+
+
+def synopsis_lines() -> list[str]:
+    """Every synopsis line of docs/commands.md (indented ``snapws ...`` lines;
+    the examples there start with ``$``)."""
+    text = (README.parent / "docs" / "commands.md").read_text()
+    return [line.strip() for line in text.splitlines() if line.startswith("    snapws ")]
+
+
+def _resolve(words: list[str]) -> tuple[list[click.Command], list[str]]:
+    """The click commands a synopsis names (the group first), and the
+    option names it uses; global options before the command name count
+    for the group."""
+    from snapws.cli.main import cli
+
+    chain: list[click.Command] = [cli]
+    options: list[str] = []
+    for word in words[1:]:
+        for opt in re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", word):
+            options.append(opt)
+        bare = word.strip("[]")
+        current = chain[-1]
+        if isinstance(current, click.Group) and re.fullmatch(r"[a-z][a-z-]*", bare):
+            ctx = click.Context(current)
+            found = current.get_command(ctx, bare)
+            if found is not None:
+                chain.append(found)
+    return chain, options
+
+
+def test_every_synopsis_line_parses() -> None:
+    lines = synopsis_lines()
+    assert len(lines) > 40
+    bad = []
+    for line in lines:
+        words = line.split()
+        chain, options = _resolve(words)
+        if len(chain) < 2 and "COMMAND" not in line:
+            bad.append(f"{line}: names no command")
+            continue
+        known = {o for cmd in chain for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+        known |= {"--help"}
+        missing = [o for o in options if o not in known and o != "--"]
+        if missing:
+            bad.append(f"{line}: {', '.join(missing)}")
+    assert not bad, "docs/commands.md synopsis lines the CLI does not parse:\n" + "\n".join(bad)
+
+
+def test_the_synopsis_check_sees_a_drift() -> None:
+    chain, options = _resolve(["snapws", "checkout", "REV", "[--no-such-flag]"])
+    known = {o for cmd in chain for p in cmd.params for o in p.opts}
+    assert chain[-1].name == "checkout" and "--no-such-flag" not in known
+    assert options == ["--no-such-flag"]
