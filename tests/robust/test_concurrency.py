@@ -109,6 +109,10 @@ def test_commit_racing_checkout(ws: Workspace) -> None:
     ws.run("checkout", "main")
     for rnd in range(4):
         change_something(ws, rnd)
+        # a change to a path that differs between main and feature: while it
+        # is uncommitted, checkout refuses (it carries only changes that do
+        # not clash, as git's does)
+        (ws.path / "main-only.txt").write_text(f"main, round {rnd}\n")
         before_tree = ws.tree()
         before_changes = ws.status()
         main_before = ws.store().read_ref("heads", "main")
