@@ -39,6 +39,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from snapws.ids import BlobDigest
+
 REGISTRY_BIN = "/usr/bin/docker-registry"
 START_TIMEOUT = 20.0
 
@@ -188,8 +190,10 @@ class Registry:
         d = self.repo_dir(repo) / "_manifests" / "tags"
         return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
 
-    def has_blob_data(self, digest: str) -> bool:
-        hexd = digest.split(":", 1)[1]
+    def has_blob_data(self, digest: BlobDigest | str) -> bool:
+        """True if the registry's storage holds blob ``digest`` (a digest or
+        its text, as a manifest's JSON gives it)."""
+        hexd = str(digest).split(":", 1)[1]
         blob = self.data / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
         return blob.is_file()
 

@@ -76,7 +76,7 @@ def export_cmd(
                 "id": result.snapshot.hex,
                 "output": str(result.dest),
                 "tag": result.ref,
-                "manifest": result.manifest_digest,
+                "manifest": str(result.manifest_digest),
                 "layers": result.layers,
                 "bytes": result.bytes,
             }

@@ -35,16 +35,17 @@ class CachedLayer:
     """A layer's compressed tar: its digest and size, and the sha256 of the
     uncompressed tar (the image config's ``diff_id``)."""
 
-    digest: str
-    diff_id: str
+    digest: BlobDigest
+    diff_id: BlobDigest
     size: int
 
     def to_json(self) -> dict[str, object]:
-        return {"digest": self.digest, "diff_id": self.diff_id, "size": self.size}
+        return {"digest": str(self.digest), "diff_id": str(self.diff_id), "size": self.size}
 
 
 def digest_hex(digest: str) -> str:
-    """The hex part of ``sha256:<hex>``; raises ValueError otherwise."""
+    """The hex part of the text ``sha256:<hex>`` (a digest read from a file);
+    raises ValueError otherwise."""
     return BlobDigest.parse(digest).hex
 
 
@@ -52,9 +53,9 @@ def blobs_dir(store: Store) -> Path:
     return store.root / OCI_DIR / "blobs" / "sha256"
 
 
-def blob_path(store: Store, digest: str) -> Path:
-    """Where blob ``digest`` is (or would be) kept. Raises ValueError."""
-    return blobs_dir(store) / digest_hex(digest)
+def blob_path(store: Store, digest: BlobDigest) -> Path:
+    """Where blob ``digest`` is (or would be) kept."""
+    return blobs_dir(store) / digest.hex
 
 
 def _map_path(store: Store, lid: LayerId, compression: str) -> Path:
@@ -66,8 +67,11 @@ def cached_layer(store: Store, lid: LayerId, compression: str) -> CachedLayer | 
     there whole (its file exists with the recorded size)."""
     try:
         obj = json.loads(_map_path(store, lid, compression).read_bytes())
-        entry = CachedLayer(str(obj["digest"]), str(obj["diff_id"]), int(obj["size"]))
-        digest_hex(entry.diff_id)
+        entry = CachedLayer(
+            BlobDigest.parse(str(obj["digest"])),
+            BlobDigest.parse(str(obj["diff_id"])),
+            int(obj["size"]),
+        )
         if os.stat(blob_path(store, entry.digest)).st_size != entry.size:
             return None
     except (OSError, ValueError, KeyError, TypeError):
@@ -81,11 +85,11 @@ def record_layer(store: Store, lid: LayerId, compression: str, entry: CachedLaye
     write_atomic(path, json.dumps(entry.to_json(), sort_keys=True).encode())
 
 
-def _chain_path(store: Store, chain_id: str) -> Path:
-    return store.root / OCI_DIR / "chains" / f"{digest_hex(chain_id)}.json"
+def _chain_path(store: Store, chain_id: BlobDigest) -> Path:
+    return store.root / OCI_DIR / "chains" / f"{chain_id.hex}.json"
 
 
-def chain_layer(store: Store, chain_id: str) -> LayerId | None:
+def chain_layer(store: Store, chain_id: BlobDigest) -> LayerId | None:
     """The layer a foreign layer tar with OCI chain id ``chain_id`` (its
     diff_id and those of the layers below) was imported as, if recorded."""
     try:
@@ -94,7 +98,7 @@ def chain_layer(store: Store, chain_id: str) -> LayerId | None:
         return None
 
 
-def record_chain(store: Store, chain_id: str, lid: LayerId) -> None:
+def record_chain(store: Store, chain_id: BlobDigest, lid: LayerId) -> None:
     """Remember that the layer tar of chain id ``chain_id`` imports as ``lid``
     (so importing the same base image again fetches nothing)."""
     write_atomic(_chain_path(store, chain_id), json.dumps({"layer": lid.hex}).encode())
@@ -111,11 +115,11 @@ class BlobWriter:
         self.tmp = store.root / "staging" / f"blob-{secrets.token_hex(8)}"
         self._f: BinaryIO | None = open(self.tmp, "xb")  # noqa: SIM115 (closed by commit/abort)
         self._h = hashlib.sha256()
-        self._digest: str | None = None
+        self._digest: BlobDigest | None = None
         self.size = 0
 
     @classmethod
-    def adopt(cls, store: Store, path: Path, digest: str, size: int) -> BlobWriter:
+    def adopt(cls, store: Store, path: Path, digest: BlobDigest, size: int) -> BlobWriter:
         """A writer holding the file ``path`` (on the store's filesystem:
         it is hardlinked, not copied), whose content the caller verified to
         be ``size`` bytes with sha256 ``digest``. Raises OSError (EXDEV: on
@@ -137,8 +141,8 @@ class BlobWriter:
         self.size += len(data)
 
     @property
-    def digest(self) -> str:
-        return self._digest or str(BlobDigest(self._h.hexdigest()))
+    def digest(self) -> BlobDigest:
+        return self._digest or BlobDigest(self._h.hexdigest())
 
     def commit(self, synced: bool = False) -> Path:
         """Publish the blob; returns its path. ``synced``: its bytes are on
@@ -176,9 +180,9 @@ class BlobWriter:
             self.abort()
 
 
-def put_blob_bytes(store: Store, data: bytes) -> tuple[str, Path]:
+def put_blob_bytes(store: Store, data: bytes) -> tuple[BlobDigest, Path]:
     """Store ``data`` as a blob (once); returns its digest and path."""
-    digest = str(BlobDigest.of(data))
+    digest = BlobDigest.of(data)
     path = blob_path(store, digest)
     if path.is_file() and path.stat().st_size == len(data):
         return digest, path

@@ -231,16 +231,16 @@ class LayerBlobStream:
             parts.append(take)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def finish(self) -> tuple[str | None, str]:
+    def finish(self) -> tuple[BlobDigest | None, BlobDigest]:
         """After :meth:`read` returned b"": wait for the background thread
         and return the blob's sha256 (None when not hashed here) and the
-        tar's (``diff_id``), as ``sha256:<hex>``. Raises BadImageError when
+        tar's (``diff_id``). Raises BadImageError when
         the stream was not read to its end."""
         if not self._eof:
             raise self._bad("the decompressed stream was not read to its end")
         self._thread.join()
-        raw = str(BlobDigest(self._raw_hash.hexdigest())) if self._raw_hash is not None else None
-        return raw, str(BlobDigest(self._diff.hexdigest()))
+        raw = BlobDigest(self._raw_hash.hexdigest()) if self._raw_hash is not None else None
+        return raw, BlobDigest(self._diff.hexdigest())
 
     def close(self) -> None:
         """Stop the background thread (idempotent)."""

@@ -87,7 +87,7 @@ def export_layer(
         write_layer_tar(store.layer_tree(lid), entries, emit, progress)
         w.write(c.flush())
         w.commit()
-        entry = CachedLayer(w.digest, str(BlobDigest(diff.hexdigest())), w.size)
+        entry = CachedLayer(w.digest, BlobDigest(diff.hexdigest()), w.size)
     record_layer(store, lid, compression, entry)
     return entry
 
@@ -116,7 +116,7 @@ def build_image(
     total = sum(_layer_bytes(store, lid) for lid in todo)
     done_before = 0
     layers: list[Blob] = []
-    diff_ids: list[str] = []
+    diff_ids: list[BlobDigest] = []
     for lid in chain:
         base = done_before
 
@@ -146,7 +146,7 @@ def build_image(
         "created": _rfc3339(rec.time_ns),
         "author": rec.author,
         "config": {"Labels": labels},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "rootfs": {"type": "layers", "diff_ids": [str(d) for d in diff_ids]},
     }
     config_bytes = canonical_json(config)
     cdigest, cpath = put_blob_bytes(store, config_bytes)
@@ -162,7 +162,7 @@ def build_image(
     )
     if progress is not None:
         progress(total, total)
-    return Image(manifest, str(BlobDigest.of(manifest)), config_blob, layers)
+    return Image(manifest, BlobDigest.of(manifest), config_blob, layers)
 
 
 def layer_proof(store: Store, rec: SnapshotRecord, chain: list[LayerId]) -> str | None:

@@ -154,17 +154,17 @@ class RemoteHistory:
     """The history layers a remote's tagged image carries (each blob kept
     in a local file, with its diff_id) and the snapshots they hold."""
 
-    layers: list[tuple[Blob, str]]
+    layers: list[tuple[Blob, BlobDigest]]
     snapshots: set[SnapshotId]
     listed: set[LayerId]  # layers whose blobs their tables name
 
 
 def history_layer(
     entries: list[HistoryEntry], layers: dict[LayerId, Descriptor] | None = None
-) -> tuple[bytes, str]:
+) -> tuple[bytes, BlobDigest]:
     """A history layer's blob (gzip, reproducible) and its diff_id."""
     table = {
-        lid.hex: {"mediaType": d.media_type, "digest": d.digest, "size": d.size}
+        lid.hex: {"mediaType": d.media_type, "digest": str(d.digest), "size": d.size}
         for lid, d in (layers or {}).items()
     }
     doc = canonical_json(
@@ -175,7 +175,7 @@ def history_layer(
         }
     )
     raw = EMPTY_TAR + doc
-    return gzip.compress(raw, compresslevel=6, mtime=0), str(BlobDigest.of(raw))
+    return gzip.compress(raw, compresslevel=6, mtime=0), BlobDigest.of(raw)
 
 
 def plan_history(
@@ -227,28 +227,28 @@ def with_history(
     layers = list(kept)
     if fresh or table:
         blob, diff_id = history_layer(fresh, table)
-        digest = str(BlobDigest.of(blob))
-        path = workdir / digest[7:]
+        digest = BlobDigest.of(blob)
+        path = workdir / digest.hex
         path.write_bytes(blob)
         layers.append((Blob(_history_descriptor(digest, len(blob)), path), diff_id))
     config = json.loads(image.config.path.read_bytes())
-    config["config"]["Labels"][LABEL_HISTORY] = ",".join(b.descriptor.digest for b, _ in layers)
-    config["rootfs"]["diff_ids"].extend(diff_id for _, diff_id in layers)
+    config["config"]["Labels"][LABEL_HISTORY] = ",".join(
+        str(b.descriptor.digest) for b, _ in layers
+    )
+    config["rootfs"]["diff_ids"].extend(str(diff_id) for _, diff_id in layers)
     config_bytes = canonical_json(config)
-    cdigest = str(BlobDigest.of(config_bytes))
-    cpath = workdir / cdigest[7:]
+    cdigest = BlobDigest.of(config_bytes)
+    cpath = workdir / cdigest.hex
     cpath.write_bytes(config_bytes)
     config_blob = Blob(Descriptor(OCI_CONFIG, cdigest, len(config_bytes)), cpath)
     manifest = json.loads(image.manifest)
     manifest["config"] = config_blob.descriptor.to_json()
     manifest["layers"].extend(b.descriptor.to_json() for b, _ in layers)
     data = canonical_json(manifest)
-    return Image(
-        data, str(BlobDigest.of(data)), config_blob, [*image.layers, *(b for b, _ in layers)]
-    )
+    return Image(data, BlobDigest.of(data), config_blob, [*image.layers, *(b for b, _ in layers)])
 
 
-def _history_descriptor(digest: str, size: int) -> Descriptor:
+def _history_descriptor(digest: BlobDigest, size: int) -> Descriptor:
     return Descriptor(OCI_LAYER_GZIP, digest, size, {ANNOTATION_HISTORY: HISTORY_MEDIA_TYPE})
 
 
@@ -282,7 +282,7 @@ def read_remote_history(
     for desc in history_descriptors(manifest):
         data = _history_bytes(open_blob, desc)
         history, diff_id = _decode(data, desc)
-        path = workdir / desc.digest[7:]
+        path = workdir / desc.digest.hex
         path.write_bytes(data)
         layers.append((Blob(_history_descriptor(desc.digest, desc.size), path), diff_id))
         held |= set(history.entries)
@@ -314,25 +314,27 @@ def read_history(open_blob: Callable[[Descriptor], BinaryIO], desc: Descriptor) 
 
 def _history_bytes(open_blob: Callable[[Descriptor], BinaryIO], desc: Descriptor) -> bytes:
     if desc.size > MAX_HISTORY:
-        raise BadImageError(f"history blob {desc.digest[:19]} of {desc.size} bytes (too large)")
+        raise BadImageError(
+            f"history blob {str(desc.digest)[:19]} of {desc.size} bytes (too large)"
+        )
     with open_blob(desc) as f:
         data = f.read(desc.size + 1)
-    if len(data) != desc.size or str(BlobDigest.of(data)) != desc.digest:
+    if len(data) != desc.size or BlobDigest.of(data) != desc.digest:
         raise BadImageError(f"history blob {desc.digest} does not match its descriptor")
     return data
 
 
-def _decode(data: bytes, desc: Descriptor) -> tuple[History, str]:
+def _decode(data: bytes, desc: Descriptor) -> tuple[History, BlobDigest]:
     """A history blob's document and the diff_id of its uncompressed bytes."""
     z = zlib.decompressobj(wbits=31)
     try:
         raw = z.decompress(data, MAX_HISTORY + len(EMPTY_TAR))
     except zlib.error as e:
-        raise BadImageError(f"history blob {desc.digest[:19]}: {e}") from None
+        raise BadImageError(f"history blob {str(desc.digest)[:19]}: {e}") from None
     if z.unconsumed_tail or not z.eof:
-        raise BadImageError(f"history blob {desc.digest[:19]} is truncated or too large")
+        raise BadImageError(f"history blob {str(desc.digest)[:19]} is truncated or too large")
     if not raw.startswith(EMPTY_TAR):
-        raise BadImageError(f"history blob {desc.digest[:19]} is not an empty tar")
+        raise BadImageError(f"history blob {str(desc.digest)[:19]} is not an empty tar")
     try:
         doc = json.loads(raw[len(EMPTY_TAR) :])
         if doc.get("mediaType") != HISTORY_MEDIA_TYPE:
@@ -351,8 +353,8 @@ def _decode(data: bytes, desc: Descriptor) -> tuple[History, str]:
             raise ValueError("'layers' is not an object")
         layers = {LayerId(str(k)): Descriptor.from_json(v) for k, v in table.items()}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise BadImageError(f"history blob {desc.digest[:19]} is malformed: {e}") from None
-    return History(out, layers), str(BlobDigest.of(raw))
+        raise BadImageError(f"history blob {str(desc.digest)[:19]} is malformed: {e}") from None
+    return History(out, layers), BlobDigest.of(raw)
 
 
 def import_history(
@@ -423,7 +425,7 @@ def _import_entry(
     (same record, chain and proof; layers the store has are not read), so
     that every check of an import applies. Raises BadImageError."""
     rec = entry.record
-    placeholder = "sha256:" + "0" * 64  # a layer the store has: never opened
+    placeholder = BlobDigest("0" * 64)  # a layer the store has: never opened
     descs = []
     for lid in entry.chain:
         d = table.get(lid)
@@ -438,7 +440,7 @@ def _import_entry(
     if entry.proof is not None:
         labels[LABEL_LAYER_MANIFEST] = entry.proof
     config = canonical_json({"config": {"Labels": labels}})  # layers are checked by their ids
-    cdesc = Descriptor(OCI_CONFIG, str(BlobDigest.of(config)), len(config))
+    cdesc = Descriptor(OCI_CONFIG, BlobDigest.of(config), len(config))
     manifest = canonical_json(
         {
             "schemaVersion": 2,

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from snapws.errors import BadImageError
-from snapws.ids import LayerId
-from snapws.oci.blobcache import digest_hex
+from snapws.ids import BlobDigest, LayerId
 from snapws.oci.compress import GZIP, ZSTD
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -75,14 +74,14 @@ class Descriptor:
     """An OCI content descriptor: what a blob is, its digest and size."""
 
     media_type: str
-    digest: str  # "sha256:<hex>"
+    digest: BlobDigest
     size: int
     annotations: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         obj: dict[str, Any] = {
             "mediaType": self.media_type,
-            "digest": self.digest,
+            "digest": str(self.digest),
             "size": self.size,
         }
         if self.annotations:
@@ -102,7 +101,7 @@ class Descriptor:
         if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_BLOB:
             raise BadImageError(f"descriptor {digest[:80]} has a bad size {size!r}")
         try:
-            digest_hex(digest)
+            parsed = BlobDigest.parse(digest)
         except ValueError:
             raise BadImageError(
                 f"descriptor digest {digest[:80]!r} is not sha256:<64 hex digits>"
@@ -111,7 +110,7 @@ class Descriptor:
             isinstance(k, str) and isinstance(v, str) for k, v in ann.items()
         ):
             raise BadImageError(f"descriptor {digest} has malformed annotations")
-        return cls(media, digest, size, dict(ann))
+        return cls(media, parsed, size, dict(ann))
 
 
 @dataclass(frozen=True)
@@ -127,7 +126,7 @@ class Image:
     """A built image: manifest bytes and digest, config and layer blobs."""
 
     manifest: bytes
-    manifest_digest: str
+    manifest_digest: BlobDigest
     config: Blob
     layers: list[Blob]
 

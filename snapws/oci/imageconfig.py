@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from snapws.errors import BadImageError
-from snapws.ids import BlobDigest, LayerId, SnapshotId
+from snapws.ids import BlobDigest, LayerId, SnapshotId, is_blob_digest
 from snapws.model import SnapshotRecord, manifest_id
-from snapws.oci.blobcache import digest_hex
 from snapws.oci.image import (
     ANNOTATION_HISTORY,
     HISTORY_MEDIA_TYPE,
@@ -42,7 +41,7 @@ def read_config(open_blob: Callable[[Descriptor], BinaryIO], desc: Descriptor) -
         raise BadImageError(f"an image config of {desc.size} bytes (too large)")
     with open_blob(desc) as f:
         data = f.read(desc.size + 1)
-    if len(data) != desc.size or str(BlobDigest.of(data)) != desc.digest:
+    if len(data) != desc.size or BlobDigest.of(data) != desc.digest:
         raise BadImageError(f"config blob {desc.digest} does not match its descriptor")
     try:
         obj = json.loads(data)
@@ -90,14 +89,14 @@ def snapws_info(
 
 
 def without_history(
-    parsed: ParsedManifest, config: dict[str, Any], diff_ids: list[str] | None
-) -> tuple[ParsedManifest, list[str] | None]:
+    parsed: ParsedManifest, config: dict[str, Any], diff_ids: list[BlobDigest] | None
+) -> tuple[ParsedManifest, list[BlobDigest] | None]:
     """The manifest and diff_ids without snapws history layers (the last
     layers, named by the config's :data:`LABEL_HISTORY` label or annotated
     so): they carry ancestors' records, not content (snapws.oci.history)."""
     cfg = config.get("config")
     labels = cfg.get("Labels") if isinstance(cfg, dict) else None
-    named = str(labels.get(LABEL_HISTORY, "")).split(",") if isinstance(labels, dict) else []
+    named = _digests(str(labels.get(LABEL_HISTORY, ""))) if isinstance(labels, dict) else set()
     n = len(parsed.layers)
     while n and (
         parsed.layers[n - 1].digest in named
@@ -132,17 +131,22 @@ def read_proof(text: Any, layer: LayerId) -> bytes | None:
     return data
 
 
-def chain_ids_of(diff_ids: list[str]) -> list[str | None]:
+def _digests(text: str) -> set[BlobDigest]:
+    """The well-formed digests of a comma-separated list (others ignored)."""
+    return {BlobDigest.parse(part) for part in text.split(",") if is_blob_digest(part)}
+
+
+def chain_ids_of(diff_ids: list[BlobDigest]) -> list[BlobDigest | None]:
     """The OCI chain id of each layer: its diff_id, hashed with those below."""
-    out: list[str | None] = []
-    prev: str | None = None
+    out: list[BlobDigest | None] = []
+    prev: BlobDigest | None = None
     for d in diff_ids:
-        prev = d if prev is None else str(BlobDigest.of(f"{prev} {d}".encode()))
+        prev = d if prev is None else BlobDigest.of(f"{prev} {d}".encode())
         out.append(prev)
     return out
 
 
-def diff_ids_of(config: dict[str, Any], count: int) -> list[str] | None:
+def diff_ids_of(config: dict[str, Any], count: int) -> list[BlobDigest] | None:
     rootfs = config.get("rootfs")
     ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if ids is None:
@@ -152,12 +156,13 @@ def diff_ids_of(config: dict[str, Any], count: int) -> list[str] | None:
             f"the image config lists {len(ids) if isinstance(ids, list) else 'no'} diff_ids "
             f"for {count} layers"
         )
+    out = []
     for d in ids:
         try:
-            digest_hex(str(d))
+            out.append(BlobDigest.parse(str(d)))
         except ValueError:
             raise BadImageError(f"diff_id {str(d)[:80]!r} is not a sha256 digest") from None
-    return [str(d) for d in ids]
+    return out
 
 
 def created_ns(config: dict[str, Any]) -> int | None:

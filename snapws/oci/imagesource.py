@@ -20,7 +20,6 @@ from typing import Any, BinaryIO
 
 from snapws.errors import AmbiguousRevisionError, BadImageError, RevisionNotFoundError
 from snapws.ids import BlobDigest
-from snapws.oci.blobcache import digest_hex
 from snapws.oci.image import (
     ANNOTATION_LAYER,
     DOCKER_LIST,
@@ -49,11 +48,11 @@ class ImageSource:
     name: str
     manifest: bytes
     files: ImageFiles
-    blob_names: dict[str, str] = field(default_factory=dict)  # digest -> file name
+    blob_names: dict[BlobDigest, str] = field(default_factory=dict)  # digest -> file name
 
     def open_blob(self, desc: Descriptor) -> BinaryIO:
         """Open blob ``desc`` (not verified here: import_image checks it)."""
-        name = self.blob_names.get(desc.digest) or f"blobs/sha256/{digest_hex(desc.digest)}"
+        name = self.blob_names.get(desc.digest) or f"blobs/sha256/{desc.digest.hex}"
         return self.files.open(name)
 
     def close(self) -> None:
@@ -76,9 +75,9 @@ def _json(files: ImageFiles, name: str, cap: int = MAX_INDEX) -> Any:
 def _verified_blob(files: ImageFiles, desc: Descriptor, cap: int = MAX_INDEX) -> bytes:
     if desc.size > cap:
         raise BadImageError(f"blob {desc.digest} is too large for a manifest ({desc.size} bytes)")
-    with files.open(f"blobs/sha256/{digest_hex(desc.digest)}") as f:
+    with files.open(f"blobs/sha256/{desc.digest.hex}") as f:
         data = f.read(desc.size + 1)
-    if len(data) != desc.size or str(BlobDigest.of(data)) != desc.digest:
+    if len(data) != desc.size or BlobDigest.of(data) != desc.digest:
         raise BadImageError(f"blob {desc.digest} does not match its descriptor")
     return data
 
@@ -136,7 +135,7 @@ def _open_oci(files: ImageFiles, where: str, ref: str | None) -> ImageSource:
     if desc.media_type not in (OCI_MANIFEST, DOCKER_MANIFEST):
         raise BadImageError(f"{where}: {desc.digest} is a {desc.media_type}, not an image")
     manifest = _verified_blob(files, desc)
-    name = ref or (_ref_names(chosen) or [desc.digest[:19]])[0]
+    name = ref or (_ref_names(chosen) or [str(desc.digest)[:19]])[0]
     return ImageSource(f"{where}:{name}", manifest, files)
 
 
@@ -166,7 +165,7 @@ def _open_docker(files: ImageFiles, where: str, ref: str | None) -> ImageSource:
     if not isinstance(diff_ids, list) or len(diff_ids) != len(layer_names):
         raise BadImageError(f"{where}: the config's diff_ids do not match the layer list")
     snapws_ids = str(labels.get(LABEL_LAYERS, "")).split(",") if isinstance(labels, dict) else []
-    blob_names = {str(BlobDigest.of(config)): config_name}
+    blob_names = {BlobDigest.of(config): config_name}
     layers = []
     for i, lname in enumerate(layer_names):
         if not isinstance(lname, str):
@@ -177,9 +176,15 @@ def _open_docker(files: ImageFiles, where: str, ref: str | None) -> ImageSource:
         else:
             digest = str(diff_ids[i])  # uncompressed: the blob is its diff_id
         ann = {ANNOTATION_LAYER: snapws_ids[i]} if len(snapws_ids) == len(layer_names) else {}
-        desc = Descriptor(OCI_LAYER, digest, files.size(lname), ann)
-        Descriptor.from_json(desc.to_json())  # checks the digest's form
-        blob_names[digest] = lname
+        desc = Descriptor.from_json(  # checks the digest's form
+            {
+                "mediaType": OCI_LAYER,
+                "digest": digest,
+                "size": files.size(lname),
+                "annotations": ann,
+            }
+        )
+        blob_names[desc.digest] = lname
         layers.append(desc.to_json())
     manifest = canonical_json(
         {

@@ -75,7 +75,7 @@ def _check_authentic(open_blob: Callable[[Descriptor], BinaryIO], desc: Descript
             f"blob {desc.digest} does not match its descriptor "
             f"(it is longer than the {desc.size} bytes its descriptor says)"
         )
-    if size != desc.size or str(BlobDigest(h.hexdigest())) != desc.digest:
+    if size != desc.size or BlobDigest(h.hexdigest()) != desc.digest:
         raise BadImageError(f"blob {desc.digest} does not match its descriptor")
 
 
@@ -85,7 +85,7 @@ def _import_layer(
     index: int,
     open_blob: Callable[[Descriptor], BinaryIO],
     lower: list[Path],
-    diff_id: str | None,
+    diff_id: BlobDigest | None,
     cache: bool,
     threads: int,
     progress: Callable[[int], None] | None,
@@ -99,7 +99,7 @@ def _import_layer(
     decompresses it in a background thread while this one unpacks the tar.
     A remote's verified private download is neither hashed again nor
     copied: the blob cache hardlinks it."""
-    what = f"layer {index + 1} ({desc.digest[:19]})"
+    what = f"layer {index + 1} ({str(desc.digest)[:19]})"
     keep: BlobWriter | None = None
     try:
         with open_blob(desc) as raw:
@@ -137,7 +137,7 @@ def _import_layer(
                     if stream.raw_size != desc.size or raw_digest not in (None, desc.digest):
                         raise BadImageError(
                             f"blob {desc.digest} does not match its descriptor "
-                            f"({stream.raw_size} bytes, {(raw_digest or '?')[:23]}...)"
+                            f"({stream.raw_size} bytes, {str(raw_digest or '?')[:23]}...)"
                         )
                     if reader.unterminated and diff != diff_id:  # whole only if diff_id says so
                         raise BadImageError(
@@ -249,7 +249,7 @@ def import_image(
             try:
                 if want is not None and layer.id != want:
                     raise BadImageError(
-                        f"layer {i + 1} ({desc.digest[:19]}) unpacks to layer "
+                        f"layer {i + 1} ({str(desc.digest)[:19]}) unpacks to layer "
                         f"{layer.id.short()}, but the image says {want.short()}"
                     )
                 existed = store.has_layer(layer.id)
@@ -282,7 +282,7 @@ def import_image(
                 layer=chain_ids[-1] if chain_ids else EMPTY_LAYER,
                 # the image's id (docker's and podman's IMAGE ID), not where it
                 # came from: a layout, a tar and a registry give the same snapshot
-                message=f"import image {parsed.config.digest[7:19]}",
+                message=f"import image {parsed.config.digest.short()}",
                 author=author,
                 time_ns=created_ns(config) or time.time_ns(),
             )

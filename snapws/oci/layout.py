@@ -22,7 +22,6 @@ from typing import Any
 
 from snapws.errors import BadImageError, BadPathError
 from snapws.oci import tarformat as tf
-from snapws.oci.blobcache import digest_hex
 from snapws.oci.image import OCI_INDEX, OCI_MANIFEST, Image, canonical_json
 from snapws.store.atomic import fsync_dir, write_atomic
 
@@ -41,7 +40,7 @@ def _index_with(old: dict[str, Any] | None, image: Image, ref: str) -> bytes:
     manifests.append(
         {
             "mediaType": OCI_MANIFEST,
-            "digest": image.manifest_digest,
+            "digest": str(image.manifest_digest),
             "size": len(image.manifest),
             "annotations": {REF_NAME: ref},
         }
@@ -74,8 +73,8 @@ def write_layout_dir(image: Image, dest: Path, ref: str = DEFAULT_REF) -> None:
         (b.descriptor, b.path) for b in image.layers
     ]:
         desc, path = desc_path
-        _copy_blob(path, blobs / digest_hex(desc.digest), desc.size)
-    target = blobs / digest_hex(image.manifest_digest)
+        _copy_blob(path, blobs / desc.digest.hex, desc.size)
+    target = blobs / image.manifest_digest.hex
     if not target.exists():
         write_atomic(target, image.manifest, mode=0o444)
     fsync_dir(blobs)
@@ -108,14 +107,14 @@ def write_layout_tar(image: Image, dest: Path, ref: str = DEFAULT_REF) -> None:
         ("index.json", _index_with(None, image, ref), 0),
     ]
     blobs: dict[str, tuple[bytes | Path, int]] = {
-        digest_hex(image.manifest_digest): (image.manifest, len(image.manifest)),
-        digest_hex(image.config.descriptor.digest): (
+        image.manifest_digest.hex: (image.manifest, len(image.manifest)),
+        image.config.descriptor.digest.hex: (
             image.config.path,
             image.config.descriptor.size,
         ),
     }
     for b in image.layers:
-        blobs[digest_hex(b.descriptor.digest)] = (b.path, b.descriptor.size)
+        blobs[b.descriptor.digest.hex] = (b.path, b.descriptor.size)
     tmp = dest.with_name(f".{dest.name}.tmp-{secrets.token_hex(4)}")
     try:
         with open(tmp, "xb") as out:

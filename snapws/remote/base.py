@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from snapws.ids import BlobDigest
+
 #: manifest media types snapws reads and writes
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -78,7 +80,7 @@ class DownloadedBlob(io.BufferedRandom):
     ``path`` names the file while it is open (a store on the same filesystem
     can hardlink it instead of copying). Closing it deletes the file."""
 
-    def __init__(self, raw: io.FileIO, path: Path, digest: str) -> None:
+    def __init__(self, raw: io.FileIO, path: Path, digest: BlobDigest) -> None:
         super().__init__(raw, 1 << 20)
         self.path = path
         self.verified_digest = digest

@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from snapws.ids import BlobDigest
+
 
 class DownloadStopped(Exception):
     """The reader closed the blob: the fetching thread ends quietly."""
@@ -29,7 +31,7 @@ class StreamingBlob:
     ``path`` names the file until :meth:`close`, which deletes it (a store
     on the same filesystem may hardlink it meanwhile)."""
 
-    def __init__(self, fd: int, path: Path, digest: str) -> None:
+    def __init__(self, fd: int, path: Path, digest: BlobDigest) -> None:
         self.path = path
         self.verified_digest = digest
         self.stop = threading.Event()  # set by close: the fetcher gives up

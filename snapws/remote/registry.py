@@ -181,7 +181,7 @@ class RegistryRemote:
         self, digest: str, size: int | None, progress: ByteProgress | None = None
     ) -> BinaryIO:
         url, fd, path = self._download_target(digest)
-        f = DownloadedBlob(io.FileIO(fd, "r+"), path, digest)
+        f = DownloadedBlob(io.FileIO(fd, "r+"), path, BlobDigest.parse(digest))
         try:
             download_blob(
                 self.client,
@@ -205,7 +205,7 @@ class RegistryRemote:
         self, digest: str, size: int | None, progress: ByteProgress | None = None
     ) -> BinaryIO:
         url, fd, path = self._download_target(digest)
-        blob = StreamingBlob(fd, path, digest)
+        blob = StreamingBlob(fd, path, BlobDigest.parse(digest))
 
         def fetch() -> None:
             download_blob(

@@ -101,7 +101,7 @@ def history_layers(registry: Registry) -> list[set[str]]:
     assert tagged is not None
     out = []
     for desc in history_descriptors(tagged.data):
-        history = read_history(lambda d: remote.open_blob(d.digest, d.size), desc)
+        history = read_history(lambda d: remote.open_blob(str(d.digest), d.size), desc)
         out.append({sid.hex for sid in history.entries})
     remote.close()
     return out
@@ -216,17 +216,17 @@ def replace_history(store: Store, image: Image, entries: list[HistoryEntry]) -> 
     blob = gzip.compress(raw, mtime=0)
     digest, path = put_blob_bytes(store, blob)
     config = json.loads(image.config.path.read_bytes())
-    config["config"]["Labels"]["org.snapws.history"] = digest
+    config["config"]["Labels"]["org.snapws.history"] = str(digest)
     config["rootfs"]["diff_ids"][-1] = str(BlobDigest.of(raw))
     cbytes = canonical_json(config)
     cdigest, cpath = put_blob_bytes(store, cbytes)
     manifest = json.loads(image.manifest)
-    manifest["config"]["digest"], manifest["config"]["size"] = cdigest, len(cbytes)
-    manifest["layers"][-1]["digest"], manifest["layers"][-1]["size"] = digest, len(blob)
+    manifest["config"]["digest"], manifest["config"]["size"] = str(cdigest), len(cbytes)
+    manifest["layers"][-1]["digest"], manifest["layers"][-1]["size"] = str(digest), len(blob)
     data = canonical_json(manifest)
     last = Blob(Descriptor.from_json(manifest["layers"][-1]), path)
     config_blob = Blob(Descriptor.from_json(manifest["config"]), cpath)
-    return Image(data, str(BlobDigest.of(data)), config_blob, [*image.layers[:-1], last])
+    return Image(data, BlobDigest.of(data), config_blob, [*image.layers[:-1], last])
 
 
 def test_old_snapshots_of_a_compacted_chain_bring_their_layers(

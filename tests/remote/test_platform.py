@@ -11,6 +11,7 @@ from conftest import Workspace, WorkspaceFactory
 from registry import Registry
 
 from snapws.errors import BadImageError
+from snapws.ids import BlobDigest
 from snapws.oci.image import OCI_INDEX, OCI_MANIFEST, canonical_json
 from snapws.oci.platform import Platform, choose_manifest, host_platform
 from snapws.remote.registry import RegistryRemote
@@ -21,11 +22,11 @@ HOST = host_platform()
 OTHER = "s390x" if HOST.architecture != "s390x" else "amd64"
 
 
-def entry(digest: str, plat: dict[str, str], size: int = 100) -> dict[str, object]:
-    return {"mediaType": OCI_MANIFEST, "digest": digest, "size": size, "platform": plat}
+def entry(digest: BlobDigest, plat: dict[str, str], size: int = 100) -> dict[str, object]:
+    return {"mediaType": OCI_MANIFEST, "digest": str(digest), "size": size, "platform": plat}
 
 
-D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
+D1, D2, D3 = (BlobDigest(c * 64) for c in "123")
 
 
 def test_choose_manifest_picks_the_platform() -> None:

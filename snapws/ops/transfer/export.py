@@ -16,7 +16,7 @@ from pathlib import Path
 
 from snapws.config import Config
 from snapws.errors import BadNameError, NotAWorkspaceError
-from snapws.ids import SnapshotId
+from snapws.ids import BlobDigest, SnapshotId
 from snapws.oci.export import build_image
 from snapws.oci.layout import DEFAULT_REF, write_layout_dir, write_layout_tar
 from snapws.ops.history.revs import resolve_rev
@@ -29,7 +29,7 @@ class ExportResult:
     snapshot: SnapshotId
     dest: Path
     ref: str
-    manifest_digest: str
+    manifest_digest: BlobDigest
     layers: int
     bytes: int  # blobs of the image (layers, config, manifest)
 

@@ -116,9 +116,9 @@ def fetch(
             def open_blob(d: Descriptor, r: Remote = remote) -> BinaryIO:
                 def bar(done: int, total: int | None) -> None:
                     if progress is not None:
-                        progress(f"fetching {d.digest[7:19]}", done, total)
+                        progress(f"fetching {d.digest.short()}", done, total)
 
-                return r.stream_blob(d.digest, d.size, bar)
+                return r.stream_blob(str(d.digest), d.size, bar)
 
             sid = _known_snapshot(store, manifest.data)
             if sid is None:
@@ -157,12 +157,12 @@ def _platform_image(
         if manifest.media_type not in INDEX_TYPES and b'"manifests"' not in manifest.data:
             return manifest
         desc = choose_manifest(manifest.data, where, platform)
-        chosen = remote.get_manifest(desc.digest)
-        if chosen is None or str(BlobDigest.of(chosen.data)) != desc.digest:
+        chosen = remote.get_manifest(str(desc.digest))
+        if chosen is None or BlobDigest.of(chosen.data) != desc.digest:
             raise BadImageError(
                 f"{where}: the index names {desc.digest}, which is missing or damaged"
             )
-        manifest = Manifest(chosen.data, desc.media_type, desc.digest)
+        manifest = Manifest(chosen.data, desc.media_type, str(desc.digest))
     raise BadImageError(f"{where}: image indexes nested too deep")
 
 

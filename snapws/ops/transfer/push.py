@@ -42,7 +42,7 @@ from snapws.errors import (
     NotAWorkspaceError,
     RemoteError,
 )
-from snapws.ids import SnapshotId
+from snapws.ids import BlobDigest, SnapshotId
 from snapws.model import WorkspaceState
 from snapws.oci.export import build_image
 from snapws.oci.history import HistoryPlan, plan_history, read_remote_history, with_history
@@ -186,7 +186,7 @@ def send_image(
         for i, blob in enumerate(to_check):
             if progress is not None:
                 progress("checking", i, len(to_check))
-            if remote.has_blob(blob.descriptor.digest):
+            if remote.has_blob(str(blob.descriptor.digest)):
                 remote.stats.blobs_skipped += 1
             else:
                 missing.append(blob)
@@ -199,7 +199,7 @@ def send_image(
                 if progress is not None:
                     progress("sending", base + n, total)
 
-            remote.put_blob(d.digest, d.size, blob.path, bar, check=False)
+            remote.put_blob(str(d.digest), d.size, blob.path, bar, check=False)
             done += d.size
             crashpoint("push:blob-sent")
         tip = read_tip(remote, plan.tag)  # again: someone may have pushed meanwhile
@@ -239,7 +239,7 @@ def _with_history(
     if move in (Move.FAST_FORWARD, Move.UP_TO_DATE) and tip.manifest is not None:
         try:
             reuse = read_remote_history(
-                tip.manifest, lambda d: remote.open_blob(d.digest, d.size), workdir
+                tip.manifest, lambda d: remote.open_blob(str(d.digest), d.size), workdir
             )
         except (BadImageError, RemoteError):
             reuse = None
@@ -257,7 +257,7 @@ def _extra_to_check(plan: PushPlan, image: Image, known: set[SnapshotId]) -> lis
     if plan.history is None:
         return []
     inside = {b.descriptor.digest for b in image.layers}
-    out: dict[str, Blob] = {}
+    out: dict[BlobDigest, Blob] = {}
     for owner, blob in plan.history.extra:
         d = blob.descriptor.digest
         if owner not in known and d not in inside:

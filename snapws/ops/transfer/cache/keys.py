@@ -275,7 +275,7 @@ def annotate(image: Image, key: str, created_ns: int) -> Image:
     ann[ANNOTATION_CREATED] = format_time(created_ns)
     obj["annotations"] = ann
     data = canonical_json(obj)
-    return replace(image, manifest=data, manifest_digest=str(BlobDigest.of(data)))
+    return replace(image, manifest=data, manifest_digest=BlobDigest.of(data))
 
 
 def plan_cache_prune(
