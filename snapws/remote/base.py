@@ -71,7 +71,7 @@ class Manifest:
 
     data: bytes
     media_type: str
-    digest: str
+    digest: BlobDigest
 
 
 class DownloadedBlob(io.BufferedRandom):
@@ -107,13 +107,13 @@ class Remote(Protocol):
         """The remote for people: ``host/repo`` or ``dir:/path``."""
         ...
 
-    def has_blob(self, digest: str) -> bool:
+    def has_blob(self, digest: BlobDigest) -> bool:
         """True if the remote holds blob ``digest``."""
         ...
 
     def put_blob(
         self,
-        digest: str,
+        digest: BlobDigest,
         size: int,
         path: Path,
         progress: ByteProgress | None = None,
@@ -127,7 +127,7 @@ class Remote(Protocol):
         ...
 
     def open_blob(
-        self, digest: str, size: int | None, progress: ByteProgress | None = None
+        self, digest: BlobDigest, size: int | None, progress: ByteProgress | None = None
     ) -> BinaryIO:
         """An open binary file positioned at 0 holding blob ``digest``,
         verified against it. Raises RemoteNotFoundError if it is missing,
@@ -135,7 +135,7 @@ class Remote(Protocol):
         ...
 
     def stream_blob(
-        self, digest: str, size: int | None, progress: ByteProgress | None = None
+        self, digest: BlobDigest, size: int | None, progress: ByteProgress | None = None
     ) -> BinaryIO:
         """Like :meth:`open_blob`, but readable while it is still arriving:
         the bytes are verified by the time ``read`` reports the end (the
@@ -147,7 +147,7 @@ class Remote(Protocol):
         """The manifest tagged ``reference`` (a tag or a digest); None if absent."""
         ...
 
-    def put_manifest(self, tag: str, data: bytes, media_type: str) -> str:
+    def put_manifest(self, tag: str, data: bytes, media_type: str) -> BlobDigest:
         """Tag ``data`` as ``tag`` (its blobs must be there). Returns its digest."""
         ...
 
@@ -155,7 +155,7 @@ class Remote(Protocol):
         """Every tag, sorted; [] if the repository does not exist yet."""
         ...
 
-    def delete_manifest(self, digest: str) -> bool:
+    def delete_manifest(self, digest: BlobDigest) -> bool:
         """Delete the manifest ``digest`` (and so the tags naming it).
         Returns False if it was not there."""
         ...

@@ -52,7 +52,7 @@ class _Session:
 def download_blob(
     client: HttpClient,
     url: str,
-    digest: str,
+    digest: BlobDigest,
     size: int | None,
     sink: Callable[[bytes], object],
     progress: ByteProgress | None,
@@ -134,7 +134,7 @@ def download_blob(
             client.retry.wait(failures)
     if size is not None and got != size:
         raise RemoteError(f"{display}: blob {digest} has {got} bytes, expected {size}")
-    if str(BlobDigest(h.hexdigest())) != digest:
+    if BlobDigest(h.hexdigest()) != digest:
         raise RemoteError(
             f"{display}: blob {digest} does not match its digest (corrupt or tampered)"
         )
@@ -151,7 +151,7 @@ class Uploader:
     scope: str
     display: str
     chunk_size: int
-    has_blob: Callable[[str], bool]
+    has_blob: Callable[[BlobDigest], bool]
 
     def start(self) -> str:
         resp = self.client.request(
@@ -174,7 +174,7 @@ class Uploader:
 
     def upload(
         self,
-        digest: str,
+        digest: BlobDigest,
         size: int,
         path: Path,
         location: str | None,
@@ -232,7 +232,7 @@ class Uploader:
     def _send_from(
         self,
         f: BinaryIO,
-        digest: str,
+        digest: BlobDigest,
         size: int,
         up: _Session,
         progress: ByteProgress | None,
@@ -278,11 +278,11 @@ class Uploader:
                 progress(up.offset, size)
         self._finish(up.location, digest, b"")
 
-    def _finish(self, location: str, digest: str, data: bytes) -> None:
+    def _finish(self, location: str, digest: BlobDigest, data: bytes) -> None:
         sep = "&" if "?" in location else "?"
         resp = self.client.send(
             "PUT",
-            f"{location}{sep}{urlencode({'digest': digest})}",
+            f"{location}{sep}{urlencode({'digest': str(digest)})}",
             {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))},
             data,
             scope=self.scope,

@@ -50,10 +50,8 @@ class DirRemote:
         pass
 
     # ---- layout ----------------------------------------------------------------------
-    def _blob(self, digest: str) -> Path:
-        if not is_blob_digest(digest):
-            raise RemoteError(f"not a sha256 digest: {digest!r}")
-        return self.path / "blobs" / "sha256" / digest.split(":", 1)[1]
+    def _blob(self, digest: BlobDigest) -> Path:
+        return self.path / "blobs" / "sha256" / digest.hex
 
     def _ensure(self, write: bool) -> None:
         if (self.path / "oci-layout").is_file():
@@ -101,14 +99,14 @@ class DirRemote:
         write_atomic(self.path / "index.json", json.dumps(index, indent=1).encode() + b"\n")
 
     # ---- blobs -----------------------------------------------------------------------
-    def has_blob(self, digest: str) -> bool:
+    def has_blob(self, digest: BlobDigest) -> bool:
         if not self._create:
             self._ensure(write=False)
         return self._blob(digest).is_file()
 
     def put_blob(
         self,
-        digest: str,
+        digest: BlobDigest,
         size: int,
         path: Path,
         progress: ByteProgress | None = None,
@@ -133,7 +131,7 @@ class DirRemote:
                         progress(done, size)
                 out.flush()
                 os.fsync(out.fileno())
-            if str(BlobDigest(h.hexdigest())) != digest or done != size:
+            if BlobDigest(h.hexdigest()) != digest or done != size:
                 raise RemoteError(f"{path} does not match {digest} ({done} bytes, want {size})")
             os.rename(tmp, dest)
             fsync_dir(dest.parent)
@@ -144,7 +142,7 @@ class DirRemote:
         return True
 
     def open_blob(
-        self, digest: str, size: int | None, progress: ByteProgress | None = None
+        self, digest: BlobDigest, size: int | None, progress: ByteProgress | None = None
     ) -> BinaryIO:
         self._ensure(write=False)
         try:
@@ -158,7 +156,7 @@ class DirRemote:
             done += len(block)
             if progress is not None:
                 progress(done, size)
-        if str(BlobDigest(h.hexdigest())) != digest or (size is not None and done != size):
+        if BlobDigest(h.hexdigest()) != digest or (size is not None and done != size):
             f.close()
             raise RemoteError(f"{self.display}: blob {digest} does not match its digest")
         f.seek(0)
@@ -167,7 +165,7 @@ class DirRemote:
         return f
 
     def stream_blob(
-        self, digest: str, size: int | None, progress: ByteProgress | None = None
+        self, digest: BlobDigest, size: int | None, progress: ByteProgress | None = None
     ) -> BinaryIO:
         return self.open_blob(digest, size, progress)  # a local file: nothing to overlap
 
@@ -191,7 +189,11 @@ class DirRemote:
             )
         if entry is None:
             return None
-        digest = str(entry.get("digest", ""))
+        text = str(entry.get("digest", ""))
+        try:
+            digest = BlobDigest.parse(text)
+        except ValueError:
+            raise RemoteError(f"not a sha256 digest: {text!r}") from None
         try:
             data = self._blob(digest).read_bytes()
         except FileNotFoundError:
@@ -200,14 +202,14 @@ class DirRemote:
             raise RemoteError(
                 f"{self.display}: tag {reference} names missing blob {digest}"
             ) from None
-        if str(BlobDigest.of(data)) != digest:
+        if BlobDigest.of(data) != digest:
             raise RemoteError(f"{self.display}: manifest {digest} does not match its digest")
         media_type = str(entry.get("mediaType") or _media_type(data))
         return Manifest(data, media_type, digest)
 
-    def put_manifest(self, tag: str, data: bytes, media_type: str) -> str:
+    def put_manifest(self, tag: str, data: bytes, media_type: str) -> BlobDigest:
         self._ensure(write=True)
-        digest = str(BlobDigest.of(data))
+        digest = BlobDigest.of(data)
         dest = self._blob(digest)
         if not dest.is_file():
             write_atomic(dest, data)
@@ -217,7 +219,7 @@ class DirRemote:
             index["manifests"].append(
                 {
                     "mediaType": media_type,
-                    "digest": digest,
+                    "digest": str(digest),
                     "size": len(data),
                     "annotations": {REF_NAME: tag},
                 }
@@ -232,7 +234,7 @@ class DirRemote:
         names = (_ref_name(m) for m in self._read_index()["manifests"])
         return sorted({n for n in names if n is not None})
 
-    def delete_manifest(self, digest: str) -> bool:
+    def delete_manifest(self, digest: BlobDigest) -> bool:
         self._ensure(write=False)
         blob = self._blob(digest)
         with self._locked():
@@ -240,7 +242,7 @@ class DirRemote:
             keep = [
                 m
                 for m in index["manifests"]
-                if not (isinstance(m, dict) and m.get("digest") == digest)
+                if not (isinstance(m, dict) and m.get("digest") == str(digest))
             ]
             removed = len(keep) != len(index["manifests"])
             if removed:
@@ -268,7 +270,3 @@ def _ref_name(entry: Any) -> str | None:
         return None
     name = entry["annotations"].get(REF_NAME)
     return name if isinstance(name, str) else None
-
-
-def _digest_of(entry: Any) -> str | None:
-    return str(entry.get("digest")) if isinstance(entry, dict) else None

@@ -98,10 +98,9 @@ class RegistryRemote:
         Raises RemoteError, AuthError."""
         self.client.request("GET", self.client.url("/v2/"), scope=self.scope)
 
-    def has_blob(self, digest: str) -> bool:
-        _check_digest(digest)
+    def has_blob(self, digest: BlobDigest) -> bool:
         resp = self.client.request(
-            "HEAD", self._url("blobs", digest), scope=self.scope, also=(404,)
+            "HEAD", self._url("blobs", str(digest)), scope=self.scope, also=(404,)
         )
         return resp.status == 200
 
@@ -116,18 +115,18 @@ class RegistryRemote:
         data = resp.body
         if len(data) > MAX_MANIFEST:
             raise RemoteError(f"{self.display}:{reference}: manifest larger than 4 MiB")
-        digest = str(BlobDigest.of(data))
+        digest = BlobDigest.of(data)
         claimed = resp.header("Docker-Content-Digest")
-        if is_blob_digest(reference) and digest != reference:
+        if is_blob_digest(reference) and digest != BlobDigest.parse(reference):
             raise RemoteError(f"{self.display}: manifest {reference} does not match its digest")
-        if claimed and claimed.startswith("sha256:") and claimed != digest:
+        if claimed and claimed.startswith("sha256:") and claimed != str(digest):
             raise RemoteError(f"{self.display}:{reference}: manifest does not match its digest")
         media_type = resp.header("Content-Type").split(";")[0].strip()
         if media_type not in MANIFEST_TYPES:
             media_type = _media_type_of(data) or media_type
         return Manifest(data, media_type, digest)
 
-    def put_manifest(self, tag: str, data: bytes, media_type: str) -> str:
+    def put_manifest(self, tag: str, data: bytes, media_type: str) -> BlobDigest:
         resp = self.client.request(
             "PUT",
             self._url("manifests", tag),
@@ -137,9 +136,9 @@ class RegistryRemote:
             ok=(200, 201, 202),
         )
         self.stats.manifests_sent += 1
-        digest = str(BlobDigest.of(data))
+        digest = BlobDigest.of(data)
         claimed = resp.header("Docker-Content-Digest")
-        if claimed and claimed != digest:
+        if claimed and claimed != str(digest):
             raise RemoteError(f"{self.display}: the registry stored the manifest as {claimed}")
         return digest
 
@@ -160,11 +159,10 @@ class RegistryRemote:
             url = _next_link(resp.header("Link"), url)
         return sorted(set(tags))
 
-    def delete_manifest(self, digest: str) -> bool:
-        _check_digest(digest)
+    def delete_manifest(self, digest: BlobDigest) -> bool:
         resp = self.client.request(
             "DELETE",
-            self._url("manifests", digest),
+            self._url("manifests", str(digest)),
             scope=self.scope,
             ok=(200, 202),
             also=(404, 405),
@@ -178,10 +176,10 @@ class RegistryRemote:
 
     # ---- blobs: download -------------------------------------------------------------
     def open_blob(
-        self, digest: str, size: int | None, progress: ByteProgress | None = None
+        self, digest: BlobDigest, size: int | None, progress: ByteProgress | None = None
     ) -> BinaryIO:
         url, fd, path = self._download_target(digest)
-        f = DownloadedBlob(io.FileIO(fd, "r+"), path, BlobDigest.parse(digest))
+        f = DownloadedBlob(io.FileIO(fd, "r+"), path, digest)
         try:
             download_blob(
                 self.client,
@@ -202,10 +200,10 @@ class RegistryRemote:
         return f
 
     def stream_blob(
-        self, digest: str, size: int | None, progress: ByteProgress | None = None
+        self, digest: BlobDigest, size: int | None, progress: ByteProgress | None = None
     ) -> BinaryIO:
         url, fd, path = self._download_target(digest)
-        blob = StreamingBlob(fd, path, BlobDigest.parse(digest))
+        blob = StreamingBlob(fd, path, digest)
 
         def fetch() -> None:
             download_blob(
@@ -225,24 +223,22 @@ class RegistryRemote:
         blob.start(fetch)
         return cast(BinaryIO, blob)
 
-    def _download_target(self, digest: str) -> tuple[str, int, Path]:
+    def _download_target(self, digest: BlobDigest) -> tuple[str, int, Path]:
         """The URL of blob ``digest`` and a new private temp file (descriptor,
-        path) to download it into. Raises RemoteError for a bad digest."""
-        _check_digest(digest)
+        path) to download it into. Raises OSError."""
         fd, name = tempfile.mkstemp(prefix="download-", dir=self.tmpdir)
-        return self._url("blobs", digest), fd, Path(name)
+        return self._url("blobs", str(digest)), fd, Path(name)
 
     # ---- blobs: upload ---------------------------------------------------------------
     def put_blob(
         self,
-        digest: str,
+        digest: BlobDigest,
         size: int,
         path: Path,
         progress: ByteProgress | None = None,
         *,
         check: bool = True,
     ) -> bool:
-        _check_digest(digest)
         if check and self.has_blob(digest):
             self.stats.blobs_skipped += 1
             return False
@@ -251,7 +247,7 @@ class RegistryRemote:
             try:
                 resp = self.client.request(
                     "POST",
-                    self._url("blobs", "uploads", "", query={"mount": digest, "from": source}),
+                    self._url("blobs", "uploads", "", query={"mount": str(digest), "from": source}),
                     {"Content-Length": "0"},
                     scope=f"{self.scope} repository:{source}:pull",
                     ok=(201, 202),
@@ -269,11 +265,6 @@ class RegistryRemote:
         self._uploads.upload(digest, size, path, location, progress)
         self.stats.blobs_sent += 1
         return True
-
-
-def _check_digest(digest: str) -> None:
-    if not is_blob_digest(digest):
-        raise RemoteError(f"not a sha256 digest: {digest!r}")
 
 
 def _next_link(header: str, base: str) -> str | None:

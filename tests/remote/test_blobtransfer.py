@@ -34,7 +34,7 @@ def test_an_upload_session_then_a_download_into_a_sink(registry: Registry, tmp_p
     assert r.stats.bytes_sent == len(data)
     got: list[bytes] = []
     seen: list[tuple[int, int | None]] = []
-    url = r._url("blobs", digest)
+    url = r._url("blobs", str(digest))
     download_blob(
         r.client,
         url,
@@ -56,7 +56,14 @@ def test_a_missing_blob_and_a_stopped_download(registry: Registry, tmp_path: Pat
     path, digest, data = blob_file(tmp_path, 10_000, seed=22)
     with pytest.raises(RemoteNotFoundError, match="missing"):
         download_blob(
-            r.client, r._url("blobs", digest), digest, None, bytes, None, scope=r.scope, display="x"
+            r.client,
+            r._url("blobs", str(digest)),
+            digest,
+            None,
+            bytes,
+            None,
+            scope=r.scope,
+            display="x",
         )
     r.put_blob(digest, len(data), path)
     stop = threading.Event()
@@ -64,7 +71,7 @@ def test_a_missing_blob_and_a_stopped_download(registry: Registry, tmp_path: Pat
     with pytest.raises(DownloadStopped):
         download_blob(
             r.client,
-            r._url("blobs", digest),
+            r._url("blobs", str(digest)),
             digest,
             None,
             bytes,

@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 
 from snapws.errors import RemoteError, RemoteNotFoundError
+from snapws.ids import BlobDigest
 from snapws.remote.base import OCI_MANIFEST
 from snapws.remote.dirremote import REF_NAME, DirRemote
 
 
-def blob(tmp_path: Path, data: bytes) -> tuple[Path, str]:
+def blob(tmp_path: Path, data: bytes) -> tuple[Path, BlobDigest]:
     path = tmp_path / f"src-{hashlib.sha1(data).hexdigest()}"
     path.write_bytes(data)
-    return path, "sha256:" + hashlib.sha256(data).hexdigest()
+    return path, BlobDigest.of(data)
 
 
 def test_layout_is_created_by_a_push_only(tmp_path: Path) -> None:
@@ -31,7 +32,7 @@ def test_layout_is_created_by_a_push_only(tmp_path: Path) -> None:
     assert r.put_blob(digest, 5, path) is True
     assert json.loads((layout / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
     assert json.loads((layout / "index.json").read_text())["manifests"] == []
-    assert (layout / "blobs" / "sha256" / digest[7:]).read_bytes() == b"hello"
+    assert (layout / "blobs" / "sha256" / digest.hex).read_bytes() == b"hello"
     assert r.put_blob(digest, 5, path) is False
     assert (r.stats.blobs_sent, r.stats.blobs_skipped) == (1, 1)
 
@@ -50,7 +51,7 @@ def test_refuses_a_directory_that_is_not_a_layout(tmp_path: Path) -> None:
 def test_a_blob_that_does_not_match_is_not_published(tmp_path: Path) -> None:
     r = DirRemote(tmp_path / "layout", create=True)
     path, _ = blob(tmp_path, b"actual content")
-    wrong = "sha256:" + "0" * 64
+    wrong = BlobDigest("0" * 64)
     with pytest.raises(RemoteError, match="does not match"):
         r.put_blob(wrong, 14, path)
     assert list((tmp_path / "layout" / "blobs" / "sha256").iterdir()) == []
@@ -62,11 +63,11 @@ def test_reading_verifies(tmp_path: Path) -> None:
     r.put_blob(digest, 7, path)
     with DirRemote(tmp_path / "layout").open_blob(digest, 7) as f:
         assert f.read() == b"payload"
-    (tmp_path / "layout" / "blobs" / "sha256" / digest[7:]).write_bytes(b"paylOad")
+    (tmp_path / "layout" / "blobs" / "sha256" / digest.hex).write_bytes(b"paylOad")
     with pytest.raises(RemoteError, match="does not match its digest"):
         r.open_blob(digest, None)
     with pytest.raises(RemoteNotFoundError):
-        r.open_blob("sha256:" + "1" * 64, 1)
+        r.open_blob(BlobDigest("1" * 64), 1)
 
 
 def test_tags_replace_and_delete(tmp_path: Path) -> None:
@@ -84,7 +85,7 @@ def test_tags_replace_and_delete(tmp_path: Path) -> None:
     assert [m["annotations"][REF_NAME] for m in index["manifests"]] == ["v1", "main"]
     assert r.delete_manifest(d1) is True
     assert r.list_tags() == ["main"] and r.get_manifest("v1") is None
-    assert r.get_manifest(d1) is None
+    assert r.get_manifest(str(d1)) is None
     assert r.delete_manifest(d1) is False
 
 

@@ -101,7 +101,7 @@ def history_layers(registry: Registry) -> list[set[str]]:
     assert tagged is not None
     out = []
     for desc in history_descriptors(tagged.data):
-        history = read_history(lambda d: remote.open_blob(str(d.digest), d.size), desc)
+        history = read_history(lambda d: remote.open_blob(d.digest, d.size), desc)
         out.append({sid.hex for sid in history.entries})
     remote.close()
     return out

@@ -15,6 +15,7 @@ import pytest
 from registry import Proxy, Registry
 
 from snapws.errors import RemoteError, RemoteNotFoundError
+from snapws.ids import BlobDigest
 from snapws.remote.base import DOCKER_MANIFEST, OCI_MANIFEST
 from snapws.remote.registry import RegistryRemote
 from snapws.remote.url import parse_remote_url
@@ -30,26 +31,32 @@ def remote_at(url: str, repo: str = "team/cache", **kw: object) -> RegistryRemot
     return RegistryRemote(parse_remote_url(f"{url}/{repo}", insecure=True), push=True, **kw)  # type: ignore[arg-type]
 
 
-def blob_file(tmp_path: Path, size: int, seed: int = 0) -> tuple[Path, str, bytes]:
+def blob_file(tmp_path: Path, size: int, seed: int = 0) -> tuple[Path, BlobDigest, bytes]:
     data = hashlib.sha256(str(seed).encode()).digest() * (size // 32 + 1)
     data = bytes(b ^ (i % 251) for i, b in enumerate(data[:size]))
     path = tmp_path / f"blob-{seed}-{size}"
     path.write_bytes(data)
-    return path, "sha256:" + hashlib.sha256(data).hexdigest(), data
+    return path, BlobDigest.of(data), data
 
 
-def image_manifest(config: str, config_size: int, layers: list[tuple[str, int]]) -> bytes:
+def image_manifest(
+    config: BlobDigest, config_size: int, layers: list[tuple[BlobDigest, int]]
+) -> bytes:
     return json.dumps(
         {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "config": {
                 "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config,
+                "digest": str(config),
                 "size": config_size,
             },
             "layers": [
-                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": s}
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": str(d),
+                    "size": s,
+                }
                 for d, s in layers
             ],
         }
@@ -99,7 +106,7 @@ def test_manifests_tags_and_delete(registry: Registry, tmp_path: Path) -> None:
     r.put_blob(ldigest, len(ldata), lpath)
     manifest = image_manifest(cdigest, len(cdata), [(ldigest, len(ldata))])
     digest = r.put_manifest("v1", manifest, OCI_MANIFEST)
-    assert digest == "sha256:" + hashlib.sha256(manifest).hexdigest()
+    assert digest == BlobDigest.of(manifest)
     r.put_manifest("v2", manifest, OCI_MANIFEST)
     got = r.get_manifest("v1")
     assert got is not None and (got.data, got.media_type, got.digest) == (
@@ -107,7 +114,7 @@ def test_manifests_tags_and_delete(registry: Registry, tmp_path: Path) -> None:
         OCI_MANIFEST,
         digest,
     )
-    by_digest = r.get_manifest(digest)
+    by_digest = r.get_manifest(str(digest))
     assert by_digest is not None and by_digest.data == manifest
     assert r.get_manifest("nope") is None
     assert r.list_tags() == ["v1", "v2"]
@@ -126,7 +133,7 @@ def test_docker_manifest_type_is_accepted(registry: Registry, tmp_path: Path) ->
         "mediaType": DOCKER_MANIFEST,
         "config": {
             "mediaType": "application/vnd.docker.container.image.v1+json",
-            "digest": cdigest,
+            "digest": str(cdigest),
             "size": len(cdata),
         },
         "layers": [],
@@ -188,7 +195,7 @@ def test_cross_repository_mount(registry: Registry, tmp_path: Path) -> None:
     two = remote_at(registry.url, "team/two", mount_from=["team/elsewhere", "team/one"])
     assert two.put_blob(digest, len(data), path) is False
     assert two.stats.blobs_mounted == 1 and two.stats.bytes_sent == 0
-    assert digest in registry.linked_layers("team/two")
+    assert str(digest) in registry.linked_layers("team/two")
     with two.open_blob(digest, len(data)) as f:
         assert f.read() == data
     # not in any listed repository: the session the last mount opened takes the upload
@@ -203,7 +210,7 @@ def test_missing_and_corrupt_blobs(registry: Registry, tmp_path: Path) -> None:
     with pytest.raises(RemoteNotFoundError):
         r.open_blob(digest, len(data))
     r.put_blob(digest, len(data), path)
-    hexd = digest.split(":")[1]
+    hexd = digest.hex
     stored = registry.data / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
     stored.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size, other content
     with pytest.raises(RemoteError, match="does not match its digest"):
@@ -262,7 +269,7 @@ def test_streamed_download_checks_the_digest_at_the_end(registry: Registry, tmp_
     with pytest.raises(RemoteNotFoundError):
         r.stream_blob(digest, len(data))  # missing: at once
     r.put_blob(digest, len(data), path)
-    hexd = digest.split(":")[1]
+    hexd = digest.hex
     stored = registry.data / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
     stored.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     with r.stream_blob(digest, len(data)) as f:
@@ -339,7 +346,7 @@ def test_unreachable_registry(tmp_path: Path) -> None:
 
     r = remote_at(f"127.0.0.1:{free_port()}")
     with pytest.raises(RemoteError, match=r"cannot reach .*after 4 tries"):
-        r.has_blob("sha256:" + "0" * 64)
+        r.has_blob(BlobDigest("0" * 64))
     assert r.stats.retries == 3
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from snapws.errors import PushRejectedError
-from snapws.ids import SnapshotId
+from snapws.ids import BlobDigest, SnapshotId
 from snapws.oci.image import LABEL_SNAPSHOT
 from snapws.remote.base import Manifest, Remote
 from snapws.store.store import Store
@@ -37,7 +37,7 @@ class RemoteTip:
     the snapws snapshot the manifest says it holds (None: none, or a
     foreign image)."""
 
-    digest: str | None
+    digest: BlobDigest | None
     snapshot: SnapshotId | None
     manifest: bytes | None = None  # the tag's manifest, as read
 
@@ -135,7 +135,7 @@ def check_push(
     if tip.snapshot is None:
         raise PushRejectedError(
             f"push to {where} rejected: the tag names an image that is not a snapws snapshot "
-            f"({(tip.digest or '')[:19]})",
+            f"({str(tip.digest or '')[:19]})",
             hint="push under another tag (--tag), or replace it with --force",
         )
     if tip.snapshot == ours:
@@ -170,5 +170,5 @@ def _tip_text(tip: RemoteTip) -> str:
     if not tip.exists:
         return "no tag"
     if tip.snapshot is None:
-        return f"a foreign image ({(tip.digest or '')[:19]})"
+        return f"a foreign image ({str(tip.digest or '')[:19]})"
     return tip.snapshot.short()

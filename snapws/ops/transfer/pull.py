@@ -49,7 +49,7 @@ class FetchedTag:
     tag: str
     snapshot: SnapshotId
     previous: SnapshotId | None  # where refs/remotes/<remote>/<tag> pointed before
-    manifest_digest: str
+    manifest_digest: BlobDigest
     move: Move = Move.NEW  # how the remote-tracking ref moved (git's fetch output)
 
 
@@ -69,7 +69,7 @@ class FetchResult:
                     "tag": f.tag,
                     "id": f.snapshot.hex,
                     "previous": f.previous.hex if f.previous else None,
-                    "manifest": f.manifest_digest,
+                    "manifest": str(f.manifest_digest),
                 }
                 for f in self.fetched
             ],
@@ -118,7 +118,7 @@ def fetch(
                     if progress is not None:
                         progress(f"fetching {d.digest.short()}", done, total)
 
-                return r.stream_blob(str(d.digest), d.size, bar)
+                return r.stream_blob(d.digest, d.size, bar)
 
             sid = _known_snapshot(store, manifest.data)
             if sid is None:
@@ -162,7 +162,7 @@ def _platform_image(
             raise BadImageError(
                 f"{where}: the index names {desc.digest}, which is missing or damaged"
             )
-        manifest = Manifest(chosen.data, desc.media_type, str(desc.digest))
+        manifest = Manifest(chosen.data, desc.media_type, desc.digest)
     raise BadImageError(f"{where}: image indexes nested too deep")
 
 

@@ -86,7 +86,7 @@ class PushResult:
     url: str
     tag: str
     snapshot: SnapshotId
-    manifest_digest: str
+    manifest_digest: BlobDigest
     blobs: int  # blobs in the image (layers + config)
     image_bytes: int  # their total size
     stats: TransferStats
@@ -99,7 +99,7 @@ class PushResult:
             "url": self.url,
             "tag": self.tag,
             "id": self.snapshot.hex,
-            "manifest": self.manifest_digest,
+            "manifest": str(self.manifest_digest),
             "blobs": self.blobs,
             "image_bytes": self.image_bytes,
             "previous": self.previous.hex if self.previous else None,
@@ -186,7 +186,7 @@ def send_image(
         for i, blob in enumerate(to_check):
             if progress is not None:
                 progress("checking", i, len(to_check))
-            if remote.has_blob(str(blob.descriptor.digest)):
+            if remote.has_blob(blob.descriptor.digest):
                 remote.stats.blobs_skipped += 1
             else:
                 missing.append(blob)
@@ -199,7 +199,7 @@ def send_image(
                 if progress is not None:
                     progress("sending", base + n, total)
 
-            remote.put_blob(str(d.digest), d.size, blob.path, bar, check=False)
+            remote.put_blob(d.digest, d.size, blob.path, bar, check=False)
             done += d.size
             crashpoint("push:blob-sent")
         tip = read_tip(remote, plan.tag)  # again: someone may have pushed meanwhile
@@ -239,7 +239,7 @@ def _with_history(
     if move in (Move.FAST_FORWARD, Move.UP_TO_DATE) and tip.manifest is not None:
         try:
             reuse = read_remote_history(
-                tip.manifest, lambda d: remote.open_blob(str(d.digest), d.size), workdir
+                tip.manifest, lambda d: remote.open_blob(d.digest, d.size), workdir
             )
         except (BadImageError, RemoteError):
             reuse = None

@@ -57,7 +57,7 @@ def _import_tag(store: Store, remote: Remote, tag: str) -> None:
         return
 
     def open_blob(d: Descriptor) -> BinaryIO:
-        return remote.stream_blob(str(d.digest), d.size, None)
+        return remote.stream_blob(d.digest, d.size, None)
 
     try:
         import_image(store, manifest.data, open_blob, source=f"{remote.display}:{tag}")

@@ -151,7 +151,7 @@ class CacheEntry:
 
     key: str
     tag: str
-    digest: str
+    digest: BlobDigest
     created_ns: int | None
     size: int
     layers: int
@@ -161,7 +161,7 @@ class CacheEntry:
         return {
             "key": self.key,
             "tag": self.tag,
-            "manifest": self.digest,
+            "manifest": str(self.digest),
             "created": format_time(self.created_ns) if self.created_ns is not None else None,
             "size": self.size,
             "layers": self.layers,

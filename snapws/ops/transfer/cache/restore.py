@@ -226,7 +226,7 @@ def _import(
             if progress is not None:
                 progress("fetching", start + done, max(total, start + done))
 
-        f = remote.stream_blob(str(d.digest), d.size, bar)
+        f = remote.stream_blob(d.digest, d.size, bar)
         base += d.size
         return f
 

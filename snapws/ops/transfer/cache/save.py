@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from snapws.errors import BadPathError, InvalidOperationError, RemoteError, permission_denied
-from snapws.ids import SnapshotId
+from snapws.ids import BlobDigest, SnapshotId
 from snapws.oci.export import build_image
 from snapws.ops.transfer.cache.context import (
     CacheContext,
@@ -40,7 +40,7 @@ class SaveResult:
     created_ns: int
     committed: bool  # the directory's changes became a new snapshot
     initialized: bool  # the directory became a workspace
-    replaced: str | None  # manifest digest of the entry this save replaced
+    replaced: BlobDigest | None  # manifest digest of the entry this save replaced
     push: PushResult
 
     def to_json(self) -> dict[str, object]:
@@ -50,7 +50,7 @@ class SaveResult:
             "committed": self.committed,
             "initialized": self.initialized,
             "created": format_time(self.created_ns),
-            "replaced": self.replaced,
+            "replaced": str(self.replaced) if self.replaced is not None else None,
             **self.push.to_json(),
         }
 
