@@ -1,9 +1,10 @@
 """Shell hooks that make an interactive shell follow a remounted workspace.
 
-When snapws puts a new mount in place of a workspace's old one (the rootless
-backend always; the kernel and fuse backends when nothing holds the
-workspace), a shell whose current directory is inside keeps the old, frozen,
-read-only mount until it runs ``cd .``. The snippets here, ``eval``'d by the
+When snapws puts a new mount in place of a workspace's old one (only when
+no program holds the workspace: a shell that entered it during that swap,
+or one a tool such as ``umount --lazy`` left behind), a shell whose current
+directory is inside keeps the old, frozen, read-only mount until it runs
+``cd .``. The snippets here, ``eval``'d by the
 user's shell (``eval "$(snapws hook bash)"``, as direnv's are), do that by
 themselves before each prompt, only when needed: when ``$PWD`` names a
 directory that is not the shell's actual current directory (another
