@@ -7,7 +7,14 @@ import os
 import stat
 from collections.abc import Collection, Iterable, Sequence
 
-from snapws.layers.entries import child, has_opaque_marker, is_under, is_whiteout
+from snapws.layers.entries import (
+    child,
+    has_opaque_marker,
+    in_or_below,
+    is_under,
+    is_whiteout,
+    on_the_way,
+)
 from snapws.layers.view import ChainView
 from snapws.model import ROOT, Change, Kind, classify
 
@@ -43,22 +50,6 @@ def _opaque(path: bytes) -> bool:
     return has_opaque_marker(path)  # trusted.* or user.* form
 
 
-def _skipped(path: bytes, skip: Collection[bytes]) -> bool:
-    while True:
-        if path in skip:
-            return True
-        i = path.rfind(b"/")
-        if i < 0:
-            return False
-        path = path[:i]
-
-
-def _selected(path: bytes, under: Sequence[bytes]) -> bool:
-    if not under:
-        return True
-    return any(is_under(path, u) or is_under(u, path) for u in under)
-
-
 def diff_views(
     old: ChainView,
     new: ChainView,
@@ -72,18 +63,18 @@ def diff_views(
     (ignored paths) are left out unread. Sorted by path; directories appear
     as entries of their own. Raises OSError on unreadable layers."""
     paths, expand = touched_paths(layer_dirs)
-    candidates = {p for p in paths if _selected(p, under)}
+    candidates = {p for p in paths if on_the_way(p, under)}
     for top in expand:
-        if not _selected(top, under):
+        if not on_the_way(top, under):
             continue
         for view in (old, new):
             loc = view.locate(top)
             if loc is not None and loc.node.kind is Kind.DIR:
                 candidates.update(
-                    w.node.path for w in view.walk(top) if _selected(w.node.path, under)
+                    w.node.path for w in view.walk(top) if on_the_way(w.node.path, under)
                 )
     if skip:
-        candidates = {p for p in candidates if not _skipped(p, skip)}
+        candidates = {p for p in candidates if not in_or_below(p, skip)}
     changes = []
     for p in sorted(candidates):
         if under and not any(is_under(p, u) for u in under):

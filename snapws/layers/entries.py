@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from snapws.ids import ContentHash
@@ -250,3 +251,23 @@ def parent_of(path: bytes) -> bytes:
 def is_under(path: bytes, top: bytes) -> bool:
     """True if ``path`` is ``top`` or below it."""
     return top == b"." or path == top or path.startswith(top + b"/")
+
+
+def in_or_below(path: bytes, tops: Collection[bytes]) -> bool:
+    """True if ``path`` or one of its directories is in ``tops``."""
+    while True:
+        if path in tops:
+            return True
+        i = path.rfind(b"/")
+        if i < 0:
+            return False
+        path = path[:i]
+
+
+def on_the_way(path: bytes, under: Sequence[bytes]) -> bool:
+    """True if ``under`` is empty (everything), or ``path`` is one of
+    ``under``, below one, or a directory above one: what a walk restricted to
+    ``under`` must visit."""
+    if not under:
+        return True
+    return any(is_under(path, u) or is_under(u, path) for u in under)

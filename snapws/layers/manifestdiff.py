@@ -22,7 +22,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import replace
 
 from snapws.ids import LayerId
-from snapws.layers.entries import is_under
+from snapws.layers.entries import in_or_below, is_under, on_the_way
 from snapws.model import ROOT, Change, Entry, Kind, classify, decode_manifest, text_to_path
 
 #: Manifests up to this size are decoded whole (one dict); bigger ones are searched.
@@ -204,22 +204,6 @@ class ManifestChain:
                         yield e.path
 
 
-def _skipped(path: bytes, skip: Collection[bytes]) -> bool:
-    while True:
-        if path in skip:
-            return True
-        i = path.rfind(b"/")
-        if i < 0:
-            return False
-        path = path[:i]
-
-
-def _selected(path: bytes, under: Sequence[bytes]) -> bool:
-    if not under:
-        return True
-    return any(is_under(path, u) or is_under(u, path) for u in under)
-
-
 def _as_shown(e: Entry) -> Entry:
     """An entry as a tree read shows it: hardlink leaders are a layer's own
     bookkeeping, never part of a change."""
@@ -253,16 +237,16 @@ def diff_chains(
             candidates.add(e.path)
             if e.kind is not Kind.DIR or e.opaque:
                 expand.add(e.path)
-    candidates = {p for p in candidates if _selected(p, under)}
+    candidates = {p for p in candidates if on_the_way(p, under)}
     for top in expand:
-        if not _selected(top, under):
+        if not on_the_way(top, under):
             continue
         for chain in (old, new):
             loc = chain.locate(top)
             if loc is not None and loc[1].kind is Kind.DIR:
-                candidates.update(p for p in chain.visible_below(top) if _selected(p, under))
+                candidates.update(p for p in chain.visible_below(top) if on_the_way(p, under))
     if skip:
-        candidates = {p for p in candidates if not _skipped(p, skip)}
+        candidates = {p for p in candidates if not in_or_below(p, skip)}
     changes = []
     for p in sorted(candidates):
         if under and not any(is_under(p, u) for u in under):
