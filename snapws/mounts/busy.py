@@ -14,7 +14,9 @@ without CLONE_FILES (rare).
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +87,18 @@ def _fd_flags(pid: int, fd: str) -> int | None:
     return None
 
 
-def _scan_fds(pid: int, root: str, found: set[tuple[int, str, str]]) -> None:
+def _dirs_of(pid: int) -> Iterator[tuple[str, str]]:
+    """(how, path) of ``pid``'s current directory and root."""
+    for how in ("cwd", "root"):
+        try:
+            target = os.readlink(f"/proc/{pid}/{how}")
+        except OSError:
+            continue
+        yield how, _strip_deleted(target)[0]
+
+
+def _open_files_of(pid: int) -> Iterator[tuple[str, str, bool]]:
+    """(fd, path, deleted) of each descriptor ``pid`` holds."""
     fd_dir = f"/proc/{pid}/fd"
     try:
         fds = os.listdir(fd_dir)
@@ -97,6 +110,25 @@ def _scan_fds(pid: int, root: str, found: set[tuple[int, str, str]]) -> None:
         except OSError:
             continue
         path, deleted = _strip_deleted(target)
+        yield fd, path, deleted
+
+
+def _mappings_of(pid: int) -> Iterator[tuple[bytes, str]]:
+    """(permissions, path) of each file ``pid`` has mapped."""
+    try:
+        with open(f"/proc/{pid}/maps", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return
+    for raw in data.splitlines():
+        fields = raw.split(maxsplit=5)
+        if len(fields) == 6:
+            # /proc/PID/maps escapes only the newline, as \012
+            yield fields[1], _strip_deleted(os.fsdecode(fields[5].replace(b"\\012", b"\n")))[0]
+
+
+def _scan_fds(pid: int, root: str, found: set[tuple[int, str, str]]) -> None:
+    for fd, path, deleted in _open_files_of(pid):
         if not _under(path, root):
             continue
         flags = _fd_flags(pid, fd)
@@ -109,21 +141,8 @@ def _scan_fds(pid: int, root: str, found: set[tuple[int, str, str]]) -> None:
 
 
 def _scan_maps(pid: int, root: str, found: set[tuple[int, str, str]]) -> None:
-    try:
-        with open(f"/proc/{pid}/maps", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return
-    for raw in data.splitlines():
-        fields = raw.split(maxsplit=5)
-        if len(fields) < 6:
-            continue
-        perms = fields[1]
-        if len(perms) < 4 or perms[1:2] != b"w" or perms[3:4] != b"s":
-            continue
-        # /proc/PID/maps escapes only the newline, as \012
-        path, _ = _strip_deleted(os.fsdecode(fields[5].replace(b"\\012", b"\n")))
-        if _under(path, root):
+    for perms, path in _mappings_of(pid):
+        if len(perms) >= 4 and perms[1:2] == b"w" and perms[3:4] == b"s" and _under(path, root):
             found.add((pid, path, "mmap-write"))
 
 
@@ -161,12 +180,7 @@ def find_cwd_users(root: Path) -> list[Holder]:
     real = _real_root(root)
     found: set[tuple[int, str, str]] = set()
     for pid in _pids():
-        for how in ("cwd", "root"):
-            try:
-                target = os.readlink(f"/proc/{pid}/{how}")
-            except OSError:
-                continue
-            path, _ = _strip_deleted(target)
+        for how, path in _dirs_of(pid):
             if _under(path, real):
                 found.add((pid, path, how))
     return _holders(found)
@@ -183,35 +197,13 @@ def is_held(root: Path) -> bool:
     for pid in _pids():
         if pid == me:
             continue
-        for how in ("cwd", "root"):
-            try:
-                target = os.readlink(f"/proc/{pid}/{how}")
-            except OSError:
-                continue
-            if _under(_strip_deleted(target)[0], real):
-                return True
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            fds = []
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if _under(_strip_deleted(target)[0], real):
-                return True
-        try:
-            with open(f"/proc/{pid}/maps", "rb") as fh:
-                data = fh.read()
-        except OSError:
-            continue
-        for raw in data.splitlines():
-            fields = raw.split(maxsplit=5)
-            if len(fields) == 6:
-                path = _strip_deleted(os.fsdecode(fields[5].replace(b"\\012", b"\n")))[0]
-                if _under(path, real):
-                    return True
+        paths = itertools.chain(
+            (p for _how, p in _dirs_of(pid)),
+            (p for _fd, p, _deleted in _open_files_of(pid)),
+            (p for _perms, p in _mappings_of(pid)),
+        )
+        if any(_under(p, real) for p in paths):
+            return True
     return False
 
 

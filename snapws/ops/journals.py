@@ -24,6 +24,7 @@ from typing import Any
 from snapws.errors import DamagedRecordError
 from snapws.ids import LayerId, SnapshotId, WorkspaceId
 from snapws.model import SnapshotRecord, WorkspaceState
+from snapws.store.store import Store
 
 
 @dataclass(slots=True)
@@ -192,6 +193,14 @@ class InitJournal:
 
 
 Journal = CommitJournal | SwitchJournal | InitJournal
+
+
+def mark_shown(store: Store, j: Journal) -> None:
+    """Record in ``j`` and in the store's journal that the backend changed the
+    working tree in place (a finish run again must not write over edits
+    made since)."""
+    j.shown = True
+    store.write_journal(j.to_json())
 
 
 def parse(j: dict[str, Any], where: Path) -> Journal | None:

@@ -210,3 +210,48 @@ def test_overlay_busy_and_named(tmp_path: Path, kids: Children, script: str) -> 
     assert mine(find_writers(target), proc.pid) == [(how, "held")]
     kids.stop(proc)
     remount_readonly(target)
+
+
+HOLD = """\
+import mmap, os, sys
+how, path = sys.argv[1], sys.argv[2]
+if how == "cwd":
+    os.chdir(path)
+elif how == "open":
+    f = open(path, "rb")
+elif how == "map":
+    f = open(path, "rb")
+    m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    f.close()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("how", ["cwd", "open", "map"])
+def test_is_held_by_a_cwd_an_open_file_or_a_mapping(tmp_path: Path, how: str) -> None:
+    from snapws.mounts.busy import is_held
+
+    root = tmp_path / "ws"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "f").write_bytes(b"data")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert not is_held(root)  # this process's own cwd/files never count either
+    target = root / "d" if how == "cwd" else root / "d" / "f"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, how, str(target)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=outside,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        assert is_held(root)
+        assert not is_held(tmp_path / "elsewhere")
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    assert not is_held(root)

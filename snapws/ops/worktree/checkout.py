@@ -20,7 +20,7 @@ from snapws.errors import NameExistsError, UncommittedChangesError, WorkspaceBus
 from snapws.ids import SnapshotId
 from snapws.layers.diff import diff_views
 from snapws.model import Change, WorkspaceState, display_path
-from snapws.ops.journals import SwitchJournal
+from snapws.ops.journals import SwitchJournal, mark_shown
 from snapws.refnames import validate_ref_name
 from snapws.session import Session
 from snapws.store.store import Store
@@ -275,7 +275,7 @@ def finish_switch(store: Store, j: SwitchJournal, work: WorkChanges | None = Non
             store.write_ref("heads", name, sid, j.who, j.message)
     crashpoint("checkout:ref-moved")
     if not j.shown:
-        backend.show(store, state, new, j.part, work, lambda: _mark_shown(store, j))
+        backend.show(store, state, new, j.part, work, lambda: mark_shown(store, j))
     if j.log:
         store.append_reflog_once(
             f"workspaces/{j.ws.hex}/HEAD",
@@ -293,8 +293,3 @@ def finish_switch(store: Store, j: SwitchJournal, work: WorkChanges | None = Non
     crashpoint("checkout:shown")
     store.clear_journal()
     backend.sweep(store, new)
-
-
-def _mark_shown(store: Store, j: SwitchJournal) -> None:
-    j.shown = True
-    store.write_journal(j.to_json())

@@ -31,7 +31,7 @@ from snapws.crash import crashpoint
 from snapws.errors import SnapwsError
 from snapws.ids import LayerId, SnapshotId
 from snapws.model import Change, SnapshotRecord, WorkspaceState, encode_manifest, manifest_id
-from snapws.ops.journals import CommitJournal
+from snapws.ops.journals import CommitJournal, mark_shown
 from snapws.session import Session
 from snapws.store.dedup import dedup_staging
 from snapws.store.store import EMPTY_LAYER, Store
@@ -147,7 +147,7 @@ def finish_commit(store: Store, j: CommitJournal, work: WorkChanges | None = Non
                 store.write_ref("heads", j.branch, sid, who, summary)
             crashpoint("commit:ref-moved")
             if not j.shown:
-                backend.show(store, state, new, j.part, work, lambda: _mark_shown(store, j))
+                backend.show(store, state, new, j.part, work, lambda: mark_shown(store, j))
             store.append_reflog_once(
                 f"workspaces/{j.ws.hex}/HEAD", j.old_head, sid, who, summary, j.record.time_ns
             )
@@ -167,11 +167,6 @@ def finish_commit(store: Store, j: CommitJournal, work: WorkChanges | None = Non
         store.discard(staging)
     backend.sweep(store, state)
     return sid
-
-
-def _mark_shown(store: Store, j: CommitJournal) -> None:
-    j.shown = True
-    store.write_journal(j.to_json())
 
 
 def _legacy_new_state(state: WorkspaceState, j: CommitJournal) -> WorkspaceState:

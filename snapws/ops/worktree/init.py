@@ -30,7 +30,7 @@ from snapws.ids import SnapshotId, WorkspaceId
 from snapws.layers.scan import entries_of, read_tree
 from snapws.model import Entry, SnapshotRecord, WorkspaceState, encode_manifest, manifest_id
 from snapws.mounts import mounter
-from snapws.ops.journals import InitJournal
+from snapws.ops.journals import InitJournal, mark_shown
 from snapws.ops.workspace import new_workspace_namespace
 from snapws.ops.worktree.commit import tz_offset_min
 from snapws.refnames import validate_ref_name
@@ -352,7 +352,7 @@ def finish_init(store: Store, j: InitJournal, entries: list[Entry] | None = None
     state = replace(j.state, head=sid)
     backend = get_backend(state.backend)
     if not j.shown:
-        backend.install(store, state, j.part, j.snapshot is not None, lambda: _mark_shown(store, j))
+        backend.install(store, state, j.part, j.snapshot is not None, lambda: mark_shown(store, j))
     store.append_reflog_once(
         f"workspaces/{state.id.hex}/HEAD", None, sid, j.author, "init", j.time_ns
     )
@@ -362,11 +362,6 @@ def finish_init(store: Store, j: InitJournal, entries: list[Entry] | None = None
     store.clear_journal()
     backend.sweep(store, state)
     return state
-
-
-def _mark_shown(store: Store, j: InitJournal) -> None:
-    j.shown = True
-    store.write_journal(j.to_json())
 
 
 def rollback_init(store: Store, j: InitJournal) -> None:
