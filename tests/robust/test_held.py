@@ -263,3 +263,22 @@ def test_crash_while_settling(ws: Workspace, step: str) -> None:
     assert ws.state().base is None
     assert ws.tree() == before
     assert_store_ok(ws.store_path)
+
+
+def test_flatten_leaves_a_held_workspace_on_its_mount(ws: Workspace) -> None:
+    ws.init(BASE)
+    shell = ws.spawn(SHELL, cwd=ws.path / "docs")
+    for n in range(4):
+        assert ask(shell, f"write n{n}.md {n}") == "written"
+        ws.commit(f"c{n}")
+    state = ws.state()
+    assert state.base is not None
+    ws.run("flatten", "--keep", "0")
+    after = ws.state()
+    # not remounted: the same upper, work and base; the shell goes on working
+    assert (after.upper, after.work, after.base) == (state.upper, state.work, state.base)
+    assert ask(shell, "ls") == ["guide.md", "n0.md", "n1.md", "n2.md", "n3.md", "readme.md"]
+    assert ask(shell, "write late.md late") == "written"
+    assert ws.status() == ["?? docs/late.md"]
+    assert_store_ok(ws.store_path)
+    ws.stop(shell)

@@ -103,3 +103,33 @@ def test_workspaces_outside_a_workspace_lists_the_default_store(tmp_path: Path) 
     run_cli("init", "--backend", "plain", tmp_path / "proj", cwd=tmp_path)  # the default store
     listed = run_cli("workspaces", cwd=tmp_path / "elsewhere").stdout
     assert str(tmp_path / "proj") in listed and "[plain]" in listed, listed
+
+
+def test_leftovers_of_a_killed_command_are_cleared(tmp_path: Path) -> None:
+    """A write of the workspace record killed before its rename leaves a
+    temporary copy; a deletion killed between its move to trash and its
+    removal leaves trash/. The next commit sweeps the first, the next
+    read-only command (which takes the lock to recover) the second."""
+    store = tmp_path / "store"
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "f").write_text("f\n")
+    run_cli("--store", store, "init", "--backend", "plain", tmp_path / "ws", cwd=tmp_path)
+    (wsdir,) = (store / "workspaces").iterdir()
+    torn = wsdir / ".state.json.tmp-99999"
+    torn.write_text("{")
+    (store / "trash" / "layer-x").mkdir()
+    (store / "trash" / "layer-x" / "a").write_text("a")
+    status = run_cli("--store", store, "-C", tmp_path / "ws", "status", "--porcelain", cwd=tmp_path)
+    assert status.stdout == ""
+    assert list((store / "trash").iterdir()) == []
+    (tmp_path / "ws" / "g").write_text("g\n")
+    run_cli("--store", store, "-C", tmp_path / "ws", "commit", "-m", "g", cwd=tmp_path)
+    assert not torn.exists()
+
+
+def test_doctor_says_a_plain_workspace_is_an_ordinary_directory(tmp_path: Path) -> None:
+    (tmp_path / "ws").mkdir()
+    store = tmp_path / "store"
+    run_cli("--store", store, "init", "--backend", "plain", tmp_path / "ws", cwd=tmp_path)
+    text = run_cli("--store", store, "-C", tmp_path / "ws", "doctor", cwd=tmp_path).stdout
+    assert f"workspace: {tmp_path / 'ws'}: an ordinary directory" in text, text
