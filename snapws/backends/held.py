@@ -17,7 +17,6 @@ Used by :class:`snapws.backends.overlay.OverlayBackend`.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from snapws.backends.plain.stage import Stager
 from snapws.backends.plain.write import meta_only, rewrite_paths
 from snapws.backends.upperdir import copy_dir_meta
 from snapws.crash import crashpoint
-from snapws.ids import LayerId
 from snapws.layers.diff import diff_views
 from snapws.layers.entries import opaque_xattr
 from snapws.layers.scan import entries_of, plan_upper, read_tree
@@ -91,7 +89,6 @@ def build_settled_upper(
     old: WorkspaceState,
     new: WorkspaceState,
     upper_form: str,
-    layer_dirs: Callable[[list[LayerId]], list[bytes]],
 ) -> None:
     """Make ``new``'s upperdir hold the working tree's changes against
     HEAD, in overlay form (whiteouts, opaque directories), copied from the
@@ -109,7 +106,8 @@ def build_settled_upper(
     base = [os.fsencode(p) for p in store.layer_trees(old.base)]
     head_view = ChainView([os.fsencode(p) for p in store.layer_trees(old.head)])
     work_view = ChainView([upper, *base], upper_form=upper_form)
-    dirs = [upper, *layer_dirs(store.unshared_layers(old.base, old.head))]
+    unshared = store.unshared_layers(old.base, old.head)
+    dirs = [upper, *[os.fsencode(store.layer_tree(x)) for x in unshared]]
     changes = diff_views(head_view, work_view, dirs)
     plan = plan_upper(upper, ChainView(base), upper_form)
     recreated = {n.path for n in plan.keep if n.opaque and n.path != b"."}

@@ -382,10 +382,7 @@ class OverlayBackend(MountSwapper, Backend):
         if part.get("settle"):
             from snapws.backends.held import build_settled_upper
 
-            def layer_dirs(layers: list[LayerId]) -> list[bytes]:
-                return _layer_dirs(store, layers)
-
-            build_settled_upper(store, old, new, self.upper_form, layer_dirs)
+            build_settled_upper(store, old, new, self.upper_form)
             return
         if old == new:
             return
