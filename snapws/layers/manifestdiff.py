@@ -22,11 +22,15 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import replace
 
 from snapws.ids import LayerId
-from snapws.layers.entries import in_or_below, is_under, on_the_way
+from snapws.layers.entries import in_or_below_any, is_under, on_the_way
 from snapws.model import ROOT, Change, Entry, Kind, classify, decode_manifest, text_to_path
 
 #: Manifests up to this size are decoded whole (one dict); bigger ones are searched.
 SMALL_MANIFEST = 1 << 18
+#: How far after the previous lookup a lookup in a searched manifest first probes.
+SEARCH_WINDOW = 1 << 13
+#: Brackets up to this size are searched for a path's line as a substring.
+FIND_SPAN = 1 << 12
 _PKEY = b'"p":"'
 
 
@@ -36,6 +40,9 @@ def _line_path(line: bytes) -> bytes:
     if i >= 0:
         j = i + len(_PKEY)
         end = line.find(b'"', j)
+        text = line[j:end]
+        if end > 0 and text.isascii() and b"\\" not in text:
+            return text  # plain ASCII (manifests are ASCII): the path's own bytes
         while end > 0 and line[end - 1 : end] == b"\\":
             k = end - 1
             while k > j and line[k - 1 : k] == b"\\":
@@ -44,11 +51,21 @@ def _line_path(line: bytes) -> bytes:
                 break  # an even run of backslashes: the quote ends the string
             end = line.find(b'"', end + 1)
         if end > 0:
-            text = line[j:end]
-            if b"\\" not in text:
-                return text_to_path(text.decode("ascii"))
             return text_to_path(json.loads(line[j - 1 : end + 1]))
     return text_to_path(json.loads(line)["p"])
+
+
+#: The bytes a manifest writes as themselves in a JSON string (ensure_ascii:
+#: printable ASCII but the quote and the backslash).
+_PLAIN = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
+
+
+def _needle(path: bytes) -> bytes | None:
+    """``"p":"<path>"`` as a canonical manifest line holds it, for a path
+    whose bytes all stand for themselves in JSON; None for other paths."""
+    if path.translate(None, _PLAIN):
+        return None
+    return _PKEY + path + b'"'
 
 
 def _parse(line: bytes) -> Entry:
@@ -57,17 +74,36 @@ def _parse(line: bytes) -> Entry:
 
 class SortedManifest:
     """One layer's manifest, looked up by path. Small manifests are decoded
-    whole; big ones (``bytes`` or an ``mmap``) are binary-searched in place.
+    whole; big ones (``bytes`` or an ``mmap``) are searched in place.
     ``small``: the size up to which a manifest is decoded whole. Raises
-    ValueError on malformed lines it reads."""
+    ValueError on malformed lines it reads.
 
-    def __init__(self, data: bytes | mmap.mmap, small: int = SMALL_MANIFEST) -> None:
+    Lookups in increasing path order (a diff's sorted candidates) cost the
+    logarithm of the distance between them, not of the manifest: each goes
+    on from where the previous one ended (:meth:`_forward`); a path out of
+    order is binary-searched from the start. ``window`` (bytes) is the first
+    step of that walk, ``span`` the bracket short enough to search as a
+    substring; both only change the speed."""
+
+    def __init__(
+        self,
+        data: bytes | mmap.mmap,
+        small: int = SMALL_MANIFEST,
+        window: int = SEARCH_WINDOW,
+        span: int = FIND_SPAN,
+    ) -> None:
         self._buf = data
         self._size = len(data)
+        self._window = max(window, 1)
+        self._span = span
         self._all: dict[bytes, Entry] | None = None
         self._sorted: list[Entry] | None = None
         self._got: dict[bytes, Entry | None] = {}
         self._probes: dict[tuple[int, int], tuple[int, int, bytes]] = {}
+        # Every line before offset ``_cursor`` has a path below ``_cursor_key``,
+        # and the line at ``_cursor`` (if any) one at or above it.
+        self._cursor = 0
+        self._cursor_key = b""
         if self._size <= small:
             entries = decode_manifest(bytes(data))
             self._sorted = entries
@@ -88,15 +124,85 @@ class SortedManifest:
             return self._got[path]
         except KeyError:
             pass
-        pos = self._lower_bound(path)
-        found = None
-        if pos < self._size:
-            end = self._line_end(pos)
-            line = self._buf[pos:end]
-            if _line_path(line) == path:
-                found = _parse(line)
+        if path > self._cursor_key:
+            found = self._forward(path)
+        else:
+            found = self._search(path, 0, self._cursor)
         self._got[path] = found
         return found
+
+    def _forward(self, path: bytes) -> Entry | None:
+        """:meth:`get` for a path above the cursor. Gallops from it (probes
+        ``window`` bytes on, then twice as far, ...) until a line at or above
+        ``path`` brackets it, bisects the bracket down to ``span`` bytes and
+        searches that for ``"p":"<path>"``, the path field a canonical line
+        (:func:`snapws.model.encode_manifest`) holds for a path of plain
+        bytes. A hit counts once the line's own path field says so; a miss
+        counts only where every line of the bracket has a path field and no
+        escaped byte; else (and for a path with bytes JSON escapes) the
+        bisection decides."""
+        buf, size = self._buf, self._size
+        start = self._cursor
+        step = self._window
+        while True:
+            probe = start + step
+            if probe >= size:
+                hi = size
+                break
+            line_start = max(buf.rfind(b"\n", start, probe) + 1, start)
+            line_end = self._line_end(probe)
+            line = buf[line_start:line_end]
+            here = _line_path(line) if line.strip() else b""
+            if here < path:
+                start = min(line_end + 1, size)
+                step *= 2
+                continue
+            if here == path:
+                self._cursor, self._cursor_key = line_start, path
+                return _parse(line)
+            hi = line_start
+            break
+        needle = _needle(path)
+        if needle is None:
+            return self._search(path, start, hi)
+        while hi - start > self._span:  # bisect down to a short bracket
+            mid = max(buf.rfind(b"\n", start, (start + hi) // 2) + 1, start)
+            line_end = self._line_end(mid)
+            line = buf[mid:line_end]
+            here = _line_path(line) if line.strip() else b""
+            if here < path:
+                start = min(line_end + 1, size)
+            elif here == path:
+                self._cursor, self._cursor_key = mid, path
+                return _parse(line)
+            else:
+                hi = mid
+        chunk = buf[start:hi]  # the lines that start in [start, hi)
+        hit = chunk.find(needle)
+        if hit >= 0:
+            line_start = chunk.rfind(b"\n", 0, hit) + 1
+            line_end = chunk.find(b"\n", hit)
+            line = chunk[line_start : len(chunk) if line_end < 0 else line_end]
+            if _line_path(line) == path:
+                self._cursor, self._cursor_key = start + line_start, path
+                return _parse(line)
+        elif b"\\" not in chunk and chunk.count(b"\n") == chunk.count(_PKEY):
+            # Every line there has its path field and escapes no byte: the
+            # path's line would hold the needle. Absent.
+            self._cursor, self._cursor_key = start, path
+            return None
+        return self._search(path, start, hi)  # not in canonical form: bisect
+
+    def _search(self, path: bytes, lo: int, hi: int) -> Entry | None:
+        """Binary search for ``path`` between line starts ``lo`` and ``hi``
+        (the lower bound is known to lie there); the cursor moves to it."""
+        pos = self._lower_bound(path, lo, hi)
+        self._cursor, self._cursor_key = pos, path
+        if pos < self._size:
+            line = self._buf[pos : self._line_end(pos)]
+            if _line_path(line) == path:
+                return _parse(line)
+        return None
 
     def below(self, path: bytes) -> Iterator[Entry]:
         """Every entry strictly below directory ``path``, sorted."""
@@ -107,7 +213,7 @@ class SortedManifest:
         if self._sorted is not None:
             yield from (e for e in self._sorted if e.path.startswith(prefix))
             return
-        yield from self._scan(self._lower_bound(prefix), prefix)
+        yield from self._scan(self._lower_bound(prefix, 0, self._size), prefix)
 
     def _scan(self, pos: int, prefix: bytes | None) -> Iterator[Entry]:
         while pos < self._size:
@@ -123,9 +229,9 @@ class SortedManifest:
         end = self._buf.find(b"\n", start)
         return self._size if end < 0 else end
 
-    def _lower_bound(self, key: bytes) -> int:
-        """Offset of the first line whose path is >= ``key`` (the size if none)."""
-        lo, hi = 0, self._size
+    def _lower_bound(self, key: bytes, lo: int, hi: int) -> int:
+        """Offset of the first line whose path is >= ``key``, between line
+        starts ``lo`` and ``hi`` (``hi`` if none before it)."""
         probes = self._probes
         while lo < hi:
             mid = (lo + hi) // 2
@@ -238,7 +344,7 @@ def diff_chains(
             if e.kind is not Kind.DIR or e.opaque:
                 expand.add(e.path)
     candidates = {p for p in candidates if on_the_way(p, under)}
-    for top in expand:
+    for top in sorted(expand):  # in path order: the manifests are searched forward
         if not on_the_way(top, under):
             continue
         for chain in (old, new):
@@ -246,7 +352,8 @@ def diff_chains(
             if loc is not None and loc[1].kind is Kind.DIR:
                 candidates.update(p for p in chain.visible_below(top) if on_the_way(p, under))
     if skip:
-        candidates = {p for p in candidates if not in_or_below(p, skip)}
+        skipped = in_or_below_any(skip)
+        candidates = {p for p in candidates if not skipped(p)}
     changes = []
     for p in sorted(candidates):
         if under and not any(is_under(p, u) for u in under):

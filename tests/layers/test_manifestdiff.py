@@ -10,6 +10,7 @@ of snapshots through ``ops.diff`` against the tree diff."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import random
 from pathlib import Path
@@ -24,7 +25,7 @@ from snapws.layers.diff import diff_views
 from snapws.layers.manifestdiff import ManifestChain, SortedManifest, diff_chains
 from snapws.layers.merge import RunLayer, build_merged_tree
 from snapws.layers.view import ChainView
-from snapws.model import Entry, Kind, encode_manifest, manifest_id
+from snapws.model import Entry, Kind, decode_manifest, encode_manifest, manifest_id
 from snapws.ops.session import open_session
 from snapws.ops.worktree.commit import commit
 from snapws.ops.worktree.diff import diff as ops_diff
@@ -74,8 +75,6 @@ def _layer(tree: Path) -> Layer:
 
 def _merged(root: Path, run: list[Layer], name: str, bottom: bool) -> Layer:
     """One layer equal to ``run`` (topmost first), as compaction makes it."""
-    from snapws.model import decode_manifest
-
     layers = [RunLayer(t, decode_manifest(data)) for _, t, data in run]
     dest = root / name
     data = build_merged_tree(layers, os.fsencode(dest), bottom)
@@ -169,3 +168,61 @@ def test_snapshot_diffs_from_manifests_equal_tree_diffs_on_real_commits(
                     assert got == want
                     compared += 1
     assert compared == 2 * 11 * 11
+
+
+def _random_paths(rng: random.Random, count: int) -> set[bytes]:
+    names = [*b"a b a-b a0 0 z".split(), b'q"t', b"s\\l", b"caf\xc3\xa9", b"\xff", b"s p"]
+    paths: set[bytes] = set()
+    while len(paths) < count:
+        parts = [rng.choice(names) for _ in range(rng.randrange(1, 5))]
+        for n in range(1, len(parts) + 1):
+            paths.add(b"/".join(parts[:n]))
+    return paths
+
+
+def _lookups(rng: random.Random, pool: list[bytes], order: str) -> list[bytes]:
+    keys = rng.sample(pool, rng.randrange(1, len(pool)))
+    if order == "sorted":
+        keys.sort()
+    elif order == "mostly":  # sorted runs with jumps back, as ancestors and subtrees give
+        keys.sort()
+        for _ in range(len(keys) // 10):
+            i = rng.randrange(len(keys))
+            keys.insert(rng.randrange(i + 1), keys[i])
+    return keys
+
+
+@pytest.mark.parametrize("form", ["canonical", "spaced", "escaped"])
+def test_searched_manifest_lookups_in_any_order_find_what_a_dict_finds(
+    form: str, tmp_path: Path
+) -> None:
+    """The forward search (gallop, bisection, substring search of a short
+    bracket) and the binary search from scratch agree with a whole decode,
+    for paths present and absent, in sorted, nearly sorted and random order,
+    at every window and span; also on manifests not in the canonical form
+    (spaces after the separators, escaped slashes), where the substring
+    search cannot see a path's line."""
+    rng = random.Random(880 + len(form))
+    paths = _random_paths(rng, 600)
+    entries = [Entry(path=b".", kind=Kind.DIR)]
+    for p in sorted(paths):
+        kind = Kind.DIR if any(q.startswith(p + b"/") for q in paths) else Kind.FILE
+        entries.append(Entry(path=p, kind=kind, size=len(p), mtime_ns=rng.randrange(10**18)))
+    data = encode_manifest(entries)
+    if form == "spaced":
+        data = data.replace(b'":', b'": ').replace(b",", b", ")
+    elif form == "escaped":
+        data = data.replace(b"/", b"\\/")
+    truth = {e.path: e for e in decode_manifest(data)}
+    assert len(truth) == len(entries)
+    absent = [p + b"x" for p in rng.sample(sorted(paths), 100)]
+    pool = [*truth, *absent, b"", b"-", b"~", b"\xff\xff"]
+    mapped = tmp_path / "manifest"
+    mapped.write_bytes(data)
+    with open(mapped, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        for window, span in ((1, 1), (64, 16), (300, 4096), (8192, 4096), (1 << 20, 1 << 20)):
+            for order in ("sorted", "mostly", "random"):
+                for buf in (data, mm):
+                    m = SortedManifest(buf, small=-1, window=window, span=span)
+                    for p in _lookups(rng, pool, order):
+                        assert m.get(p) == truth.get(p), (window, span, order, p)
