@@ -13,10 +13,18 @@ from contextlib import suppress
 from pathlib import Path
 
 from snapws.crash import crashpoint
+from snapws.deeppath import anchored, reach
 from snapws.errors import LayerRejectedError
 from snapws.ids import SnapshotId
 from snapws.layers import fuseform
-from snapws.layers.entries import Node, list_xattrs, opaque_xattr, read_node, user_xattrs
+from snapws.layers.entries import (
+    Node,
+    join,
+    list_xattrs,
+    opaque_xattr,
+    read_node,
+    user_xattrs,
+)
 from snapws.layers.ignore import IgnoreRules, ignored_in_tree
 from snapws.layers.scan import prune_upper, strip_overlay_xattrs
 from snapws.layers.view import ChainView
@@ -98,7 +106,7 @@ def sweep_workspace_dir(store: Store, state: WorkspaceState) -> None:
             continue  # (dropped below)
         if p.name.startswith(("upper-", "work-", ".upper-")):
             with suppress(OSError):
-                store.discard(p)
+                store.discard(p, durable=False)  # undone by a power loss: swept again
         elif p.name.startswith(".mnt-"):  # a staging mount point left by a crash
             with suppress(OSError):
                 if mounter.mount_at(p) is not None:
@@ -220,12 +228,13 @@ def prepare_layer_tree(
     if upper_form == fuseform.FORM:
         fuseform.canonicalise_upper(root, entries)
     prune_upper(root, prune)
-    nodes = [read_node(e.path, root if e.path == b"." else root + b"/" + e.path) for e in entries]
-    strip_overlay_xattrs(nodes, xattr_form if upper_form == fuseform.FORM else None)
-    for e in entries:
-        if e.kind is Kind.DIR:
-            p = root if e.path == b"." else root + b"/" + e.path
-            os.utime(p, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+    with anchored():  # paths may be longer than PATH_MAX
+        nodes = [read_node(e.path, join(root, e.path)) for e in entries]
+        strip_overlay_xattrs(nodes, xattr_form if upper_form == fuseform.FORM else None)
+        for e in entries:
+            if e.kind is Kind.DIR:
+                with reach(join(root, e.path)) as short:
+                    os.utime(short, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
 
 
 # ---- a new workspace's directory, and a damaged record ---------------------------

@@ -47,7 +47,7 @@ from snapws.layers.merge import RunLayer, build_merged_tree
 from snapws.model import Entry, decode_manifest, manifest_id
 from snapws.ops.maintenance.compaction import NO_COMPACTION as NO_COMPACTION
 from snapws.session import Session
-from snapws.store.atomic import fsync_dir, write_atomic
+from snapws.store.atomic import active_batch, write_atomic
 from snapws.store.store import EMPTY_LAYER, Store
 
 _PLAN_SUFFIX = ".plan"
@@ -162,10 +162,15 @@ def _finish(store: Store, plan: dict[str, Any]) -> tuple[LayerId, int]:
     crashpoint("flatten:published")
     prefix = [LayerId(x) for x in plan["prefix"]]
     tips = [SnapshotId(plan["tip"])] if plan.get("tip") else []
-    rewritten = rewrite_chains(store, prefix, lid, int(plan["start"]), tips)
-    path = _plan_path(store, plan["staging"])
-    path.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    outer = active_batch()
+    if outer is not None:
+        outer.barrier()  # the layer is durable before any chain names it
+    # each chain file is replaced atomically, old and new both valid: they
+    # may reach the disk in any order, so they share one syncfs
+    with store.durable_batch():
+        rewritten = rewrite_chains(store, prefix, lid, int(plan["start"]), tips)
+    # not synced: a plan that comes back after a power loss is finished again
+    _plan_path(store, plan["staging"]).unlink(missing_ok=True)
     return lid, rewritten
 
 
