@@ -218,6 +218,7 @@ def scenario(name: str, max_depth: int, args: argparse.Namespace, work: Path) ->
     cfg.write_text(f"max_depth = {max_depth}\nlock_timeout = 600\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SNAPWS_")}
     env.update(SNAPWS_CONFIG=str(cfg), SNAPWS_AUTHOR="bench <bench@example.invalid>")
+    env["SNAPWS_STORE"] = str(store_path)  # beside the tree, not the user's default store
     env["XDG_CONFIG_HOME"] = str(base / "xdg")
     config = Config(author=env["SNAPWS_AUTHOR"], lock_timeout=600, max_depth=max_depth)
     log = (lambda m: print(f"[{name}] {m}", file=sys.stderr, flush=True)) if args.verbose else None
@@ -244,7 +245,7 @@ def scenario(name: str, max_depth: int, args: argparse.Namespace, work: Path) ->
             for k in range(args.changes):
                 changed += change(ws, tree, rng, c, k)
             t = time.perf_counter()
-            with open_session(ws, config) as session:
+            with open_session(ws, config, store_path) as session:
                 made = commit(session, f"commit {c}", config.author)
             times.append(time.perf_counter() - t)
             assert made.snapshot is not None, f"commit {c} recorded nothing"
