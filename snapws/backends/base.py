@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import abc
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -419,6 +418,8 @@ def nearest_existing(path: Path) -> Path:
 def writable_here(where: Path) -> str:
     """Empty if a directory can be made in ``where``; else why not."""
     try:
+        import tempfile  # a probe only: start-up stays lean
+
         os.rmdir(tempfile.mkdtemp(prefix=".snapws-probe-", dir=where))
     except OSError as exc:
         return exc.strerror or str(exc)

@@ -8,8 +8,6 @@ superblock, which fails with EBUSY while a file is open for writing.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
@@ -154,6 +152,8 @@ def probe_mount(where: Path, *, userxattr: bool) -> str:
     """Mount a tiny overlay (one lower, an upper, a work dir) in a temporary
     directory created in ``where``, write through it, unmount it and remove
     everything. Returns "" when it worked, else what failed. Never raises."""
+    import tempfile  # a probe only: start-up stays lean
+
     try:
         tmp = Path(tempfile.mkdtemp(prefix=".snapws-probe-", dir=where))
     except OSError as exc:
@@ -194,6 +194,8 @@ def probe_mount(where: Path, *, userxattr: bool) -> str:
 
 def _remove_probe_dir(tmp: Path) -> None:
     """Remove a probe directory (work/work may be mode 000)."""
+    import shutil
+
     for dirpath, dirnames, _ in os.walk(tmp):
         for d in dirnames:
             with suppress(OSError):

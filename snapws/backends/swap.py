@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import abc
 import os
-import shutil
 import stat
 import time
 from collections.abc import Callable
@@ -70,6 +69,8 @@ def move_into_mount(below_fd: int, target: Path) -> int:
 
 
 def _move_tree(src_dir: str, dst_dir: str) -> int:
+    import shutil  # a rescue only: start-up stays lean
+
     moved = 0
     for name in os.listdir(src_dir):
         src = os.path.join(src_dir, name)

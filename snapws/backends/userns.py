@@ -34,7 +34,6 @@ import atexit
 import ctypes
 import errno
 import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -439,6 +438,8 @@ def rootless_unavailable(scratch: Path) -> str | None:
     namespace and mounts, writes through and removes a tiny overlay with
     ``userxattr`` in a temporary directory in ``scratch`` (an existing
     directory this user may write). The rootless backend's probe. Never raises."""
+    import subprocess  # a probe only: start-up stays lean
+
     code = "import sys; from snapws.backends.userns import probe_child; probe_child(sys.argv[1])"
     try:
         proc = subprocess.run(
