@@ -7,7 +7,6 @@ layer tree, and sweeping old ones."""
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -37,7 +36,7 @@ from snapws.store.store import EMPTY_LAYER, Store
 
 def new_dir_names() -> tuple[str, str]:
     """Fresh names for an upperdir and its work directory."""
-    token = secrets.token_hex(4)
+    token = os.urandom(4).hex()
     return f"upper-{token}", f"work-{token}"
 
 
