@@ -64,14 +64,20 @@ class Config:
     def author_or_default(self) -> str:
         if self.author:
             return self.author
-        import getpass
-        import socket
+        # as getpass.getuser() and socket.gethostname(), without importing
+        # them (and termios, socket) on every commit
+        user = next(
+            (v for k in ("LOGNAME", "USER", "LNAME", "USERNAME") if (v := os.environ.get(k))),
+            None,
+        )
+        if user is None:
+            import pwd
 
-        try:
-            user = getpass.getuser()
-        except (KeyError, OSError):
-            user = str(os.getuid())
-        return f"{user}@{socket.gethostname()}"
+            try:
+                user = pwd.getpwuid(os.getuid()).pw_name
+            except KeyError:
+                user = str(os.getuid())
+        return f"{user}@{os.uname().nodename}"
 
 
 _TYPES: dict[str, type] = {
