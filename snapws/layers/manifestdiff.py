@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import mmap
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 from snapws.ids import LayerId
 from snapws.layers.entries import in_or_below_any, is_under, on_the_way
@@ -68,8 +69,34 @@ def _needle(path: bytes) -> bytes | None:
     return _PKEY + path + b'"'
 
 
+#: json.loads without its wrapping (encoding sniffing, whitespace, end check)
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
 def _parse(line: bytes) -> Entry:
-    return Entry.from_json(json.loads(line))
+    """The entry of one manifest line. Raises ValueError (KeyError, TypeError)
+    on a malformed line."""
+    try:
+        text = line.decode("ascii")
+        obj, end = _scan_json(text, 0)
+    except (UnicodeDecodeError, StopIteration):
+        end = -1
+    if end != len(line) or not isinstance(obj, dict):
+        obj = json.loads(line)  # a line in another form, or the error it gives
+    return Entry.from_json(obj)
+
+
+def _decode_all(data: bytes) -> list[Entry]:
+    """:func:`snapws.model.decode_manifest`, read as one JSON array. Raises
+    ValueError as that does."""
+    body = data[:-1] if data.endswith(b"\n") else data
+    try:
+        objs = json.loads(b"[" + body.replace(b"\n", b",") + b"]") if body else []
+        if len(objs) == body.count(b"\n") + bool(body):  # one object a line
+            return [Entry.from_json(obj) for obj in objs]
+    except (KeyError, TypeError, ValueError):
+        pass
+    return decode_manifest(data)  # blank lines, or the error it names
 
 
 class SortedManifest:
@@ -105,7 +132,7 @@ class SortedManifest:
         self._cursor = 0
         self._cursor_key = b""
         if self._size <= small:
-            entries = decode_manifest(bytes(data))
+            entries = _decode_all(bytes(data))
             self._sorted = entries
             self._all = {e.path: e for e in entries}
 
@@ -250,6 +277,9 @@ class SortedManifest:
         return lo
 
 
+_REACHED, _MISSING, _BLOCKED, _HIDDEN = 0, 1, 2, 4
+
+
 class ManifestChain:
     """A chain of layers (``(id, manifest)``, TOPMOST first) looked up by the
     overlayfs rules, as :class:`snapws.layers.view.ChainView` does on trees:
@@ -259,6 +289,8 @@ class ManifestChain:
     def __init__(self, layers: Sequence[tuple[LayerId, SortedManifest]]) -> None:
         self.layers = list(layers)
         self._located: dict[bytes, tuple[int, Entry] | None] = {}
+        # (layer index, directory) -> what looking below it meets in that layer
+        self._dirs: dict[tuple[int, bytes], int] = {}
 
     def locate(self, path: bytes) -> tuple[int, Entry] | None:
         """(layer index, entry) that ``path`` shows, or None if absent."""
@@ -277,27 +309,51 @@ class ManifestChain:
                 if e is not None:
                     return i, e
             return None
-        parts = path.split(b"/")
-        ancestors = [b"/".join(parts[: n + 1]) for n in range(len(parts) - 1)]
+        parent = path.rpartition(b"/")[0]
         for i, (_, m) in enumerate(self.layers):
-            hidden = False
-            reached = True
-            for a in ancestors:
-                e = m.get(a)
-                if e is None:
-                    reached = False
-                    break
-                if e.kind is not Kind.DIR:
-                    return None  # deleted or replaced here: older layers are hidden
-                if e.opaque:
-                    hidden = True
-            if reached:
+            way = self._way(i, m, parent) if parent else _REACHED
+            if way & _BLOCKED:
+                return None  # deleted or replaced here: older layers are hidden
+            if not way & _MISSING:
                 e = m.get(path)
                 if e is not None:
                     return None if e.kind is Kind.WHITEOUT else (i, e)
-            if hidden:
+            if way & _HIDDEN:
                 return None
         return None
+
+    def _way(self, i: int, m: SortedManifest, d: bytes) -> int:
+        """What the path to directory ``d`` meets in layer ``i`` (``m``):
+        _REACHED (every directory on the way and ``d`` itself are directories
+        of the layer), or _MISSING (one is absent there) or _BLOCKED (one is
+        a non-directory there), either with _HIDDEN if an opaque directory
+        came first."""
+        way = self._dirs.get((i, d))
+        if way is not None:
+            return way
+        todo = [d]  # from d up to the nearest directory already known
+        up = d
+        while True:
+            up = up.rpartition(b"/")[0]
+            if not up:
+                way = _REACHED
+                break
+            known = self._dirs.get((i, up))
+            if known is not None:
+                way = known
+                break
+            todo.append(up)
+        for a in reversed(todo):
+            if not way & (_MISSING | _BLOCKED):
+                e = m.get(a)
+                if e is None:
+                    way |= _MISSING
+                elif e.kind is not Kind.DIR:
+                    way |= _BLOCKED
+                elif e.opaque:
+                    way |= _HIDDEN
+            self._dirs[(i, a)] = way
+        return way
 
     def visible_below(self, path: bytes) -> Iterator[bytes]:
         """Paths strictly below ``path`` that this chain shows."""

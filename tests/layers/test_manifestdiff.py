@@ -6,7 +6,8 @@ directories, files over directories and the reverse, hardlinks, symlinks,
 fifos, random modes, owners and xattrs; chains sharing prefixes, and merged
 layers standing for runs of other chains), every ordered pair compared,
 whole and restricted to paths; then real commits of a workspace, every pair
-of snapshots through ``ops.diff`` against the tree diff."""
+of snapshots through ``ops.diff`` against the tree diff (and the contents it
+reads against the trees')."""
 
 from __future__ import annotations
 
@@ -133,6 +134,13 @@ def test_searched_manifest_finds_every_entry_and_subtree() -> None:
     assert [e.path for e in m.entries()] == [b".", *sorted(names)]
 
 
+def _view_read(view: ChainView, path: bytes) -> bytes | None:
+    loc = view.locate(path)
+    if loc is None or loc.node.kind is not Kind.FILE:
+        return None
+    return Path(os.fsdecode(loc.node.abspath)).read_bytes()
+
+
 @pytest.mark.root
 def test_snapshot_diffs_from_manifests_equal_tree_diffs_on_real_commits(
     make_workspace: WorkspaceFactory, tmp_path: Path
@@ -160,12 +168,19 @@ def test_snapshot_diffs_from_manifests_equal_tree_diffs_on_real_commits(
             store = session.store
             for a in sids:
                 for b in sids:
-                    got = ops_diff(session, a, b).changes
+                    result = ops_diff(session, a, b)
+                    got = result.changes
                     unshared = [
                         os.fsencode(store.layer_tree(x)) for x in store.unshared_layers(a, b)
                     ]
-                    want = diff_views(session.chain_view(a), session.chain_view(b), unshared)
+                    old_view, new_view = session.chain_view(a), session.chain_view(b)
+                    want = diff_views(old_view, new_view, unshared)
                     assert got == want
+                    # contents read where the manifests say: as read through the trees
+                    assert result.old_files is not None and result.new_files is not None
+                    for c in got:
+                        assert result.read_old(c.path) == _view_read(old_view, c.path)
+                        assert result.read_new(c.path) == _view_read(new_view, c.path)
                     compared += 1
     assert compared == 2 * 11 * 11
 

@@ -18,11 +18,43 @@ from snapws.session import Session
 from snapws.store.store import Store
 
 
+class LayerFiles:
+    """The files of one snapshot, read where its manifests say they are: the
+    layer that shows a path holds the file at that path in its tree, so a
+    read costs a manifest lookup (already made by the diff) and one open,
+    not a probe of every layer directory on the way."""
+
+    def __init__(self, store: Store, sid: SnapshotId) -> None:
+        """Raises as :func:`manifest_chain`."""
+        self.chain = manifest_chain(store, sid)
+        self.trees = [os.fsencode(store.layer_tree(lid)) for lid, _ in self.chain.layers]
+
+    def read(self, path: bytes) -> bytes | None:
+        """The content of regular file ``path``, or None if the snapshot has
+        no regular file there. Raises OSError (a layer tree damaged)."""
+        loc = self.chain.locate(path)
+        if loc is None or loc[1].kind is not Kind.FILE:
+            return None
+        fd = os.open(self.trees[loc[0]] + b"/" + path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, loc[1].size + 1)  # the size recorded, and more if there is
+            more = os.read(fd, 1 << 20) if data else b""
+            if not more:
+                return data
+            parts = [data, more]  # not the size recorded (a damaged layer): all of it
+            while more := os.read(fd, 1 << 20):
+                parts.append(more)
+            return b"".join(parts)
+        finally:
+            os.close(fd)
+
+
 @dataclass(slots=True)
 class DiffResult:
     """Changes plus the two sides, so that callers can read file contents;
     against the working tree, also its topmost ignored paths (not in
-    ``changes``)."""
+    ``changes``). ``old_files``/``new_files``: the side's snapshot read
+    through its manifests (None: through the view)."""
 
     changes: list[Change]
     old: ChainView
@@ -30,11 +62,19 @@ class DiffResult:
     old_label: str
     new_label: str
     ignored: list[bytes] = field(default_factory=list)
+    old_files: LayerFiles | None = None
+    new_files: LayerFiles | None = None
 
     def read_old(self, path: bytes) -> bytes | None:
+        """The content of regular file ``path`` on the old side, or None."""
+        if self.old_files is not None:
+            return self.old_files.read(path)
         return _read(self.old, path)
 
     def read_new(self, path: bytes) -> bytes | None:
+        """The content of regular file ``path`` on the new side, or None."""
+        if self.new_files is not None:
+            return self.new_files.read(path)
         return _read(self.new, path)
 
 
@@ -85,11 +125,12 @@ def diff(
     store = session.store
     head = session.state.head
     old_sid = old if old is not None else head
-    old_view = session.chain_view(old_sid)
     if new is not None:
-        new_view = session.chain_view(new)
-        changes = diff_chains(manifest_chain(store, old_sid), manifest_chain(store, new), paths)
-        return DiffResult(changes, old_view, new_view, old_sid.short(), new.short())
+        a, b = LayerFiles(store, old_sid), LayerFiles(store, new)
+        changes = diff_chains(a.chain, b.chain, paths)
+        old_view, new_view = ChainView(a.trees, session.hashes), ChainView(b.trees, session.hashes)
+        return DiffResult(changes, old_view, new_view, old_sid.short(), new.short(), [], a, b)
+    old_view = session.chain_view(old_sid)
     backend = backend_for(session.state)
     work = backend.changes(session)
     work_view = backend.working_view(session)
