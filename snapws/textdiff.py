@@ -236,6 +236,8 @@ def _char_width(char: str) -> int:
 
 
 def _width(text: str) -> int:
+    if text.isascii():
+        return len(text)  # no ASCII character is wide, combining or a format character
     return sum(_char_width(char) for char in text)
 
 

@@ -6,12 +6,10 @@ import click
 
 from snapws.cli import gitformat
 from snapws.cli.app import App, PathsAfterDashDash, emit_bytes, emit_json, pass_app
-from snapws.cli.gitpatch import patch_lines
 from snapws.cli.render import change_line, changes_json, relative_to
 from snapws.errors import ExitCode
 from snapws.model import Change, ChangeType, Kind, display_path
 from snapws.ops.worktree.diff import DiffResult, diff, status, status_ignored
-from snapws.textdiff import StatRow, format_stat, line_stat
 
 
 @click.command("status")
@@ -145,6 +143,8 @@ def diff_cmd(
                 }
             )
         elif show_stat:
+            from snapws.textdiff import StatRow, format_stat, line_stat  # only here: start-up
+
             rows = []
             for c in changes:
                 e_old, e_new = c.old, c.new
@@ -169,6 +169,8 @@ def diff_cmd(
             for line in format_stat(rows):
                 click.echo(line)
         elif patch:
+            from snapws.cli.gitpatch import patch_lines  # only here: start-up
+
             for c in changes:  # the bytes of the files: a patch must apply
                 lines = patch_lines(c, lambda c, side: _content(result, c, side))
                 if lines:

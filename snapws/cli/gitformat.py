@@ -42,14 +42,18 @@ def _must_quote(b: int, quote_space: bool) -> bool:
     return b < 0x20 or b in (0x22, 0x5C) or b >= 0x7F or (quote_space and b == 0x20)
 
 
+_PLAIN = bytes(b for b in range(256) if not _must_quote(b, True))
+_PLAIN_OR_SPACE = bytes(b for b in range(256) if not _must_quote(b, False))
+
+
 def quote_path(path: bytes, quote_space: bool = False) -> str:
     """``path`` as git prints it: unchanged when every byte is printable
     ASCII other than ``"`` and ``\\``, else in double quotes with C escapes
     (``\\t``, ``\\n``, ``\\"``, ``\\\\``, octal ``\\303\\251`` for the rest).
     ``quote_space`` also quotes names with a space, as ``git status
     --porcelain`` does (``--name-status`` and ``--name-only`` do not)."""
-    if not any(_must_quote(b, quote_space) for b in path):
-        return path.decode("ascii")
+    if not path.translate(None, _PLAIN if quote_space else _PLAIN_OR_SPACE):
+        return path.decode("ascii")  # every byte is one that _must_quote lets through
     out = []
     for b in path:
         if b in _NAMED_ESCAPES:
