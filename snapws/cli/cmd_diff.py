@@ -166,16 +166,23 @@ def diff_cmd(
                         e_new.size if e_new else 0,
                     )
                 )
-            for line in format_stat(rows):
-                click.echo(line)
+            text = "".join(line + "\n" for line in format_stat(rows))  # names quoted: ASCII
+            emit_bytes(text.encode("utf-8", errors="surrogateescape"))
         elif patch:
             from snapws.cli.gitpatch import patch_lines  # only here: start-up
 
+            out: list[str] = []  # written a batch at a time, not a change at a time
+            size = 0
             for c in changes:  # the bytes of the files: a patch must apply
                 lines = patch_lines(c, lambda c, side: _content(result, c, side))
                 if lines:
-                    text = "\n".join(lines) + "\n"
-                    emit_bytes(text.encode("utf-8", errors="surrogateescape"))
+                    out.append("\n".join(lines) + "\n")
+                    size += len(out[-1])
+                if size >= 1 << 16:
+                    emit_bytes("".join(out).encode("utf-8", errors="surrogateescape"))
+                    out, size = [], 0
+            if out:
+                emit_bytes("".join(out).encode("utf-8", errors="surrogateescape"))
         elif name_only:
             emit_bytes(gitformat.name_only(changes, nul))
         elif name_status:
