@@ -7,10 +7,11 @@ import os
 import stat
 from collections.abc import Collection, Iterable, Sequence
 
+from snapws.deeppath import anchored, open_fd
 from snapws.layers.entries import (
     child,
     has_opaque_marker,
-    in_or_below,
+    in_or_below_any,
     is_under,
     is_whiteout,
     on_the_way,
@@ -25,29 +26,34 @@ def touched_paths(layer_dirs: Iterable[bytes]) -> tuple[set[bytes], set[bytes]]:
     directories)."""
     paths: set[bytes] = set()
     expand: set[bytes] = set()
-    for layer in layer_dirs:
-        paths.add(ROOT)
-        stack = [(ROOT, layer)]
-        while stack:
-            rel, abspath = stack.pop()
-            with os.scandir(abspath) as it:
-                for de in it:
-                    p = child(rel, de.name)
-                    paths.add(p)
-                    st = de.stat(follow_symlinks=False)
-                    if is_whiteout(st):
-                        expand.add(p)
-                    elif stat.S_ISDIR(st.st_mode):
-                        if _opaque(de.path):
+    with anchored():
+        for layer in layer_dirs:
+            paths.add(ROOT)
+            stack = [(ROOT, layer)]
+            while stack:
+                rel, abspath = stack.pop()
+                fd = open_fd(abspath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    for name in os.listdir(fd):
+                        bname = os.fsencode(name)
+                        p = child(rel, bname)
+                        paths.add(p)
+                        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                        if is_whiteout(st):
                             expand.add(p)
-                        stack.append((p, de.path))
-                    else:
-                        expand.add(p)  # may replace an older directory
+                        elif stat.S_ISDIR(st.st_mode):
+                            if _opaque(fd, name):
+                                expand.add(p)
+                            stack.append((p, abspath + b"/" + bname))
+                        else:
+                            expand.add(p)  # may replace an older directory
+                finally:
+                    os.close(fd)
     return paths, expand
 
 
-def _opaque(path: bytes) -> bool:
-    return has_opaque_marker(path)  # trusted.* or user.* form
+def _opaque(dir_fd: int, name: str) -> bool:
+    return has_opaque_marker(b"/proc/self/fd/%d/%s" % (dir_fd, os.fsencode(name)))  # any form
 
 
 def diff_views(
@@ -62,6 +68,17 @@ def diff_views(
     to paths at or below the given ones; paths at or below one of ``skip``
     (ignored paths) are left out unread. Sorted by path; directories appear
     as entries of their own. Raises OSError on unreadable layers."""
+    with anchored():  # paths beyond PATH_MAX share their anchors
+        return _diff_views(old, new, layer_dirs, under, skip)
+
+
+def _diff_views(
+    old: ChainView,
+    new: ChainView,
+    layer_dirs: Sequence[bytes],
+    under: Sequence[bytes],
+    skip: Collection[bytes],
+) -> list[Change]:
     paths, expand = touched_paths(layer_dirs)
     candidates = {p for p in paths if on_the_way(p, under)}
     for top in expand:
@@ -74,7 +91,8 @@ def diff_views(
                     w.node.path for w in view.walk(top) if on_the_way(w.node.path, under)
                 )
     if skip:
-        candidates = {p for p in candidates if not in_or_below(p, skip)}
+        skipped = in_or_below_any(skip)
+        candidates = {p for p in candidates if not skipped(p)}
     changes = []
     for p in sorted(candidates):
         if under and not any(is_under(p, u) for u in under):

@@ -19,9 +19,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
+from snapws.deeppath import reach
 from snapws.ids import ContentHash
 from snapws.model import Entry, Kind
 
@@ -60,16 +61,24 @@ def is_overlay_xattr(name: str) -> bool:
     return name.startswith(OVERLAY_PREFIXES)
 
 
-def has_opaque_marker(path: bytes) -> bool:
-    """True if directory ``path`` carries an opaque marker (any form) set to ``y``."""
+def has_opaque_marker(path: bytes | int) -> bool:
+    """True if directory ``path`` (or the directory open as descriptor
+    ``path``) carries an opaque marker (any form) set to ``y``."""
+    if isinstance(path, int):
+        return _opaque_marker(path, True)
+    with reach(path) as short:
+        return _opaque_marker(short, False)
+
+
+def _opaque_marker(path: bytes | int, follow: bool) -> bool:
     try:
-        names = os.listxattr(path, follow_symlinks=False)  # one call for most dirs
+        names = os.listxattr(path, follow_symlinks=follow)  # one call for most dirs
     except OSError:
         return False
     for name in names:
         if name in OPAQUE_XATTRS:
             try:
-                if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                if os.getxattr(path, name, follow_symlinks=follow) == b"y":
                     return True
             except OSError:
                 continue
@@ -135,19 +144,20 @@ def kind_of(st: os.stat_result) -> Kind:
 def list_xattrs(path: bytes) -> dict[str, bytes]:
     """Every extended attribute of ``path`` (not following symlinks),
     overlay bookkeeping included. Filesystems without xattrs give {}."""
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError as e:
-        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-            return {}
-        raise
-    out = {}
-    for name in names:
+    with reach(path) as short:
         try:
-            out[name] = os.getxattr(path, name, follow_symlinks=False)
+            names = os.listxattr(short, follow_symlinks=False)
         except OSError as e:
-            if e.errno != errno.ENODATA:
-                raise
+            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                return {}
+            raise
+        out = {}
+        for name in names:
+            try:
+                out[name] = os.getxattr(short, name, follow_symlinks=False)
+            except OSError as e:
+                if e.errno != errno.ENODATA:
+                    raise
     return out
 
 
@@ -173,18 +183,20 @@ class Node:
 
 
 def read_node(path: bytes, abspath: bytes, st: os.stat_result | None = None) -> Node:
-    """lstat + xattrs + symlink target of one node. Raises OSError."""
-    if st is None:
-        st = os.lstat(abspath)
-    kind = kind_of(st)
-    if kind is Kind.WHITEOUT:
-        return Node(path, abspath, st, kind, {}, False, (), None)
-    allx = list_xattrs(abspath)
+    """lstat + xattrs + symlink target of one node (``abspath`` may be longer
+    than PATH_MAX). Raises OSError."""
+    with reach(abspath) as short:
+        if st is None:
+            st = os.lstat(short)
+        kind = kind_of(st)
+        if kind is Kind.WHITEOUT:
+            return Node(path, abspath, st, kind, {}, False, (), None)
+        allx = list_xattrs(short)
+        target = os.readlink(short) if kind is Kind.SYMLINK else None
     opaque = kind is Kind.DIR and any(allx.get(name) == b"y" for name in OPAQUE_XATTRS)
     forbidden = tuple(k for k in FORBIDDEN_XATTRS if k in allx) + tuple(
         k for k in OPAQUE_XATTRS[:2] if k in allx and allx[k] != b"y"
     )  # "x": a directory overlayfs searches for such whiteouts
-    target = os.readlink(abspath) if kind is Kind.SYMLINK else None
     overlay = tuple(sorted((k, v) for k, v in allx.items() if is_overlay_xattr(k)))
     return Node(path, abspath, st, kind, user_xattrs(allx), opaque, forbidden, target, overlay)
 
@@ -255,13 +267,27 @@ def is_under(path: bytes, top: bytes) -> bool:
 
 def in_or_below(path: bytes, tops: Collection[bytes]) -> bool:
     """True if ``path`` or one of its directories is in ``tops``."""
-    while True:
+    return in_or_below_any(tops)(path)
+
+
+def in_or_below_any(tops: Collection[bytes]) -> Callable[[bytes], bool]:
+    """A test of "``path`` or one of its directories is in ``tops``", for
+    testing many paths. Each test costs one lookup per distinct length of
+    ``tops`` shorter than the path, not one per level of the path (paths
+    may be 10,000 levels deep)."""
+    lengths = sorted({len(t) for t in tops})
+
+    def test(path: bytes) -> bool:
         if path in tops:
             return True
-        i = path.rfind(b"/")
-        if i < 0:
-            return False
-        path = path[:i]
+        for length in lengths:
+            if length >= len(path):
+                break
+            if path[length] == 0x2F and path[:length] in tops:  # b"/"
+                return True
+        return False
+
+    return test
 
 
 def on_the_way(path: bytes, under: Sequence[bytes]) -> bool:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import xxhash
 
+from snapws.deeppath import anchored, open_fd
 from snapws.ids import ContentHash
 
 CHUNK = 1 << 20
@@ -39,7 +40,7 @@ def hash_file(path: bytes | str) -> ContentHash:
     """XXH3-128 of the bytes of the regular file at ``path`` (not followed if a
     symlink: callers pass regular files). Raises OSError."""
     h = xxhash.xxh3_128()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = open_fd(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         while True:
             buf = os.read(fd, CHUNK)
@@ -133,7 +134,8 @@ class HashPool:
         if sizes is not None and len(sizes) != len(paths):
             raise ValueError("paths and sizes differ in length")
         run = _Run(self, paths, sizes, keep_errors, deadline)
-        return run.go()
+        with anchored():  # paths beyond PATH_MAX share their anchors
+            return run.go()
 
 
 def hash_files(
@@ -218,7 +220,7 @@ class _Run:
     def hash_one(self, path: bytes) -> ContentHash:
         """XXH3-128 of ``path``, counting bytes. Raises OSError, _Stopped."""
         h = xxhash.xxh3_128()
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = open_fd(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             while True:
                 if self.stopping():

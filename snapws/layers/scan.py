@@ -8,6 +8,7 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
+from snapws.deeppath import anchored, lexists, lstat, open_fd, reach
 from snapws.errors import LayerRejectedError
 from snapws.ids import ContentHash
 from snapws.layers import fuseform
@@ -33,24 +34,34 @@ def read_tree(root: bytes, form: str = "overlay") -> list[Node]:
     before children. ``form`` "fuse": an upperdir of fuse-overlayfs, whose
     ``.wh.`` bookkeeping entries are left out (see
     :mod:`snapws.layers.fuseform`). Raises OSError, LayerRejectedError."""
-    nodes = [read_node(ROOT, root)]
-    stack = [(ROOT, root)]
-    while stack:
-        rel, abspath = stack.pop()
-        with os.scandir(abspath) as it:
-            ents = sorted(it, key=lambda d: d.name)
-        dirs = []
-        for de in ents:
-            p = child(rel, de.name)
-            if form == fuseform.FORM and fuseform.is_bookkeeping(de.name):
-                fuseform.check_bookkeeping(de.name, de.stat(follow_symlinks=False), p)
-                continue
-            node = read_node(p, de.path, de.stat(follow_symlinks=False))
-            nodes.append(node)
-            if node.kind is Kind.DIR:
-                dirs.append((p, de.path))
-        stack.extend(reversed(dirs))
+    with anchored():
+        nodes = [read_node(ROOT, root)]
+        stack = [(ROOT, root)]
+        while stack:
+            rel, abspath = stack.pop()
+            dirs = []
+            for name, st in _entries(abspath):
+                p = child(rel, name)
+                if form == fuseform.FORM and fuseform.is_bookkeeping(name):
+                    fuseform.check_bookkeeping(name, st, p)
+                    continue
+                node = read_node(p, abspath + b"/" + name, st)
+                nodes.append(node)
+                if node.kind is Kind.DIR:
+                    dirs.append((p, node.abspath))
+            stack.extend(reversed(dirs))
     return nodes
+
+
+def _entries(abspath: bytes) -> list[tuple[bytes, os.stat_result]]:
+    """The entries of directory ``abspath`` (however long), sorted by name,
+    with their lstat. Raises OSError."""
+    fd = open_fd(abspath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        names = sorted(os.fsencode(n) for n in os.listdir(fd))
+        return [(n, os.stat(n, dir_fd=fd, follow_symlinks=False)) for n in names]
+    finally:
+        os.close(fd)
 
 
 def entries_of(
@@ -212,25 +223,33 @@ def _visits(root: bytes, form: str) -> Iterator[Visit]:
     and kind only (a cheap walk: no attributes read); fuse-overlayfs
     bookkeeping names are skipped."""
     stack = [(ROOT, root)]
-    while stack:
-        rel, abspath = stack.pop()
-        with os.scandir(abspath) as it:
-            ents = sorted(it, key=lambda d: d.name)
-        dirs = []
-        for de in ents:
-            if form == fuseform.FORM and fuseform.is_bookkeeping(de.name):
-                continue
-            p = child(rel, de.name)
-            kind = Kind.FILE  # (or any other kind: only directories and whiteouts matter)
-            if de.is_dir(follow_symlinks=False):
-                kind = Kind.DIR
-                dirs.append((p, de.path))
-            elif not de.is_file(follow_symlinks=False) and not de.is_symlink():
-                st = de.stat(follow_symlinks=False)
-                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                    kind = Kind.WHITEOUT
-            yield Visit(p, kind)
-        stack.extend(reversed(dirs))
+    with anchored():
+        while stack:
+            rel, abspath = stack.pop()
+            fd = open_fd(abspath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                with os.scandir(fd) as it:
+                    ents = sorted(it, key=lambda d: os.fsencode(d.name))
+                dirs = []
+                kinds = []
+                for de in ents:
+                    name = os.fsencode(de.name)
+                    if form == fuseform.FORM and fuseform.is_bookkeeping(name):
+                        continue
+                    p = child(rel, name)
+                    kind = Kind.FILE  # (or any other kind: only directories and whiteouts matter)
+                    if de.is_dir(follow_symlinks=False):
+                        kind = Kind.DIR
+                        dirs.append((p, abspath + b"/" + name))
+                    elif not de.is_file(follow_symlinks=False) and not de.is_symlink():
+                        st = de.stat(follow_symlinks=False)
+                        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                            kind = Kind.WHITEOUT
+                    kinds.append(Visit(p, kind))
+            finally:
+                os.close(fd)
+            yield from kinds  # (no descriptor held while the caller runs)
+            stack.extend(reversed(dirs))
 
 
 def prune_upper(upper: bytes, paths: list[bytes]) -> None:
@@ -238,20 +257,22 @@ def prune_upper(upper: bytes, paths: list[bytes]) -> None:
     first; directories must be empty by then). Paths already gone are
     skipped (a run after a crash); the directories that stay keep their
     mtimes. Raises OSError."""
-    paths = [p for p in paths if os.path.lexists(upper + b"/" + p)]
-    gone = set(paths)
-    times = {}
-    for d in {parent_of(p) for p in paths} - gone:
-        times[d] = os.lstat(join(upper, d)).st_mtime_ns
-    for p in paths:
-        abspath = upper + b"/" + p
-        st = os.lstat(abspath)
-        if stat.S_ISDIR(st.st_mode):
-            os.rmdir(abspath)
-        else:
-            os.unlink(abspath)
-    for d, t in times.items():
-        os.utime(join(upper, d), ns=(t, t), follow_symlinks=False)
+    with anchored():
+        paths = [p for p in paths if lexists(upper + b"/" + p)]
+        gone = set(paths)
+        times = {}
+        for d in {parent_of(p) for p in paths} - gone:
+            times[d] = lstat(join(upper, d)).st_mtime_ns
+        for p in paths:
+            with reach(upper + b"/" + p) as short:
+                st = os.lstat(short)
+                if stat.S_ISDIR(st.st_mode):
+                    os.rmdir(short)
+                else:
+                    os.unlink(short)
+        for d, t in times.items():
+            with reach(join(upper, d)) as short:
+                os.utime(short, ns=(t, t), follow_symlinks=False)
 
 
 def strip_overlay_xattrs(nodes: list[Node], form: str | None = None) -> None:
@@ -262,18 +283,23 @@ def strip_overlay_xattrs(nodes: list[Node], form: str | None = None) -> None:
     writes its own); without it, opaque markers stay as they are (a kernel
     mount writes the store's form already). Raises OSError."""
     keep = opaque_xattr(form) if form is not None else None
-    for n in nodes:
-        if n.kind is Kind.WHITEOUT:
+    with anchored():
+        for n in nodes:
+            if n.kind is not Kind.WHITEOUT:
+                with reach(n.abspath) as short:
+                    _strip_node(short, n.opaque, keep)
+
+
+def _strip_node(path: bytes, opaque: bool, keep: str | None) -> None:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return
+    if keep is not None and opaque and keep not in names:
+        os.setxattr(path, keep, b"y", follow_symlinks=False)
+    for name in names:
+        if not is_overlay_xattr(name) or name == keep:
             continue
-        try:
-            names = os.listxattr(n.abspath, follow_symlinks=False)
-        except OSError:
+        if keep is None and name in OPAQUE_XATTRS:
             continue
-        if keep is not None and n.opaque and keep not in names:
-            os.setxattr(n.abspath, keep, b"y", follow_symlinks=False)
-        for name in names:
-            if not is_overlay_xattr(name) or name == keep:
-                continue
-            if keep is None and name in OPAQUE_XATTRS:
-                continue
-            os.removexattr(n.abspath, name, follow_symlinks=False)
+        os.removexattr(path, name, follow_symlinks=False)

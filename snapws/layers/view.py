@@ -14,6 +14,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from snapws.deeppath import anchored, lstat, open_fd
 from snapws.ids import ContentHash
 from snapws.layers import fuseform
 from snapws.layers.entries import (
@@ -23,10 +24,13 @@ from snapws.layers.entries import (
     is_whiteout,
     join,
     node_entry,
+    parent_of,
     read_node,
 )
 from snapws.layers.hashing import hash_file
 from snapws.model import ROOT, Entry, Kind
+
+_OPEN, _ABSENT, _BLOCKED = 0, 1, 2  # what a lookup of a directory meets (ChainView._way)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +43,7 @@ class Located:
 
 def _lstat(path: bytes) -> os.stat_result | None:
     try:
-        return os.lstat(path)
+        return lstat(path)
     except FileNotFoundError:
         return None
     except NotADirectoryError:
@@ -87,9 +91,10 @@ class ChainView:
         self.hashes = hashes if hashes is not None else HashCache()
         self._fuse_top = upper_form == fuseform.FORM
         # Lookups of ancestors repeat for every path below them: remember
-        # (layer, directory) -> (stat or None, opaque) and whole results.
-        # A view is used for one operation, so its layers do not change under it.
-        self._dirs: dict[tuple[int, bytes], tuple[os.stat_result | None, bool]] = {}
+        # (layer, directory) -> what the way down to it meets, and whole
+        # results. A view is used for one operation, so its layers do not
+        # change under it.
+        self._ways: dict[tuple[int, bytes], tuple[int, bool]] = {}
         self._located: dict[bytes, Located | None] = {}
 
     def locate(self, path: bytes) -> Located | None:
@@ -108,11 +113,11 @@ class ChainView:
                 return None
             top = self.layers[0]
             return Located(0, read_node(ROOT, top))
-        parts = path.split(b"/")
+        name = path[path.rfind(b"/") + 1 :]
         for i, layer in enumerate(self.layers):
-            if i == 0 and self._fuse_top and fuseform.is_bookkeeping(parts[-1]):
+            if i == 0 and self._fuse_top and fuseform.is_bookkeeping(name):
                 continue
-            found, stop = self._probe(i, parts)
+            found, stop = self._probe(i, path)
             if found is not None:
                 if is_whiteout(found):
                     return None
@@ -121,39 +126,52 @@ class ChainView:
                 return None
         return None
 
-    def _dir_info(self, i: int, rel: bytes) -> tuple[os.stat_result | None, bool]:
-        key = (i, rel)
-        info = self._dirs.get(key)
-        if info is None:
-            abspath = self.layers[i] + b"/" + rel
-            st = _lstat(abspath)
-            opaque = st is not None and stat.S_ISDIR(st.st_mode) and _is_opaque(abspath)
-            info = (st, opaque)
-            self._dirs[key] = info
-        return info
+    def _way(self, i: int, rel: bytes) -> tuple[int, bool]:
+        """What looking directory ``rel`` up in layer ``i`` meets:
+        (:data:`_OPEN`, :data:`_ABSENT` or :data:`_BLOCKED`, hidden), where
+        _OPEN means ``rel`` and its ancestors are directories there, _ABSENT
+        that one is missing, _BLOCKED that one is a whiteout or not a
+        directory; hidden that one of those met is opaque. Each directory is
+        read once per layer (remembered), so a path costs its parent's
+        lookup, not one per level."""
+        ways = self._ways
+        pending = []
+        cur = rel
+        while cur != ROOT and (i, cur) not in ways:
+            pending.append(cur)
+            cur = parent_of(cur)
+        state, hidden = (_OPEN, False) if cur == ROOT else ways[(i, cur)]
+        for d in reversed(pending):
+            if state == _OPEN:
+                abspath = self.layers[i] + b"/" + d
+                st = _lstat(abspath)
+                if st is None:
+                    state = _ABSENT
+                elif is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
+                    state, hidden = _BLOCKED, True
+                elif _is_opaque(abspath):
+                    hidden = True
+            ways[(i, d)] = (state, hidden)
+        return state, hidden
 
-    def _probe(self, i: int, parts: list[bytes]) -> tuple[os.stat_result | None, bool]:
-        """Look ``parts`` up in layer ``i``. Returns (stat of the path or None,
-        hidden) where hidden means older layers cannot show this path (an
-        ancestor here is opaque, deleted, or not a directory)."""
-        hidden = False
-        for n in range(len(parts) - 1):
-            st, opaque = self._dir_info(i, b"/".join(parts[: n + 1]))
-            if st is None:
-                return None, hidden
-            if is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
-                return None, True
-            if opaque:
-                hidden = True
-        return _lstat(self.layers[i] + b"/" + b"/".join(parts)), hidden
+    def _probe(self, i: int, path: bytes) -> tuple[os.stat_result | None, bool]:
+        """Look ``path`` (not the root) up in layer ``i``. Returns (stat of
+        the path or None, hidden) where hidden means older layers cannot show
+        this path (an ancestor here is opaque, deleted, or not a directory)."""
+        parent = parent_of(path)
+        state, hidden = (_OPEN, False) if parent == ROOT else self._way(i, parent)
+        if state == _ABSENT:
+            return None, hidden
+        if state == _BLOCKED:
+            return None, True
+        return _lstat(self.layers[i] + b"/" + path), hidden
 
     def reaches(self, path: bytes) -> bool:
         """True if looking ``path`` up through the layers meets an entry or a
         whiteout (a directory made there through an overlay of these layers
         would be made opaque). ``path`` is not the root."""
-        parts = path.split(b"/")
         for i in range(len(self.layers)):
-            found, stop = self._probe(i, parts)
+            found, stop = self._probe(i, path)
             if found is not None:
                 return True
             if stop:
@@ -178,7 +196,6 @@ class ChainView:
         loc = self.locate(path)
         if loc is None or loc.node.kind is not Kind.DIR:
             return {}
-        parts = path.split(b"/")
         seen: dict[bytes, Located | None] = {}
         for i in range(loc.layer, len(self.layers)):
             layer = self.layers[i]
@@ -188,9 +205,9 @@ class ChainView:
                 st = os.lstat(layer)
             elif i == loc.layer:
                 st = loc.node.st
-                _, hidden = self._probe(i, parts)
+                _, hidden = self._probe(i, path)
             else:
-                st, hidden = self._probe(i, parts)
+                st, hidden = self._probe(i, path)
             if st is None:
                 if hidden:
                     break
@@ -198,15 +215,23 @@ class ChainView:
             if is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
                 break
             d = join(layer, path)
-            for name in os.listdir(d):
-                if name in seen or (i == 0 and self._fuse_top and fuseform.is_bookkeeping(name)):
-                    continue
-                cst = os.lstat(d + b"/" + name)
-                if is_whiteout(cst):
-                    seen[name] = None
-                else:
-                    seen[name] = Located(i, read_node(child(path, name), d + b"/" + name, cst))
-            if hidden or (path != ROOT and _is_opaque(d)):
+            fd = open_fd(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                for entry in os.listdir(fd):
+                    name = os.fsencode(entry)
+                    if name in seen or (
+                        i == 0 and self._fuse_top and fuseform.is_bookkeeping(name)
+                    ):
+                        continue
+                    cst = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+                    if is_whiteout(cst):
+                        seen[name] = None
+                    else:
+                        seen[name] = Located(i, read_node(child(path, name), d + b"/" + name, cst))
+                opaque = path != ROOT and has_opaque_marker(fd)
+            finally:
+                os.close(fd)
+            if hidden or opaque:
                 break
         return {k: v for k, v in sorted(seen.items()) if v is not None}
 
@@ -216,12 +241,13 @@ class ChainView:
         if loc is None:
             return
         stack = [loc]
-        while stack:
-            cur = stack.pop()
-            yield cur
-            if cur.node.kind is Kind.DIR:
-                kids = list(self.listdir(cur.node.path).values())
-                stack.extend(reversed(kids))
+        with anchored():
+            while stack:
+                cur = stack.pop()
+                yield cur
+                if cur.node.kind is Kind.DIR:
+                    kids = list(self.listdir(cur.node.path).values())
+                    stack.extend(reversed(kids))
 
 
 def _is_opaque(abspath: bytes) -> bool:

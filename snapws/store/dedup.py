@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from snapws.crash import crashpoint
+from snapws.deeppath import anchored, lstat, open_fd, reach
 from snapws.ids import Digest, LayerId
 from snapws.layers.entries import host_ids, list_xattrs
 from snapws.model import ROOT, Entry, Kind, decode_manifest
@@ -138,13 +139,14 @@ def dedup_tree(
     except OSError:
         return stats  # no usable dedup/ (full or read-only store): store as is
     try:
-        for leader, members in groups.items():
-            lead = by_path.get(leader)
-            if lead is None or lead.link is not None:
-                continue  # not a well-formed group: leave it alone
-            stats.groups += 1
-            run.group(lead, members, stats)
-        run.restore_dir_mtimes(by_path, groups)
+        with anchored():  # paths may be longer than PATH_MAX
+            for leader, members in groups.items():
+                lead = by_path.get(leader)
+                if lead is None or lead.link is not None:
+                    continue  # not a well-formed group: leave it alone
+                stats.groups += 1
+                run.group(lead, members, stats)
+            run.restore_dir_mtimes(by_path, groups)
     except BaseException:
         run.index.close(commit=False)
         raise
@@ -223,7 +225,7 @@ class _Run:
         meta = material(lead)
         meta_json = canonical(meta)
         key = Digest.of(meta_json).hex
-        sts = [os.lstat(self.abspath(p)) for p in members]
+        sts = [lstat(self.abspath(p)) for p in members]
         if key in self.used_keys:
             # a second group of this layer with the same key keeps its own inode
             self.claimed.add(self.unify(members, sts, avoid=None))
@@ -250,7 +252,7 @@ class _Run:
                         raise
                     # the candidate filled up or went away: the group keeps
                     # (or gets back) an inode of its own
-                    sts = [os.lstat(self.abspath(p)) for p in members]
+                    sts = [lstat(self.abspath(p)) for p in members]
                     self.claimed.add(self.unify(members, sts, avoid=cst.st_ino))
                     self.index.drop(key)
                     return
@@ -285,11 +287,13 @@ class _Run:
         """Atomically replace ``rel`` of the tree by a hardlink of ``src``."""
         self.tmp_count += 1
         tmp = self.tmp_prefix + str(self.tmp_count).encode()
-        os.link(src, tmp)
+        with reach(src) as short:
+            os.link(short, tmp)
         crashpoint("dedup:link", self.tmp_count)
         dst = self.abspath(rel)
         try:
-            os.rename(tmp, dst)
+            with reach(dst) as short:
+                os.rename(tmp, short)
         except OSError:
             os.unlink(tmp)
             raise
@@ -308,9 +312,10 @@ class _Run:
             if e is None or e.kind is not Kind.DIR:
                 continue
             path = self.abspath(rel)
-            st = os.lstat(path)
-            if st.st_mtime_ns != e.mtime_ns:
-                os.utime(path, ns=(st.st_atime_ns, e.mtime_ns), follow_symlinks=False)
+            with reach(path) as short:
+                st = os.lstat(short)
+                if st.st_mtime_ns != e.mtime_ns:
+                    os.utime(short, ns=(st.st_atime_ns, e.mtime_ns), follow_symlinks=False)
                 self.touched.add(path)
         for path in sorted(self.touched):
             _fsync_dir(path)
@@ -334,7 +339,7 @@ def _check_candidate(
         return None
     path = os.fsencode(store.layer_tree(rec.layer)) + b"/" + rec.path
     try:
-        st = os.lstat(path)
+        st = lstat(path)
         meta = rec.meta
         owner = host_ids(st.st_uid, st.st_gid)  # manifests record real ids (rootless)
         if (
@@ -409,7 +414,7 @@ def _parent(rel: bytes) -> bytes:
 
 
 def _fsync_dir(path: bytes) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = open_fd(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fsync_fd(fd)
     finally:
