@@ -113,12 +113,15 @@ def _open_files_of(pid: int) -> Iterator[tuple[str, str, bool]]:
         yield fd, path, deleted
 
 
-def _mappings_of(pid: int) -> Iterator[tuple[bytes, str]]:
-    """(permissions, path) of each file ``pid`` has mapped."""
+def _mappings_of(pid: int, needle: bytes = b"") -> Iterator[tuple[bytes, str]]:
+    """(permissions, path) of each file ``pid`` has mapped; none if the
+    table does not contain ``needle`` (a cheap test before parsing it)."""
     try:
         with open(f"/proc/{pid}/maps", "rb") as fh:
             data = fh.read()
     except OSError:
+        return
+    if needle not in data:
         return
     for raw in data.splitlines():
         fields = raw.split(maxsplit=5)
@@ -186,6 +189,22 @@ def find_cwd_users(root: Path) -> list[Holder]:
     return _holders(found)
 
 
+def used_by_me(root: Path) -> bool:
+    """Whether this process uses ``root`` (or anything below it): its
+    current directory or root, a descriptor or a mapping there (a library
+    caller, or a test standing in for a shell). The kernel's count of a
+    mount's users (:func:`snapws.mounts.mounter.in_use`) includes it, so such
+    a caller asks :func:`is_held`, which leaves it out."""
+    real = _real_root(root)
+    pid = os.getpid()
+    paths = itertools.chain(
+        (p for _how, p in _dirs_of(pid)),
+        (p for _fd, p, _deleted in _open_files_of(pid)),
+        (p for _perms, p in _mappings_of(pid, os.fsencode(real))),
+    )
+    return any(_under(p, real) for p in paths)
+
+
 def is_held(root: Path) -> bool:
     """Whether a process other than this one uses ``root`` (or anything below
     it): its current directory or root is there, or it holds a descriptor
@@ -193,6 +212,7 @@ def is_held(root: Path) -> bool:
     the old mount by a remount. Never raises for vanished or unreadable
     processes."""
     real = _real_root(root)
+    needle = os.fsencode(real)  # in the maps of any process mapping a file there
     me = os.getpid()
     for pid in _pids():
         if pid == me:
@@ -200,7 +220,7 @@ def is_held(root: Path) -> bool:
         paths = itertools.chain(
             (p for _how, p in _dirs_of(pid)),
             (p for _fd, p, _deleted in _open_files_of(pid)),
-            (p for _perms, p in _mappings_of(pid)),
+            (p for _perms, p in _mappings_of(pid, needle)),
         )
         if any(_under(p, real) for p in paths):
             return True

@@ -28,6 +28,7 @@ Facts this module relies on (checked on Linux 6.18 by tests/mounts):
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 from contextlib import suppress
@@ -320,6 +321,48 @@ def unmount(target: Path) -> None:
         elif exc.errno == errno.EINVAL:
             hint = "nothing is mounted there"
         raise _mount_error(exc, "unmounting", target, hint=hint, busy=True) from None
+
+
+_MNT_EXPIRE = 0x4
+
+
+def in_use(target: Path) -> bool | None:
+    """Whether anything besides its attachment holds the mount on ``target``
+    (a process's current directory or root, an open file, a mapping, a mount
+    below it), in any process of any namespace, as the kernel counts it:
+    ``umount2(MNT_EXPIRE)``, which never unmounts on a first call. It fails
+    with EBUSY when the mount has users, else marks it "expired" and fails
+    with EAGAIN; any later access of the mount clears the mark (and only a
+    second call on a still-marked mount unmounts it). So the mark is cleared
+    before (a killed caller may have left one) and after, by opening the
+    mount point. None when the kernel does not tell this process (EPERM: a
+    FUSE mount of an ordinary user; EINVAL: not a mount point): then scan
+    /proc (:func:`snapws.mounts.busy.is_held`).
+
+    Callers hold the store's lock exclusively: two calls at once on one
+    unused mount could unmount it. Raises MountError if the mount went all
+    the same (another program marked it between the clearing and the call)."""
+    real = os.path.realpath(target)
+
+    def clear_mark() -> None:
+        with suppress(OSError):
+            os.close(os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+
+    clear_mark()
+    if int(_libc.umount2(_fs(real), _MNT_EXPIRE | _UMOUNT_NOFOLLOW)) == 0:
+        raise _mount_error(
+            OSError(errno.EAGAIN, "unmounted by a concurrent MNT_EXPIRE"),
+            "checking whether a process uses",
+            target,
+            hint="run `snapws mount` to mount it again",
+        )
+    err = ctypes.get_errno()
+    if err == errno.EBUSY:
+        return True
+    if err == errno.EAGAIN:
+        clear_mark()
+        return False
+    return None
 
 
 def make_mounts_private() -> None:

@@ -255,3 +255,48 @@ def test_is_held_by_a_cwd_an_open_file_or_a_mapping(tmp_path: Path, how: str) ->
         proc.stdin.close()
         proc.wait(timeout=30)
     assert not is_held(root)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("how", ["cwd", "open", "map"])
+def test_the_kernel_says_whether_a_mount_is_in_use(tmp_path: Path, how: str) -> None:
+    """mounter.in_use (umount2 MNT_EXPIRE) sees a cwd, an open file and a
+    mapping, and never unmounts: not on repeated calls, not when a killed
+    caller left the mount marked expired."""
+    import ctypes
+
+    from snapws.mounts.mounter import in_use
+
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "snapws-test", str(mnt)], check=True)
+    try:
+        (mnt / "d").mkdir()
+        (mnt / "d" / "f").write_bytes(b"data")
+        for _ in range(3):
+            assert in_use(mnt) is False
+        libc = ctypes.CDLL(None, use_errno=True)
+        # MNT_EXPIRE: the mount is left marked, as a killed caller leaves it
+        assert libc.umount2(os.fsencode(mnt), 4) != 0
+        assert in_use(mnt) is False
+        assert mount_at(mnt) is not None and mount_at(mnt).mountpoint == mnt  # type: ignore[union-attr]
+        target = mnt / "d" if how == "cwd" else mnt / "d" / "f"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLD, how, str(target)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+            assert in_use(mnt) is True
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            proc.wait(timeout=30)
+        assert in_use(mnt) is False
+        assert in_use(tmp_path) is None  # not a mount point: the kernel cannot say
+        assert mount_at(mnt) is not None and mount_at(mnt).mountpoint == mnt  # type: ignore[union-attr]
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
