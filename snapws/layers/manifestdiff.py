@@ -74,16 +74,18 @@ _scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once
 
 
 def _parse(line: bytes) -> Entry:
-    """The entry of one manifest line. Raises ValueError (KeyError, TypeError)
-    on a malformed line."""
+    """The entry of one manifest line. Raises ValueError on a malformed line."""
     try:
         text = line.decode("ascii")
         obj, end = _scan_json(text, 0)
     except (UnicodeDecodeError, StopIteration):
         end = -1
-    if end != len(line) or not isinstance(obj, dict):
-        obj = json.loads(line)  # a line in another form, or the error it gives
-    return Entry.from_json(obj)
+    try:
+        if end != len(line) or not isinstance(obj, dict):
+            obj = json.loads(line)  # a line in another form, or the error it gives
+        return Entry.from_json(obj)
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"manifest line {line[:200]!r}: {e!r}") from e
 
 
 def _decode_all(data: bytes) -> list[Entry]:
@@ -100,10 +102,10 @@ def _decode_all(data: bytes) -> list[Entry]:
 
 
 class SortedManifest:
-    """One layer's manifest, looked up by path. Small manifests are decoded
-    whole; big ones (``bytes`` or an ``mmap``) are searched in place.
-    ``small``: the size up to which a manifest is decoded whole. Raises
-    ValueError on malformed lines it reads.
+    """One layer's manifest (``bytes`` or an ``mmap``), looked up by path. A
+    manifest is searched in place; a small one (up to ``small`` bytes) is
+    decoded whole once all its entries are asked for. Raises ValueError on
+    malformed lines it reads.
 
     Lookups in increasing path order (a diff's sorted candidates) cost the
     logarithm of the distance between them, not of the manifest: each goes
@@ -131,15 +133,21 @@ class SortedManifest:
         # and the line at ``_cursor`` (if any) one at or above it.
         self._cursor = 0
         self._cursor_key = b""
-        if self._size <= small:
-            entries = _decode_all(bytes(data))
-            self._sorted = entries
-            self._all = {e.path: e for e in entries}
+        self._small = self._size <= small
+
+    def _decoded(self) -> list[Entry] | None:
+        """A small manifest's entries, decoded whole the first time they are
+        all wanted (a layer whose paths are only looked up is searched)."""
+        if self._sorted is None and self._small:
+            self._sorted = _decode_all(bytes(self._buf))
+            self._all = {e.path: e for e in self._sorted}
+        return self._sorted
 
     def entries(self) -> Iterator[Entry]:
         """Every entry, sorted by path."""
-        if self._sorted is not None:
-            yield from self._sorted
+        decoded = self._decoded()
+        if decoded is not None:
+            yield from decoded
             return
         yield from self._scan(0, None)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from snapws.backends import backend_for
 from snapws.errors import StoreCorruptError
-from snapws.ids import SnapshotId
+from snapws.ids import LayerId, SnapshotId
 from snapws.layers.entries import is_under
 from snapws.layers.manifestdiff import SMALL_MANIFEST, ManifestChain, SortedManifest, diff_chains
 from snapws.layers.view import ChainView
@@ -24,9 +24,11 @@ class LayerFiles:
     read costs a manifest lookup (already made by the diff) and one open,
     not a probe of every layer directory on the way."""
 
-    def __init__(self, store: Store, sid: SnapshotId) -> None:
-        """Raises as :func:`manifest_chain`."""
-        self.chain = manifest_chain(store, sid)
+    def __init__(
+        self, store: Store, sid: SnapshotId, shared: dict[LayerId, SortedManifest] | None = None
+    ) -> None:
+        """Raises as :func:`manifest_chain` (``shared`` as there)."""
+        self.chain = manifest_chain(store, sid, shared)
         self.trees = [os.fsencode(store.layer_tree(lid)) for lid, _ in self.chain.layers]
 
     def read(self, path: bytes) -> bytes | None:
@@ -125,9 +127,10 @@ def diff(
     store = session.store
     head = session.state.head
     old_sid = old if old is not None else head
+    shared: dict[LayerId, SortedManifest] = {}  # a layer both chains have: read once
     if new is not None:
-        a, b = LayerFiles(store, old_sid), LayerFiles(store, new)
-        changes = diff_chains(a.chain, b.chain, paths)
+        a, b = LayerFiles(store, old_sid, shared), LayerFiles(store, new, shared)
+        changes = _diff_chains(a.chain, b.chain, paths)
         old_view, new_view = ChainView(a.trees, session.hashes), ChainView(b.trees, session.hashes)
         return DiffResult(changes, old_view, new_view, old_sid.short(), new.short(), [], a, b)
     old_view = session.chain_view(old_sid)
@@ -137,7 +140,9 @@ def diff(
     changes = work.changes
     if old_sid != head:
         # HEAD's changes since ``old``, then the working tree's over them
-        between = diff_chains(manifest_chain(store, old_sid), manifest_chain(store, head), paths)
+        between = _diff_chains(
+            manifest_chain(store, old_sid, shared), manifest_chain(store, head, shared), paths
+        )
         candidates = sorted({c.path for c in between} | {c.path for c in changes})
         changes = [
             c
@@ -153,18 +158,35 @@ def diff(
 
 def diff_from_nothing(session: Session, sid: SnapshotId) -> list[Change]:
     """Everything in a root snapshot, as additions (``show`` of a first snapshot)."""
-    changes = diff_chains(ManifestChain([]), manifest_chain(session.store, sid))
+    changes = _diff_chains(ManifestChain([]), manifest_chain(session.store, sid))
     return [c for c in changes if c.path != b"."]
 
 
-def manifest_chain(store: Store, sid: SnapshotId) -> ManifestChain:
+def _diff_chains(
+    old: ManifestChain, new: ManifestChain, paths: tuple[bytes, ...] = ()
+) -> list[Change]:
+    try:
+        return diff_chains(old, new, paths)
+    except ValueError as e:  # a manifest line read on the way
+        raise StoreCorruptError(f"a layer has a damaged manifest: {e}") from e
+
+
+def manifest_chain(
+    store: Store, sid: SnapshotId, shared: dict[LayerId, SortedManifest] | None = None
+) -> ManifestChain:
     """``sid``'s chain, topmost first, as manifests searched in place (a big
-    layer's manifest is mapped, never read whole). Raises DamagedRecordError,
+    layer's manifest is mapped, never read whole). ``shared``: manifests
+    already open, by layer (those this opens are added), so that two chains
+    read a layer they share once. Raises DamagedRecordError,
     MissingLayerError, StoreCorruptError."""
     chain = store.chain_layers(sid)
     store.check_layers(sid, chain)
     layers = []
     for lid in reversed(chain):
+        known = shared.get(lid) if shared is not None else None
+        if known is not None:
+            layers.append((lid, known))
+            continue
         path = store.layer_dir(lid) / "manifest"
         try:
             with open(path, "rb") as f:
@@ -174,6 +196,8 @@ def manifest_chain(store: Store, sid: SnapshotId) -> ManifestChain:
                 else:
                     data = f.read()
             layers.append((lid, SortedManifest(data)))
+            if shared is not None:
+                shared[lid] = layers[-1][1]
         except (OSError, ValueError) as e:
             raise StoreCorruptError(f"layer {lid.short()} has an unreadable manifest: {e}") from e
     return ManifestChain(layers)

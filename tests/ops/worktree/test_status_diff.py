@@ -408,3 +408,16 @@ def test_diff_patch_shows_files_not_directories(workspace: Workspace) -> None:
     assert "diff --git a/newdir/sub/f b/newdir/sub/f" in out
     assert "040" not in out  # no directory mode headers
     assert out.count("diff --git") == 1
+
+
+def test_diff_between_snapshots_names_a_damaged_manifest(hist: History) -> None:
+    # The layer only c3 has: its manifest is read whole while the diff runs.
+    ws, ids = hist
+    top = ws.json("show", ids[3])["layer"]
+    manifest = ws.store / "layers" / top / "manifest"
+    manifest.chmod(0o644)
+    manifest.write_bytes(b'{"p":"b.txt","k":\n')
+    r = ws.run("diff", "--stat", ids[2], ids[3], check=False)
+    assert r.returncode == 11, r.stderr
+    assert "damaged manifest" in r.stderr
+    assert "Traceback" not in r.stderr
