@@ -15,7 +15,17 @@ non-symlink is set through an ``O_PATH`` descriptor of the node (by its
 ``/proc/self/fd`` name: Linux has no lchmod), so it reaches exactly the
 node that was opened.
 
-This module imports nothing from the package but :mod:`snapws.errors`.
+A path longer than PATH_MAX (a tree 10,000 levels deep) is resolved in
+steps of about :data:`snapws.deeppath.STEP` bytes from *anchors*:
+descriptors of the directories where a step ends, each opened beneath the
+one before (with the same checks) and kept while the :class:`Beneath` is
+open (a removed one is opened again; :meth:`Beneath.remove` and
+:meth:`Beneath.rename` forget those below the path they change). So an
+operation on a deep path costs one resolution of at most one step, not one
+of every level.
+
+This module imports nothing from the package but :mod:`snapws.errors` and
+:mod:`snapws.deeppath` (which imports nothing).
 """
 
 from __future__ import annotations
@@ -24,12 +34,14 @@ import contextlib
 import ctypes
 import errno
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from snapws.deeppath import LIMIT, STEP
 from snapws.errors import UnsafePathError
 
 #: openat2(2): syscall number on x86_64 and aarch64 (and every other arch
@@ -40,6 +52,7 @@ RESOLVE_BENEATH = 0x08
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _NODE_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAX_ANCHORS = 128  # anchors a Beneath keeps open at most
 CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -101,6 +114,25 @@ def split_rel(rel: bytes) -> list[bytes]:
     if b"\0" in rel:
         raise UnsafePathError(f"refusing the path {_show(rel)}: it holds a NUL byte")
     return parts
+
+
+def _joined(rel: bytes) -> bytes:
+    """``b"/".join(split_rel(rel))`` (``b""`` for the root), at the cost of
+    a few searches when ``rel`` is in that form already (a deep path has
+    10,000 components). Raises UnsafePathError as :func:`split_rel`."""
+    if (
+        rel
+        and not rel.startswith(b"/")
+        and not rel.endswith(b"/")
+        and b"//" not in rel
+        and b"\0" not in rel
+        and (b"." not in rel or not _DOT_PART.search(rel))
+    ):
+        return rel
+    return b"/".join(split_rel(rel))
+
+
+_DOT_PART = re.compile(rb"(?:^|/)\.\.?(?:/|$)")
 
 
 def _show(rel: bytes) -> str:
@@ -231,8 +263,10 @@ class Beneath:
     def __init__(self, root: bytes | str | os.PathLike[str] | os.PathLike[bytes]) -> None:
         self.root = os.fsencode(root)
         self.fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._anchors: dict[bytes, int] = {}  # deep directories, see the module docstring
 
     def close(self) -> None:
+        self._forget(b"")
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -252,25 +286,73 @@ class Beneath:
         no other metadata). Raises UnsafePathError (a component is a
         symlink or not a directory), FileNotFoundError (missing, not
         ``create``)."""
-        parts = split_rel(rel)
-        if not parts:
+        path = _joined(rel)
+        if not path:
             return os.dup(self.fd)
+        if len(path) > LIMIT:
+            return self._open_deep(path, create, mode)
+        return self._open_from(self.fd, path, path, create, mode)
+
+    def _open_from(self, base: int, sub: bytes, whole: bytes, create: bool, mode: int) -> int:
+        """Directory ``sub`` beneath descriptor ``base`` (which is ``whole``
+        less ``sub``, for error messages)."""
         if _openat2.available:
             try:
-                return _openat2.open(self.fd, b"/".join(parts), _DIR_FLAGS)
+                return _openat2.open(base, sub, _DIR_FLAGS)
             except OSError as e:
                 if e.errno == errno.ENOSYS:
                     _openat2.available = False
                 elif e.errno == errno.ENOENT and create:
                     pass  # walk, making what is missing
                 elif e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV):
-                    raise self._refused(parts) from None
+                    raise self._refused(whole.split(b"/")) from None
                 else:
                     raise
-        return self._walk(parts, create, mode)
+        if base == self.fd:
+            return self._walk(sub.split(b"/"), create, mode)
+        try:
+            return self._walk(sub.split(b"/"), create, mode, base)
+        except UnsafePathError:  # (named from the anchor: name it from the root)
+            raise self._refused(whole.split(b"/")) from None
 
-    def _walk(self, parts: list[bytes], create: bool, mode: int) -> int:
-        fd = os.dup(self.fd)
+    def _open_deep(self, path: bytes, create: bool, mode: int) -> int:
+        """:meth:`open_dir` of a path longer than PATH_MAX: from the
+        deepest anchor on its way, opening (and keeping) the anchors
+        missing before it. An anchor ends at the last ``/`` before each
+        multiple of STEP bytes, so paths that share a directory share them."""
+        cuts: list[int] = []  # where anchors end: path[:cut]
+        for m in range(STEP, len(path), STEP):
+            cut = path.rfind(b"/", 0, m + 1)
+            if cut > (cuts[-1] if cuts else 0):
+                cuts.append(cut)
+        k = len(cuts)  # find the deepest anchor open (and not removed since)
+        base, at = self.fd, -1
+        while k:
+            key = path[: cuts[k - 1]]
+            fd = self._anchors.get(key)
+            if fd is not None and os.fstat(fd).st_nlink == 0:
+                self._forget(key)
+                fd = None
+            if fd is not None:
+                base, at = fd, cuts[k - 1]
+                break
+            k -= 1
+        for cut in cuts[k:]:
+            fd = self._open_from(base, path[at + 1 : cut], path, create, mode)
+            if len(self._anchors) >= _MAX_ANCHORS:
+                self._forget(b"")
+            self._anchors[path[:cut]] = fd
+            base, at = fd, cut
+        return self._open_from(base, path[at + 1 :], path, create, mode)
+
+    def _forget(self, rel: bytes) -> None:
+        """Close the anchors at or below ``rel`` (``b""``: all)."""
+        prefix = rel + b"/"
+        for key in [k for k in self._anchors if not rel or k == rel or k.startswith(prefix)]:
+            os.close(self._anchors.pop(key))
+
+    def _walk(self, parts: list[bytes], create: bool, mode: int, base: int | None = None) -> int:
+        fd = os.dup(self.fd if base is None else base)
         try:
             for n, part in enumerate(parts):
                 try:
@@ -310,12 +392,13 @@ class Beneath:
         beneath the root (``create``: made where missing, mode 0700), and
         the last component. Raises UnsafePathError (also for the root
         itself, which has no name in a parent)."""
-        parts = split_rel(rel)
-        if not parts:
+        path = _joined(rel)
+        if not path:
             raise UnsafePathError("the root itself has no parent to write in")
-        fd = self.open_dir(b"/".join(parts[:-1]), create)
+        i = path.rfind(b"/")
+        fd = self.open_dir(path[:i] if i >= 0 else b"", create)
         try:
-            yield fd, parts[-1]
+            yield fd, path[i + 1 :]
         finally:
             os.close(fd)
 
@@ -323,8 +406,7 @@ class Beneath:
     def lstat(self, rel: bytes) -> os.stat_result | None:
         """lstat of ``rel``; None when it is missing or a parent is missing
         or not a directory. Raises UnsafePathError when a parent is a symlink."""
-        parts = split_rel(rel)
-        if not parts:
+        if not _joined(rel):
             return os.fstat(self.fd)
         try:
             with self.parent(rel) as (fd, name):
@@ -375,6 +457,9 @@ class Beneath:
     def rename(self, old: bytes, new: bytes) -> None:
         with self.parent(old) as (sfd, sname), self.parent(new) as (dfd, dname):
             os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+        if self._anchors:
+            self._forget(_joined(old))
+            self._forget(_joined(new))
 
     def unlink(self, rel: bytes) -> None:
         """Remove a non-directory. Raises FileNotFoundError, IsADirectoryError."""
@@ -387,6 +472,8 @@ class Beneath:
         followed). ``force``: directories this user may not change are
         made writable first (not root). Absent is fine; returns True if
         something was removed."""
+        if self._anchors:
+            self._forget(_joined(rel))
         try:
             with self.parent(rel) as (fd, name):
                 return _remove_at(fd, name, force)
@@ -399,8 +486,7 @@ class Beneath:
         """Pin ``rel`` for metadata changes (see :class:`NodeRef`).
         ``kind``: the ``S_IFMT`` bits the node must have (a node swapped
         since it was made is refused). Raises UnsafePathError, OSError."""
-        parts = split_rel(rel)
-        if not parts:
+        if not _joined(rel):
             yield NodeRef(proc_path(self.fd), True, os.fstat(self.fd))
             return
         with self.parent(rel) as (dfd, name):
@@ -447,26 +533,83 @@ def set_meta_fd(
     NodeRef(proc_path(fd), True, os.fstat(fd)).set_meta(uid, gid, mode, xattrs, mtime_ns)
 
 
+#: A removal keeps the descriptors of the last KEEP_LEVELS directories it
+#: is in, and of every KEEP_LEVELS-th above them; the others are opened again
+#: (from the nearest one kept) when the walk comes back up. So a tree 10,000
+#: levels deep is removed with a few hundred descriptors, far below
+#: RLIMIT_NOFILE, at O(entries) syscalls.
+KEEP_LEVELS = 64
+
+
 def _remove_at(dirfd: int, name: bytes, force: bool) -> bool:
-    """Remove ``name`` in ``dirfd`` (a tree for a directory) by descriptors."""
+    """Remove ``name`` in ``dirfd`` (a tree for a directory) by descriptors,
+    iteratively: neither Python's recursion limit nor PATH_MAX nor
+    RLIMIT_NOFILE bounds the depth (see :data:`KEEP_LEVELS`)."""
+    top = _open_for_removal(dirfd, name, force)
+    if top is None:
+        return _unlink_at(dirfd, name, force)
+    if top < 0:
+        return False
+    # per directory entered: [its descriptor or -1 (closed), its name, the
+    # subdirectories still to remove (its other entries are gone)]
+    stack: list[list[Any]] = [[top, name, _clear_files_at(top, force)]]
+    try:
+        while stack:
+            level = stack[-1]
+            if level[2]:
+                sub = level[2].pop()
+                fd = _reopen(stack, len(stack) - 1, force)
+                child = _open_for_removal(fd, sub, force)
+                if child is None:
+                    _unlink_at(fd, sub, force)  # swapped for a non-directory
+                elif child >= 0:
+                    stack.append([child, sub, _clear_files_at(child, force)])
+                    far = len(stack) - 1 - KEEP_LEVELS
+                    if far > 0 and far % KEEP_LEVELS and stack[far][0] >= 0:
+                        os.close(stack[far][0])
+                        stack[far][0] = -1
+                continue
+            stack.pop()
+            if level[0] >= 0:
+                os.close(level[0])
+            parent = _reopen(stack, len(stack) - 1, force) if stack else dirfd
+            _rmdir_at(parent, level[1], force)
+    finally:
+        for level in stack:
+            if level[0] >= 0:
+                os.close(level[0])
+    return True
+
+
+def _reopen(stack: list[list[Any]], at: int, force: bool) -> int:
+    """The descriptor of ``stack[at]``'s directory, opened again (with the
+    closed ones between) from the nearest one still open."""
+    if stack[at][0] >= 0:
+        return int(stack[at][0])
+    k = at
+    while stack[k][0] < 0:
+        k -= 1
+    for n in range(k + 1, at + 1):
+        fd = _open_for_removal(stack[n - 1][0], stack[n][1], force)
+        if fd is None or fd < 0:
+            raise FileNotFoundError(errno.ENOENT, "a directory being removed went away")
+        stack[n][0] = fd
+    return int(stack[at][0])
+
+
+def _open_for_removal(dirfd: int, name: bytes, force: bool) -> int | None:
+    """Directory ``name`` in ``dirfd`` opened for listing (``force``: made
+    searchable first if it is not); None if it is not a directory, -1 if it
+    is gone."""
     try:
         st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
     except FileNotFoundError:
-        return False
+        return -1
     if not stat.S_ISDIR(st.st_mode):
-        try:
-            os.unlink(name, dir_fd=dirfd)
-        except FileNotFoundError:
-            return False
-        except PermissionError:
-            if not force:
-                raise
-            _make_writable(dirfd)
-            os.unlink(name, dir_fd=dirfd)
-        return True
+        return None
     try:
         try:
-            fd = open_subdir(dirfd, name, os.O_RDONLY)
+            return open_subdir(dirfd, name, os.O_RDONLY)
         except PermissionError:
             if not force:
                 raise
@@ -475,23 +618,49 @@ def _remove_at(dirfd: int, name: bytes, force: bool) -> bool:
                 os.chmod(proc_path(pin), 0o700)
             finally:
                 os.close(pin)
-            fd = open_subdir(dirfd, name, os.O_RDONLY)
+            return open_subdir(dirfd, name, os.O_RDONLY)
     except EntryNotADirectoryError:
-        return _remove_at(dirfd, name, force)  # swapped for a non-directory
+        return None  # swapped for a non-directory
+    except FileNotFoundError:
+        return -1
+
+
+def _clear_files_at(fd: int, force: bool) -> list[bytes]:
+    """Unlink every non-directory in directory ``fd``; its subdirectories."""
+    subdirs = []
+    with os.scandir(fd) as it:
+        entries = [(os.fsencode(de.name), de.is_dir(follow_symlinks=False)) for de in it]
+    for name, is_dir in entries:
+        if is_dir:
+            subdirs.append(name)
+        else:
+            _unlink_at(fd, name, force)
+    return subdirs
+
+
+def _unlink_at(dirfd: int, name: bytes, force: bool) -> bool:
     try:
-        names = [de.name for de in os.scandir(fd)]
-        for child in names:
-            _remove_at(fd, os.fsencode(child), force)
-    finally:
-        os.close(fd)
+        os.unlink(name, dir_fd=dirfd)
+    except FileNotFoundError:
+        return False
+    except PermissionError:
+        if not force:
+            raise
+        _make_writable(dirfd)
+        os.unlink(name, dir_fd=dirfd)
+    return True
+
+
+def _rmdir_at(dirfd: int, name: bytes, force: bool) -> None:
     try:
         os.rmdir(name, dir_fd=dirfd)
+    except FileNotFoundError:
+        pass
     except PermissionError:
         if not force:
             raise
         _make_writable(dirfd)
         os.rmdir(name, dir_fd=dirfd)
-    return True
 
 
 def _make_writable(dirfd: int) -> None:

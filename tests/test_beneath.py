@@ -258,3 +258,72 @@ def test_set_meta_fd_sets_an_open_file_s_metadata(tree: tuple[Path, Path, Beneat
     assert stat.S_IMODE(st.st_mode) == 0o640
     assert st.st_mtime_ns == 10**9
     assert os.getxattr(root / "dir" / "new", "user.k") == b"v"
+
+
+# ---- paths beyond PATH_MAX -------------------------------------------------------
+
+DEEP = 5_000  # "d/" * 5000: 10,000 bytes, beyond PATH_MAX
+
+
+def test_a_path_beyond_path_max_is_written_and_read(tmp_path: Path, resolver: str) -> None:
+    deep = b"d/" * DEEP + b"f"
+    with Beneath(tmp_path) as b:
+        b.mkdir(deep[:-2], parents=True)
+        fd = b.create(deep)
+        os.write(fd, b"x")
+        os.close(fd)
+        st = b.lstat(deep)
+        assert st is not None and stat.S_ISREG(st.st_mode)
+        b.set_meta(deep, None, None, 0o640, {}, 10**9)
+        assert stat.S_IMODE(b.lstat(deep).st_mode) == 0o640  # type: ignore[union-attr]
+        b.rename(deep, deep + b"2")
+        assert b.lstat(deep) is None and b.lstat(deep + b"2") is not None
+        # anchors are few, whatever the depth
+        assert 0 < len(b._anchors) <= 16
+
+
+def test_a_symlink_deep_on_the_way_is_refused(tmp_path: Path, resolver: str) -> None:
+    outside, root = tmp_path / "outside", tmp_path / "root"
+    outside.mkdir()
+    root.mkdir()
+    with Beneath(root) as b:
+        b.mkdir(b"d/" * DEEP + b"e", parents=True)
+        mid = b"d/" * (DEEP - 10) + b"d"
+        b.remove(mid)
+        with b.parent(mid) as (fd, name):
+            os.symlink(outside, name, dir_fd=fd)
+        with pytest.raises(UnsafePathError):
+            b.create(mid + b"/x")
+    assert os.listdir(outside) == []
+
+
+def test_a_removed_anchor_is_opened_again(tmp_path: Path) -> None:
+    deep = b"d/" * DEEP + b"f"
+    with Beneath(tmp_path) as b:
+        b.mkdir(deep[:-2], parents=True)
+        os.close(b.create(deep))
+        b.remove(b"d")
+        assert b.lstat(deep) is None
+        b.mkdir(deep[:-2], parents=True)
+        os.close(b.create(deep))
+        assert b.lstat(deep) is not None
+
+
+def test_removing_a_deep_tree_needs_few_descriptors(tmp_path: Path) -> None:
+    """Deeper than PATH_MAX and than the descriptors allowed: the walk
+    keeps about depth / KEEP_LEVELS + KEEP_LEVELS of them."""
+    import resource
+
+    with Beneath(tmp_path) as b:
+        b.mkdir(b"d/" * DEEP + b"e", parents=True)
+        for n in (10, 2000, DEEP - 1):
+            os.close(b.create(b"d/" * n + b"f"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 200, hard))
+    try:
+        with Beneath(tmp_path) as b:
+            assert b.remove(b"d")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert os.listdir(tmp_path) == []

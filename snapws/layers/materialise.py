@@ -11,6 +11,7 @@ import stat
 from collections.abc import Iterable
 
 from snapws.beneath import CREATE_FLAGS, Beneath, set_meta_fd
+from snapws.deeppath import anchored, open_fd
 from snapws.layers.entries import Node
 from snapws.model import Kind
 
@@ -22,7 +23,7 @@ _NOT_SUPPORTED = (errno.ENOTSUP, errno.EOPNOTSUPP)
 def copy_file_data(src: bytes, dst: bytes, mode: int) -> None:
     """Copy a regular file's bytes to the new file ``dst`` (not through a
     symlink), keeping holes (sparse files stay sparse)."""
-    fout = os.open(dst, CREATE_FLAGS, mode & 0o777)
+    fout = open_fd(dst, CREATE_FLAGS, mode & 0o777)
     try:
         copy_into(src, fout)
     finally:
@@ -34,7 +35,7 @@ def copy_into(src: bytes, fout: int) -> None:
     symlink) into the open, empty file ``fout``, keeping holes, in the
     kernel where it can (``copy_file_range``, which may share blocks), else
     by reads and writes. Raises OSError."""
-    fin = os.open(src, _READ)
+    fin = open_fd(src, _READ)
     try:
         size = os.fstat(fin).st_size
         pos = 0
@@ -97,12 +98,13 @@ def materialise(nodes: Iterable[Node], dest: bytes | Beneath, strip: bytes = b""
     directory is refused (UnsafePathError), never followed. Hardlinked files
     among ``nodes`` stay hardlinked. Returns the count. Raises OSError,
     UnsafePathError; whiteouts are ignored."""
-    if isinstance(dest, Beneath):
-        return _materialise(nodes, dest, strip)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(dest, 0o700)  # the root node's metadata comes with it
-    with Beneath(dest) as b:
-        return _materialise(nodes, b, strip)
+    with anchored():  # source paths may be longer than PATH_MAX
+        if isinstance(dest, Beneath):
+            return _materialise(nodes, dest, strip)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(dest, 0o700)  # the root node's metadata comes with it
+        with Beneath(dest) as b:
+            return _materialise(nodes, b, strip)
 
 
 def _materialise(nodes: Iterable[Node], dest: Beneath, strip: bytes) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 import xxhash
 
 from snapws.beneath import Beneath, NodeRef
+from snapws.deeppath import anchored
 from snapws.errors import BadImageError, UnsupportedError
 from snapws.ids import ContentHash, LayerId
 from snapws.layers.entries import (
@@ -472,13 +473,14 @@ class LayerExtractor:
         if not self.stat_files:
             return read_tree(self.root)
         out = []
-        for rel, kind in self.kinds.items():
-            path = self._abs(rel)
-            st = self.file_stats.get(rel) if kind is Kind.FILE else None
-            if st is not None:
-                out.append(Node(rel, path, st, Kind.FILE, {}, False, (), None))
-            else:
-                out.append(read_node(rel, path))
+        with anchored():  # paths may be longer than PATH_MAX
+            for rel, kind in self.kinds.items():
+                path = self._abs(rel)
+                st = self.file_stats.get(rel) if kind is Kind.FILE else None
+                if st is not None:
+                    out.append(Node(rel, path, st, Kind.FILE, {}, False, (), None))
+                else:
+                    out.append(read_node(rel, path))
         return out
 
     def _mknod_whiteout(self, rel: bytes) -> None:

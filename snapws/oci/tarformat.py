@@ -23,7 +23,11 @@ from snapws.errors import BadImageError
 BLOCK = 512
 #: caps on what one header may make us hold or create
 MAX_PAX_SIZE = 1 << 20  # one PAX header (records of one entry)
-MAX_LONGNAME = 4096  # a GNU long name, and any path (PATH_MAX)
+#: A GNU long name, and any path or hardlink target: 64 KiB, 32,768 levels of
+#: one-letter names (paths beyond PATH_MAX are reached from a directory
+#: descriptor, see snapws.deeppath; the tar's byte budget bounds their sum).
+MAX_LONGNAME = 1 << 16
+MAX_SYMLINK_TARGET = 4095  # the kernel's limit on a symlink's target (PATH_MAX less the NUL)
 MAX_COMPONENT = 255  # one path component (NAME_MAX)
 MAX_XATTR_NAME = 255
 MAX_XATTR_VALUE = 65536  # XATTR_SIZE_MAX
@@ -451,6 +455,11 @@ class TarReader:
                 h.xattrs[xname.decode("utf-8", "surrogateescape")] = value
         if len(h.name) > MAX_LONGNAME or len(h.linkname) > MAX_LONGNAME:
             raise self._bad(f"a name longer than {MAX_LONGNAME} bytes: {h.name[:80]!r}...")
+        if h.type == SYMLINK and len(h.linkname) > MAX_SYMLINK_TARGET:
+            raise self._bad(
+                f"entry {h.name[:80]!r}... is a symlink to a target longer than "
+                f"{MAX_SYMLINK_TARGET} bytes (PATH_MAX), which no filesystem stores"
+            )
         if b"\0" in h.name or b"\0" in h.linkname:
             raise self._bad(f"a name holds a NUL byte: {h.name!r}")
         self._left = size

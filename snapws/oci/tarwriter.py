@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from itertools import accumulate
 from pathlib import Path
 
+from snapws.deeppath import anchored, open_fd
 from snapws.errors import StoreCorruptError, UnsupportedError
 from snapws.layers.entries import parent_of
 from snapws.model import ROOT, Entry, Kind, display_path
@@ -89,7 +90,7 @@ class ReadAhead:
                 if self._stop:
                     return
             try:
-                fd = os.open(path, flags)
+                fd = open_fd(path, flags)
             except OSError:
                 continue
             try:
@@ -151,12 +152,13 @@ def write_layer_tar(
         for e in ordered
         if e.kind is Kind.FILE and e.link is None and e.size and e.path != ROOT
     ]
-    ahead = ReadAhead(data_files) if read_ahead and len(data_files) > 1 else None
-    try:
-        return _write_tar(tree, root, ordered, emit, progress, ahead)
-    finally:
-        if ahead is not None:
-            ahead.close()
+    with anchored():  # paths may be longer than PATH_MAX
+        ahead = ReadAhead(data_files) if read_ahead and len(data_files) > 1 else None
+        try:
+            return _write_tar(tree, root, ordered, emit, progress, ahead)
+        finally:
+            if ahead is not None:
+                ahead.close()
 
 
 def _write_tar(
@@ -225,7 +227,7 @@ def _write_tar(
             index += 1
             src = root if e.path == ROOT else root + b"/" + e.path
             left = e.size
-            fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = open_fd(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
                 while left:
                     data = os.read(fd, min(CHUNK, left))

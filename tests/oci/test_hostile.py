@@ -103,7 +103,11 @@ TAR_CASES: dict[str, tuple[list[Member], str]] = {
         "overlayfs attribute",
     ),
     "huge-pax": ([f("a", pax={"comment": "x" * (2 << 20)})], "PAX header of"),
-    "long-path": ([f("a/" * 2100 + "b", b"x")], "longer than 4096"),
+    "long-path": ([f("a/" * 33_000 + "b", b"x")], "longer than 65536"),
+    "long-symlink-target": (
+        [Member("a", tarfile.SYMTYPE, linkname="t" * 4096)],
+        "longer than 4095",
+    ),
     "long-component": ([f("x" * 300, b"x")], "longer than 255"),
     "absurd-size": ([f("a", pax={"size": str(1 << 41)})], "more than 1 TiB"),
     "bad-pax-mtime": ([f("a", pax={"mtime": "soon"})], "malformed PAX mtime"),
@@ -119,7 +123,7 @@ def test_hostile_layer_tar_is_refused(tmp_path: Path, store: Store, case: str) -
 
 
 def test_gnu_long_name_over_the_cap_is_refused(tmp_path: Path, store: Store) -> None:
-    raw = tar_of([f("n" * 200 + "/" + "m" * 250 + "/" + "o" * 5000, b"x")], tarfile.GNU_FORMAT)
+    raw = tar_of([f("n/" * 33_000 + "o", b"x")], tarfile.GNU_FORMAT)
     _check_refused(tmp_path, store, _layout(tmp_path, [raw]), "GNU long name", BadImageError)
 
 

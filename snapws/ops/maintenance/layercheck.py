@@ -16,6 +16,7 @@ import bisect
 import os
 from dataclasses import dataclass
 
+from snapws.deeppath import anchored, open_fd
 from snapws.ids import ContentHash, LayerId
 from snapws.layers.entries import Node, child, node_entry, planted_overlay_xattrs, read_node
 from snapws.layers.hashing import HashPool, HashProgress
@@ -67,9 +68,9 @@ def check_layer(run: Findings, lid: LayerId, subset: DataSubset | None, jobs: Ha
     links = _link_leaders(nodes)
     expected_paths = sorted(expected)
     actual_paths = sorted(actual)
-    folded: set[bytes] = set()  # paths whose subtree is reported as a whole
+    folded = _Folded()  # paths whose subtree is reported as a whole
     for path, e in expected.items():
-        if _under_any(path, folded):
+        if folded.holds(path):
             continue
         node = actual.get(path)
         if node is None:
@@ -82,7 +83,7 @@ def check_layer(run: Findings, lid: LayerId, subset: DataSubset | None, jobs: Ha
         if node.kind is not e.kind:
             folded.add(path)
     for path, node in actual.items():
-        if path in expected or _under_any(path, folded):
+        if path in expected or folded.holds(path):
             continue
         if path == ROOT:
             continue  # an empty manifest records no root
@@ -121,27 +122,41 @@ def _read_tree_tolerant(run: Findings, lid: LayerId, root: bytes) -> list[Node] 
         run.add("missing", f"the layer's tree is unreadable: {e.strerror}", lid, ROOT)
         return None
     stack = [(ROOT, root)] if nodes[0].kind is Kind.DIR else []
-    while stack:
-        rel, abspath = stack.pop()
-        try:
-            with os.scandir(abspath) as it:
-                ents = sorted(it, key=lambda d: d.name)
-            dirs = []
-            for de in ents:
-                p = child(rel, de.name)
+    with anchored():  # paths may be longer than PATH_MAX
+        while stack:
+            rel, abspath = stack.pop()
+            try:
+                fd = open_fd(abspath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 try:
-                    node = read_node(p, de.path, de.stat(follow_symlinks=False))
+                    names = sorted(os.fsencode(n) for n in os.listdir(fd))
+                    listed = [(n, _lstat_at(fd, n)) for n in names]
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                run.add("unreadable", f"cannot list the directory: {e.strerror}", lid, rel)
+                continue
+            dirs = []
+            for name, st in listed:
+                p = child(rel, name)
+                try:
+                    if isinstance(st, OSError):
+                        raise st
+                    node = read_node(p, abspath + b"/" + name, st)
                 except OSError as e:
                     run.add("unreadable", f"cannot read: {e.strerror}", lid, p)
                     continue
                 nodes.append(node)
                 if node.kind is Kind.DIR:
-                    dirs.append((p, de.path))
-        except OSError as e:
-            run.add("unreadable", f"cannot list the directory: {e.strerror}", lid, rel)
-            continue
-        stack.extend(reversed(dirs))
+                    dirs.append((p, node.abspath))
+            stack.extend(reversed(dirs))
     return nodes
+
+
+def _lstat_at(dirfd: int, name: bytes) -> os.stat_result | OSError:
+    try:
+        return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except OSError as e:
+        return e
 
 
 def _link_leaders(nodes: list[Node]) -> dict[bytes, bytes]:
@@ -164,17 +179,27 @@ def _below_note(n: int) -> str:
     return f" (and {n} {'entry' if n == 1 else 'entries'} below it)"
 
 
-def _under_any(path: bytes, tops: set[bytes]) -> bool:
-    if not tops:
+class _Folded:
+    """Paths whose subtrees are reported as a whole; :meth:`holds` tells
+    whether a path lies strictly below one, at one lookup per distinct
+    length of them (not one per level: paths may be 10,000 levels deep)."""
+
+    def __init__(self) -> None:
+        self.paths: set[bytes] = set()
+        self.lengths: list[int] = []
+
+    def add(self, path: bytes) -> None:
+        self.paths.add(path)
+        if len(path) not in self.lengths:
+            bisect.insort(self.lengths, len(path))
+
+    def holds(self, path: bytes) -> bool:
+        for length in self.lengths:
+            if length >= len(path):
+                return False
+            if path[length] == 0x2F and path[:length] in self.paths:  # b"/"
+                return True
         return False
-    p = path
-    while True:
-        i = p.rfind(b"/")
-        if i < 0:
-            return False
-        p = p[:i]
-        if p in tops:
-            return True
 
 
 def _count_below(path: bytes, sorted_paths: list[bytes]) -> int:
