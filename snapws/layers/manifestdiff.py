@@ -7,9 +7,10 @@ subtrees below a whiteout, an opaque directory or a non-directory there,
 which may hide or replace older content), and each candidate is looked up
 in both chains by the overlayfs rules, in manifests. A manifest is sorted by
 path, one JSON object a line (:func:`snapws.model.encode_manifest`), so a
-big layer (the chain's base: the whole tree) is searched in place, a
-binary search per lookup, and never read whole (:class:`SortedManifest`
-over an ``mmap``).
+big layer (the chain's base: the whole tree) is searched in place and never
+read whole (:class:`SortedManifest` over an ``mmap``); the candidates are
+looked up in path order, each from where the previous one ended, so a
+lookup costs the logarithm of the distance to the previous one.
 
 Pure: manifests in, changes out; nothing here touches a layer tree.
 """
@@ -26,7 +27,8 @@ from snapws.ids import LayerId
 from snapws.layers.entries import in_or_below, is_under, on_the_way
 from snapws.model import ROOT, Change, Entry, Kind, classify, decode_manifest, text_to_path
 
-#: Manifests up to this size are decoded whole (one dict); bigger ones are searched.
+#: Manifests up to this size are decoded whole (one dict) once all their entries
+#: are wanted; bigger ones are only searched.
 SMALL_MANIFEST = 1 << 18
 #: How far after the previous lookup a lookup in a searched manifest first probes.
 SEARCH_WINDOW = 1 << 13
@@ -53,7 +55,10 @@ def _line_path(line: bytes) -> bytes:
             end = line.find(b'"', end + 1)
         if end > 0:
             return text_to_path(json.loads(line[j - 1 : end + 1]))
-    return text_to_path(json.loads(line)["p"])
+    try:
+        return text_to_path(json.loads(line)["p"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"manifest line {line[:200]!r}: no path: {e!r}") from e
 
 
 #: The bytes a manifest writes as themselves in a JSON string (ensure_ascii:
@@ -103,9 +108,9 @@ def _decode_all(data: bytes) -> list[Entry]:
 
 class SortedManifest:
     """One layer's manifest (``bytes`` or an ``mmap``), looked up by path. A
-    manifest is searched in place; a small one (up to ``small`` bytes) is
-    decoded whole once all its entries are asked for. Raises ValueError on
-    malformed lines it reads.
+    big manifest is searched in place; a small one (up to ``small`` bytes)
+    has its lines indexed by path, and is decoded whole once all its entries
+    are asked for. Raises ValueError on malformed lines it reads.
 
     Lookups in increasing path order (a diff's sorted candidates) cost the
     logarithm of the distance between them, not of the manifest: each goes
@@ -134,6 +139,7 @@ class SortedManifest:
         self._cursor = 0
         self._cursor_key = b""
         self._small = self._size <= small
+        self._lines: dict[bytes, bytes] | None = None
 
     def _decoded(self) -> list[Entry] | None:
         """A small manifest's entries, decoded whole the first time they are
@@ -142,6 +148,15 @@ class SortedManifest:
             self._sorted = _decode_all(bytes(self._buf))
             self._all = {e.path: e for e in self._sorted}
         return self._sorted
+
+    def _line_of(self, path: bytes) -> bytes | None:
+        """A small manifest's line of ``path``: its lines are indexed by path
+        (not parsed) at the first lookup, so that a layer of a long chain
+        answers "not here" at the cost of a dictionary lookup."""
+        if self._lines is None:
+            lines = bytes(self._buf).split(b"\n")
+            self._lines = {_line_path(line): line for line in lines if line.strip()}
+        return self._lines.get(path)
 
     def entries(self) -> Iterator[Entry]:
         """Every entry, sorted by path."""
@@ -159,7 +174,10 @@ class SortedManifest:
             return self._got[path]
         except KeyError:
             pass
-        if path > self._cursor_key:
+        if self._small:
+            line = self._line_of(path)
+            found = _parse(line) if line is not None else None
+        elif path > self._cursor_key:
             found = self._forward(path)
         else:
             found = self._search(path, 0, self._cursor)
@@ -318,8 +336,11 @@ class ManifestChain:
                     return i, e
             return None
         parent = path.rpartition(b"/")[0]
+        dirs = self._dirs
         for i, (_, m) in enumerate(self.layers):
-            way = self._way(i, m, parent) if parent else _REACHED
+            way = dirs.get((i, parent), -1) if parent else _REACHED
+            if way < 0:
+                way = self._way(i, m, parent)
             if way & _BLOCKED:
                 return None  # deleted or replaced here: older layers are hidden
             if not way & _MISSING:

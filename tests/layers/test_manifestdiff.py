@@ -216,7 +216,8 @@ def test_searched_manifest_lookups_in_any_order_find_what_a_dict_finds(
     for paths present and absent, in sorted, nearly sorted and random order,
     at every window and span; also on manifests not in the canonical form
     (spaces after the separators, escaped slashes), where the substring
-    search cannot see a path's line."""
+    search cannot see a path's line. A small manifest (lines indexed, then
+    decoded whole) too."""
     rng = random.Random(880 + len(form))
     paths = _random_paths(rng, 600)
     entries = [Entry(path=b".", kind=Kind.DIR)]
@@ -241,3 +242,9 @@ def test_searched_manifest_lookups_in_any_order_find_what_a_dict_finds(
                     m = SortedManifest(buf, small=-1, window=window, span=span)
                     for p in _lookups(rng, pool, order):
                         assert m.get(p) == truth.get(p), (window, span, order, p)
+    small = SortedManifest(data)  # its lines indexed by path, then decoded whole
+    for p in _lookups(rng, pool, "random"):
+        assert small.get(p) == truth.get(p), p
+    assert list(small.entries()) == list(truth.values())
+    for p in _lookups(rng, pool, "random"):
+        assert small.get(p) == truth.get(p), p
