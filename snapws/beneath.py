@@ -52,7 +52,7 @@ RESOLVE_BENEATH = 0x08
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _NODE_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-_MAX_ANCHORS = 128  # anchors a Beneath keeps open at most
+_MAX_ANCHORS = 320  # anchors a Beneath keeps open at most (64 KiB paths need 256)
 CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 

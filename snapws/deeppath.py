@@ -42,10 +42,12 @@ _P = TypeVar("_P", bytes, str)
 
 #: Paths up to this long go to syscalls as they are.
 LIMIT = 3072
-#: Anchors are cut about every STEP bytes of a path.
-STEP = 1024
-#: Anchors kept open at most (pinned ones excepted).
-MAX_ANCHORS = 128
+#: Anchors are cut about every STEP bytes of a path: the kernel then walks
+#: at most about STEP / 2 components per call (one-letter names).
+STEP = 256
+#: Anchors kept open at most (pinned ones excepted): enough for the longest
+#: path a layer tar may hold (64 KiB), far below RLIMIT_NOFILE.
+MAX_ANCHORS = 320
 
 _lock = threading.Lock()
 _anchors: OrderedDict[bytes, list[int]] = OrderedDict()  # path -> [fd, pins]

@@ -336,8 +336,9 @@ def environment_error(e: OSError) -> SnapwsError | None:
         shown = f" ({name[:60]}...{name[-40:]}, {len(name)} characters)" if name else ""
         return BadPathError(
             f"a path is longer than the system's limit (PATH_MAX, 4096 bytes){shown}",
-            hint="snapws records paths of up to 4096 bytes (about 2,000 levels of "
-            "one-letter names): move the deeper part out of the workspace; nothing was changed",
+            hint="snapws reaches deeper paths from directory descriptors, but this one had to "
+            "be named whole (given on the command line, or in a walk that does not reach "
+            "from descriptors yet): shorten it or move the deeper part; nothing was changed",
         )
     return None
 

@@ -29,6 +29,7 @@ import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from snapws.deeppath import open_fd
 from snapws.model import ROOT, Change, ChangeType, Kind
 
 #: The name of an ignore file in any directory of a working tree.
@@ -212,7 +213,7 @@ def file_reader(root: bytes) -> Callable[[bytes], bytes | None]:
         path = (root if d == ROOT else root + b"/" + d) + b"/" + IGNORE_FILE
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
         try:
-            fd = os.open(path, flags)
+            fd = open_fd(path, flags)  # (however deep)
         except OSError:
             return None
         try:

@@ -152,6 +152,13 @@ def plan_upper(
     Raises LayerRejectedError if U carries redirect, metacopy or whiteout
     attributes, or an opaque attribute other than ``y`` (see
     :data:`snapws.layers.entries.FORBIDDEN_XATTRS`)."""
+    with anchored():  # paths may be longer than PATH_MAX
+        return _plan_upper(upper, lower, form, ignore)
+
+
+def _plan_upper(
+    upper: bytes, lower: ChainView, form: str, ignore: IgnoreRules | None
+) -> CommitPlan:
     from snapws.layers.diff import diff_views  # local: diff imports view too
 
     nodes = read_tree(upper, form)

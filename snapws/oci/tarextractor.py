@@ -178,7 +178,13 @@ class LayerExtractor:
             raise self._bad(f"absolute path {display_path(name)} (paths must stay in the layer)")
         if not name:
             raise self._bad("an entry with an empty name")
-        parts = [p for p in name.split(b"/") if p not in (b"", b".")]
+        parts = name.split(b"/")
+        if b"" not in parts and b"." not in parts and b".." not in parts:
+            # in canonical form already: checked in C loops (10,000 components deep)
+            if max(map(len, parts)) > tf.MAX_COMPONENT:
+                raise self._bad(f"a name longer than {tf.MAX_COMPONENT} bytes in {name[:80]!r}")
+            return name
+        parts = [p for p in parts if p not in (b"", b".")]
         if b".." in parts:
             raise self._bad(f"path {display_path(name)} climbs out of the layer with '..'")
         for p in parts:
