@@ -7,6 +7,7 @@ import mmap
 import os
 from dataclasses import dataclass, field
 
+from snapws import deeppath
 from snapws.backends import backend_for
 from snapws.errors import StoreCorruptError
 from snapws.ids import LayerId, SnapshotId
@@ -37,18 +38,7 @@ class LayerFiles:
         loc = self.chain.locate(path)
         if loc is None or loc[1].kind is not Kind.FILE:
             return None
-        fd = os.open(self.trees[loc[0]] + b"/" + path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            data = os.read(fd, loc[1].size + 1)  # the size recorded, and more if there is
-            more = os.read(fd, 1 << 20) if data else b""
-            if not more:
-                return data
-            parts = [data, more]  # not the size recorded (a damaged layer): all of it
-            while more := os.read(fd, 1 << 20):
-                parts.append(more)
-            return b"".join(parts)
-        finally:
-            os.close(fd)
+        return _read_file(self.trees[loc[0]] + b"/" + path, loc[1].size)
 
 
 @dataclass(slots=True)
@@ -84,8 +74,25 @@ def _read(view: ChainView, path: bytes) -> bytes | None:
     loc = view.locate(path)
     if loc is None or loc.node.kind is not Kind.FILE:
         return None
-    with open(loc.node.abspath, "rb") as f:
-        return f.read()
+    return _read_file(loc.node.abspath, loc.node.st.st_size)
+
+
+def _read_file(abspath: bytes, size: int) -> bytes:
+    """The content of the file at ``abspath`` (however long), ``size`` bytes
+    expected: one read of that, one to see the end. Raises OSError."""
+    flags = os.O_RDONLY | os.O_CLOEXEC
+    fd = deeppath.open_fd(abspath, flags) if deeppath.is_long(abspath) else os.open(abspath, flags)
+    try:
+        data = os.read(fd, size + 1)
+        more = os.read(fd, 1 << 20) if data else b""
+        if not more:
+            return data
+        parts = [data, more]  # longer than expected: all of it
+        while more := os.read(fd, 1 << 20):
+            parts.append(more)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def status(session: Session) -> list[Change]:

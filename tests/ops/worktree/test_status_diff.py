@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import Workspace, WorkspaceFactory
@@ -421,3 +424,48 @@ def test_diff_between_snapshots_names_a_damaged_manifest(hist: History) -> None:
     assert r.returncode == 11, r.stderr
     assert "damaged manifest" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.fixture
+def remove_tree_after(tmp_path: Path) -> Iterator[None]:
+    """Remove ``tmp_path`` with ``rm -rf`` once its workspace is unmounted
+    (asked for first, so torn down last): pytest's own clean-up recurses,
+    and a tree deeper than the recursion limit stops it."""
+    yield
+    subprocess.run(["rm", "-rf", "--one-file-system", str(tmp_path)], check=False)
+
+
+def _write_deep(root: Path, depth: int, data: bytes, flags: int) -> None:
+    """Write ``data`` into ``root``/d/.../d/f (``depth`` levels), walking
+    from directory descriptors; none stays open (an open one holds a workspace)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            if flags & os.O_CREAT:
+                os.mkdir("d", dir_fd=fd)
+            fd, parent = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+            os.close(parent)
+        out = os.open("f", os.O_WRONLY | flags, 0o644, dir_fd=fd)
+        os.write(out, data)
+        os.close(out)
+    finally:
+        os.close(fd)
+
+
+def test_diff_stat_and_patch_read_files_beyond_path_max(
+    remove_tree_after: None, make_workspace: WorkspaceFactory
+) -> None:
+    # d/d/.../f, 2,100 levels: its path in a layer tree is longer than PATH_MAX
+    ws = make_workspace(spec={"top.txt": "top\n"})
+    depth = 2100
+    _write_deep(ws.path, depth, b"one\n", os.O_CREAT)
+    ws.commit("deep")
+    _write_deep(ws.path, depth, b"two\n", os.O_APPEND)
+    name = "d/" * depth + "f"
+    stat_line = " 1 file changed, 1 insertion(+)"
+    assert ws.run("diff", "--stat").stdout.splitlines()[-1] == stat_line  # the working tree
+    ws.commit("two")
+    assert ws.run("diff", "--stat", "HEAD~1", "HEAD").stdout.splitlines()[-1] == stat_line
+    patch = ws.run("diff", "-p", "HEAD~1", "HEAD").stdout.splitlines()
+    assert patch[0] == f"diff --git a/{name} b/{name}"
+    assert patch[-2:] == [" one", "+two"]
