@@ -4,6 +4,15 @@
     <store>/oci/layers/<layer id>.<comp>.json  {"digest", "diff_id", "size"}
     <store>/oci/chains/<chain id hex>.json     {"layer"}: a foreign layer, imported
 
+A map entry says which blob is the layer compressed; the blob itself may be
+absent: an import (pull, cache restore) records the digest of the blob it
+unpacked without keeping the blob (writing it would cost as much as the
+tree when the layer does not compress). :func:`cached_layer` answers only
+with a blob that is here; :func:`known_layer` also with one that is not, so
+a push can skip the layer when the remote has that blob
+(:func:`snapws.oci.export.export_layer`'s ``have``) and compress it again
+only for a remote that lacks it.
+
 A blob is written to a temporary file under ``staging/``, fsynced and renamed
 into place (two writers of one blob write the same bytes, so either wins);
 the map entry is written atomically after it. Entries are checked before use
@@ -62,19 +71,31 @@ def _map_path(store: Store, lid: LayerId, compression: str) -> Path:
     return store.root / OCI_DIR / "layers" / f"{lid.hex}.{compression}.json"
 
 
-def cached_layer(store: Store, lid: LayerId, compression: str) -> CachedLayer | None:
-    """The cached blob of ``lid`` compressed with ``compression``, if it is
-    there whole (its file exists with the recorded size)."""
+def known_layer(store: Store, lid: LayerId, compression: str) -> CachedLayer | None:
+    """The blob recorded as ``lid`` compressed with ``compression``, whether
+    or not this store keeps it (None: none recorded, or the entry is
+    unreadable)."""
     try:
         obj = json.loads(_map_path(store, lid, compression).read_bytes())
-        entry = CachedLayer(
+        return CachedLayer(
             BlobDigest.parse(str(obj["digest"])),
             BlobDigest.parse(str(obj["diff_id"])),
             int(obj["size"]),
         )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def cached_layer(store: Store, lid: LayerId, compression: str) -> CachedLayer | None:
+    """The cached blob of ``lid`` compressed with ``compression``, if it is
+    there whole (its file exists with the recorded size)."""
+    entry = known_layer(store, lid, compression)
+    if entry is None:
+        return None
+    try:
         if os.stat(blob_path(store, entry.digest)).st_size != entry.size:
             return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except OSError:
         return None
     return entry
 
@@ -107,57 +128,31 @@ def record_chain(store: Store, chain_id: BlobDigest, lid: LayerId) -> None:
 class BlobWriter:
     """A blob being written: ``write`` bytes, then :meth:`commit` publishes it
     (fsync, rename) under its sha256; :meth:`abort` drops it. Use as a
-    context manager (leaving without commit aborts). :meth:`adopt` makes
-    one of a file that holds the whole blob already."""
+    context manager (leaving without commit aborts)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.tmp = store.root / "staging" / f"blob-{secrets.token_hex(8)}"
-        self._f: BinaryIO | None = open(self.tmp, "xb")  # noqa: SIM115 (closed by commit/abort)
+        self._f: BinaryIO = open(self.tmp, "xb")  # noqa: SIM115 (closed by commit/abort)
         self._h = hashlib.sha256()
-        self._digest: BlobDigest | None = None
         self.size = 0
 
-    @classmethod
-    def adopt(cls, store: Store, path: Path, digest: BlobDigest, size: int) -> BlobWriter:
-        """A writer holding the file ``path`` (on the store's filesystem:
-        it is hardlinked, not copied), whose content the caller verified to
-        be ``size`` bytes with sha256 ``digest``. Raises OSError (EXDEV: on
-        another filesystem)."""
-        w = cls.__new__(cls)
-        w.store = store
-        w.tmp = store.root / "staging" / f"blob-{secrets.token_hex(8)}"
-        os.link(path, w.tmp)
-        w._f = None
-        w._h = hashlib.sha256()
-        w._digest = digest
-        w.size = size
-        return w
-
     def write(self, data: bytes) -> None:
-        assert self._f is not None, "an adopted blob is complete"
         self._h.update(data)
         self._f.write(data)
         self.size += len(data)
 
     @property
     def digest(self) -> BlobDigest:
-        return self._digest or BlobDigest(self._h.hexdigest())
+        return BlobDigest(self._h.hexdigest())
 
     def commit(self, synced: bool = False) -> Path:
         """Publish the blob; returns its path. ``synced``: its bytes are on
         disk already (a syncfs ran since the last write): no fsync."""
-        if self._f is not None:
-            self._f.flush()
-            if not synced:
-                os.fsync(self._f.fileno())
-            self._f.close()
-        elif not synced:
-            fd = os.open(self.tmp, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        self._f.flush()
+        if not synced:
+            os.fsync(self._f.fileno())
+        self._f.close()
         dest = blob_path(self.store, self.digest)
         if not dest.parent.is_dir():
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +163,7 @@ class BlobWriter:
         return dest
 
     def abort(self) -> None:
-        if self._f is not None and not self._f.closed:
+        if not self._f.closed:
             self._f.close()
         self.tmp.unlink(missing_ok=True)
 

@@ -1,15 +1,14 @@
-"""Reading a layer blob for import: verified, kept, decompressed and hashed
+"""Reading a layer blob for import: verified, decompressed and hashed
 beside the unpacking.
 
 One background thread feeds the thread that unpacks the tar
 (:class:`LayerBlobStream`): it reads the raw blob in large chunks, counts
 it and hashes it (sha256, checked against the descriptor at the end)
-unless the remote verified it already, writes the copy the store's blob
-cache keeps, finds the format from the first bytes (gzip, zstd, or a plain
+unless the remote verified it already, finds the format from the first bytes (gzip, zstd, or a plain
 tar, whatever the media type claims), decompresses, and hashes the tar
 (sha256: the image config's ``diff_id``).
 
-hashlib, zlib, zstandard and file writes release the GIL, so the unpacking
+hashlib, zlib and zstandard release the GIL, so the unpacking
 thread seldom waits: it only parses headers and writes files. (A second
 stage thread, reading apart from decompressing, measured no faster: the
 unpacking thread is the bottleneck.) Errors of the codecs become
@@ -31,7 +30,7 @@ from snapws.errors import BadImageError
 from snapws.ids import BlobDigest
 from snapws.oci.compress import GZIP, GZIP_MAGIC, NONE, ZSTD, ZSTD_MAGIC, zstd_module
 
-RAW_CHUNK = 4 << 20  # bytes of the blob read at once
+RAW_CHUNK = 1 << 20  # bytes of the blob read at once (what a download hands over)
 OUT_CHUNK = 1 << 20  # decompressed bytes handed over at once (bounds memory)
 DEPTH = 8  # decompressed chunks waiting for the unpacking thread
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around deflate
@@ -39,10 +38,6 @@ _GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around deflate
 
 class _Source(Protocol):
     def read(self, n: int = -1, /) -> bytes: ...
-
-
-class _Sink(Protocol):
-    def write(self, data: bytes) -> None: ...
 
 
 class _Stop(Exception):
@@ -53,8 +48,7 @@ class LayerBlobStream:
     """``read(n)`` over the decompressed tar of a layer blob (see the module
     docstring). ``raw`` is the blob, ``size`` its size from the descriptor
     (more bytes raise BadImageError), ``hash_raw`` False when the remote
-    checked the digest already, ``keep`` receives the raw bytes,
-    ``progress(n)`` is called (from the background thread) with each
+    checked the digest already, ``progress(n)`` is called (from the background thread) with each
     chunk's size. Call :meth:`finish` once the tar and its trailer are
     read: it returns the digests; :meth:`close` (in a ``finally``) stops
     the thread."""
@@ -66,14 +60,12 @@ class LayerBlobStream:
         size: int,
         *,
         hash_raw: bool = True,
-        keep: _Sink | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> None:
         self.what = what
         self.format = NONE
         self.raw_size = 0
         self._raw = raw
-        self._keep = keep
         self._progress = progress
         self._limit = size
         self._raw_hash = hashlib.sha256() if hash_raw else None
@@ -101,7 +93,7 @@ class LayerBlobStream:
                 continue
 
     def _next_raw(self) -> bytes:
-        """The next chunk of the blob (b"" at its end), counted, hashed, kept."""
+        """The next chunk of the blob (b"" at its end), counted, hashed."""
         if self._stop.is_set():
             raise _Stop
         data = self._raw.read(RAW_CHUNK)
@@ -113,8 +105,6 @@ class LayerBlobStream:
                 )
             if self._raw_hash is not None:
                 self._raw_hash.update(data)
-            if self._keep is not None:
-                self._keep.write(data)
             if self._progress is not None:
                 self._progress(len(data))
         return data
@@ -208,7 +198,7 @@ class LayerBlobStream:
 
     def read(self, n: int) -> bytes:
         """Up to ``n`` decompressed bytes (fewer only at the end). Raises
-        BadImageError, OSError (reading the blob, writing the copy), what
+        BadImageError, OSError (reading the blob), what
         the blob's reader raises."""
         if self._pos + n <= len(self._buf):  # the common case: one slice
             out = self._buf[self._pos : self._pos + n]

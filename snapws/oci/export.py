@@ -20,6 +20,7 @@ from snapws.oci.blobcache import (
     CachedLayer,
     blob_path,
     cached_layer,
+    known_layer,
     put_blob_bytes,
     record_layer,
 )
@@ -58,18 +59,34 @@ def _layer_bytes(store: Store, lid: LayerId) -> int:
     )
 
 
+def _held_elsewhere(
+    store: Store, lid: LayerId, compression: str, have: Callable[[BlobDigest], bool] | None
+) -> CachedLayer | None:
+    """The blob recorded as ``lid`` compressed (not kept here) when
+    ``have`` says the remote holds it."""
+    known = known_layer(store, lid, compression) if have is not None else None
+    return known if known is not None and have is not None and have(known.digest) else None
+
+
 def export_layer(
     store: Store,
     lid: LayerId,
     compression: str,
     progress: Callable[[int], None] | None = None,
+    have: Callable[[BlobDigest], bool] | None = None,
 ) -> CachedLayer:
     """The compressed tar of layer ``lid``, from the blob cache or made now
-    (and cached). Precondition: the store lock is held (shared is enough).
-    Raises UnsupportedError, StoreCorruptError, OSError."""
+    (and cached). A blob the store does not keep but knows to be the layer
+    (an import recorded it) is taken when ``have(digest)`` says the remote
+    it goes to holds it: the entry is returned, its file is absent.
+    Precondition: the store lock is held (shared is enough). Raises
+    UnsupportedError, StoreCorruptError, OSError, what ``have`` raises."""
     hit = cached_layer(store, lid, compression)
     if hit is not None:
         return hit
+    held = _held_elsewhere(store, lid, compression, have)
+    if held is not None:
+        return held
     try:
         entries = decode_manifest(store.read_manifest(lid))
     except ValueError as e:
@@ -97,11 +114,14 @@ def build_image(
     sid: SnapshotId,
     compression: str = GZIP,
     progress: Callable[[int, int], None] | None = None,
+    have: Callable[[BlobDigest], bool] | None = None,
 ) -> Image:
     """The OCI image of snapshot ``sid``: its chain's layers (compressed once,
     then taken from the store's blob cache), a config and a manifest, all
     kept as blobs in the store. ``progress(done, total)`` counts file bytes
-    of layers being compressed.
+    of layers being compressed. ``have``: see :func:`export_layer` (a layer
+    blob the remote holds and the store does not keep has no file: the
+    image is for that remote only).
 
     Precondition: the store lock is held (shared is enough). Raises
     RevisionNotFoundError/StoreCorruptError for a missing snapshot,
@@ -112,7 +132,12 @@ def build_image(
     compressor(compression)  # fail early when zstd is missing
     rec = store.read_snapshot(sid)
     chain = [lid for lid in store.chain(sid) if lid != EMPTY_LAYER]
-    todo = [lid for lid in chain if cached_layer(store, lid, compression) is None]
+    todo = [
+        lid
+        for lid in chain
+        if cached_layer(store, lid, compression) is None
+        and _held_elsewhere(store, lid, compression, have) is None
+    ]
     total = sum(_layer_bytes(store, lid) for lid in todo)
     done_before = 0
     layers: list[Blob] = []
@@ -124,7 +149,7 @@ def build_image(
             if progress is not None:
                 progress(base + n, total)
 
-        entry = export_layer(store, lid, compression, step)
+        entry = export_layer(store, lid, compression, step, have)
         if lid in todo:
             done_before += _layer_bytes(store, lid) if progress is not None else 0
         desc = Descriptor(

@@ -179,13 +179,17 @@ def history_layer(
 
 
 def plan_history(
-    store: Store, image: Image, sid: SnapshotId, compression: str = GZIP
+    store: Store,
+    image: Image,
+    sid: SnapshotId,
+    compression: str = GZIP,
+    have: Callable[[BlobDigest], bool] | None = None,
 ) -> HistoryPlan:
     """The :class:`HistoryPlan` of ``image`` (of ``sid``): the entries of
     every ancestor of ``sid`` the store has, and the blobs (compressed once,
-    then cached) of their chains' layers that ``image`` does not carry and
-    the store has. Precondition: the store lock is held (shared is
-    enough). Raises what export_layer raises."""
+    then cached; ``have``: as for export_layer) of their chains' layers that
+    ``image`` does not carry and the store has. Precondition: the store
+    lock is held (shared is enough). Raises what export_layer raises."""
     entries = history_entries(store, sid)
     carried = {b.descriptor.annotations.get(ANNOTATION_LAYER) for b in image.layers}
     table: dict[LayerId, Descriptor] = {}
@@ -195,7 +199,7 @@ def plan_history(
             if lid.hex in carried or not store.has_layer(lid):
                 continue
             if lid not in table:
-                cached = export_layer(store, lid, compression)
+                cached = export_layer(store, lid, compression, have=have)
                 table[lid] = Descriptor(LAYER_MEDIA_TYPE[compression], cached.digest, cached.size)
             d = table[lid]
             desc = Descriptor(d.media_type, d.digest, d.size, {ANNOTATION_LAYER: lid.hex})

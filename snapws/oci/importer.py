@@ -21,13 +21,7 @@ from snapws.errors import BadImageError, SnapwsError
 from snapws.ids import BlobDigest, LayerId, SnapshotId
 from snapws.model import SnapshotRecord
 from snapws.oci import tarformat as tf
-from snapws.oci.blobcache import (
-    BlobWriter,
-    CachedLayer,
-    chain_layer,
-    record_chain,
-    record_layer,
-)
+from snapws.oci.blobcache import CachedLayer, chain_layer, record_chain, record_layer
 from snapws.oci.blobstream import LayerBlobStream
 from snapws.oci.chaincheck import check_record, check_stored, keep_record_layer, same_as_stored
 from snapws.oci.image import LAYER_MEDIA_TYPE, MAX_TRAILER, Descriptor, parse_manifest
@@ -41,19 +35,6 @@ from snapws.oci.imageconfig import (
 )
 from snapws.oci.tarextractor import ExtractedLayer, extract_layer, publish_extracted
 from snapws.store.store import EMPTY_LAYER, Store
-
-
-def _keeper(store: Store, raw: BinaryIO, desc: Descriptor) -> tuple[BlobWriter, bool]:
-    """The blob-cache copy of a layer blob being read: the remote's own
-    verified download hardlinked when it lies on the store's filesystem
-    (True: nothing to write), else a writer the reader fills."""
-    path = getattr(raw, "path", None)
-    if isinstance(path, Path) and getattr(raw, "verified_digest", None) == desc.digest:
-        try:
-            return BlobWriter.adopt(store, path, desc.digest, desc.size), True
-        except OSError:
-            pass  # another filesystem: copy
-    return BlobWriter(store), False
 
 
 def _check_authentic(open_blob: Callable[[Descriptor], BinaryIO], desc: Descriptor) -> None:
@@ -90,80 +71,59 @@ def _import_layer(
     threads: int,
     progress: Callable[[int], None] | None,
     budget: tf.ImportBudget | None = None,
-) -> tuple[ExtractedLayer, CachedLayer | None, str, BlobWriter | None]:
+) -> tuple[ExtractedLayer, CachedLayer | None, str]:
     """Fetch, verify and unpack one layer blob (not published). Returns the
-    layer, its cache entry and compression (when ``cache``), and the kept
-    copy of the blob to commit once the layer is published.
+    layer, and when ``cache`` its blob-cache entry and compression (the
+    blob's digest is recorded, the blob itself is not kept: see
+    :mod:`snapws.oci.blobcache`).
 
-    The blob is read once: a :class:`LayerBlobStream` hashes, keeps and
+    The blob is read once: a :class:`LayerBlobStream` hashes and
     decompresses it in a background thread while this one unpacks the tar.
-    A remote's verified private download is neither hashed again nor
-    copied: the blob cache hardlinks it."""
+    A remote's verified download is not hashed again."""
     what = f"layer {index + 1} ({str(desc.digest)[:19]})"
-    keep: BlobWriter | None = None
-    try:
-        with open_blob(desc) as raw:
-            # a remote's verified private download needs no second sha256
-            verified = getattr(raw, "verified_digest", None) == desc.digest
-            adopted = False
-            if cache:
-                keep, adopted = _keeper(store, raw, desc)
-            stream = LayerBlobStream(
-                raw,
-                what,
-                desc.size,
-                hash_raw=not verified,
-                keep=None if adopted else keep,
-                progress=progress,
-            )
+    with open_blob(desc) as raw:
+        # a remote's verified private download needs no second sha256
+        verified = getattr(raw, "verified_digest", None) == desc.digest
+        stream = LayerBlobStream(raw, what, desc.size, hash_raw=not verified, progress=progress)
+        try:
+            reader = tf.TarReader(stream.read, what, budget=budget)
             try:
-                reader = tf.TarReader(stream.read, what, budget=budget)
-                try:
-                    layer = extract_layer(store, reader, lower, threads)
-                except SnapwsError:
-                    if not verified:
-                        stream.close()
-                        _check_authentic(open_blob, desc)  # never echo a forged blob's bytes
-                    raise
-                try:
-                    trailer = 0
-                    while data := stream.read(1 << 20):
-                        trailer += len(data)
-                        if trailer > MAX_TRAILER:
-                            raise BadImageError(
-                                f"{what}: {trailer} bytes follow the end of the tar"
-                            )
-                    raw_digest, diff = stream.finish()
-                    if stream.raw_size != desc.size or raw_digest not in (None, desc.digest):
-                        raise BadImageError(
-                            f"blob {desc.digest} does not match its descriptor "
-                            f"({stream.raw_size} bytes, {str(raw_digest or '?')[:23]}...)"
-                        )
-                    if reader.unterminated and diff != diff_id:  # whole only if diff_id says so
-                        raise BadImageError(
-                            f"{what}: truncated (no end-of-archive marker, and the "
-                            f"uncompressed tar does not match diff_id {diff_id})"
-                        )
-                    if diff_id is not None and diff != diff_id:
-                        raise BadImageError(
-                            f"{what}: the uncompressed tar does not match diff_id {diff_id}"
-                        )
-                except BaseException:
-                    store.discard(layer.staging)
-                    raise
-            finally:
-                stream.close()
-    except BaseException:
-        if keep is not None:
-            keep.abort()
-        raise
+                layer = extract_layer(store, reader, lower, threads)
+            except SnapwsError:
+                if not verified:
+                    stream.close()
+                    _check_authentic(open_blob, desc)  # never echo a forged blob's bytes
+                raise
+            try:
+                trailer = 0
+                while data := stream.read(1 << 20):
+                    trailer += len(data)
+                    if trailer > MAX_TRAILER:
+                        raise BadImageError(f"{what}: {trailer} bytes follow the end of the tar")
+                raw_digest, diff = stream.finish()
+                if stream.raw_size != desc.size or raw_digest not in (None, desc.digest):
+                    raise BadImageError(
+                        f"blob {desc.digest} does not match its descriptor "
+                        f"({stream.raw_size} bytes, {str(raw_digest or '?')[:23]}...)"
+                    )
+                if reader.unterminated and diff != diff_id:  # whole only if diff_id says so
+                    raise BadImageError(
+                        f"{what}: truncated (no end-of-archive marker, and the "
+                        f"uncompressed tar does not match diff_id {diff_id})"
+                    )
+                if diff_id is not None and diff != diff_id:
+                    raise BadImageError(
+                        f"{what}: the uncompressed tar does not match diff_id {diff_id}"
+                    )
+            except BaseException:
+                store.discard(layer.staging)
+                raise
+        finally:
+            stream.close()
     entry = None
-    if keep is not None and stream.format in LAYER_MEDIA_TYPE:
+    if cache and stream.format in LAYER_MEDIA_TYPE:
         entry = CachedLayer(desc.digest, diff, desc.size)
-    elif keep is not None:
-        keep.abort()
-        keep = None
-    return layer, entry, stream.format, keep
+    return layer, entry, stream.format
 
 
 def import_image(
@@ -224,7 +184,7 @@ def import_image(
 
     budget = tf.ImportBudget()  # entries and bytes, over every layer of this import
     published: list[LayerId] = []
-    kept: list[tuple[BlobWriter, bool, LayerId, str, CachedLayer]] = []
+    recorded: list[tuple[LayerId, str, CachedLayer]] = []
     chain_ids: list[LayerId] = []
     try:
         for i, desc in enumerate(parsed.layers):
@@ -234,7 +194,7 @@ def import_image(
                 chain_ids.append(known)
                 continue
             lower = [store.layer_tree(lid) for lid in reversed(chain_ids) if lid != EMPTY_LAYER]
-            layer, entry, fmt, keep = _import_layer(
+            layer, entry, fmt = _import_layer(
                 store,
                 desc,
                 i,
@@ -257,13 +217,11 @@ def import_image(
             except BaseException:
                 if layer.staging.exists():
                     store.discard(layer.staging)
-                if keep is not None:
-                    keep.abort()
                 raise
             if not existed:
                 published.append(lid)
-            if keep is not None and entry is not None:
-                kept.append((keep, not existed, lid, fmt, entry))  # kept once all checks pass
+            if entry is not None:
+                recorded.append((lid, fmt, entry))  # recorded once all checks pass
             cid = cids[i]
             if want is None and cid is not None:
                 record_chain(store, cid, lid)
@@ -286,18 +244,14 @@ def import_image(
                 author=author,
                 time_ns=created_ns(config) or time.time_ns(),
             )
-        for keep, synced, lid, fmt, entry in kept:
-            keep.commit(synced=synced)  # publishing ran syncfs
+        for lid, fmt, entry in recorded:
             record_layer(store, lid, fmt, entry)
-        kept.clear()
         sid = store.write_snapshot(record, chain_ids)
         if not all(store.has_layer(lid) for lid in store.chain(sid)):
             store.write_chain(sid, chain_ids)  # a stored record whose layers were lost
         mark_shallow(store, record)
         return sid
     except BaseException:
-        for keep, *_ in kept:
-            keep.abort()
         for lid in published:
             store.delete_layer(lid)
         raise

@@ -77,8 +77,7 @@ class Manifest:
 class DownloadedBlob(io.BufferedRandom):
     """A blob downloaded into a private file and verified while it came in:
     ``verified_digest`` is its sha256 (readers need not hash it again), and
-    ``path`` names the file while it is open (a store on the same filesystem
-    can hardlink it instead of copying). Closing it deletes the file."""
+    ``path`` names the file while it is open. Closing it deletes the file."""
 
     def __init__(self, raw: io.FileIO, path: Path, digest: BlobDigest) -> None:
         super().__init__(raw, 1 << 20)

@@ -1,23 +1,26 @@
 """A blob read while it downloads (:meth:`RegistryRemote.stream_blob`).
 
-A thread fetches the blob into a private file (resuming by Range after a
-failure, as a whole download does) while the reader consumes the bytes that
-have arrived, so unpacking a layer overlaps its transfer. The blob is
-verified (size, sha256) by the fetching thread at its end: the reader's last
-:meth:`StreamingBlob.read` (the one that would return ``b""``) raises the
-RemoteError of a blob that does not match, so a reader that reads to the
-end has read verified bytes.
+A thread fetches the blob (resuming by Range after a failure, as a whole
+download does) and hands its bytes over in memory to the reader, which
+consumes them as they arrive, so unpacking a layer overlaps its transfer.
+Nothing is written to disk: at most :data:`BUFFER` bytes wait for the
+reader, and the fetching thread waits (and with it the connection) while
+they do. The blob is verified (size, sha256) by the fetching thread at its
+end: the reader's last :meth:`StreamingBlob.read` (the one that would
+return ``b""``) raises the RemoteError of a blob that does not match, so a
+reader that reads to the end has read verified bytes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
+from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 
 from snapws.ids import BlobDigest
+
+#: bytes that arrived and wait for the reader, at most (a little more by one block)
+BUFFER = 32 << 20
 
 
 class DownloadStopped(Exception):
@@ -25,20 +28,16 @@ class DownloadStopped(Exception):
 
 
 class StreamingBlob:
-    """A blob being downloaded into the private file ``path`` (an open
-    read-write ``fd``, owned from now on); ``verified_digest``: its bytes
-    are checked against this digest before :meth:`read` reports the end.
-    ``path`` names the file until :meth:`close`, which deletes it (a store
-    on the same filesystem may hardlink it meanwhile)."""
+    """A blob being downloaded; ``verified_digest``: its bytes are checked
+    against this digest before :meth:`read` reports the end."""
 
-    def __init__(self, fd: int, path: Path, digest: BlobDigest) -> None:
-        self.path = path
+    def __init__(self, digest: BlobDigest, buffer: int = BUFFER) -> None:
         self.verified_digest = digest
         self.stop = threading.Event()  # set by close: the fetcher gives up
-        self._fd = fd
+        self._limit = buffer
         self._cond = threading.Condition()
-        self._written = 0
-        self._pos = 0
+        self._chunks: deque[bytes] = deque()
+        self._waiting = 0  # bytes in _chunks
         self._answered = False
         self._done = False
         self._error: BaseException | None = None
@@ -82,14 +81,17 @@ class StreamingBlob:
             self._cond.notify_all()
 
     def append(self, data: bytes) -> None:
-        view = memoryview(data)
-        at = self._written
-        while view:
-            n = os.pwrite(self._fd, view, at)
-            at += n
-            view = view[n:]
+        """Hand ``data`` to the reader, once fewer than the buffer's bytes
+        wait. Raises DownloadStopped when the reader closed the blob."""
+        if not data:
+            return
         with self._cond:
-            self._written = at
+            while self._waiting >= self._limit and not self.stop.is_set():
+                self._cond.wait()
+            if self.stop.is_set():
+                raise DownloadStopped
+            self._chunks.append(bytes(data))
+            self._waiting += len(data)
             self._cond.notify_all()
 
     # ---- the reader --------------------------------------------------------------------
@@ -101,33 +103,38 @@ class StreamingBlob:
         want = n if n >= 0 else 1 << 62
         while want > 0:
             with self._cond:
-                while self._written <= self._pos and not self._done:
+                while not self._chunks and not self._done:
                     self._cond.wait()
-                avail = self._written - self._pos
-                if avail <= 0:
+                if not self._chunks:
                     if self._error is not None:
                         raise self._error
                     break
-            data = os.pread(self._fd, min(want, avail, 16 << 20), self._pos)
-            self._pos += len(data)
-            want -= len(data)
-            parts.append(data)
+                chunk = self._chunks[0]
+                if len(chunk) <= want:
+                    self._chunks.popleft()
+                else:
+                    self._chunks[0] = chunk[want:]
+                    chunk = chunk[:want]
+                self._waiting -= len(chunk)
+                self._cond.notify_all()
+            want -= len(chunk)
+            parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readable(self) -> bool:
         return True
 
     def close(self) -> None:
-        """Stop the download (if it still runs), delete the file."""
+        """Stop the download (if it still runs) and drop what waits."""
         if self.closed:
             return
         self.closed = True
         self.stop.set()
+        with self._cond:
+            self._cond.notify_all()
         if self._thread is not None:
             self._thread.join()
-        os.close(self._fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        self._chunks.clear()
 
     def __enter__(self) -> StreamingBlob:
         return self

@@ -41,8 +41,9 @@ class RegistryRemote:
 
     ``push``: ask for push rights up front (one token for the whole push).
     ``mount_from``: other repositories of the same registry to mount blobs
-    from instead of uploading them. ``tmpdir``: where downloads are kept
-    (private files, deleted when closed)."""
+    from instead of uploading them. ``tmpdir``: where :meth:`open_blob`
+    keeps downloads (private files, deleted when closed; :meth:`stream_blob`
+    keeps nothing)."""
 
     def __init__(
         self,
@@ -202,8 +203,8 @@ class RegistryRemote:
     def stream_blob(
         self, digest: BlobDigest, size: int | None, progress: ByteProgress | None = None
     ) -> BinaryIO:
-        url, fd, path = self._download_target(digest)
-        blob = StreamingBlob(fd, path, digest)
+        url = self._url("blobs", str(digest))
+        blob = StreamingBlob(digest)
 
         def fetch() -> None:
             download_blob(

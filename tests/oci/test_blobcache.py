@@ -1,5 +1,6 @@
 """The store's blob cache: a layer is compressed once, damaged entries are
-rebuilt, imports of snapws images fill it, gc's pruning empties it."""
+rebuilt, imports of snapws images record their blobs (without keeping
+them), gc's pruning empties it."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 
 from conftest import Workspace
 
-from snapws.ids import SnapshotId
-from snapws.oci.blobcache import blob_path, cached_layer, prune_blob_cache
+from snapws.ids import BlobDigest, SnapshotId
+from snapws.oci.blobcache import blob_path, cached_layer, known_layer, prune_blob_cache
 from snapws.oci.export import build_image
 from snapws.oci.image import layer_ids_of
 from snapws.oci.layout import write_layout_dir
@@ -47,7 +48,14 @@ def test_a_layer_is_compressed_once(tmp_path: Path) -> None:
     assert third.manifest_digest == first.manifest_digest
 
 
-def test_import_of_a_snapws_image_fills_the_cache(tmp_path: Path) -> None:
+def test_import_of_a_snapws_image_records_its_blobs_without_keeping_them(
+    tmp_path: Path,
+) -> None:
+    """An import notes which blob each layer came from (known_layer) but
+    keeps no copy (cached_layer: none); a build told that the remote holds
+    those blobs takes them as they are (no file, nothing compressed), the
+    same image; a build for a remote without them compresses them again,
+    to the same bytes."""
     store, sid = _store_with_image(tmp_path)
     with store.lock(False, 10):
         image = build_image(store, sid)
@@ -55,11 +63,28 @@ def test_import_of_a_snapws_image_fills_the_cache(tmp_path: Path) -> None:
     other = Store.create(tmp_path / "other")
     assert import_layout(other, tmp_path / "export") == sid
     chain = [lid for lid in other.chain(sid) if lid != EMPTY_LAYER]
+    digests = {b.descriptor.digest for b in image.layers}
     for lid, blob in zip(chain, image.layers, strict=True):
-        hit = cached_layer(other, lid, "gzip")
-        assert hit is not None and hit.digest == blob.descriptor.digest
+        assert cached_layer(other, lid, "gzip") is None
+        known = known_layer(other, lid, "gzip")
+        assert known is not None and known.digest == blob.descriptor.digest
+        assert not blob_path(other, known.digest).exists()
+    asked: list[BlobDigest] = []
+
+    def remote_has(digest: BlobDigest) -> bool:
+        asked.append(digest)
+        return True
+
     with other.lock(False, 10):
-        assert build_image(other, sid).manifest_digest == image.manifest_digest
+        held = build_image(other, sid, have=remote_has)
+    assert held.manifest_digest == image.manifest_digest
+    assert set(asked) == digests
+    assert not any(b.path.exists() for b in held.layers)  # nothing was compressed
+    with other.lock(False, 10):
+        made = build_image(other, sid, have=lambda d: False)
+    assert made.manifest_digest == image.manifest_digest
+    assert all(b.path.exists() for b in made.layers)
+    assert all(cached_layer(other, lid, "gzip") is not None for lid in chain)
 
 
 def test_prune_blob_cache_keeps_only_live_layers(tmp_path: Path) -> None:

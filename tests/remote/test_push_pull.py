@@ -96,6 +96,45 @@ def test_second_push_sends_only_the_new_layer(origin: Workspace, registry: Regis
     assert again["blobs_sent"] == 0 and again["bytes_sent"] == 0
 
 
+def layer_blobs_kept(store: Path, manifest: dict[str, Any]) -> list[str]:
+    """The layer blobs of ``manifest`` that the store's blob cache holds."""
+    blobs = store / "oci" / "blobs" / "sha256"
+    return [d["digest"] for d in manifest["layers"] if (blobs / d["digest"][7:]).exists()]
+
+
+def test_a_pulled_store_keeps_no_layer_blob_yet_pushes_what_a_registry_lacks(
+    origin: Workspace, make_workspace: WorkspaceFactory, registry: Registry, make_registry: Any
+) -> None:
+    """A pull unpacks the layers and keeps no copy of their blobs (it
+    records their digests). Pushing back to the registry that has them
+    skips them (nothing is compressed: no blob appears in the store); a
+    push to another registry, which lacks them, makes them again from the
+    layers, and what it sends pulls back into the same tree."""
+    push(origin)
+    image = manifest_of(registry, "main")
+    other = make_workspace("other", store=origin.store.parent / "store2")
+    other.run("remote", "add", "origin", f"{registry.url}/{REPO}", "--insecure")
+    other.run("pull")
+    assert layer_blobs_kept(other.store, image) == []
+
+    back = push(other, "origin", "main", "--tag", "again")
+    assert back["blobs_skipped"] == back["blobs"] and back["blobs_sent"] == 0
+    assert manifest_of(registry, "again")["layers"][: len(image["layers"])] == image["layers"]
+    assert layer_blobs_kept(other.store, image) == []
+
+    elsewhere = make_registry()
+    other.run("remote", "add", "mirror", f"{elsewhere.url}/{REPO}", "--insecure")
+    sent = push(other, "mirror", "main")
+    assert sent["blobs_skipped"] == 0 and sent["blobs_sent"] == sent["blobs"]
+    copied = manifest_of(elsewhere, "main")
+    assert len(layer_blobs_kept(other.store, copied)) == len(copied["layers"])
+    third = make_workspace("third", store=origin.store.parent / "store3")
+    third.run("remote", "add", "origin", f"{elsewhere.url}/{REPO}", "--insecure")
+    third.run("pull")
+    assert third.head() == origin.head()
+    assert tree_state(third.path) == tree_state(origin.path)
+
+
 def first_layers(registry: Registry, first: dict[str, Any]) -> list[dict[str, Any]]:
     r = RegistryRemote(parse_remote_url(f"{registry.url}/{REPO}", insecure=True))
     m = r.get_manifest(first["manifest"])

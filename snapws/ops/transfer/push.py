@@ -1,8 +1,10 @@
 """``snapws push``: send a snapshot to a remote as an OCI image.
 
 Compute, then act: :func:`plan_push` builds the image (layer blobs are
-cached in the store, so a layer is compressed once) under the store lock;
-:func:`send_image` then talks to the remote without holding the lock:
+cached in the store, so a layer is compressed once; a layer whose blob an
+import recorded but did not keep is compressed again only when the remote
+lacks that blob) under the store lock; :func:`send_image` then talks to the
+remote without holding the lock:
 
 1. HEAD every blob; the ones the remote has are skipped;
 2. upload the missing ones (layers, then the config), each verified by the
@@ -143,16 +145,32 @@ def plan_push(
     compression: str = "gzip",
     progress: Callable[[int, int | None], None] | None = None,
     history: bool = True,
+    have: Callable[[BlobDigest], bool] | None = None,
 ) -> PushPlan:
     """Build (or take from the cache) the image of ``sid`` and, when
     ``history``, plan its history: the records of every ancestor the store
     has and the older layers they need (snapws.oci.history: a fetch brings
-    them back; :func:`send_image` sends those the remote lacks). The
-    caller holds the store lock. Raises what build_image raises."""
+    them back; :func:`send_image` sends those the remote lacks).
+    ``have(digest)``: whether the remote holds a blob (:func:`remote_holds`);
+    a layer blob an import recorded without keeping it is then taken as it
+    is when the remote holds it, else made again. The caller holds the store
+    lock. Raises what build_image raises."""
     check_tag(tag)
-    image = build_image(store, sid, compression=compression, progress=progress)
-    planned = plan_history(store, image, sid, compression) if history else None
+    image = build_image(store, sid, compression=compression, progress=progress, have=have)
+    planned = plan_history(store, image, sid, compression, have) if history else None
     return PushPlan(remote, sid, tag, image, planned)
+
+
+def remote_holds(remote: Remote) -> Callable[[BlobDigest], bool]:
+    """``remote.has_blob``, asked once per digest (for :func:`plan_push`)."""
+    answers: dict[BlobDigest, bool] = {}
+
+    def have(digest: BlobDigest) -> bool:
+        if digest not in answers:
+            answers[digest] = remote.has_blob(digest)
+        return answers[digest]
+
+    return have
 
 
 def send_image(
@@ -194,6 +212,12 @@ def send_image(
         done = 0
         for blob in missing:
             d = blob.descriptor
+            if not blob.path.exists():  # planned as held by the remote: it lost it since
+                raise RemoteError(
+                    f"{remote.display} no longer has blob {d.digest}, which this store "
+                    "does not keep (it was planned to be skipped)",
+                    hint="push again: the layer is then compressed and sent",
+                )
 
             def bar(n: int, _total: int | None, base: int = done) -> None:
                 if progress is not None:
@@ -413,10 +437,26 @@ def push(
 
     with workspace_or_store(cwd, config, store_path, exclusive=False) as (store, state):
         target = choose_target(store, state, request)
-        plan = plan_push(
-            store, target.remote, target.snapshot, target.tag, request.compression, built
+        remote = open_remote(store, target.remote, push=True, settings=settings)
+        try:
+            plan = plan_push(
+                store,
+                target.remote,
+                target.snapshot,
+                target.tag,
+                request.compression,
+                built,
+                have=remote_holds(remote),
+            )
+        except BaseException:
+            remote.close()
+            raise
+    try:
+        result = send_image(
+            store, plan, settings, progress, remote, force=request.force, lease=target.lease
         )
-    result = send_image(store, plan, settings, progress, force=request.force, lease=target.lease)
+    finally:
+        remote.close()
     with store.lock(True, config.lock_timeout):
         record_pushed(store, result, who)
     return result

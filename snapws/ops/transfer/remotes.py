@@ -168,10 +168,9 @@ def open_remote(
 ) -> Remote:
     """A :class:`Remote` for ``entry``. With a ``store``, a registry remote
     mounts blobs from the repositories of the store's other remotes on the
-    same registry, and keeps downloads in the store's staging area (the
-    same filesystem: the blob cache hardlinks them). Without one (listing
-    or pruning outside any workspace), downloads go to the system's
-    temporary directory. Raises BadRemoteUrlError."""
+    same registry, and keeps whole downloads (``open_blob``) in the store's
+    staging area. Without one (listing or pruning outside any workspace),
+    they go to the system's temporary directory. Raises BadRemoteUrlError."""
     settings = settings or TransferSettings()
     spec = entry.spec()
     if spec.kind == "dir":

@@ -75,7 +75,7 @@ def save_cache(
     PermissionDeniedError (a directory this user may not read), and what
     ``init``/``commit`` raise."""
     from snapws.ops.session import open_session
-    from snapws.ops.transfer.push import PushPlan, send_image
+    from snapws.ops.transfer.push import PushPlan, remote_holds, send_image
     from snapws.ops.worktree.commit import commit
     from snapws.ops.worktree.init import init
 
@@ -111,12 +111,14 @@ def save_cache(
             progress("compressing", done, total)
 
     assert store is not None
-    with store.lock(False, ctx.config.lock_timeout):
-        image = build_image(store, sid, progress=built)
-    created = time.time_ns() if now_ns is None else now_ns
-    image = annotate(image, key, created)
     remote = open_cache_remote(store, entry, True, ctx.settings)
     try:
+        with store.lock(False, ctx.config.lock_timeout):
+            # a layer a restore unpacked (its blob not kept) is not compressed
+            # again when the registry has its blob
+            image = build_image(store, sid, progress=built, have=remote_holds(remote))
+        created = time.time_ns() if now_ns is None else now_ns
+        image = annotate(image, key, created)
         old = remote.get_manifest(tag)
         if old is not None:
             old_entry = entry_of(tag, old)
