@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -78,18 +79,17 @@ def entries_of(
     digests: dict[bytes, ContentHash] = {}
     todo = []
     for n in files:
-        h = known.peek(n.abspath) if known is not None else None
+        h = known.known_for(n.abspath, n.st) if known is not None else None
         if h is None:
             todo.append(n)
         else:
             digests[n.path] = h
-    digests.update(
-        zip(
-            (n.path for n in todo),
-            hash_files([n.abspath for n in todo], threads, progress, [n.st.st_size for n in todo]),
-            strict=True,
-        )
-    )
+    hashed_at = time.time_ns()
+    hashed = hash_files([n.abspath for n in todo], threads, progress, [n.st.st_size for n in todo])
+    for n, h in zip(todo, hashed, strict=True):
+        digests[n.path] = h
+        if known is not None:
+            known.learn(n.abspath, n.st, h, hashed_at)
     leaders: dict[tuple[int, int], bytes] = {}
     for n in sorted(files, key=lambda n: n.path):
         if n.st.st_nlink > 1:

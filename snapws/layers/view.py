@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from snapws.deeppath import anchored, lstat, open_fd
-from snapws.ids import ContentHash
 from snapws.layers import fuseform
 from snapws.layers.entries import (
     Node,
@@ -27,7 +26,7 @@ from snapws.layers.entries import (
     parent_of,
     read_node,
 )
-from snapws.layers.hashing import hash_file
+from snapws.layers.hashcache import HashCache as HashCache
 from snapws.model import ROOT, Entry, Kind
 
 _OPEN, _ABSENT, _BLOCKED = 0, 1, 2  # what a lookup of a directory meets (ChainView._way)
@@ -48,31 +47,6 @@ def _lstat(path: bytes) -> os.stat_result | None:
         return None
     except NotADirectoryError:
         return None
-
-
-class HashCache:
-    """Content hashes of layer files, keyed by absolute path in a layer.
-
-    Layer trees never change once published, so a hash stays valid for the
-    life of the process (the upperdir is only hashed while frozen)."""
-
-    def __init__(self) -> None:
-        self._cache: dict[bytes, ContentHash] = {}
-
-    def peek(self, abspath: bytes) -> ContentHash | None:
-        """The cached hash, or None if the file was not hashed yet."""
-        return self._cache.get(abspath)
-
-    def put(self, abspath: bytes, digest: ContentHash) -> None:
-        """Record a known hash (from a trusted manifest)."""
-        self._cache[abspath] = digest
-
-    def get(self, abspath: bytes) -> ContentHash:
-        h = self._cache.get(abspath)
-        if h is None:
-            h = hash_file(abspath)
-            self._cache[abspath] = h
-        return h
 
 
 class ChainView:

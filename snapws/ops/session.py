@@ -10,12 +10,16 @@ from pathlib import Path
 from snapws.backends import backend_for
 from snapws.config import Config
 from snapws.errors import MountError, NotAWorkspaceError
-from snapws.layers.view import HashCache
+from snapws.layers.hashcache import HashCache
 from snapws.model import WorkspaceState
 from snapws.ops.recovery import recover
 from snapws.ops.workspace import find_workspace, mounted_state
 from snapws.session import Session
 from snapws.store.store import Store
+
+#: The workspace's cache of file hashes, in its directory of the store
+#: (:class:`snapws.layers.hashcache.HashCache`).
+HASHES_FILE = "hashes"
 
 
 @contextmanager
@@ -61,7 +65,12 @@ def open_session(
             from snapws.ops.worktree.checkout import settle
 
             state = settle(store, state)
-        yield Session(store, state, config, HashCache())
+        # the hashes of files earlier commands read (by inode and stamp), so
+        # that status and commit hash what changed since, not all of U
+        hashes_file = store.workspace_dir(state.id) / HASHES_FILE
+        hashes = HashCache.load(hashes_file)
+        yield Session(store, state, config, hashes)
+        hashes.save(hashes_file)
 
 
 def _staging_left(store: Store) -> bool:
