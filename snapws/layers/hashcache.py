@@ -107,6 +107,7 @@ class HashCache:
         """The cache saved at ``path``; an empty one if there is none or it
         is unreadable (never raises)."""
         cache = cls()
+        _drop_old_copies(path)
         try:
             data = path.read_bytes()
         except OSError:
@@ -145,11 +146,15 @@ class HashCache:
 
 def _drop_old_copies(path: Path) -> None:
     """Remove temporary copies that a killed :meth:`HashCache.save` left
-    beside ``path`` (a minute old: not one another process is writing)."""
+    beside ``path``: those of a process that is gone, or a minute old (not
+    one another process is writing)."""
     prefix = f".{path.name}.tmp-"
     with suppress(OSError):
         for entry in os.scandir(path.parent):
-            if entry.name.startswith(prefix):
-                with suppress(OSError):
-                    if entry.stat(follow_symlinks=False).st_mtime < time.time() - 60:
-                        os.unlink(entry.path)
+            if not entry.name.startswith(prefix):
+                continue
+            pid = entry.name[len(prefix) :]
+            with suppress(OSError):
+                gone = not pid.isdigit() or not os.path.exists(f"/proc/{pid}")
+                if gone or entry.stat(follow_symlinks=False).st_mtime < time.time() - 60:
+                    os.unlink(entry.path)

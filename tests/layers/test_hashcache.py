@@ -103,9 +103,11 @@ def test_a_damaged_cache_is_an_empty_one(
 def test_save_leaves_no_temporary_copy(tmp_path: Path, counted: list[bytes]) -> None:
     f = tmp_path / "f"
     f.write_bytes(b"one")
-    old = tmp_path / ".hashes.tmp-999999"  # a killed save's, long ago
+    old = tmp_path / f".hashes.tmp-{os.getpid()}"  # a killed save's, long ago
     old.write_bytes(b"torn")
     os.utime(old, (0, 0))
+    gone = tmp_path / ".hashes.tmp-999999999"  # a killed save's, just now
+    gone.write_bytes(b"torn")
     cache = HashCache()
     cache.get(_b(f))
     cache.save(tmp_path / "hashes")

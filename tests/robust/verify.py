@@ -206,7 +206,9 @@ def _check_workspaces(root: Path, snapshots: set[SnapshotId], problems: list[str
             if not (d / name).is_dir():
                 problems.append(f"workspace {wid.short()}: {name} is missing")
         extra = sorted(
-            p.name for p in d.iterdir() if p.name not in ("state.json", state.upper, state.work)
+            p.name
+            for p in d.iterdir()
+            if p.name not in ("state.json", "hashes", state.upper, state.work)
         )
         if extra:
             problems.append(f"workspace {wid.short()} has leftovers: {extra}")
