@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from snapws.deeppath import LIMIT, STEP
+from snapws.deeppath import LIMIT, STEP, open_fd
 from snapws.errors import UnsafePathError
 
 #: openat2(2): syscall number on x86_64 and aarch64 (and every other arch
@@ -262,7 +262,7 @@ class Beneath:
 
     def __init__(self, root: bytes | str | os.PathLike[str] | os.PathLike[bytes]) -> None:
         self.root = os.fsencode(root)
-        self.fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.fd = open_fd(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._anchors: dict[bytes, int] = {}  # deep directories, see the module docstring
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -265,9 +266,18 @@ def test_set_meta_fd_sets_an_open_file_s_metadata(tree: tuple[Path, Path, Beneat
 DEEP = 5_000  # "d/" * 5000: 10,000 bytes, beyond PATH_MAX
 
 
-def test_a_path_beyond_path_max_is_written_and_read(tmp_path: Path, resolver: str) -> None:
+@pytest.fixture
+def deep_tmp(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path``, emptied with ``rm -rf`` after the test: pytest's own
+    clean-up of old temporary directories recurses, and these trees are
+    5,000 levels deep."""
+    yield tmp_path
+    subprocess.run(["rm", "-rf", "--one-file-system", str(tmp_path)], check=False)
+
+
+def test_a_path_beyond_path_max_is_written_and_read(deep_tmp: Path, resolver: str) -> None:
     deep = b"d/" * DEEP + b"f"
-    with Beneath(tmp_path) as b:
+    with Beneath(deep_tmp) as b:
         b.mkdir(deep[:-2], parents=True)
         fd = b.create(deep)
         os.write(fd, b"x")
@@ -282,8 +292,8 @@ def test_a_path_beyond_path_max_is_written_and_read(tmp_path: Path, resolver: st
         assert 0 < len(b._anchors) <= 64
 
 
-def test_a_symlink_deep_on_the_way_is_refused(tmp_path: Path, resolver: str) -> None:
-    outside, root = tmp_path / "outside", tmp_path / "root"
+def test_a_symlink_deep_on_the_way_is_refused(deep_tmp: Path, resolver: str) -> None:
+    outside, root = deep_tmp / "outside", deep_tmp / "root"
     outside.mkdir()
     root.mkdir()
     with Beneath(root) as b:
@@ -297,9 +307,9 @@ def test_a_symlink_deep_on_the_way_is_refused(tmp_path: Path, resolver: str) -> 
     assert os.listdir(outside) == []
 
 
-def test_a_removed_anchor_is_opened_again(tmp_path: Path) -> None:
+def test_a_removed_anchor_is_opened_again(deep_tmp: Path) -> None:
     deep = b"d/" * DEEP + b"f"
-    with Beneath(tmp_path) as b:
+    with Beneath(deep_tmp) as b:
         b.mkdir(deep[:-2], parents=True)
         os.close(b.create(deep))
         b.remove(b"d")
@@ -309,12 +319,12 @@ def test_a_removed_anchor_is_opened_again(tmp_path: Path) -> None:
         assert b.lstat(deep) is not None
 
 
-def test_removing_a_deep_tree_needs_few_descriptors(tmp_path: Path) -> None:
+def test_removing_a_deep_tree_needs_few_descriptors(deep_tmp: Path) -> None:
     """Deeper than PATH_MAX and than the descriptors allowed: the walk
     keeps about depth / KEEP_LEVELS + KEEP_LEVELS of them."""
     import resource
 
-    with Beneath(tmp_path) as b:
+    with Beneath(deep_tmp) as b:
         b.mkdir(b"d/" * DEEP + b"e", parents=True)
         for n in (10, 2000, DEEP - 1):
             os.close(b.create(b"d/" * n + b"f"))
@@ -322,8 +332,8 @@ def test_removing_a_deep_tree_needs_few_descriptors(tmp_path: Path) -> None:
     in_use = len(os.listdir("/proc/self/fd"))
     resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 200, hard))
     try:
-        with Beneath(tmp_path) as b:
+        with Beneath(deep_tmp) as b:
             assert b.remove(b"d")
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(deep_tmp) == []

@@ -16,6 +16,7 @@ view from outside), so one tree gets one manifest whichever backend reads it.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import os
 import stat
@@ -288,6 +289,45 @@ def in_or_below_any(tops: Collection[bytes]) -> Callable[[bytes], bool]:
         return False
 
     return test
+
+
+class Tops:
+    """A growing set of paths that tells whether a path is one of them or
+    lies below one (:meth:`covers`) at one lookup per distinct length of
+    them, not one per level of the path (paths may be 10,000 levels deep).
+    The root (``b"."``) covers every path, unless ``root_covers`` is False."""
+
+    def __init__(self, root_covers: bool = True) -> None:
+        self.paths: set[bytes] = set()
+        self._lengths: list[int] = []
+        self._root_covers = root_covers
+
+    def add(self, path: bytes) -> None:
+        if path not in self.paths:
+            self.paths.add(path)
+            if len(path) not in self._lengths:
+                bisect.insort(self._lengths, len(path))
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.paths
+
+    def below(self, path: bytes) -> bool:
+        """True if ``path`` lies strictly below one of the paths."""
+        if self._root_covers and ROOT_PATH in self.paths and path != ROOT_PATH:
+            return True
+        for length in self._lengths:
+            if length >= len(path):
+                return False
+            if path[length] == 0x2F and path[:length] in self.paths:  # b"/"
+                return True
+        return False
+
+    def covers(self, path: bytes) -> bool:
+        """True if ``path`` is one of the paths or lies below one."""
+        return path in self.paths or self.below(path)
+
+
+ROOT_PATH = b"."
 
 
 def on_the_way(path: bytes, under: Sequence[bytes]) -> bool:

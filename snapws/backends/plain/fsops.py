@@ -12,6 +12,7 @@ import stat
 import xxhash
 
 from snapws.beneath import CREATE_FLAGS, Beneath, NodeRef
+from snapws.deeppath import open_fd, reach
 from snapws.errors import UnsupportedError
 from snapws.ids import ContentHash
 from snapws.layers.entries import Node
@@ -33,7 +34,7 @@ def copy_with_hash(src: bytes, dst: bytes) -> ContentHash:
     """Copy regular file ``src`` to the new file ``dst`` (mode 0600; runs of
     zeros become holes) and return the XXH3-128 of the bytes copied, read
     once. Raises OSError (FileExistsError if ``dst`` exists)."""
-    fout = os.open(dst, CREATE_FLAGS, 0o600)
+    fout = open_fd(dst, CREATE_FLAGS, 0o600)
     try:
         return copy_with_hash_into(src, fout)
     finally:
@@ -43,7 +44,7 @@ def copy_with_hash(src: bytes, dst: bytes) -> ContentHash:
 def copy_with_hash_into(src: bytes, fout: int) -> ContentHash:
     """:func:`copy_with_hash` into the open, empty file ``fout``."""
     h = xxhash.xxh3_128()
-    fin = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fin = open_fd(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         size = 0
         holes = False
@@ -184,7 +185,8 @@ def make_whiteout(path: bytes) -> None:
     Raises UnsupportedError where the store's filesystem refuses it (it is
     itself an overlay, or the kernel is older than 5.8 and this is not root)."""
     try:
-        os.mknod(path, stat.S_IFCHR, os.makedev(0, 0))
+        with reach(path) as short:
+            os.mknod(short, stat.S_IFCHR, os.makedev(0, 0))
     except PermissionError as e:
         raise UnsupportedError(
             f"cannot record a deletion in the store: creating a whiteout (a 0/0 character "
@@ -198,7 +200,8 @@ def mark_opaque(path: bytes, xattr: str) -> None:
     """Mark directory ``path`` opaque with the store's attribute ``xattr``.
     Raises UnsupportedError where the store's filesystem refuses it."""
     try:
-        os.setxattr(path, xattr, b"y", follow_symlinks=False)
+        with reach(path) as short:
+            os.setxattr(short, xattr, b"y", follow_symlinks=False)
     except OSError as e:
         raise UnsupportedError(
             f"cannot mark a replaced directory in the store: setting {xattr} on "

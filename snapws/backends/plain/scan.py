@@ -40,6 +40,7 @@ from snapws.backends.plain.records import (
     tuple_entry,
 )
 from snapws.backends.plain.workentry import WorkRules, work_entry
+from snapws.deeppath import anchored, open_fd
 from snapws.errors import BadPathError
 from snapws.ids import ContentHash
 from snapws.layers.ignore import IGNORE_FILE, IgnoreRules, drop_ignored
@@ -145,7 +146,7 @@ class Walker:
             sts: list[os.stat_result] = []
             subdirs: list[str] = []
             try:
-                fd = os.open(ab, flags)
+                fd = open_fd(ab, flags)  # (however deep)
             except PermissionError:
                 raise _unreadable(ab) from None
             except OSError:
@@ -422,11 +423,12 @@ def scan(
     w = Walker(index, root, rules, hash_threads, ignore)
     units = w.walk_root()
     procs = walking_procs(index)
-    if procs > 1 and units:
-        walk_parallel(w, units, procs)
-    else:
-        w.walk(units)
-        w.finish()
+    with anchored():  # paths may be longer than PATH_MAX
+        if procs > 1 and units:
+            walk_parallel(w, units, procs)
+        else:
+            w.walk(units)
+            w.finish()
     visited = set(w.visited)
     for d, rec in w.records.items():
         index.set_scan(d, rec)

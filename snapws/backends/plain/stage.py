@@ -22,8 +22,9 @@ import os
 from collections.abc import Iterable
 
 from snapws.backends.plain.fsops import apply_meta, create_node, make_whiteout, mark_opaque
+from snapws.deeppath import anchored, open_fd, reach
 from snapws.errors import LayerRejectedError
-from snapws.layers.entries import Node, is_under, join, parent_of, read_node
+from snapws.layers.entries import Node, Tops, is_under, join, parent_of, read_node
 from snapws.layers.view import HashCache
 from snapws.model import ROOT, Change, Kind, display_path
 
@@ -39,7 +40,7 @@ class Stager:
         self.hashes = HashCache()
         self._dirs: list[tuple[Node, bytes]] = []  # metadata to apply, parents first
         self._staged: set[bytes] = {ROOT}
-        self._closed: set[bytes] = set()  # paths below which nothing more is staged
+        self._closed = Tops()  # paths below which nothing more is staged
         self._ignored: set[bytes] = set()  # ignored paths: never staged
 
     def _work_node(self, path: bytes) -> Node | None:
@@ -49,12 +50,7 @@ class Stager:
             return None
 
     def _closed_at(self, path: bytes) -> bool:
-        while True:
-            if path in self._closed:
-                return True
-            if path == ROOT:
-                return False
-            path = parent_of(path)
+        return self._closed.covers(path)
 
     def _ensure_parents(self, path: bytes) -> None:
         todo = []
@@ -73,7 +69,8 @@ class Stager:
     def _mkdir(self, node: Node, opaque: bool = False) -> None:
         dst = join(self.tree, node.path)
         if node.path != ROOT:
-            os.mkdir(dst, 0o700)
+            with reach(dst) as short:
+                os.mkdir(short, 0o700)
         if opaque:
             mark_opaque(dst, self.opaque_xattr)
         self._staged.add(node.path)
@@ -100,13 +97,17 @@ class Stager:
         stack = [node]
         while stack:
             d = stack.pop()
-            with os.scandir(d.abspath) as it:
-                kids = sorted(it, key=lambda de: de.name)
-            for de in kids:
-                p = de.name if d.path == ROOT else d.path + b"/" + de.name
+            fd = open_fd(d.abspath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                names = sorted(os.fsencode(n) for n in os.listdir(fd))
+                kids = [(n, os.stat(n, dir_fd=fd, follow_symlinks=False)) for n in names]
+            finally:
+                os.close(fd)
+            for name, st in kids:
+                p = name if d.path == ROOT else d.path + b"/" + name
                 if p in self._ignored:
                     continue
-                kid = read_node(p, de.path, de.stat(follow_symlinks=False))
+                kid = read_node(p, d.abspath + b"/" + name, st)
                 if kid.kind is Kind.DIR:
                     self._mkdir(kid)
                     stack.append(kid)
@@ -120,6 +121,12 @@ class Stager:
         in ``recreated`` that have changes below them become opaque, with
         their subtrees but the ``ignored`` paths.
         Raises OSError, LayerRejectedError, UnsupportedError."""
+        with anchored():  # paths may be longer than PATH_MAX
+            self._stage(changes, recreated, ignored)
+
+    def _stage(
+        self, changes: Iterable[Change], recreated: set[bytes], ignored: Iterable[bytes]
+    ) -> None:
         self._ignored.update(ignored)
         changes = sorted(changes, key=lambda c: c.path)
         root = self._work_node(ROOT)
@@ -162,6 +169,7 @@ class Stager:
     def finish(self) -> None:
         """Give staged directories their metadata (deepest first, so that
         their mtimes stay). Raises OSError."""
-        for node, dst in reversed(self._dirs):
-            apply_meta(node, dst, self.as_root)
+        with anchored():  # paths may be longer than PATH_MAX
+            for node, dst in reversed(self._dirs):
+                apply_meta(node, dst, self.as_root)
         self._dirs.clear()

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 
 from snapws.deeppath import anchored, open_fd
 from snapws.ids import ContentHash, LayerId
-from snapws.layers.entries import Node, child, node_entry, planted_overlay_xattrs, read_node
+from snapws.layers.entries import (
+    Node,
+    Tops,
+    child,
+    node_entry,
+    planted_overlay_xattrs,
+    read_node,
+)
 from snapws.layers.hashing import HashPool, HashProgress
 from snapws.model import ROOT, Entry, Kind, decode_manifest, manifest_id
 from snapws.ops.maintenance.verifyreport import DataSubset, Findings, Progress, ProgressFn
@@ -68,9 +75,9 @@ def check_layer(run: Findings, lid: LayerId, subset: DataSubset | None, jobs: Ha
     links = _link_leaders(nodes)
     expected_paths = sorted(expected)
     actual_paths = sorted(actual)
-    folded = _Folded()  # paths whose subtree is reported as a whole
+    folded = Tops(root_covers=False)  # paths whose subtree is reported as a whole
     for path, e in expected.items():
-        if folded.holds(path):
+        if folded.below(path):
             continue
         node = actual.get(path)
         if node is None:
@@ -83,7 +90,7 @@ def check_layer(run: Findings, lid: LayerId, subset: DataSubset | None, jobs: Ha
         if node.kind is not e.kind:
             folded.add(path)
     for path, node in actual.items():
-        if path in expected or folded.holds(path):
+        if path in expected or folded.below(path):
             continue
         if path == ROOT:
             continue  # an empty manifest records no root
@@ -177,29 +184,6 @@ def _below_note(n: int) -> str:
     if not n:
         return ""
     return f" (and {n} {'entry' if n == 1 else 'entries'} below it)"
-
-
-class _Folded:
-    """Paths whose subtrees are reported as a whole; :meth:`holds` tells
-    whether a path lies strictly below one, at one lookup per distinct
-    length of them (not one per level: paths may be 10,000 levels deep)."""
-
-    def __init__(self) -> None:
-        self.paths: set[bytes] = set()
-        self.lengths: list[int] = []
-
-    def add(self, path: bytes) -> None:
-        self.paths.add(path)
-        if len(path) not in self.lengths:
-            bisect.insort(self.lengths, len(path))
-
-    def holds(self, path: bytes) -> bool:
-        for length in self.lengths:
-            if length >= len(path):
-                return False
-            if path[length] == 0x2F and path[:length] in self.paths:  # b"/"
-                return True
-        return False
 
 
 def _count_below(path: bytes, sorted_paths: list[bytes]) -> int:
