@@ -143,7 +143,7 @@ class SortedManifest:
 
     def _decoded(self) -> list[Entry] | None:
         """A small manifest's entries, decoded whole the first time they are
-        all wanted (a layer whose paths are only looked up is searched)."""
+        all wanted (a layer whose paths are only looked up is not)."""
         if self._sorted is None and self._small:
             self._sorted = _decode_all(bytes(self._buf))
             self._all = {e.path: e for e in self._sorted}
