@@ -12,8 +12,9 @@ from collections.abc import Callable, Collection, Sequence
 
 from snapws.backends.plain.fsops import apply_meta_at, create_node_at
 from snapws.beneath import Beneath
+from snapws.deeppath import anchored
 from snapws.errors import UnsupportedError
-from snapws.layers.entries import Node, parent_of
+from snapws.layers.entries import Node, Tops, parent_of
 from snapws.layers.view import ChainView
 from snapws.model import ROOT, Change, ChangeType, Kind, display_path
 
@@ -57,7 +58,7 @@ def rewrite_paths(
     once (:mod:`snapws.beneath`): a parent that is not a directory is
     replaced as the view says, and one that turns into a symlink meanwhile
     is refused, never followed. Raises OSError, UnsafePathError."""
-    with Beneath(root) as dest:
+    with Beneath(root) as dest, anchored():  # (layer paths beyond PATH_MAX share anchors)
         _rewrite(dest, view, paths, as_root, meta_only, halfway, keep)
 
 
@@ -76,12 +77,12 @@ def _rewrite(
     meta_only = set(meta_only)
     dirs: dict[bytes, Node] = {}
     unlocked: dict[bytes, int] = {}  # parents made writable: their modes before
-    gone: set[bytes] = set()  # removed paths and non-directories: nothing below is written
+    gone = Tops()  # removed paths and non-directories: nothing below is written
     for n, p in enumerate(order):
         if halfway is not None and n == len(order) // 2 and n:
             halfway()
         loc = view.locate(p)
-        if loc is None and gone and _below(p, gone):
+        if loc is None and gone.below(p):
             continue
         cur = dest.lstat(p)
         if loc is None:
@@ -135,14 +136,6 @@ def _ancestors(path: bytes) -> list[bytes]:
         path = path[: path.rfind(b"/")]
         out.append(path)
     return out
-
-
-def _below(path: bytes, tops: set[bytes]) -> bool:
-    while path != ROOT:
-        path = parent_of(path)
-        if path in tops:
-            return True
-    return False
 
 
 def _ensure_parents(
