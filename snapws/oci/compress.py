@@ -1,10 +1,11 @@
 """Layer compression: reproducible gzip, and zstd where ``zstandard`` is installed.
 
 gzip output is byte-for-byte reproducible: a fixed 10-byte header (no name,
-mtime 0, OS "unknown"), raw deflate at a fixed level (segments that would
-not shrink are stored, those only runs shrink run-length coded: the choice
-depends on the bytes only), CRC-32 and
-size. zstd needs the optional ``zstandard`` package (``pip install
+mtime 0, OS "unknown"), raw deflate at a fixed level (segments whose bytes
+other than runs of zeros would not shrink are stored with those runs
+run-length coded, segments only runs shrink are run-length coded: the
+choice depends on the bytes only), CRC-32 and size.
+zstd needs the optional ``zstandard`` package (``pip install
 'snapws[zstd]'``): the standard library has no zstd before Python 3.14.
 Reading (:mod:`snapws.oci.blobstream`) detects the format from the first
 bytes (gzip, zstd, or a plain tar), whatever the media type claims.
@@ -12,9 +13,12 @@ bytes (gzip, zstd, or a plain tar), whatever the media type claims.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import zlib
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
 from typing import Protocol
@@ -53,30 +57,87 @@ def zstd_module() -> ModuleType:
 
 SEGMENT = 128 << 10  # deflate chooses its method per segment, as pigz's blocks
 _PROBE = 2048  # bytes of each of three samples a segment's choice looks at
-_STORE = 0.97  # samples that shrink less than this (even by runs) are stored...
-_ZEROS = 0.02  # ...unless the segment is more zero bytes than this (tar padding)
+_STORE = 0.97  # samples (runs of zeros left out) that shrink less than this are stored
 _RUNS = 0.05  # run-length coding within this of LZ77 on the samples: runs suffice
+_MIN_RUN = 64  # zero bytes in a row that a stored segment codes as a run (tar padding, holes)
+_NONZERO = re.compile(rb"[^\0]")
+_STORED_MAX = 0xFFFF  # bytes of one stored deflate block
 
-_STORED, _RUNLENGTH, _DEFLATE = 0, 1, 2
+_SPARSE, _RUNLENGTH, _DEFLATE = 0, 1, 2
 
 
 def _method(seg: bytes) -> int:
     """How to deflate ``seg``, from three 2 KiB samples (start, middle,
-    end): stored when nothing shrinks it (random or already compressed
-    data: nearly free), run-length coding when runs are all that shrink it
-    (random data with tar padding and headers: a few times faster than
-    LZ77, within a percent of its size), else LZ77 at :data:`GZIP_LEVEL`.
-    A function of the bytes only: reproducible."""
+    end): stored, runs of zeros run-length coded (:func:`_sparse`), when
+    nothing else in the samples shrinks (random or already compressed data,
+    with tar headers and padding: nearly free to write and to read),
+    run-length coding when runs are all that shrink it, else LZ77 at
+    :data:`GZIP_LEVEL`. A function of the bytes only: reproducible."""
     n = len(seg)
     if n < 4 * _PROBE:
         return _DEFLATE
     mid = n // 2 - _PROBE // 2
     sample = seg[:_PROBE] + seg[mid : mid + _PROBE] + seg[n - _PROBE :]
+    dense = b"".join(sample[a:b] for a, b in _between_zero_runs(sample))
+    if len(dense) >= _PROBE and len(_raw_deflate(dense, 1, zlib.Z_RLE)) > _STORE * len(dense):
+        return _SPARSE
     runs = len(_raw_deflate(sample, 1, zlib.Z_RLE)) / len(sample)
-    if runs > _STORE and seg.count(0) < _ZEROS * n:
-        return _STORED
     lz = len(_raw_deflate(sample, 1, zlib.Z_DEFAULT_STRATEGY)) / len(sample)
     return _RUNLENGTH if runs <= lz + _RUNS else _DEFLATE
+
+
+@functools.lru_cache(maxsize=4096)
+def _zeros_deflated(n: int) -> bytes:
+    """``n`` zero bytes as raw deflate that needs no window (a literal,
+    then matches one byte back), ending byte-aligned (sync flush)."""
+    c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15, 8, zlib.Z_RLE)
+    return c.compress(bytes(n)) + c.flush(zlib.Z_SYNC_FLUSH)
+
+
+def _sparse(seg: bytes, final: bool) -> bytes:
+    """Raw deflate of ``seg`` as stored blocks, its runs of 64 or more zero
+    bytes run-length coded, ending byte-aligned (with the final block if
+    ``final``). Written by hand (no compressor state to set up): reading it
+    back is a copy, save the runs."""
+    out: list[bytes] = []
+    pos = 0
+    for start, end in _between_zero_runs(seg):
+        if start > pos:
+            out.append(_zeros_deflated(start - pos))
+        _stored(seg, start, end, out)
+        pos = end
+    if pos < len(seg):
+        out.append(_zeros_deflated(len(seg) - pos))
+    if final:
+        out.append(b"\x01\x00\x00\xff\xff")  # an empty final stored block
+    return b"".join(out)
+
+
+def _between_zero_runs(data: bytes) -> Iterator[tuple[int, int]]:
+    """The (start, end) of each stretch of ``data`` between its runs of
+    :data:`_MIN_RUN` or more zero bytes, in order (empty stretches left out)."""
+    zeros = bytes(_MIN_RUN)
+    pos = 0
+    while pos < len(data):
+        run = data.find(zeros, pos)
+        if run < 0:
+            yield pos, len(data)
+            return
+        if run > pos:
+            yield pos, run
+        after = _NONZERO.search(data, run + _MIN_RUN)
+        if after is None:
+            return
+        pos = after.start()
+
+
+def _stored(seg: bytes, start: int, end: int, out: list[bytes]) -> None:
+    """Append ``seg[start:end]`` as stored blocks (byte-aligned: the header
+    bits BFINAL=0, BTYPE=00 fill a byte, then LEN and its complement)."""
+    for i in range(start, end, _STORED_MAX):
+        n = min(_STORED_MAX, end - i)
+        out.append(b"\x00" + n.to_bytes(2, "little") + (n ^ 0xFFFF).to_bytes(2, "little"))
+        out.append(seg[i : i + n])
 
 
 def _raw_deflate(data: bytes, level: int, strategy: int) -> bytes:
@@ -97,15 +158,15 @@ def _deflate_block(block: bytes, zdict: bytes, final: bool) -> bytes:
         seg = block[start : start + SEGMENT]
         last = start + SEGMENT >= len(block)
         method = _method(seg)
+        if method == _SPARSE:
+            out.append(_sparse(seg, final and last))
+            continue
         window = history[max(0, base + start - 32768) : base + start]
-        if method == _STORED:
-            c = zlib.compressobj(0, zlib.DEFLATED, -15, 8)
+        strategy = zlib.Z_RLE if method == _RUNLENGTH else zlib.Z_DEFAULT_STRATEGY
+        if window:
+            c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15, 8, strategy, window)
         else:
-            strategy = zlib.Z_RLE if method == _RUNLENGTH else zlib.Z_DEFAULT_STRATEGY
-            if window:
-                c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15, 8, strategy, window)
-            else:
-                c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15, 8, strategy)
+            c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15, 8, strategy)
         out.append(c.compress(seg))
         out.append(c.flush(zlib.Z_FINISH if final and last else zlib.Z_SYNC_FLUSH))
     return b"".join(out)
@@ -115,7 +176,8 @@ class _Gzip:
     """One gzip member with a fixed header, its deflate stream made of
     1 MiB blocks compressed in parallel, each in 128 KiB segments (as pigz
     does: each primed with the 32 KiB before it; incompressible ones
-    stored, those only runs shrink run-length coded). Boundaries are
+    stored but for their runs of zeros, those only runs shrink run-length
+    coded). Boundaries are
     fixed, so the bytes do not depend on the number of threads:
     reproducible."""
 
