@@ -291,5 +291,5 @@ def finish_switch(store: Store, j: SwitchJournal, work: WorkChanges | None = Non
     crashpoint("checkout:state-written")
     backend.ensure_shown(store, new, crash_step="checkout:beneath")
     crashpoint("checkout:shown")
+    backend.sweep(store, new)  # while the journal is there (see finish_commit)
     store.clear_journal()
-    backend.sweep(store, new)

@@ -162,10 +162,12 @@ def finish_commit(store: Store, j: CommitJournal, work: WorkChanges | None = Non
         compact(store, sid, j.max_depth)
     backend.ensure_shown(store, state, crash_step="commit:beneath")
     crashpoint("commit:shown")
-    store.clear_journal()
+    # leftovers go while the journal is there: a kill before the end leaves
+    # it for the next command to finish, never old dirs nothing would sweep
     if staging.exists():
         store.discard(staging)
     backend.sweep(store, state)
+    store.clear_journal()
     return sid
 
 

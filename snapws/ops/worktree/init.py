@@ -359,8 +359,8 @@ def finish_init(store: Store, j: InitJournal, entries: list[Entry] | None = None
     store.write_workspace(state)
     crashpoint("init:state-written")
     backend.ensure_shown(store, state)
+    backend.sweep(store, state)  # while the journal is there (see finish_commit)
     store.clear_journal()
-    backend.sweep(store, state)
     return state
 
 
