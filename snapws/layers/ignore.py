@@ -29,7 +29,7 @@ import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from snapws.deeppath import open_fd
+from snapws.deeppath import anchored, open_fd
 from snapws.model import ROOT, Change, ChangeType, Kind
 
 #: The name of an ignore file in any directory of a working tree.
@@ -292,12 +292,28 @@ class IgnoreRules:
         return self.match(path, is_dir)
 
 
+def _listing(path: bytes) -> list[tuple[bytes, bool]]:
+    """(name, is a directory) of each entry of directory ``path``, however
+    deep. Raises OSError."""
+    fd = open_fd(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with os.scandir(fd) as it:
+            return [(os.fsencode(e.name), e.is_dir(follow_symlinks=False)) for e in it]
+    finally:
+        os.close(fd)
+
+
 def ignored_in_tree(root: bytes, rules: IgnoreRules) -> list[bytes]:
     """The topmost paths the ``rules`` exclude in the directory tree at
     ``root`` (nothing tracked yet: a directory about to become a base
     layer), sorted; excluded directories are not walked into. A directory
     holding only excluded entries (at any depth) counts as excluded itself,
     as a commit counts a new one (:func:`drop_ignored`). Raises OSError."""
+    with anchored():  # paths may be longer than PATH_MAX
+        return _ignored_in_tree(root, rules)
+
+
+def _ignored_in_tree(root: bytes, rules: IgnoreRules) -> list[bytes]:
     mine: dict[bytes, list[bytes]] = {}  # directory -> its excluded entries
     subdirs: dict[bytes, list[bytes]] = {}  # directory -> its other directories
     has_files: set[bytes] = set()  # directories with a file (etc.) not excluded
@@ -306,8 +322,7 @@ def ignored_in_tree(root: bytes, rules: IgnoreRules) -> list[bytes]:
     while todo:
         d = todo.pop()
         order.append(d)
-        with os.scandir(root if d == ROOT else root + b"/" + d) as it:
-            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        entries = _listing(root if d == ROOT else root + b"/" + d)
         rules.listed(d, any(name == IGNORE_FILE for name, _ in entries))
         mine[d], subdirs[d] = [], []
         for name, is_dir in entries:
