@@ -180,12 +180,16 @@ def open_anchors() -> int:
 
 def open_fd(path: bytes | str, flags: int, mode: int = 0o777) -> int:
     """``os.open`` of ``path``, however long. Raises OSError."""
+    if len(path) <= LIMIT:  # the usual case, without a context manager's cost
+        return os.open(path, flags, mode)
     with reach(os.fsencode(path)) as short:
         return os.open(short, flags, mode)
 
 
 def lstat(path: bytes | str) -> os.stat_result:
     """``os.lstat`` of ``path``, however long. Raises OSError."""
+    if len(path) <= LIMIT:
+        return os.lstat(path)
     with reach(os.fsencode(path)) as short:
         return os.lstat(short)
 
