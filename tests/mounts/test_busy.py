@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -238,23 +239,31 @@ def test_is_held_by_a_cwd_an_open_file_or_a_mapping(tmp_path: Path, how: str) ->
     outside = tmp_path / "outside"
     outside.mkdir()
     assert not is_held(root)  # this process's own cwd/files never count either
+    with _holding(how, root, outside):
+        assert is_held(root)
+        assert not is_held(tmp_path / "elsewhere")
+    assert not is_held(root)
+
+
+@contextmanager
+def _holding(how: str, root: Path, cwd: Path) -> Iterator[None]:
+    """A process (its cwd elsewhere) that holds ``root/d`` as its cwd
+    (``how`` "cwd"), or ``root/d/f`` open ("open") or mapped ("map")."""
     target = root / "d" if how == "cwd" else root / "d" / "f"
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLD, how, str(target)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        cwd=outside,
+        cwd=cwd,
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        assert is_held(root)
-        assert not is_held(tmp_path / "elsewhere")
+        yield
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(timeout=30)
-    assert not is_held(root)
 
 
 @pytest.mark.root
@@ -280,21 +289,8 @@ def test_the_kernel_says_whether_a_mount_is_in_use(tmp_path: Path, how: str) -> 
         assert libc.umount2(os.fsencode(mnt), 4) != 0
         assert in_use(mnt) is False
         assert mount_at(mnt) is not None and mount_at(mnt).mountpoint == mnt  # type: ignore[union-attr]
-        target = mnt / "d" if how == "cwd" else mnt / "d" / "f"
-        proc = subprocess.Popen(
-            [sys.executable, "-c", HOLD, how, str(target)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=tmp_path,
-        )
-        try:
-            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        with _holding(how, mnt, tmp_path):
             assert in_use(mnt) is True
-        finally:
-            assert proc.stdin is not None
-            proc.stdin.close()
-            proc.wait(timeout=30)
         assert in_use(mnt) is False
         assert in_use(tmp_path) is None  # not a mount point: the kernel cannot say
         assert mount_at(mnt) is not None and mount_at(mnt).mountpoint == mnt  # type: ignore[union-attr]
