@@ -541,6 +541,16 @@ def set_meta_fd(
 KEEP_LEVELS = 64
 
 
+def remove_tree(dirfd: int, name: bytes, force: bool = False) -> bool:
+    """Remove ``name`` in directory ``dirfd``, a directory with everything
+    below it, by descriptors (a symlink inside is removed, never followed),
+    at any depth with a bounded number of descriptors (:data:`KEEP_LEVELS`).
+    ``force``: directories this user may not change are made writable
+    first. Absent is fine; returns True if something was removed. Raises
+    OSError."""
+    return _remove_at(dirfd, name, force)
+
+
 def _remove_at(dirfd: int, name: bytes, force: bool) -> bool:
     """Remove ``name`` in ``dirfd`` (a tree for a directory) by descriptors,
     iteratively: neither Python's recursion limit nor PATH_MAX nor

@@ -128,8 +128,16 @@ def test_model_imports_only_ids() -> None:
 
 
 def test_beneath_imports_only_errors() -> None:
-    bad = {n for n in own_imports(module("snapws.beneath")) if not is_under(n, "snapws.errors")}
+    bad = {
+        n
+        for n in own_imports(module("snapws.beneath"))
+        if not (is_under(n, "snapws.errors") or is_under(n, "snapws.deeppath"))
+    }
     assert bad == set()
+
+
+def test_deeppath_imports_nothing_of_the_package() -> None:
+    assert own_imports(module("snapws.deeppath")) == set()
 
 
 #: Packages below the operations: they never import snapws.ops or snapws.cli.

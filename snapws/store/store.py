@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 
+from snapws.beneath import remove_tree
 from snapws.errors import (
     MissingLayerError,
     StoreCorruptError,
@@ -314,9 +315,10 @@ class Store(RecordStore, RefStore):
 def _rmtree(path: Path) -> None:
     """Remove a tree even where mode bits forbid it (rootless leftovers).
 
-    Iterative, through directory descriptors: depth is bounded neither by
-    Python's recursion limit nor by PATH_MAX. Entries already gone are
-    skipped (a concurrent deleter, a crash)."""
+    Iterative, through directory descriptors (:func:`snapws.beneath.remove_tree`):
+    depth is bounded neither by Python's recursion limit nor by PATH_MAX
+    nor by RLIMIT_NOFILE. Entries already gone are skipped (a concurrent
+    deleter, a crash)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -325,51 +327,15 @@ def _rmtree(path: Path) -> None:
         path.unlink(missing_ok=True)
         return
     _chmod_quietly(path, 0o700)
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        top = os.open(path, flags)
+        parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         return
-    # per open directory: its fd, its name in the parent (the entry below),
-    # and its subdirectories still to remove (its other entries are gone)
-    stack: list[tuple[int, str, list[str]]] = [(top, "", _clear_files(top))]
     try:
-        while stack:
-            fd, name, subdirs = stack[-1]
-            if subdirs:
-                sub = subdirs.pop()
-                with suppress(OSError):
-                    os.chmod(sub, 0o700, dir_fd=fd, follow_symlinks=False)
-                try:
-                    child = os.open(sub, flags, dir_fd=fd)
-                except FileNotFoundError:
-                    continue
-                stack.append((child, sub, _clear_files(child)))
-                continue
-            stack.pop()
-            os.close(fd)
-            if stack:
-                with suppress(FileNotFoundError):
-                    os.rmdir(name, dir_fd=stack[-1][0])
+        with suppress(FileNotFoundError):
+            remove_tree(parent, os.fsencode(path.name), force=True)
     finally:
-        for fd, _, _ in stack:
-            os.close(fd)
-    with suppress(FileNotFoundError):
-        os.rmdir(path)
-
-
-def _clear_files(fd: int) -> list[str]:
-    """Unlink every non-directory in the directory ``fd``; return the names
-    of its subdirectories."""
-    subdirs = []
-    with os.scandir(fd) as it:
-        for de in it:
-            if de.is_dir(follow_symlinks=False):
-                subdirs.append(de.name)
-            else:
-                with suppress(FileNotFoundError):
-                    os.unlink(de.name, dir_fd=fd)
-    return subdirs
+        os.close(parent)
 
 
 def _chmod_quietly(path: Path, mode: int) -> None:

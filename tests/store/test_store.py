@@ -563,6 +563,31 @@ def test_discard(store: Store) -> None:
     assert Path("/etc/passwd").exists()
 
 
+def test_discard_a_tree_deeper_than_path_max_with_few_descriptors(store: Store) -> None:
+    """5,000 levels (paths of 10,000 bytes), under a descriptor limit far
+    below one per level."""
+    import resource
+
+    d = store.new_staging("deep")
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    for n in range(5000):
+        os.mkdir("d", dir_fd=fd)
+        if n % 1000 == 0:
+            os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+        nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    os.close(fd)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 200, hard))
+    try:
+        store.discard(d)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert not d.exists()
+    assert list((store.root / "trash").iterdir()) == []
+
+
 def hostile_tree(base: Path) -> None:
     """A tree that only its owner with chmod can remove: mode 000 dirs."""
     (base / "a" / "b").mkdir(parents=True)
