@@ -252,15 +252,22 @@ class IgnoreRules:
         got = self._stacks.get(d)
         if got is not None:
             return got
-        if d == ROOT:
-            parent = self._config
-        else:
-            i = d.rfind(b"/")
-            parent = self._stack(ROOT if i < 0 else d[:i])
-        data = self._read(d) if self._read is not None and d not in self._absent else None
-        got = parent + parse_patterns(data, d) if data else parent
-        self._stacks[d] = got
-        return got
+        todo = [d]  # d and its directories not read yet, deepest first (no recursion:
+        while todo[-1] != ROOT:  # a tree may be 10,000 levels deep)
+            i = todo[-1].rfind(b"/")
+            up = ROOT if i < 0 else todo[-1][:i]
+            if up in self._stacks:
+                break
+            todo.append(up)
+        for q in reversed(todo):
+            if q == ROOT:
+                parent = self._config
+            else:
+                i = q.rfind(b"/")
+                parent = self._stacks[ROOT if i < 0 else q[:i]]
+            data = self._read(q) if self._read is not None and q not in self._absent else None
+            self._stacks[q] = parent + parse_patterns(data, q) if data else parent
+        return self._stacks[d]
 
     def listed(self, d: bytes, has_file: bool) -> None:
         """Tell the rules whether directory ``d`` holds an ignore file (a
