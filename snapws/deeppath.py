@@ -35,7 +35,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TypeVar
 
 _P = TypeVar("_P", bytes, str)
@@ -134,16 +134,36 @@ def _pinned(path: bytes) -> Iterator[bytes]:
         _unpin(anchor)
 
 
-@contextmanager
-def reach(path: _P) -> Iterator[_P]:
+class _AsItIs(AbstractContextManager[_P]):
+    """:func:`reach` of a path short enough already: the path itself, at
+    the cost of a plain object (status and commit reach thousands)."""
+
+    __slots__ = ("path",)
+    path: _P
+
+    def __init__(self, path: _P) -> None:
+        self.path = path
+
+    def __enter__(self) -> _P:
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def reach(path: _P) -> AbstractContextManager[_P]:
     """A path naming the same file as the absolute ``path`` and short
     enough for any syscall, valid inside the block (``path`` itself when it
     is at most :data:`LIMIT` bytes). An OSError raised in the block carries
     ``path`` as its filename. Raises OSError if an ancestor of ``path``
     cannot be opened."""
     if len(path) <= LIMIT:
-        yield path
-        return
+        return _AsItIs(path)
+    return _reach_long(path)
+
+
+@contextmanager
+def _reach_long(path: _P) -> Iterator[_P]:
     raw = os.fsencode(path).rstrip(b"/")
     try:
         with _pinned(raw) as short:
