@@ -7,12 +7,13 @@ layer tree, and sweeping old ones."""
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 
 from snapws.crash import crashpoint
-from snapws.deeppath import anchored, reach
+from snapws.deeppath import anchored, lexists, lstat, open_fd, reach
 from snapws.errors import LayerRejectedError
 from snapws.ids import SnapshotId
 from snapws.layers import fuseform
@@ -21,6 +22,7 @@ from snapws.layers.entries import (
     join,
     list_xattrs,
     opaque_xattr,
+    parent_of,
     read_node,
     user_xattrs,
 )
@@ -73,14 +75,17 @@ def make_upper(store: Store, state: WorkspaceState, root_from: Path) -> None:
     work.mkdir(exist_ok=True)
 
 
-def copy_dir_meta(src: Path, dst: Path) -> None:
-    """Mode, owner, user xattrs and mtime of directory ``src`` onto ``dst``."""
-    st = os.lstat(src)
-    os.chown(dst, st.st_uid, st.st_gid)
-    os.chmod(dst, st.st_mode & 0o7777)
-    for name, value in user_xattrs(list_xattrs(os.fsencode(src))).items():
-        os.setxattr(dst, name, value, follow_symlinks=False)
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+def copy_dir_meta(src: Path | bytes, dst: Path | bytes) -> None:
+    """Mode, owner, user xattrs and mtime of directory ``src`` onto ``dst``
+    (either however deep)."""
+    st = lstat(os.fsencode(src))
+    xattrs = user_xattrs(list_xattrs(os.fsencode(src)))
+    with reach(os.fsencode(dst)) as short:
+        os.chown(short, st.st_uid, st.st_gid)
+        os.chmod(short, st.st_mode & 0o7777)
+        for name, value in xattrs.items():
+            os.setxattr(short, name, value, follow_symlinks=False)
+        os.utime(short, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def top_root(store: Store, sid: SnapshotId) -> Path:
@@ -144,9 +149,16 @@ def carriable(upper: bytes, tops: list[bytes], view: ChainView) -> list[bytes]:
             continue
         loc = view.locate(p)
         src = upper + b"/" + p
-        is_dir = os.path.isdir(src) and not os.path.islink(src)
+        try:
+            is_dir = stat.S_ISDIR(lstat(src).st_mode)
+        except OSError:
+            is_dir = False
         if loc is not None and loc.node.kind is Kind.DIR and is_dir:
-            todo.extend(p + b"/" + name for name in os.listdir(src))
+            fd = open_fd(src, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                todo.extend(p + b"/" + os.fsencode(name) for name in os.listdir(fd))
+            finally:
+                os.close(fd)
     return sorted(out)
 
 
@@ -158,37 +170,54 @@ def carry_ignored(src: Path, dst: Path, paths: list[str]) -> None:
     moved already (a run after a crash; crash step ``carry:moved:N`` after
     the N-th move). Raises OSError."""
     moved = 0
-    for rel in paths:
-        source = src / rel
-        if not os.path.lexists(source):
-            continue
-        target = dst / rel
-        _make_parents(src, dst, Path(rel).parent)
-        times = [os.lstat(source.parent).st_mtime_ns, os.lstat(target.parent).st_mtime_ns]
-        os.rename(source, target)
-        os.utime(source.parent, ns=(times[0], times[0]), follow_symlinks=False)
-        os.utime(target.parent, ns=(times[1], times[1]), follow_symlinks=False)
-        moved += 1
-        crashpoint("carry:moved", moved)
+    with anchored():  # paths may be longer than PATH_MAX
+        for rel in paths:
+            source = os.fsencode(src / rel)
+            if not lexists(source):
+                continue
+            target = os.fsencode(dst / rel)
+            _make_parents(os.fsencode(src), os.fsencode(dst), parent_of(os.fsencode(rel)))
+            times = [
+                lstat(parent_of(source)).st_mtime_ns,
+                lstat(parent_of(target)).st_mtime_ns,
+            ]
+            with reach(source) as short_source, reach(target) as short_target:
+                os.rename(short_source, short_target)
+            for d, t in ((parent_of(source), times[0]), (parent_of(target), times[1])):
+                with reach(d) as short:
+                    os.utime(short, ns=(t, t), follow_symlinks=False)
+            moved += 1
+            crashpoint("carry:moved", moved)
 
 
-def _make_parents(src: Path, dst: Path, rel: Path) -> None:
+def _make_parents(src: bytes, dst: bytes, rel: bytes) -> None:
     """Make directory ``dst/rel`` and its missing parents as copies of the
     directories of ``src``."""
     missing = []
     d = rel
-    while str(d) != "." and not (dst / d).is_dir():
+    while d != b"." and not _is_dir(dst + b"/" + d):
         missing.append(d)
-        d = d.parent
+        d = parent_of(d)
     for d in reversed(missing):
         # made whole under a temporary name, then renamed: a crash never
         # leaves a directory without its metadata (a mode change to show)
-        tmp = dst / d.parent / f".{d.name}.snapws-tmp"
-        if tmp.exists():
-            tmp.rmdir()
-        tmp.mkdir()
-        copy_dir_meta(src / d, tmp)
-        os.rename(tmp, dst / d)
+        up = parent_of(d)
+        name = d[d.rfind(b"/") + 1 :]
+        tmp = join(dst, up) + b"/." + name + b".snapws-tmp"
+        with reach(tmp) as short:
+            if os.path.lexists(short):
+                os.rmdir(short)
+            os.mkdir(short)
+        copy_dir_meta(src + b"/" + d, tmp)
+        with reach(tmp) as short_tmp, reach(dst + b"/" + d) as short_dst:
+            os.rename(short_tmp, short_dst)
+
+
+def _is_dir(path: bytes) -> bool:
+    try:
+        return stat.S_ISDIR(lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 # ---- a frozen upperdir becomes a layer -----------------------------------------
