@@ -178,12 +178,14 @@ class LayerExtractor:
             raise self._bad(f"absolute path {display_path(name)} (paths must stay in the layer)")
         if not name:
             raise self._bad("an entry with an empty name")
-        parts = name.split(b"/")
+        core = name[:-1] if name.endswith(b"/") else name  # (a directory's "d/")
+        parts = core.split(b"/")
         if b"" not in parts and b"." not in parts and b".." not in parts:
             # in canonical form already: checked in C loops (10,000 components deep)
             if max(map(len, parts)) > tf.MAX_COMPONENT:
                 raise self._bad(f"a name longer than {tf.MAX_COMPONENT} bytes in {name[:80]!r}")
-            return name
+            return core
+        parts = name.split(b"/")
         parts = [p for p in parts if p not in (b"", b".")]
         if b".." in parts:
             raise self._bad(f"path {display_path(name)} climbs out of the layer with '..'")
