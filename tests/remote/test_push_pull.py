@@ -135,6 +135,36 @@ def test_a_pulled_store_keeps_no_layer_blob_yet_pushes_what_a_registry_lacks(
     assert tree_state(third.path) == tree_state(origin.path)
 
 
+def test_a_push_planned_on_a_blob_the_remote_then_lost_fails_and_sends_no_tag(
+    origin: Workspace, make_workspace: WorkspaceFactory, registry: Registry, make_registry: Any
+) -> None:
+    """A layer not kept in the store is planned as held by the remote (its
+    HEAD said so); if the remote no longer has it when the blobs are sent,
+    the push fails with a RemoteError that says to push again, and the tag
+    is not written; pushing again compresses the layer and sends it."""
+    from snapws.errors import RemoteError
+    from snapws.ids import SnapshotId
+    from snapws.ops.transfer.push import plan_push, send_image
+    from snapws.ops.transfer.remotes import get_remote
+    from snapws.store.store import Store
+
+    push(origin)
+    other = make_workspace("other", store=origin.store.parent / "store2")
+    other.run("remote", "add", "origin", f"{registry.url}/{REPO}", "--insecure")
+    other.run("pull")
+    elsewhere = make_registry()
+    other.run("remote", "add", "mirror", f"{elsewhere.url}/{REPO}", "--insecure")
+    store = Store.open(other.store)
+    with store.lock(False, 10):
+        mirror = get_remote(store, "mirror")
+        plan = plan_push(store, mirror, SnapshotId(other.head()), "main", have=lambda d: True)
+    with pytest.raises(RemoteError, match="no longer has blob") as e:
+        send_image(store, plan)
+    assert "push again" in (e.value.hint or "")
+    assert elsewhere.tags(REPO) == []
+    assert push(other, "mirror", "main")["blobs_sent"] == len(plan.image.layers) + 1
+
+
 def first_layers(registry: Registry, first: dict[str, Any]) -> list[dict[str, Any]]:
     r = RegistryRemote(parse_remote_url(f"{registry.url}/{REPO}", insecure=True))
     m = r.get_manifest(first["manifest"])
