@@ -70,11 +70,44 @@ def _cut(path: bytes) -> int:
 
 
 def _open_anchor(anchor: bytes) -> int:
+    """A new descriptor of directory ``anchor``: from its own anchor when
+    that is open (a walk goes down one anchor at a time), else down from a
+    prefix short enough, in steps (no recursion, whatever the depth)."""
     flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
     if len(anchor) <= LIMIT:
         return os.open(anchor, flags)
-    with _pinned(anchor) as short:
-        return os.open(short, flags)
+    up = anchor[: _cut(anchor)]
+    base = _pin_if_open(up)
+    if base is not None:
+        try:
+            return os.open(anchor[len(up) + 1 :], flags, dir_fd=base)
+        finally:
+            _unpin(up)
+    steps = []
+    while len(anchor) > LIMIT:
+        cut = _cut(anchor)
+        steps.append(anchor[cut + 1 :])
+        anchor = anchor[:cut]
+    fd = os.open(anchor, flags)
+    try:
+        for step in reversed(steps):
+            nfd = os.open(step, flags, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _pin_if_open(anchor: bytes) -> int | None:
+    """Pin ``anchor`` if it is open (and not removed): its descriptor."""
+    with _lock:
+        held = _anchors.get(anchor)
+        if held is None or (held[1] == 0 and os.fstat(held[0]).st_nlink == 0):
+            return None
+        held[1] += 1
+        return held[0]
 
 
 def _pin(anchor: bytes) -> int:
