@@ -24,7 +24,7 @@ from dataclasses import replace
 from typing import Any
 
 from snapws.ids import LayerId
-from snapws.layers.entries import in_or_below, is_under, on_the_way
+from snapws.layers.entries import in_or_below_any, is_under, on_the_way
 from snapws.model import ROOT, Change, Entry, Kind, classify, decode_manifest, text_to_path
 
 #: Manifests up to this size are decoded whole (one dict) once all their entries
@@ -437,7 +437,8 @@ def diff_chains(
             if loc is not None and loc[1].kind is Kind.DIR:
                 candidates.update(p for p in chain.visible_below(top) if on_the_way(p, under))
     if skip:
-        candidates = {p for p in candidates if not in_or_below(p, skip)}
+        skipped = in_or_below_any(skip)
+        candidates = {p for p in candidates if not skipped(p)}
     changes = []
     for p in sorted(candidates):
         if under and not any(is_under(p, u) for u in under):
