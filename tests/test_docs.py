@@ -79,7 +79,7 @@ def test_readme_installs_into_a_venv() -> None:
     text = README.read_text()
     root = [line for line in text.splitlines() if "sh docs/quickstart.sh" in line]
     assert root == [
-        "sudo sh -c 'python3 -m venv /opt/snapws && /opt/snapws/bin/pip install . && "
+        "sh -c 'python3 -m venv /opt/snapws && /opt/snapws/bin/pip install . && "
         "PATH=/opt/snapws/bin:$PATH sh docs/quickstart.sh'"
     ]
     assert "python3-venv" in text
@@ -87,7 +87,8 @@ def test_readme_installs_into_a_venv() -> None:
     # the user's venv can never be taken for a store (.snapws)
     assert "~/.snapws" not in text
     assert "python3 -m venv ~/.local/share/snapws-venv" in text
-    assert "sudo bash .ci/run" in text
+    # as root, which a fresh machine or container is, often without sudo
+    assert "\nbash .ci/run\n" in text and "\nsudo " not in text
 
 
 def test_formats_doc_names_every_machine_format() -> None:

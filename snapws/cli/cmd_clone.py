@@ -50,8 +50,8 @@ def clone_cmd(
     dir: SOURCE becomes the remote `origin`, its tag the tracking ref
     origin/TAG and the new branch's name (`snapws pull` then updates it).
     Without a tag: the only one, else main, else latest. The store is
-    --store, SNAPWS_STORE, `store =` in snapws.toml, or .snapws beside
-    DIRECTORY.
+    --store, SNAPWS_STORE, `store =` in snapws.toml, or this user's store
+    on DIRECTORY's filesystem, as for init.
     """
     from snapws.ops.transfer.clone import clone, resolve_source
     from snapws.ops.workspace import resolve_store

@@ -105,7 +105,11 @@ class SnapwsGroup(click.Group):
     # readable=False: a store this user may not read is the library's error (exit 18)
     type=click.Path(file_okay=False, readable=False, path_type=Path),
     envvar="SNAPWS_STORE",
-    help="The store directory (default: found from the workspace; for init, .snapws beside it).",
+    help=(
+        "The store directory (default: found from the workspace; for init, this user's "
+        "store on the directory's filesystem: /var/lib/snapws for root, "
+        "~/.local/share/snapws for others)."
+    ),
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors and requested data.")
 @click.pass_context
