@@ -19,6 +19,7 @@ from snapws import __version__
 from snapws.cli.app import CANNOT_ENTER_HINT, App, cannot_enter
 from snapws.config import load_config
 from snapws.errors import ExitCode, SnapwsError, environment_error
+from snapws.interrupts import DeferredInterrupt
 
 
 class SnapwsGroup(click.Group):
@@ -78,6 +79,9 @@ class SnapwsGroup(click.Group):
                 err=True,
             )
             ctx.exit(int(ExitCode.INTERNAL))
+        except DeferredInterrupt as e:  # came during a critical section, acted on after it
+            click.echo(f"snapws: interrupted ({e.finished})", err=True)
+            ctx.exit(int(ExitCode.INTERRUPTED) if e.signum == signal.SIGINT else 128 + e.signum)
         except KeyboardInterrupt:
             click.echo("snapws: interrupted", err=True)
             ctx.exit(int(ExitCode.INTERRUPTED))

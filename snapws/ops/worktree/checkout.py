@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import cache
 
@@ -18,6 +19,7 @@ from snapws.backends.base import WorkChanges
 from snapws.crash import crashpoint
 from snapws.errors import NameExistsError, UncommittedChangesError, WorkspaceBusyError
 from snapws.ids import SnapshotId
+from snapws.interrupts import deferred_signals
 from snapws.layers.diff import diff_views
 from snapws.model import Change, WorkspaceState, display_path
 from snapws.ops.journals import SwitchJournal, mark_shown
@@ -181,18 +183,26 @@ def _switch(
     backend = backend_for(state)
     backend.quiesce(store, state, ACTION)
     work = None
-    try:
-        work = backend.changes(session, hold=True)
-        between = cache(lambda: snapshot_changes(session, state.head, target))
-        j = plan(work, between)
-        store.write_journal(j.to_json())
-    except BaseException:
-        backend.release(store, state, work)
-        raise
-    crashpoint("checkout:journaled")
-    finish_switch(store, j, work)
-    session.reload()
+    # from the journal on, an interrupt waits for the switch to be finished
+    with ExitStack() as critical:
+        try:
+            work = backend.changes(session, hold=True)
+            between = cache(lambda: snapshot_changes(session, state.head, target))
+            j = plan(work, between)
+            critical.enter_context(deferred_signals(f"the {_verb(j)} was finished first"))
+            store.write_journal(j.to_json())
+        except BaseException:
+            backend.release(store, state, work)
+            raise
+        crashpoint("checkout:journaled")
+        finish_switch(store, j, work)
+        session.reload()
     return work
+
+
+def _verb(j: SwitchJournal) -> str:
+    """The command a switch journal is of, for messages: "reset" or "checkout"."""
+    return "reset" if j.message.startswith("reset:") else "checkout"
 
 
 def _ancestors(path: bytes) -> list[bytes]:
@@ -247,14 +257,15 @@ def settle(store: Store, state: WorkspaceState) -> WorkspaceState:
         log=False,
         part=part,
     )
-    store.write_journal(j.to_json())
-    try:
-        backend.quiesce(store, state, "settle the workspace")
-    except WorkspaceBusyError:
-        store.clear_journal()
-        return state
-    crashpoint("checkout:journaled")
-    finish_switch(store, j)
+    with deferred_signals("the workspace's remount was finished first"):
+        store.write_journal(j.to_json())
+        try:
+            backend.quiesce(store, state, "settle the workspace")
+        except WorkspaceBusyError:
+            store.clear_journal()
+            return state
+        crashpoint("checkout:journaled")
+        finish_switch(store, j)
     return j.new_state
 
 

@@ -21,7 +21,7 @@ Steps (each named for crash tests, see :mod:`snapws.crash`):
 from __future__ import annotations
 
 import time
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from snapws.backends.base import WorkChanges
 from snapws.crash import crashpoint
 from snapws.errors import SnapwsError
 from snapws.ids import LayerId, SnapshotId
+from snapws.interrupts import deferred_signals
 from snapws.model import Change, SnapshotRecord, WorkspaceState, encode_manifest, manifest_id
 from snapws.ops.journals import CommitJournal, mark_shown
 from snapws.session import Session
@@ -57,55 +58,60 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
     store, state = session.store, session.state
     backend = backend_for(state)
     backend.quiesce(store, state, "commit")
-    crashpoint("commit:frozen")
     work = None
     staging: Path | None = None
-    try:
-        work = backend.changes(session, hold=True)
-        if not work.changes and not allow_empty:
+    # from the journal on, an interrupt waits for the commit to be finished
+    # (else the workspace stays frozen until the next command finishes it);
+    # before it, one thaws the working tree and nothing is committed
+    with ExitStack() as critical:
+        try:
+            crashpoint("commit:frozen")
+            work = backend.changes(session, hold=True)
+            if not work.changes and not allow_empty:
+                backend.release(store, state, work)
+                return CommitResult(None, None, [], state.branch)
+            staging = store.new_staging("commit")
+            if work.changes:
+                manifest = encode_manifest(backend.stage_layer(session, work, staging / "tree"))
+            else:
+                manifest = b""
+            crashpoint("commit:staged")
+            lid = manifest_id(manifest)
+            parent_chain = store.chain(state.head)
+            record = SnapshotRecord(
+                parents=(state.head,),
+                layer=lid,
+                message=message,
+                author=author,
+                time_ns=time.time_ns(),
+                tz_offset_min=tz_offset_min(),
+            )
+            store.write_pending_manifest(staging, manifest)
+            journal = CommitJournal(
+                ws=state.id,
+                staging=staging.name,
+                layer=lid,
+                record=record,
+                chain=parent_chain if lid == EMPTY_LAYER else [*parent_chain, lid],
+                branch=state.branch,
+                old_head=state.head,
+                new_state=backend.next_state(state, record.id, state.branch, keep=False, work=work),
+                max_depth=session.config.max_depth,
+                dedup=session.config.dedup,
+                part=backend.commit_part(session, work),
+            )
+            critical.enter_context(deferred_signals("the commit was finished first"))
+            store.write_journal(journal.to_json())
+        except BaseException:
             backend.release(store, state, work)
-            return CommitResult(None, None, [], state.branch)
-        staging = store.new_staging("commit")
-        if work.changes:
-            manifest = encode_manifest(backend.stage_layer(session, work, staging / "tree"))
-        else:
-            manifest = b""
-        crashpoint("commit:staged")
-        lid = manifest_id(manifest)
-        parent_chain = store.chain(state.head)
-        record = SnapshotRecord(
-            parents=(state.head,),
-            layer=lid,
-            message=message,
-            author=author,
-            time_ns=time.time_ns(),
-            tz_offset_min=tz_offset_min(),
-        )
-        store.write_pending_manifest(staging, manifest)
-        journal = CommitJournal(
-            ws=state.id,
-            staging=staging.name,
-            layer=lid,
-            record=record,
-            chain=parent_chain if lid == EMPTY_LAYER else [*parent_chain, lid],
-            branch=state.branch,
-            old_head=state.head,
-            new_state=backend.next_state(state, record.id, state.branch, keep=False, work=work),
-            max_depth=session.config.max_depth,
-            dedup=session.config.dedup,
-            part=backend.commit_part(session, work),
-        )
-        store.write_journal(journal.to_json())
-    except BaseException:
-        backend.release(store, state, work)
-        if staging is not None and not _journaled(store, staging):
-            # not journaled (a full disk, say): nothing refers to it
-            with suppress(OSError):
-                store.discard(staging)
-        raise
-    crashpoint("commit:journaled")
-    sid = finish_commit(store, journal, work)
-    session.reload()
+            if staging is not None and not _journaled(store, staging):
+                # not journaled (a full disk, say): nothing refers to it
+                with suppress(OSError):
+                    store.discard(staging)
+            raise
+        crashpoint("commit:journaled")
+        sid = finish_commit(store, journal, work)
+        session.reload()
     return CommitResult(sid, lid, work.changes, state.branch)
 
 

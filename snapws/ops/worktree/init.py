@@ -27,12 +27,18 @@ from snapws.config import Config
 from snapws.crash import crashpoint
 from snapws.errors import BadPathError, NameExistsError
 from snapws.ids import SnapshotId, WorkspaceId
+from snapws.interrupts import deferred_signals
 from snapws.layers.scan import entries_of, read_tree
 from snapws.model import Entry, SnapshotRecord, WorkspaceState, encode_manifest, manifest_id
 from snapws.mounts import mounter
 from snapws.ops.journals import InitJournal, mark_shown
 from snapws.ops.workspace import new_workspace_namespace
 from snapws.ops.worktree.commit import tz_offset_min
+from snapws.ops.worktree.outside_links import (
+    drop_outside_links,
+    restore_outside_links,
+    unshare_outside_links,
+)
 from snapws.refnames import validate_ref_name
 from snapws.store.atomic import syncfs
 from snapws.store.dedup import dedup_staging
@@ -205,9 +211,10 @@ def init(
             crashpoint("init:moved")
             entries = adopted.entries
             if entries is None:
-                entries = entries_of(
-                    read_tree(os.fsencode(staging / "tree")), config.hash_threads, progress
-                )
+                nodes = read_tree(os.fsencode(staging / "tree"))
+                if unshare_outside_links(staging / "tree", nodes):  # see outside_links
+                    nodes = read_tree(os.fsencode(staging / "tree"))
+                entries = entries_of(nodes, config.hash_threads, progress)
             manifest = encode_manifest(entries)
         except BaseException:
             rollback_init(store, j)  # what was moved goes back into DIR
@@ -215,8 +222,9 @@ def init(
         store.write_pending_manifest(staging, manifest)
         syncfs(store.root)  # the staged tree is durable before roll-forward
         j.layer, j.part = manifest_id(manifest), adopted.part
-        store.write_journal(j.to_json())
-        state = finish_init(store, j, entries)
+        with deferred_signals("the init was finished first"):  # the point of no return
+            store.write_journal(j.to_json())
+            state = finish_init(store, j, entries)
     return store, state
 
 
@@ -324,8 +332,9 @@ def start_on_snapshot(
         snapshot=sid,
         part=part,
     )
-    store.write_journal(j.to_json())
-    return finish_init(store, j)
+    with deferred_signals("the workspace was made first"):
+        store.write_journal(j.to_json())
+        return finish_init(store, j)
 
 
 def finish_init(store: Store, j: InitJournal, entries: list[Entry] | None = None) -> WorkspaceState:
@@ -337,6 +346,7 @@ def finish_init(store: Store, j: InitJournal, entries: list[Entry] | None = None
     else:
         assert j.layer is not None
         if not store.has_layer(j.layer):
+            drop_outside_links(staging)  # the originals of copied files: in no layer
             if j.dedup:
                 dedup_staging(store, staging, j.layer, entries)
             store.publish_pending(staging)
@@ -368,6 +378,7 @@ def rollback_init(store: Store, j: InitJournal) -> None:
     """Undo a journaled init whose layer was not hashed: what the backend
     staged goes back (:meth:`~snapws.backends.base.Backend.unadopt`)."""
     staging = store.root / "staging" / j.staging
+    restore_outside_links(staging / "tree")  # copied files get their hardlinks back
     get_backend(j.state.backend).unadopt(Path(j.path), staging / "tree")
     if staging.exists():
         store.discard(staging)
