@@ -80,9 +80,7 @@ def assert_left_clean(ws: Workspace) -> None:
     assert_store_ok(ws.store_path)
 
 
-@pytest.mark.parametrize(
-    "step", ["commit:journaled", "commit:layer-published", "commit:ref-moved"]
-)
+@pytest.mark.parametrize("step", ["commit:journaled", "commit:layer-published", "commit:ref-moved"])
 def test_sigint_after_the_journal_finishes_the_commit(started: Workspace, step: str) -> None:
     ws = started
     before = ws.state().head
