@@ -99,6 +99,7 @@ def bench_size(args: argparse.Namespace, files: int, work: Path) -> dict[str, An
     base = work / f"n{files}"
     sw_tree, git_tree = base / "snapws" / "tree", base / "git" / "tree"
     r = core.Runner(snapws_argv(args.snapws), args.verbose, work / "pycache")
+    r.env["SNAPWS_STORE"] = str(base / "store")  # in the work dir, not the user's store
     out: dict[str, Any] = {"files": files, "tree_bytes": 0, "samples": {}, "loadavg": []}
     samples: dict[str, dict[str, list[float]]] = {op: {"snapws": [], "git": []} for op in OPS}
     out["samples"] = samples
