@@ -185,6 +185,9 @@ class Runner:
             if k.startswith(("GIT_", "SNAPWS_")):
                 del env[k]
         if pycache is not None:
+            # new workspaces' default store in the bench's work dir (beside
+            # the bytecode cache), not the user's own (/var/lib/snapws)
+            env["XDG_DATA_HOME"] = str(pycache.parent / "xdg-data")
             # an installed snapws runs from cached bytecode; keep the cache
             # out of the source tree (PYTHONDONTWRITEBYTECODE would make every
             # snapws command recompile its modules: ~40 ms each)

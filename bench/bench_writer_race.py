@@ -88,6 +88,7 @@ def main() -> int:
             d.mkdir(parents=True)
         (d / f"f{i:06d}.txt").write_text(f"file {i}\n" * 4)
     (ws / "race").mkdir()
+    os.environ["SNAPWS_STORE"] = str(root / "store")  # not the user's default store
     subprocess.run(
         [sys.executable, "-m", "snapws", "init", "--backend", args.backend, str(ws)],
         check=True,
