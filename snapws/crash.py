@@ -69,8 +69,9 @@ BACKEND_STEPS = {
 #: Counted steps: ``<name>:<N>`` crashes at the N-th time (dedup: after the
 #: N-th link made, after the N-th rename over a file, before the index
 #: transaction is committed; carry: after the N-th ignored path moved into
-#: the next upperdir by commit, checkout or reset).
-COUNTED_STEPS = ("dedup:link", "dedup:rename", "dedup:commit", "carry:moved")
+#: the next upperdir by commit, checkout or reset; init:unshared: after the
+#: N-th file with hardlinks outside the directory got its own inode).
+COUNTED_STEPS = ("dedup:link", "dedup:rename", "dedup:commit", "carry:moved", "init:unshared")
 
 
 def steps_of(operation: str, backend: str | None = None) -> tuple[str, ...]:

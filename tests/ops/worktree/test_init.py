@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import stat
 from pathlib import Path
 
 from conftest import Workspace, WorkspaceFactory, run_cli
@@ -301,3 +303,90 @@ def test_init_from_inside_says_to_cd(mount_guard: Path) -> None:
     other.mkdir()
     outside = run_cli("init", other, "-b", "b2", cwd=mount_guard, env=env)
     assert "cd ." not in outside.stderr
+
+
+# ---- files with hardlinks outside the directory ------------------------------------
+
+OLD_NS = 1_577_836_800 * 10**9  # 2020-01-01
+
+
+def linked_project(root: Path) -> tuple[Path, Path]:
+    """``src/`` and ``ws/`` as ``cp -al src ws`` makes them (a local ``git
+    clone`` hardlinks .git/objects so), with a group of names linked both
+    outside and twice inside (d/x, d/y), and one linked inside only."""
+    src = root / "src"
+    gen(src, {"a.txt": "original\n", "d": {"x": "x\n", "deep": {"z": "z\n"}}})
+    os.chmod(src / "a.txt", 0o640)
+    os.setxattr(src / "a.txt", "user.k", b"v")
+    os.utime(src / "a.txt", ns=(OLD_NS, OLD_NS))
+    ws = root / "ws"
+    shutil.copytree(src, ws, copy_function=os.link)
+    os.link(ws / "d" / "x", ws / "d" / "y")
+    (ws / "in1").write_text("inside\n")
+    os.link(ws / "in1", ws / "in2")
+    return src, ws
+
+
+def test_files_linked_outside_get_their_own_inode(mount_guard: Path) -> None:
+    """A write, chmod or chown of a name outside never reaches the stored
+    snapshot, and the store changes nothing of the outside name."""
+    src, ws = linked_project(mount_guard)
+    before = tree_state(ws)
+    outside = {p: os.lstat(src / p) for p in ("a.txt", "d/x", "d/deep/z")}
+    store = mount_guard / "store"
+    run_cli("--store", store, "init", ws, cwd=mount_guard)
+    assert state_diff(before, tree_state(ws)) == []  # content, modes, owners, mtimes, xattrs
+    for p, st in outside.items():  # the outside names keep their inode, untouched
+        now = os.lstat(src / p)
+        assert (now.st_ino, now.st_mode, now.st_uid, now.st_gid, now.st_mtime_ns) == (
+            st.st_ino,
+            st.st_mode,
+            st.st_uid,
+            st.st_gid,
+            st.st_mtime_ns,
+        ), p
+        assert now.st_nlink == 1, p
+    (tree,) = [p for p in store.glob("layers/*/tree") if (p / "a.txt").exists()]
+    assert not (tree.parent / "outside-links").exists()
+    assert os.lstat(tree / "d" / "x").st_ino == os.lstat(tree / "d" / "y").st_ino
+    assert os.lstat(tree / "d" / "x").st_nlink == 2  # the group inside is kept
+    assert os.lstat(tree / "in1").st_ino == os.lstat(tree / "in2").st_ino
+    with open(src / "a.txt", "a") as fh:
+        fh.write("changed outside\n")
+    os.chmod(src / "d" / "x", 0o600)
+    os.chown(src / "d" / "deep" / "z", 1234, 1234)
+    assert (ws / "a.txt").read_text() == "original\n"
+    assert stat.S_IMODE(os.lstat(ws / "d" / "y").st_mode) == 0o644
+    assert os.lstat(ws / "d" / "deep" / "z").st_uid == 0
+    assert run_cli("-C", ws, "status", "--porcelain", cwd=mount_guard).stdout == ""
+    verify = run_cli("-C", ws, "verify", "HEAD", cwd=mount_guard, check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_crash_while_copying_linked_files_gives_the_links_back(mount_guard: Path) -> None:
+    """Killed after the first copy: the roll-back puts the original inodes
+    back, so the directory is as it was, hardlinks to the outside included."""
+    src, ws = linked_project(mount_guard)
+    before = tree_state(ws)
+    store = mount_guard / "store"
+    crashed = run_cli(
+        "--store",
+        store,
+        "init",
+        ws,
+        cwd=mount_guard,
+        check=False,
+        env={"SNAPWS_CRASH_AT": "init:unshared:1"},
+    )
+    assert crashed.returncode == -9, crashed.stderr
+    assert list(store.glob("staging/*/outside-links/*")), "the crash came before any copy"
+    proc = run_cli("--store", store, "-C", ws, "status", cwd=mount_guard, check=False)
+    assert proc.returncode == 3, proc.stdout + proc.stderr  # rolled back: not a workspace
+    assert not mounts_under(ws)
+    assert state_diff(before, tree_state(ws)) == []
+    for p in ("a.txt", "d/x", "d/y", "d/deep/z"):
+        assert os.path.samefile(ws / p, src / p.replace("d/y", "d/x")), p
+    assert os.path.samefile(ws / "in1", ws / "in2")
+    assert list(store.glob("staging/*")) == []
+    run_cli("--store", store, "init", ws, cwd=mount_guard)
+    assert (ws / "a.txt").read_text() == "original\n"
