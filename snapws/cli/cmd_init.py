@@ -14,6 +14,7 @@ from snapws.cli.progress import ProgressBar
 from snapws.config import SHARED_NAMESPACE
 from snapws.errors import BadNameError
 from snapws.model import namespace_problem
+from snapws.mounts.busy import Holder
 from snapws.ops.workspace import forget_unused_store, resolve_store
 from snapws.ops.worktree.init import init
 
@@ -93,7 +94,7 @@ def init_cmd(
         try:
             src = resolve_source(source, app.cwd, insecure, ref)
             cloned = clone(path, store_root, config, src, app.who(), branch, backend, fetching)
-            store, state = cloned.store, cloned.state
+            store, state, left_behind = cloned.store, cloned.state, []
         except BaseException:
             forget_unused_store(store_root)  # a default store made for nothing goes again
             raise
@@ -102,7 +103,8 @@ def init_cmd(
     else:
         bar = ProgressBar(app.interactive and not app.quiet and not as_json, "hashing")
         try:
-            store, state = init(path, store_root, config, branch, message, bar, backend=backend)
+            made = init(path, store_root, config, branch, message, bar, backend=backend)
+            store, state, left_behind = made.store, made.state, made.left_behind
         except BaseException:
             forget_unused_store(store_root)  # a default store made for nothing goes again
             raise
@@ -117,20 +119,47 @@ def init_cmd(
                 "store": str(store.root),
                 "backend": state.backend,
                 "namespace": state.namespace,
+                "left_behind": [
+                    {"pid": h.pid, "command": h.command, "how": h.how, "path": str(h.path)}
+                    for h in left_behind
+                ],
             }
         )
+        warn_left_behind(left_behind, state.path)
         return
     app.say(
         f"Initialized workspace {state.path} (branch {state.branch}, "
         f"snapshot {state.head.short()}, backend {state.backend}, store {store.root})"
     )
     note_if_below_new_mount(app, state.path, state.backend)
+    warn_left_behind(left_behind, state.path)
     if not backend_for(state).mount_is_shared:
         app.info(
             "note: rootless: the workspace is mounted in a user namespace of its own; other "
             f"programs see {state.path} empty: work in it through `snapws shell {state.path}` "
             "(or `snapws run`)"
         )
+
+
+def warn_left_behind(holders: list[Holder], path: str) -> None:
+    """Name the programs that were inside the directory when it was mounted
+    over (on stderr, even with --quiet or --json: they see the old, now
+    empty directory, and what they write there is hidden by the mount)."""
+    if not holders:
+        return
+    lines = [
+        f"warning: {len(holders)} other program(s) were inside {path} and stay on the "
+        "directory below the new mount (empty now; what they write there is hidden):"
+    ]
+    lines += [f"  pid {h.pid} ({h.command}): {_HOW.get(h.how, h.how)} {h.path}" for h in holders]
+    lines.append(
+        "  in such a shell run `cd .`; restart such a program (or cd it out and back in) "
+        "to see the workspace"
+    )
+    click.echo("\n".join(lines), err=True)
+
+
+_HOW = {"cwd": "working directory", "root": "root directory", "open": "open file", "mmap": "mapped"}
 
 
 COMMANDS = [init_cmd]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from snapws.errors import WorkspaceBusyError
 
-__all__ = ["Holder", "busy_error", "find_cwd_users", "find_writers"]
+__all__ = ["Holder", "busy_error", "find_cwd_users", "find_users", "find_writers"]
 
 _DELETED = " (deleted)"
 
@@ -35,7 +35,8 @@ class Holder:
     ``"mmap-write"`` (a shared writable mapping), ``"deleted-open"`` (a
     descriptor on a deleted file, any access mode, even O_PATH: it too makes a
     read-only remount fail with EBUSY), ``"cwd"`` (its working directory) or ``"root"``
-    (its root directory, chroot).
+    (its root directory, chroot); of :func:`find_users` also ``"open"`` (a
+    descriptor of any mode) and ``"mmap"`` (a mapping).
     """
 
     pid: int
@@ -225,6 +226,30 @@ def is_held(root: Path) -> bool:
         if any(_under(p, real) for p in paths):
             return True
     return False
+
+
+def find_users(root: Path) -> list[Holder]:
+    """Processes other than this one that use ``root`` (or anything below
+    it), as :func:`is_held` counts them, one entry per process: how it
+    does (``cwd``, ``root``, ``open``: a descriptor of any mode, ``mmap``:
+    a mapping) and where, the first found in that order. Sorted by pid.
+    Never raises for vanished or unreadable processes."""
+    real = _real_root(root)
+    needle = os.fsencode(real)
+    me = os.getpid()
+    found: set[tuple[int, str, str]] = set()
+    for pid in _pids():
+        if pid == me:
+            continue
+        uses = itertools.chain(
+            ((how, p) for how, p in _dirs_of(pid)),
+            (("open", p) for _fd, p, _deleted in _open_files_of(pid)),
+            (("mmap", p) for _perms, p in _mappings_of(pid, needle)),
+        )
+        hit = next(((how, p) for how, p in uses if _under(p, real)), None)
+        if hit is not None:
+            found.add((pid, hit[1], hit[0]))
+    return _holders(found)
 
 
 def inode_open_for_writing(dev: int, ino: int) -> bool:

@@ -75,7 +75,7 @@ FETCH = {
     **TRANSFER,
 }
 SCHEMA: dict[str, dict[str, Any]] = {
-    "init": {**NEW_WORKSPACE, "namespace": "str"},
+    "init": {**NEW_WORKSPACE, "namespace": "str", "left_behind": "list"},
     "clone": {
         **NEW_WORKSPACE,
         "source": "str",

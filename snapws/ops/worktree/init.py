@@ -18,7 +18,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from snapws.backends import choose_backend, get_backend
@@ -30,7 +30,7 @@ from snapws.ids import SnapshotId, WorkspaceId
 from snapws.interrupts import deferred_signals
 from snapws.layers.scan import entries_of, read_tree
 from snapws.model import Entry, SnapshotRecord, WorkspaceState, encode_manifest, manifest_id
-from snapws.mounts import mounter
+from snapws.mounts import busy, mounter
 from snapws.ops.journals import InitJournal, mark_shown
 from snapws.ops.workspace import new_workspace_namespace
 from snapws.ops.worktree.commit import tz_offset_min
@@ -46,6 +46,21 @@ from snapws.store.store import MARKER, Store
 
 #: The head a new workspace's journal records until its base snapshot is written.
 PENDING_HEAD = SnapshotId("0" * 32)
+
+
+@dataclass(frozen=True, slots=True)
+class Initialized:
+    """What :func:`init` made: the store (in the workspace's namespace),
+    the workspace, and the processes left behind: those other than this one
+    that used the directory (their current directory, a file open or
+    mapped in it) when init moved its content and mounted the workspace
+    over it. They go on seeing the directory below the mount (empty now),
+    and what they write there is hidden by the mount, until they change
+    directory (``cd .``) or restart."""
+
+    store: Store
+    state: WorkspaceState
+    left_behind: list[busy.Holder]
 
 
 def check_root() -> None:
@@ -166,7 +181,7 @@ def init(
     message: str = "initial snapshot",
     progress: Callable[[int], None] | None = None,
     backend: str | None = None,
-) -> tuple[Store, WorkspaceState]:
+) -> Initialized:
     """Make ``path`` a workspace whose base layer is its current content.
 
     ``backend`` (default: ``config.backend``) is a backend name or "auto";
@@ -206,6 +221,7 @@ def init(
         )
         store.write_journal(j.to_json())
         crashpoint("init:journaled")
+        left_behind = left_behind_by(chosen, path)
         try:
             adopted = chosen.adopt(store, path, staging / "tree", config, progress)
             crashpoint("init:moved")
@@ -225,7 +241,19 @@ def init(
         with deferred_signals("the init was finished first"):  # the point of no return
             store.write_journal(j.to_json())
             state = finish_init(store, j, entries)
-    return store, state
+    return Initialized(store, state, left_behind)
+
+
+def left_behind_by(chosen: Backend, path: Path) -> list[busy.Holder]:
+    """The processes other than this one that a mount of ``chosen`` on
+    ``path`` would leave on the directory below it (read before its content
+    moves: /proc names their files by their paths in it): none for a
+    backend that changes the directory in place (plain), or whose mount
+    only its own namespace sees (rootless: every other program sees the
+    directory below, which the CLI says apart). Reads /proc only."""
+    if not (chosen.replaces_mount and chosen.mount_is_shared):
+        return []
+    return busy.find_users(path)
 
 
 def ready_backend(config: Config, store_root: Path, backend: str | None = None) -> Backend:

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 from conftest import Workspace, WorkspaceFactory, run_cli
@@ -390,3 +391,43 @@ def test_a_crash_while_copying_linked_files_gives_the_links_back(mount_guard: Pa
     assert list(store.glob("staging/*")) == []
     run_cli("--store", store, "init", ws, cwd=mount_guard)
     assert (ws / "a.txt").read_text() == "original\n"
+
+
+# ---- programs inside the directory ----------------------------------------------
+
+
+def test_init_names_the_programs_left_behind(mount_guard: Path) -> None:
+    """A program whose current directory (or an open file) is inside stays
+    on the directory below the mount: init names it, with what to do, on
+    stderr and in --json."""
+    ws = mount_guard / "proj"
+    gen(ws, {"a.txt": "a\n", "sub": {"b.txt": "b\n"}})
+    other = mount_guard / "other"
+    gen(other, {"held.txt": "held\n"})
+    with open(other / "held.txt") as held:
+        in_cwd = subprocess.Popen(["sleep", "300"], cwd=ws / "sub")
+        with_file = subprocess.Popen(["sleep", "300"], cwd=mount_guard, stdin=held)
+    try:
+        r = run_cli("--store", mount_guard / "store", "init", ws, cwd=mount_guard)
+        assert f"pid {in_cwd.pid} (sleep): working directory {ws / 'sub'}" in r.stderr
+        assert str(with_file.pid) not in r.stderr
+        assert "stay on the directory below the new mount" in r.stderr
+        assert "run `cd .`" in r.stderr
+        out = run_cli("--store", mount_guard / "store", "init", "--json", "-b", "o", other, cwd=ws)
+        assert json.loads(out.stdout)["left_behind"] == [
+            {
+                "pid": with_file.pid,
+                "command": "sleep",
+                "how": "open",
+                "path": str(other / "held.txt"),
+            }
+        ]
+        assert f"pid {with_file.pid} (sleep): open file {other / 'held.txt'}" in out.stderr
+    finally:
+        for p in (in_cwd, with_file):
+            p.kill()
+            p.wait()
+    alone = mount_guard / "alone"
+    alone.mkdir()
+    quiet = run_cli("--store", mount_guard / "store", "init", "-b", "a", alone, cwd=mount_guard)
+    assert "warning" not in quiet.stderr

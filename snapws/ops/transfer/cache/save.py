@@ -96,7 +96,8 @@ def save_cache(
     if state is None:
         store_root = resolve_store(target, ctx.config, ctx.store_path)
         branch = free_branch(existing_store(ctx, target), ctx.config, tag)
-        store, state = init(target, store_root, ctx.config, branch, message)
+        made = init(target, store_root, ctx.config, branch, message)
+        store, state = made.store, made.state
         initialized = True
         sid = state.head
     else:
