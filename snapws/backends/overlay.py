@@ -503,9 +503,14 @@ def _plan(work: WorkChanges) -> CommitPlan:
 
 
 def _in_use(path: Path) -> bool:
-    """Whether a process other than this one uses the mount on ``path``:
-    asked of the kernel (:func:`snapws.mounts.mounter.in_use`, a syscall),
-    unless this process uses it too or the kernel does not tell; then a scan
-    of /proc (:func:`snapws.mounts.busy.is_held`, ~0.1 ms a process)."""
-    used = None if busy.used_by_me(path) else mounter.in_use(path)
-    return busy.is_held(path) if used is None else used
+    """Whether a process other than this one uses the mount on ``path``.
+    Free when the kernel says nothing holds it
+    (:func:`snapws.mounts.mounter.in_use`, a syscall: the usual case of a
+    script or CI job); otherwise (or when this process uses it, or the
+    kernel does not tell) a scan of /proc decides
+    (:func:`snapws.mounts.busy.is_held`, ~0.1 ms a process)."""
+    if not busy.used_by_me(path) and mounter.in_use(path) is False:
+        return False
+    # The kernel counts lookups in flight too (a program creating files in
+    # a loop): the scan decides, by what stays (a cwd, an open file, a map).
+    return busy.is_held(path)
