@@ -18,6 +18,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from snapws.backends import choose_backend, get_backend
 from snapws.backends.base import Backend
 from snapws.config import Config
 from snapws.crash import crashpoint
+from snapws.deeppath import lstat
 from snapws.errors import BadPathError, NameExistsError
 from snapws.ids import SnapshotId, WorkspaceId
 from snapws.interrupts import deferred_signals
@@ -222,13 +224,14 @@ def init(
         store.write_journal(j.to_json())
         crashpoint("init:journaled")
         left_behind = left_behind_by(chosen, path)
+        written = written_inodes(path) if left_behind else frozenset()
         try:
             adopted = chosen.adopt(store, path, staging / "tree", config, progress)
             crashpoint("init:moved")
             entries = adopted.entries
             if entries is None:
                 nodes = read_tree(os.fsencode(staging / "tree"))
-                if unshare_outside_links(staging / "tree", nodes):  # see outside_links
+                if unshare_outside_links(staging / "tree", nodes, written):  # see outside_links
                     nodes = read_tree(os.fsencode(staging / "tree"))
                 entries = entries_of(nodes, config.hash_threads, progress)
             manifest = encode_manifest(entries)
@@ -254,6 +257,19 @@ def left_behind_by(chosen: Backend, path: Path) -> list[busy.Holder]:
     if not (chosen.replaces_mount and chosen.mount_is_shared):
         return []
     return busy.find_users(path)
+
+
+def written_inodes(path: Path) -> frozenset[tuple[int, int]]:
+    """(device, inode) of the files below ``path`` that programs hold open
+    for writing or map shared and writable: moved into the layer, they
+    would take those writes (init copies them instead). Reads /proc only."""
+    out = set()
+    for h in busy.find_writers(path):
+        if h.how in ("write", "mmap-write"):
+            with suppress(OSError):
+                st = lstat(os.fsencode(h.path))
+                out.add((st.st_dev, st.st_ino))
+    return frozenset(out)
 
 
 def ready_backend(config: Config, store_root: Path, backend: str | None = None) -> Backend:

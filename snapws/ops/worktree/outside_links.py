@@ -8,7 +8,9 @@ change the stored snapshot, and the store's changes would reach the other
 name. So a regular file whose link count is larger than its names in the
 staged tree is copied (content, mode, owner, xattrs, mtime) and the copy
 is renamed over each of its names in the tree; the names outside keep the
-original inode, untouched.
+original inode, untouched. So too a file another program holds open for
+writing (or maps shared and writable) when init starts: its writes go on to
+the original, never into the layer.
 
 Crash safety (the staging directory, beside ``tree/``)::
 
@@ -42,24 +44,35 @@ SIDE = "outside-links"
 LIST = "outside-links.list"
 
 
-def linked_outside(nodes: list[Node]) -> list[list[Node]]:
+def linked_outside(
+    nodes: list[Node], written: frozenset[tuple[int, int]] = frozenset()
+) -> list[list[Node]]:
     """The regular files of ``nodes`` (one whole tree) that have names
-    outside it: groups of the names of one inode, in path order. Pure."""
+    outside it, or whose (device, inode) is in ``written`` (held open for
+    writing by another program): groups of the names of one inode, in path
+    order. Pure."""
     groups: dict[tuple[int, int], list[Node]] = {}
     for n in nodes:
-        if n.kind is Kind.FILE and n.st.st_nlink > 1:
-            groups.setdefault((n.st.st_dev, n.st.st_ino), []).append(n)
-    out = [g for g in groups.values() if g[0].st.st_nlink > len(g)]
+        key = (n.st.st_dev, n.st.st_ino)
+        if n.kind is Kind.FILE and (n.st.st_nlink > 1 or key in written):
+            groups.setdefault(key, []).append(n)
+    out = [g for key, g in groups.items() if g[0].st.st_nlink > len(g) or key in written]
     return sorted((sorted(g, key=lambda n: n.path) for g in out), key=lambda g: g[0].path)
 
 
-def unshare_outside_links(tree: Path, nodes: list[Node]) -> int:
+def unshare_outside_links(
+    tree: Path, nodes: list[Node], written: frozenset[tuple[int, int]] = frozenset()
+) -> int:
     """Give each file of ``tree`` (``nodes``: read from it) that has names
-    outside it an inode of its own (see the module docstring). Returns how
+    outside it an inode of its own (see the module docstring); so too the
+    files whose (device, inode) is in ``written``: a program that holds one
+    open for writing would otherwise write into the stored layer (it writes
+    to the original, which no layer keeps: that program is left behind
+    anyway, see :func:`snapws.ops.worktree.init.left_behind_by`). Returns how
     many inodes were copied (0: nothing changed, ``nodes`` still hold).
     Directory mtimes in the tree are kept. Raises OSError (the caller rolls
     back: :func:`restore_outside_links`)."""
-    groups = linked_outside(nodes)
+    groups = linked_outside(nodes, written)
     if not groups:
         return 0
     staging = tree.parent

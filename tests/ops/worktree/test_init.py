@@ -7,6 +7,8 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 from conftest import Workspace, WorkspaceFactory, run_cli
@@ -431,3 +433,42 @@ def test_init_names_the_programs_left_behind(mount_guard: Path) -> None:
     alone.mkdir()
     quiet = run_cli("--store", mount_guard / "store", "init", "-b", "a", alone, cwd=mount_guard)
     assert "warning" not in quiet.stderr
+
+
+def test_a_file_open_for_writing_is_copied_not_moved(mount_guard: Path) -> None:
+    """A program writing a file of the directory (a log) during init would
+    write into the stored layer: the layer gets a copy; the program's
+    writes go to the original, which it alone still holds."""
+    ws = mount_guard / "proj"
+    gen(ws, {"app.log": "line 1\n", "other.txt": "o\n"})
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; f = open(sys.argv[1], 'a'); sys.stdin.readline();"
+            " f.write('line 2\\n'); f.close()",
+            str(ws / "app.log"),
+        ],
+        stdin=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(500):  # until it has the file open
+            if any(
+                os.readlink(f"/proc/{writer.pid}/fd/{fd}") == str(ws / "app.log")
+                for fd in os.listdir(f"/proc/{writer.pid}/fd")
+            ):
+                break
+            time.sleep(0.01)
+        r = run_cli("--store", mount_guard / "store", "init", ws, cwd=mount_guard)
+        assert f"pid {writer.pid} (python" in r.stderr
+        assert writer.stdin is not None
+        writer.stdin.write("go\n")
+        writer.stdin.close()
+        assert writer.wait(timeout=60) == 0
+    finally:
+        writer.kill()
+        writer.wait()
+    assert (ws / "app.log").read_text() == "line 1\n"
+    verify = run_cli("-C", ws, "verify", "HEAD", cwd=mount_guard, check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
