@@ -399,8 +399,21 @@ class Beneath:
         fd = self.open_dir(path[:i] if i >= 0 else b"", create)
         try:
             yield fd, path[i + 1 :]
+        except OSError as e:  # named by the path, not by its last component
+            self._name_error(e, path[i + 1 :], path)
+            raise
         finally:
             os.close(fd)
+
+    def _name_error(self, e: OSError, short: bytes, path: bytes) -> None:
+        """Replace ``short`` (a name relative to a descriptor, or a
+        ``/proc/self/fd`` name) as ``e``'s filename (or filename2) by the
+        full path of ``path`` beneath the root, for messages."""
+        full = os.fsdecode(os.path.join(self.root, path) if path else self.root)
+        for attr in ("filename", "filename2"):
+            value = getattr(e, attr)
+            if isinstance(value, bytes | str) and os.fsencode(value) == short:
+                setattr(e, attr, full)
 
     # -- queries --
     def lstat(self, rel: bytes) -> os.stat_result | None:
@@ -485,7 +498,20 @@ class Beneath:
     def node(self, rel: bytes, kind: int | None = None) -> Iterator[NodeRef]:
         """Pin ``rel`` for metadata changes (see :class:`NodeRef`).
         ``kind``: the ``S_IFMT`` bits the node must have (a node swapped
-        since it was made is refused). Raises UnsafePathError, OSError."""
+        since it was made is refused). Raises UnsafePathError, OSError (its
+        filename the node's path, not its ``/proc`` name)."""
+        try:
+            with self._pinned(rel, kind) as ref:
+                yield ref
+        except OSError as e:
+            if isinstance(e.filename, bytes | str) and os.fsencode(e.filename).startswith(
+                b"/proc/self/fd/"
+            ):
+                self._name_error(e, os.fsencode(e.filename), _joined(rel))
+            raise
+
+    @contextlib.contextmanager
+    def _pinned(self, rel: bytes, kind: int | None) -> Iterator[NodeRef]:
         if not _joined(rel):
             yield NodeRef(proc_path(self.fd), True, os.fstat(self.fd))
             return

@@ -390,8 +390,56 @@ def permission_denied(e: OSError, store: str | os.PathLike[str] | None = None) -
                 "of your own (--store PATH or SNAPWS_STORE; `snapws init` makes one)",
             )
         return StorePermissionError(message)
-    shown = target or "a file"
-    return PermissionDeniedError(f"permission denied: {shown}{whose} (snapws runs as {me})")
+    if target.startswith("/proc/self/fd/"):  # a descriptor's name: gone with it by now
+        target, whose = "", ""
+    if not target:
+        return PermissionDeniedError(
+            f"permission denied ({e.strerror or 'EPERM'}) on a file the OS did not name "
+            f"(snapws runs as {me})"
+        )
+    return PermissionDeniedError(f"permission denied: {target}{whose} (snapws runs as {me})")
+
+
+class UnfinishedOperationError(SnapwsError):
+    """An operation's journal is pending and finishing it fails: every
+    command that recovers first fails the same way until the cause is
+    removed or the journal is given up. Keeps the exit code of its cause
+    (the class's: a cause without one)."""
+
+    exit_code = ExitCode.STORE_CORRUPT
+    default_hint = (
+        "remove the cause and run the command again; or move the journal out of the store "
+        "(nothing is deleted), then `snapws verify` and `snapws verify --repair`"
+    )
+
+    def __init__(self, message: str, exit_code: ExitCode, hint: str) -> None:
+        super().__init__(message, hint)
+        self.exit_code = exit_code
+
+
+def unfinished_operation(
+    operation: str, since: str, give_up: str, cause: SnapwsError, interrupted: bool = True
+) -> UnfinishedOperationError:
+    """The error for a journaled ``operation`` (e.g. "reset", "commit"),
+    pending ``since`` (a time), that cannot be finished because of
+    ``cause`` (``interrupted``: found by a later command's recovery, else
+    the command's own): names the operation, the reason and what to do
+    next; ``give_up`` says how to abandon it instead."""
+    what = (
+        f"an interrupted {operation} (pending since {since})"
+        if interrupted
+        else (f"the {operation}")
+    )
+    return UnfinishedOperationError(
+        f"{what} cannot be finished: {cause.message}",
+        cause.exit_code,
+        hint=(
+            (f"{cause.hint}; " if cause.hint else "")
+            + f"every snapws command tries to finish the {operation} first, "
+            f"so remove the cause and run any command again. To give the {operation} up "
+            f"instead: {give_up}"
+        ),
+    )
 
 
 class UnsafePathError(SnapwsError):

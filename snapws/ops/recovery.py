@@ -7,7 +7,24 @@ published yet."""
 
 from __future__ import annotations
 
-from snapws.errors import StoreCorruptError
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from snapws.errors import (
+    MountError,
+    PermissionDeniedError,
+    SnapwsError,
+    StoreCorruptError,
+    StoreFullError,
+    StoreUnwritableError,
+    UnsafePathError,
+    UnsupportedError,
+    environment_error,
+    unfinished_operation,
+)
 from snapws.ops.journals import CommitJournal, InitJournal, SwitchJournal, parse
 from snapws.store.store import Store
 
@@ -16,12 +33,117 @@ def recover(store: Store) -> str | None:
     """Complete or roll back the journaled operation, if any. Returns a short
     description of what was done (None: nothing to do).
 
-    Precondition: the caller holds the store lock exclusively."""
+    Precondition: the caller holds the store lock exclusively. Raises
+    UnfinishedOperationError when finishing fails for a cause that stays
+    (a file this user may not change, a full or read-only store...): it
+    names the operation and the cause, and says how to give it up."""
     j = store.read_journal()
     if j is None:
         _sweep(store)
         return None
     store = store.in_namespace(store.journal_namespace(j))  # refs of the journal's workspace
+    try:
+        done = _finish(store, j)
+    except OSError as e:
+        cause = environment_error(e)
+        if cause is None:
+            raise
+        raise _unfinished(store, j, cause) from e
+    except UNFINISHABLE as e:
+        raise _unfinished(store, j, e) from e
+    _sweep(store)
+    return done
+
+
+#: Errors that finishing a journal hits again on every try until their cause
+#: is removed (reported as UnfinishedOperationError, naming the operation).
+UNFINISHABLE = (
+    PermissionDeniedError,
+    StoreUnwritableError,
+    StoreFullError,
+    UnsupportedError,
+    MountError,
+    UnsafePathError,
+)
+
+
+def _unfinished(store: Store, j: dict[str, Any], cause: SnapwsError) -> SnapwsError:
+    """The error for the journaled operation ``j`` that ``cause`` stops."""
+    return unfinished_operation(
+        journal_operation(j), journal_since(store), give_up(store, j), cause
+    )
+
+
+@contextmanager
+def finishing(store: Store, j: dict[str, Any]) -> Iterator[None]:
+    """Around a command's own finish of its journaled operation ``j``: an
+    error that would stop every later try too (see :data:`UNFINISHABLE`)
+    becomes an UnfinishedOperationError saying that the journal is pending
+    and what to do."""
+    try:
+        yield
+    except OSError as e:
+        cause = environment_error(e)
+        if cause is None:
+            raise
+        raise unfinished_operation(
+            journal_operation(j), "", give_up(store, j), cause, interrupted=False
+        ) from e
+    except UNFINISHABLE as e:
+        raise unfinished_operation(
+            journal_operation(j), "", give_up(store, j), e, interrupted=False
+        ) from e
+
+
+def give_up(store: Store, j: dict[str, Any]) -> str:
+    """How to abandon the journaled operation ``j`` by hand, in words: the
+    journal moved out (nothing is deleted), the store checked and mended;
+    for a switch that moved a branch (reset), that branch put back on the
+    snapshot the workspace still shows (its record keeps the old HEAD)."""
+    steps = (
+        f"move {_journal(store)} out of the store (nothing is deleted), then run "
+        "`snapws verify` and `snapws verify --repair`"
+    )
+    old, state = j.get("old_head"), j.get("new_state")
+    if isinstance(old, str) and isinstance(state, dict) and j.get("move_ref") is not None:
+        where = state.get("path")
+        inside = f" in {where}" if isinstance(where, str) else ""
+        steps += (
+            f", and `snapws reset {old[:12]}`{inside}: it puts the branch back on the "
+            "snapshot the workspace still shows (changes already made to its files stay, "
+            "as uncommitted changes)"
+        )
+    return steps
+
+
+def journal_operation(j: dict[str, Any]) -> str:
+    """The command a journal ``j`` is of, for messages ("commit", "reset
+    --hard"...)."""
+    op = j.get("op")
+    if op == "switch":
+        message = j.get("message")
+        word = message.split(":", 1)[0] if isinstance(message, str) else ""
+        return {"settle": "remount", "repair": "verify --repair"}.get(word, word or "checkout")
+    if op == "plain-commit":
+        return "commit"
+    return str(op)
+
+
+def _journal(store: Store) -> Path:
+    return store.root / "journal.json"
+
+
+def journal_since(store: Store) -> str:
+    """When the journal was written (UTC), or "an unknown time"."""
+    try:
+        t = _journal(store).stat().st_mtime
+    except OSError:
+        return "an unknown time"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+def _finish(store: Store, j: dict[str, Any]) -> str:
+    """Finish or roll back the journaled operation ``j``; what was done."""
     op = j.get("op")
     if op == "plain-commit" and j.get("layer") is None:  # an earlier snapws, staging
         j = {"op": "rolled-back", "staging": j.get("staging")}
@@ -64,7 +186,6 @@ def recover(store: Store) -> str | None:
         done = "finished an interrupted gc"
     else:
         raise StoreCorruptError(f"the store's journal names an unknown operation {op!r}")
-    _sweep(store)
     return done
 
 

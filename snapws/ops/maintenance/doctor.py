@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snapws.backends import AUTO_ORDER, Availability, probe_all
 from snapws.backends.base import nearest_existing
@@ -28,6 +28,9 @@ from snapws.model import WorkspaceState
 from snapws.mounts import fuse
 from snapws.mounts.plan import fixed_options_text
 from snapws.store import probe
+
+if TYPE_CHECKING:
+    from snapws.store.store import Store
 
 #: statfs f_type -> name, for the report
 _FS_NAMES = {
@@ -341,12 +344,17 @@ def _record_checks(report: Report, root: Path) -> None:
 
     if not (root / MARKER).is_file():
         return
+    opened = None
     try:
-        damage = store_damage(Store.open(root))
+        opened = Store.open(root)
+        damage = store_damage(opened)
     except (SnapwsError, OSError) as e:
         damage = [str(e)]
     if not damage:
         report.checks.append(Check("store records", "ok", f"{root}: readable and consistent"))
+    if opened is not None:
+        _journal_check(report, opened)
+    if not damage:
         return
     shown = "; ".join(damage[:5]) + (f"; and {len(damage) - 5} more" if len(damage) > 5 else "")
     report.checks.append(
@@ -356,6 +364,36 @@ def _record_checks(report: Report, root: Path) -> None:
             f"the store is damaged: {shown}",
             "`snapws verify` lists every problem and the snapshots affected; "
             "`snapws verify --repair` mends what it can without deleting user data",
+        )
+    )
+
+
+def _journal_check(report: Report, store: Store) -> None:
+    """A pending journal: an operation interrupted (or running now) that
+    every command tries to finish first."""
+    from snapws.errors import SnapwsError
+    from snapws.ops.recovery import give_up, journal_operation, journal_since
+    from snapws.store.records import JOURNAL_HINT
+
+    path = store.root / "journal.json"
+    try:
+        j = store.read_journal()
+    except (SnapwsError, OSError) as e:
+        report.checks.append(Check("pending operation", "fail", str(e), JOURNAL_HINT))
+        return
+    if j is None:
+        report.checks.append(Check("pending operation", "ok", "none (no journal.json)"))
+        return
+    what = journal_operation(j)
+    report.checks.append(
+        Check(
+            "pending operation",
+            "fail",
+            f"an interrupted {what} is pending since {journal_since(store)} ({path}), "
+            "unless a snapws command is running now",
+            f"run any snapws command in a workspace of this store (e.g. `snapws status`) to "
+            f"finish the {what}; if it fails, it says why: remove the cause and run it again, "
+            f"or give the {what} up: {give_up(store, j)}",
         )
     )
 

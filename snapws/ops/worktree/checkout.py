@@ -23,6 +23,7 @@ from snapws.interrupts import deferred_signals
 from snapws.layers.diff import diff_views
 from snapws.model import Change, WorkspaceState, display_path
 from snapws.ops.journals import SwitchJournal, mark_shown
+from snapws.ops.recovery import finishing
 from snapws.refnames import validate_ref_name
 from snapws.session import Session
 from snapws.store.store import Store
@@ -195,7 +196,8 @@ def _switch(
             backend.release(store, state, work)
             raise
         crashpoint("checkout:journaled")
-        finish_switch(store, j, work)
+        with finishing(store, j.to_json()):  # a failure says the journal is pending
+            finish_switch(store, j, work)
         session.reload()
     return work
 

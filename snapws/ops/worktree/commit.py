@@ -33,6 +33,7 @@ from snapws.ids import LayerId, SnapshotId
 from snapws.interrupts import deferred_signals
 from snapws.model import Change, SnapshotRecord, WorkspaceState, encode_manifest, manifest_id
 from snapws.ops.journals import CommitJournal, mark_shown
+from snapws.ops.recovery import finishing
 from snapws.session import Session
 from snapws.store.dedup import dedup_staging
 from snapws.store.store import EMPTY_LAYER, Store
@@ -110,7 +111,8 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
                     store.discard(staging)
             raise
         crashpoint("commit:journaled")
-        sid = finish_commit(store, journal, work)
+        with finishing(store, journal.to_json()):  # a failure says the journal is pending
+            sid = finish_commit(store, journal, work)
         session.reload()
     return CommitResult(sid, lid, work.changes, state.branch)
 
