@@ -477,3 +477,111 @@ def test_an_unwrapped_permission_error_is_named_not_blamed_on_root(
     r = ws.run("status", check=False)
     assert_error(r, 9, "permission denied: /somewhere/file")
     assert ROOT_ONLY_HINT not in r.stderr
+
+
+# ---------------------------------------------------------------- journals that cannot be finished
+
+
+def test_a_permission_error_without_a_usable_name_never_says_a_file() -> None:
+    from snapws.errors import permission_denied
+
+    me = f"(snapws runs as {'root' if os.geteuid() == 0 else ''}"
+    for e in (
+        PermissionError(1, "Operation not permitted"),
+        PermissionError(1, "Operation not permitted", "/proc/self/fd/6"),
+    ):
+        err = permission_denied(e)
+        assert "a file (" not in err.message and "/proc/self/fd" not in err.message, err.message
+        assert err.message.startswith("permission denied (Operation not permitted) on a file ")
+        assert me in err.message
+
+
+def _immutable(path: Path, on: bool) -> None:
+    subprocess.run(["chattr", "+i" if on else "-i", str(path)], check=True)
+
+
+def test_beneath_names_a_refused_node_by_its_path_not_a_proc_fd(tmp_path: Path) -> None:
+    """The /proc/self/fd name a metadata change goes through, and the last
+    component a dir_fd call gets, are mapped back to the full path."""
+    from snapws.beneath import Beneath
+
+    if os.geteuid() != 0:
+        pytest.fail("needs root (chattr +i)")
+    (tmp_path / "d").mkdir()
+    target = tmp_path / "d" / "f"
+    target.write_text("x\n")
+    _immutable(target, True)
+    try:
+        with Beneath(tmp_path) as b:
+            with pytest.raises(PermissionError) as chmod, b.node(b"d/f") as ref:
+                assert ref.path.startswith(b"/proc/self/fd/")
+                ref.chmod(0o600)
+            with pytest.raises(PermissionError) as unlink:
+                b.unlink(b"d/f")
+    finally:
+        _immutable(target, False)
+    assert chmod.value.filename == str(target)
+    assert unlink.value.filename == str(target)
+
+
+def test_a_reset_that_cannot_be_finished_says_which_file_why_and_how_to_give_it_up(
+    tmp_path: Path,
+) -> None:
+    """A plain workspace's `reset --hard` hits EPERM on a file (immutable:
+    as root, the stand-in for a file of another user) after its journal:
+    the reset, then every command (in another workspace of the store too)
+    names the operation, the file and the way out; doctor reports the
+    journal; following the hint to give it up leaves a consistent
+    workspace with nothing lost."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root (chattr +i)")
+    outside, store = tmp_path / "outside", tmp_path / "store"
+    outside.mkdir()
+    for name in ("ws", "other"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f").write_text("one\n")
+        run_cli("--store", store, "init", "--backend", "plain", tmp_path / name, cwd=outside)
+
+    def run(name: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+        return run_cli("--store", store, "-C", tmp_path / name, *args, cwd=outside, check=False)
+
+    first = json.loads(run("ws", "status", "--json").stdout)["id"]
+    (tmp_path / "ws" / "f").write_text("two\n")
+    second = json.loads(run("ws", "commit", "-m", "two", "--json").stdout)["id"]
+    target = tmp_path / "ws" / "f"
+    _immutable(target, True)
+    try:
+        r = run("ws", "reset", "--hard", first[:12])
+        assert_error(
+            r, 9, f"snapws: error: the reset cannot be finished: permission denied: {target}"
+        )
+        journal = store / "journal.json"
+        assert journal.exists()
+        give_up = f"move {journal} out of the store (nothing is deleted), then run `snapws verify`"
+        assert (
+            give_up in r.stderr and f"`snapws reset {second[:12]}` in {tmp_path / 'ws'}" in r.stderr
+        )
+        for name, args in (("ws", ("status",)), ("other", ("log",)), ("ws", ("reset", "--hard"))):
+            r = run(name, *args)
+            assert_error(r, 9, "snapws: error: an interrupted reset (pending since ")
+            assert f"cannot be finished: permission denied: {target}, owned by " in r.stderr
+            assert "a file" not in r.stderr and give_up in r.stderr
+        doctor = run_cli("--store", store, "doctor", "--json", cwd=outside, check=False)
+        check = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}["pending operation"]
+        assert check["status"] == "fail"
+        assert check["found"].startswith("an interrupted reset is pending since ")
+        assert give_up in check["fix"]
+        # giving it up as the hint says
+        shutil.move(journal, tmp_path / "journal.json")
+        assert run("ws", "verify").returncode == 0
+        assert run("ws", "verify", "--repair").returncode == 0
+        assert run("ws", "reset", second[:12]).returncode == 0
+    finally:
+        _immutable(target, False)
+    log = json.loads(run("ws", "log", "--json").stdout)["snapshots"]
+    assert [e["id"] for e in log] == [second, first]
+    assert run("ws", "status", "--porcelain").stdout == ""
+    assert target.read_text() == "two\n"
+    assert "On branch main" in run("ws", "status").stdout
+    assert run("ws", "reset", "--hard", first[:12]).returncode == 0  # the cause gone: it works
+    assert target.read_text() == "one\n"

@@ -134,3 +134,25 @@ def test_doctor_outside_a_workspace_names_none(tmp_path: Path) -> None:
     assert json.loads(r.stdout)["workspace"] is None
     text = run_cli("--store", tmp_path / "store", "doctor", cwd=tmp_path).stdout
     assert "workspace:" not in text
+
+
+def test_doctor_reports_a_pending_journal(make_workspace: WorkspaceFactory) -> None:
+    """An operation interrupted after its journal (killed) is a problem doctor
+    names (which operation, since when, how to finish or give it up); none
+    pending is ok."""
+    ws = make_workspace(spec={"a.txt": "one\n"})
+    assert _checks(ws.run("doctor", "--json").stdout)["pending operation"]["status"] == "ok"
+    (ws.path / "a.txt").write_text("two\n")
+    killed = ws.run("commit", "-m", "x", env={"SNAPWS_CRASH_AT": "commit:journaled"}, check=False)
+    assert killed.returncode == -9, killed.stderr
+    journal = ws.store / "journal.json"
+    report = ws.run("doctor", "--json", check=False)
+    check = _checks(report.stdout)["pending operation"]
+    assert check["status"] == "fail"
+    assert check["found"].startswith("an interrupted commit is pending since 20")
+    assert str(journal) in check["found"]
+    assert "`snapws status`) to finish the commit" in check["fix"]
+    assert f"move {journal} out of the store" in check["fix"]
+    assert "[FAIL] pending operation: an interrupted commit" in ws.run("doctor", check=False).stdout
+    ws.run("status")  # finishes it
+    assert _checks(ws.run("doctor", "--json").stdout)["pending operation"]["status"] == "ok"
