@@ -43,6 +43,7 @@ from snapws.backends import backend_for
 from snapws.crash import crashpoint
 from snapws.errors import StoreCorruptError
 from snapws.ids import LayerId, SnapshotId
+from snapws.interrupts import deferred_signals
 from snapws.layers.merge import RunLayer, build_merged_tree
 from snapws.model import Entry, decode_manifest, manifest_id
 from snapws.ops.maintenance.compaction import NO_COMPACTION as NO_COMPACTION
@@ -294,6 +295,7 @@ def flatten_in_workspace(
         backend.release(store, state, None)
         store.clear_journal()
         raise
-    finish_switch(store, j)  # the new mount in place of the frozen one; clear the journal
+    with deferred_signals("the flattened workspace was mounted first"):
+        finish_switch(store, j)  # the new mount in place of the frozen one; clear the journal
     session.reload()
     return result

@@ -40,6 +40,7 @@ from typing import Any
 from snapws.config import Config
 from snapws.crash import crashpoint, steps_of
 from snapws.ids import SnapshotId
+from snapws.interrupts import deferred_signals
 from snapws.ops.maintenance.gc import journal_ids
 from snapws.store.store import Store
 
@@ -343,11 +344,12 @@ def forget(
     are never deleted, whatever ``sids`` says. Returns how many were deleted."""
     if not sids:
         return 0
-    store.write_journal({"op": "prune", "forget": [s.hex for s in sids]})
-    crashpoint("prune:journaled")
-    done = _forget_listed(store, sids, progress)
-    crashpoint("prune:forgotten")
-    store.clear_journal()
+    with deferred_signals("the prune was finished first"):
+        store.write_journal({"op": "prune", "forget": [s.hex for s in sids]})
+        crashpoint("prune:journaled")
+        done = _forget_listed(store, sids, progress)
+        crashpoint("prune:forgotten")
+        store.clear_journal()
     return done
 
 

@@ -182,11 +182,11 @@ def _switch(
     changes found."""
     store, state = session.store, session.state
     backend = backend_for(state)
-    backend.quiesce(store, state, ACTION)
     work = None
     # from the journal on, an interrupt waits for the switch to be finished
     with ExitStack() as critical:
         try:
+            backend.quiesce(store, state, ACTION)  # (release thaws only what is frozen)
             work = backend.changes(session, hold=True)
             between = cache(lambda: snapshot_changes(session, state.head, target))
             j = plan(work, between)

@@ -58,7 +58,6 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
     (nothing is then half-written)."""
     store, state = session.store, session.state
     backend = backend_for(state)
-    backend.quiesce(store, state, "commit")
     work = None
     staging: Path | None = None
     # from the journal on, an interrupt waits for the commit to be finished
@@ -66,6 +65,7 @@ def commit(session: Session, message: str, author: str, allow_empty: bool = Fals
     # before it, one thaws the working tree and nothing is committed
     with ExitStack() as critical:
         try:
+            backend.quiesce(store, state, "commit")  # (release thaws only what is frozen)
             crashpoint("commit:frozen")
             work = backend.changes(session, hold=True)
             if not work.changes and not allow_empty:

@@ -28,6 +28,7 @@ from snapws.backends.upperdir import copy_dir_meta
 from snapws.crash import crashpoint
 from snapws.errors import BadPathError
 from snapws.ids import WorkspaceId
+from snapws.interrupts import deferred_signals
 from snapws.mounts import busy
 from snapws.mounts.mounter import MountBusyError
 from snapws.session import Session
@@ -81,7 +82,8 @@ def eject(session: Session) -> EjectResult:
         rollback_eject(store, j)
         raise
     crashpoint("eject:unmounted")
-    finish_eject(store, j)
+    with deferred_signals("the eject was finished first"):
+        finish_eject(store, j)
     return EjectResult(state.path, state.backend, count or 0)
 
 
