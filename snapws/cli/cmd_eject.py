@@ -22,6 +22,12 @@ def eject_cmd(app: App, directory: Path | None, as_json: bool) -> None:
     from snapws.ops.worktree.eject import eject
 
     start = (app.cwd / directory) if directory else app.cwd
+    if directory is not None:
+        # the namespace of a rootless DIRECTORY (the group entered the one of
+        # the current directory, if any): as `snapws -C DIRECTORY eject`
+        from snapws.backends.userns import enter_for_workspace
+
+        enter_for_workspace(start, app.config, app.store)
     with open_session(start, app.config, app.store, exclusive=True) as s:
         result = eject(s)
     if as_json:

@@ -478,3 +478,14 @@ def test_an_image_of_other_owners_is_refused_clearly(area: UserArea) -> None:
     assert "not mapped in this user namespace" in r.stderr and "hint: import it as root" in r.stderr
     assert "Please report it" not in r.stderr
     assert not (area.root / "ws").exists() or not any((area.root / "ws").iterdir())
+
+
+def test_eject_of_a_directory_named_on_the_command_line(rws: RootlessWs) -> None:
+    """`snapws eject DIR` from outside the workspace enters DIR's namespace,
+    as `snapws -C DIR eject` does (it failed with exit 9, "run snapws as the
+    user who owns the workspace", for that very user)."""
+    rws.inside("echo new > n")
+    out = rws.area.snapws("--store", rws.store, "eject", rws.path, check=False)
+    assert out.returncode == 0, out.stderr
+    assert (rws.path / "n").read_text() == "new\n"  # an ordinary directory again
+    assert not list((rws.store / "workspaces").iterdir())
