@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 
+from snapws.deeppath import anchored, lstat, reach
 from snapws.layers.entries import join, ns_ids, opaque_xattr, parent_of, read_node
 from snapws.layers.materialise import materialise
 from snapws.model import ROOT, Entry, Kind, encode_manifest
@@ -180,7 +181,7 @@ def plan_merged_tree(layers: Sequence[RunLayer], bottom: bool) -> tuple[list[Bui
         if e.kind in (Kind.DIR, Kind.WHITEOUT) or m.source is None:
             steps.append(BuildStep(e, None))
             continue
-        st = os.lstat(join(layers[m.source].tree, e.path))
+        st = lstat(join(layers[m.source].tree, e.path))
         ident: tuple[object, ...] = (st.st_dev, st.st_ino)
         alias = False
         if e.kind is Kind.FILE:
@@ -224,28 +225,32 @@ class TreeBuilder:
     def make(self, steps: Iterable[BuildStep]) -> None:
         """Make these steps' entries (directories bare: see
         :meth:`finish_dirs`). Raises OSError."""
-        for step in steps:
-            dst = join(self.dest, step.entry.path)
-            if step.entry.kind is Kind.DIR:
-                with suppress(FileExistsError):  # made by an interrupted earlier try
-                    os.mkdir(dst, 0o700)
-                continue
-            try:
-                self._make(step, dst)
-            except FileExistsError:  # made by an interrupted earlier try
-                os.unlink(dst)
-                self._make(step, dst)
+        with anchored():  # paths beyond PATH_MAX share their anchors
+            for step in steps:
+                dst = join(self.dest, step.entry.path)
+                if step.entry.kind is Kind.DIR:
+                    with suppress(FileExistsError), reach(dst) as d:  # (an earlier try's)
+                        os.mkdir(d, 0o700)
+                    continue
+                try:
+                    self._make(step, dst)
+                except FileExistsError:  # made by an interrupted earlier try
+                    with reach(dst) as d:
+                        os.unlink(d)
+                    self._make(step, dst)
 
     def _make(self, step: BuildStep, dst: bytes) -> None:
         e = step.entry
         if e.kind is Kind.WHITEOUT:
-            os.mknod(dst, stat.S_IFCHR | 0o600, 0)
+            with reach(dst) as d:
+                os.mknod(d, stat.S_IFCHR | 0o600, 0)
             return
         assert step.source is not None
         src = join(self.trees[step.source], e.path)
         made = self.copies.get(step.key)
         if made is not None:
-            os.link(join(self.dest, made), dst, follow_symlinks=False)
+            with reach(join(self.dest, made)) as a, reach(dst) as b:
+                os.link(a, b, follow_symlinks=False)
         elif step.alias:
             materialise([read_node(e.path, src)], self.dest)
             self.copies[step.key] = e.path
@@ -255,8 +260,10 @@ class TreeBuilder:
     def finish_dirs(self, dirs: Iterable[Entry]) -> None:
         """Owner, mode, xattrs, opaque marker and mtime of these directories
         (give children before parents: mtimes stay). Raises OSError."""
-        for e in dirs:
-            _dir_meta(join(self.dest, e.path), e, self.marker)
+        with anchored():
+            for e in dirs:
+                with reach(join(self.dest, e.path)) as d:
+                    _dir_meta(d, e, self.marker)
 
 
 def build_merged_tree(
@@ -292,7 +299,8 @@ def _link(src: bytes, dst: bytes, dest: bytes, path: bytes) -> bool:
     """Hardlink ``src`` at ``dst``; at the filesystem's hardlink limit, copy
     it instead (with its attributes). False if it had to copy."""
     try:
-        os.link(src, dst, follow_symlinks=False)
+        with reach(src) as a, reach(dst) as b:
+            os.link(a, b, follow_symlinks=False)
         return True
     except OSError as e:
         if e.errno != errno.EMLINK:

@@ -167,7 +167,11 @@ def finish_commit(store: Store, j: CommitJournal, work: WorkChanges | None = Non
     if j.max_depth:
         from snapws.ops.maintenance.flatten import compact
 
-        compact(store, sid, j.max_depth)
+        # maintenance, not the commit (made above): a merge that fails (a
+        # full disk, a path it cannot make) must not keep the commit from
+        # finishing; its steps are crash-safe, the next commit tries again
+        with suppress(OSError, SnapwsError):
+            compact(store, sid, j.max_depth)
     backend.ensure_shown(store, state, crash_step="commit:beneath")
     crashpoint("commit:shown")
     # leftovers go while the journal is there: a kill before the end leaves
