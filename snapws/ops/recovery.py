@@ -42,15 +42,8 @@ def recover(store: Store) -> str | None:
         _sweep(store)
         return None
     store = store.in_namespace(store.journal_namespace(j))  # refs of the journal's workspace
-    try:
+    with finishing(store, j, interrupted=True):
         done = _finish(store, j)
-    except OSError as e:
-        cause = environment_error(e)
-        if cause is None:
-            raise
-        raise _unfinished(store, j, cause) from e
-    except UNFINISHABLE as e:
-        raise _unfinished(store, j, e) from e
     _sweep(store)
     return done
 
@@ -67,32 +60,29 @@ UNFINISHABLE = (
 )
 
 
-def _unfinished(store: Store, j: dict[str, Any], cause: SnapwsError) -> SnapwsError:
-    """The error for the journaled operation ``j`` that ``cause`` stops."""
-    return unfinished_operation(
-        journal_operation(j), journal_since(store), give_up(store, j), cause
-    )
-
-
 @contextmanager
-def finishing(store: Store, j: dict[str, Any]) -> Iterator[None]:
-    """Around a command's own finish of its journaled operation ``j``: an
-    error that would stop every later try too (see :data:`UNFINISHABLE`)
-    becomes an UnfinishedOperationError saying that the journal is pending
-    and what to do."""
+def finishing(store: Store, j: dict[str, Any], interrupted: bool = False) -> Iterator[None]:
+    """Around the finish of the journaled operation ``j`` (a command's own,
+    or, ``interrupted``, a later command's recovery): an error that would
+    stop every later try too (see :data:`UNFINISHABLE`) becomes an
+    UnfinishedOperationError saying that the journal is pending and what
+    to do."""
     try:
         yield
     except OSError as e:
         cause = environment_error(e)
         if cause is None:
             raise
-        raise unfinished_operation(
-            journal_operation(j), "", give_up(store, j), cause, interrupted=False
-        ) from e
+        raise _unfinished(store, j, cause, interrupted) from e
     except UNFINISHABLE as e:
-        raise unfinished_operation(
-            journal_operation(j), "", give_up(store, j), e, interrupted=False
-        ) from e
+        raise _unfinished(store, j, e, interrupted) from e
+
+
+def _unfinished(
+    store: Store, j: dict[str, Any], cause: SnapwsError, interrupted: bool
+) -> SnapwsError:
+    since = journal_since(store) if interrupted else ""
+    return unfinished_operation(journal_operation(j), since, give_up(store, j), cause, interrupted)
 
 
 def give_up(store: Store, j: dict[str, Any]) -> str:
