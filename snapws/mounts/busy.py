@@ -190,20 +190,25 @@ def find_cwd_users(root: Path) -> list[Holder]:
     return _holders(found)
 
 
+def _use_of(pid: int, real: str) -> tuple[str, str] | None:
+    """How ``pid`` uses ``real`` or anything below it, the first found:
+    ``cwd``, ``root``, ``open`` (a descriptor of any mode) or ``mmap`` (a
+    mapping), with the path; None if it does not."""
+    uses = itertools.chain(
+        _dirs_of(pid),
+        (("open", p) for _fd, p, _deleted in _open_files_of(pid)),
+        (("mmap", p) for _perms, p in _mappings_of(pid, os.fsencode(real))),
+    )
+    return next(((how, p) for how, p in uses if _under(p, real)), None)
+
+
 def used_by_me(root: Path) -> bool:
     """Whether this process uses ``root`` (or anything below it): its
     current directory or root, a descriptor or a mapping there (a library
     caller, or a test standing in for a shell). The kernel's count of a
     mount's users (:func:`snapws.mounts.mounter.in_use`) includes it, so such
     a caller asks :func:`is_held`, which leaves it out."""
-    real = _real_root(root)
-    pid = os.getpid()
-    paths = itertools.chain(
-        (p for _how, p in _dirs_of(pid)),
-        (p for _fd, p, _deleted in _open_files_of(pid)),
-        (p for _perms, p in _mappings_of(pid, os.fsencode(real))),
-    )
-    return any(_under(p, real) for p in paths)
+    return _use_of(os.getpid(), _real_root(root)) is not None
 
 
 def is_held(root: Path) -> bool:
@@ -213,19 +218,8 @@ def is_held(root: Path) -> bool:
     the old mount by a remount. Never raises for vanished or unreadable
     processes."""
     real = _real_root(root)
-    needle = os.fsencode(real)  # in the maps of any process mapping a file there
     me = os.getpid()
-    for pid in _pids():
-        if pid == me:
-            continue
-        paths = itertools.chain(
-            (p for _how, p in _dirs_of(pid)),
-            (p for _fd, p, _deleted in _open_files_of(pid)),
-            (p for _perms, p in _mappings_of(pid, needle)),
-        )
-        if any(_under(p, real) for p in paths):
-            return True
-    return False
+    return any(_use_of(pid, real) is not None for pid in _pids() if pid != me)
 
 
 def find_users(root: Path) -> list[Holder]:
@@ -235,20 +229,12 @@ def find_users(root: Path) -> list[Holder]:
     a mapping) and where, the first found in that order. Sorted by pid.
     Never raises for vanished or unreadable processes."""
     real = _real_root(root)
-    needle = os.fsencode(real)
     me = os.getpid()
     found: set[tuple[int, str, str]] = set()
     for pid in _pids():
-        if pid == me:
-            continue
-        uses = itertools.chain(
-            ((how, p) for how, p in _dirs_of(pid)),
-            (("open", p) for _fd, p, _deleted in _open_files_of(pid)),
-            (("mmap", p) for _perms, p in _mappings_of(pid, needle)),
-        )
-        hit = next(((how, p) for how, p in uses if _under(p, real)), None)
-        if hit is not None:
-            found.add((pid, hit[1], hit[0]))
+        use = _use_of(pid, real) if pid != me else None
+        if use is not None:
+            found.add((pid, use[1], use[0]))
     return _holders(found)
 
 
