@@ -38,7 +38,7 @@ from snapws.deeppath import anchored, lstat, open_fd, reach
 from snapws.layers.entries import Node, list_xattrs, parent_of
 from snapws.layers.materialise import copy_into
 from snapws.model import ROOT, Kind
-from snapws.store.atomic import fsync_fd
+from snapws.store.atomic import write_synced
 
 SIDE = "outside-links"
 LIST = "outside-links.list"
@@ -177,9 +177,6 @@ def _copy_file(src: bytes, dst: bytes, st: os.stat_result) -> None:
 def _write_durable(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        fsync_fd(fd)
+        write_synced(fd, data)
     finally:
         os.close(fd)
