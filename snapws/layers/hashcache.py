@@ -14,6 +14,11 @@ is missing, torn, or from another version, everything is hashed again.
 
 Status and diff in a held workspace compare the same changed files at every
 call; with this, they read each of them once, not once per command.
+
+Only commands that change nothing trust a stamp (``trust``): a write
+through a shared writable mapping can change a file without moving its
+ctime until writeback, and a commit or checkout that took such a file for
+unchanged would prune or overwrite it. They still record what they hash.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ class HashCache:
     """Content hashes of files, keyed by absolute path for this process and
     by (device, inode) with the file's stamp across processes."""
 
-    def __init__(self) -> None:
+    def __init__(self, trust: bool = False) -> None:
+        self._trust = trust  # use the stamps of earlier processes (read-only commands)
         self._cache: dict[bytes, ContentHash] = {}
         self._known: dict[tuple[int, int], Stamp] = {}  # loaded or learnt
         self._used: dict[tuple[int, int], Stamp] = {}  # this process's, kept first
@@ -79,7 +85,7 @@ class HashCache:
         if h is not None:
             return h
         key = (st.st_dev, st.st_ino)
-        stamp = self._known.get(key)
+        stamp = self._known.get(key) if self._trust else None
         if stamp is None or stamp[:3] != (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
             return None
         self._used[key] = stamp
@@ -103,10 +109,11 @@ class HashCache:
     # ---- across processes --------------------------------------------------------
 
     @classmethod
-    def load(cls, path: Path) -> HashCache:
+    def load(cls, path: Path, trust: bool = True) -> HashCache:
         """The cache saved at ``path``; an empty one if there is none or it
-        is unreadable (never raises)."""
-        cache = cls()
+        is unreadable (never raises). ``trust``: its stamps may stand for a
+        file's hash (read-only commands only, see the module docstring)."""
+        cache = cls(trust)
         _drop_old_copies(path)
         try:
             data = path.read_bytes()

@@ -68,7 +68,7 @@ def open_session(
         # the hashes of files earlier commands read (by inode and stamp), so
         # that status and commit hash what changed since, not all of U
         hashes_file = store.workspace_dir(state.id) / HASHES_FILE
-        hashes = HashCache.load(hashes_file)
+        hashes = HashCache.load(hashes_file, trust=not exclusive)  # (see hashcache)
         yield Session(store, state, config, hashes)
         hashes.save(hashes_file)
 

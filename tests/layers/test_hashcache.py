@@ -117,3 +117,21 @@ def test_save_leaves_no_temporary_copy(tmp_path: Path, counted: list[bytes]) -> 
     again = HashCache.load(tmp_path / "hashes")
     again.save(tmp_path / "hashes")
     assert not (tmp_path / "hashes").exists()
+
+
+def test_a_command_that_changes_something_trusts_no_stamp(
+    tmp_path: Path, counted: list[bytes]
+) -> None:
+    """A commit or checkout (an exclusive session) hashes again what an
+    earlier process stamped: a write through a shared mapping may not have
+    moved the ctime yet. It still records what it hashed."""
+    f = tmp_path / "f"
+    f.write_bytes(b"one")
+    first = HashCache()
+    first.get(_b(f))
+    first.save(tmp_path / "hashes")
+    untrusting = HashCache.load(tmp_path / "hashes", trust=False)
+    assert untrusting.get(_b(f)) == hash_file(_b(f))
+    assert counted == [_b(f), _b(f)]
+    assert HashCache.load(tmp_path / "hashes").get(_b(f)) == hash_file(_b(f))
+    assert len(counted) == 2  # a read-only command does trust it
