@@ -66,7 +66,8 @@ def open_session(
 
             state = settle(store, state)
         # the hashes of files earlier commands read (by inode and stamp), so
-        # that status and commit hash what changed since, not all of U
+        # that status and diff hash what changed since, not all of U; commands
+        # that change something only record them
         hashes_file = store.workspace_dir(state.id) / HASHES_FILE
         hashes = HashCache.load(hashes_file, trust=not exclusive)  # (see hashcache)
         yield Session(store, state, config, hashes)
