@@ -9,6 +9,11 @@ Grammar::
 ``~`` alone is ``~1``, ``^`` alone is ``^1``. ``~N`` follows first parents N times;
 ``^N`` takes the N-th parent (``^0`` is the snapshot itself, ``^2`` a merge's second parent).
 
+``@{-N}`` (the N-th branch or snapshot checked out before the current one, as
+git's; ``checkout -`` is ``@{-1}``) is not resolved here but replaced first by
+the branch name or snapshot id that HEAD's reflog names
+(:func:`prior_checkout_number`, :func:`prior_checkout`).
+
 A base that is not HEAD, ``@`` or an id prefix must be a valid ref name
 (:func:`snapws.refnames.ref_name_problem`): an absolute path, ``..``, control
 characters or an overlong name are refused before any ref is looked up.
@@ -20,6 +25,7 @@ Pure: the snapshots are reached through a :class:`RevisionSource`. Imports only
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -79,7 +85,7 @@ def _base_problem(base: str) -> str | None:
         if ord(char) < 0x20 or ord(char) == 0x7F or char in _BAD_BASE_CHARS:
             return f"{shown(base)} contains {char!r}"
     if "@{" in base:
-        return "the @{...} forms are not supported"
+        return "the @{...} forms are not supported (except @{-N}, the N-th previous checkout)"
     if ".." in base:
         return "ranges (A..B) are not accepted here"
     if base.startswith("-"):
@@ -201,3 +207,51 @@ def resolve(text: str, source: RevisionSource) -> SnapshotId:
             sid = parents[count - 1]
         start = end
     return sid
+
+
+_PRIOR_RE = re.compile(r"@\{-([0-9]{1,9})\}")
+_CHECKOUT_PREFIX = "checkout: moving from "
+
+
+def prior_checkout_number(text: str) -> tuple[int, str] | None:
+    """``(N, rest)`` when ``text`` starts with ``@{-N}`` (N >= 1), e.g.
+    ``(1, "~2")`` for ``@{-1}~2``; None for any other revision. Raises
+    RevisionNotFoundError for ``@{-0}``."""
+    match = _PRIOR_RE.match(text)
+    if match is None:
+        return None
+    n = int(match.group(1))
+    if n == 0:
+        raise _syntax_error(text, "@{-0} is not a previous checkout (N starts at 1)")
+    return n, text[match.end() :]
+
+
+@dataclass(frozen=True, slots=True)
+class PriorCheckout:
+    """Where HEAD was before a checkout: on ``branch``, or detached (None)
+    at ``id`` (the snapshot HEAD left)."""
+
+    branch: str | None
+    id: SnapshotId
+
+
+def prior_checkout(moves: Iterable[tuple[SnapshotId | None, str]], n: int) -> PriorCheckout | None:
+    """Where HEAD was before the ``n``-th last checkout (``@{-n}``, n >= 1),
+    as git finds it: from HEAD's reflog, ``moves`` being its entries newest
+    first as ``(old snapshot, message)``. Only ``checkout: moving from A to
+    B`` entries count (commits, resets and remounts do not); ``A`` is a
+    branch name, or the short id of a detached HEAD, which ``old`` gives in
+    full. None when the reflog has fewer than ``n`` checkouts."""
+    seen = 0
+    for old, message in moves:
+        if not message.startswith(_CHECKOUT_PREFIX) or old is None:
+            continue
+        name = message[len(_CHECKOUT_PREFIX) :].split(" to ", 1)[0]
+        seen += 1
+        if seen < n:
+            continue
+        detached = is_hex_prefix(name) and old.hex.startswith(name)
+        if detached or ref_name_problem(name) is not None:  # (a damaged message too)
+            return PriorCheckout(None, old)
+        return PriorCheckout(name, old)
+    return None

@@ -9,7 +9,15 @@ import pytest
 
 from snapws.errors import AmbiguousRevisionError, ExitCode, RevisionNotFoundError
 from snapws.ids import SnapshotId
-from snapws.revparse import RevisionSource, RevSpec, parse_rev, resolve
+from snapws.revparse import (
+    PriorCheckout,
+    RevisionSource,
+    RevSpec,
+    parse_rev,
+    prior_checkout,
+    prior_checkout_number,
+    resolve,
+)
 
 
 def sid(label: str) -> SnapshotId:
@@ -372,3 +380,62 @@ def test_unknown_long_revision_message_is_shortened(source: FakeSource) -> None:
     with pytest.raises(RevisionNotFoundError) as info:
         resolve(text, source)
     assert str(info.value) == f"unknown revision {text[:256]!r}... (803 characters)"
+
+
+# ---- @{-N}: the N-th previous checkout (git's `checkout -`) ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("@{-1}", (1, "")),
+        ("@{-12}~2", (12, "~2")),
+        ("@{-1}^", (1, "^")),
+        ("HEAD", None),
+        ("@", None),
+        ("main", None),
+        ("HEAD@{1}", None),
+        ("@{1}", None),
+        ("@{-x}", None),
+    ],
+)
+def test_prior_checkout_number(text: str, expected: tuple[int, str] | None) -> None:
+    assert prior_checkout_number(text) == expected
+
+
+def test_prior_checkout_zero_is_refused() -> None:
+    with pytest.raises(RevisionNotFoundError, match="N starts at 1"):
+        prior_checkout_number("@{-0}")
+
+
+def test_the_other_at_brace_forms_stay_refused_and_say_which_is_accepted() -> None:
+    with pytest.raises(RevisionNotFoundError, match=r"except @\{-N\}"):
+        parse_rev("main@{1}")
+
+
+A, B, C = (SnapshotId(c * 32) for c in "abc")
+
+
+def test_prior_checkout_reads_only_checkouts_newest_first() -> None:
+    moves = [  # newest first, as HEAD's reflog reads backwards
+        (B, "commit: two"),
+        (A, "checkout: moving from feat to main"),
+        (C, "reset: moving to HEAD~1"),
+        (C, f"checkout: moving from {C.short()} to feat"),
+        (A, "checkout: moving from main to HEAD~1"),
+    ]
+    assert prior_checkout(moves, 1) == PriorCheckout("feat", A)
+    assert prior_checkout(moves, 2) == PriorCheckout(None, C)  # detached: its full id
+    assert prior_checkout(moves, 3) == PriorCheckout("main", A)
+    assert prior_checkout(moves, 4) is None
+
+
+def test_prior_checkout_of_an_empty_or_checkout_free_reflog() -> None:
+    assert prior_checkout([], 1) is None
+    assert prior_checkout([(A, "commit: one"), (None, "init")], 1) is None
+
+
+def test_a_damaged_checkout_message_falls_back_to_the_snapshot_left() -> None:
+    moves = [(A, "checkout: moving from ../../etc to main"), (B, "checkout: moving from  to x")]
+    assert prior_checkout(moves, 1) == PriorCheckout(None, A)
+    assert prior_checkout(moves, 2) == PriorCheckout(None, B)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from snapws.config import Config
-from snapws.errors import BadPathError
+from snapws.errors import BadPathError, RevisionNotFoundError
 from snapws.ids import SnapshotId
 
 if TYPE_CHECKING:
@@ -42,7 +42,38 @@ class App:
     def resolve(self, session: Session, rev: str) -> SnapshotId:
         from snapws.ops.history.revs import resolve_rev
 
-        return resolve_rev(session.store, session.state.head, rev)
+        return resolve_rev(session.store, session.state.head, self.expand_prior(session, rev))
+
+    def expand_prior(self, session: Session, rev: str) -> str:
+        """``rev`` with a leading ``@{-N}`` replaced by the branch name (or
+        the full id of the detached snapshot) that HEAD's reflog says the
+        N-th last checkout left, as git does; other revisions as they are.
+        Raises RevisionNotFoundError when there is no such checkout or its
+        branch no longer exists."""
+        from snapws.revparse import prior_checkout, prior_checkout_number
+
+        found = prior_checkout_number(rev)
+        if found is None:
+            return rev
+        n, rest = found
+        from snapws.ops.history.log import reflog
+
+        moves = ((e.old, e.message) for e in reflog(session.store, session.head_ref()))
+        prior = prior_checkout(moves, n)
+        if prior is None:
+            went = "no checkout" if n == 1 else f"fewer than {n} checkouts"
+            raise RevisionNotFoundError(
+                f"{rev}: HEAD's reflog shows {went} to go back to",
+                hint="`snapws reflog` shows where HEAD has been",
+            )
+        if prior.branch is None:
+            return prior.id.hex + rest
+        if session.store.read_ref("heads", prior.branch) is None:
+            raise RevisionNotFoundError(
+                f"{rev}: the branch checked out before, {prior.branch!r}, no longer exists",
+                hint=f"`snapws checkout {prior.id.short()}` goes back to where it was then",
+            )
+        return prior.branch + rest
 
     def rel_paths(self, session: Session, paths: tuple[str, ...]) -> tuple[bytes, ...]:
         """Command-line paths (relative to the current directory) as paths
@@ -126,11 +157,22 @@ def note_if_below_new_mount(app: App, path: str, backend: str) -> None:
         app.info("note: your shell is below the new mount; run `cd .` to see the workspace")
 
 
+class HintedUsageError(click.UsageError):
+    """A bad command line whose ``hint:`` line says more than "see --help"
+    (exit 2, USAGE)."""
+
+    def __init__(self, message: str, hint: str, ctx: click.Context | None = None) -> None:
+        super().__init__(message, ctx)
+        self.hint = hint
+
+
 class PathsAfterDashDash(click.Command):
     """A command whose arguments after ``--`` are paths (kept in
-    ``ctx.meta["snapws.paths"]``), as in ``snapws diff REV -- PATH``."""
+    ``ctx.meta["snapws.paths"]``), as in ``snapws diff REV -- PATH``;
+    ``ctx.meta["snapws.dashdash"]`` tells whether ``--`` was given."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["snapws.dashdash"] = "--" in args
         if "--" in args:
             i = args.index("--")
             ctx.meta["snapws.paths"] = tuple(args[i + 1 :])
@@ -138,6 +180,24 @@ class PathsAfterDashDash(click.Command):
         else:
             ctx.meta["snapws.paths"] = ()
         return super().parse_args(ctx, args)
+
+
+class CountAsOption(click.Command):
+    """A command that takes git's ``-<number>`` for ``-n <number>``
+    (``snapws log -3``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        for arg in args:
+            if arg == "--":  # what follows is not an option
+                out += args[len(out) :]
+                break
+            takes_value = bool(out) and out[-1] in ("-n", "--max-count")
+            count = arg[1:]
+            if not takes_value and arg[:1] == "-" and count.isascii() and count.isdigit():
+                arg = f"--max-count={count}"
+            out.append(arg)
+        return super().parse_args(ctx, out)
 
 
 def emit_bytes(data: bytes) -> None:

@@ -24,7 +24,8 @@ from snapws.ops.worktree.checkout import checkout, reset
 def checkout_cmd(
     app: App, rev: str | None, new_branch: str | None, discard: bool, detach: bool, as_json: bool
 ) -> None:
-    """Remount the workspace on REV (a branch, tag, id, HEAD~N...).
+    """Remount the workspace on REV (a branch, tag, id, HEAD~N...; `-` is
+    the branch or snapshot checked out before, as git's).
 
     A branch name attaches HEAD to it; anything else gives a detached HEAD,
     as in git. Uncommitted changes make it refuse (exit 5) unless --discard.
@@ -32,6 +33,8 @@ def checkout_cmd(
     if rev is None and new_branch is None:
         raise click.UsageError("give a revision, or -b NAME")
     with app.session(exclusive=True) as s:
+        if rev is not None:  # `-`, @{-N}: the branch or snapshot checked out before, as git
+            rev = app.expand_prior(s, "@{-1}" if rev == "-" else rev)
         target = app.resolve(s, rev or "HEAD")
         if detach or new_branch:
             branch = None

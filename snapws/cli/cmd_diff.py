@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING
+
 import click
 
 from snapws.cli import gitformat
-from snapws.cli.app import App, PathsAfterDashDash, emit_bytes, emit_json, pass_app
+from snapws.cli.app import (
+    App,
+    HintedUsageError,
+    PathsAfterDashDash,
+    emit_bytes,
+    emit_json,
+    pass_app,
+)
 from snapws.cli.render import change_line, changes_json, relative_to
-from snapws.errors import ExitCode
+from snapws.errors import (
+    AmbiguousRevisionError,
+    BadPathError,
+    ExitCode,
+    RevisionNotFoundError,
+)
 from snapws.model import Change, ChangeType, Kind, display_path
 from snapws.ops.worktree.diff import DiffResult, diff, status, status_ignored
+from snapws.refnames import shown
+
+if TYPE_CHECKING:
+    from snapws.session import Session
 
 
 @click.command("status")
@@ -82,6 +101,46 @@ def status_cmd(
         raise SystemExit(int(ExitCode.DIFFERENCES))
 
 
+_DASHDASH_HINT = (
+    "put paths after -- (`snapws diff [REV...] -- PATH...`), also those not in the "
+    "working tree (deleted ones)"
+)
+
+
+def _revs_then_paths(
+    app: App, session: Session, args: tuple[str, ...]
+) -> tuple[list[str], tuple[str, ...]]:
+    """Split the arguments of ``snapws diff`` given without ``--`` as git
+    does: the leading ones that are revisions, then paths, from the first
+    that is not one on, each of which must exist in the working tree. An
+    argument that is both a revision and such a path is refused as
+    ambiguous (exit 2). Raises RevisionNotFoundError or BadPathError."""
+    for i, arg in enumerate(args):
+        is_path = os.path.lexists(os.path.join(app.cwd, arg))
+        try:
+            app.resolve(session, arg)
+        except (RevisionNotFoundError, AmbiguousRevisionError) as e:
+            if not is_path:
+                raise type(e)(
+                    f"{shown(arg)} is neither a revision nor a path in the working tree "
+                    f"({e.message})",
+                    hint=_DASHDASH_HINT,
+                ) from None
+            for later in args[i + 1 :]:
+                if not os.path.lexists(os.path.join(app.cwd, later)):
+                    raise BadPathError(
+                        f"{shown(later)}: no such path in the working tree", hint=_DASHDASH_HINT
+                    ) from None
+            return list(args[:i]), args[i:]
+        if is_path:
+            raise HintedUsageError(
+                f"ambiguous argument {shown(arg)}: both a revision and a path in the working tree",
+                f"use -- to tell: `snapws diff {arg} --` for the revision, "
+                f"`snapws diff -- {arg}` for the path",
+            )
+    return list(args), ()
+
+
 def _content(result: DiffResult, c: Change, side: str) -> bytes | None:
     e = c.old if side == "old" else c.new
     if e is None or e.kind not in (Kind.FILE, Kind.SYMLINK):
@@ -121,14 +180,19 @@ def diff_cmd(
     snapws diff REV              working tree against REV
     snapws diff REV1 REV2        REV1 against REV2 (any two snapshots)
     snapws diff ... -- PATH...   only these paths
+    snapws diff [REV...] PATH... likewise, PATHs in the working tree (as git)
     """
-    paths_raw: tuple[str, ...] = click.get_current_context().meta.get("snapws.paths", ())
-    argv_revs = list(revs)
-    if len(argv_revs) > 2:
-        raise click.UsageError("at most two revisions (use -- before paths)")
+    meta = click.get_current_context().meta
+    paths_raw: tuple[str, ...] = meta.get("snapws.paths", ())
     if nul and not (name_only or name_status):
         raise click.UsageError("-z goes with --name-only or --name-status")
     with app.session(exclusive=False) as s:
+        if meta.get("snapws.dashdash"):
+            argv_revs = list(revs)
+        else:  # as git: revisions first, then paths of the working tree
+            argv_revs, paths_raw = _revs_then_paths(app, s, revs)
+        if len(argv_revs) > 2:
+            raise click.UsageError("at most two revisions (use -- before paths)")
         old = app.resolve(s, argv_revs[0]) if argv_revs else None
         new = app.resolve(s, argv_revs[1]) if len(argv_revs) == 2 else None
         paths = app.rel_paths(s, paths_raw)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from snapws.cli import gitformat
-from snapws.cli.app import App, emit_bytes, emit_json, pass_app
+from snapws.cli.app import App, CountAsOption, emit_bytes, emit_json, pass_app
 from snapws.cli.graph import graph_lines
 from snapws.cli.render import (
     change_line,
@@ -29,9 +29,11 @@ def _oneline(e: LogEntry, head: SnapshotId, branch: str | None) -> str:
     return f"{e.id.short()}{decorations(e.refs, e.id == head, branch)} {first}"
 
 
-@click.command("log")
+@click.command("log", cls=CountAsOption)
 @click.argument("revs", nargs=-1)
-@click.option("-n", "--max-count", type=click.IntRange(min=0), help="Show at most N snapshots.")
+@click.option(
+    "-n", "--max-count", type=click.IntRange(min=0), help="Show at most N snapshots (also -N)."
+)
 @click.option("--all", "all_refs", is_flag=True, help="Start from every branch, tag and workspace.")
 @click.option("--graph", is_flag=True, help="Draw the history as a graph (one line each).")
 @click.option("--oneline", is_flag=True, help="One line per snapshot.")
@@ -135,9 +137,11 @@ def show_cmd(
         click.echo(f"  {change_line(c)}")
 
 
-@click.command("reflog")
+@click.command("reflog", cls=CountAsOption)
 @click.argument("ref", default="HEAD")
-@click.option("-n", "--max-count", type=click.IntRange(min=0), help="Show at most N entries.")
+@click.option(
+    "-n", "--max-count", type=click.IntRange(min=0), help="Show at most N entries (also -N)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
 @pass_app
 def reflog_cmd(app: App, ref: str, max_count: int | None, as_json: bool) -> None:

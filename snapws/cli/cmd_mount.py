@@ -66,6 +66,7 @@ def workspaces_cmd(app: App, as_json: bool) -> None:
                         "mount": i.mount,
                         "backend": i.state.backend,
                         "base": i.state.base.hex if i.state.base else None,
+                        "held": i.held,
                     }
                     for i in infos
                 ]
@@ -75,8 +76,14 @@ def workspaces_cmd(app: App, as_json: bool) -> None:
     for i in infos:
         where = i.state.branch or f"detached {i.state.head.short()}"
         mount = i.mount if i.mount == i.state.backend else f"{i.mount}, {i.state.backend}"
-        if i.state.base is not None:  # changed through its live mount while programs held it
-            mount += f", held (its mount still shows {i.state.base.short()} below the changes)"
+        base = i.state.base  # set: changed through its live mount while programs held it
+        if base is not None and i.held:
+            mount += f", held (its mount still shows {base.short()} below the changes)"
+        elif base is not None and i.mount in ("mounted", "frozen"):
+            mount += (
+                f", no longer held (its mount shows {base.short()} below the changes "
+                "until the next command that changes it, or `snapws mount`)"
+            )
         click.echo(f"{i.state.path}  {where}  {i.state.head.short()}  [{mount}]")
 
 

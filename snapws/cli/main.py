@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from snapws import __version__
-from snapws.cli.app import CANNOT_ENTER_HINT, App, cannot_enter
+from snapws.cli.app import CANNOT_ENTER_HINT, App, HintedUsageError, cannot_enter
 from snapws.config import load_config
 from snapws.errors import ExitCode, SnapwsError, environment_error
 from snapws.interrupts import DeferredInterrupt
@@ -41,6 +41,14 @@ class SnapwsGroup(click.Group):
                     command.params.append(_quiet_after_command())
                 return command
         raise LookupError(f"{modname} does not define the command {cmd_name!r}")
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and name[0] != "-" and name not in COMMAND_MODULES and not ctx.resilient_parsing:
+            raise _unknown_command(name, ctx)
+        return super().resolve_command(ctx, args)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -179,6 +187,25 @@ _HELP_ERRORS: tuple[type[click.UsageError], ...] = tuple(
 )
 
 
+def _unknown_command(name: str, ctx: click.Context) -> HintedUsageError:
+    """``'stauts' is not a snapws command``, with the most similar ones as
+    git names them (``The most similar command is status``)."""
+    import difflib  # only here: start-up
+
+    known = list(COMMAND_MODULES)
+    similar = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    if len(name) >= 3:  # an abbreviation: `snapws work` for workspaces
+        similar += [c for c in known if c.startswith(name) and c not in similar]
+    shown = ", ".join(f"`snapws {c}`" for c in similar[:3])
+    if not similar:
+        hint = "see `snapws --help` for the list of commands"
+    elif len(similar) == 1:
+        hint = f"the most similar command is {shown}"
+    else:
+        hint = f"the most similar commands are {shown}"
+    return HintedUsageError(f"{name!r} is not a snapws command", hint, ctx)
+
+
 def _usage_error(e: click.UsageError) -> NoReturn:
     """A bad command line: ``snapws: error:`` + ``hint:``, exit 2 (USAGE)."""
     if isinstance(e, _HELP_ERRORS):  # a group run without a command: its help
@@ -186,7 +213,8 @@ def _usage_error(e: click.UsageError) -> NoReturn:
     try:
         click.echo(f"snapws: error: {e.format_message()}", err=True)
         where = e.ctx.command_path if e.ctx is not None else "snapws"
-        click.echo(f"hint: see `{where} --help`", err=True)
+        hint = e.hint if isinstance(e, HintedUsageError) else f"see `{where} --help`"
+        click.echo(f"hint: {hint}", err=True)
     except BrokenPipeError:
         pass
     sys.exit(int(ExitCode.USAGE))

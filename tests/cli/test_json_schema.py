@@ -168,6 +168,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
             "mount": "str",
             "backend": "str",
             "base": "id?",
+            "held": "bool",
         }
     },
     "doctor": {

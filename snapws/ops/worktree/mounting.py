@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from snapws.backends import backend_for
+from snapws.errors import SnapwsError
 from snapws.model import WorkspaceState
+from snapws.mounts import busy, mounter
 from snapws.ops.workspace import mounted_state
 from snapws.store.store import Store
 
@@ -16,6 +19,9 @@ class WorkspaceInfo:
     state: WorkspaceState
     mount: str  # mounted | frozen | stale | foreign | unmounted | plain
     store: Path
+    #: a held workspace (``state.base`` set) that a process other than this
+    #: one still uses; False once nothing does (the next change settles it)
+    held: bool = False
 
 
 def mount(store: Store, state: WorkspaceState) -> bool:
@@ -38,4 +44,28 @@ def umount(store: Store, state: WorkspaceState, lazy: bool = False) -> bool:
 
 
 def workspaces(store: Store) -> list[WorkspaceInfo]:
-    return [WorkspaceInfo(s, mounted_state(s, store), store.root) for s in store.workspaces()]
+    """The store's workspaces, how each is shown, and whether a held one
+    (``base`` set: the record keeps it until the next change settles it)
+    is still held by a process now (:func:`_still_held`). Never raises for
+    a held workspace's check."""
+    out = []
+    for s in store.workspaces():
+        mount = mounted_state(s, store)
+        held = s.base is not None and mount in ("mounted", "frozen") and _still_held(store, s)
+        out.append(WorkspaceInfo(s, mount, store.root, held))
+    return out
+
+
+def _still_held(store: Store, state: WorkspaceState) -> bool:
+    """Whether a process other than this one uses the workspace's mount.
+    The kernel's count of the mount's users (a syscall, which needs the
+    store lock exclusively: taken only if free now) says "nobody" in the
+    usual case; otherwise a scan of /proc decides (~0.1 ms a process),
+    leaving out this process (run from inside the workspace) and lookups
+    in flight, as a commit's check does."""
+    path = Path(state.path)
+    if not busy.used_by_me(path):
+        with suppress(SnapwsError, OSError), store.lock(True, 0):
+            if mounter.in_use(path) is False:
+                return False
+    return busy.is_held(path)
