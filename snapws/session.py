@@ -8,12 +8,13 @@ knows nothing of either."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from snapws.config import Config
-from snapws.ids import SnapshotId
+from snapws.ids import LayerId, SnapshotId
 from snapws.layers.ignore import IgnoreRules
+from snapws.layers.manifestdiff import ManifestChain, SortedManifest
 from snapws.layers.view import ChainView, HashCache
 from snapws.model import WorkspaceState
 from snapws.store.store import Store
@@ -30,6 +31,7 @@ class Session:
     state: WorkspaceState
     config: Config
     hashes: HashCache
+    _manifests: dict[LayerId, SortedManifest] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -53,6 +55,14 @@ class Session:
     def chain_view(self, sid: SnapshotId) -> ChainView:
         """The tree of snapshot ``sid``: its layer chain, read from the store."""
         return ChainView([os.fsencode(p) for p in self.store.layer_trees(sid)], self.hashes)
+
+    def manifest_chain(self, sid: SnapshotId) -> ManifestChain:
+        """The tree of snapshot ``sid`` as its layers' manifests (each layer's
+        opened once in this session). Raises as
+        :func:`snapws.store.manifests.manifest_chain`."""
+        from snapws.store.manifests import manifest_chain
+
+        return manifest_chain(self.store, sid, self._manifests)
 
     def ignore_rules(self) -> IgnoreRules:
         """The rules of the working tree: its ``.snapwsignore`` files (read

@@ -43,10 +43,9 @@ from snapws.backends.upperdir import (
 )
 from snapws.config import Config
 from snapws.crash import crashpoint
-from snapws.errors import MountError, NotMountedError, UnsupportedError
-from snapws.ids import LayerId, SnapshotId, WorkspaceId
-from snapws.layers.diff import diff_views
-from snapws.layers.ignore import drop_ignored
+from snapws.errors import MountError, NotMountedError, StoreCorruptError, UnsupportedError
+from snapws.ids import SnapshotId, WorkspaceId
+from snapws.layers.ignore import drop_ignored, ignored_tops
 from snapws.layers.materialise import materialise
 from snapws.layers.scan import (
     CommitPlan,
@@ -54,7 +53,9 @@ from snapws.layers.scan import (
     ignored_in_upper,
     plan_upper,
     prune_upper,
+    visits_of,
 )
+from snapws.layers.upperdiff import diff_upper
 from snapws.layers.view import ChainView
 from snapws.model import Change, Entry, Kind, WorkspaceState
 from snapws.mounts import busy, mounter
@@ -187,15 +188,20 @@ class OverlayBackend(MountSwapper, Backend):
         store, state = session.store, session.state
         rules = session.ignore_rules()
         upper = os.fsencode(session.upper)
-        plan = plan_upper(upper, session.chain_view(state.mounted_head), self.upper_form, rules)
+        lower = session.manifest_chain(state.mounted_head)
+        plan = plan_upper(
+            upper, session.chain_view(state.mounted_head), self.upper_form, rules, lower
+        )
         through = hold and self.holds(store, state)
         if state.base is None:
             hiding = {n.path for n in plan.keep if n.kind is not Kind.DIR or n.opaque}
             return WorkChanges(plan.changes, plan.ignored, hiding, _Work(plan, through))
-        head_view = session.chain_view(state.head)
-        tops = ignored_in_upper(upper, head_view, self.upper_form, rules)
-        dirs = [upper, *_layer_dirs(store, store.unshared_layers(state.base, state.head))]
-        found = diff_views(head_view, self.working_view(session), dirs, skip=set(tops))
+        head = session.manifest_chain(state.head)
+        try:
+            tops = ignored_tops(visits_of(plan.nodes), lambda p: head.locate(p) is not None, rules)
+            found = diff_upper(plan.nodes, lower, head, session.hashes, set(tops))
+        except ValueError as e:  # a manifest line read on the way
+            raise StoreCorruptError(f"a layer has a damaged manifest: {e}") from e
         changes, ignored = drop_ignored(found, tops)
         hiding = {n.path for n in plan.keep if n.opaque} | {
             c.path
@@ -492,10 +498,6 @@ def _memo(work: WorkChanges) -> _Work:
     memo = work.memo
     assert isinstance(memo, _Work), "changes() of this backend made the memo"
     return memo
-
-
-def _layer_dirs(store: Store, layers: list[LayerId]) -> list[bytes]:
-    return [os.fsencode(store.layer_tree(x)) for x in layers]
 
 
 def _plan(work: WorkChanges) -> CommitPlan:

@@ -395,7 +395,7 @@ class ManifestChain:
                         yield e.path
 
 
-def _as_shown(e: Entry) -> Entry:
+def as_shown(e: Entry) -> Entry:
     """An entry as a tree read shows it: hardlink leaders are a layer's own
     bookkeeping, never part of a change."""
     return replace(e, link=None) if e.link is not None else e
@@ -450,7 +450,7 @@ def diff_chains(
         if lo is not None and ln is not None and old.layers[lo[0]][0] == new.layers[ln[0]][0]:
             continue  # the very same entry of a layer both chains have
         c = classify(
-            p, _as_shown(lo[1]) if lo is not None else None, _as_shown(ln[1]) if ln else None
+            p, as_shown(lo[1]) if lo is not None else None, as_shown(ln[1]) if ln else None
         )
         if c is not None:
             changes.append(c)

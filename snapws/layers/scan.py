@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from snapws.deeppath import anchored, lexists, lstat, open_fd, reach
-from snapws.errors import LayerRejectedError
+from snapws.errors import LayerRejectedError, StoreCorruptError
 from snapws.ids import ContentHash
 from snapws.layers import fuseform
 from snapws.layers.entries import (
@@ -26,6 +26,8 @@ from snapws.layers.entries import (
 )
 from snapws.layers.hashing import hash_files
 from snapws.layers.ignore import IgnoreRules, Visit, drop_ignored, ignored_tops
+from snapws.layers.manifestdiff import ManifestChain
+from snapws.layers.upperdiff import diff_upper
 from snapws.layers.view import ChainView, HashCache
 from snapws.model import ROOT, Change, Entry, Kind, display_path
 
@@ -114,13 +116,15 @@ class CommitPlan:
     them: they are empty once those are moved out); ``changes`` is what a
     user would see; ``keep`` are the nodes that stay and make the new layer;
     ``ignored`` the topmost ignored paths (untracked, excluded by the ignore
-    rules), which are in none of the others."""
+    rules), which are in none of the others; ``nodes`` every node of U
+    (parents before children)."""
 
     changes: list[Change] = field(default_factory=list)
     prune: list[bytes] = field(default_factory=list)
     keep: list[Node] = field(default_factory=list)
     forbidden: list[tuple[bytes, str]] = field(default_factory=list)
     ignored: list[bytes] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
 
     def prune_around_ignored(self) -> list[bytes]:
         """``prune`` without the directories that hold ignored paths (for an
@@ -138,7 +142,11 @@ def _ancestors(path: bytes) -> list[bytes]:
 
 
 def plan_upper(
-    upper: bytes, lower: ChainView, form: str = "overlay", ignore: IgnoreRules | None = None
+    upper: bytes,
+    lower: ChainView,
+    form: str = "overlay",
+    ignore: IgnoreRules | None = None,
+    manifests: ManifestChain | None = None,
 ) -> CommitPlan:
     """Compare the upperdir ``upper`` with the merged ``lower`` view.
 
@@ -151,13 +159,22 @@ def plan_upper(
     markers that hide nothing are not kept, see :mod:`snapws.layers.fuseform`).
     Raises LayerRejectedError if U carries redirect, metacopy or whiteout
     attributes, or an opaque attribute other than ``y`` (see
-    :data:`snapws.layers.entries.FORBIDDEN_XATTRS`)."""
+    :data:`snapws.layers.entries.FORBIDDEN_XATTRS`).
+
+    ``manifests``: ``lower``'s chain as its layers' manifests, which then
+    stand for the layer trees (:func:`snapws.layers.upperdiff.diff_upper`:
+    no layer below U is probed or hashed); raises StoreCorruptError if one
+    is damaged."""
     with anchored():  # paths may be longer than PATH_MAX
-        return _plan_upper(upper, lower, form, ignore)
+        return _plan_upper(upper, lower, form, ignore, manifests)
 
 
 def _plan_upper(
-    upper: bytes, lower: ChainView, form: str, ignore: IgnoreRules | None
+    upper: bytes,
+    lower: ChainView,
+    form: str,
+    ignore: IgnoreRules | None,
+    manifests: ManifestChain | None,
 ) -> CommitPlan:
     from snapws.layers.diff import diff_views  # local: diff imports view too
 
@@ -165,7 +182,7 @@ def _plan_upper(
     if form == fuseform.FORM:
         shows = {n.path: lower.reaches(n.path) for n in nodes if n.opaque and n.path != ROOT}
         nodes = fuseform.canonical_opaque(nodes, shows)
-    plan = CommitPlan()
+    plan = CommitPlan(nodes=nodes)
     for n in nodes:
         for name in n.forbidden:
             plan.forbidden.append((n.path, name))
@@ -177,11 +194,19 @@ def _plan_upper(
             "or planted), so the upperdir is not a complete diff"
         )
     tops: list[bytes] = []
-    if ignore is not None:
-        visits = (Visit(n.path, n.kind) for n in nodes)
-        tops = ignored_tops(visits, lambda p: lower.locate(p) is not None, ignore)
-    merged = ChainView([upper, *lower.layers], lower.hashes, upper_form=form)
-    plan.changes = diff_views(lower, merged, [upper], skip=set(tops))
+    if manifests is None:
+        if ignore is not None:
+            tops = ignored_tops(visits_of(nodes), lambda p: lower.locate(p) is not None, ignore)
+        merged = ChainView([upper, *lower.layers], lower.hashes, upper_form=form)
+        plan.changes = diff_views(lower, merged, [upper], skip=set(tops))
+    else:
+        chain = manifests
+        try:
+            if ignore is not None:
+                tops = ignored_tops(visits_of(nodes), lambda p: chain.locate(p) is not None, ignore)
+            plan.changes = diff_upper(nodes, chain, chain, lower.hashes, set(tops))
+        except ValueError as e:  # a manifest line read on the way
+            raise StoreCorruptError(f"a layer has a damaged manifest: {e}") from e
     if tops:
         plan.changes, plan.ignored = drop_ignored(plan.changes, tops)
     ignored = set(plan.ignored)  # and, below, everything under them
@@ -215,6 +240,11 @@ def _plan_upper(
         key=lambda p: (-p.count(b"/"), p),
     )
     return plan
+
+
+def visits_of(nodes: list[Node]) -> Iterator[Visit]:
+    """The nodes of :func:`read_tree` as :func:`ignored_tops` takes them."""
+    return (Visit(n.path, n.kind) for n in nodes)
 
 
 def ignored_in_upper(upper: bytes, lower: ChainView, form: str, ignore: IgnoreRules) -> list[bytes]:
