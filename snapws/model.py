@@ -490,12 +490,18 @@ class ReflogEntry:
         }
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> ReflogEntry:
+    def from_json(cls, obj: object) -> ReflogEntry:
+        """Parse :meth:`to_json` output, checking every field's type (ids of
+        32 hex digits or null; ``who`` and ``message`` may be left out).
+        Raises ValueError saying which field is wrong: a reader skips such
+        an entry, as a torn one (``checkout -`` reads ``message``)."""
+        if not isinstance(obj, dict):
+            raise ValueError(f"not a JSON object but {_json_type(obj)}")
         return cls(
-            ref=obj["ref"],
-            old=SnapshotId(obj["old"]) if obj.get("old") else None,
-            new=SnapshotId(obj["new"]) if obj.get("new") else None,
-            time_ns=int(obj["time_ns"]),
-            who=obj.get("who", ""),
-            message=obj.get("message", ""),
+            ref=_field(obj, "ref", str),
+            old=_id_field(obj, "old", SnapshotId) if obj.get("old") else None,
+            new=_id_field(obj, "new", SnapshotId) if obj.get("new") else None,
+            time_ns=_field(obj, "time_ns", int),
+            who=_field(obj, "who", str) if "who" in obj else "",
+            message=_field(obj, "message", str) if "message" in obj else "",
         )

@@ -152,6 +152,29 @@ def test_checkout_dash_to_a_deleted_branch(make_workspace: WorkspaceFactory) -> 
     assert f"`snapws checkout {head[:12]}`" in hint
 
 
+def test_checkout_dash_skips_damaged_reflog_entries(make_workspace: WorkspaceFactory) -> None:
+    """HEAD's reflog is validated as it is read: an entry of the wrong
+    shape is skipped as a torn line is, never an internal error."""
+    ws = make_workspace(spec={"f": "0"})
+    ws.run("checkout", "-b", "feat")
+    ws.run("checkout", "main")
+    (log,) = (ws.store / "logs" / "workspaces").glob("*/HEAD")
+    ref = json.loads(log.read_text().splitlines()[-1])["ref"]
+    good = {"ref": ref, "old": "a" * 32, "new": None, "time_ns": 1, "who": "x"}
+    damaged = [
+        [1, 2],
+        {**good, "message": 7},
+        {**good, "old": 5, "message": "checkout: moving from x to main"},
+        {**good, "time_ns": "soon", "message": "checkout: moving from y to main"},
+        {**good, "ref": None, "message": "checkout: moving from z to main"},
+    ]
+    with log.open("a") as f:
+        f.writelines(json.dumps(d) + "\n" for d in damaged)
+    assert _said(ws, "checkout", "-").startswith("Switched to branch 'feat' (")
+    lines = ws.run("reflog").stdout.splitlines()
+    assert lines[1].endswith(" HEAD@{1}: checkout: moving from feat to main"), lines
+
+
 # ---- log -N ----------------------------------------------------------------------------
 
 
