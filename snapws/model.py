@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar
 
 from snapws.ids import ContentHash, Digest, LayerId, SnapshotId, WorkspaceId
@@ -32,6 +34,14 @@ class Kind(StrEnum):
     BLOCKDEV = "b"
     SOCKET = "s"
     WHITEOUT = "w"
+
+
+_FS_ENCODING = sys.getfilesystemencoding()  # os.fsencode / os.fsdecode, without their calls
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+_fsdecode = bytes.decode
+_fsencode = str.encode
+_quote = encode_basestring_ascii  # a JSON string, as json.dumps(ensure_ascii=True) writes it
+_KINDS = {k.value: k for k in Kind}
 
 
 def path_to_text(path: bytes) -> str:
@@ -116,31 +126,63 @@ class Entry:
             obj["hl"] = path_to_text(self.link)
         return obj
 
+    def to_line(self) -> str:
+        """The entry's manifest line (no newline): :meth:`to_json` as
+        canonical JSON (sorted keys, no spaces, ASCII), written field by
+        field, which is about three times faster than ``json.dumps``."""
+        path = _quote(_fsdecode(self.path, _FS_ENCODING, _FS_ERRORS))
+        kind = self.kind
+        if kind is Kind.WHITEOUT:
+            return f'{{"k":"w","p":{path}}}'
+        out = [f'{{"g":{self.gid:d}']
+        if kind is Kind.FILE:
+            out.append(f',"h":"{self.hash.hex}"' if self.hash else ',"h":null')
+        if self.link is not None:
+            out.append(',"hl":' + _quote(_fsdecode(self.link, _FS_ENCODING, _FS_ERRORS)))
+        out.append(f',"k":"{kind.value}"')
+        if self.target is not None:
+            out.append(',"l":' + _quote(_fsdecode(self.target, _FS_ENCODING, _FS_ERRORS)))
+        out.append(f',"m":{self.mode:d}')
+        if self.opaque:
+            out.append(',"o":true')
+        out.append(',"p":' + path)
+        if self.rdev is not None:
+            out.append(f',"r":[{self.rdev[0]:d},{self.rdev[1]:d}]')
+        if kind is Kind.FILE:
+            out.append(f',"s":{self.size:d}')
+        out.append(f',"t":{self.mtime_ns:d},"u":{self.uid:d}')
+        if self.xattrs:
+            x = self.xattrs
+            out.append(',"x":{' + ",".join(f'{_quote(k)}:"{x[k].hex()}"' for k in sorted(x)) + "}")
+        out.append("}")
+        return "".join(out)
+
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Entry:
         """Parse :meth:`to_json` output; raises KeyError/ValueError on bad input."""
-        kind = Kind(obj["k"])
-        path = text_to_path(obj["p"])
+        kind = _KINDS.get(obj["k"]) or Kind(obj["k"])
+        path = _fsencode(obj["p"], _FS_ENCODING, _FS_ERRORS)
         if kind is Kind.WHITEOUT:
-            return cls(path=path, kind=kind)
-        h = obj.get("h")
-        target = obj.get("l")
-        rdev = obj.get("r")
-        link = obj.get("hl")
+            return cls(path, kind)
+        get = obj.get
+        h = get("h")
+        target = get("l")
+        rdev = get("r")
+        link = get("hl")
         return cls(
-            path=path,
-            kind=kind,
-            mode=int(obj["m"]),
-            uid=int(obj["u"]),
-            gid=int(obj["g"]),
-            mtime_ns=int(obj["t"]),
-            size=int(obj.get("s", 0)),
-            hash=ContentHash(h) if h else None,
-            target=text_to_path(target) if target is not None else None,
-            rdev=(int(rdev[0]), int(rdev[1])) if rdev is not None else None,
-            xattrs={k: bytes.fromhex(v) for k, v in obj.get("x", {}).items()},
-            opaque=bool(obj.get("o", False)),
-            link=text_to_path(link) if link is not None else None,
+            path,
+            kind,
+            int(obj["m"]),
+            int(obj["u"]),
+            int(obj["g"]),
+            int(obj["t"]),
+            int(get("s", 0)),
+            ContentHash(h) if h else None,
+            _fsencode(target, _FS_ENCODING, _FS_ERRORS) if target is not None else None,
+            (int(rdev[0]), int(rdev[1])) if rdev is not None else None,
+            {k: bytes.fromhex(v) for k, v in obj["x"].items()} if "x" in obj else {},
+            bool(get("o", False)),
+            _fsencode(link, _FS_ENCODING, _FS_ERRORS) if link is not None else None,
         )
 
     def same_state(self, other: Entry) -> bool:
@@ -173,25 +215,43 @@ class Entry:
 
 
 def encode_manifest(entries: Iterable[Entry]) -> bytes:
-    """Canonical manifest bytes: entries sorted by path, one JSON object a line."""
-    lines = [
-        json.dumps(e.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-        for e in sorted(entries, key=lambda e: e.path)
-    ]
+    """Canonical manifest bytes: entries sorted by path, one JSON object a
+    line (:meth:`Entry.to_line`)."""
+    lines = [e.to_line() for e in sorted(entries, key=_path_of)]
     return ("\n".join(lines) + "\n").encode("ascii") if lines else b""
 
 
 def decode_manifest(data: bytes) -> list[Entry]:
-    """Parse manifest bytes; raises ValueError on malformed input."""
+    """Parse manifest bytes; raises ValueError on malformed input (naming
+    the line). A well-formed manifest is read as one JSON array (one
+    ``json.loads``, not one a line)."""
+    body = data[:-1] if data.endswith(b"\n") else data
+    if not body:
+        return []
+    try:
+        objs = json.loads(b"[" + body.replace(b"\n", b",") + b"]")
+        if len(objs) == body.count(b"\n") + 1:  # one object a line
+            return [Entry.from_json(obj) for obj in objs]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        pass
+    return _decode_lines(data)  # blank lines, or the error, with its line
+
+
+def _decode_lines(data: bytes) -> list[Entry]:
+    """:func:`decode_manifest`, a line at a time."""
     out = []
     for n, line in enumerate(data.splitlines(), 1):
         if not line.strip():
             continue
         try:
             out.append(Entry.from_json(json.loads(line)))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"manifest line {n}: {e}") from e
     return out
+
+
+def _path_of(e: Entry) -> bytes:
+    return e.path
 
 
 def manifest_id(data: bytes) -> LayerId:
