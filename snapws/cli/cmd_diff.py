@@ -151,7 +151,7 @@ def _content(result: DiffResult, c: Change, side: str) -> bytes | None:
 
 
 @click.command("diff", cls=PathsAfterDashDash)
-@click.argument("revs", nargs=-1)
+@click.argument("revs", nargs=-1, metavar="[REV [REV2]] [[--] PATH...]")
 @click.option("--stat", "show_stat", is_flag=True, help="A diffstat (lines added/removed).")
 @click.option("--name-status", is_flag=True, help="One line per path: status and name.")
 @click.option("--name-only", is_flag=True, help="Only the changed paths.")
