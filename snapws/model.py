@@ -126,37 +126,6 @@ class Entry:
             obj["hl"] = path_to_text(self.link)
         return obj
 
-    def to_line(self) -> str:
-        """The entry's manifest line (no newline): :meth:`to_json` as
-        canonical JSON (sorted keys, no spaces, ASCII), written field by
-        field, which is about three times faster than ``json.dumps``."""
-        path = _quote(_fsdecode(self.path, _FS_ENCODING, _FS_ERRORS))
-        kind = self.kind
-        if kind is Kind.WHITEOUT:
-            return f'{{"k":"w","p":{path}}}'
-        out = [f'{{"g":{self.gid:d}']
-        if kind is Kind.FILE:
-            out.append(f',"h":"{self.hash.hex}"' if self.hash else ',"h":null')
-        if self.link is not None:
-            out.append(',"hl":' + _quote(_fsdecode(self.link, _FS_ENCODING, _FS_ERRORS)))
-        out.append(f',"k":"{kind.value}"')
-        if self.target is not None:
-            out.append(',"l":' + _quote(_fsdecode(self.target, _FS_ENCODING, _FS_ERRORS)))
-        out.append(f',"m":{self.mode:d}')
-        if self.opaque:
-            out.append(',"o":true')
-        out.append(',"p":' + path)
-        if self.rdev is not None:
-            out.append(f',"r":[{self.rdev[0]:d},{self.rdev[1]:d}]')
-        if kind is Kind.FILE:
-            out.append(f',"s":{self.size:d}')
-        out.append(f',"t":{self.mtime_ns:d},"u":{self.uid:d}')
-        if self.xattrs:
-            x = self.xattrs
-            out.append(',"x":{' + ",".join(f'{_quote(k)}:"{x[k].hex()}"' for k in sorted(x)) + "}")
-        out.append("}")
-        return "".join(out)
-
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Entry:
         """Parse :meth:`to_json` output; raises KeyError/ValueError on bad input."""
@@ -216,8 +185,8 @@ class Entry:
 
 def encode_manifest(entries: Iterable[Entry]) -> bytes:
     """Canonical manifest bytes: entries sorted by path, one JSON object a
-    line (:meth:`Entry.to_line`)."""
-    lines = [e.to_line() for e in sorted(entries, key=_path_of)]
+    line."""
+    lines = [_manifest_line(e) for e in sorted(entries, key=_path_of)]
     return ("\n".join(lines) + "\n").encode("ascii") if lines else b""
 
 
@@ -252,6 +221,39 @@ def _decode_lines(data: bytes) -> list[Entry]:
 
 def _path_of(e: Entry) -> bytes:
     return e.path
+
+
+def _manifest_line(e: Entry) -> str:
+    """An entry's manifest line (no newline): :meth:`Entry.to_json` as
+    canonical JSON (sorted keys, no spaces, ASCII), written field by field
+    with json's own string quoting: twice as fast as ``json.dumps``, same
+    bytes (layer ids hash them)."""
+    path = _quote(_fsdecode(e.path, _FS_ENCODING, _FS_ERRORS))
+    kind = e.kind
+    if kind is Kind.WHITEOUT:
+        return f'{{"k":"w","p":{path}}}'
+    out = [f'{{"g":{e.gid:d}']
+    if kind is Kind.FILE:
+        out.append(f',"h":"{e.hash.hex}"' if e.hash else ',"h":null')
+    if e.link is not None:
+        out.append(',"hl":' + _quote(_fsdecode(e.link, _FS_ENCODING, _FS_ERRORS)))
+    out.append(f',"k":"{kind.value}"')
+    if e.target is not None:
+        out.append(',"l":' + _quote(_fsdecode(e.target, _FS_ENCODING, _FS_ERRORS)))
+    out.append(f',"m":{e.mode:d}')
+    if e.opaque:
+        out.append(',"o":true')
+    out.append(',"p":' + path)
+    if e.rdev is not None:
+        out.append(f',"r":[{e.rdev[0]:d},{e.rdev[1]:d}]')
+    if kind is Kind.FILE:
+        out.append(f',"s":{e.size:d}')
+    out.append(f',"t":{e.mtime_ns:d},"u":{e.uid:d}')
+    if e.xattrs:
+        x = e.xattrs
+        out.append(',"x":{' + ",".join(f'{_quote(k)}:"{x[k].hex()}"' for k in sorted(x)) + "}")
+    out.append("}")
+    return "".join(out)
 
 
 def manifest_id(data: bytes) -> LayerId:
