@@ -24,11 +24,15 @@ from snapws.backends.plain.stage import Stager
 from snapws.backends.plain.write import meta_only, rewrite_paths
 from snapws.backends.upperdir import copy_dir_meta
 from snapws.crash import crashpoint
-from snapws.layers.diff import diff_views
+from snapws.errors import StoreCorruptError
+from snapws.ids import LayerId
 from snapws.layers.entries import opaque_xattr
+from snapws.layers.manifestdiff import SortedManifest
 from snapws.layers.scan import entries_of, plan_upper, read_tree
-from snapws.layers.view import ChainView
+from snapws.layers.upperdiff import diff_upper
+from snapws.layers.view import ChainView, HashCache
 from snapws.model import Change, Entry, WorkspaceState
+from snapws.store.manifests import manifest_chain
 from snapws.store.store import Store
 
 
@@ -104,12 +108,15 @@ def build_settled_upper(
     assert old.base is not None
     upper = os.fsencode(wsdir / old.upper)
     base = [os.fsencode(p) for p in store.layer_trees(old.base)]
-    head_view = ChainView([os.fsencode(p) for p in store.layer_trees(old.head)])
-    work_view = ChainView([upper, *base], upper_form=upper_form)
-    unshared = store.unshared_layers(old.base, old.head)
-    dirs = [upper, *[os.fsencode(store.layer_tree(x)) for x in unshared]]
-    changes = diff_views(head_view, work_view, dirs)
-    plan = plan_upper(upper, ChainView(base), upper_form)
+    shared: dict[LayerId, SortedManifest] = {}
+    lower = manifest_chain(store, old.base, shared)
+    plan = plan_upper(upper, ChainView(base), upper_form, manifests=lower)
+    try:
+        changes = diff_upper(
+            plan.nodes, lower, manifest_chain(store, old.head, shared), HashCache()
+        )
+    except ValueError as e:  # a manifest line read on the way
+        raise StoreCorruptError(f"a layer has a damaged manifest: {e}") from e
     recreated = {n.path for n in plan.keep if n.opaque and n.path != b"."}
     tmp.mkdir()
     stager = Stager(os.fsencode(old.path), os.fsencode(tmp), opaque_xattr(store.xattr_form), True)
