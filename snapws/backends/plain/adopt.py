@@ -31,12 +31,12 @@ def copy_tree(
     ignored = set(ignored_in_tree(root, IgnoreRules.for_tree(root, config.ignore)))
     hashes = HashCache()
     dirs_meta: list[tuple[Any, bytes]] = []
-    seen: dict[bytes, tuple[list[bytes], list[tuple[int, ...]], list[Entry]]] = {}
+    seen: dict[bytes, tuple[list[bytes], list[tuple[int, ...]], list[Entry], bool]] = {}
     st_root = os.lstat(root)
     rnode = read_node(ROOT, root, st_root)
     os.mkdir(tree, 0o700)
     dirs_meta.append((rnode, tree))
-    seen[VIRTUAL] = ([ROOT], [stat_key(st_root)], [node_entry(rnode, None)])
+    seen[VIRTUAL] = ([ROOT], [stat_key(st_root)], [node_entry(rnode, None)], True)
     stack = [ROOT]
     count = 0
     while stack:
@@ -45,11 +45,13 @@ def copy_tree(
         names: list[bytes] = []
         keys: list[tuple[int, ...]] = []
         works: list[Entry] = []
+        full = True  # no ignored entry left out
         with os.scandir(src_dir) as it:
             listing = list(it)
         for de in listing:
             p = de.name if rel == ROOT else rel + b"/" + de.name
             if p in ignored:
+                full = False
                 continue
             try:
                 st = de.stat(follow_symlinks=False)
@@ -73,17 +75,17 @@ def copy_tree(
             count += 1
             if progress is not None and count % 1000 == 0:
                 progress(count)
-        seen[rel] = (names, keys, works)
+        seen[rel] = (names, keys, works, full)
     for node, dst in reversed(dirs_meta):
         apply_meta(node, dst, as_root)
     entries = entries_of(read_tree(tree), config.hash_threads, known=hashes)
     staged = {e.path: e for e in entries}
     records: dict[bytes, ScanRecord] = {}
-    for rel, (names, keys, works) in seen.items():
+    for rel, (names, keys, works, full) in seen.items():
         dirty = {}
         for name, w in zip(names, works, strict=True):
             e = staged.get(w.path)
             if e is None or classify(w.path, e, w) is not None:
                 dirty[name] = entry_tuple(w)  # the copy differs (an xattr it could not take)
-        records[rel] = ScanRecord.build(names, keys, dirty, False)
+        records[rel] = ScanRecord.build(names, keys, dirty, False, full)
     return entries, records

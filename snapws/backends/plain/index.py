@@ -11,8 +11,9 @@ a virtual parent whose only child ``b"."`` is the root itself):
   each; a change of owner, mode or xattrs moves the ctime), the newest
   mtime/ctime among them, the children whose working entry differs from
   HEAD's (the *dirty* map: name -> working entry tuple; a child not in it
-  equals its HEAD entry), and the directory's changes as that scan found
-  them (replayed while the directory stays as recorded).
+  equals its HEAD entry), the directory's changes as that scan found
+  them (replayed while the directory stays as recorded), and whether the
+  names are the whole listing (no ignored entry left out: see below).
 
 A scan trusts a recorded stat only while it is unchanged and not *racy*
 (git's rule): an mtime or ctime not older than the index's reference time
@@ -20,6 +21,12 @@ A scan trusts a recorded stat only while it is unchanged and not *racy*
 less a slack when the workspace is on another filesystem) may hide an edit
 made in the same clock tick, so such a child is hashed again. A child whose
 stat is all zeros is *unverified* (never trusted).
+
+A directory whose own stat (in its parent's record) is unchanged and not
+racy has the names of its record, if they are its whole listing: adding,
+removing or renaming an entry moves the directory's mtime and ctime (and
+replacing the directory moves its inode), so the scan lstats the recorded
+names without reading the directory (git's untracked cache).
 
 On disk: ``MAGIC``, the lengths of the two sections (two little-endian
 u64), the XXH3-64 of both sections (16 hex digits) and a newline; then the
@@ -58,7 +65,7 @@ from snapws.backends.plain.records import (
 from snapws.ids import SnapshotId
 from snapws.model import ROOT, Entry, Kind
 
-MAGIC = b"snapws-plain-index 4\n"
+MAGIC = b"snapws-plain-index 5\n"
 _HEADER = struct.Struct("<QQ")  # lengths of the records section and of the blob area
 
 
@@ -242,7 +249,7 @@ class Index:
                     dirty.pop(name, None)
             heads = self.head_map(d)
             changed = bool(dirty) or any(n not in where for n in heads)
-            self.set_scan(d, ScanRecord.build(names, keys, dirty, changed))
+            self.set_scan(d, ScanRecord.build(names, keys, dirty, changed, scan.full))
 
     # -- scan records ------------------------------------------------------
     def scan_record(self, d: bytes) -> ScanRecord | None:
@@ -300,7 +307,7 @@ class Index:
             keys = [ZERO_STAT if n in names else k for n, k in zip(old_names, keys, strict=True)]
             for n in names:
                 dirty.pop(n, None)
-            self.set_scan(d, ScanRecord.build(old_names, keys, dirty, True))
+            self.set_scan(d, ScanRecord.build(old_names, keys, dirty, True, scan.full))
 
     # -- building ------------------------------------------------------------
     @classmethod
@@ -353,6 +360,7 @@ class Index:
                     ref(scan.dirty),
                     scan.changed,
                     ref(scan.changes),
+                    scan.full,
                 )
             dirs[d] = (ref(blob), sref)
         records = marshal.dumps((self.head.hex, self.ref_ns, self.slack_ns, dirs))
@@ -396,9 +404,15 @@ class Index:
             for d, (href, sref) in raw.items():
                 scan = None
                 if sref is not None:
-                    names, stats, maxtime, dirty, changed, replay = sref
+                    names, stats, maxtime, dirty, changed, replay, full = sref
                     scan = ScanRecord(
-                        at(names) or b"", at(stats) or b"", maxtime, at(dirty), changed, at(replay)
+                        at(names) or b"",
+                        at(stats) or b"",
+                        maxtime,
+                        at(dirty),
+                        changed,
+                        at(replay),
+                        bool(full),
                     )
                 dirs[d] = [at(href), scan]
             return cls(SnapshotId(head_hex), int(ref_ns), int(slack_ns), dirs)

@@ -16,7 +16,7 @@ from snapws.backends.plain.records import NFIELDS, VIRTUAL
 from snapws.model import ROOT
 
 if TYPE_CHECKING:
-    from snapws.backends.plain.scan import Walker
+    from snapws.backends.plain.scan import Unit, Walker
 
 #: Below this many recorded entries the walk stays in one process.
 PARALLEL_MIN_ENTRIES = 20_000
@@ -59,7 +59,7 @@ def _subtree_sizes(index: Index) -> dict[bytes, int]:
     return sizes
 
 
-def walk_parallel(w: Walker, units: list[tuple[bytes, bytes]], procs: int) -> None:
+def walk_parallel(w: Walker, units: list[Unit], procs: int) -> None:
     """Walk the top directories here until there are enough subtrees, then
     share the subtrees between this process and ``procs - 1`` forked ones."""
     sizes = _subtree_sizes(w.index)
@@ -70,7 +70,7 @@ def walk_parallel(w: Walker, units: list[tuple[bytes, bytes]], procs: int) -> No
         big = frontier.pop()
         frontier += w.walk([big], recurse=False)
         done_shallow += 1
-    shares: list[list[tuple[bytes, bytes]]] = [[] for _ in range(procs)]
+    shares: list[list[Unit]] = [[] for _ in range(procs)]
     loads = [0] * procs
     for u in sorted(frontier, key=lambda u: -sizes.get(u[0], 1)):
         k = loads.index(min(loads))
@@ -80,7 +80,7 @@ def walk_parallel(w: Walker, units: list[tuple[bytes, bytes]], procs: int) -> No
     import tempfile
 
     fork = multiprocessing.get_context("fork")
-    children: list[tuple[Any, Any, list[tuple[bytes, bytes]]]] = []
+    children: list[tuple[Any, Any, list[Unit]]] = []
     for share in shares[1:]:
         if not share:
             continue
@@ -102,12 +102,13 @@ def walk_parallel(w: Walker, units: list[tuple[bytes, bytes]], procs: int) -> No
             w.finish()
 
 
-def _walk_share(w: Walker, share: list[tuple[bytes, bytes]], out: Any) -> None:
+def _walk_share(w: Walker, share: list[Unit], out: Any) -> None:
     """In a forked process: walk ``share`` with a copy of the parent's
     walker and write the results to ``out`` (nothing if anything fails:
     the parent then walks the share itself)."""
     try:
         w.changes, w.records, w.visited, w.recreated, w.ignored = [], {}, [], [], []
+        w.listed = w.reused = 0
         w.drop_pending()  # the parent finishes what it walked itself
         w.walk(share)
         w.finish()

@@ -138,9 +138,14 @@ class ScanRecord:
     that scan found them (its children's, and the subtrees of children
     that are gone): a scan that finds the directory as recorded replays
     them instead of comparing child by child. Anything that moves HEAD's
-    entries drops it (:meth:`~snapws.backends.plain.index.Index.drop_replays`)."""
+    entries drops it (:meth:`~snapws.backends.plain.index.Index.drop_replays`).
 
-    __slots__ = ("changed", "changes", "dirty", "maxtime", "names", "stats")
+    ``full`` says that ``names`` is the directory's whole listing (no
+    entry was left out as ignored): only then may a scan that finds the
+    directory's own stat unchanged take ``names`` for its listing instead
+    of reading the directory (git's untracked cache)."""
+
+    __slots__ = ("changed", "changes", "dirty", "full", "maxtime", "names", "stats")
 
     def __init__(
         self,
@@ -150,6 +155,7 @@ class ScanRecord:
         dirty: Blob | None,
         changed: bool,
         changes: Blob | None = None,
+        full: bool = False,
     ) -> None:
         self.names = names
         self.stats = stats
@@ -157,9 +163,18 @@ class ScanRecord:
         self.dirty = dirty  # marshal blob of {name: work entry tuple}, or None
         self.changed = changed  # some child differs from HEAD (dirty or deleted)
         self.changes = changes  # marshal blob of change tuples (changes_blob), or None
+        self.full = full  # names is the whole listing (nothing ignored left out)
 
-    def to_tuple(self) -> tuple[Blob, Blob, int, Blob | None, bool, Blob | None]:
-        return (self.names, self.stats, self.maxtime, self.dirty, self.changed, self.changes)
+    def to_tuple(self) -> tuple[Blob, Blob, int, Blob | None, bool, Blob | None, bool]:
+        return (
+            self.names,
+            self.stats,
+            self.maxtime,
+            self.dirty,
+            self.changed,
+            self.changes,
+            self.full,
+        )
 
     def same(self, other: ScanRecord | None) -> bool:
         return other is not None and _plain(self.to_tuple()) == _plain(other.to_tuple())
@@ -178,6 +193,7 @@ class ScanRecord:
         keys: list[StatKey],
         dirty: dict[bytes, EntryTuple],
         changed: bool,
+        full: bool,
     ) -> ScanRecord:
         """A record from per-child stat keys (``ZERO_STAT``: unverified),
         with no replayable changes."""
@@ -189,6 +205,8 @@ class ScanRecord:
             maxtime,
             marshal.dumps(dirty) if dirty else None,
             changed or bool(dirty),
+            None,
+            full,
         )
 
 

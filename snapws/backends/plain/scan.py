@@ -18,13 +18,14 @@ from __future__ import annotations
 import marshal
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from snapws.backends.plain.index import Index
 from snapws.backends.plain.parallelwalk import walk_parallel, walking_procs
 from snapws.backends.plain.records import (
+    NFIELDS,
     RECORD_SIZE,
     VIRTUAL,
     ZERO_RECORD,
@@ -48,7 +49,9 @@ from snapws.model import ROOT, Change, ChangeType, Entry, Kind, classify
 
 _DIR = Kind.DIR.value
 _INO, _INO_END = 24, 32  # the inode field in a child's packed stats
-_IGNORE_NAME = os.fsdecode(IGNORE_FILE)
+#: A directory to walk: (relative path, absolute path, whether its stat is
+#: the one its parent's record holds, and not racy).
+Unit = tuple[bytes, bytes, bool]
 
 
 @dataclass(slots=True)
@@ -61,17 +64,31 @@ class ScanResult:
     changes: list[Change] = field(default_factory=list)
     recreated: set[bytes] = field(default_factory=set)
     ignored: list[bytes] = field(default_factory=list)
+    listed: int = 0  # directories the scan read
+    reused: int = 0  # directories it did not read (their recorded names were current)
 
 
 class _Pending:
     """A directory compared child by child; finished once files are hashed."""
 
-    __slots__ = ("changed", "dirty", "maxtime", "names", "old", "out", "packed", "rel", "zero")
+    __slots__ = (
+        "changed",
+        "dirty",
+        "full",
+        "maxtime",
+        "names",
+        "old",
+        "out",
+        "packed",
+        "rel",
+        "zero",
+    )
 
     def __init__(
-        self, rel: bytes, names: list[bytes], packed: bytes, old: ScanRecord | None
+        self, rel: bytes, names: list[bytes], packed: bytes, old: ScanRecord | None, full: bool
     ) -> None:
         self.rel = rel
+        self.full = full  # names is the whole listing
         self.names = names
         self.packed = packed  # the children's stats as listed
         self.old = old
@@ -107,6 +124,8 @@ class Walker:
         self.visited: list[bytes] = []
         self.recreated: list[bytes] = []
         self.ignored: list[bytes] = []
+        self.listed = 0  # directories read
+        self.reused = 0  # directories whose recorded names were taken for their listing
         self._excluded: set[bytes] = set()  # excluded (tracked) directories
         self._pending: list[_Pending] = []
         # (pending dir, child index, path, abspath, stat, head tuple)
@@ -116,35 +135,32 @@ class Walker:
         return self.root if path == ROOT else self.root + b"/" + path
 
     # -- walking ----------------------------------------------------------------
-    def walk_root(self) -> list[tuple[bytes, bytes]]:
+    def walk_root(self) -> list[Unit]:
         """Compare the root itself (the virtual parent's only child); returns
-        [(b".", root)] if the root is a directory to walk."""
+        [(b".", root, same)] if the root is a directory to walk."""
         st = os.lstat(self.root)
         vals = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode]
         self.visited.append(VIRTUAL)
-        self._compare(VIRTUAL, ["."], vals, [st])
-        return [(ROOT, self.root)] if stat.S_ISDIR(st.st_mode) else []
+        trusted = self._compare(VIRTUAL, [ROOT], vals, [st], True)
+        if not stat.S_ISDIR(st.st_mode):
+            return []
+        return [(ROOT, self.root, trusted is None or ROOT in trusted)]
 
-    def walk(
-        self, units: Sequence[tuple[bytes, bytes]], recurse: bool = True
-    ) -> list[tuple[bytes, bytes]]:
-        """Walk the directories ``units`` ((relative path, absolute path));
-        with ``recurse`` their whole subtrees, else only them (returning
-        their subdirectories). Each directory is opened without following a
-        symlink and listed through its descriptor (short lookups; names as
-        text, see :mod:`snapws.backends.plain.index`)."""
-        scandir = os.scandir
+    def walk(self, units: Sequence[Unit], recurse: bool = True) -> list[Unit]:
+        """Walk the directories ``units`` ((relative path, absolute path,
+        whether its stat equals the one its parent's record holds and is not
+        racy)); with ``recurse`` their whole subtrees, else only them
+        (returning their subdirectories). Each directory is opened without
+        following a symlink; one whose stat is unchanged and whose record
+        holds its whole listing is not read: its recorded names are lstat'ed
+        through its descriptor (git's untracked cache); any other is listed
+        through it (short lookups, however deep)."""
         isdir = stat.S_ISDIR
-        fsencode = os.fsencode
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-        found: list[tuple[bytes, bytes]] = []
+        found: list[Unit] = []
         stack = list(units)
         while stack:
-            rel, ab = stack.pop()
-            names: list[str] = []
-            vals: list[int] = []
-            sts: list[os.stat_result] = []
-            subdirs: list[str] = []
+            rel, ab, same = stack.pop()
             try:
                 fd = open_fd(ab, flags)  # (however deep)
             except PermissionError:
@@ -152,57 +168,98 @@ class Walker:
             except OSError:
                 continue  # removed or replaced while we walked: the next scan sees it
             try:
-                with scandir(fd) as it:
-                    for de in it:
-                        try:
-                            s = de.stat(follow_symlinks=False)
-                        except FileNotFoundError:
-                            continue
-                        except PermissionError:
-                            raise _unreadable(ab) from None
-                        names.append(de.name)
-                        sts.append(s)
-                        m = s.st_mode
-                        vals += (s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino, m)
-                        if isdir(m):
-                            subdirs.append(de.name)
+                listing = self._recorded_listing(rel, fd, ab) if same else None
+                if listing is None:
+                    listing = self._read_listing(fd, ab)
+                    self.listed += 1
             finally:
                 os.close(fd)
+            names, vals, sts = listing
+            full = True
             if self.ignore is not None:
-                self._drop_ignored(rel, names, vals, sts, subdirs)
+                full = self._drop_ignored(rel, names, vals, sts)
             self.visited.append(rel)
-            self._compare(rel, names, vals, sts)
-            kids = []
-            for name in subdirs:
-                b = fsencode(name)
-                kids.append((b if rel == ROOT else rel + b"/" + b, ab + b"/" + b))
+            trusted = self._compare(rel, names, vals, sts, full)
+            prefix = b"" if rel == ROOT else rel + b"/"
+            kids = [
+                (prefix + n, ab + b"/" + n, trusted is None or n in trusted)
+                for n, s in zip(names, sts, strict=True)
+                if isdir(s.st_mode)
+            ]
             if recurse:
                 stack += kids
             else:
                 found += kids
         return found
 
+    def _read_listing(
+        self, fd: int, ab: bytes
+    ) -> tuple[list[bytes], list[int], list[os.stat_result]]:
+        """The names of the directory open as ``fd``, in the order it lists
+        them, their packed-stat values and stats."""
+        texts: list[str] = []
+        vals: list[int] = []
+        sts: list[os.stat_result] = []
+        with os.scandir(fd) as it:
+            for de in it:
+                try:
+                    s = de.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                except PermissionError:
+                    raise _unreadable(ab) from None
+                texts.append(de.name)
+                sts.append(s)
+                vals += (s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino, s.st_mode)
+        names = os.fsencode("\0".join(texts)).split(b"\0") if texts else []
+        return names, vals, sts
+
+    def _recorded_listing(
+        self, rel: bytes, fd: int, ab: bytes
+    ) -> tuple[list[bytes], list[int], list[os.stat_result]] | None:
+        """Like :meth:`_read_listing`, from the names of ``rel``'s record,
+        if they are its whole listing (the caller found the directory's own
+        stat unchanged and not racy, so no entry came or went); None if
+        there is no such record or a recorded name is gone (the directory
+        changed after all: list it)."""
+        scan = self.index.scan_record(rel)
+        if scan is None or not scan.full:
+            return None
+        names = split_names(scan.names)
+        vals: list[int] = []
+        sts: list[os.stat_result] = []
+        lstat = os.stat
+        try:
+            for n in names:
+                s = lstat(n, dir_fd=fd, follow_symlinks=False)
+                sts.append(s)
+                vals += (s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino, s.st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except PermissionError:
+            raise _unreadable(ab) from None
+        self.reused += 1
+        return names, vals, sts
+
     def _drop_ignored(
         self,
         rel: bytes,
-        names: list[str],
+        names: list[bytes],
         vals: list[int],
         sts: list[os.stat_result],
-        subdirs: list[str],
-    ) -> None:
+    ) -> bool:
         """Take the ignored entries of directory ``rel`` out of its listing
-        (in place), noting them and the excluded directories that stay."""
+        (in place), noting them and the excluded directories that stay.
+        False if it took any out (the listing is not whole)."""
         ignore = self.ignore
         assert ignore is not None
-        fsencode = os.fsencode
-        ignore.listed(rel, _IGNORE_NAME in names)
+        ignore.listed(rel, IGNORE_FILE in names)
         if not ignore.applies(rel):
-            return
+            return True
         parent_excluded = rel in self._excluded
         heads: dict[bytes, Any] | None = None
         drop: list[int] = []
-        for i, text in enumerate(names):
-            name = fsencode(text)
+        for i, name in enumerate(names):
             path = name if rel == ROOT else rel + b"/" + name
             is_dir = stat.S_ISDIR(sts[i].st_mode)
             if not parent_excluded and not ignore.match(path, is_dir):
@@ -216,39 +273,48 @@ class Walker:
             drop.append(i)
             self.ignored.append(path)
         if not drop:
-            return
+            return True
         gone = set(drop)
-        dropped_dirs = {names[i] for i in drop if stat.S_ISDIR(sts[i].st_mode)}
         names[:] = [n for i, n in enumerate(names) if i not in gone]
         sts[:] = [s for i, s in enumerate(sts) if i not in gone]
-        vals[:] = [v for i, v in enumerate(vals) if i // 5 not in gone]
-        subdirs[:] = [d for d in subdirs if d not in dropped_dirs]
+        vals[:] = [v for i, v in enumerate(vals) if i // NFIELDS not in gone]
+        return False
 
     def _compare(
-        self, rel: bytes, names: list[str], vals: list[int], sts: list[os.stat_result]
-    ) -> None:
+        self,
+        rel: bytes,
+        names: list[bytes],
+        vals: list[int],
+        sts: list[os.stat_result],
+        full: bool,
+    ) -> Container[bytes] | None:
+        """Compare directory ``rel``'s listing with its record; returns the
+        names of the children whose stat is unchanged and not racy (None:
+        all of them)."""
         scan = self.index.scan_record(rel)
         packed = pack_stats(vals)
         if (
             scan is not None
             and scan.maxtime < self.racy
-            and scan.matches(os.fsencode("\0".join(names)), packed)
+            and scan.full == full
+            and scan.matches(join_names(names), packed)
         ):
             if not scan.changed:
-                return
+                return None
             if scan.changes is not None:
                 self.changes += changes_from(scan.changes)
-                return
-        self._slow(rel, names, sts, packed, scan)
+                return None
+        return self._slow(rel, names, sts, packed, scan, full)
 
     def _slow(
         self,
         rel: bytes,
-        texts: list[str],
+        names: list[bytes],
         sts: list[os.stat_result],
         packed: bytes,
         scan: ScanRecord | None,
-    ) -> None:
+        full: bool,
+    ) -> set[bytes]:
         heads = self.index.head_map(rel)
         size = RECORD_SIZE
         if scan is not None:
@@ -257,10 +323,10 @@ class Walker:
             dirty_old = scan.dirty_map()
         else:
             old, dirty_old = {}, {}
-        names = os.fsencode("\0".join(texts)).split(b"\0") if texts else []
-        pend = _Pending(rel, names, packed, scan)
+        pend = _Pending(rel, names, packed, scan, full)
         racy = self.racy
         maxtime = 0
+        trusted: set[bytes] = set()
         for i, name in enumerate(names):
             st = sts[i]
             newest = st.st_mtime_ns if st.st_mtime_ns > st.st_ctime_ns else st.st_ctime_ns
@@ -270,6 +336,7 @@ class Walker:
             o = old.get(name)
             path = child_path(rel, name)
             if o is not None and newest < racy and o == packed[i * size : (i + 1) * size]:
+                trusted.add(name)
                 w = dirty_old.get(name)
                 if w is not None:
                     if self._emit(pend, path, h, w):
@@ -294,6 +361,7 @@ class Walker:
                 pend.changed = True
                 self._emit(pend, child_path(rel, name), h, None)
         self._pending.append(pend)
+        return trusted
 
     def _emit(
         self, pend: _Pending, path: bytes, h: EntryTuple | None, w: EntryTuple | Entry | None
@@ -358,6 +426,7 @@ class Walker:
                 marshal.dumps(pend.dirty) if pend.dirty else None,
                 changed,
                 changes_blob(pend.out) if changed and not pend.zero else None,
+                pend.full,
             )
             if not rec.same(pend.old):
                 self.records[pend.rel] = rec
@@ -375,12 +444,22 @@ class Walker:
         """This walker's results as marshal bytes (for the parent process)."""
         records = {d: r.to_tuple() for d, r in self.records.items()}
         return marshal.dumps(
-            (changes_blob(self.changes), records, self.visited, self.recreated, self.ignored)
+            (
+                changes_blob(self.changes),
+                records,
+                self.visited,
+                self.recreated,
+                self.ignored,
+                self.listed,
+                self.reused,
+            )
         )
 
     def absorb(self, data: bytes) -> None:
         """Add the results :meth:`export` produced in another process."""
-        changes, records, visited, recreated, ignored = marshal.loads(data)
+        changes, records, visited, recreated, ignored, listed, reused = marshal.loads(data)
+        self.listed += listed
+        self.reused += reused
         self.changes += changes_from(changes)
         for d, t in records.items():
             self.records[d] = ScanRecord(*t)
@@ -436,4 +515,4 @@ def scan(
         index.set_scan(d, None)  # no longer a directory of the working tree
     changes = sorted(w.changes, key=lambda c: c.path)
     changes, ignored = drop_ignored(changes, w.ignored)
-    return ScanResult(changes, set(w.recreated), ignored)
+    return ScanResult(changes, set(w.recreated), ignored, w.listed, w.reused)

@@ -43,7 +43,7 @@ def _record_as_seen_now(index: Index, name: bytes, st: os.stat_result) -> None:
     names = split_names(rec.names)
     keys = unpack_stats(rec.stats)
     keys[names.index(name)] = stat_key(st)
-    index.set_scan(b".", ScanRecord.build(names, keys, {}, False))
+    index.set_scan(b".", ScanRecord.build(names, keys, {}, False, True))
 
 
 def test_a_racy_entry_is_hashed_again(make_plain: PlainFactory) -> None:
@@ -126,7 +126,7 @@ def test_apply_layer_by_overlay_rules() -> None:
 def test_encode_decode_and_invalidate() -> None:
     index = Index.from_entries(SID, [_dir(b"."), _file(b"f"), _file(b"g")])
     keys = [(1, 2, 3, 4, 5), (8, 9, 10, 11, 12)]
-    index.set_scan(b".", ScanRecord.build([b"f", b"g"], keys, {}, False))
+    index.set_scan(b".", ScanRecord.build([b"f", b"g"], keys, {}, False, True))
     index.ref_ns, index.slack_ns = 99, 1
     back = Index.decode(index.encode())
     assert back is not None
