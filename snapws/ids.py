@@ -6,7 +6,6 @@ Imports nothing from the package (layering rule).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,11 +97,15 @@ class BlobDigest:
     @classmethod
     def of(cls, data: bytes) -> Self:
         """The digest of ``data``."""
+        import hashlib  # here: status, diff and checkout never hash with it (start-up)
+
         return cls(hashlib.sha256(data).hexdigest())
 
     @classmethod
     def of_file(cls, path: Path) -> Self:
         """The digest of the file ``path``'s content. Raises OSError."""
+        import hashlib
+
         h = hashlib.sha256()
         with open(path, "rb") as f:
             while block := f.read(1 << 20):
