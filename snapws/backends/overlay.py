@@ -58,7 +58,7 @@ from snapws.layers.scan import (
 from snapws.layers.upperdiff import diff_upper
 from snapws.layers.view import ChainView
 from snapws.model import Change, Entry, Kind, WorkspaceState
-from snapws.mounts import busy, mounter
+from snapws.mounts import mounter
 from snapws.session import Session
 from snapws.store.atomic import syncfs
 from snapws.store.store import Store
@@ -218,7 +218,7 @@ class OverlayBackend(MountSwapper, Backend):
         old, frozen mount by a remount)."""
         if not self.can_hold:
             return False
-        return state.base is not None or _in_use(Path(state.path))
+        return state.base is not None or mounter.used_by_others(Path(state.path))
 
     def working_view(self, session: Session) -> ChainView:
         """U over HEAD's chain, read without the mount."""
@@ -406,7 +406,7 @@ class OverlayBackend(MountSwapper, Backend):
         switch to the same HEAD that mounts HEAD's chain below a new
         upperdir holding only the changes against HEAD (built by
         :meth:`show`). None otherwise."""
-        if state.base is None or _in_use(Path(state.path)):
+        if state.base is None or mounter.used_by_others(Path(state.path)):
             return None
         if self.mount_state(store, state) != "mounted":
             return None
@@ -502,17 +502,3 @@ def _memo(work: WorkChanges) -> _Work:
 
 def _plan(work: WorkChanges) -> CommitPlan:
     return _memo(work).plan
-
-
-def _in_use(path: Path) -> bool:
-    """Whether a process other than this one uses the mount on ``path``.
-    Free when the kernel says nothing holds it
-    (:func:`snapws.mounts.mounter.in_use`, a syscall: the usual case of a
-    script or CI job); otherwise (or when this process uses it, or the
-    kernel does not tell) a scan of /proc decides
-    (:func:`snapws.mounts.busy.is_held`, ~0.1 ms a process)."""
-    if not busy.used_by_me(path) and mounter.in_use(path) is False:
-        return False
-    # The kernel counts lookups in flight too (a program creating files in
-    # a loop): the scan decides, by what stays (a cwd, an open file, a map).
-    return busy.is_held(path)

@@ -326,6 +326,22 @@ def unmount(target: Path) -> None:
 _MNT_EXPIRE = 0x4
 
 
+def used_by_others(target: Path) -> bool:
+    """Whether a process other than this one uses the mount on ``target``.
+    Free when the kernel says nothing holds it (:func:`in_use`, a syscall:
+    the usual case of a script or CI job); otherwise (or when this process
+    uses it, or the kernel does not tell) a scan of /proc decides
+    (:func:`snapws.mounts.busy.is_held`, ~0.1 ms a process): the kernel
+    counts lookups in flight too (a program creating files in a loop), and
+    the scan goes by what stays (a cwd, an open file, a mapping). Callers
+    hold the store's lock exclusively (see :func:`in_use`)."""
+    from snapws.mounts import busy
+
+    if not busy.used_by_me(target) and in_use(target) is False:
+        return False
+    return busy.is_held(target)
+
+
 def in_use(target: Path) -> bool | None:
     """Whether anything besides its attachment holds the mount on ``target``
     (a process's current directory or root, an open file, a mapping, a mount

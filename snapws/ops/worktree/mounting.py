@@ -64,8 +64,8 @@ def _still_held(store: Store, state: WorkspaceState) -> bool:
     leaving out this process (run from inside the workspace) and lookups
     in flight, as a commit's check does."""
     path = Path(state.path)
-    if not busy.used_by_me(path):
-        with suppress(SnapwsError, OSError), store.lock(True, 0):
-            if mounter.in_use(path) is False:
-                return False
-    return busy.is_held(path)
+    if busy.used_by_me(path):
+        return busy.is_held(path)
+    with suppress(SnapwsError, OSError), store.lock(True, 0):
+        return mounter.used_by_others(path)
+    return busy.is_held(path)  # the lock is taken: the scan alone
