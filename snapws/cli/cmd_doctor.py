@@ -30,14 +30,18 @@ def doctor_cmd(app: App, as_json: bool) -> None:
 
     store: Path | None = app.store or app.config.store
     state: WorkspaceState | None = None
+    held = False
     try:
         found, state = find_workspace(app.cwd, app.config, store)
         store = found.root
+        from snapws.ops.worktree.mounting import held_now
+
+        held = held_now(found, state)
     except StoreCorruptError:  # a damaged record: the report says so
         store = store or find_store(app.cwd, app.config, None).root
     except (SnapwsError, OSError):  # not in a workspace (of this store)
         store = store or default_store_for(app.cwd)
-    report = diagnose(store, app.config.backend, state)
+    report = diagnose(store, app.config.backend, state, held)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -56,19 +60,25 @@ def doctor_cmd(app: App, as_json: bool) -> None:
             click.echo(f"configured: backend = {report.requested}")
         click.echo(f"backend: {report.backend or 'none'} ({report.reason})")
         if state is not None:
-            click.echo(f"workspace: {state.path}: {held_text(state)}")
+            click.echo(f"workspace: {state.path}: {held_text(state, held)}")
     if not report.ok:
         raise SystemExit(int(ExitCode.UNSUPPORTED))
 
 
-def held_text(state: WorkspaceState) -> str:
-    """Whether the workspace is held (issue 10), in words."""
+def held_text(state: WorkspaceState, held: bool) -> str:
+    """Whether the workspace is held (issue 10; ``held``: a program holds
+    it now), in words."""
     from snapws.backends import backend_for
 
     if not backend_for(state).replaces_mount:
         return "an ordinary directory (changed in place: nothing to remount)"
     if state.base is None:
         return "not held (the next commit or checkout remounts it, unless a program is inside)"
+    if not held:
+        return (
+            f"no longer held: its mount shows {state.base.short()} below the changes until "
+            "the next command that changes it, or `snapws mount`"
+        )
     return (
         f"held: its mount still shows {state.base.short()} below the changes; commit and "
         "checkout go through the live mount until nothing holds it"

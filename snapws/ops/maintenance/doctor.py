@@ -67,8 +67,11 @@ class Report:
     backend: str | None = None
     reason: str = ""
     requested: str = "auto"
-    #: the workspace doctor runs in (None: none); held when ``base`` is set
+    #: the workspace doctor runs in (None: none)
     workspace: WorkspaceState | None = None
+    #: whether a program holds that workspace now (its ``base`` is set and
+    #: :func:`snapws.ops.worktree.mounting.held_now` says so)
+    held: bool = False
 
     @property
     def ok(self) -> bool:
@@ -88,17 +91,20 @@ class Report:
                 for b in self.backends
             ],
             "checks": [c.to_json() for c in self.checks],
-            "workspace": None if self.workspace is None else workspace_json(self.workspace),
+            "workspace": (
+                None if self.workspace is None else workspace_json(self.workspace, self.held)
+            ),
         }
 
 
-def workspace_json(state: WorkspaceState) -> dict[str, Any]:
-    """The workspace part of the report: held (``base``, the snapshot whose
-    chain its live mount is on, is set) or not."""
+def workspace_json(state: WorkspaceState, held: bool) -> dict[str, Any]:
+    """The workspace part of the report: ``held`` (a program holds it now),
+    and ``base``, the snapshot whose chain its live mount is on while it is,
+    or was, held (None: its mount is on HEAD's chain)."""
     return {
         "path": state.path,
         "backend": state.backend,
-        "held": state.base is not None,
+        "held": held,
         "base": state.base.hex if state.base is not None else None,
     }
 
@@ -399,15 +405,19 @@ def _journal_check(report: Report, store: Store) -> None:
 
 
 def diagnose(
-    store: Path | None, requested: str = "auto", workspace: WorkspaceState | None = None
+    store: Path | None,
+    requested: str = "auto",
+    workspace: WorkspaceState | None = None,
+    held: bool = False,
 ) -> Report:
     """Inspect the machine and (if given) the store's filesystem; probe every
     backend for a store at ``store`` (default: the current directory's
     filesystem). ``requested`` is the configured backend (``auto`` or a name):
     the report is ok when it (or, for auto, any backend) can run here.
-    ``workspace`` (the one doctor runs in, if any) goes into the report as it
-    is: nothing is read from its mount."""
-    report = Report(requested=requested, workspace=workspace)
+    ``workspace`` (the one doctor runs in, if any) and ``held`` (whether a
+    program holds it now) go into the report as they are: nothing is read
+    from its mount."""
+    report = Report(requested=requested, workspace=workspace, held=held)
     report.checks.append(Check("kernel", "ok", f"Linux {platform.release()}"))
     _overlay_checks(report)
     root = os.geteuid() == 0

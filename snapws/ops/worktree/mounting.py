@@ -46,14 +46,24 @@ def umount(store: Store, state: WorkspaceState, lazy: bool = False) -> bool:
 def workspaces(store: Store) -> list[WorkspaceInfo]:
     """The store's workspaces, how each is shown, and whether a held one
     (``base`` set: the record keeps it until the next change settles it)
-    is still held by a process now (:func:`_still_held`). Never raises for
-    a held workspace's check."""
+    is still held by a process now (:func:`held_now`)."""
     out = []
     for s in store.workspaces():
         mount = mounted_state(s, store)
-        held = s.base is not None and mount in ("mounted", "frozen") and _still_held(store, s)
-        out.append(WorkspaceInfo(s, mount, store.root, held))
+        out.append(WorkspaceInfo(s, mount, store.root, held_now(store, s, mount)))
     return out
+
+
+def held_now(store: Store, state: WorkspaceState, mount: str | None = None) -> bool:
+    """Whether the workspace is held now: its record says a change went
+    through its live mount (``base`` set), and that mount (``mount``: its
+    :func:`~snapws.ops.workspace.mounted_state`, read if not given) is still
+    used by a process other than this one (:func:`_still_held`)."""
+    if state.base is None:
+        return False
+    if mount is None:
+        mount = mounted_state(state, store)
+    return mount in ("mounted", "frozen") and _still_held(store, state)
 
 
 def _still_held(store: Store, state: WorkspaceState) -> bool:

@@ -124,9 +124,17 @@ def test_doctor_says_whether_its_workspace_is_held(make_workspace: WorkspaceFact
     finally:
         holder.kill()
         holder.wait()
-    # nothing holds it now: the next command that changes it re-bases the mount
+    # nothing holds it any more, but the mount is still on the old chain
+    report = ws.json("doctor")
+    assert report["workspace"]["held"] is False and report["workspace"]["base"] == first
+    assert (
+        f"\nworkspace: {ws.path}: no longer held: its mount shows {first[:12]} below the "
+        "changes until the next command that changes it, or `snapws mount`\n"
+        in ws.run("doctor").stdout
+    )
+    # the next command that changes it re-bases the mount
     ws.run("mount")
-    assert ws.json("doctor")["workspace"]["held"] is False
+    assert ws.json("doctor")["workspace"] == dict(free)
 
 
 def test_doctor_outside_a_workspace_names_none(tmp_path: Path) -> None:
