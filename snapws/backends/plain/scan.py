@@ -103,7 +103,9 @@ class Walker:
     """Walks (part of) a working tree against an index (read only: it
     collects new scan records, changes, recreated directories and ignored
     paths). With ``ignore``, untracked entries the rules exclude are left
-    out of everything (an ignored directory is not entered)."""
+    out of everything (an ignored directory is not entered). With
+    ``trust_dirs`` (see :mod:`snapws.backends.plain.dirtimes`), a directory
+    whose stat is unchanged is not read (see :meth:`walk`)."""
 
     def __init__(
         self,
@@ -112,8 +114,10 @@ class Walker:
         rules: WorkRules,
         hash_threads: int,
         ignore: IgnoreRules | None = None,
+        trust_dirs: bool = False,
     ) -> None:
         self.index = index
+        self.trust_dirs = trust_dirs
         self.root = root
         self.rules = rules
         self.hash_threads = hash_threads
@@ -157,6 +161,7 @@ class Walker:
         through it (short lookups, however deep)."""
         isdir = stat.S_ISDIR
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        trust = self.trust_dirs
         found: list[Unit] = []
         stack = list(units)
         while stack:
@@ -168,7 +173,7 @@ class Walker:
             except OSError:
                 continue  # removed or replaced while we walked: the next scan sees it
             try:
-                listing = self._recorded_listing(rel, fd, ab) if same else None
+                listing = self._recorded_listing(rel, fd, ab) if same and trust else None
                 if listing is None:
                     listing = self._read_listing(fd, ab)
                     self.listed += 1
@@ -493,13 +498,15 @@ def scan(
     rules: WorkRules,
     hash_threads: int = 8,
     ignore: IgnoreRules | None = None,
+    trust_dirs: bool = False,
 ) -> ScanResult:
     """Compare the working tree at ``root`` with ``index``'s HEAD, and put
     what this scan saw into ``index`` (its ``modified`` flag tells whether
     the index should be written back). With ``ignore``, ignored paths are
-    skipped (see :class:`Walker`) and reported apart. Raises OSError if the
-    root is unreadable."""
-    w = Walker(index, root, rules, hash_threads, ignore)
+    skipped (see :class:`Walker`) and reported apart; with ``trust_dirs``,
+    unchanged directories are not read (:meth:`Walker.walk`). Raises
+    OSError if the root is unreadable."""
+    w = Walker(index, root, rules, hash_threads, ignore, trust_dirs)
     units = w.walk_root()
     procs = walking_procs(index)
     with anchored():  # paths may be longer than PATH_MAX

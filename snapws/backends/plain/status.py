@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+from snapws.backends.plain.dirtimes import dir_times_reliable
 from snapws.backends.plain.index import Index
 from snapws.backends.plain.indexfile import IndexWriter, load_index
 from snapws.backends.plain.scan import ScanResult, scan
@@ -42,6 +43,7 @@ def scan_workspace(
             WorkRules.for_workspace(os.fsencode(state.path)),
             session.config.hash_threads,
             IgnoreRules.for_tree(root, session.config.ignore),
+            dir_times_reliable(root),
         )
     except BaseException:
         if writer is not None:

@@ -15,6 +15,12 @@ from pathlib import Path
 import pytest
 from conftest import Workspace
 
+from snapws.backends.plain.dirtimes import (
+    RELIABLE_FSTYPES,
+    UNTRACKED_CACHE_ENV,
+    dir_times_reliable,
+    fstype_of,
+)
 from snapws.backends.plain.index import Index
 from snapws.backends.plain.records import ScanRecord, split_names, stat_key, unpack_stats
 from snapws.backends.plain.scan import ScanResult, scan
@@ -60,7 +66,8 @@ def scan_now(ws: Workspace) -> ScanResult:
     index = Index.decode(path.read_bytes())  # (ws.head() would run a status)
     assert index is not None
     root = os.fsencode(ws.path)
-    return scan(index, root, WorkRules.for_workspace(root), 1, IgnoreRules.for_tree(root))
+    rules = WorkRules.for_workspace(root)
+    return scan(index, root, rules, 1, IgnoreRules.for_tree(root), dir_times_reliable(root))
 
 
 @pytest.fixture
@@ -200,3 +207,20 @@ def test_the_forked_walk_takes_the_same_shortcut(make_plain: PlainFactory) -> No
     assert many != one
     assert '"path": "d3/s2/g"' in many
     assert ws.run("status", "--json", env={"SNAPWS_PLAIN_SCAN_PROCS": "1"}).stdout == many
+
+
+def test_only_filesystems_known_to_move_directory_times(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = os.fsencode(ws.path)
+    assert fstype_of(root) in RELIABLE_FSTYPES  # (the tests' filesystem)
+    assert fstype_of(b"/proc/self") == "proc"
+    monkeypatch.setenv(UNTRACKED_CACHE_ENV, "0")
+    assert not dir_times_reliable(root)
+    got = scan_now(ws)
+    assert (got.listed, got.reused) == (DIRS - 1, 0)
+    e = ws.path / "e"
+    before = os.lstat(e)
+    (e / "g").write_text("g\n")
+    os.utime(e, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert ws.porcelain() == ["?? e/g"]
