@@ -33,7 +33,12 @@ from snapws.oci.imageconfig import (
     snapws_info,
     without_history,
 )
-from snapws.oci.tarextractor import ExtractedLayer, extract_layer, publish_extracted
+from snapws.oci.tarextractor import (
+    ExtractedLayer,
+    discard_extracted,
+    extract_layer,
+    publish_extracted,
+)
 from snapws.store.store import EMPTY_LAYER, Store
 
 
@@ -116,7 +121,7 @@ def _import_layer(
                         f"{what}: the uncompressed tar does not match diff_id {diff_id}"
                     )
             except BaseException:
-                store.discard(layer.staging)
+                discard_extracted(store, layer)
                 raise
         finally:
             stream.close()
@@ -215,8 +220,7 @@ def import_image(
                 existed = store.has_layer(layer.id)
                 lid = publish_extracted(store, layer, dedup)
             except BaseException:
-                if layer.staging.exists():
-                    store.discard(layer.staging)
+                discard_extracted(store, layer)
                 raise
             if not existed:
                 published.append(lid)

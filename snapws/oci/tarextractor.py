@@ -40,8 +40,10 @@ from snapws.layers.entries import (
 from snapws.layers.scan import entries_of, read_tree
 from snapws.layers.view import ChainView, HashCache
 from snapws.model import ROOT, Entry, Kind, display_path, encode_manifest, manifest_id
+from snapws.oci import filewriter
 from snapws.oci import tarformat as tf
 from snapws.oci.tarwriter import CHUNK, OPAQUE_MARKER, WHITEOUT_PREFIX
+from snapws.oci.writeback import EarlyWriteback
 from snapws.store.atomic import syncfs
 from snapws.store.store import Store
 
@@ -82,6 +84,8 @@ class ExtractedLayer:
     staging: Path
     entries: list[Entry]
     manifest: bytes
+    #: the writeback started while unpacking (waited for by publishing)
+    writeback: EarlyWriteback | None = field(default=None, compare=False)
 
     @property
     def id(self) -> LayerId:
@@ -112,9 +116,20 @@ class LayerExtractor:
 
     #: Directory descriptors kept open at most (entries come grouped by directory).
     MAX_DIR_FDS = 64
+    #: Small files written here before the rest go to a helper process
+    #: (:mod:`snapws.oci.filewriter`; None: never)
+    HELPER_AFTER: int | None = 200
 
-    def __init__(self, tree: Path, lower: ChainView | None, what: str, opaque_name: str) -> None:
+    def __init__(
+        self,
+        tree: Path,
+        lower: ChainView | None,
+        what: str,
+        opaque_name: str,
+        writeback: EarlyWriteback | None = None,
+    ) -> None:
         self.root = os.fsencode(tree)
+        self.writeback = writeback  # told of each file's bytes
         self.dest = Beneath(self.root)  # every write resolved beneath it
         self._dir_fds: dict[bytes, int] = {}
         self.opaque_name = opaque_name  # the store's opaque marker attribute
@@ -142,9 +157,17 @@ class LayerExtractor:
         self.opaque: list[bytes] = []
         self.hashes = HashCache()
         self.file_hash: dict[bytes, ContentHash] = {}
+        self.small_files = 0  # written here, while no helper runs
+        self.helper: filewriter.FileWriterChild | None = None
+        self.helper_failed = False
+        self.in_helper: set[bytes] = set()  # files sent to the helper, results not back yet
 
     def close(self) -> None:
-        """Close the descriptors of the tree (idempotent)."""
+        """Stop the helper process, close the descriptors of the tree
+        (idempotent)."""
+        if self.helper is not None:
+            self.helper.close()
+            self.helper = None
         for fd in self._dir_fds.values():
             os.close(fd)
         self._dir_fds.clear()
@@ -352,11 +375,76 @@ class LayerExtractor:
         self.dirs[rel] = meta
         self.explicit.add(rel)
 
+    # -- the helper process (snapws.oci.filewriter) --
+    def _helper_for(self, h: tf.Header) -> filewriter.FileWriterChild | None:
+        """The helper to write this file, if it is small and plain (started
+        after :attr:`HELPER_AFTER` such files; None: write it here)."""
+        if h.size > filewriter.SMALL or h.xattrs or self.helper_failed:
+            return None
+        if self.helper is None:
+            if self.HELPER_AFTER is None or self.small_files < self.HELPER_AFTER:
+                self.small_files += 1
+                return None
+            try:
+                self.helper = filewriter.FileWriterChild(self.root)
+            except filewriter.ChildFailed:
+                self.helper_failed = True  # write everything here
+                return None
+        return self.helper
+
+    def _take(self, results: list[filewriter.Result]) -> None:
+        for rel, digest, st in results:
+            ch = ContentHash(digest)
+            self.hashes.put(self._abs(rel), ch)
+            self.file_hash[rel] = ch
+            if st is not None:
+                self.file_stats[rel] = st
+            self.in_helper.discard(rel)
+
+    def sync_helper(self) -> None:
+        """Wait until the helper wrote every file sent so far. Raises what
+        writing them raised (as :meth:`add` would have)."""
+        if self.helper is None:
+            return
+        try:
+            self._take(self.helper.sync())
+        except OSError as e:
+            rel = os.fsencode(e.filename) if e.filename else b"?"
+            raise self._perm(rel, e, getattr(e, "failed_step", "create")) from e
+
+    def _send(
+        self, helper: filewriter.FileWriterChild, rel: bytes, h: tf.Header, reader: tf.TarReader
+    ) -> None:
+        mode = h.mode
+        plain = not (mode & ~0o777 or mode & self.umask)
+        ids = ns_ids(h.uid, h.gid)
+        flags = 0
+        if ids != self.own_ids or self.gid_inherited:
+            flags |= filewriter.CHOWN
+        if not plain:
+            flags |= filewriter.CHMOD
+        if self.stat_files:
+            flags |= filewriter.STAT
+        data = b"".join(reader.data(filewriter.SMALL))
+        self.kinds[rel] = Kind.FILE
+        self.in_helper.add(rel)
+        try:
+            helper.add(rel, data, mode, mode if plain else 0o600, *ids, h.mtime_ns, flags)
+        except filewriter.ChildFailed as e:
+            raise OSError(errno.EIO, f"the helper process writing files failed: {e}") from e
+        if self.writeback is not None:
+            self.writeback.wrote(h.size)
+
     def _file(self, rel: bytes, path: bytes, h: tf.Header, reader: tf.TarReader) -> None:
         """Create a regular file: the data written as it streams in (and
         hashed on the way: the manifest needs its XXH3), zero chunks left as
         holes, then owner, mode, xattrs and mtime, each only when the new
-        file does not have it already."""
+        file does not have it already. Small plain files go to the helper
+        process instead (:meth:`_helper_for`)."""
+        helper = self._helper_for(h)
+        if helper is not None:
+            self._send(helper, rel, h, reader)
+            return
         mode = h.mode
         plain = not (mode & ~0o777 or mode & self.umask)  # open() gives the mode
         dfd, base = self._parent(rel)
@@ -378,6 +466,8 @@ class LayerExtractor:
                         view = view[os.write(fd, view) :]
             if hole:
                 os.ftruncate(fd, h.size)
+            if self.writeback is not None:
+                self.writeback.wrote(h.size)
             ids = ns_ids(h.uid, h.gid)
             if ids != self.own_ids or self.gid_inherited:
                 try:
@@ -403,6 +493,8 @@ class LayerExtractor:
 
     def _hardlink(self, rel: bytes, path: bytes, h: tf.Header) -> None:
         target = self._norm(h.linkname)
+        if target in self.in_helper:
+            self.sync_helper()  # the file must exist, its hash be known
         if target not in self.file_hash or target not in self.explicit:
             raise self._bad(
                 f"hardlink {display_path(rel)} -> {display_path(h.linkname)} does not name an "
@@ -444,8 +536,13 @@ class LayerExtractor:
 
     # -- the end --
     def finish(self) -> None:
-        """Apply whiteouts and opaque markers, then directory metadata
-        (deepest first, so creating children does not change it again)."""
+        """Wait for the helper's files, apply whiteouts and opaque markers,
+        then directory metadata (deepest first, so creating children does not
+        change it again)."""
+        if self.helper is not None:
+            self._take(self.helper.finish())
+            self.helper.close()
+            self.helper = None
         opaque = list(self.opaque)
         for w in self.whiteouts:
             kind = self.kinds.get(w)
@@ -525,41 +622,58 @@ def extract_layer(
 
     Raises BadImageError, UnsupportedError, OSError."""
     staging = store.new_staging("import")
+    writeback = EarlyWriteback(staging)
     try:
         tree = staging / "tree"
         tree.mkdir(mode=0o700)
         lower = ChainView([os.fsencode(p) for p in lower_trees]) if lower_trees else None
-        x = LayerExtractor(tree, lower, reader.what, opaque_xattr(store.xattr_form))
+        x = LayerExtractor(tree, lower, reader.what, opaque_xattr(store.xattr_form), writeback)
         try:
             for h in reader.entries():
                 x.add(h, reader)
             x.finish()
         finally:
             x.close()
+        writeback.kick()  # the disk works while the manifest is computed
         entries = entries_of(x.nodes(), threads, known=x.hashes)
-        return ExtractedLayer(staging, entries, encode_manifest(entries))
+        return ExtractedLayer(staging, entries, encode_manifest(entries), writeback)
     except BaseException:
+        writeback.close()
         store.discard(staging)
         raise
+
+
+def discard_extracted(store: Store, layer: ExtractedLayer) -> None:
+    """Throw an extracted layer away (its staging dir), once its early
+    writeback is over."""
+    if layer.writeback is not None:
+        layer.writeback.close()
+    if layer.staging.exists():
+        store.discard(layer.staging)
 
 
 def publish_extracted(store: Store, layer: ExtractedLayer, dedup: bool = False) -> LayerId:
     """Publish an extracted layer (dedup first, if asked); if the store has it
     already, drop the copy. Precondition: the store lock is held exclusively.
 
-    Durability: nothing was fsynced while unpacking; one syncfs of the
-    store's filesystem makes the whole tree (and anything else written to
-    the store so far, such as the blob-cache copy of the layer's blob)
-    durable before the rename publishes it. Raises OSError, MountError
-    (syncfs failed)."""
+    Durability: nothing was fsynced while unpacking (writeback was only
+    started early, :mod:`snapws.oci.writeback`, and goes on while the
+    tree is deduplicated); one syncfs of the store's filesystem, after
+    everything, makes the whole tree (and anything else written to the
+    store so far, such as the blob-cache copy of the layer's blob) durable
+    before the rename publishes it. Raises OSError, MountError (syncfs
+    failed)."""
     lid = layer.id
-    if not store.has_layer(lid):
-        if dedup:
-            from snapws.store.dedup import dedup_tree
+    try:
+        if not store.has_layer(lid):
+            if dedup:
+                from snapws.store.dedup import dedup_tree
 
-            dedup_tree(store, layer.staging / "tree", lid, layer.entries)
-        syncfs(layer.staging)
-        store.publish_layer(layer.staging, layer.manifest)
-    if layer.staging.exists():
-        store.discard(layer.staging)
+                dedup_tree(store, layer.staging / "tree", lid, layer.entries)
+            if layer.writeback is not None:
+                layer.writeback.wait()
+            syncfs(layer.staging)
+            store.publish_layer(layer.staging, layer.manifest)
+    finally:
+        discard_extracted(store, layer)
     return lid

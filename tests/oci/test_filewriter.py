@@ -1,0 +1,120 @@
+"""The helper process that writes small files while a layer is unpacked
+(snapws.oci.filewriter): an import gives the same snapshot with it as
+without it, hostile tars are refused as before, its errors reach the
+importer, and an import goes on without it when it cannot start."""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from snapws.errors import BadImageError
+from snapws.oci import filewriter
+from snapws.oci.tarextractor import LayerExtractor
+from snapws.store.store import EMPTY_LAYER, Store
+
+from .ocitools import Member, d, f, import_layout, make_layout, merged, tar_of
+from .test_hostile import TAR_CASES, _check_refused
+
+_RNG = random.Random(14)
+
+
+@functools.cache
+def _members() -> list[Member]:
+    out = [d("a"), d("a/b")]
+    out += [f(f"a/f{i}", _RNG.randbytes(i * 37)) for i in range(40)]  # f0: empty
+    out += [
+        f("a/b/zeros", bytes(5000)),  # a hole
+        f("a/b/setuid", b"#!/bin/sh\n", mode=0o4755),  # chmod after open
+        f("a/b/owned", b"x", uid=1234, gid=5678),  # chown
+        f("big", _RNG.randbytes(filewriter.SMALL + 1)),  # written by the importer itself
+        Member("a/link", tarfile.LNKTYPE, linkname="a/f7"),  # to a file the helper wrote
+        Member("sym", tarfile.SYMTYPE, linkname="a/f3"),
+        f("a/b/last", b"last"),
+    ]
+    return out
+
+
+def _import(tmp_path: Path, name: str, after: int | None, monkeypatch: pytest.MonkeyPatch) -> Store:
+    monkeypatch.setattr(LayerExtractor, "HELPER_AFTER", after)
+    store = Store.create(tmp_path / name)
+    layout = tmp_path / "layout"
+    if not layout.exists():
+        make_layout(layout, [tar_of(_members())])
+    sid = import_layout(store, layout)
+    store.sid = sid  # type: ignore[attr-defined]
+    return store
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to other owners needs root")
+def test_helper_gives_the_same_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    here = _import(tmp_path, "here", None, monkeypatch)
+    helped = _import(tmp_path, "helped", 0, monkeypatch)
+    late = _import(tmp_path, "late", 10, monkeypatch)  # started midway
+    sid = here.sid  # type: ignore[attr-defined]
+    assert helped.sid == sid and late.sid == sid  # type: ignore[attr-defined]
+    assert merged(helped, sid) == merged(here, sid)
+    lid = [x for x in helped.chain(sid) if x != EMPTY_LAYER][-1]
+    tree = helped.layer_tree(lid)
+    members = {m.name: m for m in _members()}
+    for i in (0, 7, 39):
+        assert (tree / f"a/f{i}").read_bytes() == members[f"a/f{i}"].data
+    assert os.stat(tree / "a/link").st_ino == os.stat(tree / "a/f7").st_ino
+    assert os.stat(tree / "a/b/zeros").st_blocks == 0  # left as a hole
+    assert os.stat(tree / "a/b/setuid").st_mode & 0o7777 == 0o4755
+    st = os.stat(tree / "a/b/owned")
+    assert (st.st_uid, st.st_gid) == (1234, 5678)
+
+
+@pytest.mark.parametrize("case", sorted(TAR_CASES))
+def test_hostile_tars_are_refused_with_the_helper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    monkeypatch.setattr(LayerExtractor, "HELPER_AFTER", 0)
+    store = Store.create(tmp_path / "store")
+    members, expect = TAR_CASES[case]
+    layout = tmp_path / "layout"
+    make_layout(layout, [tar_of(members)])
+    _check_refused(tmp_path, store, layout, expect, BadImageError)
+
+
+def test_import_goes_on_when_the_helper_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(root: bytes) -> filewriter.FileWriterChild:
+        raise filewriter.ChildFailed("no")
+
+    monkeypatch.setattr(filewriter, "FileWriterChild", broken)
+    monkeypatch.setattr(LayerExtractor, "HELPER_AFTER", 0)
+    store = Store.create(tmp_path / "store")
+    layout = tmp_path / "layout"
+    make_layout(layout, [tar_of([d("a"), *(f(f"a/{i}", b"%d" % i) for i in range(5))])])
+    sid = import_layout(store, layout)
+    assert sorted(p for p in merged(store, sid) if p.startswith(b"a/")) == [
+        b"a/%d" % i for i in range(5)
+    ]
+
+
+def test_helper_reports_its_first_error_and_stops(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    child = filewriter.FileWriterChild(os.fsencode(root))
+    try:
+        child.add(b"d/one", b"1", 0o644, 0o644, 0, 0, 0, filewriter.STAT)
+        ((rel, digest, st),) = child.sync()
+        assert rel == b"d/one" and st is not None and st.st_size == 1 and len(digest) == 32
+        child.add(b"missing/two", b"2", 0o644, 0o644, 0, 0, 0, 0)
+        child.add(b"d/three", b"3", 0o644, 0o644, 0, 0, 0, 0)
+        with pytest.raises(FileNotFoundError) as info:
+            child.sync()
+        assert info.value.filename == "missing/two"
+        assert info.value.failed_step == "create"  # type: ignore[attr-defined]
+        assert not (root / "d/three").exists()  # nothing more after an error
+    finally:
+        child.close()
+    assert (root / "d/one").read_bytes() == b"1"
