@@ -7,7 +7,6 @@ the state, then the new state shown, without a gap for a mount)."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -20,10 +19,10 @@ from snapws.crash import crashpoint
 from snapws.errors import NameExistsError, UncommittedChangesError, WorkspaceBusyError
 from snapws.ids import SnapshotId
 from snapws.interrupts import deferred_signals
-from snapws.layers.diff import diff_views
 from snapws.model import Change, WorkspaceState, display_path
 from snapws.ops.journals import SwitchJournal, mark_shown
 from snapws.ops.recovery import finishing
+from snapws.ops.worktree.diff import snapshot_changes
 from snapws.refnames import validate_ref_name
 from snapws.session import Session
 from snapws.store.store import Store
@@ -58,16 +57,6 @@ def refuse(changes: list[Change], action: str, hint: str | None = None) -> Uncom
         shown,
         hint=hint,
     )
-
-
-def snapshot_changes(session: Session, a: SnapshotId, b: SnapshotId) -> list[Change]:
-    """Changes from snapshot ``a`` to ``b``, at the cost of the layers the
-    two chains do not share."""
-    if a == b:
-        return []
-    store = session.store
-    dirs = [os.fsencode(store.layer_tree(x)) for x in store.unshared_layers(a, b)]
-    return diff_views(session.chain_view(a), session.chain_view(b), dirs)
 
 
 def checkout(

@@ -163,6 +163,15 @@ def diff(
     return DiffResult(changes, old_view, work_view, old_sid.short(), "working tree", ignored)
 
 
+def snapshot_changes(session: Session, a: SnapshotId, b: SnapshotId) -> list[Change]:
+    """Changes from snapshot ``a`` to ``b``, read from the manifests of the
+    layers the two chains do not share. Raises StoreCorruptError (a damaged
+    manifest), as :func:`manifest_chain` does."""
+    if a == b:
+        return []
+    return _diff_chains(session.manifest_chain(a), session.manifest_chain(b))
+
+
 def diff_from_nothing(session: Session, sid: SnapshotId) -> list[Change]:
     """Everything in a root snapshot, as additions (``show`` of a first snapshot)."""
     changes = _diff_chains(ManifestChain([]), manifest_chain(session.store, sid))
