@@ -86,6 +86,8 @@ class ExtractedLayer:
     manifest: bytes
     #: the writeback started while unpacking (waited for by publishing)
     writeback: EarlyWriteback | None = field(default=None, compare=False)
+    #: the fstat of files taken when they were complete (for dedup)
+    stats: dict[bytes, os.stat_result] = field(default_factory=dict, compare=False)
 
     @property
     def id(self) -> LayerId:
@@ -636,7 +638,9 @@ def extract_layer(
             x.close()
         writeback.kick()  # the disk works while the manifest is computed
         entries = entries_of(x.nodes(), threads, known=x.hashes)
-        return ExtractedLayer(staging, entries, encode_manifest(entries), writeback)
+        return ExtractedLayer(
+            staging, entries, encode_manifest(entries), writeback, dict(x.file_stats)
+        )
     except BaseException:
         writeback.close()
         store.discard(staging)
@@ -669,7 +673,7 @@ def publish_extracted(store: Store, layer: ExtractedLayer, dedup: bool = False) 
             if dedup:
                 from snapws.store.dedup import dedup_tree
 
-                dedup_tree(store, layer.staging / "tree", lid, layer.entries)
+                dedup_tree(store, layer.staging / "tree", lid, layer.entries, known=layer.stats)
             if layer.writeback is not None:
                 layer.writeback.wait()
             syncfs(layer.staging)

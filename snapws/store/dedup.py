@@ -71,8 +71,8 @@ from snapws.store.dedupindex import (
     INDEX_DB,
     DedupIndex,
     IndexRecord,
-    canonical,
     material,
+    material_json,
     parse_entry,
 )
 from snapws.store.store import Store
@@ -98,7 +98,7 @@ class DedupStats:
 
 def dedup_key(e: Entry) -> str:
     """The index key of a regular file's manifest entry: 32 hex digits."""
-    return Digest.of(canonical(material(e))).hex
+    return Digest.of(material_json(e)).hex
 
 
 def index_root(store: Store) -> Path:
@@ -111,6 +111,7 @@ def dedup_tree(
     layer: LayerId,
     manifest: bytes | list[Entry],
     link_limit: int | None = None,
+    known: Mapping[bytes, os.stat_result] | None = None,
 ) -> DedupStats:
     """Replace files of ``tree`` by hardlinks of identical files (content and
     metadata) of published layers, and index the others.
@@ -122,8 +123,10 @@ def dedup_tree(
     and no rollback can hand it back
     to a workspace). The manifest does not change. ``link_limit``: the most
     links an inode may reach (default: the filesystem's limit less
-    ``LINK_HEADROOM``). Idempotent; safe to run again after a crash. Raises
-    OSError only if the tree cannot be read or repaired."""
+    ``LINK_HEADROOM``). ``known``: the lstat of files of the tree (by path)
+    that the caller took after it last changed them (an import that has just
+    written them), not read again. Idempotent; safe to run again after a
+    crash. Raises OSError only if the tree cannot be read or repaired."""
     stats = DedupStats()
     entries = decode_manifest(manifest) if isinstance(manifest, bytes) else manifest
     by_path = {e.path: e for e in entries}
@@ -135,7 +138,7 @@ def dedup_tree(
         return stats
     root = os.fsencode(tree)
     try:
-        run = _Run(store, root, layer, link_limit)
+        run = _Run(store, root, layer, link_limit, known)
     except OSError:
         return stats  # no usable dedup/ (full or read-only store): store as is
     try:
@@ -200,8 +203,16 @@ def prune_index(store: Store) -> int:
 
 
 class _Run:
-    def __init__(self, store: Store, root: bytes, layer: LayerId, limit: int | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        root: bytes,
+        layer: LayerId,
+        limit: int | None,
+        known: Mapping[bytes, os.stat_result] | None = None,
+    ) -> None:
         self.store = store
+        self.known = known or {}
         self.root = root
         self.layer = layer
         self.base = index_root(store)
@@ -222,10 +233,10 @@ class _Run:
         return self.root if rel == ROOT else self.root + b"/" + rel
 
     def group(self, lead: Entry, members: list[bytes], stats: DedupStats) -> None:
-        meta = material(lead)
-        meta_json = canonical(meta)
+        meta_json = material_json(lead)
         key = Digest.of(meta_json).hex
-        sts = [lstat(self.abspath(p)) for p in members]
+        known = self.known
+        sts = [known.get(p) or lstat(self.abspath(p)) for p in members]
         if key in self.used_keys:
             # a second group of this layer with the same key keeps its own inode
             self.claimed.add(self.unify(members, sts, avoid=None))
@@ -233,7 +244,7 @@ class _Run:
         self.used_keys.add(key)
         rec = self.index.get(key)
         cand = None
-        if rec is not None and rec.meta == meta and rec.layer != self.layer:
+        if rec is not None and rec.meta == material(lead) and rec.layer != self.layer:
             cand = _check_candidate(self.store, rec, lead, self.published)
         if cand is not None and cand[1].st_dev == self.dev and cand[1].st_ino not in self.claimed:
             cpath, cst = cand

@@ -24,7 +24,7 @@ from typing import Any
 
 from snapws.crash import crashpoint
 from snapws.ids import Digest, LayerId
-from snapws.model import ROOT, Entry, path_to_text, text_to_path
+from snapws.model import ROOT, Entry, Kind, path_to_text, text_to_path
 
 INDEX_DB = "index.sqlite"
 CORRUPT_DB = "index.sqlite.corrupt"  # a damaged index, moved aside
@@ -181,6 +181,29 @@ def material(e: Entry) -> dict[str, Any]:
 
 def canonical(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def material_json(e: Entry) -> bytes:
+    """``canonical(material(e))``: written out directly for a regular file
+    with nothing but content, mode, owner and mtime (most files: JSON's
+    encoder costs more than the rest of a file's indexing)."""
+    if (
+        e.kind is Kind.FILE
+        and e.hash is not None
+        and not e.xattrs
+        and e.target is None
+        and e.rdev is None
+        and not e.opaque
+    ):
+        return b'{"g":%d,"h":"%s","k":"f","m":%d,"s":%d,"t":%d,"u":%d}' % (
+            e.gid,
+            e.hash.hex.encode("ascii"),
+            e.mode,
+            e.size,
+            e.mtime_ns,
+            e.uid,
+        )
+    return canonical(material(e))
 
 
 def parse_entry(data: object, key: str) -> IndexRecord | None:
