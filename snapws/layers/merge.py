@@ -36,11 +36,13 @@ the smallest surviving path of the group).
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
+from typing import Any, Generic, Protocol, TypeVar
 
 from snapws.deeppath import anchored, lstat, reach
 from snapws.layers.entries import join, ns_ids, opaque_xattr, parent_of, read_node
@@ -66,13 +68,29 @@ class MergedEntry:
     source: int | None
 
 
-class _Index:
+class _Node(Protocol):
+    """What a merge reads of an entry: an :class:`Entry`, or a
+    :class:`_Line` of a manifest read without building entries."""
+
+    @property
+    def path(self) -> bytes: ...
+    @property
+    def kind(self) -> Kind: ...
+    @property
+    def opaque(self) -> bool: ...
+
+
+N = TypeVar("N", bound=_Node)
+_KINDS = {kind.value: kind for kind in Kind}
+
+
+class _Index(Generic[N]):
     """A layer's manifest by path, and the names below each directory."""
 
     __slots__ = ("by_path", "kids")
 
-    def __init__(self, entries: Sequence[Entry]) -> None:
-        self.by_path: dict[bytes, Entry] = {}
+    def __init__(self, entries: Sequence[N]) -> None:
+        self.by_path: dict[bytes, N] = {}
         self.kids: dict[bytes, list[bytes]] = {}
         for e in entries:
             self.by_path[e.path] = e
@@ -85,11 +103,26 @@ def merge_entries(layers: Sequence[Sequence[Entry]], bottom: bool) -> list[Merge
     first), parents before children. ``bottom``: the run includes the chain's
     bottom layer (nothing below it: no whiteouts or opaque markers needed).
     Hardlink leaders (``link``) are recomputed for the merged layer."""
+    return _relink(_merged_entries(layers, bottom))
+
+
+def _merged_entries(layers: Sequence[Sequence[Entry]], bottom: bool) -> list[MergedEntry]:
+    """:func:`merge_entries` without recomputing hardlink leaders."""
+    return [MergedEntry(e, source) for e, source in _merge(layers, bottom, _with_opaque)]
+
+
+def _merge(
+    layers: Sequence[Sequence[N]], bottom: bool, with_opaque: Callable[[N, bool], N]
+) -> list[tuple[N, int | None]]:
+    """The merge of :func:`merge_entries`, hardlink leaders left as they
+    are: each entry and the layer whose node it is (None: made anew).
+    Entries that need no change are the source layers' own objects; one
+    whose opaque marker changes is ``with_opaque(entry, marker)``."""
     idx = [_Index(entries) for entries in layers]
     roots = [i for i, ix in enumerate(idx) if ROOT in ix.by_path]
     if not roots:
         return []
-    out: list[MergedEntry] = [MergedEntry(replace(idx[roots[0]].by_path[ROOT], opaque=False), None)]
+    out: list[tuple[N, int | None]] = [(with_opaque(idx[roots[0]].by_path[ROOT], False), None)]
     # (directory, the layers that show it (topmost first), whether the layers
     # below the run still show through it)
     stack: list[tuple[bytes, list[int], bool]] = [(ROOT, roots, not bottom)]
@@ -106,10 +139,10 @@ def merge_entries(layers: Sequence[Sequence[Entry]], bottom: bool) -> list[Merge
             e = idx[li].by_path[p]
             if e.kind is Kind.WHITEOUT:
                 if below:
-                    out.append(MergedEntry(e, None))
+                    out.append((e, None))
                 continue
             if e.kind is not Kind.DIR:
-                out.append(MergedEntry(e, li))
+                out.append((e, li))
                 continue
             layers_of_p = [li]
             stopped = e.opaque
@@ -125,10 +158,53 @@ def merge_entries(layers: Sequence[Sequence[Entry]], bottom: bool) -> list[Merge
                     if f.opaque:
                         stopped = True
                         break
-            out.append(MergedEntry(replace(e, opaque=below and stopped), None))
+            opaque = below and stopped
+            out.append((e if e.opaque == opaque else with_opaque(e, opaque), None))
             subdirs.append((p, layers_of_p, below and not stopped))
         stack.extend(reversed(subdirs))
-    return _relink(out)
+    return out
+
+
+def _with_opaque(e: Entry, opaque: bool) -> Entry:
+    return e if e.opaque == opaque else replace(e, opaque=opaque)
+
+
+@dataclass(slots=True)  # not frozen: made for every line of a run, and never changed
+class _Line:
+    """An entry as a merge reads it, from a line of a canonical manifest:
+    its JSON object, and the line itself (empty: to be written anew)."""
+
+    path: bytes
+    kind: Kind
+    opaque: bool
+    obj: dict[str, Any]
+    line: bytes
+
+    def with_opaque(self, opaque: bool) -> _Line:
+        obj = dict(self.obj)
+        obj.pop("o", None)
+        if opaque:
+            obj["o"] = True
+        return _Line(self.path, self.kind, opaque, obj, b"")
+
+    def encoded(self) -> bytes:
+        return self.line or encode_manifest([Entry.from_json(self.obj)])[:-1]
+
+
+def _lines_of(manifest: bytes) -> list[_Line]:
+    """A canonical manifest's lines, read as JSON objects (one ``json.loads``),
+    no entry built. Raises ValueError."""
+    lines = manifest.split(b"\n")[:-1]
+    try:
+        objs = json.loads(b"[" + b",".join(lines) + b"]")
+        if len(objs) != len(lines) or (manifest and not manifest.endswith(b"\n")):
+            raise ValueError("not one JSON object a line")
+        return [
+            _Line(os.fsencode(obj["p"]), _KINDS[obj["k"]], obj.get("o") is True, obj, line)
+            for obj, line in zip(objs, lines, strict=True)
+        ]
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise ValueError(f"not a canonical manifest: {e}") from e
 
 
 def _relink(merged: list[MergedEntry]) -> list[MergedEntry]:
@@ -171,35 +247,119 @@ def plan_merged_tree(layers: Sequence[RunLayer], bottom: bool) -> tuple[list[Bui
     first), without making it: the steps, and the canonical manifest of the
     tree they make. Costs the run's entries and an ``lstat`` per
     non-directory (inode groups). Raises OSError."""
-    merged = merge_entries([layer.entries for layer in layers], bottom)
+    merged = _merged_entries([layer.entries for layer in layers], bottom)  # leaders: below
+    items = [(m.entry.path, m.entry.kind, m.entry.link, m.source) for m in merged]
+    keyed, relinked = _inode_groups([layer.tree for layer in layers], items)
+    steps: list[BuildStep] = []
+    for n, (m, (key, alias)) in enumerate(zip(merged, keyed, strict=True)):
+        e = m.entry if n not in relinked else replace(m.entry, link=relinked[n])
+        steps.append(BuildStep(e, None) if key < 0 else BuildStep(e, m.source, key, alias))
+    return steps, encode_manifest(step.entry for step in steps)
+
+
+def merge_manifest(manifests: Sequence[bytes], bottom: bool) -> tuple[bytes, list[int]]:
+    """The first half of :func:`plan_merged_tree`, for a plan spread over
+    two calls (a compaction job), from the run's canonical manifests
+    (topmost first): the merged layer's manifest, its hardlink leaders not
+    yet recomputed (see :func:`key_manifest`), and each line's source layer
+    (-1: none, a directory or a whiteout). No entry is built: a line that
+    needs no change is the source's own line. Costs the run's lines, no
+    system call. Raises ValueError (a manifest that is not canonical)."""
+    layers = [_lines_of(data) for data in manifests]
+    merged = sorted(_merge(layers, bottom, _Line.with_opaque), key=_node_path)
+    out = b"".join(node.encoded() + b"\n" for node, _ in merged)
+    return out, [-1 if source is None else source for _, source in merged]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedLine:
+    """A line of the merged manifest made by :func:`key_manifest`: what
+    :class:`BuildStep` says about its entry, without the entry."""
+
+    source: int  # -1: made anew (a directory, a whiteout)
+    key: int
+    alias: bool
+    is_dir: bool
+
+
+def key_manifest(
+    trees: Sequence[bytes], manifest: bytes, sources: Sequence[int]
+) -> tuple[bytes, list[KeyedLine]]:
+    """The second half of :func:`plan_merged_tree`: given what
+    :func:`merge_manifest` returned and the run's trees (topmost first),
+    the canonical manifest of the merged tree (hardlink leaders of the
+    tree made) and the inode group of each of its lines. Costs an
+    ``lstat`` per non-directory; entries are read as JSON objects, never
+    built, but for the few whose leader changes. Raises ValueError (a
+    manifest that does not match ``sources``), OSError."""
+    lines = manifest.split(b"\n")[:-1]
+    items: list[tuple[bytes, Kind, bytes | None, int | None]] = []
+    try:
+        objs = json.loads(b"[" + b",".join(lines) + b"]")
+        if len(objs) != len(lines) or len(sources) != len(lines):
+            raise ValueError("not a line for each source")
+        for obj, layer in zip(objs, sources, strict=True):
+            link = obj.get("hl")
+            items.append(
+                (
+                    os.fsencode(obj["p"]),
+                    Kind(obj["k"]),
+                    None if link is None else os.fsencode(link),
+                    None if layer < 0 else layer,
+                )
+            )
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise ValueError(f"a merged manifest that its sources do not match: {e}") from e
+    keyed, relinked = _inode_groups(trees, items)
+    for n, want in relinked.items():
+        lines[n] = encode_manifest([replace(Entry.from_json(objs[n]), link=want)])[:-1]
+    out = []
+    for (_, kind, _, source), (key, alias) in zip(items, keyed, strict=True):
+        linked = -1 if key < 0 or source is None else source  # -1: made anew
+        out.append(KeyedLine(linked, key, alias, kind is Kind.DIR))
+    return (b"\n".join(lines) + b"\n" if lines else b""), out
+
+
+def _inode_groups(
+    trees: Sequence[bytes], items: Sequence[tuple[bytes, Kind, bytes | None, int | None]]
+) -> tuple[list[tuple[int, bool]], dict[int, bytes | None]]:
+    """Inode groups of a merged tree's entries, given as (path, kind,
+    hardlink leader, source layer): each one's (key, alias) (key -1 for
+    directories, whiteouts and entries without source), and the files whose
+    leader (``link``) changes, by index. Files that were one inode in a
+    source layer stay one (the group's smallest path leads it); one that
+    shares its inode with another group (store dedup) is an alias: a copy."""
     keys: dict[tuple[object, ...], int] = {}
     owners: dict[tuple[object, ...], tuple[int, bytes]] = {}
-    groups: dict[int, list[int]] = {}  # key -> files (index in merged)
-    steps: list[BuildStep] = []
-    for n, m in enumerate(merged):
-        e = m.entry
-        if e.kind in (Kind.DIR, Kind.WHITEOUT) or m.source is None:
-            steps.append(BuildStep(e, None))
+    groups: dict[int, list[int]] = {}  # key -> files (index in items)
+    out: list[tuple[int, bool]] = []
+    for n, (path, kind, link, source) in enumerate(items):
+        if kind is Kind.DIR or kind is Kind.WHITEOUT or source is None:
+            out.append((-1, False))
             continue
-        st = lstat(join(layers[m.source].tree, e.path))
+        st = lstat(join(trees[source], path))
         ident: tuple[object, ...] = (st.st_dev, st.st_ino)
         alias = False
-        if e.kind is Kind.FILE:
-            group = (m.source, e.link or e.path)
+        if kind is Kind.FILE:
+            group = (source, link or path)
             if owners.setdefault(ident, group) != group:
                 ident, alias = ("group", *group), True
         key = keys.setdefault(ident, len(keys))
-        if e.kind is Kind.FILE:
+        if kind is Kind.FILE:
             groups.setdefault(key, []).append(n)
-        steps.append(BuildStep(e, m.source, key, alias))
+        out.append((key, alias))
+    relinked: dict[int, bytes | None] = {}
     for members in groups.values():
-        leader = min(steps[n].entry.path for n in members)
+        leader = min(items[n][0] for n in members)
         for n in members:
-            e = steps[n].entry
-            want = None if e.path == leader else leader
-            if e.link != want:
-                steps[n] = replace(steps[n], entry=replace(e, link=want))
-    return steps, encode_manifest(step.entry for step in steps)
+            want = None if items[n][0] == leader else leader
+            if items[n][2] != want:
+                relinked[n] = want
+    return out, relinked
+
+
+def _node_path(item: tuple[_Line, int | None]) -> bytes:
+    return item[0].path
 
 
 class TreeBuilder:

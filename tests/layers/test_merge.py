@@ -26,10 +26,19 @@ from robust.verify import tree_problems
 
 from snapws.config import Config
 from snapws.errors import MountError
-from snapws.layers.merge import RunLayer, build_merged_tree, merge_entries
+from snapws.layers.merge import (
+    BuildStep,
+    KeyedLine,
+    RunLayer,
+    build_merged_tree,
+    key_manifest,
+    merge_entries,
+    merge_manifest,
+    plan_merged_tree,
+)
 from snapws.layers.scan import entries_of, read_tree
 from snapws.layers.view import ChainView
-from snapws.model import Entry, Kind, decode_manifest
+from snapws.model import Entry, Kind, decode_manifest, encode_manifest
 from snapws.mounts.mounter import detach, mount_at, mount_overlay, unmount
 from snapws.mounts.plan import MountPlan
 from snapws.ops.session import open_session
@@ -235,6 +244,14 @@ def check_runs(
         manifest = build_merged_tree(layers, os.fsencode(dest), bottom)
         entries = decode_manifest(manifest)
         assert tree_problems(dest, entries) == [], label
+        # a plan given the run's manifest lines (kept for unchanged entries) writes the same bytes
+        steps, planned = plan_merged_tree(layers, bottom)
+        assert planned == manifest, label
+        # planned by halves (a compaction job): the same manifest and inode groups
+        merged, sources = merge_manifest([encode_manifest(m) for m in manifests[i : j + 1]], bottom)
+        final, keyed = key_manifest([layer.tree for layer in layers], merged, sources)
+        assert final == manifest, label
+        assert by_halves(final, keyed) == in_one_go(steps), label
         # entries hidden within the run are gone: each one is what the run shows
         run_view = ChainView([os.fsencode(t) for t in trees[i : j + 1]])
         for e in entries:
@@ -252,6 +269,29 @@ def check_runs(
                 got = shown_tree(root)
         assert got == expected, label
     return len(expected)
+
+
+def in_one_go(steps: list[BuildStep]) -> set[tuple[frozenset[bytes], int, bool]]:
+    """A plan's inode groups: the paths of each, its source layer, whether a copy."""
+    groups: dict[int, list[BuildStep]] = {}
+    for s in steps:
+        if s.key >= 0:
+            groups.setdefault(s.key, []).append(s)
+    return {
+        (frozenset(s.entry.path for s in g), -1 if g[0].source is None else g[0].source, g[0].alias)
+        for g in groups.values()
+    }
+
+
+def by_halves(manifest: bytes, keyed: list[KeyedLine]) -> set[tuple[frozenset[bytes], int, bool]]:
+    entries = decode_manifest(manifest)
+    assert len(entries) == len(keyed)
+    steps = [
+        BuildStep(e, None if k.source < 0 else k.source, k.key, k.alias)
+        for e, k in zip(entries, keyed, strict=True)
+    ]
+    assert all(k.is_dir == (e.kind is Kind.DIR) for e, k in zip(entries, keyed, strict=True))
+    return in_one_go(steps)
 
 
 def pick_runs(rng: random.Random, n: int) -> list[tuple[int, int]]:

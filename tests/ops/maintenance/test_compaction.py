@@ -153,3 +153,32 @@ def test_torn_and_stale_jobs_are_dropped(
     while _jobs(ws):
         ids.append(_commit(ws, rng, len(ids)))
     assert_store_ok(ws.store)
+
+
+@pytest.mark.parametrize("torn", ["merged", "sources"])
+def test_a_torn_first_half_of_a_plan_drops_the_job(
+    make_workspace: WorkspaceFactory, small_budget: None, torn: str
+) -> None:
+    ws = make_workspace(spec=SPEC)
+    rng = random.Random(14)
+    ids: list[str] = []
+    states: list[object] = []
+    while not _jobs(ws):
+        ids.append(_commit(ws, rng, len(ids)))
+        states.append(tree_state(ws.path))
+    (job,) = _jobs(ws)
+    state = json.loads((job / "job.json").read_bytes())
+    assert state["phase"] == "keys" and not (job / "steps").exists()  # planned by halves
+    data = (job / torn).read_bytes()
+    (job / torn).write_bytes(data[: len(data) // 2 - 1] + b"x")
+    ids.append(_commit(ws, rng, len(ids)))
+    states.append(tree_state(ws.path))
+    assert job not in _jobs(ws)
+    for _ in range(60):  # planned afresh, then built and published
+        ids.append(_commit(ws, rng, len(ids)))
+        states.append(tree_state(ws.path))
+        if not _jobs(ws):
+            break
+    assert not _jobs(ws), "the job never finished"
+    assert_store_ok(ws.store)
+    _check_history(ws, ids, states)
