@@ -53,19 +53,25 @@ def same_as_stored(store: Store, info: SnapwsInfo) -> bool:
 
 
 def check_record(
-    store: Store, record: SnapshotRecord, chain: list[LayerId], carried: bytes | None
+    store: Store,
+    record: SnapshotRecord,
+    chain: list[LayerId],
+    carried: bytes | None,
+    top_entries: list[Entry] | None = None,
 ) -> list[Entry]:
     """Check that ``chain`` (imported, verified layers) is what ``record``
     says: its top is the record's layer, or covers it (a merged top; the
     layer's manifest from the store or ``carried`` by the image); and, when
     the store has the parent, the chain shows the parent's content with the
-    record's layer on top. Returns the record layer's entries. Raises
+    record's layer on top. Returns the record layer's entries.
+    ``top_entries``: the top layer's entries, when the caller has them
+    (it has just unpacked that layer): not read again. Raises
     BadImageError."""
     ch = _nonempty(chain)
     top = ch[-1] if ch else EMPTY_LAYER
     sid = record.id.short()
     if record.layer == top:
-        entries = _entries(store, top)
+        entries = top_entries if top_entries is not None else _entries(store, top)
     elif record.layer == EMPTY_LAYER:
         entries = []
     else:

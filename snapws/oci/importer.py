@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from snapws.errors import BadImageError, SnapwsError
 from snapws.ids import BlobDigest, LayerId, SnapshotId
-from snapws.model import SnapshotRecord
+from snapws.model import Entry, SnapshotRecord
 from snapws.oci import tarformat as tf
 from snapws.oci.blobcache import CachedLayer, chain_layer, record_chain, record_layer
 from snapws.oci.blobstream import LayerBlobStream
@@ -189,6 +189,7 @@ def import_image(
 
     budget = tf.ImportBudget()  # entries and bytes, over every layer of this import
     published: list[LayerId] = []
+    unpacked: dict[LayerId, list[Entry]] = {}  # entries of the layers unpacked here
     recorded: list[tuple[LayerId, str, CachedLayer]] = []
     chain_ids: list[LayerId] = []
     try:
@@ -224,6 +225,7 @@ def import_image(
                 raise
             if not existed:
                 published.append(lid)
+            unpacked[lid] = layer.entries
             if entry is not None:
                 recorded.append((lid, fmt, entry))  # recorded once all checks pass
             cid = cids[i]
@@ -232,7 +234,14 @@ def import_image(
             chain_ids.append(lid)
         if info is not None:
             record = info.record
-            entries = check_record(store, record, chain_ids, info.layer_manifest)
+            tops = [lid for lid in chain_ids if lid != EMPTY_LAYER][-1:]  # check_record's top
+            entries = check_record(
+                store,
+                record,
+                chain_ids,
+                info.layer_manifest,
+                unpacked.get(tops[0]) if tops else None,
+            )
             check_stored(store, record.id, chain_ids)
             if not store.has_layer(record.layer) and keep_record_layer(
                 store, record.layer, chain_ids[-1], entries

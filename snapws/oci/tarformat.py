@@ -477,6 +477,10 @@ class TarReader:
             raise self._bad(f"a header checksum does not match (corrupt tar at byte {self.offset})")
 
     def _field_int(self, raw: bytes, what: str) -> int:
+        try:  # the common case: octal digits, then NULs (the same value as below)
+            return int(raw.rstrip(b"\0"), 8)
+        except ValueError:
+            pass
         if raw[:1] == b"\x80":
             return int.from_bytes(raw[1:], "big")
         if raw[:1] == b"\xff":
