@@ -89,7 +89,11 @@ class UncommittedChangesError(SnapwsError):
 
 class WorkspaceBusyError(SnapwsError):
     exit_code = ExitCode.BUSY
-    default_hint = "close the files (or stop the processes) and run the command again"
+    default_hint = (
+        "close the files (or stop the processes) and run the command again; ignored "
+        "files count too (keep a server's log outside the workspace); a commit does "
+        "not wait for them"
+    )
 
     def __init__(
         self, message: str, holders: list[tuple[int, str, str]], hint: str | None = None

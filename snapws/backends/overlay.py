@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
@@ -43,7 +44,13 @@ from snapws.backends.upperdir import (
 )
 from snapws.config import Config
 from snapws.crash import crashpoint
-from snapws.errors import MountError, NotMountedError, StoreCorruptError, UnsupportedError
+from snapws.errors import (
+    MountError,
+    NotMountedError,
+    StoreCorruptError,
+    UnsupportedError,
+    WorkspaceBusyError,
+)
 from snapws.ids import SnapshotId, WorkspaceId
 from snapws.layers.ignore import drop_ignored, ignored_tops
 from snapws.layers.materialise import materialise
@@ -62,6 +69,10 @@ from snapws.mounts import mounter
 from snapws.session import Session
 from snapws.store.atomic import syncfs
 from snapws.store.store import Store
+
+#: How long a commit waits for programs to close the files they write before
+#: it copies the changes through the live mount (:meth:`OverlayBackend.quiesce`).
+LIVE_AFTER = 0.1
 
 
 class OverlayBackend(MountSwapper, Backend):
@@ -171,7 +182,20 @@ class OverlayBackend(MountSwapper, Backend):
     # ---- around a change --------------------------------------------------------
 
     def quiesce(self, store: Store, state: WorkspaceState, action: str) -> None:
-        """Freeze the mount (see :meth:`freeze`)."""
+        """Freeze the mount (see :meth:`freeze`). A commit of a :data:`can_hold`
+        backend's workspace in which programs hold files open for writing
+        (a server's log, a build writing its output) does not wait for them:
+        after :data:`LIVE_AFTER` seconds it goes on with the mount live,
+        held (:meth:`changes` sees it is not frozen), and copies the changed
+        paths as they are then, as the plain backend's commit does: a file
+        written meanwhile is recorded as it was when copied, and nothing of
+        the working tree is lost (U stays, under the live mount). A
+        checkout or reset still refuses: rewriting paths that programs are
+        changing could overwrite what they wrote."""
+        if action == "commit" and self.can_hold:
+            with suppress(WorkspaceBusyError):
+                self.freeze(Path(state.path), action, wait=LIVE_AFTER)
+            return
         self.freeze(Path(state.path), action)
 
     def release(self, store: Store, state: WorkspaceState, work: WorkChanges | None) -> None:
@@ -192,7 +216,7 @@ class OverlayBackend(MountSwapper, Backend):
         plan = plan_upper(
             upper, session.chain_view(state.mounted_head), self.upper_form, rules, lower
         )
-        through = hold and self.holds(store, state)
+        through = hold and (self.holds(store, state) or not self._frozen(store, state))
         if state.base is None:
             hiding = {n.path for n in plan.keep if n.kind is not Kind.DIR or n.opaque}
             return WorkChanges(plan.changes, plan.ignored, hiding, _Work(plan, through))
@@ -209,6 +233,10 @@ class OverlayBackend(MountSwapper, Backend):
             if c.new is None or (c.old is not None and c.old.kind is not c.new.kind)
         }
         return WorkChanges(changes, ignored, hiding, _Work(plan, through))
+
+    def _frozen(self, store: Store, state: WorkspaceState) -> bool:
+        """Whether :meth:`quiesce` froze the mount (a live commit did not)."""
+        return self.mount_state(store, state) == "frozen"
 
     def holds(self, store: Store, state: WorkspaceState) -> bool:
         """Whether a change of the workspace goes through its live mount

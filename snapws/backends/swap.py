@@ -138,14 +138,14 @@ class MountSwapper(abc.ABC):
 
     # ---- freezing and swapping mounts ----------------------------------------
 
-    def freeze(self, target: Path, action: str) -> None:
+    def freeze(self, target: Path, action: str, wait: float = FREEZE_WAIT) -> None:
         """Make the mount on ``target`` read-only so that U stops changing.
         While a process holds a file open for writing (or mapped
-        shared-writable), retries for up to :data:`FREEZE_WAIT` seconds,
-        then refuses, changing nothing: WorkspaceBusyError naming the
-        processes and ``action``. A process whose cwd is inside does not
-        block it. Raises MountError on other failures."""
-        deadline = time.monotonic() + FREEZE_WAIT
+        shared-writable), retries for up to ``wait`` seconds, then refuses,
+        changing nothing: WorkspaceBusyError naming the processes and
+        ``action``. A process whose cwd is inside does not block it. Raises
+        MountError on other failures."""
+        deadline = time.monotonic() + wait
         pause = 0.001
         while True:
             try:

@@ -36,19 +36,25 @@ def read_tree(root: bytes, form: str = "overlay") -> list[Node]:
     """Every node of the tree at ``root`` (root included as ``b"."``), parents
     before children. ``form`` "fuse": an upperdir of fuse-overlayfs, whose
     ``.wh.`` bookkeeping entries are left out (see
-    :mod:`snapws.layers.fuseform`). Raises OSError, LayerRejectedError."""
+    :mod:`snapws.layers.fuseform`). An entry that vanishes while it is
+    read (the upperdir of a live mount, see
+    :meth:`snapws.backends.overlay.OverlayBackend.quiesce`) is left out.
+    Raises OSError, LayerRejectedError."""
     with anchored():
         nodes = [read_node(ROOT, root)]
         stack = [(ROOT, root)]
         while stack:
             rel, abspath = stack.pop()
             dirs = []
-            for name, st in _entries(abspath):
+            for name, st in _entries(abspath, rel == ROOT):
                 p = child(rel, name)
                 if form == fuseform.FORM and fuseform.is_bookkeeping(name):
                     fuseform.check_bookkeeping(name, st, p)
                     continue
-                node = read_node(p, abspath + b"/" + name, st)
+                try:
+                    node = read_node(p, abspath + b"/" + name, st)
+                except FileNotFoundError:
+                    continue  # removed since it was listed
                 nodes.append(node)
                 if node.kind is Kind.DIR:
                     dirs.append((p, node.abspath))
@@ -56,13 +62,25 @@ def read_tree(root: bytes, form: str = "overlay") -> list[Node]:
     return nodes
 
 
-def _entries(abspath: bytes) -> list[tuple[bytes, os.stat_result]]:
+def _entries(abspath: bytes, root: bool = True) -> list[tuple[bytes, os.stat_result]]:
     """The entries of directory ``abspath`` (however long), sorted by name,
-    with their lstat. Raises OSError."""
-    fd = open_fd(abspath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    with their lstat; those removed meanwhile are left out, and so is the
+    whole directory unless it is the ``root``. Raises OSError."""
+    try:
+        fd = open_fd(abspath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        if root:
+            raise
+        return []  # removed (or replaced) since it was listed
     try:
         names = sorted(os.fsencode(n) for n in os.listdir(fd))
-        return [(n, os.stat(n, dir_fd=fd, follow_symlinks=False)) for n in names]
+        out = []
+        for n in names:
+            try:
+                out.append((n, os.stat(n, dir_fd=fd, follow_symlinks=False)))
+            except FileNotFoundError:
+                continue  # removed since it was listed
+        return out
     finally:
         os.close(fd)
 

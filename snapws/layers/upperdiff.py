@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
+from snapws.ids import ContentHash
 from snapws.layers.entries import Node, in_or_below_any, node_entry
 from snapws.layers.hashcache import HashCache
 from snapws.layers.manifestdiff import ManifestChain, as_shown
@@ -114,7 +115,7 @@ def diff_upper(
         if ln is None:
             new = None
         elif isinstance(ln, Node):
-            new = node_entry(ln, hashes.get(ln.abspath) if ln.kind is Kind.FILE else None)
+            new = node_entry(ln, _digest(hashes, ln.abspath) if ln.kind is Kind.FILE else None)
         elif lo is not None and head.layers[lo[0]][0] == lower.layers[ln[0]][0]:
             continue  # the very same entry of a layer both chains have
         else:
@@ -123,3 +124,12 @@ def diff_upper(
         if c is not None:
             changes.append(c)
     return changes
+
+
+def _digest(hashes: HashCache, abspath: bytes) -> ContentHash | None:
+    """The hash of U's file at ``abspath``; None if it was removed since U
+    was read (a live commit's upperdir: it then differs from any file)."""
+    try:
+        return hashes.get(abspath)
+    except FileNotFoundError:
+        return None

@@ -767,15 +767,22 @@ def test_uncommitted_changes_survive_umount_and_mount(drv: Driver) -> None:
 
 
 @pytest.mark.parametrize("variant", ["kernel", "fuse"])
-def test_a_file_open_for_writing_blocks_a_commit(drv: Driver) -> None:
+def test_a_file_open_for_writing_does_not_block_a_commit(drv: Driver) -> None:
+    """The commit copies through the live mount; a checkout still refuses."""
     drv.edit(write("w.txt", "w\n"))
     with open(drv.path / "w.txt", "a") as held:
-        r = drv.cli("commit", "-m", "busy", check=False)
+        drv.commit("while open")
+        held.write("more\n")  # still writable where it was
+        held.flush()
+        os.fsync(held.fileno())  # (fuse: out of the kernel's write-back cache, into U)
+        assert drv.porcelain() == [" M w.txt"]
+        r = drv.cli("checkout", "HEAD~1", check=False)
         assert r.returncode == 6, r.stderr
         assert f"pid {os.getpid()}" in r.stderr
-        held.write("more\n")  # still writable: the refused commit changed nothing
+    assert drv.json("diff", "HEAD~1", "HEAD")["changes"][0]["path"] == "w.txt"
     drv.commit("after")
     assert (drv.path / "w.txt").read_text() == "w\nmore\n"
+    assert drv.porcelain() == []
 
 
 @pytest.mark.parametrize(

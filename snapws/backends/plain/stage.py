@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from contextlib import suppress
 
 from snapws.backends.plain.fsops import apply_meta, create_node, make_whiteout, mark_opaque
 from snapws.deeppath import anchored, open_fd, reach
@@ -163,8 +164,21 @@ class Stager:
                 elif p not in self._staged:
                     self._mkdir(node)
                 continue
-            self._copy(node)
+            try:
+                self._copy(node)
+            except FileNotFoundError:  # deleted since it was read: as above
+                self._vanished(p, c.old is not None)
             self._closed.add(p)
+
+    def _vanished(self, path: bytes, was_there: bool) -> None:
+        """``path`` was removed from the working tree while it was copied
+        (a live tree): a whiteout if HEAD has it, and no partial copy."""
+        dst = join(self.tree, path)
+        with reach(dst) as short, suppress(FileNotFoundError):
+            os.unlink(short)
+        if was_there:
+            make_whiteout(dst)
+            self._staged.add(path)
 
     def finish(self) -> None:
         """Give staged directories their metadata (deepest first, so that
