@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from snapws.cli.app import App, emit_json, pass_app
+from snapws.model import Change, ChangeType, display_path
 from snapws.ops.history.revs import branch_named
 from snapws.ops.worktree.checkout import checkout, reset
 
@@ -53,8 +54,7 @@ def checkout_cmd(
             }
         )
         return
-    if result.discarded:
-        app.info(f"discarded {len(result.discarded)} uncommitted change(s)")
+    say_discarded(app, result.discarded)
     if new_branch:
         app.say(f"Switched to a new branch '{new_branch}' at {result.head.short()}")
     elif result.branch:
@@ -89,7 +89,22 @@ def reset_cmd(app: App, rev: str, hard: bool, as_json: bool) -> None:
             }
         )
         return
+    say_discarded(app, result.discarded)
     app.say(f"HEAD is now at {result.head.short()}")
+
+
+def say_discarded(app: App, discarded: list[Change]) -> None:
+    """How many uncommitted changes were thrown away, naming the new paths
+    removed (git would have kept those: they are gone for good)."""
+    if not discarded:
+        return
+    app.info(f"discarded {len(discarded)} uncommitted change(s)")
+    added = {c.path for c in discarded if c.type is ChangeType.ADDED}
+    new = sorted(p for p in added if p.rpartition(b"/")[0] not in added)  # topmost
+    if new:
+        names = ", ".join(display_path(p) for p in new[:5])
+        more = f" and {len(new) - 5} more" if len(new) > 5 else ""
+        app.info(f"removed {len(new)} new path(s) that no snapshot holds: {names}{more}")
 
 
 COMMANDS = [checkout_cmd, reset_cmd]

@@ -247,3 +247,19 @@ def test_workspaces_says_held_only_while_a_process_holds_it(workspace: Workspace
     (doc,) = ws.json("--store", str(ws.store), "workspaces")["workspaces"]
     assert (doc["held"], doc["base"]) == (False, None)
     assert json.loads(ws.run("status", "--json").stdout)["clean"]
+
+
+# ---- reset --hard names the new paths it removes ---------------------------------------
+
+
+def test_reset_hard_names_the_new_paths_it_removes(workspace: Workspace) -> None:
+    ws = workspace
+    (ws.path / "junk.txt").write_text("j\n")
+    (ws.path / "newdir").mkdir()
+    (ws.path / "newdir" / "a.txt").write_text("a\n")
+    r = ws.run("reset", "--hard")
+    assert "HEAD is now at" in r.stdout
+    assert "discarded 3 uncommitted change(s)" in r.stderr, r.stderr
+    assert "removed 2 new path(s) that no snapshot holds: junk.txt, newdir" in r.stderr
+    assert not (ws.path / "junk.txt").exists()
+    assert ws.run("reset", "--hard").stderr == ""  # nothing to discard: nothing said
