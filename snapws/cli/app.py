@@ -182,6 +182,23 @@ class PathsAfterDashDash(click.Command):
         return super().parse_args(ctx, args)
 
 
+class NoPaths(click.Command):
+    """A command that takes no paths: ``--`` (git's ``checkout -- FILE``,
+    ``log -- FILE``) is refused with the hint of the class attribute
+    ``paths_hint`` (exit 2, USAGE)."""
+
+    paths_hint = ""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            raise HintedUsageError(f"`snapws {self.name}` takes no paths", self.paths_hint, ctx)
+        return super().parse_args(ctx, args)
+
+
+class CheckoutCommand(NoPaths):
+    paths_hint = "to bring files back: `snapws restore [--source REV] PATH...`"
+
+
 class CountAsOption(click.Command):
     """A command that takes git's ``-<number>`` for ``-n <number>``
     (``snapws log -3``)."""
@@ -198,6 +215,13 @@ class CountAsOption(click.Command):
                 arg = f"--max-count={count}"
             out.append(arg)
         return super().parse_args(ctx, out)
+
+
+class LogCommand(CountAsOption, NoPaths):
+    paths_hint = (
+        "log does not follow paths; `snapws diff REV1 REV2 -- PATH` shows what "
+        "changed there between two snapshots"
+    )
 
 
 def emit_bytes(data: bytes) -> None:

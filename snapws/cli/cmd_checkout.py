@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+
 import click
 
-from snapws.cli.app import App, emit_json, pass_app
+from snapws.cli.app import App, CheckoutCommand, emit_json, pass_app
+from snapws.errors import ExitCode, SnapwsError
 from snapws.model import Change, ChangeType, display_path
 from snapws.ops.history.revs import branch_named
 from snapws.ops.worktree.checkout import checkout, reset
 
 
-@click.command("checkout")
+@click.command("checkout", cls=CheckoutCommand)
 @click.argument("rev", required=False)
 @click.option(
     "-b",
@@ -36,7 +40,12 @@ def checkout_cmd(
     with app.session(exclusive=True) as s:
         if rev is not None:  # `-`, @{-N}: the branch or snapshot checked out before, as git
             rev = app.expand_prior(s, "@{-1}" if rev == "-" else rev)
-        target = app.resolve(s, rev or "HEAD")
+        try:
+            target = app.resolve(s, rev or "HEAD")
+        except SnapwsError as e:
+            if e.exit_code is ExitCode.BAD_REVISION and rev and _a_path(app, rev):
+                e.hint = f"to bring back the file {rev!r}: `snapws restore {shlex.quote(rev)}`"
+            raise
         if detach or new_branch:
             branch = None
         elif rev in ("HEAD", "@"):
@@ -108,3 +117,8 @@ def say_discarded(app: App, discarded: list[Change]) -> None:
 
 
 COMMANDS = [checkout_cmd, reset_cmd]
+
+
+def _a_path(app: App, arg: str) -> bool:
+    """Whether ``arg`` names something in the current directory's tree."""
+    return os.path.lexists(os.path.join(app.cwd, arg))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from snapws.cli import gitformat
-from snapws.cli.app import App, CountAsOption, emit_bytes, emit_json, pass_app
+from snapws.cli.app import App, CountAsOption, LogCommand, emit_bytes, emit_json, pass_app
 from snapws.cli.graph import graph_lines
 from snapws.cli.render import (
     change_line,
@@ -29,7 +29,7 @@ def _oneline(e: LogEntry, head: SnapshotId, branch: str | None) -> str:
     return f"{e.id.short()}{decorations(e.refs, e.id == head, branch)} {first}"
 
 
-@click.command("log", cls=CountAsOption)
+@click.command("log", cls=LogCommand)
 @click.argument("revs", nargs=-1)
 @click.option(
     "-n", "--max-count", type=click.IntRange(min=0), help="Show at most N snapshots (also -N)."

@@ -263,3 +263,25 @@ def test_reset_hard_names_the_new_paths_it_removes(workspace: Workspace) -> None
     assert "removed 2 new path(s) that no snapshot holds: junk.txt, newdir" in r.stderr
     assert not (ws.path / "junk.txt").exists()
     assert ws.run("reset", "--hard").stderr == ""  # nothing to discard: nothing said
+
+
+# ---- checkout and log take no paths ----------------------------------------------------
+
+
+def test_checkout_and_log_of_a_path_point_to_restore_and_diff(workspace: Workspace) -> None:
+    ws = workspace
+    (ws.path / "f.txt").write_text("f\n")
+    ws.run("commit", "-m", "f")
+    r = ws.run("checkout", "--", "f.txt", check=False)
+    assert r.returncode == ExitCode.USAGE, r.stderr
+    assert "`snapws checkout` takes no paths" in r.stderr
+    assert "hint: to bring files back: `snapws restore [--source REV] PATH...`" in r.stderr
+    r = ws.run("checkout", "HEAD~1", "--", "f.txt", check=False)
+    assert r.returncode == ExitCode.USAGE and "takes no paths" in r.stderr, r.stderr
+    r = ws.run("checkout", "f.txt", check=False)
+    assert r.returncode == ExitCode.BAD_REVISION, r.stderr
+    assert "hint: to bring back the file 'f.txt': `snapws restore f.txt`" in r.stderr
+    r = ws.run("log", "--oneline", "-2", "--", "f.txt", check=False)
+    assert r.returncode == ExitCode.USAGE, r.stderr
+    assert "`snapws log` takes no paths" in r.stderr and "snapws diff REV1 REV2 -- PATH" in r.stderr
+    assert len(ws.run("log", "--oneline", "-2").stdout.splitlines()) == 2
