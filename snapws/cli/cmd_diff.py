@@ -16,6 +16,7 @@ from snapws.cli.app import (
     emit_json,
     pass_app,
 )
+from snapws.cli.diffout import emit_patch, emit_stat
 from snapws.cli.render import change_line, changes_json, relative_to
 from snapws.errors import (
     AmbiguousRevisionError,
@@ -23,8 +24,8 @@ from snapws.errors import (
     ExitCode,
     RevisionNotFoundError,
 )
-from snapws.model import Change, ChangeType, Kind, display_path
-from snapws.ops.worktree.diff import DiffResult, diff, status, status_ignored
+from snapws.model import display_path
+from snapws.ops.worktree.diff import diff, status, status_ignored
 from snapws.refnames import shown
 
 if TYPE_CHECKING:
@@ -141,15 +142,6 @@ def _revs_then_paths(
     return list(args), ()
 
 
-def _content(result: DiffResult, c: Change, side: str) -> bytes | None:
-    e = c.old if side == "old" else c.new
-    if e is None or e.kind not in (Kind.FILE, Kind.SYMLINK):
-        return None
-    if e.kind is Kind.SYMLINK:
-        return e.target
-    return result.read_old(c.path) if side == "old" else result.read_new(c.path)
-
-
 @click.command("diff", cls=PathsAfterDashDash)
 @click.argument("revs", nargs=-1, metavar="[REV [REV2]] [[--] PATH...]")
 @click.option("--stat", "show_stat", is_flag=True, help="A diffstat (lines added/removed).")
@@ -207,46 +199,9 @@ def diff_cmd(
                 }
             )
         elif show_stat:
-            from snapws.textdiff import StatRow, format_stat, line_stat  # only here: start-up
-
-            rows = []
-            for c in changes:
-                e_old, e_new = c.old, c.new
-                if all(e is None or e.kind is Kind.DIR for e in (e_old, e_new)):
-                    continue  # a directory (a file that replaced one still counts)
-                content_changed = c.type is not ChangeType.MODIFIED or any(
-                    w in ("content", "target") for w in c.what
-                )
-                st = (
-                    line_stat(_content(result, c, "old"), _content(result, c, "new"))
-                    if content_changed
-                    else None
-                )
-                rows.append(
-                    StatRow(
-                        gitformat.quote_path(c.path),
-                        st,
-                        e_old.size if e_old else 0,
-                        e_new.size if e_new else 0,
-                    )
-                )
-            text = "".join(line + "\n" for line in format_stat(rows))  # names quoted: ASCII
-            emit_bytes(text.encode("utf-8", errors="surrogateescape"))
+            emit_stat(result)
         elif patch:
-            from snapws.cli.gitpatch import patch_lines  # only here: start-up
-
-            out: list[str] = []  # written a batch at a time, not a change at a time
-            size = 0
-            for c in changes:  # the bytes of the files: a patch must apply
-                lines = patch_lines(c, lambda c, side: _content(result, c, side))
-                if lines:
-                    out.append("\n".join(lines) + "\n")
-                    size += len(out[-1])
-                if size >= 1 << 16:
-                    emit_bytes("".join(out).encode("utf-8", errors="surrogateescape"))
-                    out, size = [], 0
-            if out:
-                emit_bytes("".join(out).encode("utf-8", errors="surrogateescape"))
+            emit_patch(result)
         elif name_only:
             emit_bytes(gitformat.name_only(changes, nul))
         elif name_status:

@@ -6,6 +6,7 @@ import click
 
 from snapws.cli import gitformat
 from snapws.cli.app import App, CountAsOption, LogCommand, emit_bytes, emit_json, pass_app
+from snapws.cli.diffout import emit_patch, emit_stat
 from snapws.cli.graph import graph_lines
 from snapws.cli.render import (
     change_line,
@@ -19,8 +20,9 @@ from snapws.cli.render import (
 )
 from snapws.errors import RevisionNotFoundError
 from snapws.ids import SnapshotId
+from snapws.model import SnapshotRecord
 from snapws.ops.history.log import LogEntry, all_ref_heads, log, ref_names, reflog
-from snapws.ops.worktree.diff import diff
+from snapws.ops.worktree.diff import shown_diff
 from snapws.refnames import ref_name_problem, shown
 
 
@@ -88,15 +90,25 @@ def log_cmd(
 @click.option(
     "-z", "nul", is_flag=True, help="With --name-only/--name-status: NUL-terminated, unquoted."
 )
+@click.option("--stat", "show_stat", is_flag=True, help="The header, then a diffstat (as git).")
+@click.option("-p", "--patch", is_flag=True, help="The header, then a unified diff (as git).")
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 @pass_app
 def show_cmd(
-    app: App, rev: str, name_only: bool, name_status: bool, nul: bool, as_json: bool
+    app: App,
+    rev: str,
+    name_only: bool,
+    name_status: bool,
+    nul: bool,
+    show_stat: bool,
+    patch: bool,
+    as_json: bool,
 ) -> None:
     """Show a snapshot: message, author, time, and what it changed.
 
     --name-only and --name-status print only the changes, in git's format
-    (docs/formats-output.md).
+    (docs/formats-output.md); --stat and -p the header, then git's diffstat
+    or patch.
     """
     if nul and not (name_only or name_status):
         raise click.UsageError("-z goes with --name-only or --name-status")
@@ -106,14 +118,19 @@ def show_cmd(
         parent = rec.parents[0] if rec.parents else None
         if parent is not None and s.store.is_forgotten(parent):
             parent = None  # its parent was pruned: show the whole tree as added
-        if parent is None:
-            from snapws.ops.worktree.diff import diff_from_nothing
-
-            changes = diff_from_nothing(s, sid)
-        else:
-            changes = diff(s, parent, sid).changes
+        result = shown_diff(s, sid, parent)
+        changes = result.changes
         refs = tuple(ref_names(s.store).get(sid, ()))
         head, branch = s.state.head, s.state.branch
+        if (show_stat or patch) and not (as_json or name_only or name_status):
+            _header(sid, rec, refs, sid == head, branch)
+            if show_stat:
+                emit_stat(result)
+            if show_stat and patch:
+                click.echo("")
+            if patch:
+                emit_patch(result)  # (reads the layers: inside the session)
+            return
     if as_json:
         obj = record_json(sid.hex, rec)
         obj["refs"] = list(refs)
@@ -124,7 +141,17 @@ def show_cmd(
         form = gitformat.name_only if name_only else gitformat.name_status
         emit_bytes(form(changes, nul))
         return
-    click.echo(f"snapshot {sid.hex}{decorations(refs, sid == head, branch)}")
+    _header(sid, rec, refs, sid == head, branch)
+    click.echo(f" {summary(changes)}")
+    for c in changes:
+        click.echo(f"  {change_line(c)}")
+
+
+def _header(
+    sid: SnapshotId, rec: SnapshotRecord, refs: tuple[str, ...], is_head: bool, branch: str | None
+) -> None:
+    """``show``'s header: id and names, author, date, layer, the message."""
+    click.echo(f"snapshot {sid.hex}{decorations(refs, is_head, branch)}")
     click.echo(f"Author: {rec.author}")
     click.echo(f"Date:   {format_time(rec.time_ns, rec.tz_offset_min)}")
     click.echo(f"Layer:  {rec.layer.hex}")
@@ -132,9 +159,6 @@ def show_cmd(
     for line in rec.message.splitlines() or [""]:
         click.echo(f"    {line}")
     click.echo("")
-    click.echo(f" {summary(changes)}")
-    for c in changes:
-        click.echo(f"  {change_line(c)}")
 
 
 @click.command("reflog", cls=CountAsOption)

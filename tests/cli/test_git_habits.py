@@ -285,3 +285,25 @@ def test_checkout_and_log_of_a_path_point_to_restore_and_diff(workspace: Workspa
     assert r.returncode == ExitCode.USAGE, r.stderr
     assert "`snapws log` takes no paths" in r.stderr and "snapws diff REV1 REV2 -- PATH" in r.stderr
     assert len(ws.run("log", "--oneline", "-2").stdout.splitlines()) == 2
+
+
+# ---- show --stat and show -p ------------------------------------------------------------
+
+
+def test_show_stat_and_patch_as_git(make_workspace: WorkspaceFactory) -> None:
+    ws = make_workspace(spec={"a.txt": "a\nb\n"})
+    (ws.path / "f.txt").write_text("one\ntwo\n")
+    ws.run("commit", "-m", "two lines")
+    (ws.path / "f.txt").write_text("one\n2\nthree\n")
+    ws.run("commit", "-m", "edit f")
+    out = ws.run("show", "--stat").stdout
+    assert out.startswith("snapshot ") and "    edit f\n" in out, out
+    assert " f.txt | 3 ++-\n" in out and "1 file changed, 2 insertions(+), 1 deletion(-)" in out
+    out = ws.run("show", "-p", "HEAD").stdout
+    assert "    edit f\n" in out and "diff --git a/f.txt b/f.txt\n" in out, out
+    assert "-two\n+2\n+three\n" in out
+    first = ws.json("log")["snapshots"][-1]["id"]
+    out = ws.run("show", "--stat", first).stdout  # a root snapshot: its tree as additions
+    assert " a.txt | 2 ++\n" in out and "1 file changed, 2 insertions(+)" in out, out
+    out = ws.run("show", "-p", first).stdout
+    assert "new file mode 100644" in out and "+a\n+b\n" in out, out

@@ -178,6 +178,18 @@ def diff_from_nothing(session: Session, sid: SnapshotId) -> list[Change]:
     return [c for c in changes if c.path != b"."]
 
 
+def shown_diff(session: Session, sid: SnapshotId, parent: SnapshotId | None) -> DiffResult:
+    """What snapshot ``sid`` changed: against ``parent``, or (None: a root
+    snapshot, or one whose parent was pruned) its whole tree as additions,
+    with both sides readable (``show --stat``, ``show -p``)."""
+    if parent is not None:
+        return diff(session, parent, sid)
+    files = LayerFiles(session.store, sid)
+    changes = diff_from_nothing(session, sid)
+    new_view = ChainView(files.trees, session.hashes)
+    return DiffResult(changes, ChainView([]), new_view, "nothing", sid.short(), [], None, files)
+
+
 def _diff_chains(
     old: ManifestChain, new: ManifestChain, paths: tuple[bytes, ...] = ()
 ) -> list[Change]:
