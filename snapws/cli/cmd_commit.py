@@ -12,9 +12,16 @@ from snapws.ops.worktree.commit import commit
 @click.command("commit")
 @click.option("-m", "--message", required=True, help="The snapshot's message.")
 @click.option("--allow-empty", is_flag=True, help="Make a snapshot even if nothing changed.")
+@click.option(
+    "-a",
+    "--all",
+    "all_changes",
+    is_flag=True,
+    help="Accepted for git's habit (`commit -am MSG`): every change is committed anyway.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
-def commit_cmd(app: App, message: str, allow_empty: bool, as_json: bool) -> None:
+def commit_cmd(app: App, message: str, allow_empty: bool, all_changes: bool, as_json: bool) -> None:
     """Freeze the working tree's changes into a new snapshot."""
     if not message.strip():
         raise click.UsageError("empty snapshot message: say what changed with -m MSG")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import click
@@ -42,6 +43,12 @@ if TYPE_CHECKING:
     help="git's porcelain v1 format, for scripts: ' M', ' D', ' T', then '??' for new paths.",
 )
 @click.option(
+    "-s",
+    "--short",
+    is_flag=True,
+    help="git's short format: the porcelain lines, paths relative to the current directory.",
+)
+@click.option(
     "-z", "nul", is_flag=True, help="End porcelain records with NUL, names unquoted (as git)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -56,6 +63,7 @@ if TYPE_CHECKING:
 def status_cmd(
     app: App,
     porcelain: str | None,
+    short: bool,
     nul: bool,
     as_json: bool,
     exit_code: bool,
@@ -88,6 +96,10 @@ def status_cmd(
         )
     elif porcelain or nul:
         emit_bytes(gitformat.porcelain(changes, nul) + gitformat.ignored_lines(ignored, nul))
+    elif short:  # as git's status -s: relative to the current directory
+        shown = [replace(c, path=relative_to(c.path, here)) for c in changes]
+        hidden = [(relative_to(p, here), d) for p, d in ignored]
+        emit_bytes(gitformat.porcelain(shown) + gitformat.ignored_lines(hidden))
     else:
         click.echo(f"On branch {branch}" if branch else f"HEAD detached at {head.short()}")
         if not changes:

@@ -307,3 +307,19 @@ def test_show_stat_and_patch_as_git(make_workspace: WorkspaceFactory) -> None:
     assert " a.txt | 2 ++\n" in out and "1 file changed, 2 insertions(+)" in out, out
     out = ws.run("show", "-p", first).stdout
     assert "new file mode 100644" in out and "+a\n+b\n" in out, out
+
+
+# ---- status -s, commit -am -------------------------------------------------------------
+
+
+def test_status_short_and_commit_am(make_workspace: WorkspaceFactory) -> None:
+    ws = make_workspace(spec={"x": "x\n", "sub": {"y": "y\n"}})
+    (ws.path / "x").write_text("x2\n")
+    (ws.path / "sub" / "new").write_text("n\n")
+    assert ws.run("status", "-s").stdout == " M x\n?? sub/new\n"
+    # from a subdirectory, relative to it (git's status.relativePaths)
+    sub = run_cli("-C", ws.path / "sub", "status", "--short", cwd=ws.outside).stdout
+    assert sub == " M ../x\n?? new\n"
+    ws.run("commit", "-am", "as git")
+    assert ws.run("status", "-s").stdout == ""
+    assert ws.json("log")["snapshots"][0]["message"] == "as git"
