@@ -12,8 +12,9 @@ a virtual parent whose only child ``b"."`` is the root itself):
   mtime/ctime among them, the children whose working entry differs from
   HEAD's (the *dirty* map: name -> working entry tuple; a child not in it
   equals its HEAD entry), the directory's changes as that scan found
-  them (replayed while the directory stays as recorded), and whether the
-  names are the whole listing (no ignored entry left out: see below).
+  them (replayed while the directory stays as recorded), whether the
+  names are the whole listing (no ignored entry left out: see below), and
+  the children deleted and made again since HEAD (committed opaque).
 
 A scan trusts a recorded stat only while it is unchanged and not *racy*
 (git's rule): an mtime or ctime not older than the index's reference time
@@ -65,7 +66,7 @@ from snapws.backends.plain.records import (
 from snapws.ids import SnapshotId
 from snapws.model import ROOT, Entry, Kind
 
-MAGIC = b"snapws-plain-index 5\n"
+MAGIC = b"snapws-plain-index 6\n"
 _HEADER = struct.Struct("<QQ")  # lengths of the records section and of the blob area
 
 
@@ -361,6 +362,7 @@ class Index:
                     scan.changed,
                     ref(scan.changes),
                     scan.full,
+                    ref(scan.recreated),
                 )
             dirs[d] = (ref(blob), sref)
         records = marshal.dumps((self.head.hex, self.ref_ns, self.slack_ns, dirs))
@@ -404,7 +406,7 @@ class Index:
             for d, (href, sref) in raw.items():
                 scan = None
                 if sref is not None:
-                    names, stats, maxtime, dirty, changed, replay, full = sref
+                    names, stats, maxtime, dirty, changed, replay, full, made_again = sref
                     scan = ScanRecord(
                         at(names) or b"",
                         at(stats) or b"",
@@ -413,6 +415,7 @@ class Index:
                         changed,
                         at(replay),
                         bool(full),
+                        at(made_again),
                     )
                 dirs[d] = [at(href), scan]
             return cls(SnapshotId(head_hex), int(ref_ns), int(slack_ns), dirs)

@@ -143,9 +143,15 @@ class ScanRecord:
     ``full`` says that ``names`` is the directory's whole listing (no
     entry was left out as ignored): only then may a scan that finds the
     directory's own stat unchanged take ``names`` for its listing instead
-    of reading the directory (git's untracked cache)."""
+    of reading the directory (git's untracked cache).
 
-    __slots__ = ("changed", "changes", "dirty", "full", "maxtime", "names", "stats")
+    ``recreated`` names the children that are directories deleted and made
+    again since HEAD (their inode moved): a commit writes them opaque. The
+    scan that saw the inode move records the new stat, so the names are
+    kept until HEAD's entries of the directory change (a record rebuilt by
+    :meth:`build` has none)."""
+
+    __slots__ = ("changed", "changes", "dirty", "full", "maxtime", "names", "recreated", "stats")
 
     def __init__(
         self,
@@ -156,6 +162,7 @@ class ScanRecord:
         changed: bool,
         changes: Blob | None = None,
         full: bool = False,
+        recreated: Blob | None = None,
     ) -> None:
         self.names = names
         self.stats = stats
@@ -164,8 +171,11 @@ class ScanRecord:
         self.changed = changed  # some child differs from HEAD (dirty or deleted)
         self.changes = changes  # marshal blob of change tuples (changes_blob), or None
         self.full = full  # names is the whole listing (nothing ignored left out)
+        self.recreated = recreated  # NUL-separated names of children made again, or None
 
-    def to_tuple(self) -> tuple[Blob, Blob, int, Blob | None, bool, Blob | None, bool]:
+    def to_tuple(
+        self,
+    ) -> tuple[Blob, Blob, int, Blob | None, bool, Blob | None, bool, Blob | None]:
         return (
             self.names,
             self.stats,
@@ -174,6 +184,7 @@ class ScanRecord:
             self.changed,
             self.changes,
             self.full,
+            self.recreated,
         )
 
     def same(self, other: ScanRecord | None) -> bool:

@@ -80,6 +80,7 @@ class _Pending:
         "old",
         "out",
         "packed",
+        "recreated",
         "rel",
         "zero",
     )
@@ -89,6 +90,7 @@ class _Pending:
     ) -> None:
         self.rel = rel
         self.full = full  # names is the whole listing
+        self.recreated: list[bytes] = []  # children deleted and made again
         self.names = names
         self.packed = packed  # the children's stats as listed
         self.old = old
@@ -188,8 +190,8 @@ class Walker:
             prefix = b"" if rel == ROOT else rel + b"/"
             kids = [
                 (prefix + n, ab + b"/" + n, trusted is None or n in trusted)
-                for n, s in zip(names, sts, strict=True)
-                if isdir(s.st_mode)
+                for n, mode in zip(names, vals[NFIELDS - 1 :: NFIELDS], strict=True)
+                if isdir(mode)
             ]
             if recurse:
                 stack += kids
@@ -302,13 +304,14 @@ class Walker:
             scan is not None
             and scan.maxtime < self.racy
             and scan.full == full
+            and (not scan.changed or scan.changes is not None)  # (else: compare again)
             and scan.matches(join_names(names), packed)
         ):
-            if not scan.changed:
-                return None
             if scan.changes is not None:
                 self.changes += changes_from(scan.changes)
-                return None
+            if scan.recreated:
+                self.recreated += [child_path(rel, n) for n in split_names(scan.recreated)]
+            return None
         return self._slow(rel, names, sts, packed, scan, full)
 
     def _slow(
@@ -326,8 +329,9 @@ class Walker:
             ob = bytes(scan.stats)
             old = {n: ob[k * size : (k + 1) * size] for k, n in enumerate(split_names(scan.names))}
             dirty_old = scan.dirty_map()
+            made_again = set(split_names(scan.recreated)) if scan.recreated else set()
         else:
-            old, dirty_old = {}, {}
+            old, dirty_old, made_again = {}, {}, set()
         pend = _Pending(rel, names, packed, scan, full)
         racy = self.racy
         maxtime = 0
@@ -340,6 +344,20 @@ class Walker:
             h = heads.get(name)
             o = old.get(name)
             path = child_path(rel, name)
+            if (
+                h is not None
+                and h[0] == _DIR
+                and stat.S_ISDIR(st.st_mode)
+                and o is not None
+                and o != ZERO_RECORD
+                and (
+                    name in made_again
+                    or o[_INO:_INO_END] != packed[i * size + _INO : i * size + _INO_END]
+                )
+            ):
+                # deleted and made again (its inode moved, now or since HEAD)
+                self.recreated.append(path)
+                pend.recreated.append(name)
             if o is not None and newest < racy and o == packed[i * size : (i + 1) * size]:
                 trusted.add(name)
                 w = dirty_old.get(name)
@@ -349,15 +367,6 @@ class Walker:
                     continue
                 if h is not None:
                     continue  # clean
-            elif (
-                o is not None
-                and h is not None
-                and h[0] == _DIR
-                and stat.S_ISDIR(st.st_mode)
-                and o != ZERO_RECORD
-                and o[_INO:_INO_END] != packed[i * size + _INO : i * size + _INO_END]
-            ):
-                self.recreated.append(path)
             self._todo.append((pend, i, path, self.abspath(path), st, h))
         pend.maxtime = maxtime
         present = set(names)
@@ -432,6 +441,7 @@ class Walker:
                 changed,
                 changes_blob(pend.out) if changed and not pend.zero else None,
                 pend.full,
+                join_names(pend.recreated) if pend.recreated else None,
             )
             if not rec.same(pend.old):
                 self.records[pend.rel] = rec

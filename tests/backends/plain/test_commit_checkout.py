@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from pathlib import Path
 
+import pytest
 from conftest import Workspace
 from helpers import File, Symlink, state_diff, tree_state
 
@@ -25,6 +27,42 @@ BASE = {
     "d2f": {"inner": "i\n"},
     "re": {"keep": "keep\n", "old": "old\n"},
 }
+
+
+def _make_re_again(p: Path) -> None:
+    shutil.rmtree(p / "re")  # deleted and made again
+    (p / "re").mkdir()
+    (p / "re" / "keep").write_text("keep\n")
+    (p / "re" / "new").write_text("new\n")
+
+
+@pytest.mark.parametrize("between", ["status", "status and an edit beside it"])
+def test_a_directory_made_again_stays_whole_after_statuses(
+    make_plain: PlainFactory, between: str
+) -> None:
+    """The scan that sees the inode move records the new stat: the index
+    keeps the directory as made again until it is committed."""
+    ws = make_plain(spec=BASE)
+    p = ws.path
+    assert ws.porcelain() == []
+    ino = os.lstat(p / "re").st_ino
+    _make_re_again(p)
+    if os.lstat(p / "re").st_ino == ino:
+        pytest.skip("the filesystem gave the new directory the old inode number")
+    assert ws.porcelain() == [" D re/old", "?? re/new"]
+    assert ws.porcelain() == [" D re/old", "?? re/new"]  # (replayed from the index)
+    if between != "status":
+        (p / "a.txt").write_text("alpha 2\n")  # the root is compared child by child
+        assert ws.porcelain() == [" M a.txt", " D re/old", "?? re/new"]
+    top = layer_tree(ws, ws.commit("made again"))
+    assert has_opaque_marker(os.fsencode(top / "re"))
+    assert sorted(os.listdir(top / "re")) == ["keep", "new"]
+    # committed: the next change below it is an ordinary copy-up
+    (p / "re" / "keep").write_text("kept\n")
+    assert ws.porcelain() == [" M re/keep"]
+    top = layer_tree(ws, ws.commit("below it"))
+    assert not has_opaque_marker(os.fsencode(top / "re"))
+    assert sorted(os.listdir(top / "re")) == ["keep"]
 
 
 def test_commit_writes_the_overlay_form_and_leaves_the_directory_alone(
