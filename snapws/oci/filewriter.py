@@ -33,6 +33,7 @@ import errno
 import fcntl
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -256,4 +257,8 @@ def serve(root: bytes, inp: BinaryIO, out: BinaryIO) -> None:
 
 
 if __name__ == "__main__":
-    serve(os.fsencode(sys.argv[1]), sys.stdin.buffer, sys.stdout.buffer)
+    # the parent decides when to stop (it kills this process, or its end of
+    # the pipe closes): a Ctrl-C reaching the whole process group is its to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(BrokenPipeError):  # the parent went away
+        serve(os.fsencode(sys.argv[1]), sys.stdin.buffer, sys.stdout.buffer)
