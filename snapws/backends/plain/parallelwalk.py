@@ -1,15 +1,15 @@
 """The walk of a plain workspace's status shared among processes.
 
 On trees big enough to pay for it, the walk runs in several processes
-(forked, with :mod:`multiprocessing`'s fork context: each child walks some
-subtrees and sends back only what differs from the index), since
-lstat-bound Python does not scale with threads.
+(forked: each child walks some subtrees and sends back, through an
+anonymous file, only what differs from the index), since lstat-bound
+Python does not scale with threads.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from snapws.backends.plain.index import Index
 from snapws.backends.plain.records import NFIELDS, VIRTUAL
@@ -27,14 +27,14 @@ PROCS_ENV = "SNAPWS_PLAIN_SCAN_PROCS"
 def walking_procs(index: Index) -> int:
     """How many processes walk ``index``'s tree: ``$SNAPWS_PLAIN_SCAN_PROCS``
     if set; else one below :data:`PARALLEL_MIN_ENTRIES` recorded entries (or
-    without fork), up to four (the CPUs this process may use) above."""
+    without fork and memfd_create), up to four (the CPUs this process may use) above."""
     env = os.environ.get(PROCS_ENV)
     if env:
         try:
             return max(1, int(env))
         except ValueError:
             pass
-    if not hasattr(os, "fork"):
+    if not hasattr(os, "fork") or not hasattr(os, "memfd_create"):
         return 1
     entries = sum(len(r[1].stats) for r in index.dirs.values() if r[1] is not None) // (8 * NFIELDS)
     if entries < PARALLEL_MIN_ENTRIES:
@@ -76,43 +76,82 @@ def walk_parallel(w: Walker, units: list[Unit], procs: int) -> None:
         k = loads.index(min(loads))
         shares[k].append(u)
         loads[k] += sizes.get(u[0], 1)
-    import multiprocessing
-    import tempfile
-
-    fork = multiprocessing.get_context("fork")
-    children: list[tuple[Any, Any, list[Unit]]] = []
-    for share in shares[1:]:
-        if not share:
-            continue
-        out = tempfile.TemporaryFile()  # noqa: SIM115 (closed below, after the child ends)
-        child = fork.Process(target=_walk_share, args=(w, share, out), daemon=True)
-        child.start()
-        children.append((child, out, share))
-    w.walk(shares[0])
-    w.finish()
-    for child, out, share in children:
-        child.join()
-        out.seek(0)
-        data = out.read()
-        out.close()
-        if child.exitcode == 0 and data:
+    children: list[tuple[int, int, list[Unit]]] = []  # (pid, result fd, share)
+    try:
+        for share in shares[1:]:
+            if share:
+                children.append(_fork_walker(w, share))
+        w.walk(shares[0])
+        w.finish()
+    except BaseException:
+        for pid, fd, _ in children:  # no child outlives the scan
+            _wait(pid)
+            os.close(fd)
+        raise
+    for pid, fd, share in children:
+        try:
+            data = _read_all(fd) if _wait(pid) else b""
+        finally:
+            os.close(fd)
+        if data:
             w.absorb(data)
         else:  # the child failed: walk its share here
             w.walk(share)
             w.finish()
 
 
-def _walk_share(w: Walker, share: list[Unit], out: Any) -> None:
-    """In a forked process: walk ``share`` with a copy of the parent's
-    walker and write the results to ``out`` (nothing if anything fails:
-    the parent then walks the share itself)."""
+def _fork_walker(w: Walker, share: list[Unit]) -> tuple[int, int, list[Unit]]:
+    """Fork a process that walks ``share`` with a copy of ``w`` and writes
+    :meth:`Walker.export`'s bytes into an anonymous file (nothing if
+    anything fails: the parent then walks the share itself). The child
+    leaves by ``os._exit``: it never returns into the caller, never runs
+    exit handlers and never flushes the parent's buffered output."""
+    fd = os.memfd_create("snapws-walk", os.MFD_CLOEXEC)
     try:
-        w.changes, w.records, w.visited, w.recreated, w.ignored = [], {}, [], [], []
-        w.listed = w.reused = 0
-        w.drop_pending()  # the parent finishes what it walked itself
-        w.walk(share)
-        w.finish()
-        out.write(w.export())
-        out.flush()
-    except BaseException:  # reported by an empty result (never printed)
-        out.truncate(0)
+        pid = os.fork()
+    except BaseException:
+        os.close(fd)
+        raise
+    if pid == 0:  # the child
+        code = 1
+        try:
+            w.changes, w.records, w.visited, w.recreated, w.ignored = [], {}, [], [], []
+            w.listed = w.reused = 0
+            w.drop_pending()  # the parent finishes what it walked itself
+            w.walk(share)
+            w.finish()
+            view = memoryview(w.export())
+            while view:
+                view = view[os.write(fd, view) :]
+            code = 0
+        except BaseException:  # reported by the exit code (never printed)
+            code = 1
+        finally:
+            os._exit(code)
+    return pid, fd, share
+
+
+def _wait(pid: int) -> bool:
+    """Reap child ``pid``; True if it exited 0."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return False
+        return os.waitstatus_to_exitcode(status) == 0
+
+
+def _read_all(fd: int) -> bytes:
+    """The whole content of the anonymous file ``fd``, from its start."""
+    size = os.fstat(fd).st_size
+    chunks = []
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
