@@ -67,6 +67,11 @@ from snapws.ids import SnapshotId
 from snapws.model import ROOT, Entry, Kind
 
 MAGIC = b"snapws-plain-index 6\n"
+#: Earlier forms still read (their scan records lack the newer fields: the
+#: names of form 4 count as not the whole listing, as if an ignored entry
+#: had been left out), so that an upgrade does not hash the tree again.
+_OLDER = {b"snapws-plain-index 4\n": 6, b"snapws-plain-index 5\n": 7}
+_FIELDS = 8  # of a scan record on disk
 _HEADER = struct.Struct("<QQ")  # lengths of the records section and of the blob area
 
 
@@ -386,7 +391,11 @@ class Index:
         blobs stay views into it); None if it is not a sound index."""
         view = memoryview(data)
         start = len(MAGIC) + _HEADER.size + 17
-        if len(view) < start or view[: len(MAGIC)] != MAGIC or view[start - 1] != 0x0A:
+        if len(view) < start or view[start - 1] != 0x0A:
+            return None
+        magic = bytes(view[: len(MAGIC)])
+        fields = _FIELDS if magic == MAGIC else _OLDER.get(magic)
+        if fields is None:
             return None
         nrec, nblobs = _HEADER.unpack(view[len(MAGIC) : len(MAGIC) + _HEADER.size])
         if len(view) != start + nrec + nblobs:
@@ -406,6 +415,9 @@ class Index:
             for d, (href, sref) in raw.items():
                 scan = None
                 if sref is not None:
+                    if len(sref) != fields:
+                        return None
+                    sref = (*sref, *(False, None)[fields - 6 :])  # (older forms)
                     names, stats, maxtime, dirty, changed, replay, full, made_again = sref
                     scan = ScanRecord(
                         at(names) or b"",

@@ -4,11 +4,14 @@ form, and HEAD updates by overlay rules."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import pytest
 from conftest import Workspace
 
-from snapws.backends.plain.index import Index
+from snapws.backends.plain.index import MAGIC, Index
 from snapws.backends.plain.indexfile import load_index
 from snapws.backends.plain.records import (
     ZERO_STAT,
@@ -18,9 +21,11 @@ from snapws.backends.plain.records import (
     unpack_stats,
 )
 from snapws.ids import ContentHash, SnapshotId
+from snapws.layers import hashing
 from snapws.model import Entry, Kind
 
 from .conftest import PlainFactory
+from .test_untracked_cache import scan_now, settled
 
 SID = SnapshotId("0" * 32)
 SID2 = SnapshotId("1" * 32)
@@ -165,3 +170,54 @@ def test_after_a_commit_the_index_needs_no_refresh(make_plain: PlainFactory) -> 
     assert (path.stat().st_ino, path.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
     (ws.path / "d" / "b").write_text("b 2\n")  # and changes are still seen
     assert ws.porcelain() == [" M d/b"]
+
+
+def _older_form(data: bytes, magic: bytes, fields: int) -> bytes:
+    """The index ``data`` as an earlier snapws wrote it: ``magic``, scan
+    records of ``fields`` fields."""
+    import marshal
+    import struct
+
+    import xxhash
+
+    start = len(MAGIC) + 16 + 17
+    nrec, _ = struct.unpack("<QQ", data[len(MAGIC) : len(MAGIC) + 16])
+    head, ref, slack, dirs = marshal.loads(data[start : start + nrec])
+    dirs = {d: (h, None if s is None else s[:fields]) for d, (h, s) in dirs.items()}
+    records = marshal.dumps((head, ref, slack, dirs))
+    blobs = data[start + nrec :]
+    h = xxhash.xxh3_64(records)
+    h.update(blobs)
+    header = struct.pack("<QQ", len(records), len(blobs)) + h.hexdigest().encode() + b"\n"
+    return magic + header + records + blobs
+
+
+@pytest.mark.parametrize("form", [4, 5])
+def test_an_index_of_an_earlier_form_is_read_not_rebuilt(
+    make_plain: PlainFactory, monkeypatch: pytest.MonkeyPatch, form: int
+) -> None:
+    """An upgrade keeps the stats its index holds: nothing is hashed again."""
+    ws = make_plain(spec={"a": "a\n", "d": {"b": "b\n", "sub": {"c": "c\n"}}})
+    settled(ws)
+    (path,) = ws.store.glob("workspaces/*/index")
+    old = _older_form(path.read_bytes(), f"snapws-plain-index {form}\n".encode(), form + 2)
+    index = Index.decode(old)
+    assert index is not None
+    rec = index.scan_record(b"d")
+    assert rec is not None and rec.recreated is None
+    assert rec.full is (form == 5)  # form 4 did not say: taken as not whole
+    path.write_bytes(old)
+    hashed: list[bytes] = []
+    real = hashing.hash_files
+
+    def counting(paths: Sequence[bytes], *args: Any, **kw: Any) -> Any:
+        hashed.extend(paths)
+        return real(paths, *args, **kw)
+
+    monkeypatch.setattr(hashing, "hash_files", counting)
+    got = scan_now(ws)
+    assert (got.changes, hashed) == ([], [])
+    assert got.reused == (3 if form == 5 else 0)
+    (ws.path / "d" / "sub" / "c").write_text("c 2\n")
+    assert ws.porcelain() == [" M d/sub/c"]
+    assert path.read_bytes().startswith(MAGIC)  # written back in the current form
