@@ -122,7 +122,8 @@ def _merge(
     roots = [i for i, ix in enumerate(idx) if ROOT in ix.by_path]
     if not roots:
         return []
-    out: list[tuple[N, int | None]] = [(with_opaque(idx[roots[0]].by_path[ROOT], False), None)]
+    root = idx[roots[0]].by_path[ROOT]
+    out: list[tuple[N, int | None]] = [(with_opaque(root, False) if root.opaque else root, None)]
     # (directory, the layers that show it (topmost first), whether the layers
     # below the run still show through it)
     stack: list[tuple[bytes, list[int], bool]] = [(ROOT, roots, not bottom)]
@@ -166,7 +167,7 @@ def _merge(
 
 
 def _with_opaque(e: Entry, opaque: bool) -> Entry:
-    return e if e.opaque == opaque else replace(e, opaque=opaque)
+    return replace(e, opaque=opaque)
 
 
 @dataclass(slots=True)  # not frozen: made for every line of a run, and never changed

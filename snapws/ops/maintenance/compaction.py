@@ -264,9 +264,7 @@ def _plan_steps(store: Store, staging: Path, state: dict[str, Any], trees: Seque
     (staging / "dirs").write_bytes(b"".join(reversed(dirs)))
     store.write_pending_manifest(staging, manifest)
     state.update(layer=manifest_id(manifest).hex, phase="steps", offset=0, manifest_offset=0)
-    _save(staging, state)
-    for name in ("merged", "sources"):
-        (staging / name).unlink(missing_ok=True)
+    _save(staging, state)  # ("merged" and "sources" go with steps/ at the publication)
 
 
 def _wanted(store: Store, job: Job, chain: Sequence[LayerId]) -> bool:
