@@ -22,8 +22,8 @@ error (errno, and which step failed); after an error it writes nothing more.
 
 Protocol (a pipe each way, both ends ours): records ``F`` (a file: a
 fixed header, the path, the data), ``S`` (sync: answer with the results so
-far) and ``E`` (end: answer, then exit); answers are a length and a pickle
-of ``(results, error)``.
+far), and the end of the input (answer, then exit); answers are a length
+and a pickle of ``(results, error)``.
 """
 
 from __future__ import annotations
@@ -152,12 +152,6 @@ class FileWriterChild:
         """Wait until every queued file is written; their results. Raises
         OSError (the first failure), ChildFailed."""
         return self._ask(b"S")
-
-    def finish(self) -> list[Result]:
-        """:meth:`sync`, then end the child."""
-        out = self._ask(b"E")
-        self._proc.wait()
-        return out
 
     def close(self) -> None:
         """End the child (killed if it is still working)."""

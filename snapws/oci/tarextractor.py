@@ -413,6 +413,8 @@ class LayerExtractor:
         except OSError as e:
             rel = os.fsencode(e.filename) if e.filename else b"?"
             raise self._perm(rel, e, getattr(e, "failed_step", "create")) from e
+        except filewriter.ChildFailed as e:
+            raise OSError(errno.EIO, f"the helper process writing files failed: {e}") from e
 
     def _send(
         self, helper: filewriter.FileWriterChild, rel: bytes, h: tf.Header, reader: tf.TarReader
@@ -542,7 +544,7 @@ class LayerExtractor:
         then directory metadata (deepest first, so creating children does not
         change it again)."""
         if self.helper is not None:
-            self._take(self.helper.finish())
+            self.sync_helper()
             self.helper.close()
             self.helper = None
         opaque = list(self.opaque)

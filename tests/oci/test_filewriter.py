@@ -5,6 +5,7 @@ importer, and an import goes on without it when it cannot start."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import random
@@ -13,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from snapws.errors import BadImageError
+from snapws.errors import BadImageError, UnsupportedError
 from snapws.oci import filewriter
 from snapws.oci.tarextractor import LayerExtractor
 from snapws.store.store import EMPTY_LAYER, Store
 
-from .ocitools import Member, d, f, import_layout, make_layout, merged, tar_of
+from .ocitools import Member, d, f, import_layout, make_layout, merged, store_listing, tar_of
 from .test_hostile import TAR_CASES, _check_refused
 
 _RNG = random.Random(14)
@@ -118,3 +119,55 @@ def test_helper_reports_its_first_error_and_stops(tmp_path: Path) -> None:
     finally:
         child.close()
     assert (root / "d/one").read_bytes() == b"1"
+
+
+class _FailingHelper:
+    """A helper whose writes fail as ``error`` says (or that dies: ChildFailed)."""
+
+    error: BaseException = OSError()
+
+    def __init__(self, root: bytes) -> None:
+        self.sent: list[bytes] = []
+
+    def add(self, rel: bytes, *args: object) -> None:
+        self.sent.append(rel)
+
+    def sync(self) -> list[filewriter.Result]:
+        raise self.error
+
+    def close(self) -> None:
+        pass
+
+
+def _eperm() -> OSError:
+    e = OSError(errno.EPERM, "Operation not permitted")
+    e.filename = "a/0"
+    e.failed_step = "set the owner of"  # type: ignore[attr-defined]
+    return e
+
+
+@pytest.mark.parametrize(
+    ("error", "expect"),
+    [
+        (_eperm(), UnsupportedError),
+        (filewriter.ChildFailed("the file writer died"), OSError),
+    ],
+)
+def test_a_helper_failure_fails_the_import_and_leaves_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    error: BaseException,
+    expect: type[BaseException],
+) -> None:
+    monkeypatch.setattr(_FailingHelper, "error", error)
+    monkeypatch.setattr(filewriter, "FileWriterChild", _FailingHelper)
+    monkeypatch.setattr(LayerExtractor, "HELPER_AFTER", 0)
+    store = Store.create(tmp_path / "store")
+    layout = tmp_path / "layout"
+    make_layout(layout, [tar_of([d("a"), *(f(f"a/{i}", b"%d" % i) for i in range(3))])])
+    before = store_listing(store)
+    with pytest.raises(expect) as info:
+        import_layout(store, layout)
+    if expect is UnsupportedError:
+        assert "cannot set the owner of a/0" in str(info.value)
+    assert store_listing(store) == before
