@@ -2,8 +2,9 @@
 files or memory maps inside it), changed through its live mount instead of
 a remount, so that they are never left on a frozen one (issue 10):
 
-- a commit copies the changed paths from the frozen mount into the new
-  layer's tree (:func:`stage_copied`), as the plain backend's commit does;
+- a commit copies the changed paths from the live mount (never frozen:
+  programs in it go on writing) into the new layer's tree
+  (:func:`stage_copied`), as the plain backend's commit does;
 - a checkout or reset rewrites the paths that differ through the mount
   (:func:`switch_part`, :func:`rewrite_live`);
 - the mount then stays on its chain, recorded as the state's ``base``,
@@ -45,10 +46,12 @@ def stage_copied(
     xattr_form: str,
     hash_threads: int,
 ) -> list[Entry]:
-    """Copy the changed paths from the frozen ``mount`` into the new layer
+    """Copy the changed paths from the live ``mount`` into the new layer
     tree ``tree`` (whiteouts for deletions, opaque directories for the
-    ``recreated`` ones; ``ignored`` never), hashing while copying; returns
-    the tree's manifest entries. Raises OSError, LayerRejectedError."""
+    ``recreated`` ones; ``ignored`` never), hashing while copying (a file
+    written meanwhile is recorded as copied, one removed meanwhile as
+    deleted); returns the tree's manifest entries. Raises OSError,
+    LayerRejectedError (a directory on the way replaced meanwhile)."""
     tree.mkdir()
     stager = Stager(os.fsencode(mount), os.fsencode(tree), opaque_xattr(xattr_form), True)
     stager.stage(changes, recreated, ignored)

@@ -182,17 +182,22 @@ class OverlayBackend(MountSwapper, Backend):
     # ---- around a change --------------------------------------------------------
 
     def quiesce(self, store: Store, state: WorkspaceState, action: str) -> None:
-        """Freeze the mount (see :meth:`freeze`). A commit of a :data:`can_hold`
-        backend's workspace in which programs hold files open for writing
-        (a server's log, a build writing its output) does not wait for them:
-        after :data:`LIVE_AFTER` seconds it goes on with the mount live,
-        held (:meth:`changes` sees it is not frozen), and copies the changed
-        paths as they are then, as the plain backend's commit does: a file
-        written meanwhile is recorded as it was when copied, and nothing of
-        the working tree is lost (U stays, under the live mount). A
-        checkout or reset still refuses: rewriting paths that programs are
-        changing could overwrite what they wrote."""
+        """Freeze the mount (see :meth:`freeze`), except for a commit of a
+        :data:`can_hold` backend's workspace that programs hold (:meth:`holds`):
+        that commit copies the changed paths through the live mount, as the
+        plain backend's does, so no program in it ever meets a read-only
+        tree (EROFS) or waits. The same when a program holds a file open for
+        writing (a server's log) that is still open after :data:`LIVE_AFTER`
+        seconds: the freeze is refused, the commit goes on live (held:
+        :meth:`changes` sees the mount is not frozen). A file written
+        meanwhile is recorded as far as it was written when copied, and
+        nothing of the working tree is lost (U stays, under the live mount).
+        A free workspace is frozen: its U becomes the layer. A checkout or
+        reset always freezes (or refuses, exit 6): rewriting paths that
+        programs are changing could overwrite what they wrote."""
         if action == "commit" and self.can_hold:
+            if self.holds(store, state):
+                return
             with suppress(WorkspaceBusyError):
                 self.freeze(Path(state.path), action, wait=LIVE_AFTER)
             return
@@ -271,7 +276,7 @@ class OverlayBackend(MountSwapper, Backend):
         finish (:meth:`finish_layer`); its data is synced now, before the
         journal claims it; the entries are those of the nodes that stay in
         it. Held (:meth:`holds`): the changed paths are copied from the
-        frozen mount into ``tree`` (O(changed bytes)) and the mount stays."""
+        live mount into ``tree`` (O(changed bytes)) and the mount stays."""
         memo = _memo(work)
         plan = memo.plan
         refuse_foreign_opaque(plan.keep, self.upper_form, session.store.xattr_form)

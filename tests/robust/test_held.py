@@ -176,6 +176,52 @@ def test_open_files_and_memory_maps_keep_working(ws: Workspace) -> None:
     ws.stop(shell)
 
 
+#: A program writing files in its directory as fast as it can until told
+#: to stop; prints how many it wrote and every error it met.
+BUSY_WRITER = """\
+import json, os, sys, threading
+stop = threading.Event()
+done = {"written": 0, "errors": []}
+def loop():
+    n = 0
+    while not stop.is_set():
+        n += 1
+        try:
+            with open(f"w{n % 50}.log", "w") as f:
+                f.write(str(n))
+            done["written"] += 1
+        except OSError as e:
+            done["errors"].append(e.strerror)
+t = threading.Thread(target=loop)
+t.start()
+print('ready', flush=True)
+sys.stdin.read()
+stop.set()
+t.join()
+print(json.dumps(done), flush=True)
+"""
+
+
+def test_a_held_commit_never_makes_the_tree_read_only(ws: Workspace) -> None:
+    """A held commit copies through the live mount without freezing it: a
+    program writing files in the workspace the whole time never gets EROFS."""
+    ws.init(BASE)
+    (ws.path / "out").mkdir()
+    writer = ws.spawn(BUSY_WRITER, cwd=ws.path / "out")
+    for n in range(4):
+        (ws.path / f"edit{n}.txt").write_text(f"{n}\n" * 1000)
+        ws.commit(f"held {n}")
+        assert ws.state().base is not None, "the writer's directory holds the workspace"
+    assert writer.stdin is not None and writer.stdout is not None
+    writer.stdin.close()
+    done = json.loads(writer.stdout.readline())
+    ws.stop(writer)
+    assert done["written"] > 0 and done["errors"] == [], done
+    committed = set(ws.run("diff", "--name-only", "HEAD~4", "HEAD").stdout.split())
+    assert {f"edit{n}.txt" for n in range(4)} <= committed, committed
+    assert_store_ok(ws.store_path)
+
+
 def test_a_held_workspace_settles_once_free(ws: Workspace) -> None:
     ws.init(BASE)
     shell = ws.spawn(SHELL, cwd=ws.path)
