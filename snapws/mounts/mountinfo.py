@@ -1,5 +1,6 @@
-"""What is mounted where: /proc/self/mountinfo parsed (pure parsing plus
-one read of /proc), and the stack of mounts on a path."""
+"""What is mounted where: /proc/self/mountinfo parsed (pure parsing, and
+its reading, kept until the kernel says the table changed), and the stack
+of mounts on a path."""
 
 from __future__ import annotations
 
@@ -90,20 +91,59 @@ def parse_mountinfo(data: bytes) -> list[MountInfo]:
     return result
 
 
+class _Table:
+    """The parsed table, kept open (see :func:`read_mountinfo`): the file's
+    descriptor, the process and mount namespace it was opened for (a forked
+    child opens its own: a poll of a shared descriptor would take the
+    parent's notice), and what it showed."""
+
+    fd = -1
+    key = (0, 0, 0)
+    mounts: list[MountInfo] | None = None
+
+
 def read_mountinfo() -> list[MountInfo]:
     """The mounts of this process's mount namespace, in /proc/self/mountinfo order.
 
+    Read once and kept: the kernel flags an open mountinfo file (POLLPRI)
+    whenever its namespace's mount table changes, as libmount and systemd
+    watch it, so a later call reads it again only then (or in another
+    mount namespace: rootless entered one). A command asks several times,
+    and with many overlay layers the file is tens of kilobytes that take the
+    kernel milliseconds to write out.
+
     Raises :class:`MountError` when /proc is not readable.
     """
+    import select
+
     try:
-        with open("/proc/self/mountinfo", "rb") as fh:
-            data = fh.read()
+        st = os.stat("/proc/self/ns/mnt")
+        key = (os.getpid(), st.st_dev, st.st_ino)
+        table = _Table
+        if table.fd >= 0 and table.key != key:
+            if table.key[0] == key[0]:
+                os.close(table.fd)  # (a child leaves its parent's descriptor open)
+            table.fd, table.mounts = -1, None
+        if table.fd < 0:
+            table.fd = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+            table.key, table.mounts = key, None
+        if table.mounts is not None:
+            changed = select.poll()
+            changed.register(table.fd, select.POLLPRI | select.POLLERR)
+            if not changed.poll(0):
+                return list(table.mounts)
+        chunks = []
+        offset = 0
+        while chunk := os.pread(table.fd, 1 << 16, offset):
+            chunks.append(chunk)
+            offset += len(chunk)
     except OSError as exc:
         name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
         raise MountError(
             f"reading '/proc/self/mountinfo' failed: {exc.strerror} ({name})", "mount /proc"
         ) from None
-    return parse_mountinfo(data)
+    table.mounts = parse_mountinfo(b"".join(chunks))
+    return list(table.mounts)
 
 
 def mounts_at(path: Path) -> list[MountInfo]:

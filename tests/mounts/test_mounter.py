@@ -540,6 +540,30 @@ def test_mountpoint_with_space_and_newline(lab: Lab) -> None:
     assert mount_at(link) == info
 
 
+def test_the_kept_mount_table_follows_every_change(lab: Lab) -> None:
+    """read_mountinfo keeps what it read until the kernel flags a change:
+    a mount, a remount and an unmount (made by this process or another)
+    each show at the next call; no change reads the same table."""
+    before = read_mountinfo()
+    assert read_mountinfo() == before  # kept: nothing changed
+    target = lab.mount(three_layer_plan(lab))
+    mine = [i for i in read_mountinfo() if i.mountpoint == target]
+    assert len(mine) == 1 and not is_readonly(mine[0])
+    mounter.remount_readonly(target)
+    assert [is_readonly(i) for i in read_mountinfo() if i.mountpoint == target] == [True]
+    # another process's unmount shows too
+    subprocess.run(["umount", str(target)], check=True)
+    assert [i for i in read_mountinfo() if i.mountpoint == target] == []
+    # a child process reads its own table, not its parent's notice
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ok = not [i for i in read_mountinfo() if i.mountpoint == target]
+        finally:
+            os._exit(0 if ok else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+
+
 def test_parse_mountinfo_escapes_and_optional_fields() -> None:
     data = (
         b"22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
