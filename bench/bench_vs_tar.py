@@ -24,6 +24,13 @@ creating files is several times slower (kernel time in the inode
 allocator) for minutes after a big tree is deleted, which would slow
 whatever runs next. Disk: about 3x the tree per repeat and variant, plus
 the tarball, under --workdir (default /tmp); all removed at the end.
+
+That slowness is large and lasts: on 2026-12-07, `tar xzf` of the 1 GB
+tree took 10 s in a quiet moment and 17-27 s within minutes of deleting
+big trees (tests, an earlier bench), creating a file then costing
+80-320 us of kernel time instead of 15-20 us. Compare only within one run
+(its `sys` time shows the state), let the machine settle a few minutes
+before one, and prefer --repeat 2 or more (the order alternates).
 """
 
 from __future__ import annotations
