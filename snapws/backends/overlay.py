@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
@@ -73,6 +72,12 @@ from snapws.store.store import Store
 #: How long a commit waits for programs to close the files they write before
 #: it copies the changes through the live mount (:meth:`OverlayBackend.quiesce`).
 LIVE_AFTER = 0.1
+
+#: The workspaces whose commit :meth:`OverlayBackend.quiesce` left live (not
+#: frozen) in this process: :meth:`OverlayBackend.changes` then copies
+#: through the mount, whatever holds it by then. Set again by every quiesce,
+#: so nothing of an earlier command carries over.
+_LIVE_COMMITS: set[WorkspaceId] = set()
 
 
 class OverlayBackend(MountSwapper, Backend):
@@ -188,18 +193,24 @@ class OverlayBackend(MountSwapper, Backend):
         plain backend's does, so no program in it ever meets a read-only
         tree (EROFS) or waits. The same when a program holds a file open for
         writing (a server's log) that is still open after :data:`LIVE_AFTER`
-        seconds: the freeze is refused, the commit goes on live (held:
-        :meth:`changes` sees the mount is not frozen). A file written
+        seconds: the freeze is refused, the commit goes on live (held: a
+        live commit is recorded in :data:`_LIVE_COMMITS` for
+        :meth:`changes`). A file written
         meanwhile is recorded as far as it was written when copied, and
         nothing of the working tree is lost (U stays, under the live mount).
         A free workspace is frozen: its U becomes the layer. A checkout or
         reset always freezes (or refuses, exit 6): rewriting paths that
         programs are changing could overwrite what they wrote."""
+        live = _LIVE_COMMITS
+        live.discard(state.id)
         if action == "commit" and self.can_hold:
             if self.holds(store, state):
+                live.add(state.id)
                 return
-            with suppress(WorkspaceBusyError):
+            try:
                 self.freeze(Path(state.path), action, wait=LIVE_AFTER)
+            except WorkspaceBusyError:
+                live.add(state.id)
             return
         self.freeze(Path(state.path), action)
 
@@ -221,7 +232,7 @@ class OverlayBackend(MountSwapper, Backend):
         plan = plan_upper(
             upper, session.chain_view(state.mounted_head), self.upper_form, rules, lower
         )
-        through = hold and (self.holds(store, state) or not self._frozen(store, state))
+        through = hold and (state.id in _LIVE_COMMITS or self.holds(store, state))
         if state.base is None:
             hiding = {n.path for n in plan.keep if n.kind is not Kind.DIR or n.opaque}
             return WorkChanges(plan.changes, plan.ignored, hiding, _Work(plan, through))
@@ -238,10 +249,6 @@ class OverlayBackend(MountSwapper, Backend):
             if c.new is None or (c.old is not None and c.old.kind is not c.new.kind)
         }
         return WorkChanges(changes, ignored, hiding, _Work(plan, through))
-
-    def _frozen(self, store: Store, state: WorkspaceState) -> bool:
-        """Whether :meth:`quiesce` froze the mount (a live commit did not)."""
-        return self.mount_state(store, state) == "frozen"
 
     def holds(self, store: Store, state: WorkspaceState) -> bool:
         """Whether a change of the workspace goes through its live mount
