@@ -401,6 +401,19 @@ def as_shown(e: Entry) -> Entry:
     return replace(e, link=None) if e.link is not None else e
 
 
+def unshared_manifests(a: ManifestChain, b: ManifestChain) -> list[SortedManifest]:
+    """The manifests of the layers above the bottom run the two chains share:
+    ``a``'s, then ``b``'s (what a diff between them reads whole)."""
+    bottom_a = [lid for lid, _ in reversed(a.layers)]
+    bottom_b = [lid for lid, _ in reversed(b.layers)]
+    common = 0
+    while common < min(len(bottom_a), len(bottom_b)) and bottom_a[common] == bottom_b[common]:
+        common += 1
+    return [m for _, m in a.layers[: len(a.layers) - common]] + [
+        m for _, m in b.layers[: len(b.layers) - common]
+    ]
+
+
 def diff_chains(
     old: ManifestChain,
     new: ManifestChain,
@@ -413,13 +426,7 @@ def diff_chains(
     Sorted by path; directories appear as entries of their own. Reads the
     layers one chain has and the other lacks, and looks candidates up in
     the rest. Raises ValueError on a malformed manifest."""
-    a = [lid for lid, _ in reversed(old.layers)]  # bottom first
-    b = [lid for lid, _ in reversed(new.layers)]
-    common = 0
-    while common < min(len(a), len(b)) and a[common] == b[common]:
-        common += 1
-    unshared = [m for _, m in old.layers[: len(a) - common]]
-    unshared += [m for _, m in new.layers[: len(b) - common]]
+    unshared = unshared_manifests(old, new)
     candidates: set[bytes] = set()
     expand: set[bytes] = set()
     for m in unshared:

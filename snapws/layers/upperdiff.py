@@ -23,7 +23,7 @@ from collections.abc import Collection, Iterable
 from snapws.ids import ContentHash
 from snapws.layers.entries import Node, in_or_below_any, node_entry
 from snapws.layers.hashcache import HashCache
-from snapws.layers.manifestdiff import ManifestChain, as_shown
+from snapws.layers.manifestdiff import ManifestChain, as_shown, unshared_manifests
 from snapws.model import ROOT, Change, Entry, Kind, classify
 
 
@@ -86,16 +86,9 @@ def diff_upper(
     or below one of ``skip`` (ignored paths) are left out. Raises
     ValueError (a malformed manifest line), OSError (a file of U unreadable)."""
     work = UpperOver(nodes, lower)
-    a = [lid for lid, _ in reversed(head.layers)]  # bottom first
-    b = [lid for lid, _ in reversed(lower.layers)]
-    common = 0
-    while common < min(len(a), len(b)) and a[common] == b[common]:
-        common += 1
-    unshared = [m for _, m in head.layers[: len(a) - common]]
-    unshared += [m for _, m in lower.layers[: len(b) - common]]
     candidates = set(work.nodes)
     expand = {n.path for n in nodes if n.kind is not Kind.DIR or n.opaque}
-    for m in unshared:
+    for m in unshared_manifests(head, lower):
         for e in m.entries():
             candidates.add(e.path)
             if e.kind is not Kind.DIR or e.opaque:
