@@ -342,8 +342,22 @@ FORBIDDEN_CALLS = {"print", "input", "exit", "quit", "breakpoint"}
 FORBIDDEN_ATTR_CALLS = {("sys", "exit"), ("os", "_exit")}
 
 
+def _forks(mod: Module) -> bool:
+    """Whether ``mod`` calls os.fork(): its forked child must leave by
+    os._exit (never through the parent's handlers), which is no exit of
+    the user's process."""
+    return any(
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and (node.func.value.id, node.func.attr) == ("os", "fork")
+        for node in ast.walk(mod.tree)
+    )
+
+
 def console_calls(mod: Module) -> list[str]:
     hits = []
+    child_exits = _forks(mod)
     for node in ast.walk(mod.tree):
         if not isinstance(node, ast.Call):
             continue
@@ -354,6 +368,7 @@ def console_calls(mod: Module) -> list[str]:
             isinstance(func, ast.Attribute)
             and isinstance(func.value, ast.Name)
             and (func.value.id, func.attr) in FORBIDDEN_ATTR_CALLS
+            and not (child_exits and (func.value.id, func.attr) == ("os", "_exit"))
         ):
             hits.append(f"{mod.path.name}:{node.lineno} {func.value.id}.{func.attr}()")
     return hits
@@ -362,6 +377,10 @@ def console_calls(mod: Module) -> list[str]:
 def test_console_check_is_not_vacuous() -> None:
     mod = Module("snapws.x", PACKAGE / "x.py", ast.parse("print(1)\nsys.exit(2)\ninput()\n"))
     assert len(console_calls(mod)) == 3
+    exits = Module("snapws.x", PACKAGE / "x.py", ast.parse("os._exit(0)\n"))
+    assert len(console_calls(exits)) == 1
+    child = Module("snapws.x", PACKAGE / "x.py", ast.parse("if os.fork() == 0:\n    os._exit(0)\n"))
+    assert console_calls(child) == []  # a forked child leaves so
 
 
 def test_library_never_prints_prompts_or_exits() -> None:
