@@ -46,18 +46,25 @@ class UpperOver:
         """True if the chain's content strictly below ``path`` is hidden by U:
         ``path`` or one of its ancestors is a whiteout, a non-directory or an
         opaque directory of U."""
-        known = self._hidden.get(path)
-        if known is not None:
-            return known
-        n = self.nodes.get(path)
-        if n is not None and (n.kind is not Kind.DIR or n.opaque):
-            hidden = True
-        elif path == ROOT:
-            hidden = False
-        else:
-            i = path.rfind(b"/")
-            hidden = self.hides_below(ROOT if i < 0 else path[:i])
-        self._hidden[path] = hidden
+        pending = []  # from ``path`` up to the first answer, none of them hiding
+        p = path
+        while True:
+            hidden = self._hidden.get(p)
+            if hidden is not None:
+                break
+            n = self.nodes.get(p)
+            if n is not None and (n.kind is not Kind.DIR or n.opaque):
+                hidden = True
+                self._hidden[p] = True
+                break
+            pending.append(p)
+            if p == ROOT:
+                hidden = False
+                break
+            i = p.rfind(b"/")
+            p = ROOT if i < 0 else p[:i]
+        for q in pending:  # (a loop, not a recursion: trees go 10,000 levels deep)
+            self._hidden[q] = hidden
         return hidden
 
     def locate(self, path: bytes) -> Node | tuple[int, Entry] | None:

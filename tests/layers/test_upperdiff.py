@@ -13,6 +13,7 @@ import pytest
 from layers.test_manifestdiff import Layer, _chain, _layer, _unshared_trees
 from layers.test_merge import random_layer
 from snapws.layers.diff import diff_views
+from snapws.layers.entries import Node
 from snapws.layers.scan import read_tree
 from snapws.layers.upperdiff import UpperOver, diff_upper
 from snapws.layers.view import ChainView, HashCache
@@ -63,3 +64,23 @@ def test_a_path_below_a_whiteout_or_opaque_directory_of_u_is_hidden(tmp_path: Pa
     located = over.locate(b"d/e")
     assert located is nodes[b"d/e"] and nodes[b"d/e"].kind is Kind.DIR
     assert over.locate(b"d/zz") is None  # not in U, and the chain is empty
+
+
+def test_hiding_is_found_without_recursion_in_a_tree_deeper_than_path_max(
+    tmp_path: Path,
+) -> None:
+    """A path 10,000 levels below an opaque directory of U (a deep tree
+    deleted and made again) is hidden; the lookup walks up iteratively
+    (issue 13's depth: Python's recursion stops at about 1,000)."""
+    st = os.lstat(tmp_path)
+    nodes = [
+        Node(b".", os.fsencode(tmp_path), st, Kind.DIR, {}, False, (), None),
+        Node(b"top", os.fsencode(tmp_path), st, Kind.DIR, {}, True, (), None),
+        Node(b"other", os.fsencode(tmp_path), st, Kind.DIR, {}, False, (), None),
+    ]
+    over = UpperOver(nodes, _chain([], False))
+    deep = b"/".join([b"top", *[b"d"] * 10_000, b"f"])
+    assert over.hides_below(deep) is True
+    assert over.locate(deep) is None
+    shown = b"/".join([b"other", *[b"d"] * 10_000, b"f"])
+    assert over.hides_below(shown) is False
