@@ -30,6 +30,9 @@ MNT_DETACH = 2
 #: tests start (the environment is inherited); removed when the run ends.
 TEST_DATA_HOME = tempfile.mkdtemp(prefix="snapws-tests-data-")
 os.environ["XDG_DATA_HOME"] = TEST_DATA_HOME
+#: No command server (snapws.cli.launch) for the snapws the tests start: none
+#: would outlive the run; tests/cli/test_server.py starts its own.
+os.environ["SNAPWS_SERVER"] = "0"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -61,6 +64,7 @@ def unmount_all_under(root: Path) -> list[str]:
 def _clean_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SNAPWS_")}
     env["SNAPWS_AUTHOR"] = "Test Author <test@example.org>"
+    env["SNAPWS_SERVER"] = "0"
     env["XDG_CONFIG_HOME"] = "/nonexistent-snapws-test-config"
     # cache bytecode outside the repository: each CLI run then starts ~30% faster
     env.pop("PYTHONDONTWRITEBYTECODE", None)

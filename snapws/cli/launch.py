@@ -1,0 +1,259 @@
+"""The ``snapws`` console script: hand the command to this user's command
+server, or run it here.
+
+Python and click take 40-50 ms to start, more than git's whole ``status`` on
+an ordinary tree. So the everyday commands (:data:`SERVED`) go to a server
+that has imported snapws once (:mod:`snapws.cli.server`, as Mercurial's chg
+or the Gradle daemon): this process passes its arguments, environment,
+umask, current directory and standard streams over a Unix socket, and a
+worker forked from the server runs the command as this process would have,
+then reports the exit status. This module imports only what Python has
+loaded already (``os``, ``sys``) and two C modules, so that the client costs
+little more than the interpreter's start.
+
+Anything else runs here, in this process, exactly as ``python -m snapws``:
+a command not served, ``SNAPWS_SERVER=0``, no server yet (one is started in
+the background for the next command, unless ``$CI`` is set), a server that
+declines (another user, other groups, capabilities, namespaces, limits, or
+code changed since it started), or any failure before the worker started.
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+import sys
+
+TYPE_CHECKING = False  # not typing's: importing typing costs 2 ms
+if TYPE_CHECKING:
+    import signal as _signal
+else:
+    import _signal
+
+#: The commands a server runs: short, run many times a day, no terminal of
+#: their own (``shell`` and ``run`` need job control; long transfers gain
+#: nothing from 40 ms).
+SERVED = frozenset(
+    {
+        "status",
+        "diff",
+        "commit",
+        "log",
+        "show",
+        "reflog",
+        "checkout",
+        "reset",
+        "branch",
+        "tag",
+        "restore",
+    }
+)
+
+#: Global options that take a value (``-C DIR``, ``--store DIR``).
+_WITH_VALUE = frozenset({"-C", "--store"})
+
+#: Environment variables that change how Python starts (the standard streams'
+#: encoding, the import path, hashing): a server serves only clients whose
+#: values are its own, by keying the socket's name on them.
+_STARTUP_ENV = ("PYTHON", "LC_", "LANG")
+
+#: Signals the client passes on to the worker (Ctrl-C, kill, a closed
+#: terminal, Ctrl-\\); SIGTSTP (Ctrl-Z) stops both.
+_FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT)
+
+#: Message kinds from the worker: running (its pid follows), declined, exit.
+RUNNING, DECLINED, EXITED = b"R", b"F", b"X"
+
+
+def main() -> None:
+    """Console-script entry point."""
+    status = _via_server(sys.argv[1:]) if _wants_server(sys.argv[1:]) else None
+    if status is not None:
+        _exit_as(status)
+    from snapws.cli.main import main as run_here
+
+    run_here()
+
+
+def _wants_server(args: list[str]) -> bool:
+    """Whether ``args`` name a served command (after the global options
+    ``-C DIR``, ``--store DIR`` and ``-q``) and the user has not turned the
+    server off."""
+    if os.environ.get("SNAPWS_SERVER", "1") in ("0", "no", "false", "off"):
+        return False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in _WITH_VALUE:
+            i += 2
+        elif arg.startswith(("--store=", "-C")) or arg in ("-q", "--quiet"):
+            i += 1
+        else:
+            return arg in SERVED
+    return False
+
+
+def runtime_dir() -> str:
+    """This user's directory for the server's socket:
+    ``$XDG_RUNTIME_DIR/snapws`` (systemd's per-user tmpfs), else
+    ``/tmp/snapws-UID`` as tmux does."""
+    base = os.environ.get("XDG_RUNTIME_DIR", "")
+    if base and os.path.isabs(base):
+        return os.path.join(base, "snapws")
+    return f"/tmp/snapws-{os.getuid()}"
+
+
+def server_key() -> str:
+    """The name of the server for this Python, this snapws and this start-up
+    environment (FNV-1a of them, in hex)."""
+    parts = [sys.executable, os.path.dirname(os.path.abspath(__file__))]
+    parts += sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(_STARTUP_ENV))
+    h = 0xCBF29CE484222325
+    for byte in "\0".join(parts).encode("utf-8", "surrogateescape"):
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+def private_dir(path: str) -> bool:
+    """Whether ``path`` is a directory of this user that nobody else may
+    enter or write (mode 0700, not a symlink); made so if missing."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return False
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (
+        st.st_uid == os.getuid()
+        and (st.st_mode & 0o170000) == 0o040000
+        and (st.st_mode & 0o077) == 0
+    )
+
+
+def _via_server(args: list[str]) -> int | None:
+    """Run the command in a server's worker: its exit status (a negative
+    number: the signal it died of), or None to run it here."""
+    where = runtime_dir()
+    if not private_dir(where):
+        return None
+    key = server_key()
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(os.path.join(where, f"{key}.sock"))
+    except OSError:
+        sock.close()
+        _start_server(where, key)
+        return None
+    try:
+        return _request(sock, args)
+    finally:
+        sock.close()
+
+
+def _request(sock: _socket.socket, args: list[str]) -> int | None:
+    try:
+        cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:  # a vanished current directory: main() says what to do
+        return None
+    try:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        fields = [str(umask), str(len(args)), *args]
+        fields += [f"{k}={v}" for k, v in os.environ.items()]
+        payload = b"\0".join(os.fsencode(f) for f in fields)
+        fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2, cwd))
+        sock.sendmsg(
+            [len(payload).to_bytes(4, "little"), payload],
+            [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)],
+        )
+    except OSError:  # a standard stream is closed, the server went away
+        return None
+    finally:
+        os.close(cwd)
+    try:
+        reply = _recv_exact(sock, 5)
+    except OSError:
+        return None
+    if reply is None or reply[:1] != RUNNING:
+        return None  # declined, or gone before it started: run it here
+    return _wait(sock, int.from_bytes(reply[1:], "little"))
+
+
+def _wait(sock: _socket.socket, worker: int) -> int:
+    """Pass signals on to the worker until it reports its exit status."""
+
+    def forward(signum: int, frame: object) -> None:
+        _kill(worker, signum)
+
+    def stop(signum: int, frame: object) -> None:  # Ctrl-Z: stop both, then go on
+        _kill(worker, _signal.SIGSTOP)
+        _signal.signal(_signal.SIGTSTP, _signal.SIG_DFL)
+        os.kill(os.getpid(), _signal.SIGTSTP)
+        _signal.signal(_signal.SIGTSTP, stop)  # continued
+        _kill(worker, _signal.SIGCONT)
+
+    for signum in _FORWARDED:
+        if _signal.getsignal(signum) != _signal.SIG_IGN:
+            _signal.signal(signum, forward)
+    _signal.signal(_signal.SIGTSTP, stop)
+    try:
+        reply = _recv_exact(sock, 5)
+    except OSError:
+        reply = None
+    if reply is None or reply[:1] != EXITED:
+        return -int(_signal.SIGKILL)  # the worker was killed: so is its command
+    return int.from_bytes(reply[1:], "little", signed=True)
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:  # noqa: SIM105 (contextlib costs an import)
+        os.kill(pid, signum)
+    except OSError:  # it has ended
+        pass
+
+
+def _recv_exact(sock: _socket.socket, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _exit_as(status: int) -> None:
+    """End as the worker ended: its exit code, or death by its signal."""
+    sys.stdout.flush()
+    if status >= 0:
+        os._exit(status)
+    signum = -status
+    _signal.signal(signum, _signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)
+
+
+def _start_server(where: str, key: str) -> None:
+    """Start this user's server in the background, for the next command:
+    its own session, no terminal, standard streams on /dev/null. Never
+    fails the command: a server that cannot start is not used."""
+    if os.environ.get("CI", "") not in ("", "0", "false"):
+        return  # a CI job runs each command once: a server would only linger
+    try:  # noqa: SIM105 (contextlib costs an import)
+        os.posix_spawn(
+            sys.executable,
+            [sys.executable, "-m", "snapws.cli.server", where, key],
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ],
+            setsid=True,
+        )
+    except OSError:
+        pass

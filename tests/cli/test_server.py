@@ -1,0 +1,314 @@
+"""The command server (snapws.cli.server) and its client, the console script
+(snapws.cli.launch): a served command behaves as the same command run in
+its own process, and the server gives way whenever it could not."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Workspace, WorkspaceFactory, _clean_env
+from helpers import gen
+
+from snapws.cli import launch, server
+
+#: The console script's code, as pip writes it (sys.argv[1:] are the arguments).
+CLIENT = "from snapws.cli.launch import main; main()"
+
+
+class Served:
+    """Runs the console script with a server of its own (a private runtime
+    directory, so that no other server is used); kills the server after."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        runtime = tmp_path / "run"
+        runtime.mkdir(mode=0o700)
+        self.dir = runtime / "snapws"
+        self.env = _clean_env({"SNAPWS_SERVER": "1", "XDG_RUNTIME_DIR": str(runtime)})
+        self.env.pop("CI", None)
+
+    def run(
+        self, *args: str, cwd: Path, served: bool | None = True, **kw: object
+    ) -> subprocess.CompletedProcess[str]:
+        """The client, with ``-X importtime`` to tell who ran the command:
+        a worker imports nothing, this process imports click. ``served``
+        None: either."""
+        env = dict(self.env, **kw.pop("env", {}))  # type: ignore[arg-type]
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", CLIENT, *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            **kw,  # type: ignore[call-overload]
+        )
+        imported_click = _imports_click(proc.stderr)
+        if served is not None:
+            assert imported_click is not served, proc.stderr
+        stderr = "".join(ln for ln in proc.stderr.splitlines(True) if "import time:" not in ln)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, stderr)
+
+    def start(self, cwd: Path) -> None:
+        """A first command (run here) starts the server; wait for it."""
+        self.run("status", cwd=cwd, served=None)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for sock in self.dir.glob("*.sock"):
+                with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
+                    s.connect(str(sock))
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"no server came up in {self.dir}")
+
+    def server_pids(self) -> list[int]:
+        pids = []
+        for lock in self.dir.glob("*.lock"):
+            text = lock.read_text().strip()
+            if text and Path(f"/proc/{text}").exists():
+                pids.append(int(text))
+        return pids
+
+    def stop(self) -> None:
+        for pid in self.server_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _imports_click(importtime: str) -> bool:
+    return re.search(r"^import time:.*\|\s+click$", importtime, re.M) is not None
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    it = Served(tmp_path)
+    try:
+        yield it
+    finally:
+        it.stop()
+
+
+def direct(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "snapws", *args],
+        cwd=cwd,
+        env=_clean_env(None),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def ws(make_workspace: WorkspaceFactory) -> Workspace:
+    w = make_workspace(spec={"a.txt": "one\n", "src": {"b.py": "print(1)\n"}})
+    (w.path / "a.txt").write_text("two\n")
+    w.commit("second")
+    (w.path / "a.txt").write_text("three\n")
+    (w.path / "new.txt").write_text("new\n")
+    return w
+
+
+def test_served_commands_print_and_exit_as_in_their_own_process(
+    ws: Workspace, served: Served
+) -> None:
+    served.start(ws.outside)
+    cases = [
+        ("status",),
+        ("status", "--porcelain"),
+        ("diff", "--stat"),
+        ("diff", "HEAD~1", "HEAD", "--name-status"),
+        ("log", "--oneline"),
+        ("show", "--stat", "HEAD"),
+        ("branch",),
+        ("log", "no-such-rev"),  # exit 4-ish: a bad revision
+        ("diff", "--no-such-option"),  # exit 2
+        ("status", "--json"),
+    ]
+    for args in cases:
+        here = direct("-C", str(ws.path), *args, cwd=ws.outside)
+        there = served.run("-C", str(ws.path), *args, cwd=ws.outside)
+        assert (there.returncode, there.stdout, there.stderr) == (
+            here.returncode,
+            here.stdout,
+            here.stderr,
+        ), args
+
+
+def test_a_served_commit_from_inside_the_workspace_is_free(ws: Workspace, served: Served) -> None:
+    """The client's directory is in the workspace, as a process of its own
+    would be: the commit freezes and swaps the upperdir (free), it does not
+    copy through the mount as for a program holding it."""
+    served.start(ws.outside)
+    state = next(ws.store.glob("workspaces/*/state.json"))
+    before = state.read_text()
+    out = served.run("commit", "-m", "from inside", cwd=ws.path)
+    assert out.returncode == 0, out.stderr
+    assert '"upper": ' in before
+    upper = before.split('"upper": ')[1].split(",")[0]
+    assert upper not in state.read_text()  # a new upperdir: the free path
+    assert ws.porcelain() == []
+    assert "from inside" in ws.run("log", "--oneline").stdout
+
+
+def test_unserved_commands_and_a_disabled_server_run_in_the_client(
+    ws: Workspace, served: Served
+) -> None:
+    served.start(ws.outside)
+    out = served.run("-C", str(ws.path), "du", cwd=ws.outside, served=False)
+    assert out.returncode == 0, out.stderr
+    out = served.run(
+        "-C", str(ws.path), "status", cwd=ws.outside, served=False, env={"SNAPWS_SERVER": "0"}
+    )
+    assert out.returncode == 0 and "a.txt" in out.stdout
+
+
+def test_a_client_with_other_capabilities_runs_the_command_itself(
+    ws: Workspace, served: Served
+) -> None:
+    """What a fork cannot change (here the capability bounding set) makes
+    the worker decline; the command still runs, in the client."""
+    served.start(ws.outside)
+    drop = "import ctypes; ctypes.CDLL(None).prctl(24, 21, 0, 0, 0)\n"  # PR_CAPBSET_DROP SYS_ADMIN
+    code = drop + CLIENT
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code, "-C", str(ws.path), "status"],
+        cwd=ws.outside,
+        env=served.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert _imports_click(proc.stderr)  # declined: run by the client
+    assert "a.txt" in proc.stdout
+
+
+def test_a_closed_pipe_ends_the_client_by_sigpipe(ws: Workspace, served: Served) -> None:
+    for i in range(40):
+        gen(ws.path, {f"f{i}": str(i)})
+        ws.commit(f"c{i}")
+    served.start(ws.outside)
+    script = f"{sys.executable} -c '{CLIENT}' -C {ws.path} log | head -1; echo ${{PIPESTATUS[0]}}"
+    out = subprocess.run(
+        ["bash", "-c", script], env=served.env, capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.splitlines()[-1] == str(128 + signal.SIGPIPE), out
+
+
+def _blocked_client(
+    ws: Workspace, served: Served, fifo: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A served ``diff -p`` writing into a pipe nobody reads: its worker
+    blocks there. Returns the client and the worker's pid."""
+    (ws.path / "big.txt").write_text("".join(f"{i}\n" for i in range(200_000)))
+    os.mkfifo(fifo)
+    keep = os.open(fifo, os.O_RDWR)  # a reader that never reads
+    out = os.open(fifo, os.O_WRONLY)
+    os.close(keep)
+    try:
+        client = subprocess.Popen(
+            [sys.executable, "-c", CLIENT, "-C", str(ws.path), "diff", "-p"],
+            cwd=ws.outside,
+            env=served.env,
+            stdout=out,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        os.close(out)
+    server_pids = served.server_pids()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        workers = [
+            int(p.name)
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and _ppid(int(p.name)) in server_pids
+        ]
+        if workers:
+            return client, workers[0]
+        time.sleep(0.05)
+    client.kill()
+    raise AssertionError("no worker started")
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _gone(pid: int, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_killing_the_client_kills_its_worker(ws: Workspace, served: Served, tmp_path: Path) -> None:
+    """kill -9 (or timeout) of the command stops the command, as it stops a
+    process of its own: the worker dies with its client."""
+    served.start(ws.outside)
+    client, worker = _blocked_client(ws, served, tmp_path / "fifo")
+    client.kill()
+    client.wait(timeout=30)
+    assert _gone(worker)
+    assert served.server_pids()  # the server itself stays
+
+
+def test_ctrl_c_reaches_the_worker(ws: Workspace, served: Served, tmp_path: Path) -> None:
+    served.start(ws.outside)
+    client, worker = _blocked_client(ws, served, tmp_path / "fifo")
+    client.send_signal(signal.SIGINT)
+    _, err = client.communicate(timeout=60)
+    assert client.returncode == 130, err
+    assert b"snapws: interrupted" in err
+    assert _gone(worker)
+
+
+def test_code_fingerprint_follows_the_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server whose code changed on disk must not serve: the fingerprint
+    moves with any file's time or size."""
+    import types
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "m.py").write_text("x = 1\n")
+    fake = types.SimpleNamespace(__path__=[str(pkg)])
+    monkeypatch.setattr(server, "snapws", fake)
+    monkeypatch.setattr(server, "click", fake)
+    first = server.code_fingerprint()
+    assert first == server.code_fingerprint()
+    (pkg / "sub" / "m.py").write_text("x = 22\n")
+    assert server.code_fingerprint() != first
+
+
+def test_which_commands_are_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SNAPWS_SERVER", raising=False)
+    assert launch._wants_server(["status"])
+    assert launch._wants_server(["-C", "dir", "-q", "commit", "-m", "x"])
+    assert launch._wants_server(["--store=/s", "diff"])
+    assert not launch._wants_server(["shell"])
+    assert not launch._wants_server(["--version"])
+    assert not launch._wants_server([])
+    monkeypatch.setenv("SNAPWS_SERVER", "0")
+    assert not launch._wants_server(["status"])
