@@ -202,6 +202,22 @@ def _use_of(pid: int, real: str) -> tuple[str, str] | None:
     return next(((how, p) for how, p in uses if _under(p, real)), None)
 
 
+#: Processes that are this command besides this one: the ``snapws`` client
+#: whose request a command server's worker runs (:mod:`snapws.cli.server`).
+#: It waits for the command, as this process does, so it holds nothing back.
+_SAME_COMMAND: set[int] = set()
+
+
+def count_as_this_command(pid: int) -> None:
+    """Leave ``pid`` out of :func:`is_held` and :func:`find_users`, as this
+    process is: it is part of the command that runs here."""
+    _SAME_COMMAND.add(pid)
+
+
+def _this_command() -> set[int]:
+    return {os.getpid(), *_SAME_COMMAND}
+
+
 def used_by_me(root: Path) -> bool:
     """Whether this process uses ``root`` (or anything below it): its
     current directory or root, a descriptor or a mapping there (a library
@@ -218,8 +234,8 @@ def is_held(root: Path) -> bool:
     the old mount by a remount. Never raises for vanished or unreadable
     processes."""
     real = _real_root(root)
-    me = os.getpid()
-    return any(_use_of(pid, real) is not None for pid in _pids() if pid != me)
+    me = _this_command()
+    return any(_use_of(pid, real) is not None for pid in _pids() if pid not in me)
 
 
 def find_users(root: Path) -> list[Holder]:
@@ -229,10 +245,10 @@ def find_users(root: Path) -> list[Holder]:
     a mapping) and where, the first found in that order. Sorted by pid.
     Never raises for vanished or unreadable processes."""
     real = _real_root(root)
-    me = os.getpid()
+    me = _this_command()
     found: set[tuple[int, str, str]] = set()
     for pid in _pids():
-        use = _use_of(pid, real) if pid != me else None
+        use = _use_of(pid, real) if pid not in me else None
         if use is not None:
             found.add((pid, use[1], use[0]))
     return _holders(found)

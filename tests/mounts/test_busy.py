@@ -296,3 +296,24 @@ def test_the_kernel_says_whether_a_mount_is_in_use(tmp_path: Path, how: str) -> 
         assert mount_at(mnt) is not None and mount_at(mnt).mountpoint == mnt  # type: ignore[union-attr]
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_the_client_of_a_served_command_counts_as_this_process(
+    tmp_path: Path, kids: Children, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command server's worker runs for a client that waits for it (see
+    snapws.cli.server): the client's cwd in the workspace holds it no more
+    than the worker's own; any other process still does."""
+    from snapws.mounts import busy
+
+    monkeypatch.setattr(busy, "_SAME_COMMAND", set())
+    root = tmp_path / "ws"
+    root.mkdir()
+    client = kids.spawn(WAIT, cwd=root)
+    other = kids.spawn(WAIT, cwd=root)
+    busy.count_as_this_command(client.pid)
+    assert busy.is_held(root)  # the other one
+    assert [h.pid for h in busy.find_users(root)] == [other.pid]
+    kids.stop(other)
+    assert not busy.is_held(root)
+    assert busy.find_users(root) == []
