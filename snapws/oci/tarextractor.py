@@ -32,6 +32,7 @@ from snapws.layers.entries import (
     host_ids,
     is_overlay_xattr,
     list_xattrs,
+    node_entry,
     ns_ids,
     opaque_xattr,
     parent_of,
@@ -49,6 +50,10 @@ from snapws.store.store import Store
 
 _ZERO_CHUNK = bytes(CHUNK)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _path_of(e: Entry) -> bytes:
+    return e.path
 
 
 def _is_zero(chunk: bytes) -> bool:
@@ -150,6 +155,11 @@ class LayerExtractor:
         # (no default ACL, no security module labels: the new root has none).
         self.stat_files = not list_xattrs(self.root)
         self.file_stats: dict[bytes, os.stat_result] = {}
+        # The manifest entry of each such file, made as soon as its fstat is
+        # known (while the tar is still read), so that little is left to do
+        # after the last byte (:meth:`entries`); a file that gets a hardlink
+        # loses it (read again at the end, as every other node).
+        self.file_entry: dict[bytes, Entry] = {}
         self.link_of: dict[bytes, bytes] = {}  # hardlink -> the file first made
         self.kinds: dict[bytes, Kind] = {ROOT: Kind.DIR}
         self.dirs: dict[bytes, _DirMeta] = {}  # explicit or implied directories
@@ -157,7 +167,6 @@ class LayerExtractor:
         self.names: set[bytes] = set()  # every normalized tar name seen
         self.whiteouts: list[bytes] = []
         self.opaque: list[bytes] = []
-        self.hashes = HashCache()
         self.file_hash: dict[bytes, ContentHash] = {}
         self.small_files = 0  # written here, while no helper runs
         self.helper: filewriter.FileWriterChild | None = None
@@ -380,9 +389,15 @@ class LayerExtractor:
     # -- the helper process (snapws.oci.filewriter) --
     def _helper_for(self, h: tf.Header) -> filewriter.FileWriterChild | None:
         """The helper to write this file, if it is small and plain (started
-        after :attr:`HELPER_AFTER` such files; None: write it here)."""
+        after :attr:`HELPER_AFTER` such files) and the helper is not behind
+        (None: write it here)."""
         if h.size > filewriter.SMALL or h.xattrs or self.helper_failed:
             return None
+        if self.helper is not None:
+            try:
+                return None if self.helper.busy() else self.helper
+            except filewriter.ChildFailed as e:
+                raise OSError(errno.EIO, f"the helper process writing files failed: {e}") from e
         if self.helper is None:
             if self.HELPER_AFTER is None or self.small_files < self.HELPER_AFTER:
                 self.small_files += 1
@@ -394,14 +409,19 @@ class LayerExtractor:
                 return None
         return self.helper
 
-    def _take(self, results: list[filewriter.Result]) -> None:
-        for rel, digest, st in results:
-            ch = ContentHash(digest)
-            self.hashes.put(self._abs(rel), ch)
-            self.file_hash[rel] = ch
-            if st is not None:
-                self.file_stats[rel] = st
-            self.in_helper.discard(rel)
+    def _take(self, results: list[filewriter.Record]) -> None:
+        file_hash, file_stats, file_entry = self.file_hash, self.file_stats, self.file_entry
+        for record in results:
+            rel, digest, has_stat, mode, uid, gid, size, mtime_ns, _ino, nlink, _blocks = record
+            ch = ContentHash(digest.hex())
+            file_hash[rel] = ch
+            if has_stat and nlink == 1 and stat.S_ISREG(mode):
+                file_stats[rel] = filewriter.FileWriterChild.result(record)[2]  # type: ignore[assignment]
+                uid, gid = host_ids(uid, gid)
+                file_entry[rel] = Entry(
+                    rel, Kind.FILE, stat.S_IMODE(mode), uid, gid, mtime_ns, size, ch
+                )
+        self.in_helper.clear()
 
     def sync_helper(self) -> None:
         """Wait until the helper wrote every file sent so far. Raises what
@@ -487,13 +507,16 @@ class LayerExtractor:
                 except OSError as e:
                     raise self._perm(rel, e, "set xattrs of") from e
             os.utime(fd, ns=(h.mtime_ns, h.mtime_ns))
-            if self.stat_files and not h.xattrs:
-                self.file_stats[rel] = os.fstat(fd)
+            st = os.fstat(fd) if self.stat_files and not h.xattrs else None
         finally:
             os.close(fd)
         ch = ContentHash(digest.hexdigest())
-        self.hashes.put(path, ch)
         self.file_hash[rel] = ch
+        if st is not None and st.st_nlink == 1 and stat.S_ISREG(st.st_mode):
+            self.file_stats[rel] = st
+            self.file_entry[rel] = node_entry(
+                Node(rel, path, st, Kind.FILE, {}, False, (), None), ch
+            )
 
     def _hardlink(self, rel: bytes, path: bytes, h: tf.Header) -> None:
         target = self._norm(h.linkname)
@@ -508,11 +531,11 @@ class LayerExtractor:
         dfd, dname = self._parent(rel)
         os.link(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
         self.kinds[rel] = Kind.FILE
-        self.hashes.put(path, self.file_hash[target])
         self.file_hash[rel] = self.file_hash[target]
         first = self.link_of.get(target, target)
         self.link_of[rel] = first
         self.file_stats.pop(first, None)  # its link count changed: read it again
+        self.file_entry.pop(first, None)
 
     def _special(self, rel: bytes, path: bytes, h: tf.Header) -> None:
         dfd, name = self._parent(rel)
@@ -574,22 +597,30 @@ class LayerExtractor:
         except OSError as e:
             raise self._perm(rel, e, "set xattrs of") from e
 
-    def nodes(self) -> list[Node]:
-        """Every node made (after :meth:`finish`), as :func:`read_tree`
-        would read it: files from their fstat where :attr:`stat_files`
-        allows, everything else (directories, links, whiteouts, files
-        with xattrs or hardlinks) read again. Raises OSError."""
+    def entries(self, threads: int = 8) -> list[Entry]:
+        """The manifest entries of every node made (after :meth:`finish`),
+        sorted by path, as :func:`entries_of` gives them for
+        :func:`read_tree`'s nodes: files from the fstat taken when they
+        were complete (:attr:`file_entry`, made while unpacking) where
+        :attr:`stat_files` allows, everything else (directories, links,
+        whiteouts, files with xattrs or hardlinks) read again, with the
+        hashes computed while unpacking. Raises OSError."""
+        hashes = HashCache()
+        for rel, ch in self.file_hash.items():
+            if rel not in self.file_entry:
+                hashes.put(self._abs(rel), ch)
         if not self.stat_files:
-            return read_tree(self.root)
-        out = []
-        with anchored():  # paths may be longer than PATH_MAX
-            for rel, kind in self.kinds.items():
-                path = self._abs(rel)
-                st = self.file_stats.get(rel) if kind is Kind.FILE else None
-                if st is not None:
-                    out.append(Node(rel, path, st, Kind.FILE, {}, False, (), None))
-                else:
-                    out.append(read_node(rel, path))
+            rest = read_tree(self.root)
+            out = []
+        else:
+            rest = []
+            out = list(self.file_entry.values())
+            with anchored():  # paths may be longer than PATH_MAX
+                for rel in self.kinds:
+                    if rel not in self.file_entry:
+                        rest.append(read_node(rel, self._abs(rel)))
+        out += entries_of(rest, threads, known=hashes)
+        out.sort(key=_path_of)
         return out
 
     def _mknod_whiteout(self, rel: bytes) -> None:
@@ -639,7 +670,7 @@ def extract_layer(
         finally:
             x.close()
         writeback.kick()  # the disk works while the manifest is computed
-        entries = entries_of(x.nodes(), threads, known=x.hashes)
+        entries = x.entries(threads)
         return ExtractedLayer(
             staging, entries, encode_manifest(entries), writeback, dict(x.file_stats)
         )

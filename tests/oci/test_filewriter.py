@@ -107,7 +107,7 @@ def test_helper_reports_its_first_error_and_stops(tmp_path: Path) -> None:
     child = filewriter.FileWriterChild(os.fsencode(root))
     try:
         child.add(b"d/one", b"1", 0o644, 0o644, 0, 0, 0, filewriter.STAT)
-        ((rel, digest, st),) = child.sync()
+        ((rel, digest, st),) = map(child.result, child.sync())
         assert rel == b"d/one" and st is not None and st.st_size == 1 and len(digest) == 32
         child.add(b"missing/two", b"2", 0o644, 0o644, 0, 0, 0, 0)
         child.add(b"d/three", b"3", 0o644, 0o644, 0, 0, 0, 0)
@@ -132,7 +132,10 @@ class _FailingHelper:
     def add(self, rel: bytes, *args: object) -> None:
         self.sent.append(rel)
 
-    def sync(self) -> list[filewriter.Result]:
+    def busy(self) -> bool:
+        return False
+
+    def sync(self) -> list[filewriter.Record]:
         raise self.error
 
     def close(self) -> None:
