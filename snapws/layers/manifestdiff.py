@@ -10,7 +10,10 @@ path, one JSON object a line (:func:`snapws.model.encode_manifest`), so a
 big layer (the chain's base: the whole tree) is searched in place and never
 read whole (:class:`SortedManifest` over an ``mmap``); the candidates are
 looked up in path order, each from where the previous one ended, so a
-lookup costs the logarithm of the distance to the previous one.
+lookup costs the logarithm of the distance to the previous one. Lines are
+compared as bytes first and decoded only where they differ in more than the
+mtime (which no change counts): a directory that a commit records because
+files below it changed costs its lookups, not two decodes.
 
 Pure: manifests in, changes out; nothing here touches a layer tree.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import re
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -93,6 +97,41 @@ def _parse(line: bytes) -> Entry:
         raise ValueError(f"manifest line {line[:200]!r}: {e!r}") from e
 
 
+_KIND_OF = {k.value.encode(): k for k in Kind}
+_KEY_K = b'"k":"'
+
+
+def line_kind(line: bytes) -> tuple[Kind, bool]:
+    """(kind, opaque) of one manifest line, read from its ``"k"`` and ``"o"``
+    fields without decoding the line when it has no xattrs (a JSON string
+    holds no bare quote, so ``"k":"`` there is the key). Raises ValueError
+    on a malformed line it has to decode."""
+    if b'"x":' not in line:
+        i = line.find(_KEY_K)
+        if i >= 0 and line[i + 6 : i + 7] == b'"':
+            kind = _KIND_OF.get(line[i + 5 : i + 6])
+            if kind is not None:
+                return kind, kind is Kind.DIR and b'"o":true' in line
+    e = _parse(line)
+    return e.kind, e.opaque
+
+
+def _is_whiteout(line: bytes) -> bool:
+    """Whether a manifest line is a whiteout's (:func:`line_kind`, cheaper)."""
+    if _WHITEOUT_K in line:
+        return True
+    if _KEY_K in line and b'"x":' not in line:
+        return False
+    return _parse(line).kind is Kind.WHITEOUT
+
+
+_WHITEOUT_K = b'"k":"w"'
+
+#: A line's mtime field: lines equal but for it are entries equal but for
+#: mtime, which no change counts (as git)
+_MTIME = re.compile(rb'"t":-?[0-9]+')
+
+
 def _decode_all(data: bytes) -> list[Entry]:
     """:func:`snapws.model.decode_manifest`, read as one JSON array. Raises
     ValueError as that does."""
@@ -133,6 +172,7 @@ class SortedManifest:
         self._all: dict[bytes, Entry] | None = None
         self._sorted: list[Entry] | None = None
         self._got: dict[bytes, Entry | None] = {}
+        self._got_lines: dict[bytes, bytes | None] = {}
         self._probes: dict[tuple[int, int], tuple[int, int, bytes]] = {}
         # Every line before offset ``_cursor`` has a path below ``_cursor_key``,
         # and the line at ``_cursor`` (if any) one at or above it.
@@ -174,18 +214,55 @@ class SortedManifest:
             return self._got[path]
         except KeyError:
             pass
-        if self._small:
-            line = self._line_of(path)
-            found = _parse(line) if line is not None else None
-        elif path > self._cursor_key:
-            found = self._forward(path)
-        else:
-            found = self._search(path, 0, self._cursor)
+        line = self.get_line(path)
+        found = _parse(line) if line is not None else None
         self._got[path] = found
         return found
 
-    def _forward(self, path: bytes) -> Entry | None:
-        """:meth:`get` for a path above the cursor. Gallops from it (probes
+    def get_line(self, path: bytes) -> bytes | None:
+        """The manifest line of ``path`` in this layer (not parsed), or None."""
+        if self._small:
+            return self._line_of(path)
+        try:
+            return self._got_lines[path]
+        except KeyError:
+            pass
+        if path > self._cursor_key:
+            found = self._forward(path)
+        else:
+            found = self._search(path, 0, self._cursor)
+        self._got_lines[path] = found
+        return found
+
+    def outline(self) -> Iterator[tuple[bytes, bytes, bool]]:
+        """Every ``(path, line, hides)``, sorted by path: ``hides`` when the
+        entry is no plain directory (a non-directory, a whiteout or an opaque
+        directory: what may hide older layers' content below it). A small
+        manifest is checked whole (one JSON array) and its entries are not
+        built; a big one is parsed a line at a time. Raises ValueError on a
+        malformed manifest, as :meth:`entries` does."""
+        if self._small and self._sorted is None:
+            data = bytes(self._buf)
+            body = data[:-1] if data.endswith(b"\n") else data
+            lines = body.split(b"\n") if body else []
+            try:
+                objs = json.loads(b"[" + b",".join(lines) + b"]") if lines else []
+                if len(objs) == len(lines):  # one object a line, none blank
+                    out = [
+                        (text_to_path(o["p"]), line, o["k"] != "d" or bool(o.get("o")))
+                        for o, line in zip(objs, lines, strict=True)
+                    ]
+                    if self._lines is None:
+                        self._lines = {p: line for p, line, _ in out}
+                    yield from out
+                    return
+            except (KeyError, TypeError, ValueError, AttributeError):
+                pass  # blank lines, or the error entries() names
+        for e in self.entries():
+            yield e.path, b"", e.kind is not Kind.DIR or e.opaque
+
+    def _forward(self, path: bytes) -> bytes | None:
+        """:meth:`get_line` for a path above the cursor. Gallops from it (probes
         ``window`` bytes on, then twice as far, ...) until a line at or above
         ``path`` brackets it, bisects the bracket down to ``span`` bytes and
         searches that for ``"p":"<path>"``, the path field a canonical line
@@ -212,7 +289,7 @@ class SortedManifest:
                 continue
             if here == path:
                 self._cursor, self._cursor_key = line_start, path
-                return _parse(line)
+                return line
             hi = line_start
             break
         needle = _needle(path)
@@ -227,7 +304,7 @@ class SortedManifest:
                 start = min(line_end + 1, size)
             elif here == path:
                 self._cursor, self._cursor_key = mid, path
-                return _parse(line)
+                return line
             else:
                 hi = mid
         chunk = buf[start:hi]  # the lines that start in [start, hi)
@@ -238,7 +315,7 @@ class SortedManifest:
             line = chunk[line_start : len(chunk) if line_end < 0 else line_end]
             if _line_path(line) == path:
                 self._cursor, self._cursor_key = start + line_start, path
-                return _parse(line)
+                return line
         elif b"\\" not in chunk and chunk.count(b"\n") == chunk.count(_PKEY):
             # Every line there has its path field and escapes no byte: the
             # path's line would hold the needle. Absent.
@@ -246,7 +323,7 @@ class SortedManifest:
             return None
         return self._search(path, start, hi)  # not in canonical form: bisect
 
-    def _search(self, path: bytes, lo: int, hi: int) -> Entry | None:
+    def _search(self, path: bytes, lo: int, hi: int) -> bytes | None:
         """Binary search for ``path`` between line starts ``lo`` and ``hi``
         (the lower bound is known to lie there); the cursor moves to it."""
         pos = self._lower_bound(path, lo, hi)
@@ -254,7 +331,7 @@ class SortedManifest:
         if pos < self._size:
             line = self._buf[pos : self._line_end(pos)]
             if _line_path(line) == path:
-                return _parse(line)
+                return line
         return None
 
     def below(self, path: bytes) -> Iterator[Entry]:
@@ -315,6 +392,7 @@ class ManifestChain:
     def __init__(self, layers: Sequence[tuple[LayerId, SortedManifest]]) -> None:
         self.layers = list(layers)
         self._located: dict[bytes, tuple[int, Entry] | None] = {}
+        self._located_lines: dict[bytes, tuple[int, bytes] | None] = {}
         # (layer index, directory) -> what looking below it meets in that layer
         self._dirs: dict[tuple[int, bytes], int] = {}
 
@@ -324,16 +402,32 @@ class ManifestChain:
             return self._located[path]
         except KeyError:
             pass
-        loc = self._locate(path)
+        found = self.locate_line(path)
+        loc = None
+        if found is not None:
+            e = self.layers[found[0]][1].get(path)  # parsed once per layer
+            assert e is not None  # the line just found
+            loc = (found[0], e)
         self._located[path] = loc
         return loc
 
-    def _locate(self, path: bytes) -> tuple[int, Entry] | None:
+    def locate_line(self, path: bytes) -> tuple[int, bytes] | None:
+        """(layer index, manifest line) that ``path`` shows, or None if
+        absent: :meth:`locate` without parsing the line."""
+        try:
+            return self._located_lines[path]
+        except KeyError:
+            pass
+        loc = self._locate(path)
+        self._located_lines[path] = loc
+        return loc
+
+    def _locate(self, path: bytes) -> tuple[int, bytes] | None:
         if path == ROOT:
             for i, (_, m) in enumerate(self.layers):
-                e = m.get(ROOT)
-                if e is not None:
-                    return i, e
+                line = m.get_line(ROOT)
+                if line is not None:
+                    return i, line
             return None
         parent = path.rpartition(b"/")[0]
         dirs = self._dirs
@@ -344,9 +438,9 @@ class ManifestChain:
             if way & _BLOCKED:
                 return None  # deleted or replaced here: older layers are hidden
             if not way & _MISSING:
-                e = m.get(path)
-                if e is not None:
-                    return None if e.kind is Kind.WHITEOUT else (i, e)
+                line = m.get_line(path)
+                if line is not None:
+                    return None if _is_whiteout(line) else (i, line)
             if way & _HIDDEN:
                 return None
         return None
@@ -374,13 +468,15 @@ class ManifestChain:
             todo.append(up)
         for a in reversed(todo):
             if not way & (_MISSING | _BLOCKED):
-                e = m.get(a)
-                if e is None:
+                line = m.get_line(a)
+                if line is None:
                     way |= _MISSING
-                elif e.kind is not Kind.DIR:
-                    way |= _BLOCKED
-                elif e.opaque:
-                    way |= _HIDDEN
+                else:
+                    kind, opaque = line_kind(line)
+                    if kind is not Kind.DIR:
+                        way |= _BLOCKED
+                    elif opaque:
+                        way |= _HIDDEN
             self._dirs[(i, a)] = way
         return way
 
@@ -391,7 +487,7 @@ class ManifestChain:
             for e in m.below(path):
                 if e.path not in seen:
                     seen.add(e.path)
-                    if self.locate(e.path) is not None:
+                    if self.locate_line(e.path) is not None:
                         yield e.path
 
 
@@ -431,17 +527,18 @@ def diff_chains(
     expand: set[bytes] = set()
     for m in unshared:
         candidates.add(ROOT)
-        for e in m.entries():
-            candidates.add(e.path)
-            if e.kind is not Kind.DIR or e.opaque:
-                expand.add(e.path)
-    candidates = {p for p in candidates if on_the_way(p, under)}
+        for path, _, hides in m.outline():  # lines not decoded: most are no change
+            candidates.add(path)
+            if hides:
+                expand.add(path)
+    if under:
+        candidates = {p for p in candidates if on_the_way(p, under)}
     for top in sorted(expand):  # in path order: the manifests are searched forward
         if not on_the_way(top, under):
             continue
         for chain in (old, new):
-            loc = chain.locate(top)
-            if loc is not None and loc[1].kind is Kind.DIR:
+            loc = chain.locate_line(top)
+            if loc is not None and line_kind(loc[1])[0] is Kind.DIR:
                 candidates.update(p for p in chain.visible_below(top) if on_the_way(p, under))
     if skip:
         skipped = in_or_below_any(skip)
@@ -450,14 +547,20 @@ def diff_chains(
     for p in sorted(candidates):
         if under and not any(is_under(p, u) for u in under):
             continue  # an ancestor of a selected path: only needed for the walk
-        lo = old.locate(p)
-        ln = new.locate(p)
-        if lo is None and ln is None:
-            continue
-        if lo is not None and ln is not None and old.layers[lo[0]][0] == new.layers[ln[0]][0]:
-            continue  # the very same entry of a layer both chains have
+        lo = old.locate_line(p)
+        ln = new.locate_line(p)
+        if lo is None:
+            if ln is None:
+                continue
+        elif ln is not None:
+            if old.layers[lo[0]][0] == new.layers[ln[0]][0]:
+                continue  # the very same entry of a layer both chains have
+            if lo[1] == ln[1] or _MTIME.sub(b"", lo[1]) == _MTIME.sub(b"", ln[1]):
+                continue  # equal but for mtime (a directory whose files changed)
+        eo = old.locate(p)
+        en = new.locate(p)
         c = classify(
-            p, as_shown(lo[1]) if lo is not None else None, as_shown(ln[1]) if ln else None
+            p, as_shown(eo[1]) if eo is not None else None, as_shown(en[1]) if en else None
         )
         if c is not None:
             changes.append(c)

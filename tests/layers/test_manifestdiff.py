@@ -23,7 +23,7 @@ from layers.test_merge import layer_manifest, random_edit, random_layer
 from snapws.config import Config
 from snapws.ids import LayerId
 from snapws.layers.diff import diff_views
-from snapws.layers.manifestdiff import ManifestChain, SortedManifest, diff_chains
+from snapws.layers.manifestdiff import ManifestChain, SortedManifest, diff_chains, line_kind
 from snapws.layers.merge import RunLayer, build_merged_tree
 from snapws.layers.view import ChainView
 from snapws.model import Entry, Kind, decode_manifest, encode_manifest, manifest_id
@@ -248,3 +248,89 @@ def test_searched_manifest_lookups_in_any_order_find_what_a_dict_finds(
     assert list(small.entries()) == list(truth.values())
     for p in _lookups(rng, pool, "random"):
         assert small.get(p) == truth.get(p), p
+
+
+def _spaced(layer: Layer) -> Layer:
+    """The same layer with its manifest in another JSON form (spaces after
+    the separators): read by decoding lines, not by their canonical bytes."""
+    lid, tree, data = layer
+    return lid, tree, data.replace(b'":', b'": ').replace(b",", b", ")
+
+
+def test_manifest_diffs_in_another_json_form_equal_tree_diffs(tmp_path: Path) -> None:
+    # line_kind, the whiteout test and the mtime-only comparison read the
+    # canonical bytes; on other forms they decode the lines instead
+    rng = random.Random(7300)
+    pool = [_layer(random_layer(rng, tmp_path / f"L{n}", n)) for n in range(6)]
+    chains = [[*rng.sample(pool[1:], rng.randrange(1, 4)), pool[0]] for _ in range(6)]
+    compared = 0
+    for a in chains:
+        for b in chains:
+            want = _tree_diff(a, b)
+            for big in (False, True):
+                got = diff_chains(
+                    _chain([_spaced(x) for x in a], big), _chain([_spaced(x) for x in b], big)
+                )
+                assert got == want
+                compared += 1
+    assert compared == 72
+
+
+def test_line_kind_reads_kind_and_opaque_as_decoding_does() -> None:
+    entries = [
+        Entry(path=b"d", kind=Kind.DIR, mode=0o755),
+        Entry(path=b"o", kind=Kind.DIR, opaque=True),
+        Entry(path=b"f", kind=Kind.FILE, size=3),
+        Entry(path=b"w", kind=Kind.WHITEOUT),
+        Entry(path=b"l", kind=Kind.SYMLINK, target=b'"k":"w"'),
+        Entry(path=b'"k":"w"', kind=Kind.FILE),  # the key's text inside a name
+        Entry(path=b"x", kind=Kind.FILE, xattrs={"user.k": b"w", "k": b"\x0d"}),
+        Entry(path=b"xd", kind=Kind.DIR, opaque=True, xattrs={"user.o": b"1"}),
+    ]
+    data = encode_manifest(entries)
+    lines = [line for line in data.split(b"\n") if line]
+    spaced = [line.replace(b'":', b'": ').replace(b",", b", ") for line in lines]
+    for line in [*lines, *spaced]:
+        e = decode_manifest(line + b"\n")[0]
+        assert line_kind(line) == (e.kind, e.opaque and e.kind is Kind.DIR), line
+    with pytest.raises(ValueError):
+        line_kind(b'{"p":"a","k":')
+
+
+def test_outline_lists_paths_lines_and_what_hides_below() -> None:
+    entries = [
+        Entry(path=b".", kind=Kind.DIR),
+        Entry(path=b"d", kind=Kind.DIR),
+        Entry(path=b"d/o", kind=Kind.DIR, opaque=True),
+        Entry(path=b"f", kind=Kind.FILE),
+        Entry(path=b"w", kind=Kind.WHITEOUT),
+        Entry(path=b"\xff", kind=Kind.SYMLINK, target=b"t"),
+    ]
+    data = encode_manifest(entries)
+    want = [(e.path, e.kind is not Kind.DIR or e.opaque) for e in entries]
+    for m in (SortedManifest(data), _searched(data)):
+        assert [(p, hides) for p, _, hides in m.outline()] == want
+    small = SortedManifest(data)
+    lines = {p: line for p, line, _ in small.outline()}
+    assert all(small.get_line(p) == lines[p] for p in lines)
+    for bad in (data + b'{"p":"zz","k":\n', data.replace(b"\n", b"\n\n", 1)):
+        m = SortedManifest(bad)
+        if b"zz" in bad:
+            with pytest.raises(ValueError):
+                list(m.outline())
+        else:  # a blank line: read a line at a time
+            assert [(p, h) for p, _, h in m.outline()] == want
+
+
+def test_entries_equal_but_for_mtime_are_no_change() -> None:
+    base = [Entry(path=b".", kind=Kind.DIR), Entry(path=b"d", kind=Kind.DIR, mtime_ns=1)]
+    base.append(Entry(path=b"d/f", kind=Kind.FILE, mode=0o644, mtime_ns=1, size=1))
+    top = [
+        Entry(path=b".", kind=Kind.DIR, mtime_ns=5),
+        Entry(path=b"d", kind=Kind.DIR, mtime_ns=2),
+        Entry(path=b"d/f", kind=Kind.FILE, mode=0o600, mtime_ns=2, size=1),
+    ]
+    lower = (LayerId("1" * 32), SortedManifest(encode_manifest(base)))
+    upper = (LayerId("2" * 32), SortedManifest(encode_manifest(top)))
+    got = diff_chains(ManifestChain([lower]), ManifestChain([upper, lower]))
+    assert [(c.path, c.what) for c in got] == [(b"d/f", ("mode",))]
