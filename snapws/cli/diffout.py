@@ -20,7 +20,7 @@ def content(result: DiffResult, c: Change, side: str) -> bytes | None:
 
 def emit_stat(result: DiffResult) -> None:
     """Write git's diffstat of ``result`` (``diff --stat``, ``show --stat``)."""
-    from snapws.textdiff import StatRow, format_stat, line_stat  # only here: start-up
+    from snapws.textdiff import LineStat, StatRow, format_stat, is_binary, line_stat  # start-up
 
     rows = []
     for c in result.changes:
@@ -30,11 +30,13 @@ def emit_stat(result: DiffResult) -> None:
         content_changed = c.type is not ChangeType.MODIFIED or any(
             w in ("content", "target") for w in c.what
         )
-        st = (
-            line_stat(content(result, c, "old"), content(result, c, "new"))
-            if content_changed
-            else None
-        )
+        st = None
+        if content_changed:
+            old = content(result, c, "old")
+            if old is not None and is_binary(old):  # binary either side: no need of the other
+                st = LineStat(0, 0, binary=True)
+            else:
+                st = line_stat(old, content(result, c, "new"))
         rows.append(
             StatRow(
                 gitformat.quote_path(c.path),

@@ -240,6 +240,32 @@ def test_diff_patch_between_snapshots_is_gits(pair: tuple[Path, Path]) -> None:
         assert ours == _without_index_lines(theirs)
 
 
+def test_diff_stat_of_files_that_became_binary_or_text_is_gits(
+    pair: tuple[Path, Path],
+) -> None:
+    # --stat reads the new side only when the old one is text
+    ws, repo = pair
+    snapws("-C", str(ws), "commit", "-q", "-m", "changes")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "changes")
+    flips = {
+        b"to-text": (b"\0bin\0" * 50, b"text\n" * 9),
+        b"to-bin": (b"a\nb\n", b"a\n\0b\n"),
+        b"both-bin": (b"\0" * 7, b"\0" * 9),
+        b"late-nul": (b"x" * 8000 + b"\0", b"y\n"),  # past git's 8,000 bytes: text
+    }
+    for step in (0, 1):
+        for root in (ws, repo):
+            write_tree(root, {name: sides[step] for name, sides in flips.items()})
+        snapws("-C", str(ws), "commit", "-q", "-m", f"flip {step}")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", f"flip {step}")
+    ours = snapws("-C", str(ws), "diff", "--stat", "HEAD~1", "HEAD").stdout_bytes
+    assert ours == git(repo, "diff", "--no-renames", "--stat", "HEAD~1", "HEAD")
+    assert b" to-text  | Bin 250 -> 45 bytes\n" in ours
+    assert b" late-nul |" in ours and b"Bin 8001" not in ours
+
+
 def test_diff_patch_notes_what_git_cannot_record(tmp_path: Path) -> None:
     """Modes git does not record (0600 -> 0640), FIFOs, owners: ``# PATH:``
     lines before the path's patch, which git apply skips; git's modes are

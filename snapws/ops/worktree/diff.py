@@ -38,7 +38,9 @@ class LayerFiles:
         loc = self.chain.locate(path)
         if loc is None or loc[1].kind is not Kind.FILE:
             return None
-        return _read_file(self.trees[loc[0]] + b"/" + path, loc[1].size)
+        # a layer's files never change: a read short of one byte more than
+        # the manifest's size is the whole file, with no second read for EOF
+        return _read_file(self.trees[loc[0]] + b"/" + path, loc[1].size, short_is_end=True)
 
 
 @dataclass(slots=True)
@@ -77,13 +79,17 @@ def _read(view: ChainView, path: bytes) -> bytes | None:
     return _read_file(loc.node.abspath, loc.node.st.st_size)
 
 
-def _read_file(abspath: bytes, size: int) -> bytes:
+def _read_file(abspath: bytes, size: int, short_is_end: bool = False) -> bytes:
     """The content of the file at ``abspath`` (however long), ``size`` bytes
-    expected: one read of that, one to see the end. Raises OSError."""
+    expected: one read of that, one to see the end (none when
+    ``short_is_end`` and the first read returned fewer bytes than asked: a
+    regular file on a local filesystem). Raises OSError."""
     flags = os.O_RDONLY | os.O_CLOEXEC
     fd = deeppath.open_fd(abspath, flags) if deeppath.is_long(abspath) else os.open(abspath, flags)
     try:
         data = os.read(fd, size + 1)
+        if short_is_end and len(data) <= size:
+            return data
         more = os.read(fd, 1 << 20) if data else b""
         if not more:
             return data
