@@ -18,8 +18,6 @@ declines (another user, other groups, capabilities, namespaces, limits, or
 code changed since it started), or any failure before the worker started.
 """
 
-from __future__ import annotations
-
 import _socket
 import os
 import sys
@@ -99,7 +97,11 @@ def runtime_dir() -> str:
     ``/tmp/snapws-UID`` as tmux does."""
     base = os.environ.get("XDG_RUNTIME_DIR", "")
     if base and os.path.isabs(base):
-        return os.path.join(base, "snapws")
+        try:
+            if os.stat(base).st_uid == os.getuid():  # not another user's (sudo -E)
+                return os.path.join(base, "snapws")
+        except OSError:
+            pass
     return f"/tmp/snapws-{os.getuid()}"
 
 
@@ -238,22 +240,28 @@ def _exit_as(status: int) -> None:
 
 
 def _start_server(where: str, key: str) -> None:
-    """Start this user's server in the background, for the next command:
-    its own session, no terminal, standard streams on /dev/null. Never
-    fails the command: a server that cannot start is not used."""
+    """Start this user's server in the background, for the next command: a
+    child of its own session, in ``/`` at once (a process whose directory is
+    in the workspace would hold it, for the command this process runs
+    next), no terminal, standard streams on /dev/null, no inherited
+    descriptor. Never fails the command: a server that cannot start is not
+    used."""
     if os.environ.get("CI", "") not in ("", "0", "false"):
         return  # a CI job runs each command once: a server would only linger
-    try:  # noqa: SIM105 (contextlib costs an import)
-        os.posix_spawn(
-            sys.executable,
-            [sys.executable, "-m", "snapws.cli.server", where, key],
-            os.environ,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-                (os.POSIX_SPAWN_DUP2, 1, 2),
-            ],
-            setsid=True,
-        )
+    argv = [sys.executable, "-P", "-m", "snapws.cli.server", where, key]
+    try:
+        pid = os.fork()
     except OSError:
-        pass
+        return
+    if pid:
+        return
+    try:  # the child: nothing here may return into the command
+        os.chdir("/")
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, 1 << 16)
+        os.execv(sys.executable, argv)
+    finally:
+        os._exit(127)

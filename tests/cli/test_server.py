@@ -5,6 +5,7 @@ its own process, and the server gives way whenever it could not."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -150,12 +151,10 @@ def test_a_served_commit_from_inside_the_workspace_is_free(ws: Workspace, served
     copy through the mount as for a program holding it."""
     served.start(ws.outside)
     state = next(ws.store.glob("workspaces/*/state.json"))
-    before = state.read_text()
+    before = json.loads(state.read_text())["upper"]
     out = served.run("commit", "-m", "from inside", cwd=ws.path)
     assert out.returncode == 0, out.stderr
-    assert '"upper": ' in before
-    upper = before.split('"upper": ')[1].split(",")[0]
-    assert upper not in state.read_text()  # a new upperdir: the free path
+    assert json.loads(state.read_text())["upper"] != before  # a new upperdir: the free path
     assert ws.porcelain() == []
     assert "from inside" in ws.run("log", "--oneline").stdout
 
@@ -312,3 +311,21 @@ def test_which_commands_are_served(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not launch._wants_server([])
     monkeypatch.setenv("SNAPWS_SERVER", "0")
     assert not launch._wants_server(["status"])
+
+
+def test_the_command_that_starts_the_server_finds_the_workspace_free(
+    ws: Workspace, served: Served
+) -> None:
+    """The first served command starts the server, then runs itself; the
+    server, importing snapws meanwhile, must not sit in the directory the
+    command was started in (here the workspace), or the commit there would
+    find the workspace held by another program (and copy through the mount
+    instead of taking the upperdir whole)."""
+    state = next(ws.store.glob("workspaces/*/state.json"))
+    for i in range(3):
+        served.stop()  # no server: this commit starts one
+        before = json.loads(state.read_text())["upper"]
+        (ws.path / f"n{i}.txt").write_text(f"{i}\n")
+        out = served.run("commit", "-m", f"n{i}", cwd=ws.path, served=None)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(state.read_text())["upper"] != before  # free: a new upperdir
