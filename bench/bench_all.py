@@ -98,7 +98,9 @@ def bench_size(args: argparse.Namespace, files: int, work: Path) -> dict[str, An
     total = files * mean
     base = work / f"n{files}"
     sw_tree, git_tree = base / "snapws" / "tree", base / "git" / "tree"
-    r = core.Runner(snapws_argv(args.snapws), args.verbose, work / "pycache")
+    r = core.Runner(
+        snapws_argv(args.snapws), args.verbose, work / "pycache", server=not args.no_server
+    )
     r.env["SNAPWS_STORE"] = str(base / "store")  # in the work dir, not the user's store
     out: dict[str, Any] = {"files": files, "tree_bytes": 0, "samples": {}, "loadavg": []}
     samples: dict[str, dict[str, list[float]]] = {op: {"snapws": [], "git": []} for op in OPS}
@@ -126,6 +128,7 @@ def bench_size(args: argparse.Namespace, files: int, work: Path) -> dict[str, An
             )
         )
         log(f"  init: snapws {out['init_snapws']:.2f}s, git {out['init_git']:.2f}s")
+        r.warm_server(sw_tree)
         cbuf = core.random_buffer(core.SEED + 2)
         for rnd in range(args.rounds):
             cs = round_changes(spec, args.changes, rnd)
@@ -302,7 +305,12 @@ def _nice(x: float) -> float:
 def render(result: dict[str, Any]) -> str:
     lines = [
         f"snapws vs git, {result['changes'] * 3} changes per round, {result['rounds']} rounds, "
-        "medians (ratio = snapws / git: below 1, snapws is faster)",
+        "medians (ratio = snapws / git: below 1, snapws is faster); "
+        + (
+            "snapws through its command server (the default)"
+            if result.get("server", False)
+            else "snapws with SNAPWS_SERVER=0 (each command starts Python)"
+        ),
         "",
         "| files | op | snapws s | git s | ratio (median) | ratio range | target | met |",
         "|---|---|---|---|---|---|---|---|",
@@ -364,6 +372,12 @@ def main() -> None:
         type=Path,
         default=Path(__file__).resolve().parent.parent / "docs" / "bench-tree-size.svg",
     )
+    ap.add_argument(
+        "--no-server",
+        action="store_true",
+        help="SNAPWS_SERVER=0: every command starts Python and imports snapws (default: "
+        "the command server, as a user gets it)",
+    )
     ap.add_argument("--json", type=Path, help="write every sample here")
     ap.add_argument("--workdir", type=Path, help="fresh dir (default /var/tmp/snapws-all-<pid>)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (unmounted)")
@@ -388,10 +402,13 @@ def main() -> None:
         "argv": sys.argv[1:],
         "changes": args.changes,
         "rounds": args.rounds,
+        "server": not args.no_server,
         "sizes": [],
     }
     try:
-        core.Runner(snapws_argv(args.snapws), False, work / "pycache").warm_bytecode(work)
+        warm = core.Runner(snapws_argv(args.snapws), False, work / "pycache", server=False)
+        warm.warm_bytecode(work)
+        warm.stop_servers()
         for n in sizes:
             result["sizes"].append(bench_size(args, n, work))
         if args.json:  # the sizes' samples survive a failure of what follows

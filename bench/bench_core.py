@@ -35,6 +35,7 @@ Needs root (snapws mounts overlayfs). See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -42,9 +43,11 @@ import os
 import platform
 import random
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,13 +180,26 @@ def change_bytes(spec: TreeSpec, cs: ChangeSet) -> dict[str, int]:
 
 # ------------------------------------------------------------- running ----
 class Runner:
-    def __init__(self, snapws: list[str], verbose: bool, pycache: Path | None) -> None:
+    """Runs snapws and git with a clean environment. ``server``: the console
+    script hands commands to a command server as it does for a user
+    (snapws.cli.launch), one of the bench's own (a private runtime
+    directory; :meth:`stop_servers` ends it); else SNAPWS_SERVER=0."""
+
+    def __init__(
+        self, snapws: list[str], verbose: bool, pycache: Path | None, server: bool = True
+    ) -> None:
         self.snapws = snapws
         self.verbose = verbose
+        self.server = server
+        self.runtime = Path(tempfile.mkdtemp(prefix="snapws-bench-run-"))
         env = dict(os.environ)
         for k in list(env):
-            if k.startswith(("GIT_", "SNAPWS_")):
+            if k.startswith(("GIT_", "SNAPWS_")) or k == "CI":
                 del env[k]
+        if server:
+            env["XDG_RUNTIME_DIR"] = str(self.runtime)
+        else:
+            env["SNAPWS_SERVER"] = "0"
         if pycache is not None:
             # new workspaces' default store in the bench's work dir (beside
             # the bytecode cache), not the user's own (/var/lib/snapws)
@@ -221,6 +237,25 @@ class Runner:
                 f"{' '.join(argv)} (in {cwd}) exited {p.returncode}\n{p.stdout}\n{p.stderr}"
             )
         return dt, p.stdout
+
+    def warm_server(self, cwd: Path) -> None:
+        """Start the command server before anything is measured (the first
+        served command starts it and runs without it)."""
+        if not self.server:
+            return
+        self.sw("status", cwd=cwd)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not list(self.runtime.glob("snapws/*.sock")):
+            time.sleep(0.05)
+        time.sleep(0.5)  # its imports done
+
+    def stop_servers(self) -> None:
+        for lock in self.runtime.glob("snapws/*.lock"):
+            text = lock.read_text().strip()
+            if text.isdigit():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(text), signal.SIGTERM)
+        shutil.rmtree(self.runtime, ignore_errors=True)
 
     def warm_bytecode(self, cwd: Path) -> None:
         """Compile snapws's modules into the cache (imports done lazily
@@ -448,6 +483,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def cleanup(r: Runner, work: Path, sw_tree: Path, keep: bool) -> None:
     """Unmount the workspace (always), then delete the work dir (unless --keep)."""
+    r.stop_servers()
     if sw_tree.exists() and is_mounted(sw_tree):
         try:
             r.sw("umount", str(sw_tree), cwd=work)
