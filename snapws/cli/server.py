@@ -47,8 +47,9 @@ from snapws.cli import launch
 from snapws.mounts import busy
 
 #: A server without a command for this long exits (Gradle's daemon: 3 hours;
-#: a quarter of an hour keeps a lunch break from holding memory).
-IDLE_SECONDS = 900
+#: a quarter of an hour keeps a lunch break from holding memory);
+#: ``SNAPWS_SERVER_IDLE`` (seconds) when it starts says otherwise.
+IDLE_SECONDS = 900.0
 
 #: Lines of /proc/PID/status a worker and its client must share.
 _SAME_STATUS = (
@@ -64,6 +65,15 @@ _F_SETSIG = 10
 
 #: Modules not imported ahead: scripts run as ``__main__``, and the client.
 _NOT_PRELOADED = ("snapws.__main__", "snapws.oci.filewriter", "snapws.cli.server")
+
+
+def idle_seconds() -> float:
+    """:data:`IDLE_SECONDS`, or ``SNAPWS_SERVER_IDLE`` when it is a positive number."""
+    try:
+        value = float(os.environ.get("SNAPWS_SERVER_IDLE", ""))
+    except ValueError:
+        return IDLE_SECONDS
+    return value if 0 < value < 1e9 else IDLE_SECONDS
 
 
 def serve(where: str, key: str) -> None:
@@ -82,12 +92,14 @@ def serve(where: str, key: str) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     os.chmod(path, 0o600)
+    bound = os.stat(path).st_ino
     listener.listen(64)
     fingerprint = code_fingerprint()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
+    idle = idle_seconds()
     try:
         while True:
-            ready, _, _ = select.select([listener], [], [], IDLE_SECONDS)
+            ready, _, _ = select.select([listener], [], [], idle)
             if not ready:
                 return
             conn, _ = listener.accept()
@@ -101,7 +113,7 @@ def serve(where: str, key: str) -> None:
             conn.close()
     finally:
         with contextlib.suppress(FileNotFoundError):
-            if os.stat(path).st_ino == os.fstat(listener.fileno()).st_ino:
+            if os.stat(path).st_ino == bound:  # not a later server's
                 os.unlink(path)
 
 

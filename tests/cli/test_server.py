@@ -329,3 +329,14 @@ def test_the_command_that_starts_the_server_finds_the_workspace_free(
         out = served.run("commit", "-m", f"n{i}", cwd=ws.path, served=None)
         assert out.returncode == 0, out.stderr
         assert json.loads(state.read_text())["upper"] != before  # free: a new upperdir
+
+
+def test_an_idle_server_exits(ws: Workspace, served: Served) -> None:
+    served.env["SNAPWS_SERVER_IDLE"] = "1"
+    served.start(ws.outside)
+    pids = served.server_pids()
+    assert pids
+    assert all(_gone(pid, timeout=30) for pid in pids)
+    assert not list(served.dir.glob("*.sock"))  # it took its socket away
+    out = served.run("-C", str(ws.path), "status", cwd=ws.outside, served=False)
+    assert out.returncode == 0  # the next command runs (and starts another)
