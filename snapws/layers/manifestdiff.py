@@ -222,7 +222,8 @@ class SortedManifest:
     def get_line(self, path: bytes) -> bytes | None:
         """The manifest line of ``path`` in this layer (not parsed), or None."""
         if self._small:
-            return self._line_of(path)
+            lines = self._lines
+            return lines.get(path) if lines is not None else self._line_of(path)
         try:
             return self._got_lines[path]
         except KeyError:
@@ -439,8 +440,10 @@ class ManifestChain:
                 return None  # deleted or replaced here: older layers are hidden
             if not way & _MISSING:
                 line = m.get_line(path)
-                if line is not None:
-                    return None if _is_whiteout(line) else (i, line)
+                if line is not None:  # (a whiteout's line, if canonical, says "k":"w")
+                    if _WHITEOUT_K in line or (_KEY_K not in line and _is_whiteout(line)):
+                        return None
+                    return i, line
             if way & _HIDDEN:
                 return None
         return None
