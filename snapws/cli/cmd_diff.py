@@ -18,7 +18,6 @@ from snapws.cli.app import (
     pass_app,
 )
 from snapws.cli.diffout import emit_patch, emit_stat
-from snapws.cli.render import change_line, changes_json, relative_to
 from snapws.errors import (
     AmbiguousRevisionError,
     BadPathError,
@@ -76,6 +75,8 @@ def status_cmd(
     changes show what changed, e.g. `M  run.sh  (mode)`. Formats:
     docs/formats-output.md.
     """
+    from snapws.cli.render import change_line, changes_json, relative_to
+
     ignored: list[tuple[bytes, bool]] = []
     with app.session(exclusive=False) as s:
         if show_ignored:
@@ -203,6 +204,8 @@ def diff_cmd(
         result = diff(s, old, new, paths)
         changes = result.changes
         if as_json:
+            from snapws.cli.render import changes_json  # only here: start-up
+
             emit_json(
                 {
                     "old": (old or s.state.head).hex,
@@ -219,6 +222,8 @@ def diff_cmd(
         elif name_status:
             emit_bytes(gitformat.name_status(changes, nul))
         else:
+            from snapws.cli.render import change_line
+
             for c in changes:
                 click.echo(change_line(c))
     if exit_code and changes:
