@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import gc
 import importlib
 import io
 import os
@@ -332,6 +333,9 @@ def main(argv: list[str]) -> None:
     if not launch.private_dir(where):
         return
     preload()
+    # what was imported stays out of every worker's garbage collections: a
+    # collection would touch each object, copying the server's pages
+    gc.freeze()
     serve(where, key)
 
 
