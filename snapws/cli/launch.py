@@ -142,21 +142,35 @@ def _via_server(args: list[str]) -> int | None:
     where = runtime_dir()
     if not private_dir(where):
         return None
+    # a signal before the worker runs is held, then passed on to it, or, if
+    # the command is to run here, ends this process as it would have
+    pending: list[int] = []
+    previous = {}
+    for signum in _FORWARDED:
+        handler = _signal.getsignal(signum)
+        if handler != _signal.SIG_IGN:
+            previous[signum] = handler
+            _signal.signal(signum, lambda signum, frame: pending.append(signum))
     key = server_key()
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         sock.connect(os.path.join(where, f"{key}.sock"))
     except OSError:
-        sock.close()
         _start_server(where, key)
-        return None
-    try:
-        return _request(sock, args)
+        status = None
+    else:
+        status = _request(sock, args, pending)
     finally:
         sock.close()
+    if status is None:
+        for signum, handler in previous.items():
+            _signal.signal(signum, handler)
+        if pending:
+            return -pending[0]
+    return status
 
 
-def _request(sock: _socket.socket, args: list[str]) -> int | None:
+def _request(sock: _socket.socket, args: list[str], pending: list[int]) -> int | None:
     try:
         cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:  # a vanished current directory: main() says what to do
@@ -182,10 +196,10 @@ def _request(sock: _socket.socket, args: list[str]) -> int | None:
         return None
     if reply is None or reply[:1] != RUNNING:
         return None  # declined, or gone before it started: run it here
-    return _wait(sock, int.from_bytes(reply[1:], "little"))
+    return _wait(sock, int.from_bytes(reply[1:], "little"), pending)
 
 
-def _wait(sock: _socket.socket, worker: int) -> int:
+def _wait(sock: _socket.socket, worker: int, pending: list[int]) -> int:
     """Pass signals on to the worker until it reports its exit status."""
 
     def forward(signum: int, frame: object) -> None:
@@ -202,6 +216,8 @@ def _wait(sock: _socket.socket, worker: int) -> int:
         if _signal.getsignal(signum) != _signal.SIG_IGN:
             _signal.signal(signum, forward)
     _signal.signal(_signal.SIGTSTP, stop)
+    for held in pending:
+        _kill(worker, held)
     try:
         reply = _recv_exact(sock, 5)
     except OSError:

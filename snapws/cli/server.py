@@ -103,14 +103,24 @@ def serve(where: str, key: str) -> None:
             ready, _, _ = select.select([listener], [], [], idle)
             if not ready:
                 return
-            conn, _ = listener.accept()
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # the client left, or no descriptor to spare
+                continue
             if code_fingerprint() != fingerprint:
                 conn.close()  # the client runs the command itself
                 return
-            if os.fork() == 0:
-                listener.close()
-                os.close(lock)
-                _work(conn)  # never returns
+            try:
+                pid = os.fork()
+            except OSError:
+                pid = -1  # the client runs the command itself
+            if pid == 0:
+                try:  # nothing may return from here into the server's loop
+                    listener.close()
+                    os.close(lock)
+                    _work(conn)
+                finally:
+                    os._exit(70)
             conn.close()
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -157,19 +167,32 @@ def _work(conn: socket.socket) -> None:
     if declined or request is None:
         _reply(conn, launch.DECLINED, 0)
         os._exit(0)
-    _become(request)
+    try:
+        _become(request)
+    except OSError:  # e.g. its directory cannot be entered: the client runs it
+        _reply(conn, launch.DECLINED, 0)
+        os._exit(0)
     busy.count_as_this_command(request.pid)
+    _die_with_client(conn)
     _reply(conn, launch.RUNNING, os.getpid())
-    # the client's death (SIGKILL) is this worker's: the hangup sends SIGKILL
-    fd = conn.fileno()
-    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
-    fcntl.fcntl(fd, _F_SETSIG, signal.SIGKILL)
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
     status = _run(request.argv)
     _finish()
     with contextlib.suppress(OSError):
         conn.sendall(launch.EXITED + status.to_bytes(4, "little", signed=True))
     os._exit(0)
+
+
+def _die_with_client(conn: socket.socket) -> None:
+    """From now on the client's death (its socket's hangup) sends SIGKILL
+    to this worker; if the client is gone already, exit now."""
+    fd = conn.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(fd, _F_SETSIG, signal.SIGKILL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+    hangup = select.poll()
+    hangup.register(fd, select.POLLRDHUP | select.POLLHUP)
+    if hangup.poll(0):
+        os._exit(0)
 
 
 class _Request:
