@@ -20,19 +20,30 @@ data (XXH3-128, for the manifest). It reports, when the parent asks
 (:meth:`FileWriterChild.sync`), each file's hash and ``fstat``, or the first
 error (errno, and which step failed); after an error it writes nothing more.
 
+The data does not go through the pipe (copying a gigabyte into a pipe
+cost the unpacking thread 1.5 s): the parent copies each file's bytes
+into a ring of shared memory (a memfd both map, :data:`RING` bytes) and
+sends only where they are; the child writes them to the file from there.
+The child's results tell the parent which part of the ring is free again.
+
 The parent never waits for the child while it unpacks: its end of the pipe
 does not block, and while the child is behind (:meth:`FileWriterChild.busy`:
-a full pipe and a batch waiting) the parent writes the next small files
-itself, so that neither process idles and the child has no backlog left
-when the last header is read.
+no room in the ring, or a full pipe and a batch waiting) the parent writes
+the next small files itself, so that neither process idles and the child
+has no backlog left when the last header is read.
 
 Protocol (a pipe each way, both ends ours): records ``F`` (a file: a
-fixed header, the path, the data), ``S`` (sync: answer with the results so
-far), and the end of the input (answer, then exit); answers are a length
-and a pickle of ``(results, error)``, ``results`` one fixed-size record
-(:data:`RECORD`) a file in the order they were sent: the fields the
-manifest and dedup need, not a pickled ``os.stat_result`` (unpickling
-100,000 of those cost the importer 1.5 s).
+fixed header with where its data lies in the ring, then the path), ``S``
+(sync: answer with the results so far), and the end of the input (answer,
+then exit). The child reports results as it goes, in frames: ``D`` and a
+length, then the results of the files written since the last frame (every
+:data:`REPORT` files or :data:`REPORT_BYTES` bytes of data), and, to ``S``
+or the end, ``A`` and a length, then a pickle of ``(results, error)``.
+Results are one fixed-size record (:data:`RECORD`) a file, in the order
+the files were sent: the fields the manifest and dedup need, not a pickled
+``os.stat_result`` (unpickling 100,000 of those cost the importer 1.5
+s). The parent takes the ``D`` frames while it unpacks
+(:meth:`FileWriterChild.collect`), so little is left when the tar ends.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import mmap
 import os
 import pickle
 import select
@@ -59,11 +71,16 @@ CHOWN = 1
 CHMOD = 2
 STAT = 4
 
-_HEAD = struct.Struct("<IIIIqQII")  # mode, create mode, uid, gid, mtime_ns, size, flags, path len
-_LEN = struct.Struct("<Q")
+#: mode, create mode, uid, gid, mtime_ns, size, flags, path length, data's start in the ring
+_HEAD = struct.Struct("<IIIIqQIIQ")
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _PIPE_SIZE = 1 << 20
-_BATCH = 256 << 10  # bytes of records gathered before one write to the pipe
+_BATCH = 32 << 10  # bytes of records gathered before one write to the pipe
+_BATCH_DATA = 2 << 20  # or bytes of data put in the ring
+RING = 32 << 20  # shared memory holding the data of files on their way to the child
+REPORT = 256  # files written between two result frames of the child
+REPORT_BYTES = RING // 8  # or bytes of data written
+_FRAME = struct.Struct("<cQ")  # a result frame's kind (D, A) and length
 MAX_DIR_FDS = 64
 
 #: a file's result record: XXH3-128 (16 bytes), 1 if the fstat fields follow
@@ -95,27 +112,51 @@ class FileWriterChild:
         here = str(Path(__file__).resolve().parents[2])  # the snapws package's directory
         env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else "")
         try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "snapws.oci.filewriter", os.fsdecode(root)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                env=env,
-                close_fds=True,
-            )
-        except OSError as e:
+            ring = os.memfd_create("snapws-filewriter", os.MFD_CLOEXEC)
+            try:
+                os.ftruncate(ring, RING)
+                self._ring = mmap.mmap(ring, RING)
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", "snapws.oci.filewriter", os.fsdecode(root), str(ring)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    env=env,
+                    close_fds=True,
+                    pass_fds=(ring,),
+                )
+            finally:
+                os.close(ring)
+        except (OSError, AttributeError) as e:  # (no memfd_create: not Linux)
             raise ChildFailed(f"cannot start the file writer: {e}") from e
+        self._head = 0  # bytes of the ring handed out so far (a running count)
+        self._tail = 0  # of them, how many the child is done with
+        self._ends: list[int] = []  # for each path of _sent: _head after its data
+        self._unsent = 0  # bytes of data in the ring whose record is still in _buf
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._in: IO[bytes] = self._proc.stdin
-        self._fd = self._in.fileno()  # written with os.write, not blocking (see busy)
         self._out: IO[bytes] = self._proc.stdout
+        # both ends used with os.read/os.write, not blocking (see busy, collect)
+        self._fd = self._in.fileno()
+        self._rfd = self._out.fileno()
         with contextlib.suppress(OSError):  # a smaller pipe only means more switches
             fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
-        os.set_blocking(self._fd, False)
-        self._buf = bytearray()
+        self._buf = bytearray()  # queued for the child
+        self._rbuf = bytearray()  # read from the child, not parsed yet
+        self._eof = False  # the child's output ended
         self._sent: list[bytes] = []  # paths queued since the last sync, in order
-        if self._out.read(1) != b"R":
+        self._matched = 0  # of them, how many have their result
+        self._ready: list[Record] = []  # results not collected yet
+        self._answer: bytes | None = None  # the pickle of an A frame
+        self._since = 0  # files queued since the last look for results
+        try:
+            started = os.read(self._rfd, 1) == b"R"
+        except OSError:
+            started = False
+        if not started:
             self.close()
             raise ChildFailed("the file writer did not start")
+        os.set_blocking(self._fd, False)
+        os.set_blocking(self._rfd, False)
 
     def add(
         self,
@@ -128,19 +169,97 @@ class FileWriterChild:
         mtime_ns: int,
         flags: int,
     ) -> None:
-        """Queue file ``rel`` (its parent directory exists) with ``data``."""
+        """Queue file ``rel`` (its parent directory exists) with ``data``.
+        Precondition: :meth:`busy` said False for its size (ChildFailed if
+        the ring has no room)."""
+        n = len(data)
+        start = self._start(n)
+        if start is None:
+            raise ChildFailed("no room in the file writer's ring (busy was not asked)")
+        self._ring[start : start + n] = data
+        self._head += n
+        self._ends.append(self._head)
+        self._unsent += n
         self._buf += b"F"
-        self._buf += _HEAD.pack(mode, create_mode, uid, gid, mtime_ns, len(data), flags, len(rel))
+        self._buf += _HEAD.pack(mode, create_mode, uid, gid, mtime_ns, n, flags, len(rel), start)
         self._buf += rel
-        self._buf += data
         self._sent.append(rel)
-        if len(self._buf) >= _BATCH:
+        self._since += 1
+        if len(self._buf) >= _BATCH or self._unsent >= _BATCH_DATA:
             self._flush(wait=False)
 
-    def busy(self) -> bool:
-        """True while the child is behind: a batch is waiting and the pipe
-        is full (the caller had better write the next file itself)."""
+    def _start(self, n: int) -> int | None:
+        """Where in the ring ``n`` more bytes go, contiguous (skipping the
+        rest of the ring if they do not fit before its end: ``_head`` moves
+        on), or None if the child has not freed room enough."""
+        start = self._head % RING
+        pad = RING - start if start + n > RING else 0
+        if self._head + pad + n - self._tail > RING:
+            return None
+        self._head += pad
+        return 0 if pad else start
+
+    def collect(self) -> list[Record]:
+        """The results the child has reported since the last call (or
+        sync), without waiting (see :data:`Record`). Raises ChildFailed."""
+        if self._since >= REPORT // 4:  # a frame may have come
+            self._since = 0
+            self._read()
+        out, self._ready = self._ready, []
+        return out
+
+    def _read(self) -> None:
+        """Read what the child wrote, without waiting; parse whole frames."""
+        while not self._eof:
+            try:
+                data = os.read(self._rfd, 1 << 20)
+            except BlockingIOError:
+                break
+            if not data:
+                self._eof = True
+            self._rbuf += data
+        rbuf = self._rbuf
+        while len(rbuf) >= _FRAME.size:
+            kind, n = _FRAME.unpack_from(rbuf)
+            if len(rbuf) < _FRAME.size + n:
+                break
+            body = bytes(rbuf[_FRAME.size : _FRAME.size + n])
+            del rbuf[: _FRAME.size + n]
+            if kind == b"D":
+                self._match(body)
+            elif kind == b"A" and self._answer is None:
+                self._answer = body
+            else:
+                raise ChildFailed("the file writer answered nonsense")
+
+    def _match(self, blob: object) -> None:
+        """Pair the records of ``blob`` with the paths they are for."""
+        if not isinstance(blob, bytes) or len(blob) % RECORD.size:
+            raise ChildFailed("the file writer answered nonsense")
+        if self._matched + len(blob) // RECORD.size > len(self._sent):
+            raise ChildFailed("the file writer answered for files it was not sent")
+        sent, i = self._sent, self._matched
+        self._ready += [(sent[i + k], *rec) for k, rec in enumerate(RECORD.iter_unpack(blob))]
+        self._matched += len(blob) // RECORD.size
+        if self._matched:
+            self._tail = self._ends[self._matched - 1]  # their data is written: room again
+
+    def busy(self, size: int) -> bool:
+        """True while the child is behind: the ring has no room for a
+        file of ``size`` bytes, or a batch is waiting and the pipe is full
+        (the caller had better write the next file itself)."""
+        if not self._room(size):
+            self._read()  # the child may have freed some
+            if not self._room(size):
+                if self._buf:
+                    self._flush(wait=False)
+                return True
         return len(self._buf) >= _BATCH and not self._flush(wait=False)
+
+    def _room(self, n: int) -> bool:
+        start = self._head % RING
+        pad = RING - start if start + n > RING else 0
+        return self._head + pad + n - self._tail <= RING
 
     def _flush(self, wait: bool = True) -> bool:
         """Hand what is queued to the pipe; without ``wait``, only as much
@@ -152,11 +271,14 @@ class FileWriterChild:
             except BlockingIOError:
                 if not wait:
                     return False
-                select.select([], [self._fd], [])
+                # the child may wait for its results to be read
+                if select.select([self._rfd], [self._fd], [])[0]:
+                    self._read()
                 continue
             except (BrokenPipeError, ValueError) as e:
                 raise ChildFailed("the file writer died") from e
             del buf[:n]
+        self._unsent = 0
         return True
 
     @property
@@ -167,34 +289,33 @@ class FileWriterChild:
     def _ask(self, kind: bytes) -> list[Record]:
         self._buf += kind
         self._flush()
-        try:
-            head = self._out.read(_LEN.size)
-            if len(head) != _LEN.size:
-                raise ChildFailed("the file writer died")
-            body = self._out.read(_LEN.unpack(head)[0])
-        except BrokenPipeError as e:
-            raise ChildFailed("the file writer died") from e
-        blob, failure = pickle.loads(body)
-        sent, self._sent = self._sent, []
-        if not isinstance(blob, bytes) or len(blob) % RECORD.size:
-            raise ChildFailed("the file writer answered nonsense")
-        out: list[Record] = [
-            (rel, *rec) for rel, rec in zip(sent, RECORD.iter_unpack(blob), strict=False)
-        ]
+        while self._answer is None:
+            self._read()
+            if self._answer is None:
+                if self._eof:
+                    raise ChildFailed("the file writer died")
+                select.select([self._rfd], [], [])
+        blob, failure = pickle.loads(self._answer)
+        self._answer = None
+        self._match(blob)
+        out, self._ready = self._ready, []
+        sent, matched = len(self._sent), self._matched
+        self._sent, self._ends, self._matched, self._since = [], [], 0, 0
+        self._tail = self._head
         if failure is not None:
             rel, code, text, what = failure
             error = OSError(code, text)
             error.filename = os.fsdecode(rel)
             error.failed_step = what  # type: ignore[attr-defined]
             raise error
-        if len(out) != len(sent):
+        if matched != sent:
             raise ChildFailed("the file writer left files out")
         return out
 
     def sync(self) -> list[Record]:
-        """Wait until every queued file is written; their results (in the
-        order they were queued; see :data:`Record`). Raises OSError (the
-        first failure), ChildFailed."""
+        """Wait until every queued file is written; the results not
+        collected yet (in the order the files were queued; see
+        :data:`Record`). Raises OSError (the first failure), ChildFailed."""
         return self._ask(b"S")
 
     @staticmethod
@@ -215,6 +336,7 @@ class FileWriterChild:
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait()
+        self._ring.close()
         for f in (self._in, self._out):
             with contextlib.suppress(OSError):
                 f.close()
@@ -228,10 +350,10 @@ def _parent(rel: bytes) -> tuple[bytes, bytes]:
     return (b".", rel) if i < 0 else (rel[:i], rel[i + 1 :])
 
 
-def _write_file(dfd: int, name: bytes, head: tuple[int, ...], data: bytes) -> bytes:
+def _write_file(dfd: int, name: bytes, head: tuple[int, ...], data: memoryview) -> bytes:
     """Create and fill one file; its :data:`RECORD`. Raises OSError with
     ``failed_step`` set."""
-    mode, create_mode, uid, gid, mtime_ns, size, flags, _n = head
+    mode, create_mode, uid, gid, mtime_ns, size, flags, _n, _start = head
     step = "create"
     try:
         fd = os.open(name, _CREATE, create_mode, dir_fd=dfd)
@@ -240,10 +362,10 @@ def _write_file(dfd: int, name: bytes, head: tuple[int, ...], data: bytes) -> by
         raise
     try:
         # one chunk (at most SMALL bytes): all zeros is a hole, as in tarextractor
-        if data[:1] == b"\0" and data[-1:] == b"\0" and not data.strip(b"\0"):
+        if size and data[0] == 0 and data[-1] == 0 and not bytes(data).strip(b"\0"):
             os.ftruncate(fd, size)
         else:
-            view = memoryview(data)
+            view = data
             while view:
                 view = view[os.write(fd, view) :]
         if flags & CHOWN:
@@ -276,8 +398,17 @@ def _write_file(dfd: int, name: bytes, head: tuple[int, ...], data: bytes) -> by
     return RECORD.pack(xxhash.xxh3_128_digest(data), *fields)
 
 
-def serve(root: bytes, inp: BinaryIO, out: BinaryIO) -> None:
+def _report(out: BinaryIO, kind: bytes, body: bytes) -> None:
+    out.write(_FRAME.pack(kind, len(body)) + body)
+    out.flush()
+
+
+def serve(root: bytes, ring_fd: int, inp: BinaryIO, out: BinaryIO) -> None:
     """The child's loop (see the module docstring)."""
+    ring = mmap.mmap(ring_fd, RING, prot=mmap.PROT_READ)
+    os.close(ring_fd)
+    view = memoryview(ring)
+    written = 0  # bytes of data since the last frame
     dest = Beneath(root)
     dirs: dict[bytes, int] = {}
     results: list[bytes] = []  # RECORDs
@@ -290,8 +421,11 @@ def serve(root: bytes, inp: BinaryIO, out: BinaryIO) -> None:
             if kind == b"F":
                 head = _HEAD.unpack(inp.read(_HEAD.size))
                 rel = inp.read(head[7])
-                data = inp.read(head[5])
+                size, start = head[5], head[8]
                 if failure is not None:
+                    continue
+                if start + size > RING:
+                    failure = (rel, errno.EINVAL, "data outside the ring", "create")
                     continue
                 parent, name = _parent(rel)
                 try:
@@ -302,15 +436,19 @@ def serve(root: bytes, inp: BinaryIO, out: BinaryIO) -> None:
                                 os.close(fd)
                             dirs.clear()
                         dfd = dirs[parent] = dest.open_dir(parent)
-                    results.append(_write_file(dfd, name, head, data))
+                    results.append(_write_file(dfd, name, head, view[start : start + size]))
+                    written += size
+                    if len(results) >= REPORT or written >= REPORT_BYTES:
+                        _report(out, b"D", b"".join(results))
+                        results = []
+                        written = 0
                 except Exception as e:  # (UnsafePathError too: the parent made these dirs)
                     step = getattr(e, "failed_step", "create")
                     err = getattr(e, "errno", None) or errno.EIO
                     failure = (rel, err, getattr(e, "strerror", None) or str(e), step)
                 continue
             body = pickle.dumps((b"".join(results), failure), pickle.HIGHEST_PROTOCOL)
-            out.write(_LEN.pack(len(body)) + body)
-            out.flush()
+            _report(out, b"A", body)
             results = []
             if kind != b"S":  # end, or the parent went away
                 return
@@ -318,6 +456,8 @@ def serve(root: bytes, inp: BinaryIO, out: BinaryIO) -> None:
         for fd in dirs.values():
             os.close(fd)
         dest.close()
+        view.release()
+        ring.close()
 
 
 if __name__ == "__main__":
@@ -325,4 +465,4 @@ if __name__ == "__main__":
     # the pipe closes): a Ctrl-C reaching the whole process group is its to handle
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(BrokenPipeError):  # the parent went away
-        serve(os.fsencode(sys.argv[1]), sys.stdin.buffer, sys.stdout.buffer)
+        serve(os.fsencode(sys.argv[1]), int(sys.argv[2]), sys.stdin.buffer, sys.stdout.buffer)

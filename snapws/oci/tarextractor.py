@@ -395,7 +395,7 @@ class LayerExtractor:
             return None
         if self.helper is not None:
             try:
-                return None if self.helper.busy() else self.helper
+                return None if self.helper.busy(h.size) else self.helper
             except filewriter.ChildFailed as e:
                 raise OSError(errno.EIO, f"the helper process writing files failed: {e}") from e
         if self.helper is None:
@@ -411,8 +411,10 @@ class LayerExtractor:
 
     def _take(self, results: list[filewriter.Record]) -> None:
         file_hash, file_stats, file_entry = self.file_hash, self.file_stats, self.file_entry
+        in_helper = self.in_helper
         for record in results:
             rel, digest, has_stat, mode, uid, gid, size, mtime_ns, _ino, nlink, _blocks = record
+            in_helper.discard(rel)
             ch = ContentHash(digest.hex())
             file_hash[rel] = ch
             if has_stat and nlink == 1 and stat.S_ISREG(mode):
@@ -421,7 +423,6 @@ class LayerExtractor:
                 file_entry[rel] = Entry(
                     rel, Kind.FILE, stat.S_IMODE(mode), uid, gid, mtime_ns, size, ch
                 )
-        self.in_helper.clear()
 
     def sync_helper(self) -> None:
         """Wait until the helper wrote every file sent so far. Raises what
@@ -454,6 +455,7 @@ class LayerExtractor:
         self.in_helper.add(rel)
         try:
             helper.add(rel, data, mode, mode if plain else 0o600, *ids, h.mtime_ns, flags)
+            self._take(helper.collect())  # (their entries made now, not at the end)
         except filewriter.ChildFailed as e:
             raise OSError(errno.EIO, f"the helper process writing files failed: {e}") from e
         if self.writeback is not None:

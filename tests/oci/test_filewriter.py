@@ -9,10 +9,12 @@ import errno
 import functools
 import os
 import random
+import signal
 import tarfile
 from pathlib import Path
 
 import pytest
+import xxhash
 
 from snapws.errors import BadImageError, UnsupportedError
 from snapws.oci import filewriter
@@ -132,8 +134,11 @@ class _FailingHelper:
     def add(self, rel: bytes, *args: object) -> None:
         self.sent.append(rel)
 
-    def busy(self) -> bool:
+    def busy(self, size: int) -> bool:
         return False
+
+    def collect(self) -> list[filewriter.Record]:
+        return []
 
     def sync(self) -> list[filewriter.Record]:
         raise self.error
@@ -174,3 +179,35 @@ def test_a_helper_failure_fails_the_import_and_leaves_nothing(
     if expect is UnsupportedError:
         assert "cannot set the owner of a/0" in str(info.value)
     assert store_listing(store) == before
+
+
+def test_results_come_while_files_are_sent_and_none_is_lost(tmp_path: Path) -> None:
+    """The child reports results in frames as it writes; the parent takes
+    them with collect() while it sends, and sync() gives the rest, each
+    file once, in order, even when the parent sent far more than both pipes
+    hold without reading (the child then waits for its reports to be read)."""
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    child = filewriter.FileWriterChild(os.fsencode(root))
+    n = 6 * filewriter.REPORT
+    data = [_RNG.randbytes(3000 + i) for i in range(n)]
+    got: list[filewriter.Record] = []
+    try:
+        signal.alarm(60)  # a deadlock fails the test instead of hanging it
+        for i in range(n // 2):
+            child.add(b"d/%d" % i, data[i], 0o644, 0o644, 0, 0, 0, filewriter.STAT)
+            got += child.collect()
+        got += child.sync()
+        assert 0 < len(got) == n // 2
+        for i in range(n // 2, n):  # 9 MB, more than both pipes: nothing collected
+            child.add(b"d/%d" % i, data[i], 0o644, 0o644, 0, 0, 0, filewriter.STAT)
+        got += child.sync()
+    finally:
+        signal.alarm(0)
+        child.close()
+    assert [r[0] for r in got] == [b"d/%d" % i for i in range(n)]
+    for i in (0, n // 2, n - 1):
+        rel, digest, st = filewriter.FileWriterChild.result(got[i])
+        assert digest == xxhash.xxh3_128_hexdigest(data[i])
+        assert st is not None and st.st_size == len(data[i])
+        assert st.st_ino == os.lstat(root / os.fsdecode(rel)).st_ino
