@@ -37,7 +37,7 @@ fixed header with where its data lies in the ring, then the path), ``S``
 (sync: answer with the results so far), and the end of the input (answer,
 then exit). The child reports results as it goes, in frames: ``D`` and a
 length, then the results of the files written since the last frame (every
-:data:`REPORT` files or :data:`REPORT_BYTES` bytes of data), and, to ``S``
+:data:`REPORT` files or an eighth of the ring), and, to ``S``
 or the end, ``A`` and a length, then a pickle of ``(results, error)``.
 Results are one fixed-size record (:data:`RECORD`) a file, in the order
 the files were sent: the fields the manifest and dedup need, not a pickled
@@ -76,10 +76,10 @@ _HEAD = struct.Struct("<IIIIqQIIQ")
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _PIPE_SIZE = 1 << 20
 _BATCH = 32 << 10  # bytes of records gathered before one write to the pipe
-_BATCH_DATA = 2 << 20  # or bytes of data put in the ring
+_BATCH_PART = 16  # or a sixteenth of the ring's bytes put in it
 RING = 32 << 20  # shared memory holding the data of files on their way to the child
 REPORT = 256  # files written between two result frames of the child
-REPORT_BYTES = RING // 8  # or bytes of data written
+REPORT_PART = 8  # or an eighth of the ring's bytes written
 _FRAME = struct.Struct("<cQ")  # a result frame's kind (D, A) and length
 MAX_DIR_FDS = 64
 
@@ -107,15 +107,15 @@ class FileWriterChild:
     :meth:`close` (idempotent) ends the child. Raises ChildFailed when the
     child cannot be started or dies."""
 
-    def __init__(self, root: bytes) -> None:
+    def __init__(self, root: bytes, ring_size: int = RING) -> None:
         env = dict(os.environ)
         here = str(Path(__file__).resolve().parents[2])  # the snapws package's directory
         env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else "")
         try:
             ring = os.memfd_create("snapws-filewriter", os.MFD_CLOEXEC)
             try:
-                os.ftruncate(ring, RING)
-                self._ring = mmap.mmap(ring, RING)
+                os.ftruncate(ring, ring_size)
+                self._ring = mmap.mmap(ring, ring_size)
                 self._proc = subprocess.Popen(
                     [sys.executable, "-m", "snapws.oci.filewriter", os.fsdecode(root), str(ring)],
                     stdin=subprocess.PIPE,
@@ -128,6 +128,7 @@ class FileWriterChild:
                 os.close(ring)
         except (OSError, AttributeError) as e:  # (no memfd_create: not Linux)
             raise ChildFailed(f"cannot start the file writer: {e}") from e
+        self._size = ring_size
         self._head = 0  # bytes of the ring handed out so far (a running count)
         self._tail = 0  # of them, how many the child is done with
         self._ends: list[int] = []  # for each path of _sent: _head after its data
@@ -185,16 +186,17 @@ class FileWriterChild:
         self._buf += rel
         self._sent.append(rel)
         self._since += 1
-        if len(self._buf) >= _BATCH or self._unsent >= _BATCH_DATA:
+        if len(self._buf) >= _BATCH or self._unsent * _BATCH_PART >= self._size:
             self._flush(wait=False)
 
     def _start(self, n: int) -> int | None:
         """Where in the ring ``n`` more bytes go, contiguous (skipping the
         rest of the ring if they do not fit before its end: ``_head`` moves
         on), or None if the child has not freed room enough."""
-        start = self._head % RING
-        pad = RING - start if start + n > RING else 0
-        if self._head + pad + n - self._tail > RING:
+        size = self._size
+        start = self._head % size
+        pad = size - start if start + n > size else 0
+        if self._head + pad + n - self._tail > size:
             return None
         self._head += pad
         return 0 if pad else start
@@ -257,9 +259,10 @@ class FileWriterChild:
         return len(self._buf) >= _BATCH and not self._flush(wait=False)
 
     def _room(self, n: int) -> bool:
-        start = self._head % RING
-        pad = RING - start if start + n > RING else 0
-        return self._head + pad + n - self._tail <= RING
+        size = self._size
+        start = self._head % size
+        pad = size - start if start + n > size else 0
+        return self._head + pad + n - self._tail <= size
 
     def _flush(self, wait: bool = True) -> bool:
         """Hand what is queued to the pipe; without ``wait``, only as much
@@ -405,7 +408,8 @@ def _report(out: BinaryIO, kind: bytes, body: bytes) -> None:
 
 def serve(root: bytes, ring_fd: int, inp: BinaryIO, out: BinaryIO) -> None:
     """The child's loop (see the module docstring)."""
-    ring = mmap.mmap(ring_fd, RING, prot=mmap.PROT_READ)
+    ring = mmap.mmap(ring_fd, 0, prot=mmap.PROT_READ)  # (its whole size)
+    ring_size = len(ring)
     os.close(ring_fd)
     view = memoryview(ring)
     written = 0  # bytes of data since the last frame
@@ -424,7 +428,7 @@ def serve(root: bytes, ring_fd: int, inp: BinaryIO, out: BinaryIO) -> None:
                 size, start = head[5], head[8]
                 if failure is not None:
                     continue
-                if start + size > RING:
+                if start + size > ring_size:
                     failure = (rel, errno.EINVAL, "data outside the ring", "create")
                     continue
                 parent, name = _parent(rel)
@@ -438,7 +442,7 @@ def serve(root: bytes, ring_fd: int, inp: BinaryIO, out: BinaryIO) -> None:
                         dfd = dirs[parent] = dest.open_dir(parent)
                     results.append(_write_file(dfd, name, head, view[start : start + size]))
                     written += size
-                    if len(results) >= REPORT or written >= REPORT_BYTES:
+                    if len(results) >= REPORT or written * REPORT_PART >= ring_size:
                         _report(out, b"D", b"".join(results))
                         results = []
                         written = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import io
 import os
 import random
 import signal
@@ -17,8 +18,11 @@ import pytest
 import xxhash
 
 from snapws.errors import BadImageError, UnsupportedError
+from snapws.layers.scan import entries_of, read_tree
+from snapws.model import encode_manifest
 from snapws.oci import filewriter
-from snapws.oci.tarextractor import LayerExtractor
+from snapws.oci.tarextractor import LayerExtractor, discard_extracted, extract_layer
+from snapws.oci.tarformat import TarReader
 from snapws.store.store import EMPTY_LAYER, Store
 
 from .ocitools import Member, d, f, import_layout, make_layout, merged, store_listing, tar_of
@@ -211,3 +215,66 @@ def test_results_come_while_files_are_sent_and_none_is_lost(tmp_path: Path) -> N
         assert digest == xxhash.xxh3_128_hexdigest(data[i])
         assert st is not None and st.st_size == len(data[i])
         assert st.st_ino == os.lstat(root / os.fsdecode(rel)).st_ino
+
+
+def test_the_ring_wraps_and_fills_without_losing_data(tmp_path: Path) -> None:
+    """File data goes through a ring of shared memory: with a small ring
+    it wraps many times, busy() says when it is full (the caller then
+    writes the file itself), and every file sent gets its own bytes."""
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    ring = 64 << 10
+    child = filewriter.FileWriterChild(os.fsencode(root), ring_size=ring)
+    data = [_RNG.randbytes(_RNG.randrange(1, 20_000)) for _ in range(400)]
+    data.append(bytes(ring + 1))  # never fits: always busy
+    sent: list[int] = []
+    busy = 0
+    got: list[filewriter.Record] = []
+    try:
+        signal.alarm(60)
+        for i, blob in enumerate(data):
+            if child.busy(len(blob)):
+                busy += 1
+                got += child.sync()  # all written: room again (unless it can never fit)
+                if child.busy(len(blob)):
+                    continue
+            child.add(b"d/%d" % i, blob, 0o644, 0o644, 0, 0, 0, 0)
+            sent.append(i)
+            got += child.collect()
+        got += child.sync()
+    finally:
+        signal.alarm(0)
+        child.close()
+    assert busy >= 1 and len(data) - 1 not in sent
+    assert sum(len(data[i]) for i in sent) > 4 * ring  # wrapped
+    assert [r[0] for r in got] == [b"d/%d" % i for i in sent]
+    for i in sent:
+        assert (root / f"d/{i}").read_bytes() == data[i]
+
+
+@pytest.mark.parametrize("after", [None, 0, 10])
+def test_entries_made_while_unpacking_are_those_a_scan_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: int | None
+) -> None:
+    """The manifest entries made as files are written (by the importer or
+    the helper, from their fstat) are byte for byte those read_tree and
+    entries_of give for the tree afterwards, so layer ids do not change."""
+    monkeypatch.setattr(LayerExtractor, "HELPER_AFTER", after)
+    members = [
+        *_members()[:-1],
+        Member("a/link2", tarfile.LNKTYPE, linkname="big"),  # a file written here, linked
+        f("a/b/empty"),
+        f("a/b/x", b"with an xattr", pax={"SCHILY.xattr.user.k": "v"}),
+        f("a/b/last", b"last"),
+    ]
+    store = Store.create(tmp_path / "store")
+    data = io.BytesIO(tar_of(members))
+    layer = extract_layer(store, TarReader(data.read, "layer 1"), [])
+    try:
+        tree = os.fsencode(layer.staging / "tree")
+        scanned = entries_of(read_tree(tree))
+        assert layer.manifest == encode_manifest(scanned)
+        assert layer.entries == sorted(scanned, key=lambda e: e.path)
+        assert any(e.link for e in layer.entries)
+    finally:
+        discard_extracted(store, layer)
