@@ -80,9 +80,17 @@ class Served:
         return pids
 
     def stop(self) -> None:
-        for pid in self.server_pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        """Kill every server of this runtime directory, those still starting
+        (no pid in their lock file yet) too."""
+        mine = os.fsencode(self.dir)
+        for proc in Path("/proc").iterdir():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"snapws.cli.server\0" + mine + b"\0" in cmdline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(proc.name), signal.SIGKILL)
 
 
 def _imports_click(importtime: str) -> bool:
@@ -340,3 +348,37 @@ def test_an_idle_server_exits(ws: Workspace, served: Served) -> None:
     assert not list(served.dir.glob("*.sock"))  # it took its socket away
     out = served.run("-C", str(ws.path), "status", cwd=ws.outside, served=False)
     assert out.returncode == 0  # the next command runs (and starts another)
+
+
+def test_the_code_watch_sees_python_files_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's inotify watch: bytecode written beside the code is not
+    a change; a .py file written, added or removed, a directory made, are."""
+    import types
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "sub" / "m.py").write_text("x = 1\n")
+    fake = types.SimpleNamespace(__path__=[str(pkg)])
+    monkeypatch.setattr(server, "snapws", fake)
+    monkeypatch.setattr(server, "click", types.SimpleNamespace(__path__=[]))
+    cases = [
+        lambda: (pkg / "sub" / "m.py").write_text("x = 2\n"),
+        lambda: (pkg / "new.py").write_text(""),
+        lambda: (pkg / "sub" / "m.py").unlink(),
+        lambda: (pkg / "other").mkdir(),
+    ]
+    for change in cases:
+        watch = server.CodeWatch.start()
+        assert watch is not None
+        try:
+            (pkg / "__pycache__").mkdir(exist_ok=True)
+            (pkg / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"x")
+            (pkg / "notes.txt").write_text("not code")
+            assert not watch.changed()
+            change()
+            assert watch.changed()
+            assert watch.changed()  # it stays changed
+        finally:
+            os.close(watch.fd)
