@@ -11,6 +11,7 @@ from typing import Any
 
 from snapws.backends.plain.fsops import apply_meta, create_node, is_root
 from snapws.backends.plain.records import VIRTUAL, ScanRecord, entry_tuple, stat_key
+from snapws.backends.plain.workentry import WorkRules, as_recorded
 from snapws.config import Config
 from snapws.layers.entries import join, node_entry, read_node
 from snapws.layers.ignore import IgnoreRules, ignored_in_tree
@@ -80,11 +81,13 @@ def copy_tree(
         apply_meta(node, dst, as_root)
     entries = entries_of(read_tree(tree), config.hash_threads, known=hashes)
     staged = {e.path: e for e in entries}
+    rules = WorkRules.for_workspace(root)
     records: dict[bytes, ScanRecord] = {}
     for rel, (names, keys, works, full) in seen.items():
         dirty = {}
         for name, w in zip(names, works, strict=True):
             e = staged.get(w.path)
+            w = as_recorded(w, e, rules)  # as status reads it (owners: her own copies)
             if e is None or classify(w.path, e, w) is not None:
                 dirty[name] = entry_tuple(w)  # the copy differs (an xattr it could not take)
         records[rel] = ScanRecord.build(names, keys, dirty, False, full)

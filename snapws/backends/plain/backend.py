@@ -169,8 +169,14 @@ class PlainBackend(Backend):
         return WorkChanges(result.changes, list(result.ignored), hiding, held)
 
     def working_view(self, session: Session) -> ChainView:
-        """The directory itself."""
-        return ChainView([os.fsencode(session.path)], session.hashes)
+        """The directory itself, its entries read as status reads them
+        (owners a commit by this user can record, :mod:`.workview`)."""
+        from snapws.backends.plain.workentry import WorkRules
+        from snapws.backends.plain.workview import WorkingView
+
+        root = os.fsencode(session.path)
+        head = session.chain_view(session.state.head)
+        return WorkingView(root, head, session.hashes, WorkRules.for_workspace(root))
 
     def copy_tree(self, session: Session, tree: Path) -> int | None:
         """None: the directory is the working tree."""

@@ -11,6 +11,7 @@ import stat
 
 import xxhash
 
+from snapws.backends.plain.owners import Owners
 from snapws.beneath import CREATE_FLAGS, Beneath, NodeRef
 from snapws.deeppath import open_fd, reach
 from snapws.errors import UnsupportedError
@@ -124,17 +125,24 @@ def apply_meta_at(
 ) -> None:
     """Give ``rel`` beneath ``dest`` (the node itself, never followed; one
     of another type than ``node`` is refused with UnsafePathError) the owner
-    (as root; otherwise only where this user may), mode, extended
+    (as root; otherwise the one this user can give it,
+    :meth:`~snapws.backends.plain.owners.Owners.settable`), mode, extended
     attributes and mtime of ``node``. ``extra_xattrs``: also remove
     attributes ``rel`` has and ``node`` lacks (an existing node kept).
     Attributes this user cannot set are skipped (the next status shows the
-    difference); a filesystem without them skips them all. Raises OSError."""
+    difference), and so is an owner she cannot change (a node of another
+    user kept); a filesystem without xattrs skips them all. Raises OSError."""
     st = node.st
     with dest.node(rel, stat.S_IFMT(st.st_mode)) as ref:
         cur = ref.st
-        if (cur.st_uid, cur.st_gid) != (st.st_uid, st.st_gid):
+        owner = (
+            (st.st_uid, st.st_gid)
+            if as_root
+            else Owners.of_process().settable(st.st_uid, st.st_gid)
+        )
+        if (cur.st_uid, cur.st_gid) != owner:
             try:
-                ref.chown(st.st_uid, st.st_gid)
+                ref.chown(*owner)
             except PermissionError:
                 if as_root:
                     raise

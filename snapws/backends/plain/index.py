@@ -66,11 +66,17 @@ from snapws.backends.plain.records import (
 from snapws.ids import SnapshotId
 from snapws.model import ROOT, Entry, Kind
 
-MAGIC = b"snapws-plain-index 6\n"
+MAGIC = b"snapws-plain-index 7\n"
 #: Earlier forms still read (their scan records lack the newer fields: the
 #: names of form 4 count as not the whole listing, as if an ignored entry
 #: had been left out), so that an upgrade does not hash the tree again.
-_OLDER = {b"snapws-plain-index 4\n": 6, b"snapws-plain-index 5\n": 7}
+#: Before form 7, a user who is not root recorded owners she cannot give as
+#: they are (:attr:`Index.older_form`, :meth:`Index.forget_dirty`).
+_OLDER = {
+    b"snapws-plain-index 4\n": 6,
+    b"snapws-plain-index 5\n": 7,
+    b"snapws-plain-index 6\n": 8,
+}
 _FIELDS = 8  # of a scan record on disk
 _HEADER = struct.Struct("<QQ")  # lengths of the records section and of the blob area
 
@@ -101,6 +107,7 @@ class Index:
         self._edited: set[bytes] = set()  # head maps to encode again on save
         self._keys: list[bytes] | None = None  # sorted dir keys (subtree queries)
         self.modified = False
+        self.older_form = False  # read from a file of an earlier form
 
     @property
     def racy_from(self) -> int:
@@ -315,6 +322,20 @@ class Index:
                 dirty.pop(n, None)
             self.set_scan(d, ScanRecord.build(old_names, keys, dirty, True, scan.full))
 
+    def forget_dirty(self) -> None:
+        """Forget what the last scan saw of every child it recorded as
+        differing from HEAD (:meth:`invalidate`): the next scan reads them
+        again. For an index of an earlier form read by a user who is not
+        root, whose working entries took owners as they are
+        (:mod:`snapws.backends.plain.owners`)."""
+        paths = []
+        for d, rec in self.dirs.items():
+            scan = rec[1]
+            if scan is not None and scan.dirty:
+                paths += [child_path(d, name) for name in scan.dirty_map()]
+        if paths:
+            self.invalidate(paths)
+
     # -- building ------------------------------------------------------------
     @classmethod
     def from_entries(cls, head: SnapshotId, entries: Iterable[Entry]) -> Index:
@@ -430,6 +451,8 @@ class Index:
                         at(made_again),
                     )
                 dirs[d] = [at(href), scan]
-            return cls(SnapshotId(head_hex), int(ref_ns), int(slack_ns), dirs)
+            index = cls(SnapshotId(head_hex), int(ref_ns), int(slack_ns), dirs)
+            index.older_form = magic != MAGIC
+            return index
         except (ValueError, TypeError, EOFError, IndexError):
             return None

@@ -30,7 +30,9 @@ def index_path(wsdir: Path) -> Path:
 
 def load_index(wsdir: Path, head: SnapshotId) -> Index | None:
     """The workspace's index if it is readable and describes ``head``. The
-    file is mapped, not read: a status touches only the pages it compares."""
+    file is mapped, not read: a status touches only the pages it compares.
+    One of an earlier form, read by a user who is not root, has its working
+    entries forgotten (:meth:`Index.forget_dirty`)."""
     try:
         with open(index_path(wsdir), "rb") as f:
             data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -39,6 +41,8 @@ def load_index(wsdir: Path, head: SnapshotId) -> Index | None:
     index = Index.decode(data)
     if index is None or index.head != head:
         return None
+    if index.older_form and os.geteuid() != 0:
+        index.forget_dirty()  # read before owners were mapped (see owners.py)
     return index
 
 
