@@ -76,6 +76,7 @@ def _import_layer(
     threads: int,
     progress: Callable[[int], None] | None,
     budget: tf.ImportBudget | None = None,
+    dedup: bool = False,
 ) -> tuple[ExtractedLayer, CachedLayer | None, str]:
     """Fetch, verify and unpack one layer blob (not published). Returns the
     layer, and when ``cache`` its blob-cache entry and compression (the
@@ -93,7 +94,7 @@ def _import_layer(
         try:
             reader = tf.TarReader(stream.read, what, budget=budget)
             try:
-                layer = extract_layer(store, reader, lower, threads)
+                layer = extract_layer(store, reader, lower, threads, dedup)
             except SnapwsError:
                 if not verified:
                     stream.close()
@@ -211,6 +212,7 @@ def import_image(
                 threads,
                 advance,
                 budget,
+                dedup,
             )
             try:
                 if want is not None and layer.id != want:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,8 @@ class ExtractedLayer:
     writeback: EarlyWriteback | None = field(default=None, compare=False)
     #: the fstat of files taken when they were complete (for dedup)
     stats: dict[bytes, os.stat_result] = field(default_factory=dict, compare=False)
+    #: dedup keys made while unpacking (:func:`snapws.store.dedup.dedup_material`)
+    keys: dict[bytes, tuple[str, bytes]] = field(default_factory=dict, compare=False)
 
     @property
     def id(self) -> LayerId:
@@ -134,6 +137,7 @@ class LayerExtractor:
         what: str,
         opaque_name: str,
         writeback: EarlyWriteback | None = None,
+        dedup_keys: bool = False,
     ) -> None:
         self.root = os.fsencode(tree)
         self.writeback = writeback  # told of each file's bytes
@@ -160,6 +164,13 @@ class LayerExtractor:
         # after the last byte (:meth:`entries`); a file that gets a hardlink
         # loses it (read again at the end, as every other node).
         self.file_entry: dict[bytes, Entry] = {}
+        # and, for a layer to be deduplicated, each such file's dedup key
+        self.file_keys: dict[bytes, tuple[str, bytes]] = {}
+        self._dedup_material: Callable[[Entry], tuple[str, bytes]] | None = None
+        if dedup_keys:
+            from snapws.store.dedup import dedup_material  # (sqlite3: only when needed)
+
+            self._dedup_material = dedup_material
         self.link_of: dict[bytes, bytes] = {}  # hardlink -> the file first made
         self.kinds: dict[bytes, Kind] = {ROOT: Kind.DIR}
         self.dirs: dict[bytes, _DirMeta] = {}  # explicit or implied directories
@@ -411,7 +422,7 @@ class LayerExtractor:
 
     def _take(self, results: list[filewriter.Record]) -> None:
         file_hash, file_stats, file_entry = self.file_hash, self.file_stats, self.file_entry
-        in_helper = self.in_helper
+        in_helper, material = self.in_helper, self._dedup_material
         for record in results:
             rel, digest, has_stat, mode, uid, gid, size, mtime_ns, _ino, nlink, _blocks = record
             in_helper.discard(rel)
@@ -420,9 +431,10 @@ class LayerExtractor:
             if has_stat and nlink == 1 and stat.S_ISREG(mode):
                 file_stats[rel] = filewriter.FileWriterChild.result(record)[2]  # type: ignore[assignment]
                 uid, gid = host_ids(uid, gid)
-                file_entry[rel] = Entry(
-                    rel, Kind.FILE, stat.S_IMODE(mode), uid, gid, mtime_ns, size, ch
-                )
+                e = Entry(rel, Kind.FILE, stat.S_IMODE(mode), uid, gid, mtime_ns, size, ch)
+                file_entry[rel] = e
+                if material is not None and size:
+                    self.file_keys[rel] = material(e)
 
     def sync_helper(self) -> None:
         """Wait until the helper wrote every file sent so far. Raises what
@@ -516,9 +528,10 @@ class LayerExtractor:
         self.file_hash[rel] = ch
         if st is not None and st.st_nlink == 1 and stat.S_ISREG(st.st_mode):
             self.file_stats[rel] = st
-            self.file_entry[rel] = node_entry(
-                Node(rel, path, st, Kind.FILE, {}, False, (), None), ch
-            )
+            node = Node(rel, path, st, Kind.FILE, {}, False, (), None)
+            entry = self.file_entry[rel] = node_entry(node, ch)
+            if self._dedup_material is not None and entry.size:
+                self.file_keys[rel] = self._dedup_material(entry)
 
     def _hardlink(self, rel: bytes, path: bytes, h: tf.Header) -> None:
         target = self._norm(h.linkname)
@@ -538,6 +551,7 @@ class LayerExtractor:
         self.link_of[rel] = first
         self.file_stats.pop(first, None)  # its link count changed: read it again
         self.file_entry.pop(first, None)
+        self.file_keys.pop(first, None)
 
     def _special(self, rel: bytes, path: bytes, h: tf.Header) -> None:
         dfd, name = self._parent(rel)
@@ -651,10 +665,12 @@ def extract_layer(
     reader: tf.TarReader,
     lower_trees: list[Path],
     threads: int = 8,
+    dedup: bool = False,
 ) -> ExtractedLayer:
     """Unpack the tar ``reader`` reads into a new staging dir of ``store`` and
     compute its manifest. ``lower_trees``: the trees of the layers below,
-    topmost first. The caller publishes (:func:`publish_extracted`) or
+    topmost first. ``dedup``: it will be deduplicated (its files' dedup
+    keys are made as they are written). The caller publishes (:func:`publish_extracted`) or
     discards the staging dir; on error it is discarded here.
 
     Raises BadImageError, UnsupportedError, OSError."""
@@ -664,7 +680,9 @@ def extract_layer(
         tree = staging / "tree"
         tree.mkdir(mode=0o700)
         lower = ChainView([os.fsencode(p) for p in lower_trees]) if lower_trees else None
-        x = LayerExtractor(tree, lower, reader.what, opaque_xattr(store.xattr_form), writeback)
+        x = LayerExtractor(
+            tree, lower, reader.what, opaque_xattr(store.xattr_form), writeback, dedup
+        )
         try:
             for h in reader.entries():
                 x.add(h, reader)
@@ -674,7 +692,7 @@ def extract_layer(
         writeback.kick()  # the disk works while the manifest is computed
         entries = x.entries(threads)
         return ExtractedLayer(
-            staging, entries, encode_manifest(entries), writeback, dict(x.file_stats)
+            staging, entries, encode_manifest(entries), writeback, x.file_stats, x.file_keys
         )
     except BaseException:
         writeback.close()
@@ -708,7 +726,8 @@ def publish_extracted(store: Store, layer: ExtractedLayer, dedup: bool = False) 
             if dedup:
                 from snapws.store.dedup import dedup_tree
 
-                dedup_tree(store, layer.staging / "tree", lid, layer.entries, known=layer.stats)
+                tree = layer.staging / "tree"
+                dedup_tree(store, tree, lid, layer.entries, known=layer.stats, keys=layer.keys)
             if layer.writeback is not None:
                 layer.writeback.wait()
             syncfs(layer.staging)

@@ -61,6 +61,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import xxhash
+
 from snapws.crash import crashpoint
 from snapws.deeppath import anchored, lstat, open_fd, reach
 from snapws.ids import Digest, LayerId
@@ -101,6 +103,14 @@ def dedup_key(e: Entry) -> str:
     return Digest.of(material_json(e)).hex
 
 
+def dedup_material(e: Entry) -> tuple[str, bytes]:
+    """:func:`dedup_key` and the ``material_json`` it hashes, for a caller
+    that makes the entries of a tree one by one (an import, as it unpacks)
+    and passes them to :func:`dedup_tree` as ``keys``."""
+    meta = material_json(e)
+    return xxhash.xxh3_128_hexdigest(meta), meta  # Digest.of(meta).hex, unchecked
+
+
 def index_root(store: Store) -> Path:
     return store.root / INDEX_DIR
 
@@ -112,6 +122,7 @@ def dedup_tree(
     manifest: bytes | list[Entry],
     link_limit: int | None = None,
     known: Mapping[bytes, os.stat_result] | None = None,
+    keys: Mapping[bytes, tuple[str, bytes]] | None = None,
 ) -> DedupStats:
     """Replace files of ``tree`` by hardlinks of identical files (content and
     metadata) of published layers, and index the others.
@@ -125,20 +136,21 @@ def dedup_tree(
     links an inode may reach (default: the filesystem's limit less
     ``LINK_HEADROOM``). ``known``: the lstat of files of the tree (by path)
     that the caller took after it last changed them (an import that has just
-    written them), not read again. Idempotent; safe to run again after a
-    crash. Raises OSError only if the tree cannot be read or repaired."""
+    written them), not read again. ``keys``: :func:`dedup_material` of
+    files of the tree (by path), computed already. Idempotent; safe to run
+    again after a crash. Raises OSError only if the tree cannot be read or repaired."""
     stats = DedupStats()
     entries = decode_manifest(manifest) if isinstance(manifest, bytes) else manifest
     by_path = {e.path: e for e in entries}
     groups: dict[bytes, list[bytes]] = {}
-    for e in sorted(entries, key=lambda e: e.path):
+    for e in sorted(entries, key=_path_of):
         if e.kind is Kind.FILE and e.hash is not None and e.size > 0:
             groups.setdefault(e.link or e.path, []).append(e.path)
     if not groups:
         return stats
     root = os.fsencode(tree)
     try:
-        run = _Run(store, root, layer, link_limit, known)
+        run = _Run(store, root, layer, link_limit, known, keys)
     except OSError:
         return stats  # no usable dedup/ (full or read-only store): store as is
     try:
@@ -210,9 +222,11 @@ class _Run:
         layer: LayerId,
         limit: int | None,
         known: Mapping[bytes, os.stat_result] | None = None,
+        keys: Mapping[bytes, tuple[str, bytes]] | None = None,
     ) -> None:
         self.store = store
         self.known = known or {}
+        self.keys = keys or {}
         self.root = root
         self.layer = layer
         self.base = index_root(store)
@@ -233,8 +247,8 @@ class _Run:
         return self.root if rel == ROOT else self.root + b"/" + rel
 
     def group(self, lead: Entry, members: list[bytes], stats: DedupStats) -> None:
-        meta_json = material_json(lead)
-        key = Digest.of(meta_json).hex
+        pre = self.keys.get(lead.path)
+        key, meta_json = pre if pre is not None else dedup_material(lead)
         known = self.known
         sts = [known.get(p) or lstat(self.abspath(p)) for p in members]
         if key in self.used_keys:
@@ -284,6 +298,8 @@ class _Run:
         """Make all ``members`` (``sts``: their lstat) one inode (a crash, or
         a failed link, may have split a group): the first member's not
         ``avoid``. Returns it."""
+        if len(members) == 1 and sts[0].st_ino != avoid:
+            return sts[0].st_ino  # (most groups: nothing to do)
         target = next(
             (i for i, st in enumerate(sts) if st.st_ino != avoid),
             0,
@@ -417,6 +433,10 @@ def _link_max(path: bytes) -> int:
     except (OSError, ValueError):
         return DEFAULT_LINK_MAX
     return n if n > 0 else DEFAULT_LINK_MAX
+
+
+def _path_of(e: Entry) -> bytes:
+    return e.path
 
 
 def _parent(rel: bytes) -> bytes:

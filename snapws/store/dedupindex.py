@@ -28,6 +28,8 @@ from snapws.model import ROOT, Entry, Kind, path_to_text, text_to_path
 
 INDEX_DB = "index.sqlite"
 CORRUPT_DB = "index.sqlite.corrupt"  # a damaged index, moved aside
+#: json.dumps of a str with ensure_ascii (what it calls), without its dispatch
+_quote = json.encoder.encode_basestring_ascii
 FORMAT = 1  # of an entry ("v"), and the database's user_version
 
 
@@ -114,7 +116,7 @@ class DedupIndex:
                 b'","meta":',
                 meta,
                 b',"path":',
-                json.dumps(path_to_text(rel), ensure_ascii=True).encode(),
+                _quote(path_to_text(rel)).encode(),
                 b',"v":%d}' % FORMAT,
             )
         )

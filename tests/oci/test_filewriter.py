@@ -23,6 +23,7 @@ from snapws.model import encode_manifest
 from snapws.oci import filewriter
 from snapws.oci.tarextractor import LayerExtractor, discard_extracted, extract_layer
 from snapws.oci.tarformat import TarReader
+from snapws.store.dedup import dedup_key, dedup_material
 from snapws.store.store import EMPTY_LAYER, Store
 
 from .ocitools import Member, d, f, import_layout, make_layout, merged, store_listing, tar_of
@@ -258,7 +259,8 @@ def test_entries_made_while_unpacking_are_those_a_scan_gives(
 ) -> None:
     """The manifest entries made as files are written (by the importer or
     the helper, from their fstat) are byte for byte those read_tree and
-    entries_of give for the tree afterwards, so layer ids do not change."""
+    entries_of give for the tree afterwards, so layer ids do not change;
+    so are the dedup keys made with them."""
     monkeypatch.setattr(LayerExtractor, "HELPER_AFTER", after)
     members = [
         *_members()[:-1],
@@ -269,12 +271,18 @@ def test_entries_made_while_unpacking_are_those_a_scan_gives(
     ]
     store = Store.create(tmp_path / "store")
     data = io.BytesIO(tar_of(members))
-    layer = extract_layer(store, TarReader(data.read, "layer 1"), [])
+    layer = extract_layer(store, TarReader(data.read, "layer 1"), [], dedup=True)
     try:
         tree = os.fsencode(layer.staging / "tree")
         scanned = entries_of(read_tree(tree))
         assert layer.manifest == encode_manifest(scanned)
         assert layer.entries == sorted(scanned, key=lambda e: e.path)
         assert any(e.link for e in layer.entries)
+        # and the dedup keys made on the way are those dedup would compute
+        by_path = {e.path: e for e in scanned}
+        assert len(layer.keys) >= 30
+        for rel, pre in layer.keys.items():
+            assert pre == dedup_material(by_path[rel])
+            assert pre[0] == dedup_key(by_path[rel])
     finally:
         discard_extracted(store, layer)
