@@ -98,7 +98,13 @@ def _parse(line: bytes) -> Entry:
 
 
 _KIND_OF = {k.value.encode(): k for k in Kind}
+#: Fields as a canonical line holds them (a JSON string holds no bare quote,
+#: so they are found only where they are fields; xattr names aside)
 _KEY_K = b'"k":"'
+_WHITEOUT_K = b'"k":"w"'
+_DIR_K = b'"k":"d"'
+_OPAQUE_K = b'"o":true'
+_XATTRS_K = b'"x":'
 
 
 def line_kind(line: bytes) -> tuple[Kind, bool]:
@@ -106,12 +112,12 @@ def line_kind(line: bytes) -> tuple[Kind, bool]:
     fields without decoding the line when it has no xattrs (a JSON string
     holds no bare quote, so ``"k":"`` there is the key). Raises ValueError
     on a malformed line it has to decode."""
-    if b'"x":' not in line:
+    if _XATTRS_K not in line:
         i = line.find(_KEY_K)
         if i >= 0 and line[i + 6 : i + 7] == b'"':
             kind = _KIND_OF.get(line[i + 5 : i + 6])
             if kind is not None:
-                return kind, kind is Kind.DIR and b'"o":true' in line
+                return kind, kind is Kind.DIR and _OPAQUE_K in line
     e = _parse(line)
     return e.kind, e.opaque
 
@@ -120,12 +126,10 @@ def _is_whiteout(line: bytes) -> bool:
     """Whether a manifest line is a whiteout's (:func:`line_kind`, cheaper)."""
     if _WHITEOUT_K in line:
         return True
-    if _KEY_K in line and b'"x":' not in line:
+    if _KEY_K in line and _XATTRS_K not in line:
         return False
     return _parse(line).kind is Kind.WHITEOUT
 
-
-_WHITEOUT_K = b'"k":"w"'
 
 #: A line's mtime field: lines equal but for it are entries equal but for
 #: mtime, which no change counts (as git)
@@ -239,28 +243,23 @@ class SortedManifest:
         """Every ``(path, line, hides)``, sorted by path: ``hides`` when the
         entry is no plain directory (a non-directory, a whiteout or an opaque
         directory: what may hide older layers' content below it). A small
-        manifest is checked whole (one JSON array) and its entries are not
-        built; a big one is parsed a line at a time. Raises ValueError on a
-        malformed manifest, as :meth:`entries` does."""
-        if self._small and self._sorted is None:
-            data = bytes(self._buf)
-            body = data[:-1] if data.endswith(b"\n") else data
-            lines = body.split(b"\n") if body else []
-            try:
-                objs = json.loads(b"[" + b",".join(lines) + b"]") if lines else []
-                if len(objs) == len(lines):  # one object a line, none blank
-                    out = [
-                        (text_to_path(o["p"]), line, o["k"] != "d" or bool(o.get("o")))
-                        for o, line in zip(objs, lines, strict=True)
-                    ]
-                    if self._lines is None:
-                        self._lines = {p: line for p, line, _ in out}
-                    yield from out
-                    return
-            except (KeyError, TypeError, ValueError, AttributeError):
-                pass  # blank lines, or the error entries() names
-        for e in self.entries():
-            yield e.path, b"", e.kind is not Kind.DIR or e.opaque
+        manifest's lines are not decoded (:func:`line_kind`; a line a diff
+        reports, or finds to differ from another, is decoded then); a big
+        one's are, a line at a time. Raises ValueError on a malformed line
+        it decodes."""
+        if not self._small:
+            for e in self.entries():
+                yield e.path, b"", e.kind is not Kind.DIR or e.opaque
+            return
+        if self._lines is None:
+            lines = bytes(self._buf).split(b"\n")
+            self._lines = {_line_path(line): line for line in lines if line.strip()}
+        for path, line in self._lines.items():  # in the manifest's order
+            if _DIR_K in line and _XATTRS_K not in line:  # a canonical directory's
+                yield path, line, _OPAQUE_K in line
+            else:
+                kind, opaque = line_kind(line)
+                yield path, line, kind is not Kind.DIR or opaque
 
     def _forward(self, path: bytes) -> bytes | None:
         """:meth:`get_line` for a path above the cursor. Gallops from it (probes
@@ -474,6 +473,9 @@ class ManifestChain:
                 line = m.get_line(a)
                 if line is None:
                     way |= _MISSING
+                elif _DIR_K in line and _XATTRS_K not in line:  # a canonical directory's
+                    if _OPAQUE_K in line:
+                        way |= _HIDDEN
                 else:
                     kind, opaque = line_kind(line)
                     if kind is not Kind.DIR:
