@@ -65,6 +65,24 @@ def _line_path(line: bytes) -> bytes:
         raise ValueError(f"manifest line {line[:200]!r}: no path: {e!r}") from e
 
 
+#: A canonical line's path field holding no escape (within its line)
+_PLAIN_PATH = re.compile(rb'"p":"([^"\\\n]*)"')
+
+
+def _index_lines(data: bytes) -> dict[bytes, bytes]:
+    """The lines of manifest ``data`` by path, blank ones left out: the paths
+    found in one pass when every line holds one plain path field (a
+    canonical manifest with no escaped byte in a path), else line by line."""
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    if b"\\" not in data and data.count(_PKEY) == len(lines):
+        paths = _PLAIN_PATH.findall(data)
+        if len(paths) == len(lines):
+            return dict(zip(paths, lines, strict=True))
+    return {_line_path(line): line for line in lines if line.strip()}
+
+
 #: The bytes a manifest writes as themselves in a JSON string (ensure_ascii:
 #: printable ASCII but the quote and the backslash).
 _PLAIN = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
@@ -198,8 +216,7 @@ class SortedManifest:
         (not parsed) at the first lookup, so that a layer of a long chain
         answers "not here" at the cost of a dictionary lookup."""
         if self._lines is None:
-            lines = bytes(self._buf).split(b"\n")
-            self._lines = {_line_path(line): line for line in lines if line.strip()}
+            self._lines = _index_lines(bytes(self._buf))
         return self._lines.get(path)
 
     def entries(self) -> Iterator[Entry]:
@@ -252,8 +269,7 @@ class SortedManifest:
                 yield e.path, b"", e.kind is not Kind.DIR or e.opaque
             return
         if self._lines is None:
-            lines = bytes(self._buf).split(b"\n")
-            self._lines = {_line_path(line): line for line in lines if line.strip()}
+            self._lines = _index_lines(bytes(self._buf))
         for path, line in self._lines.items():  # in the manifest's order
             if _DIR_K in line and _XATTRS_K not in line:  # a canonical directory's
                 yield path, line, _OPAQUE_K in line

@@ -23,7 +23,14 @@ from layers.test_merge import layer_manifest, random_edit, random_layer
 from snapws.config import Config
 from snapws.ids import LayerId
 from snapws.layers.diff import diff_views
-from snapws.layers.manifestdiff import ManifestChain, SortedManifest, diff_chains, line_kind
+from snapws.layers.manifestdiff import (
+    ManifestChain,
+    SortedManifest,
+    _index_lines,
+    _line_path,
+    diff_chains,
+    line_kind,
+)
 from snapws.layers.merge import RunLayer, build_merged_tree
 from snapws.layers.view import ChainView
 from snapws.model import Entry, Kind, decode_manifest, encode_manifest, manifest_id
@@ -334,3 +341,25 @@ def test_entries_equal_but_for_mtime_are_no_change() -> None:
     upper = (LayerId("2" * 32), SortedManifest(encode_manifest(top)))
     got = diff_chains(ManifestChain([lower]), ManifestChain([upper, lower]))
     assert [(c.path, c.what) for c in got] == [(b"d/f", ("mode",))]
+
+
+def test_lines_are_indexed_by_path_as_line_by_line_reading_does() -> None:
+    rng = random.Random(91)
+    paths = sorted(_random_paths(rng, 200))
+    entries = [Entry(path=p, kind=Kind.FILE, size=1, target=None) for p in paths]
+    entries.append(Entry(path=b"l", kind=Kind.SYMLINK, target=b'"p":"x"'))
+    entries.append(Entry(path=b"h", kind=Kind.FILE, link=b"other"))  # "hl":"..." too
+    canonical = encode_manifest(entries)
+    plain = encode_manifest([e for e in entries if b"\\" not in encode_manifest([e])])
+    for data in (
+        canonical,
+        plain,
+        plain.replace(b'":', b'": '),
+        plain.replace(b"\n", b"\n\n", 3),
+        plain[:-1],  # no newline at the end
+    ):
+        want = {_line_path(line): line for line in data.split(b"\n") if line.strip()}
+        got = _index_lines(data)
+        assert got == want and list(got) == list(want)
+    with pytest.raises(ValueError):  # a line cut short: named, not read into the next
+        _index_lines(b'{"p":"ab\n{"k":"d","p":"cd"}\n')
