@@ -37,6 +37,8 @@ from snapws.backends.plain.index import Index
 from snapws.backends.plain.indexfile import IndexWriter, load_index, save_index, sweep_tmp
 from snapws.backends.plain.stage import Stager
 from snapws.backends.plain.status import refresh_index, scan_workspace
+from snapws.backends.plain.workentry import WorkRules
+from snapws.backends.plain.workview import WorkingView
 from snapws.backends.plain.write import check_writable, meta_only, rewrite_paths
 from snapws.config import Config
 from snapws.crash import crashpoint
@@ -171,9 +173,6 @@ class PlainBackend(Backend):
     def working_view(self, session: Session) -> ChainView:
         """The directory itself, its entries read as status reads them
         (owners a commit by this user can record, :mod:`.workview`)."""
-        from snapws.backends.plain.workentry import WorkRules
-        from snapws.backends.plain.workview import WorkingView
-
         root = os.fsencode(session.path)
         head = session.chain_view(session.state.head)
         return WorkingView(root, head, session.hashes, WorkRules.for_workspace(root))
@@ -419,7 +418,8 @@ def _follow_head(
                 entries = held.staged
             else:
                 entries = decode_manifest(store.read_manifest(record.layer))
-            index.rebase(index.apply_layer(entries))
+            rules = WorkRules.for_workspace(os.fsencode(new.path))
+            index.rebase(index.apply_layer(entries), rules)
         else:
             between = held.between if held is not None else None
             if between is None:

@@ -63,6 +63,7 @@ from snapws.backends.plain.records import (
     tuple_entry,
     unpack_stats,
 )
+from snapws.backends.plain.workentry import WorkRules, as_recorded
 from snapws.ids import SnapshotId
 from snapws.model import ROOT, Entry, Kind
 
@@ -222,12 +223,16 @@ class Index:
             self.set_head(e.path, e)
         return old
 
-    def rebase(self, old_heads: dict[bytes, EntryTuple | None]) -> None:
+    def rebase(
+        self, old_heads: dict[bytes, EntryTuple | None], rules: WorkRules | None = None
+    ) -> None:
         """After HEAD's entries of some paths changed (``old_heads``: what
         they were), keep what the last scan saw of them: a child recorded
         equal to its old HEAD entry, or recorded with its own working entry,
-        is compared with the new HEAD entry. Stats stay, so nothing is read
-        again (a commit of what the scan saw leaves the index clean)."""
+        is compared with the new HEAD entry, read under ``rules`` (as the
+        scan reads the working tree: :func:`as_recorded`; None: as it is).
+        Stats stay, so nothing is read again (a commit of what the scan saw
+        leaves the index clean)."""
         from snapws.model import classify
 
         self.drop_replays(old_heads)
@@ -253,9 +258,14 @@ class Index:
                     dirty.pop(name, None)
                     continue
                 new = self.head_tuple(p)
-                differs = new is None or (
-                    classify(p, tuple_entry(p, new), tuple_entry(p, work)) is not None
-                )
+                if new is None:
+                    differs = True
+                else:
+                    h, w = tuple_entry(p, new), tuple_entry(p, work)
+                    if rules is not None:  # (an old HEAD entry may hold owners she cannot give)
+                        w = as_recorded(w, h, rules)
+                        work = entry_tuple(w)
+                    differs = classify(p, h, w) is not None
                 if differs:
                     dirty[name] = work
                 else:

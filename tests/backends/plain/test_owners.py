@@ -8,9 +8,11 @@ from dataclasses import replace
 
 import pytest
 
+from snapws.backends.plain.index import Index
 from snapws.backends.plain.owners import Owners
+from snapws.backends.plain.records import VIRTUAL, ScanRecord, entry_tuple
 from snapws.backends.plain.workentry import WorkRules, as_recorded
-from snapws.ids import ContentHash
+from snapws.ids import ContentHash, SnapshotId
 from snapws.model import Entry, Kind, classify
 
 ME, MINE, OTHER_GROUP = 1001, 1001, 27  # she is in MINE (primary) and OTHER_GROUP
@@ -82,3 +84,24 @@ def test_a_path_a_commit_copies_shows_the_copys_owner() -> None:
     new = as_recorded(entry(0, 0), None, user_rules())
     assert (new.uid, new.gid) == (ME, MINE)
     assert replace(new, uid=0, gid=0) == entry(0, 0)
+
+
+def test_after_her_commit_over_roots_snapshot_the_index_is_clean() -> None:
+    # HEAD made by root (0:0); she edits d/f and commits: the layer holds her
+    # copies of d/f and of d above it (hers: ME:MINE). What the scan saw of
+    # d (clean: an owner she could not record) is clean against them too.
+    def tree(uid: int, gid: int, content: str) -> list[Entry]:
+        f = replace(entry(uid, gid, content), path=b"d/f")
+        return [Entry(p, Kind.DIR, 0o755, uid, gid) for p in (b".", b"d")] + [f]
+
+    index = Index.from_entries(SnapshotId("1" * 32), tree(0, 0, "0"))
+    edited = entry_tuple(
+        as_recorded(replace(entry(ME, MINE, "1"), path=b"d/f"), None, user_rules())
+    )
+    index.set_scan(VIRTUAL, ScanRecord.build([b"."], [(1, 1, 1, 1, 1)], {}, False, True))
+    index.set_scan(b".", ScanRecord.build([b"d"], [(1, 1, 1, 2, 1)], {}, False, True))
+    index.set_scan(b"d", ScanRecord.build([b"f"], [(1, 1, 1, 3, 1)], {b"f": edited}, True, True))
+    index.rebase(index.apply_layer(tree(ME, MINE, "1")), user_rules())
+    for d in (VIRTUAL, b".", b"d"):
+        rec = index.scan_record(d)
+        assert rec is not None and rec.dirty_map() == {}, d
