@@ -271,8 +271,8 @@ class SortedManifest:
         if self._lines is None:
             self._lines = _index_lines(bytes(self._buf))
         for path, line in self._lines.items():  # in the manifest's order
-            if _DIR_K in line and _XATTRS_K not in line:  # a canonical directory's
-                yield path, line, _OPAQUE_K in line
+            if _KEY_K in line and _XATTRS_K not in line:  # a canonical line: its kind
+                yield path, line, _DIR_K not in line or _OPAQUE_K in line
             else:
                 kind, opaque = line_kind(line)
                 yield path, line, kind is not Kind.DIR or opaque
@@ -574,7 +574,7 @@ def diff_chains(
             if ln is None:
                 continue
         elif ln is not None:
-            if old.layers[lo[0]][0] == new.layers[ln[0]][0]:
+            if old.layers[lo[0]][0].hex == new.layers[ln[0]][0].hex:
                 continue  # the very same entry of a layer both chains have
             if lo[1] == ln[1] or _MTIME.sub(b"", lo[1]) == _MTIME.sub(b"", ln[1]):
                 continue  # equal but for mtime (a directory whose files changed)
