@@ -12,7 +12,10 @@ the uncommitted changes, like a git checkout.
   :mod:`~snapws.backends.plain.indexfile`;
 - :mod:`~snapws.backends.plain.scan`: status, comparing the directory with
   HEAD (only files whose stat changed are hashed), each node read under
-  :mod:`~snapws.backends.plain.workentry`'s rules, the walk shared among
+  :mod:`~snapws.backends.plain.workentry`'s rules (for a user who is not
+  root, the owners her commit can record: :mod:`~snapws.backends.plain.owners`;
+  ``diff REV`` reads the directory the same way,
+  :mod:`~snapws.backends.plain.workview`), the walk shared among
   processes on big trees (:mod:`~snapws.backends.plain.parallelwalk`);
 - :mod:`~snapws.backends.plain.stage`: commit's layer tree, in the form an
   overlay upperdir would have (whiteouts, opaque directories); also used by
