@@ -229,11 +229,17 @@ class OverlayBackend(MountSwapper, Backend):
         rules = session.ignore_rules()
         upper = os.fsencode(session.upper)
         lower = session.manifest_chain(state.mounted_head)
+        held = state.base is not None  # U is compared with HEAD below, not with its chain
         plan = plan_upper(
-            upper, session.chain_view(state.mounted_head), self.upper_form, rules, lower
+            upper,
+            session.chain_view(state.mounted_head),
+            self.upper_form,
+            rules,
+            lower,
+            compare=not held,
         )
         through = hold and (state.id in _LIVE_COMMITS or self.holds(store, state))
-        if state.base is None:
+        if not held:
             hiding = {n.path for n in plan.keep if n.kind is not Kind.DIR or n.opaque}
             return WorkChanges(plan.changes, plan.ignored, hiding, _Work(plan, through))
         head = session.manifest_chain(state.head)
@@ -310,6 +316,7 @@ class OverlayBackend(MountSwapper, Backend):
         if memo.through:
             return {"held": True}
         plan = memo.plan
+        assert plan.compared, "a workspace whose U is not compared is held"
         return {
             "upper": session.state.upper,
             "prune": [os.fsdecode(p) for p in plan.prune],

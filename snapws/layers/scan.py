@@ -135,8 +135,12 @@ class CommitPlan:
     user would see; ``keep`` are the nodes that stay and make the new layer;
     ``ignored`` the topmost ignored paths (untracked, excluded by the ignore
     rules), which are in none of the others; ``nodes`` every node of U
-    (parents before children)."""
+    (parents before children). Not ``compared`` (:func:`plan_upper`): no
+    changes, no prune, and ``keep`` only what shapes the tree whatever
+    changed (whiteouts, opaque directories and all below them, their
+    parents)."""
 
+    compared: bool = True
     changes: list[Change] = field(default_factory=list)
     prune: list[bytes] = field(default_factory=list)
     keep: list[Node] = field(default_factory=list)
@@ -147,6 +151,7 @@ class CommitPlan:
     def prune_around_ignored(self) -> list[bytes]:
         """``prune`` without the directories that hold ignored paths (for an
         upperdir that stays, ignored paths included)."""
+        assert self.compared, "a plan made without comparing has no prune"
         holders = {a for p in self.ignored for a in _ancestors(p)}
         return [p for p in self.prune if p not in holders]
 
@@ -165,6 +170,7 @@ def plan_upper(
     form: str = "overlay",
     ignore: IgnoreRules | None = None,
     manifests: ManifestChain | None = None,
+    compare: bool = True,
 ) -> CommitPlan:
     """Compare the upperdir ``upper`` with the merged ``lower`` view.
 
@@ -182,9 +188,14 @@ def plan_upper(
     ``manifests``: ``lower``'s chain as its layers' manifests, which then
     stand for the layer trees (:func:`snapws.layers.upperdiff.diff_upper`:
     no layer below U is probed or hashed); raises StoreCorruptError if one
-    is damaged."""
+    is damaged.
+
+    ``compare`` False (with ``manifests``): U is read and checked, its
+    ignored paths found, but not compared (a held workspace compares U with
+    HEAD, not with the chain below it, :mod:`snapws.backends.held`): the
+    plan is not ``compared``."""
     with anchored():  # paths may be longer than PATH_MAX
-        return _plan_upper(upper, lower, form, ignore, manifests)
+        return _plan_upper(upper, lower, form, ignore, manifests, compare)
 
 
 def _plan_upper(
@@ -193,6 +204,7 @@ def _plan_upper(
     form: str,
     ignore: IgnoreRules | None,
     manifests: ManifestChain | None,
+    compare: bool = True,
 ) -> CommitPlan:
     from snapws.layers.diff import diff_views  # local: diff imports view too
 
@@ -222,7 +234,10 @@ def _plan_upper(
         try:
             if ignore is not None:
                 tops = ignored_tops(visits_of(nodes), lambda p: chain.locate(p) is not None, ignore)
-            plan.changes = diff_upper(nodes, chain, chain, lower.hashes, set(tops))
+            if compare:
+                plan.changes = diff_upper(nodes, chain, chain, lower.hashes, set(tops))
+            else:
+                plan.compared = False
         except ValueError as e:  # a manifest line read on the way
             raise StoreCorruptError(f"a layer has a damaged manifest: {e}") from e
     if tops:
@@ -253,10 +268,11 @@ def _plan_upper(
     for n in nodes:
         if n.path in keep_paths:
             plan.keep.append(n)
-    plan.prune = sorted(
-        (n.path for n in nodes if n.path not in keep_paths and n.path not in ignored),
-        key=lambda p: (-p.count(b"/"), p),
-    )
+    if plan.compared:
+        plan.prune = sorted(
+            (n.path for n in nodes if n.path not in keep_paths and n.path not in ignored),
+            key=lambda p: (-p.count(b"/"), p),
+        )
     return plan
 
 

@@ -334,3 +334,23 @@ def test_prune_upper_skips_gone_paths_and_keeps_parent_mtimes(tmp_path: Path) ->
     assert os.stat(upper / "d").st_mtime_ns == 1_000_000_000
     prune_upper(root, [b"d/e/noop2", b"d/e", b"d/noop"])  # again: nothing left to do
     assert sorted(os.listdir(upper / "d")) == ["keep"]
+
+
+def test_a_plan_not_compared_keeps_what_shapes_the_tree(layers: tuple[Path, Path]) -> None:
+    """A held workspace compares U with HEAD itself: its plan is read and
+    checked but not compared (no changes, no prune); what it keeps is what
+    any commit keeps (whiteouts, opaque directories and below, parents),
+    and its prune cannot be asked for."""
+    from layers.test_manifestdiff import _chain, _layer
+
+    upper, lower = layers
+    chain = _chain([_layer(lower)], False)
+    full = plan_upper(fs(upper), ChainView([lower]), manifests=chain)
+    assert full.compared and full.changes and full.prune
+    plan = plan_upper(fs(upper), ChainView([lower]), manifests=chain, compare=False)
+    assert not plan.compared
+    assert plan.changes == [] and plan.prune == []
+    assert {n.path for n in plan.nodes} == {n.path for n in full.nodes}
+    assert {n.path for n in plan.keep} == {b".", b"gone", b"olddir", b"olddir/y"}
+    with pytest.raises(AssertionError):
+        plan.prune_around_ignored()
