@@ -238,12 +238,13 @@ class Runner:
             )
         return dt, p.stdout
 
-    def warm_server(self, cwd: Path) -> None:
+    def warm_server(self, cwd: Path, *options: str) -> None:
         """Start the command server before anything is measured (the first
-        served command starts it and runs without it)."""
+        served command starts it and runs without it); ``options``: global
+        options of that ``snapws status`` (``--store DIR``)."""
         if not self.server:
             return
-        self.sw("status", cwd=cwd)
+        self.sw(*options, "status", cwd=cwd)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not list(self.runtime.glob("snapws/*.sock")):
             time.sleep(0.05)

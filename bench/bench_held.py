@@ -88,7 +88,9 @@ def log(msg: str) -> None:
 
 def bench_size(args: argparse.Namespace, files: int, work: Path) -> dict[str, Any]:
     base = work / f"n{files}"
-    r = core.Runner(bench_all.snapws_argv(args.snapws), args.verbose, work / "pycache")
+    r = core.Runner(
+        bench_all.snapws_argv(args.snapws), args.verbose, work / "pycache", not args.no_server
+    )
     held = Workspace(r, base / "held" / "tree", base / "held" / "store")
     free = Workspace(r, base / "free" / "tree", base / "free" / "store")
     git_tree = base / "git" / "tree"
@@ -113,6 +115,7 @@ def bench_size(args: argparse.Namespace, files: int, work: Path) -> dict[str, An
         for c in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "initial"]):
             r.git(*c, cwd=git_tree)
         holder = subprocess.Popen(["sleep", "1000000"], cwd=held.tree)
+        r.warm_server(free.tree, "--store", str(free.store))
         cbuf = core.random_buffer(core.SEED + 2)
         per_kind = max(1, args.changes // 3)
         for rnd in range(args.rounds):
@@ -163,6 +166,7 @@ def bench_size(args: argparse.Namespace, files: int, work: Path) -> dict[str, An
         }
         out["held_upper_files"] = sum(len(f) for _, _, f in os.walk(held.store / "workspaces"))
     finally:
+        r.stop_servers()
         if holder is not None:
             holder.kill()
             holder.wait()
@@ -238,6 +242,9 @@ def main() -> None:
     ap.add_argument("--mean-bytes", type=int, default=10_000, help="mean file size (10000)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp"), help="where the trees go")
     ap.add_argument("--snapws", help="snapws command (default: the console script)")
+    ap.add_argument(
+        "--no-server", action="store_true", help="SNAPWS_SERVER=0 (default: the command server)"
+    )
     ap.add_argument("--json", type=Path, help="write every sample here")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
