@@ -334,8 +334,16 @@ class SortedManifest:
                 return line
         elif b"\\" not in chunk and chunk.count(b"\n") == chunk.count(_PKEY):
             # Every line there has its path field and escapes no byte: the
-            # path's line would hold the needle. Absent.
-            self._cursor, self._cursor_key = start, path
+            # path's line would hold the needle. Absent. The cursor stays at
+            # the bracket's first line, keyed by that line's path (lines of
+            # the bracket may sort below ``path``: a later lookup of one of
+            # them must not be searched for before the cursor only)
+            self._cursor = start
+            if start < size:
+                line = buf[start : self._line_end(start)]
+                self._cursor_key = _line_path(line) if line.strip() else path
+            else:
+                self._cursor_key = path
             return None
         return self._search(path, start, hi)  # not in canonical form: bisect
 

@@ -363,3 +363,23 @@ def test_lines_are_indexed_by_path_as_line_by_line_reading_does() -> None:
         assert got == want and list(got) == list(want)
     with pytest.raises(ValueError):  # a line cut short: named, not read into the next
         _index_lines(b'{"p":"ab\n{"k":"d","p":"cd"}\n')
+
+
+def test_a_path_looked_up_after_a_longer_absent_one_is_found() -> None:
+    # An absent path's bracket may hold lines below it: a path of one of
+    # them, looked up next, was searched for before the bracket only (a
+    # directory after the paths below it, as a chain walks a tree)
+    entries = [
+        Entry(path=b".", kind=Kind.DIR),
+        Entry(path=b"a", kind=Kind.WHITEOUT),
+        Entry(path=b"b", kind=Kind.FIFO),
+        Entry(path=b"c", kind=Kind.SYMLINK, target=b"t"),
+    ]
+    data = encode_manifest(entries)
+    for window, span in ((8192, 4096), (1, 1 << 20), (64, 64)):
+        m = SortedManifest(data, small=-1, window=window, span=span)
+        for p in (b"a", b"c/b", b"c/b/a", b"c/c"):
+            m.get_line(p)
+        got = m.get(b"c")
+        assert got is not None and got.kind is Kind.SYMLINK, (window, span)
+        assert m.get(b"b") is not None and m.get(b"c/a") is None
