@@ -455,8 +455,22 @@ class ManifestChain:
             return None
         parent = path.rpartition(b"/")[0]
         dirs = self._dirs
+        last = len(self.layers) - 1
         for i, (_, m) in enumerate(self.layers):
             way = dirs.get((i, parent), -1) if parent else _REACHED
+            if way < 0 and (m._small or i == last):
+                # A layer is a tree: a path it holds has directories all the
+                # way to it there, so the path's own line (a cheap lookup, or
+                # the last layer's) decides first; the way only says whether
+                # older layers show through.
+                line = m.get_line(path)
+                if line is not None:
+                    if _WHITEOUT_K in line or (_KEY_K not in line and _is_whiteout(line)):
+                        return None
+                    return i, line
+                if i == last or self._way(i, m, parent) & (_BLOCKED | _HIDDEN):
+                    return None
+                continue
             if way < 0:
                 way = self._way(i, m, parent)
             if way & _BLOCKED:
