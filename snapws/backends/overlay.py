@@ -14,11 +14,13 @@ a user namespace, fuse-overlayfs) and how U encodes deletions.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
+from snapws.backends import heldclean
 from snapws.backends.base import (
     Adopted,
     Backend,
@@ -51,6 +53,7 @@ from snapws.errors import (
     WorkspaceBusyError,
 )
 from snapws.ids import SnapshotId, WorkspaceId
+from snapws.layers.entries import in_or_below_any
 from snapws.layers.ignore import drop_ignored, ignored_tops
 from snapws.layers.materialise import materialise
 from snapws.layers.scan import (
@@ -226,6 +229,7 @@ class OverlayBackend(MountSwapper, Backend):
         that differ between the two chains. With ``hold``, also whether the
         change to come goes through the live mount (:meth:`holds`)."""
         store, state = session.store, session.state
+        began = time.time_ns()
         rules = session.ignore_rules()
         upper = os.fsencode(session.upper)
         lower = session.manifest_chain(state.mounted_head)
@@ -243,11 +247,24 @@ class OverlayBackend(MountSwapper, Backend):
             hiding = {n.path for n in plan.keep if n.kind is not Kind.DIR or n.opaque}
             return WorkChanges(plan.changes, plan.ignored, hiding, _Work(plan, through))
         head = session.manifest_chain(state.head)
+        # a command that changes nothing compares only what moved since the
+        # last such one (heldclean); one that changes the workspace, everything
+        memo = None
+        if not hold and session.hashes.trusted:
+            key = heldclean.memo_key(
+                state.head.hex, state.mounted_head.hex, state.upper, session.config.ignore
+            )
+            memo = heldclean.load(session.wsdir, key)
         try:
             tops = ignored_tops(visits_of(plan.nodes), lambda p: head.locate(p) is not None, rules)
-            found = diff_upper(plan.nodes, lower, head, session.hashes, set(tops))
+            focus, below = memo.focus(plan.nodes) if memo is not None and memo.nodes else (None, ())
+            found = diff_upper(plan.nodes, lower, head, session.hashes, set(tops), focus, below)
         except ValueError as e:  # a manifest line read on the way
             raise StoreCorruptError(f"a layer has a damaged manifest: {e}") from e
+        if memo is not None:
+            later = memo.after(plan.nodes, focus, found, in_or_below_any(set(tops)), began)
+            if later != memo:
+                heldclean.save(session.wsdir, later)
         changes, ignored = drop_ignored(found, tops)
         hiding = {n.path for n in plan.keep if n.opaque} | {
             c.path

@@ -55,6 +55,12 @@ class HashCache:
         self._used: dict[tuple[int, int], Stamp] = {}  # this process's, kept first
         self._learnt = False
 
+    @property
+    def trusted(self) -> bool:
+        """Whether this process trusts stamps of earlier ones (it changes
+        nothing; see the module's docstring)."""
+        return self._trust
+
     def peek(self, abspath: bytes) -> ContentHash | None:
         """The cached hash, or None if the file was not hashed yet."""
         return self._cache.get(abspath)
@@ -114,7 +120,7 @@ class HashCache:
         is unreadable (never raises). ``trust``: its stamps may stand for a
         file's hash (read-only commands only, see the module docstring)."""
         cache = cls(trust)
-        _drop_old_copies(path)
+        drop_old_copies(path)
         try:
             data = path.read_bytes()
         except OSError:
@@ -148,10 +154,10 @@ class HashCache:
         except OSError:
             with suppress(OSError):
                 tmp.unlink()
-        _drop_old_copies(path)
+        drop_old_copies(path)
 
 
-def _drop_old_copies(path: Path) -> None:
+def drop_old_copies(path: Path) -> None:
     """Remove temporary copies that a killed :meth:`HashCache.save` left
     beside ``path``: those of a process that is gone, or a minute old (not
     one another process is writing)."""

@@ -87,19 +87,33 @@ def diff_upper(
     head: ManifestChain,
     hashes: HashCache,
     skip: Collection[bytes] = (),
+    focus: Collection[bytes] | None = None,
+    below: Collection[bytes] = (),
 ) -> list[Change]:
     """Changes from ``head`` to U (``nodes``, parents before children) over
     ``lower``, sorted by path, directories as entries of their own; paths at
     or below one of ``skip`` (ignored paths) are left out. Raises
-    ValueError (a malformed manifest line), OSError (a file of U unreadable)."""
+    ValueError (a malformed manifest line), OSError (a file of U unreadable).
+
+    ``focus``: compare only these paths, and everything visible below those
+    of ``below`` (and below the nodes of ``focus`` that hide what lies
+    below them): the changes among them. For a caller that knows the rest
+    unchanged since it last compared the same U, head and lower
+    (:mod:`snapws.backends.heldclean`)."""
     work = UpperOver(nodes, lower)
-    candidates = set(work.nodes)
-    expand = {n.path for n in nodes if n.kind is not Kind.DIR or n.opaque}
-    for m in unshared_manifests(head, lower):
-        for e in m.entries():
-            candidates.add(e.path)
-            if e.kind is not Kind.DIR or e.opaque:
-                expand.add(e.path)
+    if focus is not None:
+        candidates = set(focus)
+        expand = set(below) | {
+            p for p in candidates if (n := work.nodes.get(p)) is not None and hides(n)
+        }
+    else:
+        candidates = set(work.nodes)
+        expand = {n.path for n in nodes if hides(n)}
+        for m in unshared_manifests(head, lower):
+            for e in m.entries():
+                candidates.add(e.path)
+                if e.kind is not Kind.DIR or e.opaque:
+                    expand.add(e.path)
     for top in sorted(expand):  # in path order: the manifests are searched forward
         for chain in (head, lower):
             loc = chain.locate(top)
@@ -124,6 +138,11 @@ def diff_upper(
         if c is not None:
             changes.append(c)
     return changes
+
+
+def hides(node: Node) -> bool:
+    """Whether U's ``node`` hides what the chain has below it."""
+    return node.kind is not Kind.DIR or node.opaque
 
 
 def _digest(hashes: HashCache, abspath: bytes) -> ContentHash | None:

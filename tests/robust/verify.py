@@ -208,7 +208,7 @@ def _check_workspaces(root: Path, snapshots: set[SnapshotId], problems: list[str
         extra = sorted(
             p.name
             for p in d.iterdir()
-            if p.name not in ("state.json", "hashes", state.upper, state.work)
+            if p.name not in ("state.json", "hashes", "held-clean", state.upper, state.work)
         )
         if extra:
             problems.append(f"workspace {wid.short()} has leftovers: {extra}")

@@ -1,0 +1,158 @@
+"""The held workspace's memo of clean upperdir nodes (snapws.backends.heldclean):
+a status that compares only what moved since the last one says what a
+status comparing everything says, whatever was done in between."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Workspace, WorkspaceFactory
+
+from snapws.backends import heldclean
+
+pytestmark = pytest.mark.root
+
+#: Nodes are remembered clean once this old (the test waits that long).
+RACY_NS = 50_000_000
+
+
+@pytest.fixture
+def held(make_workspace: WorkspaceFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
+    """A workspace that a process holds (its cwd inside), made held by a
+    commit through the live mount."""
+    monkeypatch.setattr(heldclean, "RACY_NS", RACY_NS)
+    spec: dict[str, object] = {
+        "a.txt": "alpha\n",
+        "docs": {"one.md": "1\n", "two.md": "2\n", "deep": {"x.txt": "x\n"}},
+        "old": {"y.txt": "y\n", "sub": {"z.txt": "z\n"}},
+        "bin": {"tool": "#!/bin/sh\n"},
+        ".snapwsignore": "*.swp\n",
+    }
+    ws = make_workspace(spec=spec)
+    holder = subprocess.Popen(["sleep", "600"], cwd=ws.path)
+    try:
+        (ws.path / "a.txt").write_text("alpha 2\n")
+        ws.commit("held now")
+        state = next(ws.store.glob("workspaces/*/state.json")).read_text()
+        assert '"base"' in state  # held: the mount stays on its chain
+        yield ws
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _memo_file(ws: Workspace) -> Path:
+    return next(ws.store.glob("workspaces/*")) / heldclean.NAME
+
+
+def _both(ws: Workspace) -> tuple[list[str], list[str]]:
+    """Status from the memo as the last status left it, and status after
+    comparing every node (no memo), on the same tree."""
+    memo = _memo_file(ws)
+    saved = memo.read_bytes() if memo.exists() else None
+    memo.unlink(missing_ok=True)
+    full = ws.porcelain()
+    if saved is not None:
+        memo.write_bytes(saved)
+    fast = ws.porcelain()
+    return fast, full
+
+
+def _mutate(rng: random.Random, root: Path, n: int) -> str:
+    """One random change through the mount, as a user's program makes it."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    dirs = sorted(p for p in root.rglob("*") if p.is_dir() and not p.is_symlink())
+    kind = rng.choice(
+        ["edit", "add", "delete", "rmdir", "remake", "chmod", "xattr", "kind", "touch", "swp"]
+    )
+    if kind == "edit" and files:
+        f = rng.choice(files)
+        f.write_text(f.read_text() + f"edit {n}\n")
+    elif kind == "add":
+        d = rng.choice([root, *dirs])
+        (d / f"new{n}.txt").write_text(f"new {n}\n")
+    elif kind == "delete" and files:
+        rng.choice(files).unlink()
+    elif kind == "rmdir" and dirs:
+        shutil.rmtree(rng.choice(dirs))
+    elif kind == "remake" and dirs:  # deleted and made again: opaque
+        d = rng.choice(dirs)
+        shutil.rmtree(d)
+        d.mkdir()
+        (d / "again.txt").write_text(f"again {n}\n")
+    elif kind == "chmod" and files:
+        os.chmod(rng.choice(files), rng.choice([0o600, 0o644, 0o755]))
+    elif kind == "xattr" and files:
+        os.setxattr(rng.choice(files), "user.note", f"n{n}".encode())
+    elif kind == "kind" and files:  # a file becomes a directory
+        f = rng.choice(files)
+        f.unlink()
+        f.mkdir()
+        (f / "inside.txt").write_text("inside\n")
+    elif kind == "touch" and files:  # same content, new times
+        os.utime(rng.choice(files))
+    elif kind == "swp":  # ignored
+        (rng.choice([root, *dirs]) / f".e{n}.swp").write_text("swap\n")
+    return kind
+
+
+def test_status_from_the_memo_is_status_comparing_everything(held: Workspace) -> None:
+    rng = random.Random(4242)
+    compared = with_changes = commits = 0
+    for n in range(60):
+        _mutate(rng, held.path, n)
+        if rng.random() < 0.2:
+            held.run("commit", "-m", f"c{n}")  # HEAD moves: the memo's key too
+            commits += 1
+        time.sleep(RACY_NS / 1e9 * 1.5)  # old enough to be remembered
+        fast, full = _both(held)
+        assert fast == full, n
+        compared += 1
+        with_changes += bool(full)
+    assert compared == 60 and with_changes > 20 and commits > 5
+    assert _memo_file(held).exists()
+
+
+def test_a_status_with_a_memo_compares_only_what_moved(
+    held: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a status has remembered the tree clean, one edit makes the
+    next status compare that file (and nothing remembered clean)."""
+    from snapws.layers import upperdiff
+
+    for i in range(20):
+        (held.path / f"f{i}.txt").write_text(f"{i}\n")
+    held.run("commit", "-m", "twenty")
+    time.sleep(RACY_NS / 1e9 * 1.5)
+    assert held.porcelain() == []  # compares everything, remembers it clean
+    focused: list[set[bytes]] = []
+    real = upperdiff.diff_upper
+
+    def spy(*args: object, **kw: object) -> object:
+        focus = args[5] if len(args) > 5 else kw.get("focus")
+        focused.append(set(focus) if focus is not None else {b"<everything>"})  # type: ignore[call-overload]
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("snapws.backends.overlay.diff_upper", spy)
+    (held.path / "f3.txt").write_text("three\n")
+    assert held.porcelain() == [" M f3.txt"]
+    assert focused[-1] == {b"f3.txt"}
+
+
+def test_a_damaged_memo_is_not_used(tmp_path: Path) -> None:
+    memo = heldclean.HeldClean(b"key", {b"a": (1, 2, 3, 4, 5)}, {b"a", b"b"}, {b"b"}, {b"c"})
+    heldclean.save(tmp_path, memo)
+    assert heldclean.load(tmp_path, b"key") == memo
+    assert heldclean.load(tmp_path, b"other key").nodes == set()
+    data = (tmp_path / heldclean.NAME).read_bytes()
+    (tmp_path / heldclean.NAME).write_bytes(data[:-3])
+    assert heldclean.load(tmp_path, b"key").nodes == set()
+    (tmp_path / heldclean.NAME).write_bytes(b"garbage")
+    assert heldclean.load(tmp_path, b"key").nodes == set()
