@@ -111,11 +111,12 @@ class FileWriterChild:
         env = dict(os.environ)
         here = str(Path(__file__).resolve().parents[2])  # the snapws package's directory
         env["PYTHONPATH"] = here + (os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else "")
+        mapped: mmap.mmap | None = None
         try:
             ring = os.memfd_create("snapws-filewriter", os.MFD_CLOEXEC)
             try:
                 os.ftruncate(ring, ring_size)
-                self._ring = mmap.mmap(ring, ring_size)
+                self._ring = mapped = mmap.mmap(ring, ring_size)
                 self._proc = subprocess.Popen(
                     [sys.executable, "-m", "snapws.oci.filewriter", os.fsdecode(root), str(ring)],
                     stdin=subprocess.PIPE,
@@ -127,6 +128,8 @@ class FileWriterChild:
             finally:
                 os.close(ring)
         except (OSError, AttributeError) as e:  # (no memfd_create: not Linux)
+            if mapped is not None:
+                mapped.close()
             raise ChildFailed(f"cannot start the file writer: {e}") from e
         self._size = ring_size
         self._head = 0  # bytes of the ring handed out so far (a running count)
@@ -250,13 +253,12 @@ class FileWriterChild:
         """True while the child is behind: the ring has no room for a
         file of ``size`` bytes, or a batch is waiting and the pipe is full
         (the caller had better write the next file itself)."""
-        if not self._room(size):
-            self._read()  # the child may have freed some
-            if not self._room(size):
-                if self._buf:
-                    self._flush(wait=False)
-                return True
-        return len(self._buf) >= _BATCH and not self._flush(wait=False)
+        if self._room(size) and (len(self._buf) < _BATCH or self._flush(wait=False)):
+            return False
+        self._read()  # results free room, and the child may wait for them to be read
+        if self._buf:
+            self._flush(wait=False)
+        return not self._room(size) or len(self._buf) >= _BATCH
 
     def _room(self, n: int) -> bool:
         size = self._size
