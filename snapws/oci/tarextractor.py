@@ -423,13 +423,16 @@ class LayerExtractor:
     def _take(self, results: list[filewriter.Record]) -> None:
         file_hash, file_stats, file_entry = self.file_hash, self.file_stats, self.file_entry
         in_helper, material = self.in_helper, self._dedup_material
-        for record in results:
-            rel, digest, has_stat, mode, uid, gid, size, mtime_ns, _ino, nlink, _blocks = record
+        for rel, digest, has_stat, mode, uid, gid, size, mtime_ns, ino, nlink, blocks in results:
             in_helper.discard(rel)
             ch = ContentHash(digest.hex())
             file_hash[rel] = ch
             if has_stat and nlink == 1 and stat.S_ISREG(mode):
-                file_stats[rel] = filewriter.FileWriterChild.result(record)[2]  # type: ignore[assignment]
+                # (as FileWriterChild.result makes it, without the call)
+                file_stats[rel] = os.stat_result(
+                    (mode, ino, 0, nlink, uid, gid, size, 0, mtime_ns // 1_000_000_000, 0),
+                    {"st_mtime_ns": mtime_ns, "st_blocks": blocks},
+                )
                 uid, gid = host_ids(uid, gid)
                 e = Entry(rel, Kind.FILE, stat.S_IMODE(mode), uid, gid, mtime_ns, size, ch)
                 file_entry[rel] = e
