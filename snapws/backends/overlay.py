@@ -53,7 +53,7 @@ from snapws.errors import (
     WorkspaceBusyError,
 )
 from snapws.ids import SnapshotId, WorkspaceId
-from snapws.layers.entries import in_or_below_any
+from snapws.layers.entries import Node, in_or_below_any
 from snapws.layers.ignore import drop_ignored, ignored_tops
 from snapws.layers.materialise import materialise
 from snapws.layers.scan import (
@@ -81,6 +81,13 @@ LIVE_AFTER = 0.1
 #: through the mount, whatever holds it by then. Set again by every quiesce,
 #: so nothing of an earlier command carries over.
 _LIVE_COMMITS: set[WorkspaceId] = set()
+
+#: A commit through the live mount that this process is making: U's nodes as
+#: it read them, the ignored paths among them, when it began reading (for
+#: the memo its new HEAD gets, :func:`_remember_committed_clean`), the
+#: ignore settings.
+_CommittedClean = tuple[list[Node], list[bytes], int, tuple[str, ...]]
+_COMMITTED_CLEAN: dict[WorkspaceId, _CommittedClean] = {}
 
 
 class OverlayBackend(MountSwapper, Backend):
@@ -244,6 +251,13 @@ class OverlayBackend(MountSwapper, Backend):
         )
         through = hold and (state.id in _LIVE_COMMITS or self.holds(store, state))
         if not held:
+            if through:  # a commit through the live mount leaves U equal to its new HEAD
+                _COMMITTED_CLEAN[state.id] = (
+                    plan.nodes,
+                    plan.ignored,
+                    began,
+                    session.config.ignore,
+                )
             hiding = {n.path for n in plan.keep if n.kind is not Kind.DIR or n.opaque}
             return WorkChanges(plan.changes, plan.ignored, hiding, _Work(plan, through))
         head = session.manifest_chain(state.head)
@@ -261,6 +275,8 @@ class OverlayBackend(MountSwapper, Backend):
             found = diff_upper(plan.nodes, lower, head, session.hashes, set(tops), focus, below)
         except ValueError as e:  # a manifest line read on the way
             raise StoreCorruptError(f"a layer has a damaged manifest: {e}") from e
+        if through:
+            _COMMITTED_CLEAN[state.id] = (plan.nodes, tops, began, session.config.ignore)
         if memo is not None:
             later = memo.after(plan.nodes, focus, found, in_or_below_any(set(tops)), began)
             if later != memo:
@@ -355,6 +371,7 @@ class OverlayBackend(MountSwapper, Backend):
         when ``tree`` is None (the same layer is stored already). Held:
         nothing (the tree was staged by copying; U stays)."""
         if part.get("held"):
+            _remember_committed_clean(store, old, new)
             return
         wsdir = store.workspace_dir(old.id)
         upper = wsdir / part["upper"]
@@ -556,6 +573,22 @@ class _Work:
 
     plan: CommitPlan
     through: bool = False
+
+
+def _remember_committed_clean(store: Store, old: WorkspaceState, new: WorkspaceState) -> None:
+    """After a commit through the live mount (by this process: a commit
+    finished by a later one remembers nothing), every node of U it read is
+    what the new HEAD holds, except one changed since it was read (its
+    stamp moved): so the next status compares only what moves from now on
+    (:mod:`snapws.backends.heldclean`). Ignored paths were not committed and
+    are not remembered."""
+    taken = _COMMITTED_CLEAN.pop(old.id, None)
+    if taken is None or new.base is None or new.upper != old.upper:
+        return
+    nodes, tops, began, ignore = taken
+    key = heldclean.memo_key(new.head.hex, new.mounted_head.hex, new.upper, ignore)
+    memo = heldclean.HeldClean(key).after(nodes, None, [], in_or_below_any(set(tops)), began)
+    heldclean.save(store.workspace_dir(new.id), memo)
 
 
 def _memo(work: WorkChanges) -> _Work:

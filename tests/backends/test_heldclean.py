@@ -156,3 +156,33 @@ def test_a_damaged_memo_is_not_used(tmp_path: Path) -> None:
     assert heldclean.load(tmp_path, b"key").nodes == set()
     (tmp_path / heldclean.NAME).write_bytes(b"garbage")
     assert heldclean.load(tmp_path, b"key").nodes == set()
+
+
+def test_a_commit_through_the_live_mount_leaves_the_memo_of_its_head(
+    held: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a held commit read is what its new HEAD holds: the status after
+    it compares only what moved since (here: nothing, then one file)."""
+    from snapws.layers import upperdiff
+
+    for i in range(20):
+        (held.path / f"f{i}.txt").write_text(f"{i}\n")
+    time.sleep(RACY_NS / 1e9 * 1.5)  # old enough when the commit reads them
+    held.run("commit", "-m", "twenty")
+    focused: list[set[bytes] | None] = []
+    real = upperdiff.diff_upper
+
+    def spy(*args: object, **kw: object) -> object:
+        focus = args[5] if len(args) > 5 else kw.get("focus")
+        focused.append(None if focus is None else set(focus))  # type: ignore[call-overload]
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("snapws.backends.overlay.diff_upper", spy)
+    assert held.porcelain() == []
+    assert focused[-1] == set()
+    (held.path / "f7.txt").write_text("seven\n")
+    assert held.porcelain() == [" M f7.txt"]
+    assert focused[-1] == {b"f7.txt"}
+    _memo_file(held).unlink()
+    assert held.porcelain() == [" M f7.txt"]  # and the same from scratch
+    assert focused[-1] is None
