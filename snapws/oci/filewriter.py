@@ -80,6 +80,7 @@ _BATCH_PART = 16  # or a sixteenth of the ring's bytes put in it
 RING = 32 << 20  # shared memory holding the data of files on their way to the child
 REPORT = 256  # files written between two result frames of the child
 REPORT_PART = 8  # or an eighth of the ring's bytes written
+_BUSY_SKIP = 8  # small files the parent writes itself before it asks again
 _FRAME = struct.Struct("<cQ")  # a result frame's kind (D, A) and length
 MAX_DIR_FDS = 64
 
@@ -152,6 +153,7 @@ class FileWriterChild:
         self._ready: list[Record] = []  # results not collected yet
         self._answer: bytes | None = None  # the pickle of an A frame
         self._since = 0  # files queued since the last look for results
+        self._skip = 0  # calls of busy() left to answer True without looking
         try:
             started = os.read(self._rfd, 1) == b"R"
         except OSError:
@@ -207,7 +209,10 @@ class FileWriterChild:
     def collect(self) -> list[Record]:
         """The results the child has reported since the last call (or
         sync), without waiting (see :data:`Record`). Raises ChildFailed."""
-        if self._since >= REPORT // 4:  # a frame may have come
+        if self._since >= REPORT // 4 and (  # a frame may have come
+            len(self._sent) - self._matched >= REPORT
+            or (self._head - self._tail) * REPORT_PART >= self._size
+        ):
             self._since = 0
             self._read()
         out, self._ready = self._ready, []
@@ -217,7 +222,7 @@ class FileWriterChild:
         """Read what the child wrote, without waiting; parse whole frames."""
         while not self._eof:
             try:
-                data = os.read(self._rfd, 1 << 20)
+                data = os.read(self._rfd, 1 << 16)  # (a 1 MB buffer costs an mmap a call)
             except BlockingIOError:
                 break
             if not data:
@@ -254,11 +259,18 @@ class FileWriterChild:
         file of ``size`` bytes, or a batch is waiting and the pipe is full
         (the caller had better write the next file itself)."""
         if self._room(size) and (len(self._buf) < _BATCH or self._flush(wait=False)):
+            self._skip = 0
             return False
+        if self._skip:  # asked a moment ago: no system call for each file
+            self._skip -= 1
+            return True
         self._read()  # results free room, and the child may wait for them to be read
         if self._buf:
             self._flush(wait=False)
-        return not self._room(size) or len(self._buf) >= _BATCH
+        if self._room(size) and len(self._buf) < _BATCH:
+            return False
+        self._skip = _BUSY_SKIP
+        return True
 
     def _room(self, n: int) -> bool:
         size = self._size
