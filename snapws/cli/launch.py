@@ -139,6 +139,8 @@ def private_dir(path: str) -> bool:
 def _via_server(args: list[str]) -> int | None:
     """Run the command in a server's worker: its exit status (a negative
     number: the signal it died of), or None to run it here."""
+    if not _plain_process():
+        return None
     where = runtime_dir()
     if not private_dir(where):
         return None
@@ -170,6 +172,24 @@ def _via_server(args: list[str]) -> int | None:
     return status
 
 
+def _plain_process() -> bool:
+    """Whether a worker can stand in for this process at all: its standard
+    streams are open (else the socket would take the place of one), and it
+    is in the initial user namespace (a ``snapws run`` or ``shell`` of a
+    rootless workspace is not: a server started there would live in that
+    namespace)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            return False
+    try:
+        with open("/proc/self/uid_map", "rb") as fh:
+            return fh.read().split() == [b"0", b"0", b"4294967295"]
+    except OSError:
+        return False
+
+
 def _request(sock: _socket.socket, args: list[str], pending: list[int]) -> int | None:
     try:
         cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -182,10 +202,10 @@ def _request(sock: _socket.socket, args: list[str], pending: list[int]) -> int |
         fields += [f"{k}={v}" for k, v in os.environ.items()]
         payload = b"\0".join(os.fsencode(f) for f in fields)
         fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2, cwd))
-        sock.sendmsg(
-            [len(payload).to_bytes(4, "little"), payload],
-            [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)],
-        )
+        message = len(payload).to_bytes(4, "little") + payload
+        sent = sock.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
+        while sent < len(message):  # a big request goes in parts
+            sent += sock.send(message[sent:])
     except OSError:  # a standard stream is closed, the server went away
         return None
     finally:
@@ -202,7 +222,10 @@ def _request(sock: _socket.socket, args: list[str], pending: list[int]) -> int |
 def _wait(sock: _socket.socket, worker: int, pending: list[int]) -> int:
     """Pass signals on to the worker until it reports its exit status."""
 
+    forwarded: list[int] = list(pending)
+
     def forward(signum: int, frame: object) -> None:
+        forwarded.append(signum)
         _kill(worker, signum)
 
     def stop(signum: int, frame: object) -> None:  # Ctrl-Z: stop both, then go on
@@ -223,7 +246,8 @@ def _wait(sock: _socket.socket, worker: int, pending: list[int]) -> int:
     except OSError:
         reply = None
     if reply is None or reply[:1] != EXITED:
-        return -int(_signal.SIGKILL)  # the worker was killed: so is its command
+        # the worker died of a signal: the one passed on to it, else a kill
+        return -(forwarded[-1] if forwarded else int(_signal.SIGKILL))
     return int.from_bytes(reply[1:], "little", signed=True)
 
 
@@ -246,11 +270,11 @@ def _recv_exact(sock: _socket.socket, n: int) -> bytes | None:
 
 def _exit_as(status: int) -> None:
     """End as the worker ended: its exit code, or death by its signal."""
-    sys.stdout.flush()
     if status >= 0:
         os._exit(status)
     signum = -status
-    _signal.signal(signum, _signal.SIG_DFL)
+    if signum not in (_signal.SIGKILL, _signal.SIGSTOP):  # (those have no handler)
+        _signal.signal(signum, _signal.SIG_DFL)
     os.kill(os.getpid(), signum)
     os._exit(128 + signum)
 

@@ -169,6 +169,24 @@ def cli(ctx: click.Context, directory: Path | None, store: Path | None, quiet: b
 CLOSED_PIPE = 128 + signal.SIGPIPE
 
 
+def _open_closed_streams() -> None:
+    """A standard stream the caller closed (``snapws status >&-``) reads or
+    writes /dev/null, as for a daemon: else writing to it fails, or a file a
+    command opens takes its descriptor."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
+
+
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so that no later flush fails again."""
     try:
@@ -298,6 +316,7 @@ COMMAND_MODULES = {
 
 def main() -> None:
     """Console-script entry point."""
+    _open_closed_streams()
     try:
         cli(prog_name="snapws")
     except SystemExit as e:

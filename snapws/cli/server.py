@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Any
 
 import click
 
@@ -98,6 +99,8 @@ def serve(where: str, key: str) -> None:
     watch = CodeWatch.start()
     fingerprint = code_fingerprint() if watch is None else []
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped by the kernel
+    signal.signal(signal.SIGTERM, _retire)
+    server = os.getpid()
     idle = idle_seconds()
     waits = [listener.fileno()] if watch is None else [watch.fd, listener.fileno()]
     try:
@@ -127,7 +130,7 @@ def serve(where: str, key: str) -> None:
                     os.close(lock)
                     if watch is not None:
                         os.close(watch.fd)
-                    _work(conn)
+                    _work(conn, server)
                 finally:
                     os._exit(70)
             conn.close()
@@ -135,6 +138,11 @@ def serve(where: str, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             if os.stat(path).st_ino == bound:  # not a later server's
                 os.unlink(path)
+
+
+def _retire(signum: int, frame: object) -> None:
+    """SIGTERM: leave the loop, taking the socket away (see :func:`serve`)."""
+    raise SystemExit(0)
 
 
 def code_dirs() -> list[str]:
@@ -226,16 +234,17 @@ def preload() -> None:
             importlib.import_module(info.name)
 
 
-def _work(conn: socket.socket) -> None:
+def _work(conn: socket.socket, server: int) -> None:
     """A worker: read the request, become the client, run the command,
     report its exit status; exits the process."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         request = _receive(conn)
-        declined = request is None or not _may_stand_in(conn, request.pid)
+        ignored = None if request is None else _may_stand_in(request.pid, server)
     except OSError:
         os._exit(0)
-    if declined or request is None:
+    if ignored is None or request is None:
         _reply(conn, launch.DECLINED, 0)
         os._exit(0)
     try:
@@ -243,6 +252,7 @@ def _work(conn: socket.socket) -> None:
     except OSError:  # e.g. its directory cannot be entered: the client runs it
         _reply(conn, launch.DECLINED, 0)
         os._exit(0)
+    _take_signals(ignored)
     busy.count_as_this_command(request.pid)
     _die_with_client(conn)
     _reply(conn, launch.RUNNING, os.getpid())
@@ -307,22 +317,33 @@ def _peer(conn: socket.socket) -> tuple[int, int, int]:
     )
 
 
-def _may_stand_in(conn: socket.socket, pid: int) -> bool:
-    """Whether this worker is the client in all a fork cannot change: the
-    same credentials, namespaces and root, and resource limits it can take."""
+def _may_stand_in(pid: int, server: int) -> int | None:
+    """Whether this worker is the client ``pid`` in all a fork cannot
+    change: the same credentials, namespaces and root, and resource limits
+    and priority it can take (taken now). The signals the client ignores
+    (a mask, /proc's SigIgn), or None if it may not. A client this worker
+    cannot follow because the server is more restricted (started by a
+    ``nice`` or ``ulimit``-ed command) makes the server retire: the next
+    command starts another."""
     try:
         with open(f"/proc/{pid}/status", "rb") as fh:
-            theirs = [ln for ln in fh if ln.startswith(_SAME_STATUS)]
+            status = fh.read().splitlines()
         with open("/proc/self/status", "rb") as fh:
-            mine = [ln for ln in fh if ln.startswith(_SAME_STATUS)]
+            own = fh.read().splitlines()
+        theirs = [ln for ln in status if ln.startswith(_SAME_STATUS)]
+        mine = [ln for ln in own if ln.startswith(_SAME_STATUS)]
         if theirs != mine or len(mine) != len(_SAME_STATUS):
-            return False
+            return None
         for ns in _NAMESPACES:
             if os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"):
-                return False
-        root, own = os.stat(f"/proc/{pid}/root/"), os.stat("/")
-        if (root.st_dev, root.st_ino) != (own.st_dev, own.st_ino):
-            return False
+                return None
+        root, top = os.stat(f"/proc/{pid}/root/"), os.stat("/")
+        if (root.st_dev, root.st_ino) != (top.st_dev, top.st_ino):
+            return None
+        ignored = next(int(ln.split()[1], 16) for ln in status if ln.startswith(b"SigIgn:"))
+    except (OSError, ValueError, StopIteration):
+        return None
+    try:
         for name in dir(resource):
             if name.startswith("RLIMIT_"):
                 which = getattr(resource, name)
@@ -331,8 +352,28 @@ def _may_stand_in(conn: socket.socket, pid: int) -> bool:
                     resource.setrlimit(which, limits)
         os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, pid))
     except (OSError, ValueError):
-        return False
-    return True
+        if os.getppid() == server:  # (not whoever adopted this worker)
+            os.kill(server, signal.SIGTERM)  # retire (see above)
+        return None
+    return ignored
+
+
+def _take_signals(ignored: int) -> None:
+    """The signal dispositions the client's own process would have: those
+    it ignores ignored (a background job's SIGINT, nohup's SIGHUP), Python's
+    at start for the rest (SIGINT raises KeyboardInterrupt; SIGPIPE and
+    SIGXFSZ are ignored, and so the client ignores them too)."""
+    for signum in signal.valid_signals():
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        if ignored & (1 << (signum - 1)):
+            handler: Any = signal.SIG_IGN
+        elif signum == signal.SIGINT:
+            handler = signal.default_int_handler
+        else:
+            handler = signal.SIG_DFL
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(signum, handler)
 
 
 def _become(request: _Request) -> None:

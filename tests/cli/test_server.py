@@ -382,3 +382,61 @@ def test_the_code_watch_sees_python_files_change(
             assert watch.changed()  # it stays changed
         finally:
             os.close(watch.fd)
+
+
+def test_a_worker_killed_by_the_signal_its_client_passed_on_ends_the_client_so(
+    ws: Workspace, served: Served, tmp_path: Path
+) -> None:
+    """SIGTERM to the command (kill's default) ends it by SIGTERM, as a
+    process of its own (exit 143 to a shell), not with a traceback."""
+    served.start(ws.outside)
+    client, worker = _blocked_client(ws, served, tmp_path / "fifo")
+    client.send_signal(signal.SIGTERM)
+    _, err = client.communicate(timeout=60)
+    assert client.returncode == -signal.SIGTERM, err
+    assert b"Traceback" not in err
+    assert _gone(worker)
+
+
+def test_a_server_started_by_a_command_that_ignored_ctrl_c_still_passes_it_on(
+    ws: Workspace, served: Served, tmp_path: Path
+) -> None:
+    """A background job of a script ignores SIGINT; the server it starts
+    must not make every later command ignore Ctrl-C."""
+    first = subprocess.run(
+        [sys.executable, "-c", CLIENT, "-C", str(ws.path), "status"],
+        cwd=ws.outside,
+        env=served.env,
+        capture_output=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        timeout=120,
+    )
+    assert first.returncode == 0
+    deadline = time.monotonic() + 60
+    while not served.server_pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    client, worker = _blocked_client(ws, served, tmp_path / "fifo")
+    client.send_signal(signal.SIGINT)
+    _, err = client.communicate(timeout=60)
+    assert client.returncode == 130, err
+    assert _gone(worker)
+
+
+def test_closed_streams_and_a_big_request(ws: Workspace, served: Served) -> None:
+    """A closed stdout is not replaced by the client's socket (the command
+    runs in the client); a request of megabytes arrives whole."""
+    served.start(ws.outside)
+    script = f"{sys.executable} -c '{CLIENT}' -C {ws.path} status >&-; echo rc=$?"
+    out = subprocess.run(
+        ["bash", "-c", script], env=served.env, capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.strip() == "rc=0" and "Traceback" not in out.stderr, out
+    paths = [f"no/such/path/{i:06d}" for i in range(60_000)]
+    here = direct("-C", str(ws.path), "diff", "--name-only", "--", *paths, cwd=ws.outside)
+    there = served.run("-C", str(ws.path), "diff", "--name-only", "--", *paths, cwd=ws.outside)
+    assert (there.returncode, there.stdout, there.stderr) == (
+        here.returncode,
+        here.stdout,
+        here.stderr,
+    )
