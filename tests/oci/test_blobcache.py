@@ -125,7 +125,7 @@ def test_gc_prunes_the_blob_cache_of_the_layers_it_deletes(
     gone_blob = cached_layer(store, chain[-1], "gzip")
     assert kept_blob is not None and gone_blob is not None
     ws.run("checkout", "main")
-    ws.run("branch", "-d", "exp")
+    ws.run("branch", "-D", "exp")  # not merged: -D
     ws.gen({"later": "x"})
     ws.commit("later")  # the newest snapshot: prune --keep-last 1 keeps it (and main)
     ws.run("prune", "--keep-last", "1")

@@ -50,7 +50,7 @@ def make_history(ws: Workspace) -> History:
         (ws.path / "d" / f"{name}.txt").write_text(f"{name}\n")
         ws.commit(f"on {name}")
         ws.run("checkout", "main")
-        ws.run("branch", "-d", name)
+        ws.run("branch", "-D", name)  # not merged: -D
     (ws.path / "b.txt").write_text("b\n")
     ws.commit("B")
     (ws.path / "d" / "keep.txt").unlink()

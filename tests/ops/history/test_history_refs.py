@@ -279,8 +279,8 @@ def test_branch_create_and_delete(hist: History) -> None:
     r = ws.run("branch", "-d", "topic", check=False)
     assert r.returncode == 4
     assert "no branch named 'topic'" in r.stderr
-    # the snapshots stay reachable by id after the branch is gone
-    ws.run("branch", "-d", "feat")
+    # the snapshots stay reachable by id after the branch is gone (-D: not merged)
+    ws.run("branch", "-D", "feat")
     assert ws.json("show", ids[4])["id"] == ids[4]
 
 

@@ -154,7 +154,7 @@ def test_prune_then_gc_frees_exactly_the_abandoned_layers(workspace: Workspace) 
     e1 = ws.commit("experiment")
     exp_layer = chain(ws, e1)[-1]
     ws.run("checkout", "main")
-    ws.run("branch", "-d", "exp")
+    ws.run("branch", "-D", "exp")  # not merged: -D
     (ws.path / "d" / "x.bin").unlink()
     (ws.path / "new.txt").write_text("new\n")
     s2 = ws.commit("s2")
