@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from conftest import Workspace, WorkspaceFactory, _clean_env
-from helpers import gen
 
 from snapws.cli import launch, server
 
@@ -201,11 +200,13 @@ def test_a_client_with_other_capabilities_runs_the_command_itself(
 
 
 def test_a_closed_pipe_ends_the_client_by_sigpipe(ws: Workspace, served: Served) -> None:
-    for i in range(40):
-        gen(ws.path, {f"f{i}": str(i)})
-        ws.commit(f"c{i}")
+    """``snapws diff -p | head -1``: the reader goes away long before the
+    output ends (megabytes, far more than a pipe holds)."""
+    (ws.path / "big.txt").write_text("".join(f"{i}\n" for i in range(200_000)))
     served.start(ws.outside)
-    script = f"{sys.executable} -c '{CLIENT}' -C {ws.path} log | head -1; echo ${{PIPESTATUS[0]}}"
+    script = (
+        f"{sys.executable} -c '{CLIENT}' -C {ws.path} diff -p | head -1; echo ${{PIPESTATUS[0]}}"
+    )
     out = subprocess.run(
         ["bash", "-c", script], env=served.env, capture_output=True, text=True, timeout=120
     )
