@@ -79,8 +79,9 @@ def idle_seconds() -> float:
 
 
 def serve(where: str, key: str) -> None:
-    """Listen on ``where/key.sock`` until idle; return in each worker, after
-    its command (see :func:`_work`)."""
+    """Listen on ``where/key.sock`` until idle, retired (SIGTERM) or the code
+    changed; a worker forked for each client (:func:`_work`) never returns
+    here."""
     lock = os.open(os.path.join(where, f"{key}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
