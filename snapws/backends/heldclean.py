@@ -113,6 +113,7 @@ def load(wsdir: Path, key: bytes) -> HeldClean:
     """The memo of ``key`` in ``wsdir``; an empty one if there is none for
     that key, or it is unreadable."""
     empty = HeldClean(key)
+    drop_old_copies(wsdir / NAME)  # a copy a killed save left
     try:
         data = (wsdir / NAME).read_bytes()
     except OSError:

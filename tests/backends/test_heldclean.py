@@ -186,3 +186,11 @@ def test_a_commit_through_the_live_mount_leaves_the_memo_of_its_head(
     _memo_file(held).unlink()
     assert held.porcelain() == [" M f7.txt"]  # and the same from scratch
     assert focused[-1] is None
+
+
+def test_a_copy_a_killed_save_left_goes_at_the_next_status(held: Workspace) -> None:
+    wsdir = _memo_file(held).parent
+    stray = wsdir / f".{heldclean.NAME}.tmp-999999999"  # no such process
+    stray.write_bytes(b"half")
+    held.porcelain()
+    assert not stray.exists()
