@@ -441,3 +441,78 @@ def test_closed_streams_and_a_big_request(ws: Workspace, served: Served) -> None
         here.stdout,
         here.stderr,
     )
+
+
+def test_a_client_in_a_user_namespace_runs_the_command_itself(
+    ws: Workspace, served: Served
+) -> None:
+    """Inside a user namespace (a rootless workspace's ``snapws run``) no
+    server is used, nor started: one would live in that namespace."""
+    served.start(ws.outside)
+    before = served.server_pids()
+    proc = subprocess.run(
+        [
+            *("unshare", "--user", "--map-root-user"),
+            *(sys.executable, "-X", "importtime", "-c", CLIENT, "-C", str(ws.path), "status"),
+        ],
+        cwd=ws.outside,
+        env=served.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert _imports_click(proc.stderr), proc.stderr  # it ran in the client
+    time.sleep(0.5)
+    assert served.server_pids() == before
+
+
+def test_a_server_a_niced_command_started_gives_way(tmp_path: Path) -> None:
+    """As an ordinary user: the first command, under ``nice``, starts the
+    server at that priority; the next, at the normal one, cannot be served
+    by it (she may not raise a priority back), so the server retires, and
+    the command after is served by a new one at the normal priority."""
+    from backends.users import UserArea
+
+    area = UserArea()
+    try:
+        runtime = area.root / "run"
+        area.run("mkdir", "-m", "700", runtime)
+        env = {"XDG_RUNTIME_DIR": str(runtime), "SNAPWS_SERVER": "1"}
+        ws = area.root / "ws"
+        area.run("mkdir", ws)
+        area.run("sh", "-c", "echo a > a.txt", cwd=ws)
+        area.snapws("init", ws, env={**env, "SNAPWS_SERVER": "0"})
+
+        def client(*words: str) -> subprocess.CompletedProcess[str]:
+            return area.run(*words, sys.executable, "-c", CLIENT, "-C", str(ws), "status", env=env)
+
+        def servers() -> dict[int, int]:  # pid -> nice
+            out = {}
+            for pid in area.tagged_pids():
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if b"snapws.cli.server" in cmdline:
+                    out[pid] = int(
+                        Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16]
+                    )
+            return out
+
+        def wait_for(pred: object) -> dict[int, int]:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                found = servers()
+                if pred(found):  # type: ignore[operator]
+                    return found
+                time.sleep(0.05)
+            raise AssertionError(f"servers: {servers()}")
+
+        client("nice", "-n", "10")
+        niced = wait_for(lambda s: bool(s))
+        assert list(niced.values()) == [10]
+        time.sleep(1)  # its imports done
+        client()  # declined (the server cannot take nice 0), run in the client
+        wait_for(lambda s: not set(s) & set(niced))  # the niced one retired
+        client()  # starts a new one
+        fresh = wait_for(lambda s: bool(s))
+        assert list(fresh.values()) == [0]
+    finally:
+        area.cleanup()
