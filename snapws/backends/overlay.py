@@ -250,6 +250,7 @@ class OverlayBackend(MountSwapper, Backend):
             compare=not held,
         )
         through = hold and (state.id in _LIVE_COMMITS or self.holds(store, state))
+        _COMMITTED_CLEAN.pop(state.id, None)  # (one a checkout's changes left)
         if not held:
             if through:  # a commit through the live mount leaves U equal to its new HEAD
                 _COMMITTED_CLEAN[state.id] = (
