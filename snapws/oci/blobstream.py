@@ -8,7 +8,7 @@ unless the remote verified it already, finds the format from the first bytes (gz
 tar, whatever the media type claims), decompresses, and hashes the tar
 (sha256: the image config's ``diff_id``).
 
-hashlib, zlib and zstandard release the GIL, so the unpacking
+hashlib, the inflater and zstandard release the GIL, so the unpacking
 thread seldom waits: it only parses headers and writes files. (A second
 stage thread, reading apart from decompressing, measured no faster: the
 unpacking thread is the bottleneck.) Errors of the codecs become
@@ -22,18 +22,17 @@ import contextlib
 import hashlib
 import queue
 import threading
-import zlib
 from collections.abc import Callable
 from typing import Protocol
 
 from snapws.errors import BadImageError
 from snapws.ids import BlobDigest
 from snapws.oci.compress import GZIP, GZIP_MAGIC, NONE, ZSTD, ZSTD_MAGIC, zstd_module
+from snapws.oci.inflate import INFLATE_ERRORS, gzip_inflater
 
 RAW_CHUNK = 1 << 20  # bytes of the blob read at once (what a download hands over)
 OUT_CHUNK = 1 << 20  # decompressed bytes handed over at once (bounds memory)
 DEPTH = 8  # decompressed chunks waiting for the unpacking thread
-_GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around deflate
 
 
 class _Source(Protocol):
@@ -136,7 +135,7 @@ class LayerBlobStream:
             self._put(b"")
         except _Stop:
             return
-        except zlib.error as e:
+        except INFLATE_ERRORS as e:
             self._hand_on(self._bad(f"corrupt gzip data: {e}"))
         except BaseException as e:  # handed to the unpacking thread
             if type(e).__name__ == "ZstdError":
@@ -149,15 +148,16 @@ class LayerBlobStream:
 
     def _gunzip(self, data: bytes) -> None:
         """Gzip members one after the other (zero bytes may pad the end, as
-        gzip(1) allows); zlib checks each member's header, CRC-32 and size."""
-        d = zlib.decompressobj(_GZIP_WBITS)
+        gzip(1) allows); the inflater (:mod:`snapws.oci.inflate`) checks each
+        member's header, CRC-32 and size."""
+        d = gzip_inflater()
         while True:
             while data:
                 if d.eof:  # a member ended: zero padding, or the next member
                     data = data.lstrip(b"\0")
                     if not data:
                         break
-                    d = zlib.decompressobj(_GZIP_WBITS)
+                    d = gzip_inflater()
                 self._emit(d.decompress(data, OUT_CHUNK))
                 data = d.unused_data if d.eof else d.unconsumed_tail
             data = self._next_raw()
