@@ -35,6 +35,7 @@ class ExitCode(IntEnum):
     STORE_UNWRITABLE = 18  # the store's filesystem is read-only (EROFS) or failing (EIO)
     NOT_MOUNTED = 19  # the workspace's directory does not show the workspace (not mounted)
     INTERNAL = 70
+    OUTPUT_FAILED = 74  # writing standard output or error failed (sysexits' EX_IOERR)
     INTERRUPTED = 130
 
 
@@ -210,6 +211,17 @@ class PermissionDeniedError(SnapwsError):
     default_hint = (
         "run snapws as a user who may read and write that path (its owner), "
         "or change its permissions"
+    )
+
+
+class OutputError(SnapwsError):
+    """Writing standard output or standard error failed (ENOSPC, EIO...: a
+    full disk, /dev/full): no error of the store. A closed pipe is none."""
+
+    exit_code = ExitCode.OUTPUT_FAILED
+    default_hint = (
+        "free space where the output goes, or send it elsewhere, then run the command "
+        "again; this is no error of the store"
     )
 
 

@@ -6,6 +6,7 @@ one library call and render the result. They never hold logic of their own.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
@@ -16,9 +17,10 @@ from typing import Any, NoReturn
 import click
 
 from snapws import __version__
+from snapws.cli import stdstreams
 from snapws.cli.app import CANNOT_ENTER_HINT, App, HintedUsageError, cannot_enter
 from snapws.config import load_config
-from snapws.errors import ExitCode, SnapwsError, environment_error
+from snapws.errors import ExitCode, OutputError, SnapwsError, environment_error
 from snapws.interrupts import DeferredInterrupt
 
 
@@ -56,6 +58,21 @@ class SnapwsGroup(click.Group):
         except click.UsageError as e:
             _usage_error(e)
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """click's main, with the standard streams guarded (:mod:`stdstreams`):
+        a failed write to them is exit 74 (OUTPUT_FAILED), in :meth:`invoke`
+        as for any SnapwsError, here when it comes outside a command
+        (``--help``, ``--version``, the last flush)."""
+        with stdstreams.guarded():
+            try:
+                try:
+                    return super().main(*args, **kwargs)
+                finally:
+                    stdstreams.flush()
+            except OutputError as e:
+                _report(e.message, e.hint)
+                sys.exit(int(e.exit_code))
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             try:
@@ -70,21 +87,17 @@ class SnapwsGroup(click.Group):
             _silence_stdout()
             ctx.exit(CLOSED_PIPE)
         except SnapwsError as e:
-            click.echo(f"snapws: error: {e.message}", err=True)
-            if e.hint:
-                click.echo(f"hint: {e.hint}", err=True)
+            _report(e.message, e.hint)
             ctx.exit(int(e.exit_code))
         except OSError as e:  # one no entry point wrapped: say what it is, never guess
             env = environment_error(e)
             if env is not None:
-                click.echo(f"snapws: error: {env.message}", err=True)
-                click.echo(f"hint: {env.hint}", err=True)
+                _report(env.message, env.hint)
                 ctx.exit(int(env.exit_code))
-            click.echo(f"snapws: error: {e}", err=True)
-            click.echo(
-                "hint: this is unexpected; the store is left valid (the next command "
+            _report(
+                str(e),
+                "this is unexpected; the store is left valid (the next command "
                 "finishes or rolls back the step). Please report it with the command run",
-                err=True,
             )
             ctx.exit(int(ExitCode.INTERNAL))
         except DeferredInterrupt as e:  # came during a critical section, acted on after it
@@ -185,6 +198,16 @@ def _open_closed_streams() -> None:
             os.close(null)
         if getattr(sys, name) is None:
             setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
+
+
+def _report(message: str, hint: str | None) -> None:
+    """``snapws: error: MESSAGE`` and ``hint: HINT`` on stderr. A stderr
+    that cannot be written to (OutputError) changes nothing: the exit code
+    still says which error it was."""
+    with contextlib.suppress(OutputError):
+        click.echo(f"snapws: error: {message}", err=True)
+        if hint:
+            click.echo(f"hint: {hint}", err=True)
 
 
 def _silence_stdout() -> None:

@@ -83,6 +83,7 @@ def test_exit_code_table() -> None:
         "STORE_UNWRITABLE": 18,
         "NOT_MOUNTED": 19,
         "INTERNAL": 70,
+        "OUTPUT_FAILED": 74,
         "INTERRUPTED": 130,
     }
 
