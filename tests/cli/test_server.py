@@ -21,8 +21,9 @@ from conftest import Workspace, WorkspaceFactory, _clean_env
 
 from snapws.cli import launch, server
 
-#: The console script's code, as pip writes it (sys.argv[1:] are the arguments).
+#: The ``snapws`` command's code (scripts/snapws; sys.argv[1:] are the arguments).
 CLIENT = "from snapws.cli.launch import main; main()"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "snapws"
 
 
 class Served:
@@ -516,3 +517,42 @@ def test_a_server_a_niced_command_started_gives_way(tmp_path: Path) -> None:
         assert list(fresh.values()) == [0]
     finally:
         area.cleanup()
+
+
+def _imported(importtime: str) -> set[str]:
+    return {m.group(1) for m in re.finditer(r"^import time:.*\|\s+(\S+)$", importtime, re.M)}
+
+
+def test_the_installed_command_imports_only_the_client_before_it_is_served(
+    ws: Workspace, served: Served
+) -> None:
+    """scripts/snapws (what pip installs as ``snapws``) adds nothing to the
+    interpreter's start-up but the client: pip's wrapper for an entry point
+    imported ``re`` (5 ms) on every command. Run with ``-S`` (``site`` may
+    import ``re`` itself here, through a .pth file; a venv's does not)."""
+    assert SCRIPT.read_text().startswith("#!python\n")
+    import click
+
+    where = [str(SCRIPT.parents[1]), str(Path(click.__file__).parents[1])]
+    env = dict(served.env, PYTHONPATH=os.pathsep.join(where))
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-S", "-X", "importtime", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    bare = run("-c", "import os")  # site imports os, even in a venv
+    deadline = time.monotonic() + 60
+    while True:  # the first command may start the server and run itself
+        proc = run(str(SCRIPT), "-C", str(ws.path), "status")
+        assert proc.returncode == 0, proc.stderr
+        if not _imports_click(proc.stderr) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert "a.txt" in proc.stdout
+    added = _imported(proc.stderr) - _imported(bare.stderr)
+    assert added <= {"snapws", "snapws.cli", "snapws.cli.launch", "_socket", "_signal"}, added
