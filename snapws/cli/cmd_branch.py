@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from snapws.cli.app import App, emit_json, pass_app
-from snapws.errors import MissingArgumentError
-from snapws.ops.history.refs import create_ref, delete_ref, list_refs
+from snapws.cli.main import report_error
+from snapws.errors import MissingArgumentError, SnapwsError
+from snapws.ops.history.refs import KIND, DeletedRef, create_ref, delete_ref, list_refs
+
+if TYPE_CHECKING:
+    from snapws.session import Session
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -35,8 +39,8 @@ def _ref_command(kind: str) -> click.Command:
 
     @click.command(kind)
     @click.argument("name", required=False)
-    @click.argument("rev", required=False)
-    @click.option("-d", "--delete", "delete", is_flag=True, help=f"Delete the {kind} NAME.")
+    @click.argument("more", nargs=-1, metavar="[REV | NAME...]")
+    @click.option("-d", "--delete", "delete", is_flag=True, help=f"Delete the {kind}(s) NAME...")
     @_force_delete_option(kind)
     @click.option("-f", "--force", is_flag=True, help=force_help)
     @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
@@ -44,7 +48,7 @@ def _ref_command(kind: str) -> click.Command:
     def cmd(
         app: App,
         name: str | None,
-        rev: str | None,
+        more: tuple[str, ...],
         delete: bool,
         force: bool,
         as_json: bool,
@@ -55,55 +59,82 @@ def _ref_command(kind: str) -> click.Command:
             raise MissingArgumentError(
                 f"{kind} name required", hint=f"`snapws {kind} -d NAME`; `snapws {kind}` lists them"
             )
+        if not delete and len(more) > 1:
+            raise click.UsageError(f"Got unexpected extra argument ({more[1]})")
         exclusive = name is not None
         with app.session(exclusive=exclusive, mount=False) as s:
             if name is None:
-                refs = list_refs(s.store, kind)
-                current = s.state.branch if kind == "branch" else None
-                if as_json:
-                    listed = [
-                        {"name": n, "id": sid.hex, "current": n == current}
-                        for n, sid in refs.items()
-                    ]
-                    key = "branches" if kind == "branch" else "tags"
-                    emit_json({key: listed, "namespace": s.store.namespace})
-                    return
-                for n, sid in refs.items():
-                    mark = "*" if n == current else " "
-                    click.echo(f"{mark} {n:<20} {sid.short()}")
+                _list(s, kind, as_json)
                 return
             if delete:
-                gone = delete_ref(
-                    s.store,
-                    kind,
-                    name,
-                    app.who(),
-                    s.state.branch,
-                    s.state.head,
-                    force=force or force_delete,
-                )
-                if gone.merged_into not in (None, "HEAD"):
-                    click.echo(
-                        f"warning: deleting branch {name!r} that has been merged to "
-                        f"{gone.merged_into!r}, but not yet merged to HEAD",
-                        err=True,
-                    )
-                if as_json:
-                    emit_json(gone.to_json())
-                else:
-                    click.echo(f"Deleted {kind} {name} (was {gone.previous.short()})")
-                return
-            target = app.resolve(s, rev or "HEAD")
-            create_ref(s.store, kind, name, target, app.who(), force)
+                failed = _delete(app, s, kind, [name, *more], force or force_delete, as_json)
+            else:
+                target = app.resolve(s, more[0] if more else "HEAD")
+                previous = s.store.read_ref(KIND[kind], name)
+                create_ref(s.store, kind, name, target, app.who(), force)
+        if delete:
+            if failed is not None:  # after the session: what was deleted stays deleted
+                raise click.exceptions.Exit(int(failed.exit_code))
+            return
+        if as_json:
+            emit_json(
+                {kind: name, "id": target.hex, "previous": previous.hex if previous else None}
+            )
+            return
         app.info(f"{kind} {name} -> {target.short()}")
 
     cmd.help = (
-        "List branches, create branch NAME at REV (default HEAD), or delete one "
+        "List branches, create branch NAME at REV (default HEAD), or delete branches "
         "(-d: only if merged into HEAD or its upstream; -D: even if not)."
         if kind == "branch"
-        else "List tags, create tag NAME at REV (default HEAD), or delete one (-d)."
+        else "List tags, create tag NAME at REV (default HEAD), or delete tags (-d)."
     )
     return cmd
+
+
+def _list(s: Session, kind: str, as_json: bool) -> None:
+    refs = list_refs(s.store, kind)
+    current = s.state.branch if kind == "branch" else None
+    if as_json:
+        listed = [{"name": n, "id": sid.hex, "current": n == current} for n, sid in refs.items()]
+        key = "branches" if kind == "branch" else "tags"
+        emit_json({key: listed, "namespace": s.store.namespace})
+        return
+    for n, sid in refs.items():
+        mark = "*" if n == current else " "
+        click.echo(f"{mark} {n:<20} {sid.short()}")
+
+
+def _delete(
+    app: App, s: Session, kind: str, names: list[str], force: bool, as_json: bool
+) -> SnapwsError | None:
+    """Delete each of ``names``, as git does: one that fails is reported
+    (``snapws: error:`` and its hint) and the others are still deleted.
+    Returns the first failure (its exit code is the command's), None if
+    none. With ``as_json``, one document lists those deleted (``deleted``;
+    the top-level keys are the first's, as when only one name was taken),
+    none if all failed."""
+    gone: list[DeletedRef] = []
+    failed: list[SnapwsError] = []
+    for name in names:
+        try:
+            ref = delete_ref(s.store, kind, name, app.who(), s.state.branch, s.state.head, force)
+        except SnapwsError as e:
+            report_error(e.message, e.hint)
+            failed.append(e)
+            continue
+        gone.append(ref)
+        if ref.merged_into not in (None, "HEAD"):
+            click.echo(
+                f"warning: deleting branch {name!r} that has been merged to "
+                f"{ref.merged_into!r}, but not yet merged to HEAD",
+                err=True,
+            )
+        if not as_json:
+            click.echo(f"Deleted {kind} {name} (was {ref.previous.short()})")
+    if as_json and gone:
+        emit_json({**gone[0].to_json(), "deleted": [ref.to_json() for ref in gone]})
+    return failed[0] if failed else None
 
 
 COMMANDS = [_ref_command("branch"), _ref_command("tag")]

@@ -70,7 +70,7 @@ class SnapwsGroup(click.Group):
                 finally:
                     stdstreams.flush()
             except OutputError as e:
-                _report(e.message, e.hint)
+                report_error(e.message, e.hint)
                 sys.exit(int(e.exit_code))
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -87,14 +87,14 @@ class SnapwsGroup(click.Group):
             _silence_stdout()
             ctx.exit(CLOSED_PIPE)
         except SnapwsError as e:
-            _report(e.message, e.hint)
+            report_error(e.message, e.hint)
             ctx.exit(int(e.exit_code))
         except OSError as e:  # one no entry point wrapped: say what it is, never guess
             env = environment_error(e)
             if env is not None:
-                _report(env.message, env.hint)
+                report_error(env.message, env.hint)
                 ctx.exit(int(env.exit_code))
-            _report(
+            report_error(
                 str(e),
                 "this is unexpected; the store is left valid (the next command "
                 "finishes or rolls back the step). Please report it with the command run",
@@ -200,8 +200,9 @@ def _open_closed_streams() -> None:
             setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
 
 
-def _report(message: str, hint: str | None) -> None:
-    """``snapws: error: MESSAGE`` and ``hint: HINT`` on stderr. A stderr
+def report_error(message: str, hint: str | None) -> None:
+    """``snapws: error: MESSAGE`` and ``hint: HINT`` on stderr (also for a
+    command that reports several errors and goes on). A stderr
     that cannot be written to (OutputError) changes nothing: the exit code
     still says which error it was."""
     with contextlib.suppress(OutputError):

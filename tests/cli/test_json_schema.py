@@ -246,8 +246,13 @@ SCHEMA: dict[str, dict[str, Any]] = {
 #: documents a command prints with an option that changes what it does
 #: (docs/json.md names each as `snapws branch -d --json`)
 VARIANTS = {
-    "branch -d": {"branch": "str", "previous": "id", "forced": "bool"},
-    "tag -d": {"tag": "str", "previous": "id"},
+    "branch -d": {
+        "branch": "str",
+        "previous": "id",
+        "forced": "bool",
+        "deleted": {"branch": "str", "previous": "id", "forced": "bool"},
+    },
+    "tag -d": {"tag": "str", "previous": "id", "deleted": {"tag": "str", "previous": "id"}},
 }
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
