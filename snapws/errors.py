@@ -92,8 +92,9 @@ class WorkspaceBusyError(SnapwsError):
     exit_code = ExitCode.BUSY
     default_hint = (
         "close the files (or stop the processes) and run the command again; ignored "
-        "files count too (keep a server's log outside the workspace); a commit does "
-        "not wait for them"
+        "files count too (keep a server's log outside the workspace); deleted-open is a "
+        "file deleted or replaced (by restore too) that a program still has open, even "
+        "only to read: that program must close it or exit; a commit does not wait for them"
     )
 
     def __init__(

@@ -217,6 +217,42 @@ def test_busy(shared: Shared) -> None:
     assert ws.porcelain() == []
 
 
+def test_busy_reading_a_file_restore_replaced(make_workspace: WorkspaceFactory) -> None:
+    """A program that only reads a file that ``restore`` then replaced holds
+    the old, deleted file open: the kernel refuses the read-only remount, so
+    checkout and reset exit 6 (``deleted-open``) until it closes it; the
+    hint says so (docs/guide.md, "Busy files")."""
+    ws = make_workspace(spec={"a": "one"})
+    (ws.path / "a").write_text("two")
+    ws.commit("two")
+    (ws.path / "a").write_text("three")
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nf = open(sys.argv[1])\nprint('ready', flush=True)\nsys.stdin.read()",
+            str(ws.path / "a"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ws.outside,
+    )
+    try:
+        assert reader.stdout is not None
+        assert reader.stdout.readline() == "ready\n"
+        ws.run("restore", "a")
+        r = ws.run("reset", "--hard", "HEAD~1", check=False)
+        assert_error(r, 6, f"pid {reader.pid} (python")
+        assert f"deleted-open {ws.path / 'a'}" in r.stderr
+        hint = r.stderr.splitlines()[-1]
+        assert "deleted-open" in hint and "only to read" in hint, hint
+    finally:
+        reader.communicate(timeout=30)
+    ws.run("reset", "--hard", "HEAD~1")
+    assert (ws.path / "a").read_text() == "one"
+
+
 def test_umount_busy(shared: Shared) -> None:
     ws, _ = shared
     inside = subprocess.Popen(
