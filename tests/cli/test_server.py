@@ -556,3 +556,24 @@ def test_the_installed_command_imports_only_the_client_before_it_is_served(
     assert "a.txt" in proc.stdout
     added = _imported(proc.stderr) - _imported(bare.stderr)
     assert added <= {"snapws", "snapws.cli", "snapws.cli.launch", "_socket", "_signal"}, added
+
+
+def test_a_full_stdout_is_reported_as_in_its_own_process(ws: Workspace, served: Served) -> None:
+    """``snapws log >/dev/full``: exit 74 and "cannot write to standard
+    output", never the store's "no space left" (exit 17), served or not."""
+    served.start(ws.outside)
+    results = []
+    for client in ("-m snapws", f"-X importtime -c '{CLIENT}'"):
+        script = f"{sys.executable} {client} -C {ws.path} log >/dev/full"
+        proc = subprocess.run(
+            ["bash", "-c", script], env=served.env, capture_output=True, text=True, timeout=120
+        )
+        results.append(proc)
+    here, there = results
+    assert not _imports_click(there.stderr), there.stderr  # served
+    there_err = "".join(ln for ln in there.stderr.splitlines(True) if "import time:" not in ln)
+    assert (there.returncode, there_err) == (here.returncode, here.stderr)
+    assert here.returncode == 74
+    assert here.stderr.startswith(
+        "snapws: error: cannot write to standard output: No space left on device\n"
+    )
