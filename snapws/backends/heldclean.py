@@ -33,10 +33,10 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snapws.layers.entries import Node
+from snapws.layers.entries import Node, kind_of
 from snapws.layers.hashcache import RACY_NS, drop_old_copies
 from snapws.layers.upperdiff import hides
-from snapws.model import Change
+from snapws.model import Change, Kind
 
 NAME = "held-clean"
 _MAGIC = b"snapws-held-clean-2\n"
@@ -73,6 +73,17 @@ class HeldClean:
         gone = self.nodes - now.keys()
         hides_now = {p for p in moved if hides(now[p])}
         return moved | gone | self.extra, (self.hiding & (moved | gone)) | hides_now
+
+    def known(self, path: bytes, abspath: bytes, st: os.stat_result) -> Node | None:
+        """U's node at ``path`` as a partial node (:func:`read_tree`'s
+        ``known``: no attribute read) if it is remembered clean with this
+        stamp: an attribute set or removed since would have moved its ctime."""
+        now = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+        if self.clean.get(path) != now:
+            return None
+        kind = kind_of(st)
+        opaque = kind is Kind.DIR and path in self.hiding  # a directory that hid: opaque
+        return Node(path, abspath, st, kind, {}, opaque, (), None, (), partial=True)
 
     def after(
         self,

@@ -54,7 +54,7 @@ from snapws.errors import (
 )
 from snapws.ids import SnapshotId, WorkspaceId
 from snapws.layers.entries import Node, in_or_below_any
-from snapws.layers.ignore import drop_ignored, ignored_tops
+from snapws.layers.ignore import drop_ignored
 from snapws.layers.materialise import materialise
 from snapws.layers.scan import (
     CommitPlan,
@@ -62,7 +62,6 @@ from snapws.layers.scan import (
     ignored_in_upper,
     plan_upper,
     prune_upper,
-    visits_of,
 )
 from snapws.layers.upperdiff import diff_upper
 from snapws.layers.view import ChainView
@@ -241,6 +240,15 @@ class OverlayBackend(MountSwapper, Backend):
         upper = os.fsencode(session.upper)
         lower = session.manifest_chain(state.mounted_head)
         held = state.base is not None  # U is compared with HEAD below, not with its chain
+        head = session.manifest_chain(state.head) if held else lower
+        # a held command that changes nothing compares only what moved since
+        # the last such one (heldclean), and reads no more of what did not
+        memo = None
+        if held and not hold and session.hashes.trusted:
+            key = heldclean.memo_key(
+                state.head.hex, state.mounted_head.hex, state.upper, session.config.ignore
+            )
+            memo = heldclean.load(session.wsdir, key)
         plan = plan_upper(
             upper,
             session.chain_view(state.mounted_head),
@@ -248,6 +256,8 @@ class OverlayBackend(MountSwapper, Backend):
             rules,
             lower,
             compare=not held,
+            tracked=lambda p: head.locate(p) is not None,  # (ignore rules: HEAD's paths)
+            known=memo.known if memo is not None and memo.nodes else None,
         )
         through = hold and (state.id in _LIVE_COMMITS or self.holds(store, state))
         _COMMITTED_CLEAN.pop(state.id, None)  # (one a checkout's changes left)
@@ -261,17 +271,8 @@ class OverlayBackend(MountSwapper, Backend):
                 )
             hiding = {n.path for n in plan.keep if n.kind is not Kind.DIR or n.opaque}
             return WorkChanges(plan.changes, plan.ignored, hiding, _Work(plan, through))
-        head = session.manifest_chain(state.head)
-        # a command that changes nothing compares only what moved since the
-        # last such one (heldclean); one that changes the workspace, everything
-        memo = None
-        if not hold and session.hashes.trusted:
-            key = heldclean.memo_key(
-                state.head.hex, state.mounted_head.hex, state.upper, session.config.ignore
-            )
-            memo = heldclean.load(session.wsdir, key)
+        tops = plan.tops
         try:
-            tops = ignored_tops(visits_of(plan.nodes), lambda p: head.locate(p) is not None, rules)
             focus, below = memo.focus(plan.nodes) if memo is not None and memo.nodes else (None, ())
             found = diff_upper(plan.nodes, lower, head, session.hashes, set(tops), focus, below)
         except ValueError as e:  # a manifest line read on the way

@@ -181,6 +181,10 @@ class Node:
     target: bytes | None
     #: every overlay attribute of the node (any form), name and value, sorted
     overlay: tuple[tuple[str, bytes], ...] = ()
+    #: only its stat is read (a node known unchanged, see
+    #: :func:`snapws.layers.scan.read_tree`): its attributes, target and
+    #: overlay attributes are not; :func:`complete` reads them
+    partial: bool = False
 
 
 def read_node(path: bytes, abspath: bytes, st: os.stat_result | None = None) -> Node:
@@ -200,6 +204,17 @@ def read_node(path: bytes, abspath: bytes, st: os.stat_result | None = None) -> 
     )  # "x": a directory overlayfs searches for such whiteouts
     overlay = tuple(sorted((k, v) for k, v in allx.items() if is_overlay_xattr(k)))
     return Node(path, abspath, st, kind, user_xattrs(allx), opaque, forbidden, target, overlay)
+
+
+def complete(node: Node) -> Node:
+    """``node`` read whole if it is :attr:`~Node.partial` (as it was if it is
+    gone since). Raises OSError."""
+    if not node.partial:
+        return node
+    try:
+        return read_node(node.path, node.abspath)
+    except FileNotFoundError:
+        return node
 
 
 def planted_overlay_xattrs(node: Node, form: str) -> tuple[str, ...]:

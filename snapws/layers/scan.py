@@ -31,15 +31,20 @@ from snapws.layers.upperdiff import diff_upper
 from snapws.layers.view import ChainView, HashCache
 from snapws.model import ROOT, Change, Entry, Kind, display_path
 
+#: For :func:`read_tree`: the node at (path, absolute path, lstat) as a
+#: caller already knows it (a partial :class:`Node`), or None to read it.
+Known = Callable[[bytes, bytes, os.stat_result], Node | None]
 
-def read_tree(root: bytes, form: str = "overlay") -> list[Node]:
+
+def read_tree(root: bytes, form: str = "overlay", known: Known | None = None) -> list[Node]:
     """Every node of the tree at ``root`` (root included as ``b"."``), parents
     before children. ``form`` "fuse": an upperdir of fuse-overlayfs, whose
     ``.wh.`` bookkeeping entries are left out (see
     :mod:`snapws.layers.fuseform`). An entry that vanishes while it is
     read (the upperdir of a live mount, see
     :meth:`snapws.backends.overlay.OverlayBackend.quiesce`) is left out.
-    Raises OSError, LayerRejectedError."""
+    ``known``: a node it returns is taken as it is, its attributes and
+    target unread (:attr:`Node.partial`). Raises OSError, LayerRejectedError."""
     with anchored():
         nodes = [read_node(ROOT, root)]
         stack = [(ROOT, root)]
@@ -51,10 +56,12 @@ def read_tree(root: bytes, form: str = "overlay") -> list[Node]:
                 if form == fuseform.FORM and fuseform.is_bookkeeping(name):
                     fuseform.check_bookkeeping(name, st, p)
                     continue
-                try:
-                    node = read_node(p, abspath + b"/" + name, st)
-                except FileNotFoundError:
-                    continue  # removed since it was listed
+                node = known(p, abspath + b"/" + name, st) if known is not None else None
+                if node is None:
+                    try:
+                        node = read_node(p, abspath + b"/" + name, st)
+                    except FileNotFoundError:
+                        continue  # removed since it was listed
                 nodes.append(node)
                 if node.kind is Kind.DIR:
                     dirs.append((p, node.abspath))
@@ -134,7 +141,8 @@ class CommitPlan:
     them: they are empty once those are moved out); ``changes`` is what a
     user would see; ``keep`` are the nodes that stay and make the new layer;
     ``ignored`` the topmost ignored paths (untracked, excluded by the ignore
-    rules), which are in none of the others; ``nodes`` every node of U
+    rules), which are in none of the others, ``tops`` the same before added
+    directories holding only ignored paths are counted; ``nodes`` every node of U
     (parents before children). Not ``compared`` (:func:`plan_upper`): no
     changes, no prune, and ``keep`` only what shapes the tree whatever
     changed (whiteouts, opaque directories and all below them, their
@@ -147,6 +155,7 @@ class CommitPlan:
     forbidden: list[tuple[bytes, str]] = field(default_factory=list)
     ignored: list[bytes] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
+    tops: list[bytes] = field(default_factory=list)
 
     def prune_around_ignored(self) -> list[bytes]:
         """``prune`` without the directories that hold ignored paths (for an
@@ -171,6 +180,8 @@ def plan_upper(
     ignore: IgnoreRules | None = None,
     manifests: ManifestChain | None = None,
     compare: bool = True,
+    tracked: Callable[[bytes], bool] | None = None,
+    known: Known | None = None,
 ) -> CommitPlan:
     """Compare the upperdir ``upper`` with the merged ``lower`` view.
 
@@ -193,9 +204,14 @@ def plan_upper(
     ``compare`` False (with ``manifests``): U is read and checked, its
     ignored paths found, but not compared (a held workspace compares U with
     HEAD, not with the chain below it, :mod:`snapws.backends.held`): the
-    plan is not ``compared``."""
+    plan is not ``compared``.
+
+    ``tracked``: which paths the ignore rules leave alone, as tracked
+    (default: those in ``lower``); ``plan.tops`` are the topmost ignored
+    paths it found. ``known``: nodes of U taken as known (:func:`read_tree`),
+    for a caller that compares none of them."""
     with anchored():  # paths may be longer than PATH_MAX
-        return _plan_upper(upper, lower, form, ignore, manifests, compare)
+        return _plan_upper(upper, lower, form, ignore, manifests, compare, tracked, known)
 
 
 def _plan_upper(
@@ -205,10 +221,12 @@ def _plan_upper(
     ignore: IgnoreRules | None,
     manifests: ManifestChain | None,
     compare: bool = True,
+    tracked: Callable[[bytes], bool] | None = None,
+    known: Known | None = None,
 ) -> CommitPlan:
     from snapws.layers.diff import diff_views  # local: diff imports view too
 
-    nodes = read_tree(upper, form)
+    nodes = read_tree(upper, form, known)
     if form == fuseform.FORM:
         shows = {n.path: lower.reaches(n.path) for n in nodes if n.opaque and n.path != ROOT}
         nodes = fuseform.canonical_opaque(nodes, shows)
@@ -226,20 +244,23 @@ def _plan_upper(
     tops: list[bytes] = []
     if manifests is None:
         if ignore is not None:
-            tops = ignored_tops(visits_of(nodes), lambda p: lower.locate(p) is not None, ignore)
+            in_lower = tracked or (lambda p: lower.locate(p) is not None)
+            tops = ignored_tops(visits_of(nodes), in_lower, ignore)
         merged = ChainView([upper, *lower.layers], lower.hashes, upper_form=form)
         plan.changes = diff_views(lower, merged, [upper], skip=set(tops))
     else:
         chain = manifests
         try:
             if ignore is not None:
-                tops = ignored_tops(visits_of(nodes), lambda p: chain.locate(p) is not None, ignore)
+                in_chain = tracked or (lambda p: chain.locate(p) is not None)
+                tops = ignored_tops(visits_of(nodes), in_chain, ignore)
             if compare:
                 plan.changes = diff_upper(nodes, chain, chain, lower.hashes, set(tops))
             else:
                 plan.compared = False
         except ValueError as e:  # a manifest line read on the way
             raise StoreCorruptError(f"a layer has a damaged manifest: {e}") from e
+    plan.tops = tops
     if tops:
         plan.changes, plan.ignored = drop_ignored(plan.changes, tops)
     ignored = set(plan.ignored)  # and, below, everything under them

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 
 from snapws.ids import ContentHash
-from snapws.layers.entries import Node, in_or_below_any, node_entry
+from snapws.layers.entries import Node, complete, in_or_below_any, node_entry
 from snapws.layers.hashcache import HashCache
 from snapws.layers.manifestdiff import ManifestChain, as_shown, unshared_manifests
 from snapws.model import ROOT, Change, Entry, Kind, classify
@@ -129,6 +129,7 @@ def diff_upper(
         if ln is None:
             new = None
         elif isinstance(ln, Node):
+            ln = complete(ln)  # (one the caller knew unchanged, compared after all)
             new = node_entry(ln, _digest(hashes, ln.abspath) if ln.kind is Kind.FILE else None)
         elif lo is not None and head.layers[lo[0]][0] == lower.layers[ln[0]][0]:
             continue  # the very same entry of a layer both chains have

@@ -194,3 +194,59 @@ def test_a_copy_a_killed_save_left_goes_at_the_next_status(held: Workspace) -> N
     stray.write_bytes(b"half")
     held.porcelain()
     assert not stray.exists()
+
+
+def test_nodes_remembered_clean_are_not_read_again_unless_compared(
+    held: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A status after one that found the tree clean reads only the stat of
+    nodes remembered clean (no attributes, no link target); one that must
+    compare them after all (below an opaque directory that moved) reads them
+    whole: a symlink and a file with an attribute show no change."""
+    from snapws.layers import entries
+
+    d = held.path / "old"
+    shutil.rmtree(d)
+    d.mkdir()  # opaque in U
+    (d / "note.txt").write_text("note\n")
+    os.setxattr(d / "note.txt", "user.tag", b"kept")
+    os.symlink("note.txt", d / "link")
+    held.run("commit", "-m", "opaque old")
+    time.sleep(RACY_NS / 1e9 * 1.5)
+    assert held.porcelain() == []  # remembers every node clean
+    read: list[bytes] = []
+    real = entries.read_node
+
+    def spy(path: bytes, abspath: bytes, st: os.stat_result | None = None) -> entries.Node:
+        read.append(path)
+        return real(path, abspath, st)
+
+    monkeypatch.setattr(entries, "read_node", spy)
+    monkeypatch.setattr("snapws.layers.scan.read_node", spy)
+    assert held.porcelain() == []
+    assert read == [b"."]  # the root is read whole; every other node is known
+    (d / "new.txt").write_text("new\n")  # "old" moves: all below it is compared
+    read.clear()
+    assert held.porcelain() == ["?? old/new.txt"]
+    assert {b"old", b"old/new.txt", b"old/note.txt", b"old/link"} <= set(read)
+
+
+def test_a_known_node_is_one_remembered_clean_with_the_same_stamp(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_text("f\n")
+    st_d, st_f = os.lstat(tmp_path / "d"), os.lstat(tmp_path / "f")
+
+    def stamp(st: os.stat_result) -> heldclean.Stamp:
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+
+    memo = heldclean.HeldClean(b"k", {b"d": stamp(st_d), b"f": stamp(st_f)}, {b"d", b"f"})
+    memo.hiding = {b"d", b"f"}  # "d" hid what lay below it: an opaque directory
+    d = memo.known(b"d", os.fsencode(tmp_path / "d"), st_d)
+    assert d is not None and d.partial and d.opaque
+    f = memo.known(b"f", os.fsencode(tmp_path / "f"), st_f)
+    assert f is not None and f.partial and not f.opaque
+    memo.hiding = {b"f"}
+    d = memo.known(b"d", os.fsencode(tmp_path / "d"), st_d)
+    assert d is not None and not d.opaque
+    os.utime(tmp_path / "f", ns=(1, 1))  # a new stamp: read it
+    assert memo.known(b"f", os.fsencode(tmp_path / "f"), os.lstat(tmp_path / "f")) is None
