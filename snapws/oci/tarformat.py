@@ -14,6 +14,7 @@ refuses raises :class:`~snapws.errors.BadImageError`.
 from __future__ import annotations
 
 import re
+import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ MAX_ID = (1 << 32) - 2  # uid/gid: 32 bits, and (uid_t)-1 means "no change"
 MAX_DEV_MAJOR = (1 << 12) - 1
 MAX_DEV_MINOR = (1 << 20) - 1
 MAX_MTIME_S = (1 << 63) // 1_000_000_000 - 1  # nanoseconds fit a signed 64-bit integer
+MAX_MTIME_NS = MAX_MTIME_S * 1_000_000_000
 #: What one import may unpack, over all its layers (a gzip or zstd bomb stops
 #: at whichever comes first; sizes are counted from headers, before data is read).
 MAX_IMPORT_ENTRIES = 1 << 23  # 8,388,608 tar entries
@@ -57,6 +59,21 @@ _GNU_LONGLINK = b"K"
 ENTRY_TYPES = (REGULAR, HARDLINK, SYMLINK, CHARDEV, BLOCKDEV, DIRECTORY, FIFO)
 
 _PAX_NAME = b"././@PaxHeader"
+_ZERO_BLOCK = bytes(BLOCK)
+#: PAX keys that need no look at every key (no xattrs, nothing sparse)
+_PLAIN_PAX_KEYS = frozenset(
+    b"path linkpath size uid gid mtime atime ctime uname gname hdrcharset comment".split()
+)
+#: the fields of a header block the reader takes: name, mode, uid, gid,
+#: mtime, linkname, magic, devmajor, devminor, prefix (size, checksum and
+#: type are read apart, first)
+_USTAR = struct.Struct("100s8s8s8s12x12s8x1x100s6s66x8s8s155s12x")
+#: header fields read before and their values (a cache: octal parsing costs
+#: more than a look-up, and modes, ids, small sizes and checksums repeat)
+_NUMBERS: dict[bytes, int] = {}
+#: PAX header blocks read before (checksum checked) and their data's size:
+#: a writer's are the same for equal sizes
+_META_HEADS: dict[bytes, int] = {}
 _MTIME_RE = re.compile(rb"^(-?)([0-9]{1,19})(?:\.([0-9]+))?$")
 _INT_RE = re.compile(rb"^[0-9]{1,20}$")
 
@@ -317,6 +334,8 @@ class TarReader:
             yield buf
 
     def _skip_data(self) -> None:
+        """Pass the current entry's data not read yet (its padding is read
+        with the next header, :meth:`_block`, unless ``skip`` seeks)."""
         if self._skip is not None and self._left + self._pad:
             self._skip(self._left + self._pad)
             self.offset += self._left + self._pad
@@ -324,32 +343,37 @@ class TarReader:
             return
         for _ in self.data():
             pass
-        while self._pad:  # the stream may end here: umoci omits the last padding
-            got = len(self._read(self._pad))
-            self.offset += got
-            self._pad = 0 if got == 0 else self._pad - got
 
     def _block(self) -> bytes | None:
-        first = self._read(BLOCK)
-        if not first:
-            return None
-        if len(first) < BLOCK:
-            rest = self._read(BLOCK - len(first))
-            if len(first) + len(rest) < BLOCK:
+        """The next header block, read with the padding before it in one
+        call (None: the stream ends there; umoci omits the last padding)."""
+        pad = self._pad
+        self._pad = 0
+        want = pad + BLOCK
+        got = self._read(want)
+        if len(got) < want:
+            if len(got) > pad:
+                got += self._read(want - len(got))
+            if len(got) <= pad:
+                self.offset += len(got)
+                return None
+            if len(got) < want:
                 raise self._bad("truncated (a header is cut short)")
-            first += rest
-        self.offset += BLOCK
-        return first
+        self.offset += want
+        return got[pad:] if pad else got
 
     def _meta_data(self, size: int, cap: int, kind: str) -> bytes:
         if size > cap:
             raise self._bad(f"a {kind} header of {size} bytes (more than {cap} allowed)")
-        data = self._exact(size) if size else b""
-        self._exact(-size % BLOCK)
-        return data
+        pad = -size % BLOCK
+        if not size + pad:
+            return b""
+        data = self._exact(size + pad)  # (with its padding: one call)
+        return data[:size] if pad else data
 
     def _next(self) -> Header | None:
-        self._skip_data()
+        if self._left:
+            self._skip_data()
         pax: dict[bytes, bytes] = {}
         longname: bytes | None = None
         longlink: bytes | None = None
@@ -362,7 +386,11 @@ class TarReader:
                     raise self._bad("truncated (an extended header ends the stream)")
                 self.unterminated = True
                 return None
-            if block == b"\0" * BLOCK:
+            size = _META_HEADS.get(block)  # a PAX header seen (and checked) before
+            if size is not None:
+                pax.update(self._parse_pax(self._meta_data(size, MAX_PAX_SIZE, "PAX")))
+                continue
+            if block == _ZERO_BLOCK:
                 if pax or longname is not None or longlink is not None:
                     raise self._bad("an extended header is followed by the end of the archive")
                 self._block()  # the second zero block (some writers omit it)
@@ -371,7 +399,10 @@ class TarReader:
             typ = block[156:157]
             size = self._field_int(block[124:136], "size")
             if typ == _PAX:
-                pax.update(self._parse_pax(self._meta_data(size, MAX_PAX_SIZE, "PAX")))
+                data = self._meta_data(size, MAX_PAX_SIZE, "PAX")
+                if len(_META_HEADS) < 256:  # (writers use a few: one a size)
+                    _META_HEADS[block] = size
+                pax.update(self._parse_pax(data))
             elif typ == _PAX_GLOBAL:
                 self._parse_pax(self._meta_data(size, MAX_PAX_SIZE, "PAX global"))
             elif typ == _GNU_LONGNAME:
@@ -393,75 +424,73 @@ class TarReader:
     ) -> Header:
         if typ in (b"\0", _CONTIGUOUS):
             typ = REGULAR
-        if typ == b"S" or any(k.startswith(b"GNU.sparse.") for k in pax):
+        plain = pax.keys() <= _PLAIN_PAX_KEYS  # (no xattrs, nothing sparse)
+        if typ == b"S" or (not plain and any(k.startswith(b"GNU.sparse.") for k in pax)):
             raise self._bad("GNU sparse entries are not supported")
         if typ not in ENTRY_TYPES:
             raise self._bad(f"entry type {typ!r} is not supported")
-        name = _cstr(block[0:100])
-        if block[257:263] == b"ustar\x00":
-            prefix = _cstr(block[345:500])
+        (raw_name, raw_mode, raw_uid, raw_gid, raw_mtime, raw_link, magic, raw_major, raw_minor,
+         raw_prefix) = _USTAR.unpack(block)  # fmt: skip
+        name = _cstr(raw_name)
+        if magic == b"ustar\x00" and raw_prefix[:1] != b"\0":
+            prefix = _cstr(raw_prefix)
             if prefix:
                 name = prefix + b"/" + name
         if longname is not None:
             name = longname
-        if b"path" in pax:
-            name = pax[b"path"]
-        linkname = _cstr(block[157:257])
+        linkname = _cstr(raw_link)
         if longlink is not None:
             linkname = longlink
-        if b"linkpath" in pax:
-            linkname = pax[b"linkpath"]
-        if b"size" in pax:
-            size = self._pax_int(pax[b"size"], "size")
+        if pax:
+            name = pax.get(b"path", name)
+            linkname = pax.get(b"linkpath", linkname)
+            if b"size" in pax:
+                size = self._pax_int(pax[b"size"], "size")
         if size > MAX_ENTRY_SIZE:
             raise self._bad(f"entry {name!r} claims {size} bytes (more than 1 TiB)")
         if size and typ != REGULAR:
             raise self._bad(f"entry {name!r} of type {typ.decode()} carries {size} data bytes")
         self.budget.spend(self.what, 1, BLOCK + size + -size % BLOCK)
-        mtime_ns = self._field_int(block[136:148], "mtime") * 1_000_000_000
-        if b"mtime" in pax:
-            mtime_ns = self._pax_mtime(pax[b"mtime"])
-        h = Header(
-            name=name,
-            type=typ,
-            mode=self._field_int(block[100:108], "mode") & 0o7777,
-            uid=self._pax_int(pax[b"uid"], "uid")
-            if b"uid" in pax
-            else self._field_int(block[108:116], "uid"),
-            gid=self._pax_int(pax[b"gid"], "gid")
-            if b"gid" in pax
-            else self._field_int(block[116:124], "gid"),
-            size=size,
-            mtime_ns=mtime_ns,
-            linkname=linkname,
-        )
-        for id_name, id_value in (("uid", h.uid), ("gid", h.gid)):
-            if id_value > MAX_ID:
-                raise self._bad(f"entry {name!r} has {id_name} {id_value} (at most {MAX_ID})")
-        if not -MAX_MTIME_S * 1_000_000_000 <= h.mtime_ns <= MAX_MTIME_S * 1_000_000_000:
+        field_int = self._field_int
+        mtime_ns = field_int(raw_mtime, "mtime") * 1_000_000_000
+        mode = field_int(raw_mode, "mode") & 0o7777
+        if pax:
+            if b"mtime" in pax:
+                mtime_ns = self._pax_mtime(pax[b"mtime"])
+            uid = self._pax_int(pax[b"uid"], "uid") if b"uid" in pax else field_int(raw_uid, "uid")
+            gid = self._pax_int(pax[b"gid"], "gid") if b"gid" in pax else field_int(raw_gid, "gid")
+        else:
+            uid = field_int(raw_uid, "uid")
+            gid = field_int(raw_gid, "gid")
+        h = Header(name, typ, mode, uid, gid, size, mtime_ns, linkname)
+        if uid > MAX_ID or gid > MAX_ID:
+            id_name, id_value = ("uid", uid) if uid > MAX_ID else ("gid", gid)
+            raise self._bad(f"entry {name!r} has {id_name} {id_value} (at most {MAX_ID})")
+        if not -MAX_MTIME_NS <= mtime_ns <= MAX_MTIME_NS:
             raise self._bad(f"entry {name!r} has an mtime out of range")
         if typ in (CHARDEV, BLOCKDEV):
-            h.devmajor = self._field_int(block[329:337], "devmajor")
-            h.devminor = self._field_int(block[337:345], "devminor")
+            h.devmajor = field_int(raw_major, "devmajor")
+            h.devminor = field_int(raw_minor, "devminor")
             if h.devmajor > MAX_DEV_MAJOR or h.devminor > MAX_DEV_MINOR:
                 raise self._bad(f"entry {name!r} has a device number out of range")
-        for key, value in pax.items():
-            if key.startswith(b"SCHILY.xattr."):
-                xname = key[len(b"SCHILY.xattr.") :]
-                if not xname or len(xname) > MAX_XATTR_NAME or b"\0" in xname:
-                    raise self._bad(f"entry {name!r} has a malformed xattr name {xname!r}")
-                if len(value) > MAX_XATTR_VALUE:
-                    raise self._bad(f"entry {name!r} has an xattr value of {len(value)} bytes")
-                h.xattrs[xname.decode("utf-8", "surrogateescape")] = value
-        if len(h.name) > MAX_LONGNAME or len(h.linkname) > MAX_LONGNAME:
-            raise self._bad(f"a name longer than {MAX_LONGNAME} bytes: {h.name[:80]!r}...")
-        if h.type == SYMLINK and len(h.linkname) > MAX_SYMLINK_TARGET:
+        if not plain:
+            for key, value in pax.items():
+                if key.startswith(b"SCHILY.xattr."):
+                    xname = key[len(b"SCHILY.xattr.") :]
+                    if not xname or len(xname) > MAX_XATTR_NAME or b"\0" in xname:
+                        raise self._bad(f"entry {name!r} has a malformed xattr name {xname!r}")
+                    if len(value) > MAX_XATTR_VALUE:
+                        raise self._bad(f"entry {name!r} has an xattr value of {len(value)} bytes")
+                    h.xattrs[xname.decode("utf-8", "surrogateescape")] = value
+        if len(name) > MAX_LONGNAME or len(linkname) > MAX_LONGNAME:
+            raise self._bad(f"a name longer than {MAX_LONGNAME} bytes: {name[:80]!r}...")
+        if typ == SYMLINK and len(linkname) > MAX_SYMLINK_TARGET:
             raise self._bad(
-                f"entry {h.name[:80]!r}... is a symlink to a target longer than "
+                f"entry {name[:80]!r}... is a symlink to a target longer than "
                 f"{MAX_SYMLINK_TARGET} bytes (PATH_MAX), which no filesystem stores"
             )
-        if b"\0" in h.name or b"\0" in h.linkname:
-            raise self._bad(f"a name holds a NUL byte: {h.name!r}")
+        if b"\0" in name or b"\0" in linkname:
+            raise self._bad(f"a name holds a NUL byte: {name!r}")
         self._left = size
         self._pad = -size % BLOCK
         return h
@@ -477,6 +506,15 @@ class TarReader:
             raise self._bad(f"a header checksum does not match (corrupt tar at byte {self.offset})")
 
     def _field_int(self, raw: bytes, what: str) -> int:
+        n = _NUMBERS.get(raw)  # modes, ids, sizes and checksums repeat
+        if n is None:
+            n = self._parse_field(raw, what)
+            if len(_NUMBERS) >= 16384:
+                _NUMBERS.clear()
+            _NUMBERS[raw] = n
+        return n
+
+    def _parse_field(self, raw: bytes, what: str) -> int:
         try:  # the common case: octal digits, then NULs (the same value as below)
             return int(raw.rstrip(b"\0"), 8)
         except ValueError:
@@ -526,4 +564,5 @@ class TarReader:
 
 
 def _cstr(raw: bytes) -> bytes:
-    return raw.split(b"\0", 1)[0]
+    end = raw.find(b"\0")
+    return raw if end < 0 else raw[:end]

@@ -91,3 +91,32 @@ def test_too_many_extended_headers_in_a_row() -> None:
     data = pax * (tf.MAX_META_HEADERS + 2) + tf.encode_header(tf.Header(b"a", tf.REGULAR))
     with pytest.raises(BadImageError, match="extended headers in a row"):
         list(tf.TarReader(io.BytesIO(data + tf.END_OF_ARCHIVE).read, "test").entries())
+
+
+def test_reader_asks_for_padding_and_the_next_header_at_once() -> None:
+    """Four reads an entry (PAX header with its padding before it, PAX
+    records with theirs, ustar header, data): each is a call into the
+    decompressing stream, the unpacking thread's largest cost after the
+    headers themselves. The offsets stay exact."""
+    headers = [
+        tf.Header(b"f%d" % i, tf.REGULAR, 0o644, size=100 + i, mtime_ns=1_000_000_007 + i)
+        for i in range(50)
+    ]
+    data = _archive(headers)
+    calls = 0
+    stream = io.BytesIO(data)
+
+    def read(n: int) -> bytes:
+        nonlocal calls
+        calls += 1
+        return stream.read(n)
+
+    reader = tf.TarReader(read, "test")
+    got = []
+    for h in reader.entries():
+        assert data[reader.offset : reader.offset + h.size] == b"a" * h.size
+        got.append(h)
+        assert b"".join(reader.data()) == b"a" * h.size
+    assert got == headers
+    assert reader.offset == len(data)
+    assert calls <= 4 * len(headers) + 3
