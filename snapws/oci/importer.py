@@ -24,6 +24,12 @@ from snapws.oci import tarformat as tf
 from snapws.oci.blobcache import CachedLayer, chain_layer, record_chain, record_layer
 from snapws.oci.blobstream import LayerBlobStream
 from snapws.oci.chaincheck import check_record, check_stored, keep_record_layer, same_as_stored
+from snapws.oci.extractedlayer import (
+    ExtractedLayer,
+    discard_extracted,
+    extract_layer,
+    publish_extracted,
+)
 from snapws.oci.image import LAYER_MEDIA_TYPE, MAX_TRAILER, Descriptor, parse_manifest
 from snapws.oci.imageconfig import (
     chain_ids_of,
@@ -32,12 +38,6 @@ from snapws.oci.imageconfig import (
     read_config,
     snapws_info,
     without_history,
-)
-from snapws.oci.tarextractor import (
-    ExtractedLayer,
-    discard_extracted,
-    extract_layer,
-    publish_extracted,
 )
 from snapws.store.store import EMPTY_LAYER, Store
 

@@ -1,5 +1,6 @@
-"""An OCI layer tar as a stored layer (see :mod:`snapws.oci.tarwriter`
-for the way there).
+"""An OCI layer tar unpacked into a layer tree (see
+:mod:`snapws.oci.tarwriter` for the way there; :mod:`snapws.oci.extractedlayer`
+makes a staging dir for it and publishes it).
 
 Reading treats the tar as hostile: each node is created by this module inside
 a private staging tree, below directories it made itself, each resolved
@@ -11,6 +12,8 @@ duplicates, whiteouts of ``.``/``..``, overlay xattrs and 0/0 character
 devices are refused (BadImageError); device nodes need root
 (UnsupportedError). Whiteouts and opaque markers apply to lower layers only,
 as the OCI spec says, so they are applied once the whole tar is read.
+Names are checked by :mod:`snapws.oci.tarnames` before anything is made;
+small files go to a helper process (:mod:`snapws.oci.helperfeed`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +29,7 @@ import xxhash
 from snapws.beneath import Beneath, NodeRef
 from snapws.deeppath import anchored
 from snapws.errors import BadImageError, UnsupportedError
-from snapws.ids import ContentHash, LayerId
+from snapws.ids import ContentHash
 from snapws.layers.entries import (
     Node,
     host_ids,
@@ -35,19 +37,18 @@ from snapws.layers.entries import (
     list_xattrs,
     node_entry,
     ns_ids,
-    opaque_xattr,
     parent_of,
     read_node,
 )
 from snapws.layers.scan import entries_of, read_tree
 from snapws.layers.view import ChainView, HashCache
-from snapws.model import ROOT, Entry, Kind, display_path, encode_manifest, manifest_id
+from snapws.model import ROOT, Entry, Kind, display_path
 from snapws.oci import filewriter
 from snapws.oci import tarformat as tf
+from snapws.oci.helperfeed import FileTables, HelperFeed
+from snapws.oci.tarnames import escapes, normalize
 from snapws.oci.tarwriter import CHUNK, OPAQUE_MARKER, WHITEOUT_PREFIX
 from snapws.oci.writeback import EarlyWriteback
-from snapws.store.atomic import syncfs
-from snapws.store.store import Store
 
 _ZERO_CHUNK = bytes(CHUNK)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -81,42 +82,6 @@ class _DirMeta:
     gid: int = 0
     mtime_ns: int = 0
     xattrs: dict[str, bytes] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class ExtractedLayer:
-    """A layer tar unpacked into ``staging/tree``, not published yet."""
-
-    staging: Path
-    entries: list[Entry]
-    manifest: bytes
-    #: the writeback started while unpacking (waited for by publishing)
-    writeback: EarlyWriteback | None = field(default=None, compare=False)
-    #: the fstat of files taken when they were complete (for dedup)
-    stats: dict[bytes, os.stat_result] = field(default_factory=dict, compare=False)
-    #: dedup keys made while unpacking (:func:`snapws.store.dedup.dedup_material`)
-    keys: dict[bytes, tuple[str, bytes]] = field(default_factory=dict, compare=False)
-
-    @property
-    def id(self) -> LayerId:
-        return manifest_id(self.manifest)
-
-
-def _escapes(link: bytes, target: bytes) -> bool:
-    """True if the relative symlink target climbs above the layer's root."""
-    if target.startswith(b"/"):
-        return False
-    level = 0 if parent_of(link) == ROOT else parent_of(link).count(b"/") + 1
-    for part in target.split(b"/"):
-        if part in (b"", b"."):
-            continue
-        if part == b"..":
-            level -= 1
-            if level < 0:
-                return True
-        else:
-            level += 1
-    return False
 
 
 class LayerExtractor:
@@ -158,19 +123,20 @@ class LayerExtractor:
         # being read again: sound where nothing adds attributes on creation
         # (no default ACL, no security module labels: the new root has none).
         self.stat_files = not list_xattrs(self.root)
-        self.file_stats: dict[bytes, os.stat_result] = {}
-        # The manifest entry of each such file, made as soon as its fstat is
-        # known (while the tar is still read), so that little is left to do
-        # after the last byte (:meth:`entries`); a file that gets a hardlink
-        # loses it (read again at the end, as every other node).
-        self.file_entry: dict[bytes, Entry] = {}
-        # and, for a layer to be deduplicated, each such file's dedup key
-        self.file_keys: dict[bytes, tuple[str, bytes]] = {}
-        self._dedup_material: Callable[[Entry], tuple[str, bytes]] | None = None
+        # The manifest entry of each such file is made as soon as its fstat
+        # is known (while the tar is still read), so that little is left to
+        # do after the last byte (:meth:`entries`); a file that gets a
+        # hardlink loses it (read again at the end, as every other node).
+        # And, for a layer to be deduplicated, each such file's dedup key.
+        self.files = FileTables()
         if dedup_keys:
             from snapws.store.dedup import dedup_material  # (sqlite3: only when needed)
 
-            self._dedup_material = dedup_material
+            self.files.material = dedup_material
+        self.file_hash = self.files.hashes
+        self.file_stats = self.files.stats
+        self.file_entry = self.files.entries
+        self.file_keys = self.files.keys
         self.link_of: dict[bytes, bytes] = {}  # hardlink -> the file first made
         self.kinds: dict[bytes, Kind] = {ROOT: Kind.DIR}
         self.dirs: dict[bytes, _DirMeta] = {}  # explicit or implied directories
@@ -178,18 +144,12 @@ class LayerExtractor:
         self.names: set[bytes] = set()  # every normalized tar name seen
         self.whiteouts: list[bytes] = []
         self.opaque: list[bytes] = []
-        self.file_hash: dict[bytes, ContentHash] = {}
-        self.small_files = 0  # written here, while no helper runs
-        self.helper: filewriter.FileWriterChild | None = None
-        self.helper_failed = False
-        self.in_helper: set[bytes] = set()  # files sent to the helper, results not back yet
+        self.feed = HelperFeed(self.root, self.HELPER_AFTER, self.files, self._perm)
 
     def close(self) -> None:
         """Stop the helper process, close the descriptors of the tree
         (idempotent)."""
-        if self.helper is not None:
-            self.helper.close()
-            self.helper = None
+        self.feed.close()
         for fd in self._dir_fds.values():
             os.close(fd)
         self._dir_fds.clear()
@@ -215,29 +175,6 @@ class LayerExtractor:
 
     def _abs(self, rel: bytes) -> bytes:
         return self.root if rel == ROOT else self.root + b"/" + rel
-
-    def _norm(self, name: bytes) -> bytes:
-        if name.startswith(b"/") and name.strip(b"/.") == b"" and b".." not in name:
-            return ROOT  # "/" (umoci insert ... /, docker): the root's entry
-        if name.startswith(b"/"):
-            raise self._bad(f"absolute path {display_path(name)} (paths must stay in the layer)")
-        if not name:
-            raise self._bad("an entry with an empty name")
-        core = name[:-1] if name.endswith(b"/") else name  # (a directory's "d/")
-        parts = core.split(b"/")
-        if b"" not in parts and b"." not in parts and b".." not in parts:
-            # in canonical form already: checked in C loops (10,000 components deep)
-            if max(map(len, parts)) > tf.MAX_COMPONENT:
-                raise self._bad(f"a name longer than {tf.MAX_COMPONENT} bytes in {name[:80]!r}")
-            return core
-        parts = name.split(b"/")
-        parts = [p for p in parts if p not in (b"", b".")]
-        if b".." in parts:
-            raise self._bad(f"path {display_path(name)} climbs out of the layer with '..'")
-        for p in parts:
-            if len(p) > tf.MAX_COMPONENT:
-                raise self._bad(f"a name longer than {tf.MAX_COMPONENT} bytes in {name[:80]!r}")
-        return b"/".join(parts) or ROOT
 
     def _lower_meta(self, rel: bytes) -> _DirMeta:
         if self.lower is not None:
@@ -332,7 +269,7 @@ class LayerExtractor:
     # -- entries --
     def add(self, h: tf.Header, reader: tf.TarReader) -> None:
         """Create the node of one tar entry (data read from ``reader``)."""
-        rel = self._norm(h.name)
+        rel = normalize(h.name, self.what)
         if rel in self.names:
             raise self._bad(f"duplicate entry {display_path(rel)}")
         self.names.add(rel)
@@ -354,7 +291,7 @@ class LayerExtractor:
             elif h.type == tf.HARDLINK:
                 self._hardlink(rel, path, h)
             elif h.type == tf.SYMLINK:
-                if _escapes(rel, h.linkname):
+                if escapes(rel, h.linkname):
                     raise self._bad(
                         f"symlink {display_path(rel)} -> {display_path(h.linkname)} "
                         "leads out of the layer"
@@ -397,60 +334,11 @@ class LayerExtractor:
         self.dirs[rel] = meta
         self.explicit.add(rel)
 
-    # -- the helper process (snapws.oci.filewriter) --
-    def _helper_for(self, h: tf.Header) -> filewriter.FileWriterChild | None:
-        """The helper to write this file, if it is small and plain (started
-        after :attr:`HELPER_AFTER` such files) and the helper is not behind
-        (None: write it here)."""
-        if h.size > filewriter.SMALL or h.xattrs or self.helper_failed:
-            return None
-        if self.helper is not None:
-            try:
-                return None if self.helper.busy(h.size) else self.helper
-            except filewriter.ChildFailed as e:
-                raise OSError(errno.EIO, f"the helper process writing files failed: {e}") from e
-        if self.helper is None:
-            if self.HELPER_AFTER is None or self.small_files < self.HELPER_AFTER:
-                self.small_files += 1
-                return None
-            try:
-                self.helper = filewriter.FileWriterChild(self.root)
-            except filewriter.ChildFailed:
-                self.helper_failed = True  # write everything here
-                return None
-        return self.helper
-
-    def _take(self, results: list[filewriter.Record]) -> None:
-        file_hash, file_stats, file_entry = self.file_hash, self.file_stats, self.file_entry
-        in_helper, material = self.in_helper, self._dedup_material
-        for rel, digest, has_stat, mode, uid, gid, size, mtime_ns, ino, nlink, blocks in results:
-            in_helper.discard(rel)
-            ch = ContentHash(digest.hex())
-            file_hash[rel] = ch
-            if has_stat and nlink == 1 and stat.S_ISREG(mode):
-                # (as FileWriterChild.result makes it, without the call)
-                file_stats[rel] = os.stat_result(
-                    (mode, ino, 0, nlink, uid, gid, size, 0, mtime_ns // 1_000_000_000, 0),
-                    {"st_mtime_ns": mtime_ns, "st_blocks": blocks},
-                )
-                uid, gid = host_ids(uid, gid)
-                e = Entry(rel, Kind.FILE, stat.S_IMODE(mode), uid, gid, mtime_ns, size, ch)
-                file_entry[rel] = e
-                if material is not None and size:
-                    self.file_keys[rel] = material(e)
-
+    # -- the helper process (snapws.oci.helperfeed) --
     def sync_helper(self) -> None:
         """Wait until the helper wrote every file sent so far. Raises what
         writing them raised (as :meth:`add` would have)."""
-        if self.helper is None:
-            return
-        try:
-            self._take(self.helper.sync())
-        except OSError as e:
-            rel = os.fsencode(e.filename) if e.filename else b"?"
-            raise self._perm(rel, e, getattr(e, "failed_step", "create")) from e
-        except filewriter.ChildFailed as e:
-            raise OSError(errno.EIO, f"the helper process writing files failed: {e}") from e
+        self.feed.sync()
 
     def _send(
         self, helper: filewriter.FileWriterChild, rel: bytes, h: tf.Header, reader: tf.TarReader
@@ -467,12 +355,7 @@ class LayerExtractor:
             flags |= filewriter.STAT
         data = b"".join(reader.data(filewriter.SMALL))
         self.kinds[rel] = Kind.FILE
-        self.in_helper.add(rel)
-        try:
-            helper.add(rel, data, mode, mode if plain else 0o600, *ids, h.mtime_ns, flags)
-            self._take(helper.collect())  # (their entries made now, not at the end)
-        except filewriter.ChildFailed as e:
-            raise OSError(errno.EIO, f"the helper process writing files failed: {e}") from e
+        self.feed.send(helper, rel, data, mode, mode if plain else 0o600, ids, h.mtime_ns, flags)
         if self.writeback is not None:
             self.writeback.wrote(h.size)
 
@@ -481,8 +364,9 @@ class LayerExtractor:
         hashed on the way: the manifest needs its XXH3), zero chunks left as
         holes, then owner, mode, xattrs and mtime, each only when the new
         file does not have it already. Small plain files go to the helper
-        process instead (:meth:`_helper_for`)."""
-        helper = self._helper_for(h)
+        process instead (:meth:`HelperFeed.helper_for
+        <snapws.oci.helperfeed.HelperFeed.helper_for>`)."""
+        helper = self.feed.helper_for(h)
         if helper is not None:
             self._send(helper, rel, h, reader)
             return
@@ -528,17 +412,15 @@ class LayerExtractor:
         finally:
             os.close(fd)
         ch = ContentHash(digest.hexdigest())
-        self.file_hash[rel] = ch
         if st is not None and st.st_nlink == 1 and stat.S_ISREG(st.st_mode):
-            self.file_stats[rel] = st
             node = Node(rel, path, st, Kind.FILE, {}, False, (), None)
-            entry = self.file_entry[rel] = node_entry(node, ch)
-            if self._dedup_material is not None and entry.size:
-                self.file_keys[rel] = self._dedup_material(entry)
+            self.files.add(rel, ch, st, node_entry(node, ch))
+        else:
+            self.file_hash[rel] = ch
 
     def _hardlink(self, rel: bytes, path: bytes, h: tf.Header) -> None:
-        target = self._norm(h.linkname)
-        if target in self.in_helper:
+        target = normalize(h.linkname, self.what)
+        if target in self.feed.pending:
             self.sync_helper()  # the file must exist, its hash be known
         if target not in self.file_hash or target not in self.explicit:
             raise self._bad(
@@ -585,10 +467,8 @@ class LayerExtractor:
         """Wait for the helper's files, apply whiteouts and opaque markers,
         then directory metadata (deepest first, so creating children does not
         change it again)."""
-        if self.helper is not None:
-            self.sync_helper()
-            self.helper.close()
-            self.helper = None
+        self.feed.sync()
+        self.feed.close()
         opaque = list(self.opaque)
         for w in self.whiteouts:
             kind = self.kinds.get(w)
@@ -661,80 +541,3 @@ class LayerExtractor:
                 self._mknod_whiteout(name)
             elif kind is Kind.DIR:
                 self._mark_opaque(name)
-
-
-def extract_layer(
-    store: Store,
-    reader: tf.TarReader,
-    lower_trees: list[Path],
-    threads: int = 8,
-    dedup: bool = False,
-) -> ExtractedLayer:
-    """Unpack the tar ``reader`` reads into a new staging dir of ``store`` and
-    compute its manifest. ``lower_trees``: the trees of the layers below,
-    topmost first. ``dedup``: it will be deduplicated (its files' dedup
-    keys are made as they are written). The caller publishes (:func:`publish_extracted`) or
-    discards the staging dir; on error it is discarded here.
-
-    Raises BadImageError, UnsupportedError, OSError."""
-    staging = store.new_staging("import")
-    writeback = EarlyWriteback(staging)
-    try:
-        tree = staging / "tree"
-        tree.mkdir(mode=0o700)
-        lower = ChainView([os.fsencode(p) for p in lower_trees]) if lower_trees else None
-        x = LayerExtractor(
-            tree, lower, reader.what, opaque_xattr(store.xattr_form), writeback, dedup
-        )
-        try:
-            for h in reader.entries():
-                x.add(h, reader)
-            x.finish()
-        finally:
-            x.close()
-        writeback.kick()  # the disk works while the manifest is computed
-        entries = x.entries(threads)
-        return ExtractedLayer(
-            staging, entries, encode_manifest(entries), writeback, x.file_stats, x.file_keys
-        )
-    except BaseException:
-        writeback.close()
-        store.discard(staging)
-        raise
-
-
-def discard_extracted(store: Store, layer: ExtractedLayer) -> None:
-    """Throw an extracted layer away (its staging dir), once its early
-    writeback is over."""
-    if layer.writeback is not None:
-        layer.writeback.close()
-    if layer.staging.exists():
-        store.discard(layer.staging)
-
-
-def publish_extracted(store: Store, layer: ExtractedLayer, dedup: bool = False) -> LayerId:
-    """Publish an extracted layer (dedup first, if asked); if the store has it
-    already, drop the copy. Precondition: the store lock is held exclusively.
-
-    Durability: nothing was fsynced while unpacking (writeback was only
-    started early, :mod:`snapws.oci.writeback`, and goes on while the
-    tree is deduplicated); one syncfs of the store's filesystem, after
-    everything, makes the whole tree (and anything else written to the
-    store so far, such as the blob-cache copy of the layer's blob) durable
-    before the rename publishes it. Raises OSError, MountError (syncfs
-    failed)."""
-    lid = layer.id
-    try:
-        if not store.has_layer(lid):
-            if dedup:
-                from snapws.store.dedup import dedup_tree
-
-                tree = layer.staging / "tree"
-                dedup_tree(store, tree, lid, layer.entries, known=layer.stats, keys=layer.keys)
-            if layer.writeback is not None:
-                layer.writeback.wait()
-            syncfs(layer.staging)
-            store.publish_layer(layer.staging, layer.manifest)
-    finally:
-        discard_extracted(store, layer)
-    return lid

@@ -1,5 +1,5 @@
 """Early writeback while a layer is unpacked: the final ``syncfs`` that
-makes an unpacked layer durable (:func:`snapws.oci.tarextractor.publish_extracted`)
+makes an unpacked layer durable (:func:`snapws.oci.extractedlayer.publish_extracted`)
 would otherwise wait for the whole tree's writeback at the end, with
 nothing else to do.
 

@@ -21,7 +21,8 @@ from snapws.errors import BadImageError, UnsupportedError
 from snapws.layers.scan import entries_of, read_tree
 from snapws.model import encode_manifest
 from snapws.oci import filewriter
-from snapws.oci.tarextractor import LayerExtractor, discard_extracted, extract_layer
+from snapws.oci.extractedlayer import discard_extracted, extract_layer
+from snapws.oci.tarextractor import LayerExtractor
 from snapws.oci.tarformat import TarReader
 from snapws.store.dedup import dedup_key, dedup_material
 from snapws.store.store import EMPTY_LAYER, Store

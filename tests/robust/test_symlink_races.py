@@ -210,7 +210,7 @@ def test_import_extraction_never_writes_through_a_swapped_symlink(
     tmp_path: Path, outside: Path
 ) -> None:
     from snapws.oci import tarformat as tf
-    from snapws.oci.tarextractor import extract_layer
+    from snapws.oci.extractedlayer import extract_layer
 
     store = Store.create(tmp_path / "store")
     members = [d("conf/", mode=0o755)]
