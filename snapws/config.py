@@ -60,6 +60,8 @@ class Config:
     # their own, named after the directory), "shared" (the store's root
     # namespace, branches shared as between git worktrees) or a name to join
     namespace: str = ""
+    # plain workspaces: a file-system watcher (inotify) tells status what changed
+    plain_watch: bool = False
 
     def author_or_default(self) -> str:
         if self.author:
@@ -100,6 +102,7 @@ _TYPES: dict[str, type] = {
     "cache_remote": str,
     "ignore": list,
     "namespace": str,
+    "plain_watch": bool,
 }
 #: ``namespace =`` value (and ``init --shared``) for the store's shared root namespace.
 SHARED_NAMESPACE = "shared"

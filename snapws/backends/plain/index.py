@@ -32,11 +32,12 @@ names without reading the directory (git's untracked cache).
 On disk: ``MAGIC``, the lengths of the two sections (two little-endian
 u64), the XXH3-64 of both sections (16 hex digits) and a newline; then the
 records (``marshal``: head snapshot id, reference ns, slack ns, {dir: (head
-map ref, scan record with refs)}) and the blob area the refs ((offset,
-length)) point into. The file is mapped, not read: a status copies only the
-blobs it uses (names and stats of each directory; head maps only where it
-looks into a directory). A missing, damaged or foreign index is rebuilt
-from HEAD's manifests (:func:`snapws.backends.plain.headtree.rebuild_index`).
+map ref, scan record with refs)}, and the watcher's token if any) and the
+blob area the refs ((offset, length)) point into. The file is mapped, not
+read: a status copies only the blobs it uses (names and stats of each
+directory; head maps only where it looks into a directory). A missing,
+damaged or foreign index is rebuilt from HEAD's manifests
+(:func:`snapws.backends.plain.headtree.rebuild_index`).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from snapws.backends.plain.workentry import WorkRules, as_recorded
 from snapws.ids import SnapshotId
 from snapws.model import ROOT, Entry, Kind
 
-MAGIC = b"snapws-plain-index 7\n"
+MAGIC = b"snapws-plain-index 8\n"
 #: Earlier forms still read (their scan records lack the newer fields: the
 #: names of form 4 count as not the whole listing, as if an ignored entry
 #: had been left out), so that an upgrade does not hash the tree again.
@@ -77,9 +78,31 @@ _OLDER = {
     b"snapws-plain-index 4\n": 6,
     b"snapws-plain-index 5\n": 7,
     b"snapws-plain-index 6\n": 8,
+    b"snapws-plain-index 7\n": 8,  # (no watcher token)
 }
+_FORM_7 = b"snapws-plain-index 7\n"
 _FIELDS = 8  # of a scan record on disk
 _HEADER = struct.Struct("<QQ")  # lengths of the records section and of the blob area
+
+
+#: A watcher token as the index keeps it: (generation, sequence number,
+#: ignore settings key, directories holding files with several links).
+WatchToken = tuple[str, int, str, tuple[bytes, ...]]
+
+
+def _watch_token(t: Any) -> WatchToken | None:
+    """A recorded watcher token, if it has the right shape (else none)."""
+    if (
+        isinstance(t, tuple)
+        and len(t) == 4
+        and isinstance(t[0], str)
+        and isinstance(t[1], int)
+        and isinstance(t[2], str)
+        and isinstance(t[3], tuple)
+        and all(isinstance(d, bytes) for d in t[3])
+    ):
+        return (t[0], t[1], t[2], t[3])
+    return None
 
 
 # ---- the index ---------------------------------------------------------------
@@ -109,6 +132,11 @@ class Index:
         self._keys: list[bytes] | None = None  # sorted dir keys (subtree queries)
         self.modified = False
         self.older_form = False  # read from a file of an earlier form
+        #: The watcher's token the scan records are current at, with the
+        #: ignore settings and the directories holding files with several
+        #: links (:mod:`snapws.backends.plain.fswatch`); None: none. Any
+        #: change of the records but a scan's drops it.
+        self.watch: WatchToken | None = None
 
     @property
     def racy_from(self) -> int:
@@ -130,6 +158,7 @@ class Index:
 
     def _edit_map(self, d: bytes) -> dict[bytes, EntryTuple]:
         m = self.head_map(d)
+        self.watch = None
         if d not in self.dirs:
             self.dirs[d] = [None, None]
             self._keys = None
@@ -287,6 +316,7 @@ class Index:
             rec = self.dirs[d] = [None, None]
             self._keys = None
         rec[1] = scan
+        self.watch = None  # (a scan sets its own after)
         if rec[0] is None and scan is None and d not in self._edited:
             del self.dirs[d]
             self._heads.pop(d, None)
@@ -310,6 +340,7 @@ class Index:
                     scan.changes = None
                     scan.changed = True
                     self.modified = True
+                    self.watch = None
 
     def invalidate(self, paths: Iterable[bytes]) -> None:
         """Forget what the last scan saw of ``paths`` (they were rewritten,
@@ -401,7 +432,10 @@ class Index:
                     ref(scan.recreated),
                 )
             dirs[d] = (ref(blob), sref)
-        records = marshal.dumps((self.head.hex, self.ref_ns, self.slack_ns, dirs))
+        top: tuple[Any, ...] = (self.head.hex, self.ref_ns, self.slack_ns, dirs)
+        if self.watch is not None:
+            top += (self.watch,)
+        records = marshal.dumps(top)
         h = xxhash.xxh3_64(records)
         for b in blobs:
             h.update(b)
@@ -441,7 +475,9 @@ class Index:
             return None if r is None else area[r[0] : r[0] + r[1]]
 
         try:
-            head_hex, ref_ns, slack_ns, raw = marshal.loads(view[start : start + nrec])
+            top = marshal.loads(view[start : start + nrec])
+            head_hex, ref_ns, slack_ns, raw = top[:4]
+            watch = _watch_token(top[4]) if len(top) == 5 else None
             dirs: dict[bytes, list[Any]] = {}
             for d, (href, sref) in raw.items():
                 scan = None
@@ -462,7 +498,8 @@ class Index:
                     )
                 dirs[d] = [at(href), scan]
             index = cls(SnapshotId(head_hex), int(ref_ns), int(slack_ns), dirs)
-            index.older_form = magic != MAGIC
+            index.older_form = magic not in (MAGIC, _FORM_7)
+            index.watch = watch
             return index
         except (ValueError, TypeError, EOFError, IndexError):
             return None

@@ -116,7 +116,8 @@ def _fork_walker(w: Walker, share: list[Unit]) -> tuple[int, int, list[Unit]]:
         code = 1
         try:
             w.changes, w.records, w.visited, w.recreated, w.ignored = [], {}, [], [], []
-            w.listed = w.reused = 0
+            w.listed = w.reused = w.replayed = 0
+            w.multilink = []
             w.drop_pending()  # the parent finishes what it walked itself
             w.walk(share)
             w.finish()

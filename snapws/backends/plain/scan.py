@@ -11,6 +11,13 @@ touch or a chmod to the same mode is no change.
 
 On trees big enough to pay for it, the walk runs in several processes
 (:mod:`snapws.backends.plain.parallelwalk`).
+
+With a file-system watcher (:mod:`snapws.backends.plain.fswatch`, opt-in),
+a directory in which nothing happened since the index's token is not even
+stat'ed: its record is replayed and its subdirectories are taken from it;
+only the directories the watcher names are listed and compared (and those
+holding a file with several links, whose other names may be written to
+without an event here).
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ from __future__ import annotations
 import marshal
 import os
 import stat
+import struct
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snapws.backends.plain.index import Index
 from snapws.backends.plain.parallelwalk import walk_parallel, walking_procs
@@ -47,6 +55,9 @@ from snapws.ids import ContentHash
 from snapws.layers.ignore import IGNORE_FILE, IgnoreRules, drop_ignored
 from snapws.model import ROOT, Change, ChangeType, Entry, Kind, classify
 
+if TYPE_CHECKING:
+    from snapws.backends.plain.fswatch import WatchAnswer
+
 _DIR = Kind.DIR.value
 _INO, _INO_END = 24, 32  # the inode field in a child's packed stats
 #: A directory to walk: (relative path, absolute path, whether its stat is
@@ -66,6 +77,7 @@ class ScanResult:
     ignored: list[bytes] = field(default_factory=list)
     listed: int = 0  # directories the scan read
     reused: int = 0  # directories it did not read (their recorded names were current)
+    replayed: int = 0  # directories it did not look at (the watcher saw nothing there)
 
 
 class _Pending:
@@ -117,9 +129,20 @@ class Walker:
         hash_threads: int,
         ignore: IgnoreRules | None = None,
         trust_dirs: bool = False,
+        watching: bool = False,
+        changed_dirs: frozenset[bytes] | None = None,
     ) -> None:
         self.index = index
         self.trust_dirs = trust_dirs
+        # with a watcher: directories holding files with several links are
+        # noted; with its answer, the others it does not name are replayed
+        self.watching = watching
+        self.changed_dirs = changed_dirs
+        old = index.watch
+        self.known_multilink = frozenset(old[3]) if old is not None else frozenset()
+        self.multilink: list[bytes] = []
+        self.needs_full = False  # a new file with several links: scan everything
+        self.replayed = 0
         self.root = root
         self.rules = rules
         self.hash_threads = hash_threads
@@ -164,10 +187,16 @@ class Walker:
         isdir = stat.S_ISDIR
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         trust = self.trust_dirs
+        changed_dirs = self.changed_dirs
         found: list[Unit] = []
         stack = list(units)
         while stack:
             rel, ab, same = stack.pop()
+            if changed_dirs is not None:
+                if rel in changed_dirs:
+                    same = False  # (its own stat may have moved: list it)
+                elif same and self._replay(rel, ab, found if not recurse else stack):
+                    continue
             try:
                 fd = open_fd(ab, flags)  # (however deep)
             except PermissionError:
@@ -182,6 +211,8 @@ class Walker:
             finally:
                 os.close(fd)
             names, vals, sts = listing
+            if self.watching:
+                self._note_links(rel, sts)
             full = True
             if self.ignore is not None:
                 full = self._drop_ignored(rel, names, vals, sts)
@@ -198,6 +229,57 @@ class Walker:
             else:
                 found += kids
         return found
+
+    def _replay(self, rel: bytes, ab: bytes, into: list[Unit]) -> bool:
+        """Take directory ``rel`` as its record says, without looking at
+        it (the watcher saw nothing happen in it, and its parent found it
+        unchanged or was replayed too): replay its recorded changes and add
+        its subdirectories to ``into``. False (nothing done) if the record
+        cannot stand for it: none, not the whole listing, racy, without
+        replayable changes, or the directory holds a file with several links."""
+        scan = self.index.scan_record(rel)
+        if (
+            scan is None
+            or not scan.full
+            or scan.maxtime >= self.racy
+            or (scan.changed and scan.changes is None)
+            or rel in self.known_multilink
+        ):
+            return False
+        names = split_names(scan.names)
+        stats = scan.stats
+        modes = struct.unpack(f"{len(stats) // 8}q", stats)[NFIELDS - 1 :: NFIELDS]
+        if len(modes) != len(names):
+            return False
+        prefix = b"" if rel == ROOT else rel + b"/"
+        kids = [n for n, mode in zip(names, modes, strict=True) if stat.S_ISDIR(mode)]
+        ignore = self.ignore
+        if ignore is not None:
+            ignore.listed(rel, IGNORE_FILE in names)
+            if ignore.applies(rel):  # excluded directories (tracked: the listing is whole)
+                parent_excluded = rel in self._excluded
+                for n in kids:
+                    if parent_excluded or ignore.match(prefix + n, True):
+                        self._excluded.add(prefix + n)
+        self.visited.append(rel)
+        self.replayed += 1
+        if scan.changes is not None:
+            self.changes += changes_from(scan.changes)
+        if scan.recreated:
+            self.recreated += [child_path(rel, n) for n in split_names(scan.recreated)]
+        into += [(prefix + n, ab + b"/" + n, True) for n in kids]
+        return True
+
+    def _note_links(self, rel: bytes, sts: list[os.stat_result]) -> None:
+        """Note whether directory ``rel`` holds a regular file with several
+        links (another name, perhaps outside it, may be written to without
+        an event in it); one the index did not know of makes a scan that
+        replays directories start again, replaying none."""
+        isreg = stat.S_ISREG
+        if any(s.st_nlink > 1 and isreg(s.st_mode) for s in sts):
+            self.multilink.append(rel)
+            if rel not in self.known_multilink:
+                self.needs_full = True
 
     def _read_listing(
         self, fd: int, ab: bytes
@@ -467,12 +549,16 @@ class Walker:
                 self.ignored,
                 self.listed,
                 self.reused,
+                self.multilink,
             )
         )
 
     def absorb(self, data: bytes) -> None:
         """Add the results :meth:`export` produced in another process."""
-        changes, records, visited, recreated, ignored, listed, reused = marshal.loads(data)
+        changes, records, visited, recreated, ignored, listed, reused, multilink = marshal.loads(
+            data
+        )
+        self.multilink += multilink
         self.listed += listed
         self.reused += reused
         self.changes += changes_from(changes)
@@ -509,27 +595,70 @@ def scan(
     hash_threads: int = 8,
     ignore: IgnoreRules | None = None,
     trust_dirs: bool = False,
+    watch_key: str | None = None,
+    watch: WatchAnswer | None = None,
 ) -> ScanResult:
     """Compare the working tree at ``root`` with ``index``'s HEAD, and put
     what this scan saw into ``index`` (its ``modified`` flag tells whether
     the index should be written back). With ``ignore``, ignored paths are
     skipped (see :class:`Walker`) and reported apart; with ``trust_dirs``,
-    unchanged directories are not read (:meth:`Walker.walk`). Raises
-    OSError if the root is unreadable."""
-    w = Walker(index, root, rules, hash_threads, ignore, trust_dirs)
+    unchanged directories are not read (:meth:`Walker.walk`).
+
+    ``watch_key`` (the ignore settings, as a string) says that a watcher
+    is in use: ``watch`` is its answer to the index's token (None: no
+    watcher answered). When it names the directories that changed since
+    (and the index's token has the same ``watch_key``), only they are
+    looked at; the others are replayed from their records. The index
+    takes the answer's token. Raises OSError if the root is unreadable."""
+    changed_dirs = None
+    old = index.watch
+    if watch is not None and watch.dirs is not None and old is not None and old[2] == watch_key:
+        changed_dirs = watch.dirs
+    w = _walk(index, root, rules, hash_threads, ignore, trust_dirs, watch_key, changed_dirs)
+    if w.needs_full and changed_dirs is not None:  # (the walker changed nothing yet)
+        w = _walk(index, root, rules, hash_threads, ignore, trust_dirs, watch_key, None)
+    visited = set(w.visited)
+    for d, rec in w.records.items():
+        index.set_scan(d, rec)
+    for d in [d for d, r in index.dirs.items() if r[1] is not None and d not in visited]:
+        index.set_scan(d, None)  # no longer a directory of the working tree
+    if watch_key is not None and watch is not None:
+        token = (watch.token[0], watch.token[1], watch_key, tuple(sorted(set(w.multilink))))
+        if old is None or old[0] != token[0] or old[2:] != token[2:]:
+            index.modified = True  # (else the old token stays: it asks for a little more)
+        elif changed_dirs is not None and len(changed_dirs) > _TOKEN_AGE_DIRS:
+            index.modified = True
+        index.watch = token
+    changes = sorted(w.changes, key=lambda c: c.path)
+    changes, ignored = drop_ignored(changes, w.ignored)
+    return ScanResult(changes, set(w.recreated), ignored, w.listed, w.reused, w.replayed)
+
+
+#: A scan that had to look at more directories than this since the index's
+#: token writes the index (with the new token) even if its records stayed.
+_TOKEN_AGE_DIRS = 64
+
+
+def _walk(
+    index: Index,
+    root: bytes,
+    rules: WorkRules,
+    hash_threads: int,
+    ignore: IgnoreRules | None,
+    trust_dirs: bool,
+    watch_key: str | None,
+    changed_dirs: frozenset[bytes] | None,
+) -> Walker:
+    """One walk of the working tree (:func:`scan`), finished."""
+    w = Walker(
+        index, root, rules, hash_threads, ignore, trust_dirs, watch_key is not None, changed_dirs
+    )
     units = w.walk_root()
-    procs = walking_procs(index)
+    procs = walking_procs(index) if changed_dirs is None else 1
     with anchored():  # paths may be longer than PATH_MAX
         if procs > 1 and units:
             walk_parallel(w, units, procs)
         else:
             w.walk(units)
             w.finish()
-    visited = set(w.visited)
-    for d, rec in w.records.items():
-        index.set_scan(d, rec)
-    for d in [d for d, r in index.dirs.items() if r[1] is not None and d not in visited]:
-        index.set_scan(d, None)  # no longer a directory of the working tree
-    changes = sorted(w.changes, key=lambda c: c.path)
-    changes, ignored = drop_ignored(changes, w.ignored)
-    return ScanResult(changes, set(w.recreated), ignored, w.listed, w.reused)
+    return w

@@ -5,6 +5,7 @@ index."""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from snapws.backends.plain.dirtimes import dir_times_reliable
 from snapws.backends.plain.index import Index
@@ -14,6 +15,9 @@ from snapws.backends.plain.workentry import WorkRules
 from snapws.errors import BadPathError
 from snapws.layers.ignore import IgnoreRules
 from snapws.session import Session
+
+if TYPE_CHECKING:
+    from snapws.backends.plain.fswatch import WatchAnswer
 
 
 def scan_workspace(
@@ -37,6 +41,9 @@ def scan_workspace(
                 hint=f"make it again (mkdir {state.path}), then `snapws reset --hard HEAD` "
                 "brings HEAD back into it",
             )
+        watch_key, watch = None, None
+        if session.config.plain_watch:
+            watch_key, watch = _ask_watcher(index, root, os.fsencode(session.wsdir), session)
         result = scan(
             index,
             root,
@@ -44,6 +51,8 @@ def scan_workspace(
             session.config.hash_threads,
             IgnoreRules.for_tree(root, session.config.ignore),
             dir_times_reliable(root),
+            watch_key,
+            watch,
         )
     except BaseException:
         if writer is not None:
@@ -52,6 +61,23 @@ def scan_workspace(
     if writer is not None:
         index.ref_ns, index.slack_ns = writer.ref_ns, writer.slack_ns
     return result, index, writer
+
+
+def _ask_watcher(
+    index: Index, root: bytes, wsdir: bytes, session: Session
+) -> tuple[str, WatchAnswer | None]:
+    """The workspace's watcher's answer to the index's token (started if
+    none answers: this scan then looks at everything), and the key of the
+    settings its tokens hold for (the ignore settings)."""
+    from snapws.backends.plain.fswatch import ask_watcher, start_watcher
+
+    key = "\0".join(session.config.ignore)
+    old = index.watch
+    since = (old[0], old[1]) if old is not None and old[2] == key else None
+    answer = ask_watcher(wsdir, since)
+    if answer is None:
+        start_watcher(root, wsdir)
+    return key, answer
 
 
 def refresh_index(index: Index, writer: IndexWriter | None) -> None:
