@@ -10,6 +10,8 @@ default 100,000, ~1 GB, seeded), copies it, and times on the two copies:
     (changes)  the same 100 modifications, 100 additions, 100 deletions in both
     status     snapws status                vs  git status     (the target: <= 2x git)
     status/1   the same, the walk in one process (SNAPWS_PLAIN_SCAN_PROCS=1)
+    status/w   with --watch: the same with the file-system watcher
+               (plain_watch = true; started and its token recorded untimed)
     commit     snapws commit -m             vs  git add -A && git commit -m
     clean      snapws status                vs  git status     (after the commit)
     checkout   snapws checkout HEAD~1       vs  git checkout HEAD~1   (detached)
@@ -31,12 +33,14 @@ Needs no root (nothing is mounted); git. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import platform
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -88,6 +92,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         return run_steps(args, r, work)
     finally:
         r.stop_servers()  # the bench's own command server (a private runtime dir)
+        stop_watchers(work)
         if args.keep:
             print(f"bench: kept {work}", file=sys.stderr)
         else:
@@ -187,6 +192,15 @@ def run_steps(args: argparse.Namespace, r: PlainRunner, work: Path) -> dict[str,
             rows["status"]["first_git"] = rows["status"]["git_samples"][0]
     for _ in range(args.repeat):
         step("status (walk in 1 process)", [["status"]], [["status"]], {PROCS: "1"})
+    if args.watch:
+        config = work / "watch.toml"
+        config.write_text("plain_watch = true\n")
+        watched = {"SNAPWS_CONFIG": str(config), "SNAPWS_PLAIN_WATCH_IDLE": "900"}
+        for _ in range(3):  # start the watcher; record its token (stats no longer racy)
+            r.sw_env(watched, "status", cwd=sw_tree)
+            time.sleep(1.0)
+        for _ in range(args.repeat):
+            step("status (watcher)", [["status"]], [["status"]], watched)
     if args.status_only:
         return result
     step(
@@ -214,6 +228,19 @@ def run_steps(args: argparse.Namespace, r: PlainRunner, work: Path) -> dict[str,
 
 
 PROCS = "SNAPWS_PLAIN_SCAN_PROCS"
+
+
+def stop_watchers(work: Path) -> None:
+    """End the file-system watchers of the bench's workspaces (--watch)."""
+    mine = os.fsencode(work)
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"snapws.backends.plain.fswatch" in argv and any(a.startswith(mine) for a in argv):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGTERM)
 
 
 def cpu_of_children() -> float:
@@ -300,6 +327,11 @@ def main() -> None:
         "--status-only",
         action="store_true",
         help="time init and the status steps only (no commit, checkout)",
+    )
+    ap.add_argument(
+        "--watch",
+        action="store_true",
+        help="also time status with the file-system watcher (plain_watch = true)",
     )
     ap.add_argument(
         "--no-server",
