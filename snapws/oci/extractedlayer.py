@@ -99,20 +99,29 @@ def publish_extracted(store: Store, layer: ExtractedLayer, dedup: bool = False) 
     tree is deduplicated); one syncfs of the store's filesystem, after
     everything, makes the whole tree (and anything else written to the
     store so far, such as the blob-cache copy of the layer's blob) durable
-    before the rename publishes it. Raises OSError, MountError (syncfs
-    failed)."""
+    before the rename publishes it. The dedup index (a cache: entries are
+    used only once their layer is published) commits in a thread
+    meanwhile, waited for before this returns. Raises OSError, MountError
+    (syncfs failed)."""
     lid = layer.id
     try:
         if not store.has_layer(lid):
-            if dedup:
-                from snapws.store.dedup import dedup_tree
+            pending = None
+            try:
+                if dedup:
+                    from snapws.store.dedup import start_dedup_tree
 
-                tree = layer.staging / "tree"
-                dedup_tree(store, tree, lid, layer.entries, known=layer.stats, keys=layer.keys)
-            if layer.writeback is not None:
-                layer.writeback.wait()
-            syncfs(layer.staging)
-            store.publish_layer(layer.staging, layer.manifest)
+                    tree = layer.staging / "tree"
+                    pending = start_dedup_tree(
+                        store, tree, lid, layer.entries, known=layer.stats, keys=layer.keys
+                    )
+                if layer.writeback is not None:
+                    layer.writeback.wait()
+                syncfs(layer.staging)
+                store.publish_layer(layer.staging, layer.manifest)
+            finally:
+                if pending is not None:
+                    pending.wait()  # the dedup index, committed meanwhile
     finally:
         discard_extracted(store, layer)
     return lid

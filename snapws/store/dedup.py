@@ -72,6 +72,7 @@ from snapws.store.atomic import fsync_fd
 from snapws.store.dedupindex import (
     INDEX_DB,
     DedupIndex,
+    IndexCommit,
     IndexRecord,
     material,
     material_json,
@@ -124,6 +125,38 @@ def dedup_tree(
     known: Mapping[bytes, os.stat_result] | None = None,
     keys: Mapping[bytes, tuple[str, bytes]] | None = None,
 ) -> DedupStats:
+    """:func:`start_dedup_tree`, waited for: replace files of ``tree`` by
+    hardlinks of identical files of published layers, index the others."""
+    return start_dedup_tree(store, tree, layer, manifest, link_limit, known, keys).wait()
+
+
+@dataclass(slots=True)
+class PendingDedup:
+    """A :func:`start_dedup_tree` whose index transaction may still be
+    committing: :meth:`wait` for it."""
+
+    stats: DedupStats
+    commit: IndexCommit | None = None
+
+    def wait(self) -> DedupStats:
+        """Wait for the index commit; the run's stats (``indexed`` 0 if the
+        transaction was lost)."""
+        if self.commit is not None:
+            commit, self.commit = self.commit, None
+            if not commit.wait():
+                self.stats.indexed = 0
+        return self.stats
+
+
+def start_dedup_tree(
+    store: Store,
+    tree: Path,
+    layer: LayerId,
+    manifest: bytes | list[Entry],
+    link_limit: int | None = None,
+    known: Mapping[bytes, os.stat_result] | None = None,
+    keys: Mapping[bytes, tuple[str, bytes]] | None = None,
+) -> PendingDedup:
     """Replace files of ``tree`` by hardlinks of identical files (content and
     metadata) of published layers, and index the others.
 
@@ -138,7 +171,13 @@ def dedup_tree(
     that the caller took after it last changed them (an import that has just
     written them), not read again. ``keys``: :func:`dedup_material` of
     files of the tree (by path), computed already. Idempotent; safe to run
-    again after a crash. Raises OSError only if the tree cannot be read or repaired."""
+    again after a crash. Raises OSError only if the tree cannot be read or repaired.
+
+    The tree is final (links made, directory renames durable) when this
+    returns; the index transaction commits in a background thread
+    (entries naming a layer not published yet are harmless: an entry is
+    used only once its layer is published). Call ``wait()`` on the result
+    before the store lock is released."""
     stats = DedupStats()
     entries = decode_manifest(manifest) if isinstance(manifest, bytes) else manifest
     by_path = {e.path: e for e in entries}
@@ -147,12 +186,12 @@ def dedup_tree(
         if e.kind is Kind.FILE and e.hash is not None and e.size > 0:
             groups.setdefault(e.link or e.path, []).append(e.path)
     if not groups:
-        return stats
+        return PendingDedup(stats)
     root = os.fsencode(tree)
     try:
         run = _Run(store, root, layer, link_limit, known, keys)
     except OSError:
-        return stats  # no usable dedup/ (full or read-only store): store as is
+        return PendingDedup(stats)  # no usable dedup/ (full or read-only store): store as is
     try:
         with anchored():  # paths may be longer than PATH_MAX
             for leader, members in groups.items():
@@ -165,9 +204,7 @@ def dedup_tree(
     except BaseException:
         run.index.close(commit=False)
         raise
-    if not run.index.close(commit=True):
-        stats.indexed = 0  # the transaction was lost
-    return stats
+    return PendingDedup(stats, run.index.commit_in_background())
 
 
 def dedup_staging(
