@@ -273,8 +273,9 @@ class LayerExtractor:
         if rel in self.names:
             raise self._bad(f"duplicate entry {display_path(rel)}")
         self.names.add(rel)
-        self._xattrs(rel, h.xattrs)
-        base = rel.rsplit(b"/", 1)[-1]
+        if h.xattrs:
+            self._xattrs(rel, h.xattrs)
+        base = rel[rel.rfind(b"/") + 1 :]
         if base.startswith(WHITEOUT_PREFIX) and rel != ROOT:
             self._whiteout(rel, base)
             return
@@ -353,7 +354,7 @@ class LayerExtractor:
             flags |= filewriter.CHMOD
         if self.stat_files:
             flags |= filewriter.STAT
-        data = b"".join(reader.data(filewriter.SMALL))
+        data = reader.read_data()  # (at most filewriter.SMALL bytes)
         self.kinds[rel] = Kind.FILE
         self.feed.send(helper, rel, data, mode, mode if plain else 0o600, ids, h.mtime_ns, flags)
         if self.writeback is not None:

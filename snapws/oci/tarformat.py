@@ -333,6 +333,12 @@ class TarReader:
             self._left -= n
             yield buf
 
+    def read_data(self) -> bytes:
+        """The current entry's data not read yet, in one piece (for small
+        files: :meth:`data` reads large ones in chunks)."""
+        n, self._left = self._left, 0
+        return self._exact(n) if n else b""
+
     def _skip_data(self) -> None:
         """Pass the current entry's data not read yet (its padding is read
         with the next header, :meth:`_block`, unless ``skip`` seeks)."""
