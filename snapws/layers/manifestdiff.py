@@ -29,6 +29,8 @@ from typing import Any
 
 from snapws.ids import LayerId
 from snapws.layers.entries import in_or_below_any, is_under, on_the_way
+from snapws.layers.fences import Fences
+from snapws.layers.fences import compute as compute_fences
 from snapws.model import ROOT, Change, Entry, Kind, classify, decode_manifest, text_to_path
 
 #: Manifests up to this size are decoded whole (one dict) once all their entries
@@ -186,8 +188,10 @@ class SortedManifest:
         small: int = SMALL_MANIFEST,
         window: int = SEARCH_WINDOW,
         span: int = FIND_SPAN,
+        fences: Fences | None = None,
     ) -> None:
         self._buf = data
+        self._fences = fences if fences is not None and fences.size == len(data) else None
         self._size = len(data)
         self._window = max(window, 1)
         self._span = span
@@ -249,7 +253,9 @@ class SortedManifest:
             return self._got_lines[path]
         except KeyError:
             pass
-        if path > self._cursor_key:
+        if self._fences is not None:
+            found = self._fenced(path)
+        elif path > self._cursor_key:
             found = self._forward(path)
         else:
             found = self._search(path, 0, self._cursor)
@@ -347,6 +353,36 @@ class SortedManifest:
             return None
         return self._search(path, start, hi)  # not in canonical form: bisect
 
+    def fences(self) -> Fences | None:
+        """This manifest's fences (:mod:`snapws.layers.fences`), computed
+        now if it was given none; None if its lines are out of order.
+        Raises ValueError on a malformed line at a fence."""
+        if self._fences is None:
+            self._fences = compute_fences(self._buf, self._size, _line_path)
+        return self._fences
+
+    def _fenced(self, path: bytes) -> bytes | None:
+        """:meth:`get_line` through the fences: the stretch between two of
+        them searched for ``"p":"<path>"`` (as :meth:`_forward` searches its
+        last bracket), else bisected."""
+        assert self._fences is not None
+        lo, hi = self._fences.bracket(path)
+        if lo >= hi:
+            return None
+        needle = _needle(path)
+        if needle is not None:
+            chunk = self._buf[lo:hi]
+            hit = chunk.find(needle)
+            if hit >= 0:
+                line_start = chunk.rfind(b"\n", 0, hit) + 1
+                line_end = chunk.find(b"\n", hit)
+                line = chunk[line_start : len(chunk) if line_end < 0 else line_end]
+                if _line_path(line) == path:
+                    return line
+            elif b"\\" not in chunk and chunk.count(b"\n") == chunk.count(_PKEY):
+                return None  # every line there has a plain path field: absent
+        return self._search(path, lo, hi)
+
     def _search(self, path: bytes, lo: int, hi: int) -> bytes | None:
         """Binary search for ``path`` between line starts ``lo`` and ``hi``
         (the lower bound is known to lie there); the cursor moves to it."""
@@ -386,6 +422,8 @@ class SortedManifest:
     def _lower_bound(self, key: bytes, lo: int, hi: int) -> int:
         """Offset of the first line whose path is >= ``key``, between line
         starts ``lo`` and ``hi`` (``hi`` if none before it)."""
+        if self._fences is not None and lo == 0 and hi == self._size:
+            lo, hi = self._fences.bracket(key)
         probes = self._probes
         while lo < hi:
             mid = (lo + hi) // 2

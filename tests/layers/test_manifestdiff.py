@@ -22,6 +22,7 @@ from conftest import WorkspaceFactory
 from layers.test_merge import layer_manifest, random_edit, random_layer
 from snapws.config import Config
 from snapws.ids import LayerId
+from snapws.layers import fences as fence_form
 from snapws.layers.diff import diff_views
 from snapws.layers.manifestdiff import (
     ManifestChain,
@@ -383,3 +384,68 @@ def test_a_path_looked_up_after_a_longer_absent_one_is_found() -> None:
         got = m.get(b"c")
         assert got is not None and got.kind is Kind.SYMLINK, (window, span)
         assert m.get(b"b") is not None and m.get(b"c/a") is None
+
+
+def _fenced(data: bytes) -> SortedManifest:
+    """A searched manifest looked up through fences (a tiny stride: many)."""
+    fences = fence_form.compute(data, len(data), _line_path)
+    assert fences is not None
+    assert len(data) < 400 or len(fences.offsets) > 2
+    return SortedManifest(data, small=-1, fences=fences)
+
+
+@pytest.mark.parametrize("form", ["canonical", "spaced", "escaped"])
+@pytest.mark.parametrize("stride", [1, 48, 700])
+def test_lookups_through_fences_find_what_a_dict_finds(
+    form: str, stride: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fences (:mod:`snapws.layers.fences`) bracket each lookup: present and
+    absent paths in any order, subtrees, and the fences' file form."""
+    monkeypatch.setattr(fence_form, "STRIDE", stride)
+    rng = random.Random(990 + stride + len(form))
+    paths = _random_paths(rng, 500)
+    entries = [Entry(path=b".", kind=Kind.DIR)]
+    for p in sorted(paths):
+        kind = Kind.DIR if any(q.startswith(p + b"/") for q in paths) else Kind.FILE
+        entries.append(Entry(path=p, kind=kind, size=len(p), mtime_ns=rng.randrange(10**18)))
+    data = encode_manifest(entries)
+    if form == "spaced":
+        data = data.replace(b'":', b'": ').replace(b",", b", ")
+    elif form == "escaped":
+        data = data.replace(b"/", b"\\/")
+    truth = {e.path: e for e in decode_manifest(data)}
+    absent = [p + b"x" for p in rng.sample(sorted(paths), 100)]
+    pool = [*truth, *absent, b"", b"-", b"~", b"\xff\xff"]
+    m = _fenced(data)
+    assert m._fences is not None
+    again = fence_form.decode(m._fences.encode(), len(data))
+    assert again is not None and again.paths == m._fences.paths
+    assert list(again.offsets) == list(m._fences.offsets)
+    assert fence_form.decode(m._fences.encode(), len(data) + 1) is None
+    for order in ("sorted", "mostly", "random"):
+        for p in _lookups(rng, pool, order):
+            assert m.get(p) == truth.get(p), (order, p)
+    for d in rng.sample([e.path for e in entries if e.kind is Kind.DIR], 20):
+        want = [e for e in truth.values() if e.path.startswith(d + b"/")] if d != b"." else None
+        if want is not None:
+            assert list(_fenced(data).below(d)) == want, d
+
+
+def test_manifest_diffs_through_fences_equal_tree_diffs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The random chains of the first test, every searched manifest looked
+    up through fences."""
+    import sys
+
+    monkeypatch.setattr(fence_form, "STRIDE", 40)
+    monkeypatch.setattr(sys.modules[__name__], "_searched", _fenced)
+    test_manifest_diffs_equal_tree_diffs_on_random_chains(tmp_path)
+    test_searched_manifest_finds_every_entry_and_subtree()
+
+
+def test_fences_are_none_for_lines_out_of_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fence_form, "STRIDE", 1)
+    data = encode_manifest([Entry(path=b".", kind=Kind.DIR), Entry(path=b"b", kind=Kind.FILE)])
+    data += encode_manifest([Entry(path=b"a", kind=Kind.FILE)])
+    assert fence_form.compute(data, len(data), _line_path) is None

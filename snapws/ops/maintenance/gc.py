@@ -363,9 +363,11 @@ def collect(store: Store, plan: GcPlan, progress: Callable[[int, int], None] | N
     crashpoint("gc:removed")
     store.clear_journal()
     from snapws.store.dedup import prune_index
+    from snapws.store.manifests import prune_fences
 
     if plan.layers:
         prune_index(store)  # entries pointing into deleted layers
+        prune_fences(store)  # and the cached fences of their manifests
     prune_blob_cache(store, plan=plan.blob_cache)  # after the layers: never a blob of a kept one
     return plan.bytes_freed
 
