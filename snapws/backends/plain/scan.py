@@ -25,7 +25,6 @@ from __future__ import annotations
 import marshal
 import os
 import stat
-import struct
 from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -59,6 +58,10 @@ if TYPE_CHECKING:
     from snapws.backends.plain.fswatch import WatchAnswer
 
 _DIR = Kind.DIR.value
+#: The byte of a child's packed stats (little-endian) that holds its mode's
+#: file type bits (0o170000), and a table that maps it to 1 for a directory.
+_MODE_TYPE_BYTE = 8 * (NFIELDS - 1) + 1
+_DIR_FLAGS = bytes(int(b & 0xF0 == stat.S_IFDIR >> 8) for b in range(256))
 _INO, _INO_END = 24, 32  # the inode field in a child's packed stats
 #: A directory to walk: (relative path, absolute path, whether its stat is
 #: the one its parent's record holds, and not racy).
@@ -247,12 +250,16 @@ class Walker:
         ):
             return False
         names = split_names(scan.names)
-        stats = scan.stats
-        modes = struct.unpack(f"{len(stats) // 8}q", stats)[NFIELDS - 1 :: NFIELDS]
-        if len(modes) != len(names):
+        # one byte per child, 1 for a directory (from the second byte of its mode)
+        dirs = bytes(scan.stats)[_MODE_TYPE_BYTE::RECORD_SIZE].translate(_DIR_FLAGS)
+        if len(dirs) != len(names):
             return False
         prefix = b"" if rel == ROOT else rel + b"/"
-        kids = [n for n, mode in zip(names, modes, strict=True) if stat.S_ISDIR(mode)]
+        kids = []
+        i = dirs.find(1)
+        while i >= 0:
+            kids.append(names[i])
+            i = dirs.find(1, i + 1)
         ignore = self.ignore
         if ignore is not None:
             ignore.listed(rel, IGNORE_FILE in names)
