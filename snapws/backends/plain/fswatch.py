@@ -229,7 +229,7 @@ class Daemon:
             try:
                 wd = self.ino.add(self.abspath(d))
             except OSError as e:
-                if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                if e.errno in (errno.ENOENT, errno.ENOTDIR) and d != ROOT:
                     continue  # gone meanwhile (its parent saw it go)
                 self.state.lost()
                 self.state.full_seq = 1 << 62  # (no token is ever good again)
@@ -402,6 +402,7 @@ def start_watcher(root: bytes, wsdir: bytes) -> None:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
             pass_fds=(lock,),
+            cwd="/",  # (holds no directory of the workspace)
         )
     except OSError:
         return  # one runs (or none can start: status looks at everything)

@@ -91,6 +91,18 @@ def test_a_moved_directory_or_an_ignore_file_makes_everything_changed() -> None:
     assert st.event(2, IN_CREATE | IN_ISDIR, b"new") == ("add", b"d/new")
 
 
+def test_a_root_that_cannot_be_watched_makes_every_answer_full(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to("real")  # (watches do not follow symlinks)
+    daemon = Daemon(os.fsencode(tmp_path / "link"), os.fsencode(tmp_path))
+    try:
+        daemon.watch_tree(b".")
+        token = daemon.state.answer(None).token
+        assert daemon.state.answer(token).dirs is None
+    finally:
+        os.close(daemon.ino.fd)
+
+
 # ---- a real watcher ----------------------------------------------------------------------
 
 
