@@ -52,6 +52,7 @@ def checkout_cmd(
             branch = s.state.branch  # as git: checking out HEAD stays on the branch
         else:
             branch = branch_named(s.store, rev or "")
+        on = s.state.branch  # (before the switch)
         result = checkout(s, target, branch, new_branch, discard, app.who(), rev or "HEAD")
     if as_json:
         emit_json(
@@ -66,6 +67,8 @@ def checkout_cmd(
     say_discarded(app, result.discarded)
     if new_branch:
         app.say(f"Switched to a new branch '{new_branch}' at {result.head.short()}")
+    elif result.branch and result.branch == on and result.head == result.previous:
+        app.say(f"Already on '{result.branch}'")  # as git
     elif result.branch:
         app.say(f"Switched to branch '{result.branch}' ({result.head.short()})")
     else:

@@ -124,6 +124,17 @@ def test_checkout_dash_goes_back_and_forth(make_workspace: WorkspaceFactory) -> 
     assert _said(ws, "checkout", "@{-3}") == f"Switched to branch 'feat' ({second[:12]})"
 
 
+def test_checkout_of_the_branch_it_is_on_says_already_on(
+    make_workspace: WorkspaceFactory,
+) -> None:
+    ws = make_workspace(spec={"f": "0"})
+    assert _said(ws, "checkout", "main") == "Already on 'main'"
+    (ws.path / "f").write_text("1")  # uncommitted changes stay, as in git
+    assert _said(ws, "checkout", "main") == "Already on 'main'"
+    assert (ws.path / "f").read_text() == "1"
+    assert _said(ws, "checkout", "HEAD") == "Already on 'main'"
+
+
 def test_checkout_dash_with_nowhere_to_go_back_to(make_workspace: WorkspaceFactory) -> None:
     ws = make_workspace(spec={"f": "0"})
     (ws.path / "f").write_text("1")
