@@ -334,6 +334,7 @@ def render(result: dict[str, Any]) -> str:
             f"{s['check_paths']['snapws']} / {s['check_paths']['git']} paths; load "
             f"{min(s['loadavg']):.1f}-{max(s['loadavg']):.1f}"
         )
+    lines += flatness(result["sizes"])
     g = result.get("growth")
     if g:
         ratio = g["store_growth"] / max(1, g["changed_bytes"])
@@ -348,6 +349,29 @@ def render(result: dict[str, Any]) -> str:
             f"({g['commit_slowest_s'] / g['commit_median_s']:.1f}x the median; target <= 3x)",
         ]
     return "\n".join(lines)
+
+
+def flatness(sizes: list[dict[str, Any]]) -> list[str]:
+    """Each command's median time at the biggest size over the same at the
+    smallest, snapws and git (issue 12: at most 1.3x from 10,000 to
+    1,000,000 files, while git's grows)."""
+    if len(sizes) < 2:
+        return []
+    small, big = min(sizes, key=lambda s: s["files"]), max(sizes, key=lambda s: s["files"])
+    out = [
+        "",
+        f"flatness: median time at {big['files']:,} files / at {small['files']:,} files "
+        "(target for snapws, 10,000 to 1,000,000 files: <= 1.3x)",
+        "",
+        "| op | snapws | git |",
+        "|---|---|---|",
+    ]
+    for op in OPS:
+        a, b = small["median"][op], big["median"][op]
+        sw = b["snapws"] / a["snapws"] if a["snapws"] else float("inf")
+        gt = b["git"] / a["git"] if a["git"] else float("inf")
+        out.append(f"| {op} | {sw:.2f}x | {gt:.2f}x |")
+    return out
 
 
 def log(msg: str) -> None:
