@@ -103,6 +103,21 @@ def test_a_root_that_cannot_be_watched_makes_every_answer_full(tmp_path: Path) -
         os.close(daemon.ino.fd)
 
 
+def test_the_index_keeps_the_token() -> None:
+    from snapws.backends.plain.index import MAGIC
+    from snapws.ids import SnapshotId
+
+    index = Index(SnapshotId("ab" * 16), 5, 0)
+    index.watch = ("gen", 7, "*.o", (b"d",))
+    back = Index.decode(index.encode())
+    assert back is not None and back.watch == ("gen", 7, "*.o", (b"d",))
+    index.set_head(b"f", None)  # (any change of the index but a scan's drops it)
+    assert index.watch is None
+    form7 = index.encode().replace(MAGIC, b"snapws-plain-index 7\n", 1)
+    old = Index.decode(form7)
+    assert old is not None and old.watch is None and not old.older_form
+
+
 # ---- a real watcher ----------------------------------------------------------------------
 
 
