@@ -396,7 +396,8 @@ def start_watcher(root: bytes, wsdir: bytes) -> None:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         subprocess.Popen(
-            [sys.executable, "-m", "snapws.backends.plain.fswatch", root, wsdir, str(lock)],
+            # -P: "/" (its directory) is not searched for modules
+            [sys.executable, "-P", "-m", "snapws.backends.plain.fswatch", root, wsdir, str(lock)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
