@@ -41,6 +41,11 @@ from snapws.model import Change, Entry, WorkspaceState
 from snapws.session import Session
 from snapws.store.store import Store
 
+#: :meth:`Backend.quiesce`'s action for a switch that rewrites no path of the
+#: working tree: to HEAD itself, keeping the uncommitted changes (``checkout``
+#: of the branch it is on, ``checkout -b``, ``reset`` to HEAD)
+NO_REWRITE = "move HEAD"
+
 #: What :meth:`Backend.mount_state` finds on a workspace path:
 #: ``mounted`` (read-write, with the recorded upperdir), ``frozen`` (the same,
 #: read-only: left by an interrupted command), ``stale`` (a mount of this
@@ -227,7 +232,8 @@ class Backend(abc.ABC):
         """Make the working tree stop changing under this process for the
         length of an operation, so that what :meth:`changes` sees is what
         the operation records. Raises WorkspaceBusyError naming the writers
-        (``action`` says what was refused), changing nothing."""
+        (``action`` says what was refused; :data:`NO_REWRITE` for a switch
+        that rewrites no path), changing nothing."""
 
     @abc.abstractmethod
     def release(self, store: Store, state: WorkspaceState, work: WorkChanges | None) -> None:

@@ -22,6 +22,7 @@ from typing import ClassVar
 
 from snapws.backends import heldclean
 from snapws.backends.base import (
+    NO_REWRITE,
     Adopted,
     Backend,
     JournalPart,
@@ -208,10 +209,14 @@ class OverlayBackend(MountSwapper, Backend):
         meanwhile is recorded as far as it was written when copied, and
         nothing of the working tree is lost (U stays, under the live mount).
         A free workspace is frozen: its U becomes the layer. A checkout or
-        reset always freezes (or refuses, exit 6): rewriting paths that
-        programs are changing could overwrite what they wrote."""
+        reset freezes (or refuses, exit 6): rewriting paths that programs
+        are changing could overwrite what they wrote; one that rewrites no
+        path (:data:`NO_REWRITE`) of a held workspace does not."""
         live = _LIVE_COMMITS
         live.discard(state.id)
+        if action == NO_REWRITE and self.can_hold and self.holds(store, state):
+            live.add(state.id)  # (goes through the live mount, as a held commit)
+            return
         if action == "commit" and self.can_hold:
             if self.holds(store, state):
                 live.add(state.id)

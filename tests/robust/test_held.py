@@ -328,3 +328,38 @@ def test_flatten_leaves_a_held_workspace_on_its_mount(ws: Workspace) -> None:
     assert ws.status() == ["?? docs/late.md"]
     assert_store_ok(ws.store_path)
     ws.stop(shell)
+
+
+def test_a_switch_that_rewrites_nothing_leaves_a_held_workspace_writable(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """checkout of the branch it is on, checkout -b and reset to HEAD rewrite
+    no path: a held workspace is not frozen, so no program inside meets a
+    read-only tree; a switch that rewrites paths still is."""
+    from snapws.backends import swap
+
+    ws.init(BASE)
+    s0 = ws.state().head.hex
+    shell = ws.spawn(SHELL, cwd=ws.path / "docs")
+    (ws.path / "a.txt").write_text("alpha 2\n")
+    ws.commit("held now")
+    assert ws.state().base is not None
+    frozen: list[str] = []
+    real = swap.MountSwapper.freeze
+
+    def spy(self: swap.MountSwapper, target: Path, action: str, *a: object, **kw: object) -> None:
+        frozen.append(action)
+        real(self, target, action, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(swap.MountSwapper, "freeze", spy)
+    assert ask(shell, "write mine.md mine") == "written"  # uncommitted: stays
+    for args in (("checkout", "main"), ("checkout", "-b", "topic"), ("reset",), ("reset", "HEAD")):
+        assert ws.run(*args).returncode == 0, args
+        assert frozen == [], args
+        assert ws.status() == ["?? docs/mine.md"], args
+    assert ws.state().branch == "topic"
+    assert ws.run("checkout", "--discard", s0).returncode == 0
+    assert frozen == ["switch snapshots"]  # a rewrite freezes, as before
+    assert ask(shell, "ls") == ["guide.md", "readme.md"]
+    assert_store_ok(ws.store_path)
+    ws.stop(shell)

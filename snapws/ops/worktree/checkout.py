@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from snapws.backends import backend_for
-from snapws.backends.base import WorkChanges
+from snapws.backends.base import NO_REWRITE, WorkChanges
 from snapws.crash import crashpoint
 from snapws.errors import NameExistsError, UncommittedChangesError, WorkspaceBusyError
 from snapws.ids import SnapshotId
@@ -100,7 +100,7 @@ def checkout(
             part=backend.plan_switch(session, work, target, between, keep=keep),
         )
 
-    work = _switch(session, target, journal)
+    work = _switch(session, target, journal, rewrites=target != state.head or discard)
     return SwitchResult(target, branch, state.head, work.changes if discard else [])
 
 
@@ -131,7 +131,7 @@ def reset(
             part=backend.plan_switch(session, work, target, between, keep=not hard),
         )
 
-    work = _switch(session, target, journal)
+    work = _switch(session, target, journal, rewrites=target != state.head or hard)
     return SwitchResult(target, state.branch, state.head, work.changes if hard else [])
 
 
@@ -165,17 +165,21 @@ def _switch(
     session: Session,
     target: SnapshotId,
     plan: Callable[[WorkChanges, Callable[[], list[Change]]], SwitchJournal],
+    rewrites: bool = True,
 ) -> WorkChanges:
     """Quiesce, find the changes, ``plan`` the journal (which refuses what
     it must: then nothing changed), write it and finish. Returns the
-    changes found."""
+    changes found. ``rewrites`` False: no path of the working tree is
+    rewritten (the target is HEAD, the changes stay), so a held workspace
+    is not frozen (:data:`~snapws.backends.base.NO_REWRITE`)."""
     store, state = session.store, session.state
     backend = backend_for(state)
     work = None
     # from the journal on, an interrupt waits for the switch to be finished
     with ExitStack() as critical:
         try:
-            backend.quiesce(store, state, ACTION)  # (release thaws only what is frozen)
+            action = ACTION if rewrites else NO_REWRITE
+            backend.quiesce(store, state, action)  # (release thaws only what is frozen)
             work = backend.changes(session, hold=True)
             between = cache(lambda: snapshot_changes(session, state.head, target))
             j = plan(work, between)
