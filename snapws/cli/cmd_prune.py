@@ -41,7 +41,8 @@ def _locked_store(app: App, exclusive: bool) -> Iterator[Store]:
         from snapws.ops.recovery import recover
         from snapws.ops.worktree.init import check_root
 
-        check_root()
+        if store.xattr_form == "trusted":  # root's store (a user's says "user")
+            check_root()  # (finishing an interrupted operation there may mount)
         with store.lock(True, app.config.lock_timeout):
             recover(store)
             yield store

@@ -346,3 +346,35 @@ def test_interrupted_half_deleted_snapshot_is_finished(workspace: Workspace) -> 
     assert not (store / "snapshots" / f"{ids[1]}.json").exists()
     assert workspace.log_ids() == [ids[2]]
     run_cli("--store", store, "verify", cwd=workspace.outside)
+
+
+def test_an_ordinary_user_prunes_and_collects_her_own_store() -> None:
+    """prune and gc on a store an ordinary user made (plain workspaces) run
+    as her (they needed root for any store); root's store still needs root."""
+    from backends.users import UserArea
+
+    area = UserArea()
+    try:
+        ws = area.root / "ws"
+        env = {"SNAPWS_STORE": str(area.root / "store")}
+        area.run("mkdir", ws)
+        area.run("sh", "-c", f"echo 1 > {ws}/f")
+        area.snapws("init", "-q", ws, env=env)
+        for n in (2, 3):
+            area.run("sh", "-c", f"echo {n} > {ws}/f")
+            area.snapws("-C", ws, "commit", "-q", "-m", f"c{n}", env=env)
+        r = area.snapws("-C", ws, "prune", "--keep-last", "1", check=False, env=env)
+        assert r.returncode == 0, r.stderr
+        r = area.snapws("-C", ws, "gc", "--grace", "0", check=False, env=env)
+        assert r.returncode == 0, r.stderr
+        assert "removed" in r.stdout
+        assert area.snapws("-C", ws, "log", "--oneline", env=env).stdout.count("\n") == 1
+        assert (ws / "f").read_text() == "3\n"
+        # root's store ("trusted" attributes) still needs root
+        from snapws.store.store import Store
+
+        Store.create(area.root / "roots")
+        r = area.snapws("--store", area.root / "roots", "gc", check=False)
+        assert r.returncode == 9 and "root" in r.stderr, r.stderr
+    finally:
+        area.cleanup()
