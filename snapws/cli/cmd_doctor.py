@@ -40,7 +40,9 @@ def doctor_cmd(app: App, as_json: bool) -> None:
     except StoreCorruptError:  # a damaged record: the report says so
         store = store or find_store(app.cwd, app.config, None).root
     except (SnapwsError, OSError):  # not in a workspace (of this store)
-        store = store or default_store_for(app.cwd)
+        # the store a workspace made here (in this directory) would get: from
+        # $HOME, the user's data store, not one beside $HOME
+        store = store or default_store_for(app.cwd / "new-workspace")
     report = diagnose(store, app.config.backend, state, held)
     if as_json:
         emit_json(report.to_json())

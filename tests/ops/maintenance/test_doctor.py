@@ -164,3 +164,24 @@ def test_doctor_reports_a_pending_journal(make_workspace: WorkspaceFactory) -> N
     assert "[FAIL] pending operation: an interrupted commit" in ws.run("doctor", check=False).stdout
     ws.run("status")  # finishes it
     assert _checks(ws.run("doctor", "--json").stdout)["pending operation"]["status"] == "ok"
+
+
+def test_doctor_from_her_home_checks_the_store_her_workspaces_get(tmp_path: Path) -> None:
+    """An ordinary user in her home, whose parent she cannot write: doctor
+    checks her data store (~/.local/share/snapws), where `init` of a
+    directory here puts a workspace's store, not one beside her home."""
+    from backends.users import UserArea
+
+    area = UserArea()
+    try:
+        homes = area.root / "homes"
+        homes.mkdir()  # root's, 0755: she cannot write it
+        home = homes / "alice"
+        home.mkdir()
+        os.chown(home, area.uid, area.gid)
+        r = area.snapws("doctor", "--json", cwd=home, check=False, env={"HOME": str(home)})
+        report = json.loads(r.stdout)
+        assert r.returncode == 0, r.stderr
+        assert report["backend"] == "plain", report
+    finally:
+        area.cleanup()
