@@ -330,15 +330,11 @@ class SortedManifest:
             else:
                 hi = mid
         chunk = buf[start:hi]  # the lines that start in [start, hi)
-        hit = chunk.find(needle)
-        if hit >= 0:
-            line_start = chunk.rfind(b"\n", 0, hit) + 1
-            line_end = chunk.find(b"\n", hit)
-            line = chunk[line_start : len(chunk) if line_end < 0 else line_end]
-            if _line_path(line) == path:
-                self._cursor, self._cursor_key = start + line_start, path
-                return line
-        elif b"\\" not in chunk and chunk.count(b"\n") == chunk.count(_PKEY):
+        found = _find_line(chunk, needle, path)
+        if isinstance(found, tuple):
+            self._cursor, self._cursor_key = start + found[0], path
+            return found[1]
+        if found:
             # Every line there has its path field and escapes no byte: the
             # path's line would hold the needle. Absent. The cursor stays at
             # the bracket's first line, keyed by that line's path (lines of
@@ -371,16 +367,11 @@ class SortedManifest:
             return None
         needle = _needle(path)
         if needle is not None:
-            chunk = self._buf[lo:hi]
-            hit = chunk.find(needle)
-            if hit >= 0:
-                line_start = chunk.rfind(b"\n", 0, hit) + 1
-                line_end = chunk.find(b"\n", hit)
-                line = chunk[line_start : len(chunk) if line_end < 0 else line_end]
-                if _line_path(line) == path:
-                    return line
-            elif b"\\" not in chunk and chunk.count(b"\n") == chunk.count(_PKEY):
-                return None  # every line there has a plain path field: absent
+            found = _find_line(self._buf[lo:hi], needle, path)
+            if isinstance(found, tuple):
+                return found[1]
+            if found:
+                return None  # absent
         return self._search(path, lo, hi)
 
     def _search(self, path: bytes, lo: int, hi: int) -> bytes | None:
@@ -440,6 +431,20 @@ class SortedManifest:
             else:
                 hi = start
         return lo
+
+
+def _find_line(chunk: bytes, needle: bytes, path: bytes) -> tuple[int, bytes] | bool:
+    """``path``'s line among the whole lines of ``chunk``, searched for as
+    ``needle`` (its path field): (offset in ``chunk``, line); or True
+    (absent) when every line there has a plain path field (the line would
+    hold the needle); else False (not sure: bisect instead)."""
+    hit = chunk.find(needle)
+    if hit >= 0:
+        line_start = chunk.rfind(b"\n", 0, hit) + 1
+        line_end = chunk.find(b"\n", hit)
+        line = chunk[line_start : len(chunk) if line_end < 0 else line_end]
+        return (line_start, line) if _line_path(line) == path else False
+    return b"\\" not in chunk and chunk.count(b"\n") == chunk.count(_PKEY)
 
 
 _REACHED, _MISSING, _BLOCKED, _HIDDEN = 0, 1, 2, 4

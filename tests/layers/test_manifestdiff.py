@@ -215,19 +215,13 @@ def _lookups(rng: random.Random, pool: list[bytes], order: str) -> list[bytes]:
     return keys
 
 
-@pytest.mark.parametrize("form", ["canonical", "spaced", "escaped"])
-def test_searched_manifest_lookups_in_any_order_find_what_a_dict_finds(
-    form: str, tmp_path: Path
-) -> None:
-    """The forward search (gallop, bisection, substring search of a short
-    bracket) and the binary search from scratch agree with a whole decode,
-    for paths present and absent, in sorted, nearly sorted and random order,
-    at every window and span; also on manifests not in the canonical form
-    (spaces after the separators, escaped slashes), where the substring
-    search cannot see a path's line. A small manifest (lines indexed, then
-    decoded whole) too."""
-    rng = random.Random(880 + len(form))
-    paths = _random_paths(rng, 600)
+def _random_manifest(
+    rng: random.Random, count: int, form: str
+) -> tuple[bytes, dict[bytes, Entry], list[bytes]]:
+    """A manifest of about ``count`` random paths in ``form`` ("canonical",
+    "spaced": spaces after the separators, "escaped": escaped slashes), its
+    entries by path, and paths to look up (present, absent, odd)."""
+    paths = _random_paths(rng, count)
     entries = [Entry(path=b".", kind=Kind.DIR)]
     for p in sorted(paths):
         kind = Kind.DIR if any(q.startswith(p + b"/") for q in paths) else Kind.FILE
@@ -240,7 +234,22 @@ def test_searched_manifest_lookups_in_any_order_find_what_a_dict_finds(
     truth = {e.path: e for e in decode_manifest(data)}
     assert len(truth) == len(entries)
     absent = [p + b"x" for p in rng.sample(sorted(paths), 100)]
-    pool = [*truth, *absent, b"", b"-", b"~", b"\xff\xff"]
+    return data, truth, [*truth, *absent, b"", b"-", b"~", b"\xff\xff"]
+
+
+@pytest.mark.parametrize("form", ["canonical", "spaced", "escaped"])
+def test_searched_manifest_lookups_in_any_order_find_what_a_dict_finds(
+    form: str, tmp_path: Path
+) -> None:
+    """The forward search (gallop, bisection, substring search of a short
+    bracket) and the binary search from scratch agree with a whole decode,
+    for paths present and absent, in sorted, nearly sorted and random order,
+    at every window and span; also on manifests not in the canonical form
+    (spaces after the separators, escaped slashes), where the substring
+    search cannot see a path's line. A small manifest (lines indexed, then
+    decoded whole) too."""
+    rng = random.Random(880 + len(form))
+    data, truth, pool = _random_manifest(rng, 600, form)
     mapped = tmp_path / "manifest"
     mapped.write_bytes(data)
     with open(mapped, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
@@ -403,19 +412,7 @@ def test_lookups_through_fences_find_what_a_dict_finds(
     absent paths in any order, subtrees, and the fences' file form."""
     monkeypatch.setattr(fence_form, "STRIDE", stride)
     rng = random.Random(990 + stride + len(form))
-    paths = _random_paths(rng, 500)
-    entries = [Entry(path=b".", kind=Kind.DIR)]
-    for p in sorted(paths):
-        kind = Kind.DIR if any(q.startswith(p + b"/") for q in paths) else Kind.FILE
-        entries.append(Entry(path=p, kind=kind, size=len(p), mtime_ns=rng.randrange(10**18)))
-    data = encode_manifest(entries)
-    if form == "spaced":
-        data = data.replace(b'":', b'": ').replace(b",", b", ")
-    elif form == "escaped":
-        data = data.replace(b"/", b"\\/")
-    truth = {e.path: e for e in decode_manifest(data)}
-    absent = [p + b"x" for p in rng.sample(sorted(paths), 100)]
-    pool = [*truth, *absent, b"", b"-", b"~", b"\xff\xff"]
+    data, truth, pool = _random_manifest(rng, 500, form)
     m = _fenced(data)
     assert m._fences is not None
     again = fence_form.decode(m._fences.encode(), len(data))
@@ -425,7 +422,7 @@ def test_lookups_through_fences_find_what_a_dict_finds(
     for order in ("sorted", "mostly", "random"):
         for p in _lookups(rng, pool, order):
             assert m.get(p) == truth.get(p), (order, p)
-    for d in rng.sample([e.path for e in entries if e.kind is Kind.DIR], 20):
+    for d in rng.sample([e.path for e in truth.values() if e.kind is Kind.DIR], 20):
         want = [e for e in truth.values() if e.path.startswith(d + b"/")] if d != b"." else None
         if want is not None:
             assert list(_fenced(data).below(d)) == want, d
