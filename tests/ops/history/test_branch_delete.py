@@ -63,7 +63,8 @@ def test_merged_branches_are_deleted(hist: History) -> None:
     assert r.stdout == f"Deleted branch old (was {ids['c0'][:12]})\n"
     assert r.stderr == ""
     doc = ws.json("branch", "-d", "here")  # HEAD itself
-    assert doc == {"version": 1, "branch": "here", "previous": ids["c2"], "forced": False}
+    one = {"branch": "here", "previous": ids["c2"], "forced": False}
+    assert doc == {"version": 1, **one, "deleted": [one]}
     assert sorted(branches(ws)) == ["feat", "main"]
 
 
@@ -91,9 +92,11 @@ def test_force_deletes_an_unmerged_branch(hist: History, how: tuple[str, ...]) -
 def test_forced_json(hist: History) -> None:
     ws, ids = hist
     doc = ws.json("branch", "-D", "feat")
-    assert doc == {"version": 1, "branch": "feat", "previous": ids["f1"], "forced": True}
+    one = {"branch": "feat", "previous": ids["f1"], "forced": True}
+    assert doc == {"version": 1, **one, "deleted": [one]}
     doc = ws.json("branch", "-D", "old")  # forced: the check is skipped, merged or not
-    assert doc == {"version": 1, "branch": "old", "previous": ids["c0"], "forced": True}
+    one = {"branch": "old", "previous": ids["c0"], "forced": True}
+    assert doc == {"version": 1, **one, "deleted": [one]}
 
 
 @pytest.mark.parametrize("how", [("-d",), ("-D",), ("-d", "--force")])
@@ -117,7 +120,8 @@ def test_missing_branch_and_missing_name(hist: History) -> None:
 def test_tags_are_deleted_freely(hist: History) -> None:
     ws, ids = hist
     ws.run("tag", "t", ids["f1"])  # not in HEAD's history: a tag does not care
-    assert ws.json("tag", "-d", "t") == {"version": 1, "tag": "t", "previous": ids["f1"]}
+    one = {"tag": "t", "previous": ids["f1"]}
+    assert ws.json("tag", "-d", "t") == {"version": 1, **one, "deleted": [one]}
     assert ws.run("tag", "-D", "x", check=False).returncode == 2  # no -D, as git's tag
 
 
@@ -214,4 +218,4 @@ def test_the_walk_stops_at_the_branch(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_json_document_is_one_object(hist: History) -> None:
     ws, _ = hist
     out = ws.run("branch", "-D", "feat", "--json").stdout
-    assert list(json.loads(out)) == ["version", "branch", "previous", "forced"]
+    assert list(json.loads(out)) == ["version", "branch", "previous", "forced", "deleted"]
