@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -84,6 +85,8 @@ def workspaces_cmd(app: App, as_json: bool) -> None:
                 f", no longer held (its mount shows {base.short()} below the changes "
                 "until the next command that changes it, or `snapws mount`)"
             )
+        if not os.path.isdir(i.state.path):
+            mount += ", its directory is gone"
         click.echo(f"{i.state.path}  {where}  {i.state.head.short()}  [{mount}]")
 
 

@@ -263,3 +263,14 @@ def test_every_snapshot_of_a_history_comes_back(make_plain: PlainFactory) -> Non
         ws.run("checkout", sid)
         assert state_diff(tree_state(p), states[sid]) == [], sid
         assert ws.porcelain() == []
+
+
+def test_workspaces_says_when_a_workspace_s_directory_is_gone(make_plain: PlainFactory) -> None:
+    from conftest import run_cli
+
+    ws = make_plain(spec={"f": "f\n"})
+    listed = run_cli("--store", ws.store, "workspaces", cwd=ws.outside).stdout
+    assert listed.rstrip().endswith("[plain]"), listed
+    shutil.rmtree(ws.path)
+    listed = run_cli("--store", ws.store, "workspaces", cwd=ws.outside).stdout
+    assert listed.rstrip().endswith("[plain, its directory is gone]"), listed
