@@ -252,15 +252,12 @@ class Runner:
 
     def stop_servers(self) -> None:
         """End the bench's command servers (those still starting too)."""
-        mine = os.fsencode(self.runtime / "snapws")
-        for proc in Path("/proc").iterdir():
-            try:
-                cmdline = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"snapws.cli.server\0" + mine + b"\0" in cmdline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(proc.name), signal.SIGTERM)
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this repo's
+        from snapws.cli.launch import server_pids
+
+        for pid in server_pids(str(self.runtime / "snapws")):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         shutil.rmtree(self.runtime, ignore_errors=True)
 
     def warm_bytecode(self, cwd: Path) -> None:

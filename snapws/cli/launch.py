@@ -279,6 +279,29 @@ def _exit_as(status: int) -> None:
     os._exit(128 + signum)
 
 
+#: The module a server runs as (``python -P -m SERVER_MODULE DIR KEY``).
+SERVER_MODULE = "snapws.cli.server"
+
+
+def server_pids(where: str) -> list[int]:
+    """The processes serving (or starting to serve) from the runtime
+    directory ``where``, found by their command line: for whoever must end
+    them (a test, a benchmark), those without a pid in a lock file yet
+    too."""
+    mine = SERVER_MODULE.encode() + b"\0" + os.fsencode(where) + b"\0"
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if mine in f.read():
+                    pids.append(int(name))
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return pids
+
+
 def _start_server(where: str, key: str) -> None:
     """Start this user's server in the background, for the next command: a
     child of its own session, in ``/`` at once (a process whose directory is
@@ -288,7 +311,7 @@ def _start_server(where: str, key: str) -> None:
     used."""
     if os.environ.get("CI", "") not in ("", "0", "false"):
         return  # a CI job runs each command once: a server would only linger
-    argv = [sys.executable, "-P", "-m", "snapws.cli.server", where, key]
+    argv = [sys.executable, "-P", "-m", SERVER_MODULE, where, key]
     try:
         pid = os.fork()
     except OSError:

@@ -82,15 +82,9 @@ class Served:
     def stop(self) -> None:
         """Kill every server of this runtime directory, those still starting
         (no pid in their lock file yet) too."""
-        mine = os.fsencode(self.dir)
-        for proc in Path("/proc").iterdir():
-            try:
-                cmdline = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"snapws.cli.server\0" + mine + b"\0" in cmdline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(proc.name), signal.SIGKILL)
+        for pid in launch.server_pids(str(self.dir)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _imports_click(importtime: str) -> bool:
@@ -577,3 +571,21 @@ def test_a_full_stdout_is_reported_as_in_its_own_process(ws: Workspace, served: 
     assert here.stderr.startswith(
         "snapws: error: cannot write to standard output: No space left on device\n"
     )
+
+
+def test_server_pids_finds_the_servers_of_one_runtime_directory(tmp_path: Path) -> None:
+    sleeper = "import time; time.sleep(60)"
+    mine = subprocess.Popen([sys.executable, "-c", sleeper, launch.SERVER_MODULE, str(tmp_path)])
+    other = subprocess.Popen(
+        [sys.executable, "-c", sleeper, launch.SERVER_MODULE, str(tmp_path / "x")]
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while mine.pid not in launch.server_pids(str(tmp_path)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert launch.server_pids(str(tmp_path)) == [mine.pid]
+    finally:
+        for p in (mine, other):
+            p.kill()
+            p.wait()
+    assert launch.server_pids(str(tmp_path)) == []
