@@ -288,13 +288,16 @@ class Backend(abc.ABC):
         part: JournalPart,
         tree: Path | None,
         manifest: bytes,
+        work: WorkChanges | None = None,
     ) -> None:
         """In the commit's finish (idempotent): make ``tree`` hold the new
         layer, described by ``manifest``, if :meth:`stage_layer` left it
         elsewhere; ``tree`` None: the same layer is stored already, drop
         what was left elsewhere. ``old`` is the workspace as recorded now
         (before the commit unless an earlier run got further), ``new`` the
-        state the commit records."""
+        state the commit records. ``work``: what :meth:`changes` found in
+        the committing process (None when a later command finishes the
+        commit), which it may take instead of reading the tree again."""
 
     # ---- showing another snapshot -------------------------------------------
 

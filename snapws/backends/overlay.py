@@ -372,11 +372,13 @@ class OverlayBackend(MountSwapper, Backend):
         part: JournalPart,
         tree: Path | None,
         manifest: bytes,
+        work: WorkChanges | None = None,
     ) -> None:
         """Ignored paths move from U into the next upperdir (made now);
         then U, pruned to its manifest, is renamed to ``tree``, or dropped
         when ``tree`` is None (the same layer is stored already). Held:
-        nothing (the tree was staged by copying; U stays)."""
+        nothing (the tree was staged by copying; U stays). With ``work``,
+        the nodes its scan read (U frozen since) are not read again."""
         if part.get("held"):
             _remember_committed_clean(store, old, new)
             return
@@ -392,7 +394,8 @@ class OverlayBackend(MountSwapper, Backend):
             return
         prune = [os.fsencode(p) for p in part["prune"]]
         form = part.get("upper_form", "overlay")
-        prepare_layer_tree(upper, prune, manifest, form, store.xattr_form)
+        read = _memo(work).plan.keep if work is not None else None
+        prepare_layer_tree(upper, prune, manifest, form, store.xattr_form, read)
         os.rename(upper, tree)
 
     # ---- showing another snapshot ---------------------------------------------------

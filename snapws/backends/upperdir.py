@@ -27,9 +27,16 @@ from snapws.layers.entries import (
     user_xattrs,
 )
 from snapws.layers.ignore import IgnoreRules, ignored_in_tree
-from snapws.layers.scan import prune_upper, strip_overlay_xattrs
+from snapws.layers.scan import prune_upper, strip_known_overlay_xattrs, strip_overlay_xattrs
 from snapws.layers.view import ChainView
-from snapws.model import Kind, WorkspaceState, decode_manifest, dir_name_problem, display_path
+from snapws.model import (
+    Entry,
+    Kind,
+    WorkspaceState,
+    decode_manifest,
+    dir_name_problem,
+    display_path,
+)
 from snapws.mounts import mounter
 from snapws.mounts.plan import MountPlan
 from snapws.store.atomic import drop_torn_copies
@@ -243,13 +250,21 @@ def refuse_foreign_opaque(nodes: list[Node], upper_form: str, xattr_form: str) -
 
 
 def prepare_layer_tree(
-    upper: Path, prune: list[bytes], manifest: bytes, upper_form: str, xattr_form: str
+    upper: Path,
+    prune: list[bytes],
+    manifest: bytes,
+    upper_form: str,
+    xattr_form: str,
+    read: Sequence[Node] | None = None,
 ) -> None:
     """Make the frozen upperdir equal to its manifest: drop no-op copy-ups,
     strip overlay bookkeeping, restore directory mtimes changed by pruning.
     An upperdir of fuse-overlayfs (``upper_form`` "fuse") first loses its
     ``.wh.`` bookkeeping and opaque markers the manifest does not record, and
     its opaque directories get the marker of the store's ``xattr_form``.
+    ``read``: the manifest's nodes as the commit's scan read them from this
+    upperdir, frozen since (their overlay attributes are not listed again);
+    None (a commit finished after a crash), or anything else: they are read.
     Idempotent."""
     root = os.fsencode(upper)
     entries = decode_manifest(manifest)
@@ -257,12 +272,25 @@ def prepare_layer_tree(
         fuseform.canonicalise_upper(root, entries)
     prune_upper(root, prune)
     with anchored():  # paths may be longer than PATH_MAX
-        nodes = [read_node(e.path, join(root, e.path)) for e in entries]
-        strip_overlay_xattrs(nodes, xattr_form if upper_form == fuseform.FORM else None)
+        if read is not None and _same_nodes(read, entries, root, upper_form):
+            strip_known_overlay_xattrs(read)
+        else:
+            nodes = [read_node(e.path, join(root, e.path)) for e in entries]
+            strip_overlay_xattrs(nodes, xattr_form if upper_form == fuseform.FORM else None)
         for e in entries:
             if e.kind is Kind.DIR:
                 with reach(join(root, e.path)) as short:
                     os.utime(short, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
+
+
+def _same_nodes(read: Sequence[Node], entries: Sequence[Entry], root: bytes, form: str) -> bool:
+    """Whether ``read`` are whole nodes of ``root`` (the kernel's form: fuse's
+    is rewritten first) with exactly the paths of ``entries``."""
+    if form == fuseform.FORM or len(read) != len(entries):
+        return False
+    if {n.path for n in read} != {e.path for e in entries}:
+        return False
+    return all(not n.partial and n.abspath == join(root, n.path) for n in read)
 
 
 # ---- a new workspace's directory, and a damaged record ---------------------------

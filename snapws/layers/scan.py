@@ -3,10 +3,11 @@ upperdir (which copy-ups changed nothing and can be dropped)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from snapws.deeppath import anchored, lexists, lstat, open_fd, reach
@@ -380,6 +381,24 @@ def strip_overlay_xattrs(nodes: list[Node], form: str | None = None) -> None:
             if n.kind is not Kind.WHITEOUT:
                 with reach(n.abspath) as short:
                     _strip_node(short, n.opaque, keep)
+
+
+def strip_known_overlay_xattrs(nodes: Sequence[Node]) -> None:
+    """:func:`strip_overlay_xattrs` (the kernel's form) of nodes read
+    whole (:func:`read_tree`) from an upperdir that has not changed since:
+    the overlay attributes they were read with are removed, but the opaque
+    markers, and no attribute is listed again. Raises OSError."""
+    with anchored():
+        for n in nodes:
+            names = [k for k, _ in n.overlay if k not in OPAQUE_XATTRS]
+            if names:
+                with reach(n.abspath) as short:
+                    for name in names:
+                        try:
+                            os.removexattr(short, name, follow_symlinks=False)
+                        except OSError as e:
+                            if e.errno != errno.ENODATA:  # (gone already is fine)
+                                raise
 
 
 def _strip_node(path: bytes, opaque: bool, keep: str | None) -> None:

@@ -354,3 +354,22 @@ def test_a_plan_not_compared_keeps_what_shapes_the_tree(layers: tuple[Path, Path
     assert {n.path for n in plan.keep} == {b".", b"gone", b"olddir", b"olddir/y"}
     with pytest.raises(AssertionError):
         plan.prune_around_ignored()
+
+
+def test_strip_known_overlay_xattrs_removes_what_was_read(tmp_path: Path) -> None:
+    """The commit's fast path: the overlay attributes the scan read are
+    removed, the opaque marker and user attributes stay, and one removed
+    meanwhile is no error."""
+    from snapws.layers.scan import strip_known_overlay_xattrs
+
+    root = build(tmp_path / "t", {"d": Opaque({"f": "x", "g": "y"}), "w": WH})
+    os.setxattr(root / "d", "trusted.overlay.impure", b"y")
+    os.setxattr(root / "d" / "f", "trusted.overlay.origin", b"o")
+    os.setxattr(root / "d" / "f", "user.keep", b"k")
+    os.setxattr(root / "d" / "g", "trusted.overlay.origin", b"o")
+    nodes = read_tree(fs(root))
+    os.removexattr(root / "d" / "g", "trusted.overlay.origin")
+    strip_known_overlay_xattrs(nodes)
+    assert os.listxattr(root / "d") == ["trusted.overlay.opaque"]
+    assert os.listxattr(root / "d" / "f") == ["user.keep"]
+    assert os.listxattr(root / "d" / "g") == []

@@ -213,6 +213,7 @@ class PlainBackend(Backend):
         part: JournalPart,
         tree: Path | None,
         manifest: bytes,
+        work: WorkChanges | None = None,
     ) -> None:
         """Nothing: :meth:`stage_layer` wrote the tree into the staging
         directory, which the caller publishes or discards."""

@@ -135,7 +135,7 @@ def finish_commit(store: Store, j: CommitJournal, work: WorkChanges | None = Non
         if not store.has_layer(j.layer):
             pending = staging / "manifest.pending"
             manifest = (pending if pending.exists() else staging / "manifest").read_bytes()
-            backend.finish_layer(store, state, new, j.part, tree, manifest)
+            backend.finish_layer(store, state, new, j.part, tree, manifest, work)
             if not tree.exists():
                 tree.mkdir()  # an --allow-empty commit
             if j.dedup and j.layer != EMPTY_LAYER:
