@@ -23,6 +23,14 @@ size (SVG, drawn by hand: no dependency) goes to --plot.
     sudo python bench/bench_all.py              # 5,000 + 100,000 files: ~15 min, ~5 GB
     sudo python bench/bench_all.py --sizes 2000 --growth-commits 50 --growth-files 2000
     sudo python bench/bench_all.py --million    # + 1,000,000 files (~15 GB free)
+    sudo python bench/bench_all.py --sizes 10000 --million --local   # flatness, same changes
+
+The changes of a round fall anywhere in the tree; with --local, in its
+first leaf directories, as many as the smallest size has: the same part of
+the tree at every size. Spread changes touch more directories in a bigger
+tree (300 changes: ~125 at 10,000 files, ~570 at 1,000,000), and an
+overlay upperdir holds a copy of each, so the flatness table also prints
+how many directories the rounds touched.
 
 Needs root (overlay mounts) and git. See bench/README.md.
 """
@@ -65,10 +73,13 @@ def snapws_argv(arg: str | None) -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "snapws"]
 
 
-def round_changes(spec: core.TreeSpec, n: int, rnd: int) -> core.ChangeSet:
+def round_changes(
+    spec: core.TreeSpec, n: int, rnd: int, leaves: int | None = None
+) -> core.ChangeSet:
     """Fresh changes for round ``rnd`` on the live tree ``spec`` (added names
-    carry the round, so no two rounds add the same path)."""
-    cs = core.plan_changes(spec, n, core.SEED + 1000 * rnd)
+    carry the round, so no two rounds add the same path); ``leaves``: in
+    the tree's first that many leaf directories."""
+    cs = core.plan_changes(spec, n, core.SEED + 1000 * rnd, leaves)
     add = []
     for path, size, off in cs.add:
         d, name = path.rsplit("/", 1)
@@ -131,7 +142,8 @@ def bench_size(args: argparse.Namespace, files: int, work: Path) -> dict[str, An
         r.warm_server(sw_tree)
         cbuf = core.random_buffer(core.SEED + 2)
         for rnd in range(args.rounds):
-            cs = round_changes(spec, args.changes, rnd)
+            cs = round_changes(spec, args.changes, rnd, args.local_leaves)
+            out.setdefault("dirs_touched", []).append(core.dirs_touched(cs))
             for tree in (sw_tree, git_tree):
                 core.apply_changes(tree, cs, cbuf)
             spec = apply_to_spec(spec, cs)
@@ -371,6 +383,13 @@ def flatness(sizes: list[dict[str, Any]]) -> list[str]:
         sw = b["snapws"] / a["snapws"] if a["snapws"] else float("inf")
         gt = b["git"] / a["git"] if a["git"] else float("inf")
         out.append(f"| {op} | {sw:.2f}x | {gt:.2f}x |")
+    if small.get("dirs_touched") and big.get("dirs_touched"):
+        ds, db = (statistics.median(s["dirs_touched"]) for s in (small, big))
+        out += [
+            "",
+            f"directories a round's changes touch (an upperdir copies each): {ds:.0f} at "
+            f"{small['files']:,} files, {db:.0f} at {big['files']:,}",
+        ]
     return out
 
 
@@ -386,6 +405,13 @@ def main() -> None:
     ap.add_argument("--million", action="store_true", help="also 1,000,000 files (~15 GB)")
     ap.add_argument("--changes", type=int, default=100, help="rewrites = adds = deletes (100)")
     ap.add_argument("--rounds", type=int, default=5, help="rounds of changes per size (5)")
+    ap.add_argument(
+        "--local",
+        action="store_true",
+        help="each round's changes fall in the first leaf directories of the tree, as many "
+        "as the smallest size has (the same part of the tree at every size; by default "
+        "they spread over the whole tree, so a bigger tree has more directories touched)",
+    )
     ap.add_argument("--mean-bytes", type=int, default=10_000, help="mean file size (10000)")
     ap.add_argument(
         "--growth-commits", type=int, default=1000, help="store-growth commits; 0 skips it (1000)"
@@ -413,6 +439,9 @@ def main() -> None:
     sizes = [int(x) for x in args.sizes.split(",") if x]
     if args.million:
         sizes.append(1_000_000)
+    args.local_leaves = (
+        max(1, round(min(sizes) / core.FILES_PER_DIR)) if args.local and sizes else None
+    )
     work = (args.workdir or Path(f"/var/tmp/snapws-all-{os.getpid()}")).absolute()
     if work.exists() and any(work.iterdir()):
         raise SystemExit(f"bench_all: {work} is not empty; give a fresh --workdir")
@@ -425,6 +454,7 @@ def main() -> None:
         "git": subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip(),
         "argv": sys.argv[1:],
         "changes": args.changes,
+        "local_leaves": args.local_leaves,
         "rounds": args.rounds,
         "server": not args.no_server,
         "sizes": [],

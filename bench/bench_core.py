@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,11 +129,17 @@ class ChangeSet:
     delete: list[str]
 
 
-def plan_changes(spec: TreeSpec, n: int, seed: int) -> ChangeSet:
+def plan_changes(spec: TreeSpec, n: int, seed: int, leaves: int | None = None) -> ChangeSet:
     """n modifications (a block rewritten in place: the file keeps its size),
-    n additions (new files in existing leaf dirs), n deletions; disjoint."""
+    n additions (new files in existing leaf dirs), n deletions; disjoint.
+    ``leaves``: all in the tree's first that many leaf dirs (default: anywhere)."""
     rng = random.Random(seed + 1)
-    picked = rng.sample(range(len(spec.files)), 2 * n)
+    dirs = spec.dirs[:leaves] if leaves else spec.dirs
+    pool: Sequence[int] = range(len(spec.files))
+    if leaves:
+        near = set(dirs)
+        pool = [i for i, f in enumerate(spec.files) if f.rpartition("/")[0] in near]
+    picked = rng.sample(pool, 2 * n)
     modify = []
     for i in picked[:n]:
         size = spec.sizes[i]
@@ -144,9 +151,21 @@ def plan_changes(spec: TreeSpec, n: int, seed: int) -> ChangeSet:
     add = []
     for k in range(n):
         size = min(SIZE_CAP, int(rng.lognormvariate(math.log(mean) - 1.125, 1.5)))
-        d = spec.dirs[rng.randrange(len(spec.dirs))]
+        d = dirs[rng.randrange(len(dirs))]
         add.append((f"{d}/new{k:04d}.dat", size, rng.randrange(BUF_SIZE - size + 1)))
     return ChangeSet(modify, add, delete)
+
+
+def dirs_touched(cs: ChangeSet) -> int:
+    """The directories ``cs`` changes something in or below (root excluded):
+    what an overlay upperdir gets copies of."""
+    out = set()
+    for path in [m[0] for m in cs.modify] + [a[0] for a in cs.add] + cs.delete:
+        d = path.rpartition("/")[0]
+        while d and d not in out:
+            out.add(d)
+            d = d.rpartition("/")[0]
+    return len(out)
 
 
 def apply_changes(root: Path, cs: ChangeSet, buf: memoryview) -> None:
