@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import sqlite3
@@ -140,7 +141,8 @@ class PendingDedup:
 
     def wait(self) -> DedupStats:
         """Wait for the index commit; the run's stats (``indexed`` 0 if the
-        transaction was lost)."""
+        transaction was lost; complete only now: a first run on a store
+        counts its groups in the background)."""
         if self.commit is not None:
             commit, self.commit = self.commit, None
             if not commit.wait():
@@ -192,6 +194,19 @@ def start_dedup_tree(
         run = _Run(store, root, layer, link_limit, known, keys)
     except OSError:
         return PendingDedup(stats)  # no usable dedup/ (full or read-only store): store as is
+    if run.index.empty and not run.index.pending and _whole_groups(groups, run.known):
+        # A first run on this store (an import into a new one): nothing to
+        # link to, and every group is one inode (its files were just
+        # written): the tree is final as it is. Its entries are made and
+        # committed in the background while the caller makes it durable.
+        try:
+            with anchored():
+                run.restore_dir_mtimes(by_path, groups)
+        except BaseException:
+            run.index.close(commit=False)
+            raise
+        fill = functools.partial(run.index_all, groups, by_path, stats)
+        return PendingDedup(stats, run.index.commit_in_background(fill))
     try:
         with anchored():  # paths may be longer than PATH_MAX
             for leader, members in groups.items():
@@ -331,6 +346,29 @@ class _Run:
         elif rec is not None:
             self.index.drop(key)
 
+    def index_all(
+        self, groups: Mapping[bytes, list[bytes]], by_path: Mapping[bytes, Entry], stats: DedupStats
+    ) -> None:
+        """What :meth:`group` does for each group when the index holds
+        nothing (no candidate) and every group is one inode whose lstat is
+        known (:func:`_whole_groups`): index the first group of each key
+        that has no name outside the tree."""
+        keys, known, index, layer = self.keys, self.known, self.index, self.layer
+        used = self.used_keys
+        for leader, members in groups.items():
+            lead = by_path.get(leader)
+            if lead is None or lead.link is not None:
+                continue  # not a well-formed group: leave it alone
+            stats.groups += 1
+            pre = keys.get(leader)
+            key, meta_json = pre if pre is not None else dedup_material(lead)
+            if key in used:
+                continue  # a second group of this layer with the same key keeps its own inode
+            used.add(key)
+            first = members[0]
+            if known[first].st_nlink == len(members) and index.put(key, layer, first, meta_json):
+                stats.indexed += 1
+
     def unify(self, members: list[bytes], sts: list[os.stat_result], avoid: int | None) -> int:
         """Make all ``members`` (``sts``: their lstat) one inode (a crash, or
         a failed link, may have split a group): the first member's not
@@ -386,6 +424,23 @@ class _Run:
 
 
 # ---- helpers ------------------------------------------------------------------------
+
+
+def _whole_groups(
+    groups: Mapping[bytes, list[bytes]], known: Mapping[bytes, os.stat_result]
+) -> bool:
+    """Whether the lstat of every member of every group is known and shows
+    each group on one inode (no earlier run left one split)."""
+    for members in groups.values():
+        st = known.get(members[0])
+        if st is None:
+            return False
+        if len(members) > 1:
+            for p in members[1:]:
+                other = known.get(p)
+                if other is None or other.st_ino != st.st_ino:
+                    return False
+    return True
 
 
 def _check_candidate(

@@ -18,7 +18,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,13 +160,16 @@ class DedupIndex:
             self.pending.clear()
         return commit
 
-    def commit_in_background(self) -> IndexCommit:
+    def commit_in_background(self, fill: Callable[[], None] | None = None) -> IndexCommit:
         """:meth:`close` with ``commit``, in a thread of its own: SQLite
         writes without the GIL (100,000 entries: a quarter of a second)
         while the caller goes on (an import makes the layer durable).
-        Nothing may use the index after this call; wait for the commit
-        (:meth:`IndexCommit.wait`) before the store lock is released."""
-        return IndexCommit(self)
+        ``fill``, if given, runs first in that thread (it makes the run's
+        writes; if it raises, the transaction is rolled back and
+        :meth:`IndexCommit.wait` raises it). Nothing else may use the index
+        after this call; wait for the commit (:meth:`IndexCommit.wait`)
+        before the store lock is released."""
+        return IndexCommit(self, fill)
 
     def fail(self, error: sqlite3.Error | None, damaged: bool = False) -> None:
         """Give the index up for this run (rolling back). A damaged database
@@ -188,16 +191,22 @@ class DedupIndex:
 class IndexCommit:
     """The commit of a :class:`DedupIndex` going on in a thread."""
 
-    def __init__(self, index: DedupIndex) -> None:
+    def __init__(self, index: DedupIndex, fill: Callable[[], None] | None = None) -> None:
         self._committed = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(
-            target=self._run, args=(index,), name="dedup-index", daemon=True
+            target=self._run, args=(index, fill), name="dedup-index", daemon=True
         )
         self._thread.start()
 
-    def _run(self, index: DedupIndex) -> None:
+    def _run(self, index: DedupIndex, fill: Callable[[], None] | None) -> None:
         try:
+            if fill is not None:
+                try:
+                    fill()
+                except BaseException:
+                    index.close(commit=False)
+                    raise
             self._committed = index.close(commit=True)
         except BaseException as e:  # handed to the waiting thread
             self._error = e
