@@ -19,6 +19,7 @@ small files go to a helper process (:mod:`snapws.oci.helperfeed`).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 from dataclasses import dataclass, field
@@ -73,6 +74,31 @@ def _current_umask() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0o777  # unknown: always chmod
+
+
+def perm_error(layer: str, rel: bytes, e: OSError, what: str) -> Exception:
+    """The error to raise for ``e``, met trying to ``what`` ``rel`` of the
+    layer ``layer`` describes: UnsupportedError for what only root (or a
+    filesystem with xattrs) could do, else ``e``."""
+    if e.errno in (errno.EPERM, errno.EACCES):
+        return UnsupportedError(
+            f"{layer}: cannot {what} {display_path(rel)}: {e.strerror}",
+            hint="import as root (owners, device nodes and trusted.* xattrs need it)",
+        )
+    if e.errno == errno.EINVAL and what == "set the owner of":
+        # a rootless import: the owner is not mapped in this user namespace
+        return UnsupportedError(
+            f"{layer}: cannot set the owner of {display_path(rel)}: its uid or gid "
+            "is not mapped in this user namespace (a rootless workspace maps only your "
+            "own ids), so the files cannot keep the image's owners",
+            hint="import it as root (`sudo snapws ...`, kernel or plain backend), or "
+            "export the image from a workspace of your own user",
+        )
+    if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL) and what == "set xattrs of":
+        return UnsupportedError(
+            f"{layer}: this filesystem refuses an xattr of {display_path(rel)}: {e.strerror}"
+        )
+    return e
 
 
 @dataclass(slots=True)
@@ -144,7 +170,11 @@ class LayerExtractor:
         self.names: set[bytes] = set()  # every normalized tar name seen
         self.whiteouts: list[bytes] = []
         self.opaque: list[bytes] = []
-        self.feed = HelperFeed(self.root, self.HELPER_AFTER, self.files, self._perm)
+        # (the callback does not hold the extractor: no reference cycle keeps
+        # its tables alive until a garbage collection)
+        self.feed = HelperFeed(
+            self.root, self.HELPER_AFTER, self.files, functools.partial(perm_error, what)
+        )
 
     def close(self) -> None:
         """Stop the helper process, close the descriptors of the tree
@@ -223,26 +253,7 @@ class LayerExtractor:
         return xattrs
 
     def _perm(self, rel: bytes, e: OSError, what: str) -> Exception:
-        if e.errno in (errno.EPERM, errno.EACCES):
-            return UnsupportedError(
-                f"{self.what}: cannot {what} {display_path(rel)}: {e.strerror}",
-                hint="import as root (owners, device nodes and trusted.* xattrs need it)",
-            )
-        if e.errno == errno.EINVAL and what == "set the owner of":
-            # a rootless import: the owner is not mapped in this user namespace
-            return UnsupportedError(
-                f"{self.what}: cannot set the owner of {display_path(rel)}: its uid or gid "
-                "is not mapped in this user namespace (a rootless workspace maps only your "
-                "own ids), so the files cannot keep the image's owners",
-                hint="import it as root (`sudo snapws ...`, kernel or plain backend), or "
-                "export the image from a workspace of your own user",
-            )
-        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL) and what == "set xattrs of":
-            return UnsupportedError(
-                f"{self.what}: this filesystem refuses an xattr of {display_path(rel)}: "
-                f"{e.strerror}"
-            )
-        return e
+        return perm_error(self.what, rel, e, what)
 
     def _set_meta(self, rel: bytes, kind: int, mode: int | None, h: tf.Header | _DirMeta) -> None:
         """Owner, then mode (chown clears set-id bits), xattrs, mtime, on
