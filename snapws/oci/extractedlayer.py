@@ -14,7 +14,7 @@ from pathlib import Path
 from snapws.ids import LayerId
 from snapws.layers.entries import opaque_xattr
 from snapws.layers.view import ChainView
-from snapws.model import Entry, encode_manifest, manifest_id
+from snapws.model import Entry, manifest_id
 from snapws.oci import tarformat as tf
 from snapws.oci.tarextractor import LayerExtractor
 from snapws.oci.writeback import EarlyWriteback
@@ -73,7 +73,7 @@ def extract_layer(
         writeback.kick()  # the disk works while the manifest is computed
         entries = x.entries(threads)
         return ExtractedLayer(
-            staging, entries, encode_manifest(entries), writeback, x.file_stats, x.file_keys
+            staging, entries, x.manifest(entries), writeback, x.file_stats, x.file_keys
         )
     except BaseException:
         writeback.close()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from snapws.ids import ContentHash
 from snapws.layers.entries import host_ids
-from snapws.model import Entry, Kind
+from snapws.model import Entry, Kind, encode_manifest
 from snapws.oci import filewriter
 from snapws.oci import tarformat as tf
 
@@ -37,17 +37,39 @@ class FileTables:
     entries: dict[bytes, Entry] = field(default_factory=dict)
     #: its dedup key (:func:`snapws.store.dedup.dedup_material`), when asked
     keys: dict[bytes, tuple[str, bytes]] = field(default_factory=dict)
+    #: its manifest line (:func:`~snapws.model.encode_manifest` of the
+    #: entry alone), made with the entry: while the tar is still read, not
+    #: after its last byte
+    lines: dict[bytes, bytes] = field(default_factory=dict)
     #: what makes the dedup keys (None: no dedup)
     material: Callable[[Entry], tuple[str, bytes]] | None = None
 
     def add(self, rel: bytes, ch: ContentHash, st: os.stat_result | None, e: Entry | None) -> None:
-        """Record file ``rel``: its hash, and its fstat and entry if known."""
+        """Record file ``rel``: its hash, and its fstat, entry and manifest
+        line if known."""
         self.hashes[rel] = ch
         if st is not None and e is not None:
             self.stats[rel] = st
             self.entries[rel] = e
+            self.lines[rel] = encode_manifest((e,))
             if self.material is not None and e.size:
                 self.keys[rel] = self.material(e)
+
+    def forget(self, rel: bytes) -> None:
+        """Drop what was recorded of file ``rel`` but its hash (it got a
+        hardlink: its link count changed, it is read again at the end)."""
+        self.stats.pop(rel, None)
+        self.entries.pop(rel, None)
+        self.lines.pop(rel, None)
+        self.keys.pop(rel, None)
+
+    def manifest(self, entries: list[Entry]) -> bytes:
+        """:func:`~snapws.model.encode_manifest` of ``entries`` (sorted by
+        path), with the lines made already."""
+        lines, known = self.lines, self.entries
+        return b"".join(
+            [lines[e.path] if known.get(e.path) is e else encode_manifest((e,)) for e in entries]
+        )
 
 
 def _failed(e: filewriter.ChildFailed) -> OSError:

@@ -446,9 +446,7 @@ class LayerExtractor:
         self.file_hash[rel] = self.file_hash[target]
         first = self.link_of.get(target, target)
         self.link_of[rel] = first
-        self.file_stats.pop(first, None)  # its link count changed: read it again
-        self.file_entry.pop(first, None)
-        self.file_keys.pop(first, None)
+        self.files.forget(first)  # its link count changed: read it again
 
     def _special(self, rel: bytes, path: bytes, h: tf.Header) -> None:
         dfd, name = self._parent(rel)
@@ -533,6 +531,11 @@ class LayerExtractor:
         out += entries_of(rest, threads, known=hashes)
         out.sort(key=_path_of)
         return out
+
+    def manifest(self, entries: list[Entry]) -> bytes:
+        """The manifest of :meth:`entries` (``encode_manifest(entries)``,
+        with the files' lines made while unpacking)."""
+        return self.files.manifest(entries)
 
     def _mknod_whiteout(self, rel: bytes) -> None:
         try:
