@@ -30,9 +30,13 @@ from snapws.ids import BlobDigest
 from snapws.oci.compress import GZIP, GZIP_MAGIC, NONE, ZSTD, ZSTD_MAGIC, zstd_module
 from snapws.oci.inflate import INFLATE_ERRORS, gzip_inflater
 
-RAW_CHUNK = 1 << 20  # bytes of the blob read at once (what a download hands over)
-OUT_CHUNK = 1 << 20  # decompressed bytes handed over at once (bounds memory)
-DEPTH = 8  # decompressed chunks waiting for the unpacking thread
+# Large chunks: each one costs the threads a few hand-overs of the GIL
+# (reading, hashing, inflating, queueing), and while the unpacking thread
+# runs Python, a thread that wants the GIL back waits up to the switch
+# interval (5 ms) for it.
+RAW_CHUNK = 4 << 20  # bytes of the blob read at once
+OUT_CHUNK = 4 << 20  # decompressed bytes handed over at once (bounds memory)
+DEPTH = 4  # decompressed chunks waiting for the unpacking thread
 
 
 class _Source(Protocol):

