@@ -16,6 +16,8 @@ source (as the tar commands have).
     sudo python bench/bench_vs_tar.py                # 3 repeats
     sudo python bench/bench_vs_tar.py --repeat 1 --json out.json
     sudo python bench/bench_vs_tar.py --synthetic 100000 1000   # issue 14's 1 GB tree
+    sudo python bench/bench_vs_tar.py --synthetic 100000 1000 \\
+        --variant before=HEAD~3 --variant after=HEAD    # each commit in a venv of its own
     sudo python bench/bench_vs_tar.py --snapws 'python3 -m snapws' \\
         --variant before=/tmp/old-checkout --variant after=/tmp/new-checkout
 
@@ -123,17 +125,48 @@ def timed(
     return took, proc.stdout
 
 
-def variants(args: argparse.Namespace) -> list[tuple[str, dict[str, str]]]:
-    """(name, extra environment) of each snapws to time: --variant
-    NAME=PYTHONPATH (A/B runs interleaved in one bench), else the one
-    --snapws runs."""
+#: one snapws to time: its name, its command, extra environment
+Variant = tuple[str, list[str], dict[str, str]]
+
+
+def variants(args: argparse.Namespace, snapws: list[str], work: Path) -> list[Variant]:
+    """Each snapws to time: --variant NAME=COMMIT (a git commit of this
+    repository, installed into a venv of its own as the README does),
+    NAME=DIR (--snapws's command with DIR first on PYTHONPATH), else the
+    one --snapws runs. Several variants run interleaved in one bench."""
     if not args.variant:
-        return [("snapws", {})]
-    out = []
+        return [("snapws", snapws, {})]
+    out: list[Variant] = []
     for v in args.variant:
-        name, _, path = v.partition("=")
-        out.append((name, {"PYTHONPATH": path}))
+        name, _, what = v.partition("=")
+        if Path(what).is_dir():
+            out.append((name, snapws, {"PYTHONPATH": what}))
+        else:
+            out.append((name, [str(install_commit(what, work / f"venv-{name}"))], {}))
     return out
+
+
+def install_commit(commit: str, dest: Path) -> Path:
+    """``pip install`` the tree of ``commit`` (of the repository this
+    script is in) into a new venv at ``dest``; its ``snapws`` script."""
+    repo = HERE.parent
+    full = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--verify", f"{commit}^{{commit}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    src = dest / "src"
+    src.mkdir(parents=True)
+    archive = subprocess.Popen(["git", "-C", str(repo), "archive", full], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "x", "-C", str(src)], stdin=archive.stdout, check=True)
+    if archive.wait() != 0:
+        sys.exit(f"git archive {commit} failed")
+    subprocess.run([sys.executable, "-m", "venv", str(dest / "venv")], check=True)
+    pip = [str(dest / "venv" / "bin" / "pip"), "install", "-q", str(src)]
+    subprocess.run(pip, check=True, capture_output=True)
+    print(f"variant {dest.name}: {commit} ({full[:10]}) installed", file=sys.stderr)
+    return dest / "venv" / "bin" / "snapws"
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -153,7 +186,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("SNAPWS_")}
     base["SNAPWS_AUTHOR"] = "bench <bench@example.invalid>"
     base["SNAPWS_CACHE_INSECURE"] = "1"
-    names = variants(args)
+    names = variants(args, snapws, work)
     times: dict[str, list[float]] = {"tar czf": [], "tar xzf": []}
     tgz = work / "tree0.tgz"
     mounted: list[Path] = []
@@ -173,7 +206,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     shutil.rmtree(out)
                 # alternate the order (what runs first pays for the writeback
                 # of what ran before)
-                for name, extra in names if i % 2 == 0 else names[::-1]:
+                for name, command, extra in names if i % 2 == 0 else names[::-1]:
                     run = work / f"run{i}-{name}"
                     a, b = run / "A" / "tree", run / "B" / "tree"  # two stores: B has nothing
                     a.parent.mkdir(parents=True)
@@ -183,7 +216,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     env["SNAPWS_CACHE_REMOTE"] = f"{reg.url}/bench/vs-tar-{i}-{name}"
                     mounted += [a, b]
                     for step, path in (("save", a), ("restore", b)):
-                        cmd = [*snapws, "cache", step, "k", "--path", str(path), "--json"]
+                        cmd = [*command, "cache", step, "k", "--path", str(path), "--json"]
                         key = f"{step} [{name}]"
                         # each machine its own store (the per-user default would be shared)
                         env["XDG_DATA_HOME"] = str(path.parent / "data")
@@ -200,7 +233,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "files": files,
         "tree_bytes": size,
         "tgz_bytes": tgz_bytes,
-        "variants": [n for n, _ in names],
+        "variants": [n for n, _, _ in names],
         "seconds": times,
         "cpu_seconds": CPU,
         "with_sync": SYNCED,
@@ -264,8 +297,9 @@ def main() -> None:
     ap.add_argument(
         "--variant",
         action="append",
-        metavar="NAME=PYTHONPATH",
-        help="time the snapws found on PYTHONPATH as NAME (repeat: A/B runs interleaved)",
+        metavar="NAME=COMMIT|DIR",
+        help="time a git commit of this repository (installed in a venv of its own), or "
+        "the --snapws command with DIR first on PYTHONPATH, as NAME (repeat: interleaved)",
     )
     ap.add_argument("-v", action="store_true", help="print each command's time")
     args = ap.parse_args()
