@@ -289,7 +289,10 @@ class OverlayBackend(MountSwapper, Backend):
             if later != memo:
                 heldclean.save(session.wsdir, later)
         changes, ignored = drop_ignored(found, tops)
-        hiding = {n.path for n in plan.keep if n.opaque} | {
+        # a switch of a held workspace rewrites paths through the live mount,
+        # so what U's opaque directories hide of its older chain is no matter:
+        # only what the changes delete or replace hides paths of the target
+        hiding = {
             c.path
             for c in changes
             if c.new is None or (c.old is not None and c.old.kind is not c.new.kind)

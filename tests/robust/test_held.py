@@ -363,3 +363,35 @@ def test_a_switch_that_rewrites_nothing_leaves_a_held_workspace_writable(
     assert ask(shell, "ls") == ["guide.md", "readme.md"]
     assert_store_ok(ws.store_path)
     ws.stop(shell)
+
+
+def test_a_held_refusal_names_only_the_changes_that_clash(ws: Workspace) -> None:
+    """A directory that a held workspace's upperdir holds opaque (it was
+    made again) is no uncommitted change once committed: a switch that
+    rewrites paths below it is not refused for them, and a refusal names
+    the changes that clash, not every path the two snapshots differ in."""
+    ws.init(BASE)
+    s0 = ws.state().head.hex
+    shell = ws.spawn(SHELL, cwd=ws.path)
+    p = ws.path
+    for name in ("readme.md", "guide.md"):
+        (p / "docs" / name).unlink()
+    (p / "docs").rmdir()
+    (p / "docs").mkdir()  # made again: opaque in the upperdir
+    (p / "docs" / "readme.md").write_text("readme 2\n")
+    ws.commit("docs again")
+    assert ws.state().base is not None, "held"
+    (p / "b.txt").write_text("bravo 2\n")  # the only uncommitted change
+    out = ws.run("checkout", s0)
+    assert out.returncode == 0, out.stderr
+    assert ws.status() == [" M b.txt"]
+    assert (p / "docs" / "guide.md").read_text() == "guide\n"
+    ws.run("checkout", "main")
+    (p / "docs" / "readme.md").write_text("mine\n")  # differs between main and s0: clashes
+    out = ws.run("checkout", s0, check=False)
+    assert out.returncode == 5, out.stderr
+    assert "differ between HEAD and" in out.stderr
+    named = out.stderr.split("differ between HEAD and", 1)[1].split(":", 1)[1].split("\n")[0]
+    assert [n.strip() for n in named.split(",")] == ["docs/readme.md"]
+    assert ws.status() == [" M b.txt", " M docs/readme.md"]
+    ws.stop(shell)

@@ -149,7 +149,9 @@ def _refuse_clash(work: WorkChanges, between: list[Change], target: str, action:
         for c in work.changes
         if c.path in moved or c.path in moved_dirs or any(a in moved for a in _ancestors(c.path))
     ]
-    clash += [q for q in moved if any(a in work.hiding for a in (q, *_ancestors(q)))]
+    # a path that differs, below what the working tree hides: the hiding path
+    # (a deletion, a file in place of a directory, a directory made again)
+    clash += [a for q in moved for a in (q, *_ancestors(q)) if a in work.hiding]
     clash = sorted(set(clash))
     if clash:
         discard = "`snapws reset --hard`" if action == "reset" else "`--discard`"
