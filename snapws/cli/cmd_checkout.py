@@ -41,7 +41,7 @@ def checkout_cmd(
         if rev is not None:  # `-`, @{-N}: the branch or snapshot checked out before, as git
             rev = app.expand_prior(s, "@{-1}" if rev == "-" else rev)
         try:
-            target = app.resolve(s, rev or "HEAD")
+            target = app.resolve(s, "HEAD" if rev is None else rev)  # '' is refused
         except SnapwsError as e:
             if e.exit_code is ExitCode.BAD_REVISION and rev and _a_path(app, rev):
                 e.hint = f"to bring back the file {rev!r}: `snapws restore {shlex.quote(rev)}`"

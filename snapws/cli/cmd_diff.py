@@ -27,6 +27,7 @@ from snapws.errors import (
 from snapws.model import display_path
 from snapws.ops.worktree.diff import diff, status, status_ignored
 from snapws.refnames import shown
+from snapws.revparse import parse_rev
 
 if TYPE_CHECKING:
     from snapws.session import Session
@@ -133,6 +134,8 @@ def _revs_then_paths(
     argument that is both a revision and such a path is refused as
     ambiguous (exit 2). Raises RevisionNotFoundError or BadPathError."""
     for i, arg in enumerate(args):
+        if not arg:  # not the current directory: an empty revision, refused as everywhere
+            parse_rev(arg)
         is_path = os.path.lexists(os.path.join(app.cwd, arg))
         try:
             app.resolve(session, arg)

@@ -24,6 +24,7 @@ from snapws.model import SnapshotRecord
 from snapws.ops.history.log import LogEntry, all_ref_heads, log, ref_names, reflog
 from snapws.ops.worktree.diff import shown_diff
 from snapws.refnames import ref_name_problem, shown
+from snapws.revparse import parse_rev
 
 
 def _oneline(e: LogEntry, head: SnapshotId, branch: str | None) -> str:
@@ -170,6 +171,8 @@ def _header(
 @pass_app
 def reflog_cmd(app: App, ref: str, max_count: int | None, as_json: bool) -> None:
     """Where HEAD (or a branch/tag REF) has pointed, newest first: the undo path."""
+    if not ref:
+        parse_rev(ref)  # the "empty revision" error of every command
     with app.session(exclusive=False) as s:
         problem = ref_name_problem(ref)
         if ref in ("HEAD", "@"):
