@@ -27,13 +27,14 @@ MAX_COMPONENT_BYTES = 255
 _KINDS = ("branch", "tag")
 # Characters git forbids anywhere in a ref name (besides control characters and DEL).
 _FORBIDDEN_CHARS = frozenset(" ~^:?*[\\")
-_HEX_DIGITS = frozenset("0123456789abcdef")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")  # ids are read in any case
 _MIN_ID_PREFIX = 4
 _MAX_ID_PREFIX = 32
 
 
 def _looks_like_id(name: str) -> bool:
-    """True if ``name`` could be read as an abbreviated snapshot id."""
+    """True if ``name`` could be read as an abbreviated snapshot id (in any
+    case: revisions take ids in any case, so ``A113B92E`` is one)."""
     return _MIN_ID_PREFIX <= len(name) <= _MAX_ID_PREFIX and all(c in _HEX_DIGITS for c in name)
 
 
@@ -91,8 +92,7 @@ def _snapws_problem(name: str) -> str | None:
         return "it starts with '-' (it would be read as an option)"
     if _looks_like_id(name):
         return (
-            f"{_MIN_ID_PREFIX} to {_MAX_ID_PREFIX} lowercase hex digits "
-            "would be confused with a snapshot id"
+            f"{_MIN_ID_PREFIX} to {_MAX_ID_PREFIX} hex digits would be confused with a snapshot id"
         )
     return None
 
@@ -128,7 +128,7 @@ def validate_ref_name(kind: str, name: str) -> str:
 
     The name must follow git's rules (:func:`ref_name_problem`, with the shorter limit
     :data:`MAX_NAME_BYTES`) and snapws's own: not ``@`` or ``HEAD``, no leading ``-``,
-    not 4 to 32 lowercase hex digits (an id). Raises :class:`BadNameError` naming the
+    not 4 to 32 hex digits in any case (an id). Raises :class:`BadNameError` naming the
     rule broken; ValueError for an unknown ``kind``.
     """
     if kind not in _KINDS:

@@ -32,7 +32,7 @@ from snapws.refnames import (
         "foo./bar",  # only the whole name may not end with '.'
         "héllo/wörld",
         "abc",  # 3 hex digits: too short to be an id prefix
-        "ABCD",  # uppercase: ids are lowercase
+        "ABCG",  # not all hex digits (uppercase hex is refused, as an id)
         "deadbeefz",
         "0123456789abcdef0123456789abcdef0",  # 33 hex digits: longer than any id
         "HEADS",
@@ -88,6 +88,9 @@ def test_valid_names_are_returned(name: str) -> None:
         ("deadbeef", "would be confused with a snapshot id"),
         ("0123", "would be confused with a snapshot id"),
         ("0123456789abcdef0123456789abcdef", "would be confused with a snapshot id"),
+        # ids are read in any case (revparse lowercases a prefix): so are names
+        ("A113B92E", "would be confused with a snapshot id"),
+        ("DeadBeef", "would be confused with a snapshot id"),
         ("x" * (MAX_NAME_BYTES + 1), f"201 bytes long in UTF-8; the limit is {MAX_NAME_BYTES}"),
         ("é" * 101, "202 bytes long in UTF-8"),  # 101 characters, 202 bytes
         ("a\udcffb", "not valid UTF-8"),  # lone surrogate, as os.fsdecode makes
@@ -190,3 +193,13 @@ def test_every_new_name_is_a_valid_ref_name() -> None:
 def test_shown_cuts_long_text() -> None:
     assert shown("main") == "'main'"
     assert shown("x" * 100_000) == f"{'x' * 256!r}... (100000 characters)"
+
+
+def test_hex_names_are_refused_in_any_case_with_one_message() -> None:
+    reasons = []
+    for name in ("a113b92e", "A113B92E", "a113B92e"):
+        with pytest.raises(BadNameError) as info:
+            validate_ref_name("branch", name)
+        reasons.append(str(info.value).split(": ", 1)[1])
+    assert reasons == [reasons[0]] * 3
+    assert reasons[0] == "4 to 32 hex digits would be confused with a snapshot id"
