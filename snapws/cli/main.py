@@ -101,19 +101,20 @@ class SnapwsGroup(click.Group):
             )
             ctx.exit(int(ExitCode.INTERNAL))
         except DeferredInterrupt as e:  # came during a critical section, acted on after it
-            click.echo(f"snapws: interrupted ({e.finished})", err=True)
+            say_on_stderr(f"snapws: interrupted ({e.finished})")
             ctx.exit(int(ExitCode.INTERRUPTED) if e.signum == signal.SIGINT else 128 + e.signum)
         except KeyboardInterrupt:
-            click.echo("snapws: interrupted", err=True)
+            say_on_stderr("snapws: interrupted")
             ctx.exit(int(ExitCode.INTERRUPTED))
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as e:  # a bug: say so, with the exit code for internal errors
             import traceback
 
-            traceback.print_exc()
-            click.echo(f"snapws: internal error: {type(e).__name__}: {e}", err=True)
-            click.echo("hint: please report this bug with the command and output above", err=True)
+            with contextlib.suppress(OSError):
+                traceback.print_exc()
+            say_on_stderr(f"snapws: internal error: {type(e).__name__}: {e}")
+            say_on_stderr("hint: please report this bug with the command and output above")
             ctx.exit(int(ExitCode.INTERNAL))
 
 
@@ -149,9 +150,7 @@ def cli(ctx: click.Context, directory: Path | None, store: Path | None, quiet: b
     try:
         config = load_config()
     except SnapwsError as e:
-        click.echo(f"snapws: error: {e.message}", err=True)
-        if e.hint:
-            click.echo(f"hint: {e.hint}", err=True)
+        report_error(e.message, e.hint)
         ctx.exit(int(e.exit_code))
     cwd = _cwd()
     if directory is not None:
@@ -159,8 +158,7 @@ def cli(ctx: click.Context, directory: Path | None, store: Path | None, quiet: b
         cwd = Path(os.path.normpath(cwd / directory))
         why = cannot_enter(cwd)
         if why is not None:  # as git's "fatal: cannot change to 'DIR': ..."
-            click.echo(f"snapws: error: cannot change to '{directory}': {why}", err=True)
-            click.echo(f"hint: {CANNOT_ENTER_HINT}", err=True)
+            report_error(f"cannot change to '{directory}': {why}", CANNOT_ENTER_HINT)
             ctx.exit(int(ExitCode.USAGE))
     ctx.obj = App(
         config=config,
@@ -205,19 +203,37 @@ def report_error(message: str, hint: str | None) -> None:
     command that reports several errors and goes on). A stderr
     that cannot be written to (OutputError) changes nothing: the exit code
     still says which error it was."""
-    with contextlib.suppress(OutputError):
-        click.echo(f"snapws: error: {message}", err=True)
-        if hint:
-            click.echo(f"hint: {hint}", err=True)
+    say_on_stderr(f"snapws: error: {message}")
+    if hint:
+        say_on_stderr(f"hint: {hint}")
+
+
+def say_on_stderr(line: str) -> None:
+    """``line`` on stderr, if it can be written. A full or failing stderr
+    (OutputError) or one whose reader went away (a closed pipe: later
+    writes are dropped, stderr then goes to /dev/null) changes nothing: the
+    caller's exit code stands (a command that failed keeps its code)."""
+    try:
+        click.echo(line, err=True)
+    except OutputError:
+        pass
+    except BrokenPipeError:
+        _silence(sys.stderr)
 
 
 def _silence_stdout() -> None:
     """Point stdout at /dev/null so that no later flush fails again."""
+    _silence(sys.stdout)
+
+
+def _silence(stream: Any) -> None:
+    """Point ``stream``'s descriptor at /dev/null so that no later write or
+    flush fails again (what it still buffers goes there)."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
         os.close(devnull)
-    except (OSError, ValueError):  # not a real file (click's test runner)
+    except (OSError, ValueError, AttributeError):  # not a real file (click's test runner)
         pass
 
 
@@ -258,6 +274,8 @@ def _usage_error(e: click.UsageError) -> NoReturn:
         hint = e.hint if isinstance(e, HintedUsageError) else f"see `{where} --help`"
         click.echo(f"hint: {hint}", err=True)
     except BrokenPipeError:
+        _silence(sys.stderr)
+    except OutputError:
         pass
     sys.exit(int(ExitCode.USAGE))
 

@@ -73,3 +73,30 @@ def test_reader_gone_before_the_first_line(ws: Path, args: list[str]) -> None:
     assert proc.stderr is not None
     err = proc.stderr.read()
     assert (proc.wait(timeout=120), err) == (-signal.SIGPIPE, b"")
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [(["log", "nosuchrev"], 4), (["diff", "--exit-code", "nosuchrev", "--", "x"], 4)],
+    ids=["log", "diff"],
+)
+def test_a_failing_command_keeps_its_code_when_stderr_is_a_closed_pipe(
+    ws: Path, args: list[str], code: int
+) -> None:
+    """docs/exit-codes.md: when standard error is what fails, the message
+    is lost and a command that had already failed keeps its own code (not
+    click's 1 for EPIPE). ``snapws log nosuchrev 2>&1 | true``."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snapws", "-C", str(ws), *args],
+            stdout=w,
+            stderr=w,
+            stdin=subprocess.DEVNULL,
+            env=_clean_env(None),
+            cwd=ws.parent,
+        )
+    finally:
+        os.close(w)
+    assert proc.wait(timeout=120) == code

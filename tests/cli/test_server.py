@@ -208,6 +208,30 @@ def test_a_closed_pipe_ends_the_client_by_sigpipe(ws: Workspace, served: Served)
     assert out.stdout.splitlines()[-1] == str(128 + signal.SIGPIPE), out
 
 
+@pytest.mark.parametrize("server", ["1", "0"])
+def test_a_failing_command_keeps_its_code_when_stderr_is_a_closed_pipe(
+    ws: Workspace, served: Served, server: str
+) -> None:
+    """``snapws log nosuchrev 2>&1 | true`` exits 4 (unknown revision)
+    served or not: the lost message changes no exit code."""
+    served.start(ws.outside)
+    for args in (["log", "nosuchrev"], ["diff", "--exit-code", "nosuchrev", "--", "x"]):
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            client = subprocess.Popen(
+                [sys.executable, "-c", CLIENT, "-C", str(ws.path), *args],
+                cwd=ws.outside,
+                env=dict(served.env, SNAPWS_SERVER=server),
+                stdin=subprocess.DEVNULL,
+                stdout=w,
+                stderr=w,
+            )
+        finally:
+            os.close(w)
+        assert client.wait(timeout=120) == 4, args
+
+
 def _blocked_client(
     ws: Workspace, served: Served, fifo: Path
 ) -> tuple[subprocess.Popen[bytes], int]:
