@@ -86,7 +86,9 @@ def _base_problem(base: str) -> str | None:
             return f"{shown(base)} contains {char!r}"
     if "@{" in base:
         return "the @{...} forms are not supported (except @{-N}, the N-th previous checkout)"
-    if ".." in base:
+    if ".." in base.split("/"):
+        return "it has a '..' component (a revision is a name, never a path)"
+    if ".." in base and not any(c.startswith(".") for c in base.split("/")):
         return "ranges (A..B) are not accepted here"
     if base.startswith("-"):
         return f"{shown(base)} starts with '-'"

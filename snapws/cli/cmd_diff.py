@@ -161,6 +161,18 @@ def _revs_then_paths(
     return list(args), ()
 
 
+def _no_index(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """git's ``diff --cached``/``--staged``: refused, saying why (not click's
+    "Did you mean '--patch'?")."""
+    if value:
+        raise HintedUsageError(
+            f"snapws has no index (no staging area), so no {param.opts[0]}",
+            "`snapws diff` compares HEAD with the working tree (what `snapws commit` "
+            "would record); `snapws diff REV1 REV2` compares two snapshots",
+            ctx,
+        )
+
+
 @click.command("diff", cls=PathsAfterDashDash)
 @click.argument("revs", nargs=-1, metavar="[REV [REV2]] [[--] PATH...]")
 @click.option("--stat", "show_stat", is_flag=True, help="A diffstat (lines added/removed).")
@@ -172,6 +184,8 @@ def _revs_then_paths(
 @click.option("-p", "--patch", is_flag=True, help="A unified diff of text files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the changes as JSON.")
 @click.option("--exit-code", is_flag=True, help="Exit with 1 if there are differences.")
+@click.option("--cached", is_flag=True, hidden=True, expose_value=False, callback=_no_index)
+@click.option("--staged", is_flag=True, hidden=True, expose_value=False, callback=_no_index)
 @pass_app
 def diff_cmd(
     app: App,

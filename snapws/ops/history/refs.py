@@ -41,6 +41,8 @@ def create_ref(
     if store.read_ref(KIND[kind], name) is not None:
         if not force:
             raise NameExistsError(f"a {kind} named {name!r} already exists")
+    else:
+        _refuse_path_clash(store, kind, name)
         users = checked_out_in(store, name) if kind == "branch" else []
         if users:
             raise InvalidOperationError(
@@ -48,6 +50,22 @@ def create_ref(
                 hint="use `snapws reset REV` there to move the current branch",
             )
     store.write_ref(KIND[kind], name, target, who, f"{kind}: created at {target.short()}")
+
+
+def _refuse_path_clash(store: Store, kind: str, name: str) -> None:
+    """Raise NameExistsError naming the existing ``kind`` that ``name``
+    cannot live beside, as git's "'refs/heads/a/b' exists; cannot create
+    'refs/heads/a'": one below it (``a/b`` for ``a``) or above it (``a``
+    for ``a/b``), since a name is a file and ``/`` makes directories."""
+    for other in list_refs(store, kind):
+        if other.startswith(name + "/") or name.startswith(other + "/"):
+            group = min(name, other, key=len)
+            raise NameExistsError(
+                f"cannot create {kind} {name!r}: {kind} {other!r} exists "
+                f"({group!r} cannot name both a {kind} and a group of them)",
+                hint=f"delete or rename {other!r} first (`snapws {kind} -d {other}`), "
+                "or choose another name",
+            )
 
 
 @dataclass(frozen=True, slots=True)
