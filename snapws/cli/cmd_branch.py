@@ -81,7 +81,10 @@ def _ref_command(kind: str) -> click.Command:
                 {kind: name, "id": target.hex, "previous": previous.hex if previous else None}
             )
             return
-        app.info(f"{kind} {name} -> {target.short()}")
+        if kind == "tag" and previous is not None and previous != target:
+            app.say(f"Updated tag '{name}' (was {previous.short()})")  # as git's tag -f
+        else:
+            app.info(f"{kind} {name} -> {target.short()}")
 
     cmd.help = (
         "List branches, create branch NAME at REV (default HEAD), or delete branches "
@@ -131,7 +134,7 @@ def _delete(
                 err=True,
             )
         if not as_json:
-            click.echo(f"Deleted {kind} {name} (was {ref.previous.short()})")
+            app.say(f"Deleted {kind} {name} (was {ref.previous.short()})")  # -q: not, as git
     if as_json and gone:
         emit_json({**gone[0].to_json(), "deleted": [ref.to_json() for ref in gone]})
     return failed[0] if failed else None

@@ -91,6 +91,7 @@ def reset_cmd(app: App, rev: str, hard: bool, as_json: bool) -> None:
     with app.session(exclusive=True) as s:
         target = app.resolve(s, rev)
         result = reset(s, target, hard, app.who(), rev)
+        subject = s.store.read_snapshot(result.head).message.partition("\n")[0]
     if as_json:
         emit_json(
             {
@@ -102,7 +103,7 @@ def reset_cmd(app: App, rev: str, hard: bool, as_json: bool) -> None:
         )
         return
     say_discarded(app, result.discarded)
-    app.say(f"HEAD is now at {result.head.short()}")
+    app.say(f"HEAD is now at {result.head.short()} {subject}".rstrip())  # as git
 
 
 def say_discarded(app: App, discarded: list[Change]) -> None:

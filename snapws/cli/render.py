@@ -63,11 +63,14 @@ def summary(changes: list[Change]) -> str:
 
 
 def format_time(time_ns: int, tz_offset_min: int) -> str:
+    """git's default date format: ``Mon Dec 7 18:05:09 2026 +0100`` (the
+    day of the month not padded, as git's ``%e`` less its space)."""
     secs = time_ns // 1_000_000_000
     t = time.gmtime(secs + tz_offset_min * 60)
     sign = "+" if tz_offset_min >= 0 else "-"
     off = abs(tz_offset_min)
-    return time.strftime("%a %b %d %H:%M:%S %Y", t) + f" {sign}{off // 60:02d}{off % 60:02d}"
+    day = time.strftime("%a %b", t) + f" {t.tm_mday} " + time.strftime("%H:%M:%S %Y", t)
+    return day + f" {sign}{off // 60:02d}{off % 60:02d}"
 
 
 def iso_time(time_ns: int, tz_offset_min: int) -> str:

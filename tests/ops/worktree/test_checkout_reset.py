@@ -227,7 +227,7 @@ def test_reset_hard_rolls_back(hist: History) -> None:
     (ws.path / "a").write_text("dirty")
     (ws.path / "z").write_text("z")
     r = ws.run("reset", "--hard", "HEAD~1")
-    assert r.stdout == f"HEAD is now at {ids[1][:12]}\n"
+    assert r.stdout == f"HEAD is now at {ids[1][:12]} c1\n"
     assert tree_files(ws.path) == {"a": "a1", "b": "b0"}
     assert ws.porcelain() == []
     assert branch_target(ws, "main") == ids[1]
@@ -260,7 +260,7 @@ def test_reset_keeps_unrelated_changes(hist: History) -> None:
     (ws.path / "b").write_text("b dirty")  # b did not change between c1 and c2
     (ws.path / "new").write_text("n")
     r = ws.run("reset", "HEAD~1")
-    assert r.stdout == f"HEAD is now at {ids[1][:12]}\n"
+    assert r.stdout == f"HEAD is now at {ids[1][:12]} c1\n"
     assert branch_target(ws, "main") == ids[1]
     assert tree_files(ws.path) == {"a": "a1", "b": "b dirty", "new": "n"}
     assert ws.porcelain() == [" M b", "?? new"]
