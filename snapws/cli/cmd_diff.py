@@ -173,6 +173,13 @@ def _no_index(ctx: click.Context, param: click.Parameter, value: bool) -> None:
         )
 
 
+def _app_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``-q`` after ``diff``: the global ``-q`` (``--quiet`` there is git's)."""
+    app = ctx.find_object(App)
+    if value and app is not None:
+        app.quiet = True
+
+
 @click.command("diff", cls=PathsAfterDashDash)
 @click.argument("revs", nargs=-1, metavar="[REV [REV2]] [[--] PATH...]")
 @click.option("--stat", "show_stat", is_flag=True, help="A diffstat (lines added/removed).")
@@ -184,6 +191,13 @@ def _no_index(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 @click.option("-p", "--patch", is_flag=True, help="A unified diff of text files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the changes as JSON.")
 @click.option("--exit-code", is_flag=True, help="Exit with 1 if there are differences.")
+@click.option(
+    "--quiet",
+    "quiet",
+    is_flag=True,
+    help="Print nothing; exit with 1 if there are differences (as git's: implies --exit-code).",
+)
+@click.option("-q", is_flag=True, hidden=True, expose_value=False, callback=_app_quiet)
 @click.option("--cached", is_flag=True, hidden=True, expose_value=False, callback=_no_index)
 @click.option("--staged", is_flag=True, hidden=True, expose_value=False, callback=_no_index)
 @pass_app
@@ -197,6 +211,7 @@ def diff_cmd(
     patch: bool,
     as_json: bool,
     exit_code: bool,
+    quiet: bool,
 ) -> None:
     """Show changes: working tree vs HEAD, vs REV, or REV1 vs REV2.
 
@@ -223,7 +238,9 @@ def diff_cmd(
         paths = app.rel_paths(s, paths_raw)
         result = diff(s, old, new, paths)
         changes = result.changes
-        if as_json:
+        if quiet:
+            pass  # as git's --quiet: only the exit status
+        elif as_json:
             from snapws.cli.render import changes_json  # only here: start-up
 
             emit_json(
@@ -246,7 +263,7 @@ def diff_cmd(
 
             if changes:
                 click.echo("\n".join(change_line(c) for c in changes))
-    if exit_code and changes:
+    if (exit_code or quiet) and changes:
         raise SystemExit(int(ExitCode.DIFFERENCES))
 
 
