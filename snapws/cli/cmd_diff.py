@@ -26,6 +26,7 @@ from snapws.errors import (
 )
 from snapws.model import display_path
 from snapws.ops.worktree.diff import diff, status, status_ignored
+from snapws.pathspec import Pathspec, has_glob
 from snapws.refnames import shown
 from snapws.revparse import parse_rev
 
@@ -125,6 +126,12 @@ _DASHDASH_HINT = (
 )
 
 
+def _a_pathspec(app: App, arg: str) -> bool:
+    """Whether ``arg`` may be a path without ``--``: it exists in the
+    working tree, or it is a glob (as git: no revision has ``*?[``)."""
+    return has_glob(arg) or os.path.lexists(os.path.join(app.cwd, arg))
+
+
 def _revs_then_paths(
     app: App, session: Session, args: tuple[str, ...]
 ) -> tuple[list[str], tuple[str, ...]]:
@@ -136,7 +143,7 @@ def _revs_then_paths(
     for i, arg in enumerate(args):
         if not arg:  # not the current directory: an empty revision, refused as everywhere
             parse_rev(arg)
-        is_path = os.path.lexists(os.path.join(app.cwd, arg))
+        is_path = _a_pathspec(app, arg)
         try:
             app.resolve(session, arg)
         except (RevisionNotFoundError, AmbiguousRevisionError) as e:
@@ -147,7 +154,7 @@ def _revs_then_paths(
                     hint=_DASHDASH_HINT,
                 ) from None
             for later in args[i + 1 :]:
-                if not os.path.lexists(os.path.join(app.cwd, later)):
+                if not _a_pathspec(app, later):
                     raise BadPathError(
                         f"{shown(later)}: no such path in the working tree", hint=_DASHDASH_HINT
                     ) from None
@@ -235,8 +242,10 @@ def diff_cmd(
             raise click.UsageError("at most two revisions (use -- before paths)")
         old = app.resolve(s, argv_revs[0]) if argv_revs else None
         new = app.resolve(s, argv_revs[1]) if len(argv_revs) == 2 else None
-        paths = app.rel_paths(s, paths_raw)
-        result = diff(s, old, new, paths)
+        spec = Pathspec(app.rel_paths(s, paths_raw))
+        result = diff(s, old, new, spec.roots)
+        if spec.globs:
+            result.changes = [c for c in result.changes if spec.matches(c.path)]
         changes = result.changes
         if quiet:
             pass  # as git's --quiet: only the exit status
