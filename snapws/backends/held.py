@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from snapws.backends.plain.stage import Stager
-from snapws.backends.plain.write import meta_only, rewrite_paths
+from snapws.backends.plain.write import bytes_written, check_space, meta_only, rewrite_paths
 from snapws.backends.upperdir import copy_dir_meta
 from snapws.crash import crashpoint
 from snapws.errors import StoreCorruptError
@@ -60,18 +60,25 @@ def stage_copied(
 
 
 def switch_part(
-    changes: list[Change], between: list[Change], ignored: list[bytes], keep: bool
+    changes: list[Change],
+    between: list[Change],
+    ignored: list[bytes],
+    keep: bool,
+    upper: bytes,
 ) -> dict[str, Any]:
     """The journal part of a switch through the live mount: the paths that
     differ between HEAD and the target (``between``), and the uncommitted
     ones unless ``keep``; those whose content is the same get metadata only;
-    ignored paths stay."""
+    ignored paths stay. Raises StoreFullError, before anything changes, if
+    what it writes does not fit beside the upperdir ``upper``."""
     mine = [] if keep else changes
     paths = {c.path for c in between} | {c.path for c in mine}
+    same = meta_only(between, mine)
+    check_space(upper, bytes_written(between, mine, same), "switch snapshots")
     return {
         "held": True,
         "paths": [os.fsdecode(p) for p in sorted(paths)],
-        "meta_only": [os.fsdecode(p) for p in sorted(meta_only(between, mine))],
+        "meta_only": [os.fsdecode(p) for p in sorted(same)],
         "keep": [os.fsdecode(p) for p in ignored],
     }
 

@@ -445,7 +445,8 @@ class OverlayBackend(MountSwapper, Backend):
         if _memo(work).through:
             from snapws.backends.held import switch_part
 
-            return switch_part(work.changes, between(), work.ignored, keep)
+            upper = os.fsencode(session.upper)
+            return switch_part(work.changes, between(), work.ignored, keep, upper)
         if keep:
             return {"prune_kept": [os.fsdecode(p) for p in _plan(work).prune_around_ignored()]}
         upper = os.fsencode(session.upper)

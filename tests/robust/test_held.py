@@ -10,6 +10,7 @@ every step of these flows loses nothing."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -395,3 +396,43 @@ def test_a_held_refusal_names_only_the_changes_that_clash(ws: Workspace) -> None
     assert [n.strip() for n in named.split(",")] == ["docs/readme.md"]
     assert ws.status() == [" M b.txt", " M docs/readme.md"]
     ws.stop(shell)
+
+
+def test_a_held_switch_that_cannot_fit_changes_nothing(tmp_path: Path) -> None:
+    """A checkout through the live mount on a nearly full filesystem is
+    refused before anything changes (exit 17), not halfway with a part of
+    a file in the tree; once there is room it works."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(small)], check=True)
+    try:
+        ws = Workspace(small)
+        ws.set_config(lock_timeout=30, backend="kernel")
+        try:
+            big = bytes(range(256)) * (6 << 12)  # 6 MiB
+            ws.gen({"a.txt": "alpha\n"})
+            (ws.path / "big.bin").write_bytes(big)
+            ws.run("init")
+            s0 = ws.state().head.hex
+            shell = ws.spawn(SHELL, cwd=ws.path)
+            (ws.path / "big.bin").unlink()
+            ws.commit("no big")
+            assert ws.state().base is not None, "held"
+            free = os.statvfs(small).f_bfree * os.statvfs(small).f_frsize
+            (small / "filler").write_bytes(b"\0" * (free - (3 << 20)))  # 3 MiB left
+            out = ws.run("checkout", s0, check=False)
+            assert out.returncode == 17, out.stderr
+            assert "not enough space" in out.stderr and "nothing was changed" in out.stderr
+            assert not (ws.path / "big.bin").exists()
+            assert sorted(os.listdir(ws.path)) == ["a.txt"]
+            assert ws.state().head.hex != s0 and ws.status() == []
+            (small / "filler").unlink()
+            ws.run("checkout", s0)
+            assert (ws.path / "big.bin").read_bytes() == big
+            assert_store_ok(ws.store_path)
+            ws.stop(shell)
+        finally:
+            ws.teardown()
+    finally:
+        if os.path.ismount(small):  # (the workspace's teardown detaches what is below)
+            subprocess.run(["umount", "-l", str(small)], check=True)

@@ -39,7 +39,13 @@ from snapws.backends.plain.stage import Stager
 from snapws.backends.plain.status import refresh_index, scan_workspace
 from snapws.backends.plain.workentry import WorkRules
 from snapws.backends.plain.workview import WorkingView
-from snapws.backends.plain.write import check_writable, meta_only, rewrite_paths
+from snapws.backends.plain.write import (
+    bytes_written,
+    check_space,
+    check_writable,
+    meta_only,
+    rewrite_paths,
+)
 from snapws.config import Config
 from snapws.crash import crashpoint
 from snapws.errors import permission_denied
@@ -248,11 +254,15 @@ class PlainBackend(Backend):
         changed = between()
         paths = {c.path for c in changed} | {c.path for c in mine}
         check_writable(view, sorted(paths), is_root())
+        same = meta_only(changed, mine)
+        check_space(
+            os.fsencode(session.path), bytes_written(changed, mine, same), "switch snapshots"
+        )
         held = _held(work)
         held.between, held.view = changed, view
         return {
             "paths": [os.fsdecode(p) for p in sorted(paths)],
-            "meta_only": [os.fsdecode(p) for p in sorted(meta_only(changed, mine))],
+            "meta_only": [os.fsdecode(p) for p in sorted(same)],
             "keep": [os.fsdecode(p) for p in work.ignored],
         }
 

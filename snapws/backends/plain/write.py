@@ -8,12 +8,13 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import zlib
 from collections.abc import Callable, Collection, Sequence
 
 from snapws.backends.plain.fsops import apply_meta_at, create_node_at
 from snapws.beneath import Beneath
 from snapws.deeppath import anchored
-from snapws.errors import UnsupportedError
+from snapws.errors import StoreFullError, UnsupportedError
 from snapws.layers.entries import Node, Tops, parent_of
 from snapws.layers.view import ChainView
 from snapws.model import ROOT, Change, ChangeType, Kind, display_path
@@ -107,6 +108,9 @@ def _rewrite(
             apply_meta_at(dest, p, node, as_root, extra_xattrs=True)
             continue
         _ensure_parents(dest, view, p, dirs, as_root, unlocked)
+        if node.kind is Kind.FILE:
+            _replace_file(dest, p, cur, node, as_root)
+            continue
         if cur is not None:
             dest.remove(p, force=True)
         create_node_at(dest, p, node)
@@ -124,6 +128,41 @@ def _rewrite(
         if loc is not None and loc.node.kind is Kind.DIR and dest.is_dir(q):
             with dest.node(q, stat.S_IFDIR) as ref:
                 ref.utime(loc.node.st.st_mtime_ns)
+
+
+def _replace_file(
+    dest: Beneath, p: bytes, cur: os.stat_result | None, node: Node, as_root: bool
+) -> None:
+    """Write the file ``node`` at ``p`` whole or not at all: under a name
+    of its own beside it, then renamed over what is there (a directory is
+    removed first), so a full disk or a kill never leaves a part of it
+    under its name; a copy an earlier run left is replaced."""
+    tmp = temp_name(p)
+    try:
+        try:
+            create_node_at(dest, tmp, node)
+        except FileExistsError:  # left by a killed run
+            dest.remove(tmp, force=True)
+            create_node_at(dest, tmp, node)
+        apply_meta_at(dest, tmp, node, as_root)
+        if cur is not None and stat.S_ISDIR(cur.st_mode):
+            dest.remove(p, force=True)
+        dest.rename(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            dest.remove(tmp, force=True)
+        raise
+
+
+def temp_name(path: bytes) -> bytes:
+    """Where :func:`_replace_file` writes ``path`` first: a hidden name in
+    the same directory, the same on every run (a rerun finds what a killed
+    one left), short whatever the name's length. Two names may share it:
+    a file is written and renamed before the next, and a copy found there
+    is replaced, never used."""
+    parent, _, name = path.rpartition(b"/")
+    tmp = b".snapws-tmp-%08x" % zlib.crc32(name)
+    return parent + b"/" + tmp if parent else tmp
 
 
 def _same_kind(st: os.stat_result, node: Node) -> bool:
@@ -179,6 +218,43 @@ def _unlock_parent(dest: Beneath, path: bytes, as_root: bool, unlocked: dict[byt
         unlocked[q] = stat.S_IMODE(st.st_mode)
         with dest.node(q, stat.S_IFDIR) as ref:
             ref.chmod(stat.S_IMODE(st.st_mode) | 0o700)
+
+
+#: Room left free on top of what a rewrite writes (the filesystem's own
+#: metadata, directories it makes): 16 MiB, or 5% of a smaller filesystem.
+SPACE_MARGIN = 16 << 20
+
+
+def bytes_written(between: list[Change], uncommitted: list[Change], same: Collection[bytes]) -> int:
+    """About how many bytes a rewrite of these paths writes: the target's
+    files (those of ``between``, else HEAD's of ``uncommitted``, which a
+    discard brings back), but those in ``same`` (metadata only)."""
+    size = {c.path: c.old.size if c.old is not None else 0 for c in uncommitted}
+    size.update({c.path: c.new.size if c.new is not None else 0 for c in between})
+    return sum(n for p, n in size.items() if p not in same)
+
+
+def check_space(where: bytes | str, need: int, action: str) -> None:
+    """Refuse, before anything changes, a rewrite that cannot fit: ``need``
+    bytes (and :data:`SPACE_MARGIN`) on the filesystem of ``where``.
+    Raises StoreFullError (exit 17)."""
+    try:
+        vfs = os.statvfs(where)
+    except OSError:
+        return  # (the rewrite reports what fails)
+    free = (vfs.f_bfree if os.geteuid() == 0 else vfs.f_bavail) * vfs.f_frsize
+    margin = min(SPACE_MARGIN, vfs.f_blocks * vfs.f_frsize // 20)
+    if need + margin > free:
+        raise StoreFullError(
+            f"not enough space to {action}: it writes {_mib(need)} into the working tree, "
+            f"and {_mib(free)} are free on its filesystem ({os.fsdecode(where)})",
+            hint="free space there (or commit or discard large uncommitted files), then run "
+            "the command again; nothing was changed",
+        )
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
 
 
 def meta_only(between: list[Change], uncommitted: list[Change]) -> set[bytes]:
