@@ -15,8 +15,10 @@ from snapws.ops.worktree.restore import restore
 )
 @pass_app
 def restore_cmd(app: App, paths: tuple[str, ...], source: str) -> None:
-    """Bring PATHS (files or directories) back from a snapshot into the working
-    tree, leaving everything else as it is."""
+    """Bring PATHS (files, directories, globs as git's) back from a snapshot
+    into the working tree, as git's restore: paths HEAD has and the snapshot
+    does not are removed, new (untracked) files are left alone, everything
+    else is left as it is."""
     with app.session(exclusive=True) as s:
         sid = app.resolve(s, source)
         rel = list(app.rel_paths(s, paths))

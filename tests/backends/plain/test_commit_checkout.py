@@ -207,7 +207,7 @@ def test_restore(make_plain: PlainFactory) -> None:
     assert ws.porcelain() == [" M a.txt", " M dir/sub/y"]
     assert inodes(p)["other/o1"] == untouched
     r = ws.run("restore", "nope", check=False)
-    assert r.returncode == 12 and "not in snapshot" in r.stderr
+    assert r.returncode == 12 and "did not match any path in snapshot" in r.stderr
 
 
 def test_read_only_directories_and_modes(make_plain: PlainFactory) -> None:

@@ -106,19 +106,25 @@ def test_restore_from_inside_a_subdirectory(hist: History) -> None:
     assert ws.porcelain() == [" M a.txt", " D b.txt", "?? new.txt"]
 
 
-def test_restore_path_not_in_source(hist: History) -> None:
+def test_restore_path_in_neither_source_nor_head(hist: History) -> None:
     ws, _, _ = hist
     before = tree_state(ws.path)
-    r = ws.run("restore", "--source", "HEAD~1", "d/z", check=False)
-    assert r.returncode == 12
-    assert "snapws: error: not in snapshot" in r.stderr
-    assert "d/z" in r.stderr
-    assert "hint:" in r.stderr
-    # nothing changed, not even the paths that exist
+    # d/z is in HEAD (tracked), not in HEAD~1: as git, no error; it is not
+    # in the working tree either, so nothing is done
+    r = ws.run("restore", "--source", "HEAD~1", "d/z")
+    assert r.stderr.startswith("restored 0 path(s) from ")
+    # in neither: git's "did not match any file(s) known to git"; nothing
+    # changed, not even the paths that exist
     r = ws.run("restore", "b.txt", "nope.txt", check=False)
     assert r.returncode == 12
-    assert "nope.txt" in r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0].startswith("snapws: error: did not match any path in snapshot ")
+    assert lines[0].endswith(" or in HEAD: nope.txt")
+    assert lines[1].startswith("hint: paths are relative to the current directory")
     assert not (ws.path / "b.txt").exists()
+    # a new file (untracked) is no more known than a missing one
+    r = ws.run("restore", "new.txt", check=False)
+    assert r.returncode == 12 and "nope" not in r.stderr and "new.txt" in r.stderr
     assert state_diff(before, tree_state(ws.path)) == []
 
 
@@ -146,3 +152,88 @@ def test_restore_then_commit(hist: History) -> None:
     ws.commit("back to c0")
     assert ws.run("diff", ids[0], "HEAD").stdout == ""
     assert state_diff(c0, tree_state(ws.path)) == []
+
+
+# ---- untracked paths are left alone, as git's restore leaves them ------------
+
+
+def test_restore_dot_in_a_subdirectory_keeps_new_files(hist: History) -> None:
+    ws, _, _ = hist
+    ws.run("restore", "d")
+    (ws.path / "d" / "x").write_text("changed")
+    (ws.path / "d" / "newfile.txt").write_text("new\n")
+    (ws.path / "d" / "newdir").mkdir()
+    (ws.path / "d" / "newdir" / "f").write_text("f\n")
+    r = run_cli("-C", ws.path / "d", "restore", ".", cwd=ws.outside)
+    assert r.stderr.startswith("restored 1 path(s) from ")  # d/x
+    assert (ws.path / "d" / "x").read_text() == "x1\n"
+    assert (ws.path / "d" / "newfile.txt").read_text() == "new\n"
+    assert (ws.path / "d" / "newdir" / "f").read_text() == "f\n"
+    assert ws.porcelain() == [
+        " M a.txt",
+        " D b.txt",
+        "?? d/newdir/",
+        "?? d/newdir/f",
+        "?? d/newfile.txt",
+        "?? new.txt",
+    ]
+
+
+def test_restore_dot_at_the_root_restores_everything_tracked(hist: History) -> None:
+    ws, _, _ = hist
+    r = run_cli("-C", ws.path, "restore", ".", cwd=ws.outside)
+    assert r.returncode == 0
+    assert ws.porcelain() == ["?? new.txt"]
+    assert (ws.path / "new.txt").read_text() == "n\n"
+    assert tree_files(ws.path / "d") == {
+        "sub/": None,
+        "sub/y": "y0\n",
+        "x": "x1\n",
+        "z": "z1\n",
+    }
+
+
+def test_restore_removes_tracked_paths_absent_from_the_source(hist: History) -> None:
+    """git's no-overlay mode: d/z is in HEAD, not in HEAD~1, so restoring d
+    from HEAD~1 removes it; d/new is in neither and stays."""
+    ws, _, _ = hist
+    ws.run("restore", "d")
+    (ws.path / "d" / "new").write_text("mine\n")
+    ws.run("restore", "-s", "HEAD~1", "d")
+    assert tree_files(ws.path / "d") == {
+        "new": "mine\n",
+        "sub/": None,
+        "sub/y": "y0\n",
+        "x": "x0\n",
+    }
+
+
+def test_a_tracked_directory_absent_from_the_source_keeps_untracked_files(
+    make_workspace: WorkspaceFactory,
+) -> None:
+    ws = make_workspace(spec={"a": "a0"})
+    (ws.path / "t").mkdir()
+    (ws.path / "t" / "f").write_text("f\n")
+    ws.commit("adds t")
+    (ws.path / "t" / "mine").write_text("m\n")
+    ws.run("restore", "-s", "HEAD~1", ".")
+    assert tree_files(ws.path) == {"a": "a0", "t/": None, "t/mine": "m\n"}
+    (ws.path / "t" / "mine").unlink()
+    ws.run("restore", "-s", "HEAD~1", ".")
+    assert tree_files(ws.path) == {"a": "a0"}
+
+
+def test_restore_glob_pathspecs(hist: History) -> None:
+    ws, _, _ = hist
+    (ws.path / "x.txt").write_text("untracked\n")
+    ws.run("restore", "-s", "HEAD~1", "*.txt")
+    # a.txt and b.txt from c0; new.txt and x.txt untracked: untouched
+    assert (ws.path / "a.txt").read_text() == "a0\n"
+    assert (ws.path / "b.txt").read_text() == "b0\n"
+    assert (ws.path / "x.txt").read_text() == "untracked\n"
+    assert not (ws.path / "d").exists()
+    # * crosses '/': d/sub/y, its parents made from the source
+    ws.run("restore", "d/*y")
+    assert tree_files(ws.path / "d") == {"sub/": None, "sub/y": "y0\n"}
+    r = ws.run("restore", "*.nothing", check=False)
+    assert r.returncode == 12 and "*.nothing" in r.stderr
