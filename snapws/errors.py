@@ -195,7 +195,10 @@ class StoreUnwritableError(SnapwsError):
 class StorePermissionError(StoreUnwritableError):
     """This user may not read or write the store: it belongs to another user
     (a store made by root, used by someone else). :func:`permission_denied`
-    builds one from the OS error, naming the owner."""
+    builds one from the OS error, naming the owner. Exit 9 (UNSUPPORTED), as
+    every refusal for another user's store (:class:`ForeignStoreError`)."""
+
+    exit_code = ExitCode.UNSUPPORTED
 
     default_hint = (
         "run snapws as the store's owner, or use a store of your own "
@@ -213,6 +216,28 @@ class PermissionDeniedError(SnapwsError):
         "run snapws as a user who may read and write that path (its owner), "
         "or change its permissions"
     )
+
+
+class ForeignStoreError(SnapwsError):
+    """A command that changes the store was run by a user (root too) who
+    does not own it: a store made by another (non-root) user. Refused
+    before anything is written: files it made there would belong to this
+    user, and the owner could not remove them later (a gc, a prune). The
+    message names the store and its owner; the hint how to run as them."""
+
+    exit_code = ExitCode.UNSUPPORTED
+    default_hint = "run the command as the store's owner"
+
+
+class ForeignFilesError(SnapwsError):
+    """This user's store holds files or directories of another user (left by
+    a snapws command run as root in it, before such commands were refused)
+    that snapws must change or remove: every command that finishes an
+    interrupted step fails on them until they are given back. The message
+    names the first such path and its owner; the hint the chown to run."""
+
+    exit_code = ExitCode.UNSUPPORTED
+    default_hint = "give the store's files back to its owner (chown -R), then run the command again"
 
 
 class OutputError(SnapwsError):

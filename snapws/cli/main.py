@@ -128,7 +128,7 @@ class SnapwsGroup(click.Group):
 )
 @click.option(
     "--store",
-    # readable=False: a store this user may not read is the library's error (exit 18)
+    # readable=False: a store this user may not read is the library's error (exit 9)
     type=click.Path(file_okay=False, readable=False, path_type=Path),
     envvar="SNAPWS_STORE",
     help=(

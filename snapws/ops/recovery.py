@@ -7,6 +7,7 @@ published yet."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,18 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from snapws.errors import (
+    ForeignFilesError,
     MountError,
     PermissionDeniedError,
     SnapwsError,
     StoreCorruptError,
     StoreFullError,
+    StorePermissionError,
     StoreUnwritableError,
     UnsafePathError,
     UnsupportedError,
     environment_error,
     unfinished_operation,
+    user_name,
 )
 from snapws.ops.journals import CommitJournal, InitJournal, SwitchJournal, parse
+from snapws.store.lock import foreign_entry
 from snapws.store.store import Store
 
 
@@ -39,13 +44,70 @@ def recover(store: Store) -> str | None:
     names the operation and the cause, and says how to give it up."""
     j = store.read_journal()
     if j is None:
-        _sweep(store)
+        with _naming_foreign_files(store):
+            _sweep(store)
         return None
     store = store.in_namespace(store.journal_namespace(j))  # refs of the journal's workspace
     with finishing(store, j, interrupted=True):
         done = _finish(store, j)
-    _sweep(store)
+    with _naming_foreign_files(store):
+        _sweep(store)
     return done
+
+
+def foreign_files_error(store: Store, e: BaseException) -> ForeignFilesError | None:
+    """When ``e`` (or its cause) is a permission error and the store holds a
+    file or directory of another user (:func:`snapws.store.lock.foreign_entry`:
+    root's, left by a command root ran in this user's store), the error that
+    names it and the chown that gives it back; else None."""
+    chain: list[BaseException] = []
+    cur: BaseException | None = e
+    while cur is not None and len(chain) < 8:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    if not any(
+        isinstance(x, PermissionError | PermissionDeniedError | StorePermissionError) for x in chain
+    ):
+        return None
+    named = next(
+        (
+            os.fsdecode(x.filename)
+            for x in chain
+            if isinstance(x, OSError) and isinstance(x.filename, str | bytes)
+        ),
+        None,
+    )
+    found = foreign_entry(store.root, named)
+    if found is None:
+        return None
+    path, uid = found
+    me = os.geteuid()
+    try:
+        import pwd
+
+        name = pwd.getpwuid(me).pw_name
+    except KeyError:
+        name = str(me)
+    return ForeignFilesError(
+        f"permission denied: the store {store.root} holds {path}, owned by {user_name(uid)}, "
+        f"not by the store's owner {user_name(me)} (left by a snapws command run as that "
+        "user in this store); snapws cannot change or remove it",
+        hint=f"give the store's files back: `sudo chown -R {name} {store.root}`, then run the "
+        "command again",
+    )
+
+
+@contextmanager
+def _naming_foreign_files(store: Store) -> Iterator[None]:
+    """Within: a permission error caused by another user's file in the
+    store becomes the ForeignFilesError naming it."""
+    try:
+        yield
+    except (OSError, PermissionDeniedError, StorePermissionError) as e:
+        named = foreign_files_error(store, e)
+        if named is None:
+            raise
+        raise named from e
 
 
 #: Errors that finishing a journal hits again on every try until their cause
@@ -70,12 +132,12 @@ def finishing(store: Store, j: dict[str, Any], interrupted: bool = False) -> Ite
     try:
         yield
     except OSError as e:
-        cause = environment_error(e)
+        cause = foreign_files_error(store, e) or environment_error(e)
         if cause is None:
             raise
         raise _unfinished(store, j, cause, interrupted) from e
     except UNFINISHABLE as e:
-        raise _unfinished(store, j, e, interrupted) from e
+        raise _unfinished(store, j, foreign_files_error(store, e) or e, interrupted) from e
 
 
 def _unfinished(

@@ -15,6 +15,7 @@ from snapws.model import WorkspaceState
 from snapws.ops.recovery import recover
 from snapws.ops.workspace import find_workspace, mounted_state
 from snapws.session import Session
+from snapws.store.lock import owned_here
 from snapws.store.store import Store
 
 #: The workspace's cache of file hashes, in its directory of the store
@@ -71,7 +72,8 @@ def open_session(
         hashes_file = store.workspace_dir(state.id) / HASHES_FILE
         hashes = HashCache.load(hashes_file, trust=not exclusive)  # (see hashcache)
         yield Session(store, state, config, hashes)
-        hashes.save(hashes_file)
+        if owned_here(hashes_file.parent):  # (never a file of ours in another's store)
+            hashes.save(hashes_file)
 
 
 def _staging_left(store: Store) -> bool:

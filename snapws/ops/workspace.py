@@ -12,13 +12,16 @@ from snapws.errors import (
     BadNameError,
     BadPathError,
     NotAWorkspaceError,
+    SnapwsError,
     StoreNotFoundError,
+    user_name,
 )
 from snapws.ids import WorkspaceId
 from snapws.model import WorkspaceState, namespace_problem
 from snapws.store.location import (
     STORE_DIRNAME,
     default_store_for,
+    other_user_stores,
     private_dir_problem,
     store_candidates,
     topdir_store_name,
@@ -121,7 +124,42 @@ def find_workspace(
             return find_workspace(start, config, store_path)
         if damaged:  # perhaps the record of this very workspace
             raise damaged[0]
+    if explicit is None:
+        _refuse_other_users_workspace(start, ancestors)
     raise NotAWorkspaceError(f"{start} is not inside a snapws workspace")
+
+
+def _refuse_other_users_workspace(start: Path, ancestors: list[Path]) -> None:
+    """Raise NotAWorkspaceError naming the store and its owner when one of
+    ``ancestors`` is a workspace in another user's default store (root ran
+    ``snapws -C ~user/proj status``: root's default stores are elsewhere)."""
+    me = os.geteuid()
+    for anc in ancestors:
+        try:
+            uid = os.stat(anc).st_uid
+        except OSError:
+            continue
+        if uid == me:
+            continue
+        for root in other_user_stores(uid, ancestors):
+            try:
+                store = Store.open(root)
+                states, _ = store.workspace_records()
+            except (SnapwsError, OSError):
+                continue
+            paths = {os.path.realpath(s.path) for s in states}
+            if any(str(a) in paths for a in ancestors):
+                name = user_name(uid)
+                login = name.split(" ")[0] if not name.startswith("uid ") else f"#{uid}"
+                raise NotAWorkspaceError(
+                    f"{start} is inside a snapws workspace of {name}, in its store {root}, "
+                    f"which is not one of this user's ({user_name(me)})",
+                    hint=f"name the store to read it (`SNAPWS_STORE={root} snapws ...` or "
+                    f"--store {root}: status, log, diff, show, verify, du), or run the command "
+                    f"as its owner (`runuser -u {login} -- snapws ...`), as commands that change "
+                    "it must be",
+                )
+        return  # only the first other user's stores: one look, no walk over every user
 
 
 def find_store(start: Path, config: Config, store_path: Path | None = None) -> Store:

@@ -15,6 +15,7 @@ it (docs/guide.md, "Where the store lives"):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Mapping
@@ -151,4 +152,28 @@ def store_candidates(ancestors: list[Path]) -> list[Path]:
             if cand.name.startswith(".snapws-") and private_dir_problem(cand) is not None:
                 continue
             out.append(cand)
+    return out
+
+
+def other_user_stores(uid: int, ancestors: list[Path]) -> list[Path]:
+    """Where the default store of user ``uid`` (another user) may be for a
+    workspace at one of ``ancestors``: in that user's home
+    (``~/.local/share/snapws``, from the password database, and in each
+    ancestor that user owns, which may be its ``$HOME``) and at the top of
+    the filesystem (``.snapws-UID``). Computes only (stats)."""
+    import pwd
+
+    homes: list[Path] = []
+    with contextlib.suppress(KeyError):
+        homes.append(Path(pwd.getpwuid(uid).pw_dir))
+    for anc in ancestors:
+        try:
+            if os.stat(anc).st_uid == uid and anc not in homes:
+                homes.append(anc)
+        except OSError:
+            continue
+    out = [h / ".local" / "share" / "snapws" for h in homes]
+    if ancestors:
+        with contextlib.suppress(OSError):
+            out.append(filesystem_top(ancestors[0]) / f".snapws-{uid}")
     return out

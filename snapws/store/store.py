@@ -159,7 +159,7 @@ class Store(RecordStore, RefStore):
         return store
 
     def lock(self, exclusive: bool, timeout: float) -> StoreLock:
-        return StoreLock(self.root / "lock", exclusive, timeout)
+        return StoreLock(self.root / "lock", exclusive, timeout, self.xattr_form)
 
     # ---- layers --------------------------------------------------------
     def layer_dir(self, lid: LayerId) -> Path:

@@ -446,7 +446,7 @@ def test_writing_roots_store_as_another_user_says_whose_it_is(
     assert as_user(area, "--store", store, "-C", ws, "status").returncode == 0
     for args in (("commit", "--allow-empty", "-m", "x"), ("branch", "b"), ("tag", "t")):
         r = as_user(area, "--store", store, "-C", ws, *args)
-        assert_error(r, 18, f"permission denied on the store {store} ({store}/lock")
+        assert_error(r, 9, f"permission denied on the store {store} ({store}/lock")
         assert "owned by root (uid 0); snapws runs as snapwst" in r.stderr
         assert "sudo" in r.stderr and "--store" in r.stderr
         assert ROOT_ONLY_HINT not in r.stderr
@@ -465,7 +465,7 @@ def test_reading_a_store_this_user_may_not_enter(
     store.chmod(0o700)
     for args in (("status",), ("log",), ("commit", "-m", "x")):
         r = as_user(area, "--store", store, "-C", ws, *args)
-        assert_error(r, 18, f"permission denied on the store {store}")
+        assert_error(r, 9, f"permission denied on the store {store}")
         assert "owned by root (uid 0)" in r.stderr
         assert ROOT_ONLY_HINT not in r.stderr
 
@@ -483,7 +483,7 @@ def test_another_users_store_gets_no_sudo_advice(
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     err = permission_denied(PermissionError(13, "Permission denied", str(store / "lock")), store)
     assert isinstance(err, StorePermissionError)
-    assert err.exit_code == ExitCode.STORE_UNWRITABLE
+    assert err.exit_code == ExitCode.UNSUPPORTED
     assert f"{store}/lock, owned by uid 4242" in err.message
     assert "sudo" not in err.hint and "store's owner" in err.hint and "--store" in err.hint
     os.chown(store, 0, 0)

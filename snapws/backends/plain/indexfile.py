@@ -16,6 +16,7 @@ from pathlib import Path
 
 from snapws.backends.plain.index import Index
 from snapws.ids import SnapshotId
+from snapws.store.lock import owned_here
 
 INDEX_NAME = "index"
 TMP_PREFIX = ".index.tmp-"
@@ -61,7 +62,11 @@ class IndexWriter:
     @classmethod
     def begin(cls, wsdir: Path, workspace: Path) -> IndexWriter | None:
         """Create the temp file and take the reference time. None when the
-        store is not writable here (a read-only status: no refresh)."""
+        store is not writable here (a read-only status: no refresh), or is
+        another user's (root's status in a user's store leaves no file of
+        root's there)."""
+        if not owned_here(wsdir):
+            return None
         tmp = wsdir / f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
