@@ -167,12 +167,25 @@ def cli(ctx: click.Context, directory: Path | None, store: Path | None, quiet: b
         quiet=quiet,
         interactive=sys.stderr.isatty(),
     )
+    _notice_lock_waits(ctx.obj)
     if ctx.invoked_subcommand not in _OWN_NAMESPACE:
         # a rootless workspace's mount lives in a user + mount namespace: move
         # into it now, while the process is single-threaded (no-op otherwise)
         from snapws.backends.userns import enter_for_workspace
 
         enter_for_workspace(cwd, config, ctx.obj.store)
+
+
+def _notice_lock_waits(app: App) -> None:
+    """A command that waits for the store lock says so once on stderr,
+    after a second, naming the holder when known (not under -q)."""
+    from snapws.store import lock
+
+    def notice(text: str) -> None:
+        if not app.quiet:
+            say_on_stderr(f"snapws: {text}")
+
+    lock.set_wait_notice(notice)
 
 
 #: The exit status of a command whose output pipe closed: the shell's 128 +

@@ -142,3 +142,51 @@ def test_lock_released_when_holder_is_killed(lockfile: Path, holders: Holders) -
     # no stale lock: the kernel dropped it with the process
     with StoreLock(lockfile, exclusive=True, timeout=30):
         pass
+
+
+def test_a_waiter_is_told_once_who_holds_the_lock(
+    lockfile: Path, holders: Holders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a second of waiting the notice names the exclusive holder
+    (its pid and command, from the record it wrote in the lock file), and
+    so does the error at the timeout."""
+    from snapws.store import lock as lockmod
+
+    proc = holders.hold(lockfile, exclusive=True)
+    holder = lockmod.read_holder(lockfile)
+    assert holder is not None and holder.pid == proc.pid
+    assert holder.command == f"snapws {lockfile} ex"  # (the holder's argv after -c)
+    told: list[str] = []
+    monkeypatch.setattr(lockmod, "NOTICE_AFTER", 0.0)
+    lockmod.set_wait_notice(told.append)
+    try:
+        with pytest.raises(StoreLockedError) as e:
+            StoreLock(lockfile, exclusive=False, timeout=0.5).acquire()
+    finally:
+        lockmod.set_wait_notice(None)
+    assert told == [f"waiting for the store lock (held by pid {proc.pid}: snapws {lockfile} ex)"]
+    assert e.value.message.startswith(
+        f"the store is locked by pid {proc.pid}: snapws {lockfile} ex ({lockfile})"
+    )
+    holders.release(proc)
+    assert lockmod.read_holder(lockfile) is None  # cleared before it was let go
+    assert lockfile.read_bytes().strip() == b""
+
+
+def test_a_stale_or_damaged_holder_record_is_ignored(lockfile: Path) -> None:
+    from snapws.store import lock as lockmod
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pid = int(dead.stdout)
+    lockfile.write_text(f'{{"pid": {pid}, "start": "1", "command": "snapws commit"}}\n')
+    assert lockmod.read_holder(lockfile) is None
+    lockfile.write_text('{"pid": 1, "sta')
+    assert lockmod.read_holder(lockfile) is None
+    with pytest.raises(StoreLockedError) as e, StoreLock(lockfile, True, 1):
+        StoreLock(lockfile, exclusive=True, timeout=0.05).acquire()  # (same process: own record)
+    assert "locked by another snapws command" in e.value.message
