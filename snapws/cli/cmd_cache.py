@@ -147,8 +147,8 @@ def save_cmd(
         return
     p, s = result.push, result.push.stats
     verb = "Updated" if result.replaced else "Saved"
-    click.echo(f"{verb} cache {final} ({result.snapshot.short()}) in {p.url}:{p.tag}")
-    click.echo(
+    app.say(f"{verb} cache {final} ({result.snapshot.short()}) in {p.url}:{p.tag}")
+    app.say(
         f" sent {s.blobs_sent} of {plural(p.blobs, 'blob')} ({human_size(s.bytes_sent)}); "
         f"{s.blobs_skipped + s.blobs_mounted} already there"
     )
@@ -297,10 +297,10 @@ def prune_cmd(
         return
     verb = "would remove" if dry_run else "removed"
     for e in result.removed:
-        click.echo(f"{verb} {e.key} (saved {_local(e.created_ns)}, {human_size(e.size)})")
+        app.say(f"{verb} {e.key} (saved {_local(e.created_ns)}, {human_size(e.size)})")
     for e in result.undated:
         app.info(f"kept {e.key}: it records no save time")
-    click.echo(
+    app.say(
         f"{verb} {plural(len(result.removed), 'entry', 'entries')} saved before "
         f"{_local(result.cutoff_ns)}; kept {len(result.kept) + len(result.undated)}"
     )

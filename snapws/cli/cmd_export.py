@@ -82,7 +82,7 @@ def export_cmd(
             }
         )
         return
-    click.echo(
+    app.say(
         f"Exported snapshot {result.snapshot.short()} to {result.dest} (tag {result.ref}): "
         f"{result.layers} layer{'s' if result.layers != 1 else ''}, "
         f"{human_size(result.bytes)}, manifest {result.manifest_digest}"

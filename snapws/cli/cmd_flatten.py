@@ -46,9 +46,9 @@ def flatten_cmd(app: App, rev: str, keep: int, as_json: bool) -> None:
         )
         return
     if result.layer is None:
-        click.echo(f"nothing to flatten: the chain has {result.depth_before} layer(s)")
+        app.say(f"nothing to flatten: the chain has {result.depth_before} layer(s)")
         return
-    click.echo(
+    app.say(
         f"flattened {result.merged} layers into {result.layer.short()}: depth "
         f"{result.depth_before} -> {result.depth_after} "
         f"({result.chains_rewritten} snapshot chain(s) rewritten)"

@@ -287,9 +287,9 @@ def push_cmd(
         return
     s = result.stats
     old = result.previous.short() if result.previous else None
-    click.echo(f"To {result.url}")
-    click.echo(_ref_line(result.move.value, old, result.snapshot.short(), result.tag, result.tag))
-    click.echo(
+    app.say(f"To {result.url}")
+    app.say(_ref_line(result.move.value, old, result.snapshot.short(), result.tag, result.tag))
+    app.say(
         f"pushed {result.snapshot.short()} to {result.url}:{result.tag} "
         f"({s.blobs_sent} blob(s) sent, {_human(s.bytes_sent)}; "
         f"{s.blobs_skipped + s.blobs_mounted} already there)"
@@ -353,21 +353,22 @@ def fetch_cmd(
     if as_json:
         emit_json(result.to_json())
         return
-    _print_fetched(result)
+    _print_fetched(app, result)
     if not result.fetched:
-        click.echo(f"{result.url} has no tags")
+        app.say(f"{result.url} has no tags")
     s = result.stats
     app.info(f"received {s.blobs_received} blob(s), {_human(s.bytes_received)}")
 
 
-def _print_fetched(result: FetchResult) -> None:
-    """git's fetch summary: ``From URL``, then how each remote-tracking ref moved."""
+def _print_fetched(app: App, result: FetchResult) -> None:
+    """git's fetch summary: ``From URL``, then how each remote-tracking ref
+    moved (not under -q, as git fetch -q)."""
     if result.fetched:
-        click.echo(f"From {result.url}")
+        app.say(f"From {result.url}")
     for f in result.fetched:
         old = f.previous.short() if f.previous else None
         dst = f"{result.remote}/{f.tag}"
-        click.echo(_ref_line(f.move.value, old, f.snapshot.short(), f.tag, dst))
+        app.say(_ref_line(f.move.value, old, f.snapshot.short(), f.tag, dst))
 
 
 @click.command("pull")
@@ -407,20 +408,20 @@ def pull_cmd(
     if as_json:
         emit_json(result.to_json())
         return
-    _print_fetched(result.fetch)
+    _print_fetched(app, result.fetch)
     fetched = result.fetch.fetched[0]
     where = f"{result.fetch.remote}/{fetched.tag}"
     if result.action == "up-to-date":
-        click.echo(f"Already up to date ({result.branch} at {result.snapshot.short()})")
+        app.say(f"Already up to date ({result.branch} at {result.snapshot.short()})")
     elif result.action == "ahead":
-        click.echo(f"{result.branch} already contains {where}; nothing to do")
+        app.say(f"{result.branch} already contains {where}; nothing to do")
     elif result.action == "created":
-        click.echo(
+        app.say(
             f"Switched to a new branch '{result.branch}' at {where} ({result.snapshot.short()})"
         )
     else:
         old = result.previous.short() if result.previous else "?"
-        click.echo(f"Fast-forward {result.branch} {old}..{result.snapshot.short()} ({where})")
+        app.say(f"Fast-forward {result.branch} {old}..{result.snapshot.short()} ({where})")
     st = result.fetch.stats
     app.info(f"received {st.blobs_received} blob(s), {_human(st.bytes_received)}")
 
