@@ -89,15 +89,18 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 
 
 def _print_decisions(title: str, decisions: list[Decision], reasons: bool) -> None:
+    """The table of kept snapshots (``reasons``: why each is kept) or of
+    removed ones (from which refs and workspace HEADs each was reachable:
+    whose history the removal cuts; ``none`` when no ref reaches it)."""
     click.echo(f"{title} {plural(len(decisions), 'snapshot')}:")
     if not decisions:
         return
-    head = ("SNAPSHOT", "TIME", *(("REASONS",) if reasons else ()), "MESSAGE")
+    head = ("SNAPSHOT", "TIME", "REASONS" if reasons else "REACHABLE FROM", "MESSAGE")
     rows = [head] + [
         (
             d.snapshot.id.short(),
             format_local(d.snapshot),
-            *((", ".join(d.reasons),) if reasons else ()),
+            ", ".join(d.reasons if reasons else d.reachable_from) or "none",
             d.snapshot.message,
         )
         for d in decisions

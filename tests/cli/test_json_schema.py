@@ -143,7 +143,14 @@ SCHEMA: dict[str, dict[str, Any]] = {
     },
     "prune": {
         "policy": "dict",
-        "keep": {"id": "id", "time": "str", "time_ns": "int", "message": "str", "reasons": "list"},
+        "keep": {
+            "id": "id",
+            "time": "str",
+            "time_ns": "int",
+            "message": "str",
+            "reasons": "list",
+            "reachable_from": "list",
+        },
         "remove": "list",
         "dry_run": "bool",
         "forgotten": "int",

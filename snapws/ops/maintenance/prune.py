@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -181,6 +181,7 @@ class Candidate:
     time_ns: int
     tz_offset_min: int = 0
     message: str = ""
+    parents: tuple[SnapshotId, ...] = ()
 
     def local(self) -> datetime:
         zone = timezone(timedelta(minutes=self.tz_offset_min))
@@ -189,10 +190,14 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """A snapshot and why it is kept (no reasons: it is removed)."""
+    """A snapshot and why it is kept (no reasons: it is removed).
+    ``reachable_from``: the refs and workspace HEADs (of every workspace of
+    the store) whose history holds it, as :func:`reachable_from` names them
+    (empty: none; so a user sees whose history a removal cuts)."""
 
     snapshot: Candidate
     reasons: tuple[str, ...] = ()
+    reachable_from: tuple[str, ...] = ()
 
     @property
     def keep(self) -> bool:
@@ -205,6 +210,7 @@ class Decision:
             "time_ns": self.snapshot.time_ns,
             "message": self.snapshot.message,
             "reasons": list(self.reasons),
+            "reachable_from": list(self.reachable_from),
         }
 
 
@@ -318,14 +324,49 @@ def candidates(store: Store) -> list[Candidate]:
     for sid in store.snapshot_ids():
         rec = store.read_snapshot(sid)
         first = rec.message.splitlines()[0] if rec.message else ""
-        out.append(Candidate(sid, rec.time_ns, rec.tz_offset_min, first))
+        out.append(Candidate(sid, rec.time_ns, rec.tz_offset_min, first, tuple(rec.parents)))
     return out
 
 
+def reachable_from(
+    snapshots: Iterable[Candidate], protected: Mapping[SnapshotId, Sequence[str]]
+) -> dict[SnapshotId, tuple[str, ...]]:
+    """For each of ``snapshots``, the names of the ``protected`` snapshots
+    (refs, workspace HEADs: their reasons, but ``interrupted operation``)
+    whose history (the snapshot itself and its ancestors among
+    ``snapshots``) holds it, in the order of ``protected``; snapshots no
+    name reaches are left out. Pure."""
+    parents = {c.id: c.parents for c in snapshots}
+    out: dict[SnapshotId, list[str]] = {}
+    for root, reasons in protected.items():
+        names = [r for r in reasons if r != "interrupted operation"]
+        if not names or root not in parents:
+            continue
+        seen = {root}
+        todo = [root]
+        while todo:
+            cur = todo.pop()
+            have = out.setdefault(cur, [])
+            have.extend(n for n in names if n not in have)
+            for parent in parents.get(cur, ()):
+                if parent in parents and parent not in seen:
+                    seen.add(parent)
+                    todo.append(parent)
+    return {sid: tuple(names) for sid, names in out.items()}
+
+
 def plan_prune(store: Store, policy: Policy, now_ns: int | None = None) -> PrunePlan:
-    """What :func:`forget` would remove under ``policy``. Reads only
-    (a shared lock is enough). Raises StoreCorruptError."""
-    return apply_policy(candidates(store), policy, protected_snapshots(store), now_ns)
+    """What :func:`forget` would remove under ``policy``, each decision
+    with the refs and workspace HEADs it is reachable from
+    (:func:`reachable_from`). Reads only (a shared lock is enough). Raises
+    StoreCorruptError."""
+    snapshots = candidates(store)
+    protected = protected_snapshots(store)
+    plan = apply_policy(snapshots, policy, protected, now_ns)
+    reach = reachable_from(snapshots, protected)
+    plan.keep = [replace(d, reachable_from=reach.get(d.snapshot.id, ())) for d in plan.keep]
+    plan.remove = [replace(d, reachable_from=reach.get(d.snapshot.id, ())) for d in plan.remove]
+    return plan
 
 
 # ---- acting ------------------------------------------------------------------------

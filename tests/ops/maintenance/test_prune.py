@@ -378,3 +378,78 @@ def test_an_ordinary_user_prunes_and_collects_her_own_store() -> None:
         assert r.returncode == 9 and "root" in r.stderr, r.stderr
     finally:
         area.cleanup()
+
+
+def test_reachable_from_names_every_ref_whose_history_holds_a_snapshot() -> None:
+    from snapws.ops.maintenance.prune import reachable_from
+
+    def c(n: int, *parents: int) -> Candidate:
+        return Candidate(
+            SnapshotId(f"{n:032x}"), n, 0, f"s{n}", tuple(SnapshotId(f"{p:032x}") for p in parents)
+        )
+
+    # 1 <- 2 <- 3 (main) ; 2 <- 4 (HEAD of /b) ; 5 alone ; 6's parent was forgotten (7)
+    snaps = [c(1), c(2, 1), c(3, 2), c(4, 2), c(5), c(6, 7)]
+    ids = {n: SnapshotId(f"{n:032x}") for n in range(1, 8)}
+    protected = {
+        ids[3]: ["branch main"],
+        ids[4]: ["HEAD of /b", "interrupted operation"],
+        ids[6]: ["interrupted operation"],
+    }
+    got = reachable_from(snaps, protected)
+    assert got == {
+        ids[1]: ("branch main", "HEAD of /b"),
+        ids[2]: ("branch main", "HEAD of /b"),
+        ids[3]: ("branch main",),
+        ids[4]: ("HEAD of /b",),
+    }
+
+
+def test_prune_dry_run_says_whose_history_each_removal_cuts(tmp_path: Path) -> None:
+    """Two plain workspaces in one store: --keep-last counts both, and the
+    report says which workspace's branch each removed snapshot belonged to
+    (or none), plain and --json (a key added to the existing ones)."""
+    store = tmp_path / "st"
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f").write_text(name)
+        run_cli("--store", store, "init", "-q", "--backend", "plain", tmp_path / name, cwd=tmp_path)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for i in range(2):
+        (a / "f").write_text(f"a{i}")
+        run_cli("--store", store, "-C", a, "commit", "-q", "-m", f"a{i}", cwd=tmp_path)
+    (b / "f").write_text("b1")
+    run_cli("--store", store, "-C", b, "commit", "-q", "-m", "b1", cwd=tmp_path)
+    out = json.loads(
+        run_cli(
+            "--store",
+            store,
+            "-C",
+            a,
+            "prune",
+            "--keep-last",
+            "1",
+            "--dry-run",
+            "--json",
+            cwd=tmp_path,
+        ).stdout
+    )
+    assert set(out) == {"version", "policy", "keep", "remove", "dry_run", "forgotten"}
+    removed = sorted((d["message"], d["reachable_from"]) for d in out["remove"])
+    assert removed == [
+        ("a0", ["branch main", f"HEAD of {a}"]),
+        ("initial snapshot", ["branch main", f"HEAD of {a}"]),
+        ("initial snapshot", ["branch main (namespace b)", f"HEAD of {b}"]),
+    ]
+    assert all(
+        set(d) == {"id", "time", "time_ns", "message", "reasons", "reachable_from"}
+        for d in out["remove"] + out["keep"]
+    )
+    text = run_cli(
+        "--store", store, "-C", a, "prune", "--keep-last", "1", "--dry-run", cwd=tmp_path
+    ).stdout
+    lines = text.splitlines()
+    head = lines.index(f"would remove {len(out['remove'])} snapshots:") + 1
+    assert lines[head].split() == ["SNAPSHOT", "TIME", "REACHABLE", "FROM", "MESSAGE"]
+    a0 = next(line for line in lines[head:] if line.endswith(" a0"))
+    assert f"branch main, HEAD of {a}" in a0
