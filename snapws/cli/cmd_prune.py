@@ -95,8 +95,8 @@ def _print_decisions(title: str, decisions: list[Decision], reasons: bool) -> No
     click.echo(f"{title} {plural(len(decisions), 'snapshot')}:")
     if not decisions:
         return
-    head = ("SNAPSHOT", "TIME", "REASONS" if reasons else "REACHABLE FROM", "MESSAGE")
-    rows = [head] + [
+    head: tuple[str, ...] = ("SNAPSHOT", "TIME", "REASONS" if reasons else "REACHABLE FROM")
+    rows = [(*head, "MESSAGE")] + [
         (
             d.snapshot.id.short(),
             format_local(d.snapshot),
