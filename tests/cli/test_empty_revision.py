@@ -49,3 +49,13 @@ def test_empty_revision_is_refused(ws: Workspace, argv: tuple[str, ...]) -> None
     # nothing moved
     assert ws.head() == head and ws.json("status") == state
     assert (ws.path / "a").read_text() == "a2"
+
+
+def test_push_of_an_empty_revision_is_refused(make_workspace: WorkspaceFactory) -> None:
+    w = make_workspace(spec={"a": "a0"})
+    image = w.path.parent / "image"
+    w.run("remote", "add", "r", f"dir:{image}")
+    r = w.run("push", "r", "", check=False)
+    assert r.returncode == ExitCode.BAD_REVISION, (r.stdout, r.stderr)
+    assert r.stderr.startswith("snapws: error: empty revision; "), r.stderr
+    assert not image.exists()

@@ -367,7 +367,7 @@ def choose_target(store: Store, state: WorkspaceState | None, request: PushReque
         raise MissingArgumentError(
             "outside a workspace, name the revision to push", hint="see `snapws push --help`"
         )
-    sid = resolve_rev(store, head, rev or "HEAD")
+    sid = resolve_rev(store, head, "HEAD" if rev is None else rev)  # '' is refused
     if rev is None or rev in ("HEAD", "@"):
         branch = state.branch if state is not None else None
         local_tag = None
