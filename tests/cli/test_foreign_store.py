@@ -131,3 +131,29 @@ def test_files_root_left_in_a_users_store_are_named_with_the_chown(
     r = as_user(area, "-C", ws, "log")
     assert r.returncode == 0, r.stderr
     assert not left.exists()
+
+
+def test_a_permission_error_on_another_users_file_in_the_store_names_it(tmp_path: Path) -> None:
+    """As an interrupted gc meets a layer of root's in a user's store (the
+    OS names the layer's path): the highest such directory is named, with
+    the chown; an error on a file of the store's owner stays as it was."""
+    from snapws.errors import ExitCode, PermissionDeniedError
+    from snapws.ops.recovery import foreign_files_error
+    from snapws.store.store import Store
+
+    store = Store.create(tmp_path / "st")
+    layer = store.root / "layers" / ("97" * 16)
+    (layer / "tree" / "d").mkdir(parents=True)
+    os.chown(layer, 4242, 4242)
+    os.chown(layer / "tree", 4242, 4242)
+    e = PermissionError(13, "Permission denied", str(layer / "tree" / "d"))
+    err = foreign_files_error(store, e)
+    assert err is not None and err.exit_code == ExitCode.UNSUPPORTED
+    assert f"the store {store.root} holds {layer}, owned by uid 4242" in err.message
+    assert err.hint is not None and f"sudo chown -R root {store.root}" in err.hint
+    wrapped = PermissionDeniedError("permission denied: somewhere")
+    wrapped.__cause__ = e
+    assert foreign_files_error(store, wrapped) is not None
+    os.chown(layer, 0, 0)
+    os.chown(layer / "tree", 0, 0)
+    assert foreign_files_error(store, e) is None
