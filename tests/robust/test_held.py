@@ -436,3 +436,38 @@ def test_a_held_switch_that_cannot_fit_changes_nothing(tmp_path: Path) -> None:
     finally:
         if os.path.ismount(small):  # (the workspace's teardown detaches what is below)
             subprocess.run(["umount", "-l", str(small)], check=True)
+
+
+def test_a_refused_switch_never_freezes_a_held_workspace(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """checkout and reset refused for uncommitted changes that clash are
+    refused before the tree is frozen: a program writing inside never meets
+    a read-only tree for a switch that does not happen."""
+    from snapws.backends import swap
+
+    ws.init(BASE)
+    s0 = ws.state().head.hex
+    shell = ws.spawn(SHELL, cwd=ws.path / "docs")
+    (ws.path / "a.txt").write_text("alpha 2\n")
+    ws.commit("held now")
+    assert ws.state().base is not None
+    frozen: list[str] = []
+    real = swap.MountSwapper.freeze
+
+    def spy(self: swap.MountSwapper, target: Path, action: str, *a: object, **kw: object) -> None:
+        frozen.append(action)
+        real(self, target, action, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(swap.MountSwapper, "freeze", spy)
+    assert ask(shell, "write ../a.txt mine") == "written"  # differs in s0: clashes
+    for args in (("checkout", s0), ("reset", s0)):
+        out = ws.run(*args, check=False)
+        assert out.returncode == 5, (args, out.stderr)
+        assert "a.txt" in out.stderr
+        assert frozen == [], args
+    assert ws.status() == [" M a.txt"]
+    assert ws.run("checkout", "--discard", s0).returncode == 0
+    assert frozen == ["switch snapshots"]
+    assert (ws.path / "a.txt").read_text() == "alpha\n"
+    ws.stop(shell)

@@ -100,7 +100,12 @@ def checkout(
             part=backend.plan_switch(session, work, target, between, keep=keep),
         )
 
-    work = _switch(session, target, journal, rewrites=target != state.head or discard)
+    def clashes(work: WorkChanges, between: Callable[[], list[Change]]) -> None:
+        if work.changes and not discard:
+            _refuse_clash(work, between(), label or target.short(), "check out")
+
+    rewrites = target != state.head or discard
+    work = _switch(session, target, journal, rewrites, clashes)
     return SwitchResult(target, branch, state.head, work.changes if discard else [])
 
 
@@ -131,7 +136,11 @@ def reset(
             part=backend.plan_switch(session, work, target, between, keep=not hard),
         )
 
-    work = _switch(session, target, journal, rewrites=target != state.head or hard)
+    def clashes(work: WorkChanges, between: Callable[[], list[Change]]) -> None:
+        if work.changes and not hard:
+            _refuse_clash(work, between(), label or target.short(), "reset")
+
+    work = _switch(session, target, journal, target != state.head or hard, clashes)
     return SwitchResult(target, state.branch, state.head, work.changes if hard else [])
 
 
@@ -168,14 +177,25 @@ def _switch(
     target: SnapshotId,
     plan: Callable[[WorkChanges, Callable[[], list[Change]]], SwitchJournal],
     rewrites: bool = True,
+    clashes: Callable[[WorkChanges, Callable[[], list[Change]]], None] | None = None,
 ) -> WorkChanges:
     """Quiesce, find the changes, ``plan`` the journal (which refuses what
     it must: then nothing changed), write it and finish. Returns the
     changes found. ``rewrites`` False: no path of the working tree is
     rewritten (the target is HEAD, the changes stay), so a held workspace
-    is not frozen (:data:`~snapws.backends.base.NO_REWRITE`)."""
+    is not frozen (:data:`~snapws.backends.base.NO_REWRITE`). ``clashes``
+    (the refusal ``plan`` makes): for a workspace that running programs
+    hold, tried first on the live tree, so that a switch it refuses never
+    freezes their tree (``plan`` checks again once it is quiesced)."""
     store, state = session.store, session.state
     backend = backend_for(state)
+    between = cache(lambda: snapshot_changes(session, state.head, target))
+    if clashes is not None and rewrites and backend.holds(store, state):
+        early = backend.changes(session)
+        try:
+            clashes(early, between)
+        finally:
+            backend.release(store, state, early)
     work = None
     # from the journal on, an interrupt waits for the switch to be finished
     with ExitStack() as critical:
@@ -183,7 +203,6 @@ def _switch(
             action = ACTION if rewrites else NO_REWRITE
             backend.quiesce(store, state, action)  # (release thaws only what is frozen)
             work = backend.changes(session, hold=True)
-            between = cache(lambda: snapshot_changes(session, state.head, target))
             j = plan(work, between)
             critical.enter_context(deferred_signals(f"the {_verb(j)} was finished first"))
             store.write_journal(j.to_json())
