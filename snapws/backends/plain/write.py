@@ -147,7 +147,12 @@ def _replace_file(
         apply_meta_at(dest, tmp, node, as_root)
         if cur is not None and stat.S_ISDIR(cur.st_mode):
             dest.remove(p, force=True)
-        dest.rename(tmp, p)
+        try:
+            dest.rename(tmp, p)
+        except OSError as e:  # (an immutable file, say): named by the file it replaces
+            if e.filename2 is not None:
+                e.filename, e.filename2 = e.filename2, None
+            raise
     except BaseException:
         with contextlib.suppress(OSError):
             dest.remove(tmp, force=True)
