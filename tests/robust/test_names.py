@@ -125,10 +125,15 @@ def test_a_revision_that_is_no_name_is_exit_4(
     """Never a read outside the store (exit 11 before), never exit 70 (a
     100,000-character revision overflowed the file-name limit). ``diff``
     takes an argument that is no revision for a path, as git does: one
-    that exists outside the workspace is refused as such (exit 12)."""
+    that exists outside the workspace is refused as such (exit 12), and one
+    with glob characters is a pathspec even when nothing matches it (git's
+    rule: such an argument needs no ``--``)."""
     if command == ["diff"] and os.path.lexists(os.path.join(ws.path, rev[:4096])):
         r = ws.run(*command, rev, code=ExitCode.BAD_PATH)
         assert_bad_revision(r, "is outside the workspace")
+        return
+    if command == ["diff"] and any(c in rev for c in "*?["):
+        assert ws.run(*command, rev).output == ""  # matches nothing
         return
     r = ws.run(*command, rev, code=ExitCode.BAD_REVISION)
     assert_bad_revision(r, "bad revision")
