@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,15 @@ from typing import Any
 
 import pytest
 from helpers import Spec, gen, mounts_under
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background by a script (``cmd &``, ``nohup``)
+    inherits SIGINT ignored, as would every process it starts: the tests of
+    Ctrl-C need Python's own handler, as in a terminal or a CI runner."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 MNT_DETACH = 2
 
