@@ -14,6 +14,7 @@ from snapws.ids import LayerId, SnapshotId
 from snapws.layers import fences as fence_form
 from snapws.layers.fences import Fences
 from snapws.layers.manifestdiff import SMALL_MANIFEST, ManifestChain, SortedManifest
+from snapws.store.lock import owned_here
 from snapws.store.store import Store
 
 
@@ -68,15 +69,15 @@ def _cached_fences(store: Store, lid: LayerId, size: int) -> Fences | None:
 
 def _cache_fences(store: Store, lid: LayerId, manifest: SortedManifest) -> None:
     """Compute ``manifest``'s fences (now used by it) and keep them, if the
-    store can be written to (a cache: no fsync, a torn file fails its digest
-    and is made again; a store this user cannot write to computes them at
-    each command)."""
+    store can be written to and is this user's (a cache: no fsync, a torn
+    file fails its digest and is made again; a store this user cannot write
+    to, or root reading another user's, computes them at each command)."""
     try:
         fences = manifest.fences()
     except ValueError:
         return  # a damaged line: lookups find it without fences, and say so
-    if fences is None:
-        return
+    if fences is None or not owned_here(store.root):
+        return  # (never a file of this user's in another's store: root reading it)
     where = fences_dir(store)
     tmp = where / f".{lid.hex}.tmp-{os.getpid()}"
     try:

@@ -72,6 +72,7 @@ def test_root_may_not_change_a_users_store_but_may_read_it(
         ["prune", "--keep-last", "1"],
         ["gc", "--grace", "0"],
         ["flatten"],
+        ["export", "HEAD", "-o", str(area.root / "image.tar")],  # (it fills the blob cache)
     ):
         r = run_cli("-C", ws, *args, cwd=area.root, check=False, env=env)
         assert r.returncode == 9, (args, r.stdout, r.stderr)
@@ -157,3 +158,24 @@ def test_a_permission_error_on_another_users_file_in_the_store_names_it(tmp_path
     os.chown(layer, 0, 0)
     os.chown(layer / "tree", 0, 0)
     assert foreign_files_error(store, e) is None
+
+
+def test_root_reading_a_big_manifest_leaves_no_cache_in_a_users_store(area: UserArea) -> None:
+    """A manifest big enough for fences (snapws.store.manifests): root's
+    reads compute them and keep nothing; the owner's reads keep them."""
+    ws = area.root / "big"
+    area.run("mkdir", ws)
+    area.run("sh", "-c", f"cd {ws} && for i in $(seq 3000); do echo $i > file-$i.txt; done")
+    r = as_user(area, "init", "--backend", "plain", ws)
+    assert r.returncode == 0, r.stderr
+    store = area.root / ".local" / "share" / "snapws"
+    area.run("sh", "-c", f"echo changed > {ws}/file-7.txt")
+    env = {"SNAPWS_STORE": str(store)}
+    for args in (["status"], ["diff"], ["show", "--stat"], ["log"]):
+        r = run_cli("-C", ws, *args, cwd=area.root, check=False, env=env)
+        assert r.returncode == 0, (args, r.stderr)
+    assert not_the_users(area, store) == []
+    assert not (store / "cache" / "fences").exists() or not os.listdir(store / "cache" / "fences")
+    for args in (["status"], ["diff"], ["show", "--stat"]):
+        assert as_user(area, "-C", ws, *args).returncode == 0
+    assert os.listdir(store / "cache" / "fences"), "the owner's reads keep the fences"

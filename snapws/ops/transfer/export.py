@@ -21,6 +21,7 @@ from snapws.oci.export import build_image
 from snapws.oci.layout import DEFAULT_REF, write_layout_dir, write_layout_tar
 from snapws.ops.history.revs import resolve_rev
 from snapws.ops.workspace import find_workspace, open_named_store
+from snapws.store.lock import check_store_owner
 from snapws.store.store import Store
 
 
@@ -113,5 +114,8 @@ def export_rev(
 ) -> ExportResult:
     """Resolve ``rev`` (HEAD is the workspace's, if any) and export it."""
     with shared_store(cwd, config, store_path) as (store, head):
+        # it keeps the compressed layers in the store's blob cache: files of
+        # this user's in another user's store, which its owner could not remove
+        check_store_owner(store.root, store.xattr_form)
         sid = resolve_rev(store, head, rev)
         return export_snapshot(store, sid, dest, compression, ref, progress)
