@@ -134,7 +134,10 @@ def _delete(
                 err=True,
             )
         if not as_json:
-            app.say(f"Deleted {kind} {name} (was {ref.previous.short()})")  # -q: not, as git
+            # git's words: "Deleted branch topic (was ID)." and "Deleted tag 'v1' (was ID)"
+            shown = f"'{name}'" if kind == "tag" else name
+            end = "." if kind == "branch" else ""
+            app.say(f"Deleted {kind} {shown} (was {ref.previous.short()}){end}")  # -q: not, as git
     if as_json and gone:
         emit_json({**gone[0].to_json(), "deleted": [ref.to_json() for ref in gone]})
     return failed[0] if failed else None

@@ -40,7 +40,7 @@ def names(ws: Workspace, kind: str) -> list[str]:
 def test_delete_several_branches(ws: Workspace) -> None:
     short = ws.head()[:12]
     r = ws.run("branch", "-d", "a", "b")
-    assert r.stdout == f"Deleted branch a (was {short})\nDeleted branch b (was {short})\n"
+    assert r.stdout == f"Deleted branch a (was {short}).\nDeleted branch b (was {short}).\n"
     assert names(ws, "branch") == ["c", "main"]
 
 
@@ -49,7 +49,7 @@ def test_a_failure_does_not_stop_the_other_names(ws: Workspace) -> None:
     command fails (with the first error's code: 4, no such branch)."""
     r = ws.run("branch", "-D", "a", "nosuch", "b", "main", "c", check=False)
     assert r.returncode == ExitCode.BAD_REVISION
-    assert r.stdout.splitlines() == [f"Deleted branch {n} (was {ws.head()[:12]})" for n in "abc"]
+    assert r.stdout.splitlines() == [f"Deleted branch {n} (was {ws.head()[:12]})." for n in "abc"]
     lines = r.stderr.splitlines()
     assert lines[0] == "snapws: error: no branch named 'nosuch'"
     assert lines[2].startswith("snapws: error: cannot delete branch 'main': it is checked out")

@@ -60,7 +60,7 @@ def test_unmerged_branch_is_refused_and_left_intact(hist: History) -> None:
 def test_merged_branches_are_deleted(hist: History) -> None:
     ws, ids = hist
     r = ws.run("branch", "-d", "old")  # an ancestor of HEAD
-    assert r.stdout == f"Deleted branch old (was {ids['c0'][:12]})\n"
+    assert r.stdout == f"Deleted branch old (was {ids['c0'][:12]}).\n"
     assert r.stderr == ""
     doc = ws.json("branch", "-d", "here")  # HEAD itself
     one = {"branch": "here", "previous": ids["c2"], "forced": False}
@@ -84,7 +84,7 @@ def test_merged_means_into_this_workspace_head(hist: History) -> None:
 def test_force_deletes_an_unmerged_branch(hist: History, how: tuple[str, ...]) -> None:
     ws, ids = hist
     r = ws.run("branch", *how, "feat")
-    assert r.stdout == f"Deleted branch feat (was {ids['f1'][:12]})\n"
+    assert r.stdout == f"Deleted branch feat (was {ids['f1'][:12]}).\n"
     assert "feat" not in branches(ws)
     assert ws.json("show", ids["f1"])["id"] == ids["f1"]  # its snapshots stay in the store
 
@@ -132,7 +132,7 @@ def test_merged_into_its_upstream(hist: History, tmp_path: Path) -> None:
     ws.run("remote", "add", "origin", f"dir:{tmp_path / 'layout'}")
     ws.run("push", "feat")  # the remote tag feat, tracked as origin/feat
     r = ws.run("branch", "-d", "feat")
-    assert r.stdout == f"Deleted branch feat (was {ids['f1'][:12]})\n"
+    assert r.stdout == f"Deleted branch feat (was {ids['f1'][:12]}).\n"
     assert r.stderr == (
         "warning: deleting branch 'feat' that has been merged to 'origin/feat', "
         "but not yet merged to HEAD\n"

@@ -273,7 +273,7 @@ def test_branch_create_and_delete(hist: History) -> None:
     assert {b["name"]: b["id"] for b in ws.json("branch")["branches"]}["topic"] == ids[3]
     ws.run("branch", "group/sub")
     r = ws.run("branch", "-d", "topic")
-    assert r.stdout == f"Deleted branch topic (was {ids[3][:12]})\n"
+    assert r.stdout == f"Deleted branch topic (was {ids[3][:12]}).\n"
     names = [b["name"] for b in ws.json("branch")["branches"]]
     assert names == ["feat", "group/sub", "main"]
     r = ws.run("branch", "-d", "topic", check=False)
@@ -351,7 +351,7 @@ def test_tags(hist: History) -> None:
     assert r.returncode == 8
     assert "a tag named 'v1' already exists" in r.stderr
     r = ws.run("tag", "-d", "v1")
-    assert r.stdout == f"Deleted tag v1 (was {ids[1][:12]})\n"
+    assert r.stdout == f"Deleted tag 'v1' (was {ids[1][:12]})\n"
     assert [t["name"] for t in ws.json("tag")["tags"]] == ["v2"]
     r = ws.run("tag", "-d", "v1", check=False)
     assert r.returncode == 4
