@@ -145,7 +145,7 @@ def test_store_not_found(plain_dir: Path) -> None:
         (("tag", "-d", "nosuch"), 4, "no tag named 'nosuch'"),
         (("restore", "nope"), 12, "did not match any path in snapshot"),
         (("restore", "--source", "HEAD~1", "dir/nope"), 12, "dir/nope"),
-        (("restore", "a", "nope*"), 12, "or in HEAD: nope*"),
+        (("restore", "a", "nope*"), 12, "(HEAD): nope*"),
         (("restore", "../outside"), 12, "is outside the workspace"),
         (("diff", "--", "/etc"), 12, "is outside the workspace"),
     ],

@@ -47,9 +47,10 @@ def restore(session: Session, source: SnapshotId, paths: list[bytes]) -> list[by
     head = session.chain_view(session.state.head)
     missing = [p for p in paths if not (_known(view, p) or _known(head, p))]
     if missing:
+        where = "(HEAD)" if source == session.state.head else "or in HEAD"
         raise BadPathError(
-            "did not match any path in snapshot "
-            f"{source.short()} or in HEAD: " + ", ".join(display_path(p) for p in missing),
+            f"did not match any path in snapshot {source.short()} {where}: "
+            + ", ".join(display_path(p) for p in missing),
             hint="paths are relative to the current directory (shown here from the "
             "workspace root); `snapws show REV --name-only` lists what a snapshot changed",
         )

@@ -119,7 +119,7 @@ def test_restore_path_in_neither_source_nor_head(hist: History) -> None:
     assert r.returncode == 12
     lines = r.stderr.splitlines()
     assert lines[0].startswith("snapws: error: did not match any path in snapshot ")
-    assert lines[0].endswith(" or in HEAD: nope.txt")
+    assert lines[0].endswith(" (HEAD): nope.txt")  # (the source is HEAD)
     assert lines[1].startswith("hint: paths are relative to the current directory")
     assert not (ws.path / "b.txt").exists()
     # a new file (untracked) is no more known than a missing one
