@@ -8,6 +8,7 @@ import contextlib
 import errno
 import os
 import stat
+import zlib
 from collections.abc import Iterable
 
 from snapws.beneath import CREATE_FLAGS, Beneath, set_meta_fd
@@ -90,24 +91,40 @@ def apply_meta(node: Node, dest: Beneath, rel: bytes) -> None:
     )
 
 
-def materialise(nodes: Iterable[Node], dest: bytes | Beneath, strip: bytes = b"") -> int:
+def materialise(
+    nodes: Iterable[Node], dest: bytes | Beneath, strip: bytes = b"", whole: bool = False
+) -> int:
     """Create every node under ``dest`` (a directory, or one opened as a
     :class:`~snapws.beneath.Beneath`; parents listed before children; a
     node's path, less the prefix ``strip``, is relative to ``dest``). Every
     write is resolved beneath ``dest``: a parent that is a symlink or not a
     directory is refused (UnsafePathError), never followed. Hardlinked files
-    among ``nodes`` stay hardlinked. Returns the count. Raises OSError,
-    UnsafePathError; whiteouts are ignored."""
+    among ``nodes`` stay hardlinked. ``whole``: a regular file is written
+    under :func:`temp_name` and renamed over what is at its path (a file of
+    the working tree), so that it is there whole or not at all. Returns the
+    count. Raises OSError, UnsafePathError; whiteouts are ignored."""
     with anchored():  # source paths may be longer than PATH_MAX
         if isinstance(dest, Beneath):
-            return _materialise(nodes, dest, strip)
+            return _materialise(nodes, dest, strip, whole)
         with contextlib.suppress(FileExistsError):
             os.mkdir(dest, 0o700)  # the root node's metadata comes with it
         with Beneath(dest) as b:
-            return _materialise(nodes, b, strip)
+            return _materialise(nodes, b, strip, whole)
 
 
-def _materialise(nodes: Iterable[Node], dest: Beneath, strip: bytes) -> int:
+def temp_name(path: bytes) -> bytes:
+    """Where a whole-file write (:func:`materialise` with ``whole``; the
+    plain backend's rewrites) writes ``path`` first: a hidden name in the
+    same directory, the same on every run (a rerun finds what a killed one
+    left), short whatever the name's length. Two names may share it: a file
+    is written and renamed before the next, and a copy found there is
+    replaced, never used."""
+    parent, _, name = path.rpartition(b"/")
+    tmp = b".snapws-tmp-%08x" % zlib.crc32(name)
+    return parent + b"/" + tmp if parent else tmp
+
+
+def _materialise(nodes: Iterable[Node], dest: Beneath, strip: bytes, whole: bool = False) -> int:
     links: dict[tuple[int, int, bytes], bytes] = {}
     dirs: list[tuple[Node, bytes]] = []
     count = 0
@@ -132,17 +149,39 @@ def _materialise(nodes: Iterable[Node], dest: Beneath, strip: bytes) -> int:
             # between layers): only names in one tree are
             key = (st.st_dev, st.st_ino, _tree_of(node))
             if st.st_nlink > 1 and key in links:
+                if whole:
+                    dest.remove(rel)
                 dest.link(links[key], rel)
                 count += 1
                 continue
-            fd = dest.create(rel, 0o600)
+            target = temp_name(rel) if whole else rel
             try:
-                copy_into(node.abspath, fd)
-                set_meta_fd(
-                    fd, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), node.xattrs, st.st_mtime_ns
-                )
-            finally:
-                os.close(fd)
+                try:
+                    fd = dest.create(target, 0o600)
+                except FileExistsError:
+                    if not whole:
+                        raise
+                    dest.remove(target)  # a copy a killed run left
+                    fd = dest.create(target, 0o600)
+                try:
+                    copy_into(node.abspath, fd)
+                    set_meta_fd(
+                        fd,
+                        st.st_uid,
+                        st.st_gid,
+                        stat.S_IMODE(st.st_mode),
+                        node.xattrs,
+                        st.st_mtime_ns,
+                    )
+                finally:
+                    os.close(fd)
+                if whole:
+                    dest.rename(target, rel)
+            except BaseException:
+                if whole:
+                    with contextlib.suppress(OSError):
+                        dest.remove(target)
+                raise
             links[key] = rel
             count += 1
             continue

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import zlib
 from collections.abc import Callable, Collection, Sequence
 
 from snapws.backends.plain.fsops import apply_meta_at, create_node_at
@@ -16,6 +15,7 @@ from snapws.beneath import Beneath
 from snapws.deeppath import anchored
 from snapws.errors import StoreFullError, UnsupportedError
 from snapws.layers.entries import Node, Tops, parent_of
+from snapws.layers.materialise import temp_name
 from snapws.layers.view import ChainView
 from snapws.model import ROOT, Change, ChangeType, Kind, display_path
 
@@ -157,17 +157,6 @@ def _replace_file(
         with contextlib.suppress(OSError):
             dest.remove(tmp, force=True)
         raise
-
-
-def temp_name(path: bytes) -> bytes:
-    """Where :func:`_replace_file` writes ``path`` first: a hidden name in
-    the same directory, the same on every run (a rerun finds what a killed
-    one left), short whatever the name's length. Two names may share it:
-    a file is written and renamed before the next, and a copy found there
-    is replaced, never used."""
-    parent, _, name = path.rpartition(b"/")
-    tmp = b".snapws-tmp-%08x" % zlib.crc32(name)
-    return parent + b"/" + tmp if parent else tmp
 
 
 def _same_kind(st: os.stat_result, node: Node) -> bool:

@@ -69,12 +69,14 @@ def restore(session: Session, source: SnapshotId, paths: list[bytes]) -> list[by
         for c in wanted:
             loc = view.locate(c.path)
             assert loc is not None  # (not ADDED: the source has it)
-            if not _both_dirs(c):
+            if not _both_dirs(c) and not _file_over_file(c):
                 root.remove(c.path)
             _ensure_parents(root, view, c.path)
             nodes.append(loc.node)
             done.append(c.path)
-        materialise(_parents_first(nodes), root)
+        # a file is written beside its path and renamed over it: a full disk
+        # or a kill leaves the working tree's file, never a part of the source's
+        materialise(_parents_first(nodes), root, whole=True)
     return sorted(done)
 
 
@@ -97,6 +99,17 @@ def _both_dirs(change: Change) -> bool:
         and change.new is not None
         and change.old.kind is Kind.DIR
         and change.new.kind is Kind.DIR
+    )
+
+
+def _file_over_file(change: Change) -> bool:
+    """A regular file of the source where the working tree has a file (or
+    a symlink, a fifo): renamed over it whole, not removed first."""
+    return (
+        change.old is not None
+        and change.old.kind is Kind.FILE
+        and change.new is not None
+        and change.new.kind is not Kind.DIR
     )
 
 

@@ -237,3 +237,32 @@ def test_restore_glob_pathspecs(hist: History) -> None:
     assert tree_files(ws.path / "d") == {"sub/": None, "sub/y": "y0\n"}
     r = ws.run("restore", "*.nothing", check=False)
     assert r.returncode == 12 and "*.nothing" in r.stderr
+
+
+def test_a_full_disk_leaves_the_working_trees_file_whole(
+    hist: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file is restored under a hidden name and renamed over the working
+    tree's: a write that fails (ENOSPC here) leaves the file as it was and
+    no copy; the next restore finds a killed run's copy and replaces it."""
+    import errno
+
+    from snapws.layers import materialise
+
+    ws, _, _ = hist
+    real = materialise.copy_into
+
+    def full(src: bytes, fd: int) -> None:
+        os.write(fd, b"part")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(materialise, "copy_into", full)
+    r = ws.run("restore", "a.txt", check=False)
+    assert r.returncode == 17, r.stderr
+    assert (ws.path / "a.txt").read_text() == "a2\n", "the working tree's file, whole"
+    assert not [n for n in os.listdir(ws.path) if n.startswith(".snapws-tmp-")]
+    monkeypatch.setattr(materialise, "copy_into", real)
+    (ws.path / os.fsdecode(materialise.temp_name(b"a.txt"))).write_text("a killed run's copy")
+    ws.run("restore", "a.txt")
+    assert (ws.path / "a.txt").read_text() == "a1\n"
+    assert not [n for n in os.listdir(ws.path) if n.startswith(".snapws-tmp-")]
