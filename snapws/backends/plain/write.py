@@ -242,8 +242,9 @@ def check_space(where: bytes | str, need: int, action: str) -> None:
         raise StoreFullError(
             f"not enough space to {action}: it writes {_mib(need)} into the working tree, "
             f"and {_mib(free)} are free on its filesystem ({os.fsdecode(where)})",
-            hint="free space there (or commit or discard large uncommitted files), then run "
-            "the command again; nothing was changed",
+            hint="free space there (delete large files you do not need: what a discard would "
+            "free is not counted, as it may be written before it is freed), then run the "
+            "command again; nothing was changed",
         )
 
 
