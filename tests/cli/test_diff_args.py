@@ -1,6 +1,7 @@
-"""Pathspecs as git's: a glob (``'*.bin'``) matches at any depth, ``*``
-crossing ``/``; a path without glob characters is the path and what is
-below it."""
+"""``snapws diff``'s arguments as git's: pathspecs (a glob, ``'*.bin'``,
+matches at any depth, ``*`` crossing ``/``; a path without glob characters
+is the path and what is below it), and ``--quiet`` (nothing printed, the
+exit status says; the global ``-q`` keeps its meaning)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import Workspace, WorkspaceFactory, run_cli
+
+from snapws.errors import ExitCode
 
 BASE = {
     "top.bin": "t0",
@@ -65,3 +68,25 @@ def test_a_glob_is_relative_to_the_current_directory(ws: Workspace) -> None:
 def test_a_glob_given_without_dashdash_is_a_path_as_in_git(ws: Workspace) -> None:
     # git takes an argument with glob characters as a pathspec without --
     assert _names(ws, "R", "HEAD", "*.bin") == ["src/a.bin", "src/deep/b.bin", "top.bin"]
+
+
+# ---- --quiet -----------------------------------------------------------------
+
+
+def test_diff_quiet_prints_nothing_and_exits_1_on_differences(ws: Workspace) -> None:
+    r = ws.run("diff", "--quiet", check=False)
+    assert (r.returncode, r.stdout, r.stderr) == (ExitCode.DIFFERENCES, "", "")
+    r = ws.run("diff", "--quiet", "R", "HEAD", "--", "src", check=False)
+    assert (r.returncode, r.stdout, r.stderr) == (ExitCode.DIFFERENCES, "", "")
+    # no differences: exit 0, still nothing
+    r = ws.run("diff", "--quiet", "--", "docs")
+    assert (r.stdout, r.stderr) == ("", "")
+    # with any format option, still nothing
+    r = ws.run("diff", "--quiet", "--stat", check=False)
+    assert (r.returncode, r.stdout) == (ExitCode.DIFFERENCES, "")
+
+
+def test_global_quiet_before_diff_keeps_its_meaning(ws: Workspace) -> None:
+    for argv in (("-q", "diff"), ("diff", "-q")):
+        r = ws.run(*argv)
+        assert (r.returncode, r.stdout) == (0, "M  src/a.txt\n"), argv
