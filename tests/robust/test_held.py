@@ -331,12 +331,12 @@ def test_flatten_leaves_a_held_workspace_on_its_mount(ws: Workspace) -> None:
     ws.stop(shell)
 
 
-def test_a_switch_that_rewrites_nothing_leaves_a_held_workspace_writable(
+def held_and_watched(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """checkout of the branch it is on, checkout -b and reset to HEAD rewrite
-    no path: a held workspace is not frozen, so no program inside meets a
-    read-only tree; a switch that rewrites paths still is."""
+) -> tuple[str, subprocess.Popen[str], list[str]]:
+    """BASE, held by a shell in docs/ once a commit went through it: the
+    first snapshot's id, the shell, and the actions the mount is frozen
+    for from now on (a spy on :meth:`MountSwapper.freeze`)."""
     from snapws.backends import swap
 
     ws.init(BASE)
@@ -353,6 +353,16 @@ def test_a_switch_that_rewrites_nothing_leaves_a_held_workspace_writable(
         real(self, target, action, *a, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(swap.MountSwapper, "freeze", spy)
+    return s0, shell, frozen
+
+
+def test_a_switch_that_rewrites_nothing_leaves_a_held_workspace_writable(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """checkout of the branch it is on, checkout -b and reset to HEAD rewrite
+    no path: a held workspace is not frozen, so no program inside meets a
+    read-only tree; a switch that rewrites paths still is."""
+    s0, shell, frozen = held_and_watched(ws, monkeypatch)
     assert ask(shell, "write mine.md mine") == "written"  # uncommitted: stays
     for args in (("checkout", "main"), ("checkout", "-b", "topic"), ("reset",), ("reset", "HEAD")):
         assert ws.run(*args).returncode == 0, args
@@ -444,22 +454,7 @@ def test_a_refused_switch_never_freezes_a_held_workspace(
     """checkout and reset refused for uncommitted changes that clash are
     refused before the tree is frozen: a program writing inside never meets
     a read-only tree for a switch that does not happen."""
-    from snapws.backends import swap
-
-    ws.init(BASE)
-    s0 = ws.state().head.hex
-    shell = ws.spawn(SHELL, cwd=ws.path / "docs")
-    (ws.path / "a.txt").write_text("alpha 2\n")
-    ws.commit("held now")
-    assert ws.state().base is not None
-    frozen: list[str] = []
-    real = swap.MountSwapper.freeze
-
-    def spy(self: swap.MountSwapper, target: Path, action: str, *a: object, **kw: object) -> None:
-        frozen.append(action)
-        real(self, target, action, *a, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(swap.MountSwapper, "freeze", spy)
+    s0, shell, frozen = held_and_watched(ws, monkeypatch)
     assert ask(shell, "write ../a.txt mine") == "written"  # differs in s0: clashes
     for args in (("checkout", s0), ("reset", s0)):
         out = ws.run(*args, check=False)
