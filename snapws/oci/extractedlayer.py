@@ -65,9 +65,7 @@ def extract_layer(
             tree, lower, reader.what, opaque_xattr(store.xattr_form), writeback, dedup
         )
         try:
-            for h in reader.entries():
-                x.add(h, reader)
-            x.finish()
+            x.extract(reader)
         finally:
             x.close()
         writeback.kick()  # the disk works while the manifest is computed

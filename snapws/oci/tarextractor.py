@@ -472,6 +472,12 @@ class LayerExtractor:
             self._set_meta_of(rel, ref, None, h)
             ref.chmod(h.mode)  # after the xattrs, as before
 
+    def extract(self, reader: tf.TarReader) -> None:
+        """Every entry of ``reader`` (:meth:`add`), then :meth:`finish`."""
+        for h in reader.entries():
+            self.add(h, reader)
+        self.finish()
+
     # -- the end --
     def finish(self) -> None:
         """Wait for the helper's files, apply whiteouts and opaque markers,

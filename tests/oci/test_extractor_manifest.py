@@ -40,9 +40,7 @@ def test_the_manifest_is_encode_manifest_of_the_entries(
     reader = TarReader(io.BytesIO(tar_of(MEMBERS)).read, "layer 1")
     x = LayerExtractor(tree, None, "layer 1", "trusted.overlay.opaque")
     try:
-        for h in reader.entries():
-            x.add(h, reader)
-        x.finish()
+        x.extract(reader)
     finally:
         x.close()
     entries = x.entries(1)

@@ -67,9 +67,7 @@ def test_an_extractor_is_freed_without_a_collection(
     gc.disable()
     x = LayerExtractor(tree, None, "layer 1", "trusted.overlay.opaque")
     try:
-        for h in reader.entries():
-            x.add(h, reader)
-        x.finish()
+        x.extract(reader)
     finally:
         x.close()
     assert len(x.entries(1)) == len(MEMBERS) + 1  # (and the root)
