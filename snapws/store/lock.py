@@ -26,7 +26,6 @@ import errno
 import fcntl
 import json
 import os
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -77,6 +76,8 @@ def _start_time(pid: int) -> str | None:
 
 
 def _this_command() -> str:
+    import shlex  # (here: only a writer's lock needs it, not every command's start-up)
+
     words = ["snapws", *sys.argv[1:]]
     text = " ".join(shlex.quote(w) for w in words)
     return text if len(text) <= 200 else text[:197] + "..."
